@@ -1,0 +1,1 @@
+"""The assessor: answers queries over the stored readings and events."""

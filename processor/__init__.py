@@ -1,0 +1,1 @@
+"""The processor: applies threshold rules to readings, keeps warning counters in Redis, emits events."""

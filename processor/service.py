@@ -1,0 +1,200 @@
+"""The processor's process: consume readings, count warnings in Redis, produce events.
+
+Per round of records, in this order (a crash between any two steps loses and duplicates nothing):
+  1. one Redis script per partition: counters, the partition's applied offset, events raised;
+  2. produce the stored events to Kafka and wait for the acknowledgements;
+  3. drop the stored events that are now in Kafka;
+  4. commit the consumed offsets.
+After a crash, step 1 skips what it had applied and step 2 re-produces what may be missing; an event
+produced twice carries the same event_id both times, and the saver stores it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError
+from google.protobuf import timestamp_pb2
+from google.protobuf.message import DecodeError
+
+from metrics.v1 import event_pb2, metric_pb2
+from processor.counters import Counters, counter_key
+from processor.rules import Rule, event_id, parse_rules
+from processor.settings import ProcessorSettings
+from runtime import kafka, settings
+from runtime.dead_letters import DeadLetters
+from runtime.grpc_server import GrpcServer
+from runtime.lifecycle import Stopped, retry_until_stopped
+from runtime.logging import setup_logging
+
+log = logging.getLogger(__name__)
+
+EVENT_HEADERS = kafka.headers(kafka.EVENT_TYPE)
+THRESHOLD_EXCEEDED = event_pb2.EVENT_KIND_THRESHOLD_EXCEEDED
+# After a failed round, the wait before the partitions are read again from the committed offsets.
+RETRY_DELAY_S = 1.0
+
+
+class Processor:
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        counters: Counters,
+        dead_letters: DeadLetters,
+        rules: Mapping[str, Rule],
+        config: ProcessorSettings,
+    ) -> None:
+        self._consumer = consumer
+        self._producer = producer
+        self._counters = counters
+        self._dead_letters = dead_letters
+        self._rules = rules
+        self._config = config
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            rounds = await self._consumer.getmany(
+                timeout_ms=200, max_records=self._config.max_records_per_round
+            )
+            if not rounds:
+                continue
+            try:
+                await asyncio.gather(*(self._process(tp, records) for tp, records in rounds.items()))
+            except Exception:
+                # Nothing of this round is committed; it is read again and what was applied is skipped.
+                log.exception(
+                    "round failed; reading again from the committed offsets in %.0f s", RETRY_DELAY_S
+                )
+                await asyncio.sleep(RETRY_DELAY_S)
+                await self._consumer.seek_to_committed()
+                continue
+            await self._commit({tp: records[-1].offset + 1 for tp, records in rounds.items()})
+
+    async def flush_pending(self, partitions: Sequence[int]) -> None:
+        """Produces events stored but maybe not produced before a crash or a rebalance."""
+        for partition in partitions:
+            await self._produce_pending(partition)
+
+    async def _process(self, tp: TopicPartition, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        args: list[Any] = []
+        dead: list[tuple[ConsumerRecord[bytes, bytes], str]] = []
+        detect_time = timestamp_pb2.Timestamp()
+        detect_time.GetCurrentTime()
+        rules = self._rules
+        for record in records:
+            try:
+                batch = metric_pb2.MetricBatch.FromString(record.value)
+            except DecodeError as exc:
+                dead.append((record, f"value is not a {kafka.METRIC_BATCH_TYPE}: {exc}"))
+                continue
+            offset = record.offset
+            for metric in batch.metrics:
+                rule = rules.get(metric.metric_type)
+                if rule is None:
+                    continue
+                if metric.value >= rule.threshold:
+                    event = _event(metric, rule, detect_time)
+                    args += (offset, counter_key(metric.sensor_id), metric.metric_type, rule.count, event)
+                else:
+                    args += (offset, counter_key(metric.sensor_id), metric.metric_type, 0, b"")
+        if dead:
+            await self._dead_letters.send(dead)
+        if args and await self._counters.apply(tp.partition, records[-1].offset, args):
+            await self._produce_pending(tp.partition)
+
+    async def _produce_pending(self, partition: int) -> None:
+        events = await self._counters.pending(partition)
+        if not events:
+            return
+        acks = [
+            await self._producer.send(
+                self._config.events_topic,
+                value,
+                key=event_pb2.Event.FromString(value).sensor_id.encode(),
+                headers=EVENT_HEADERS,
+            )
+            for value in events
+        ]
+        await asyncio.gather(*acks)
+        await self._counters.confirm(partition, len(events))
+        log.info("produced %d event(s) of partition %d", len(events), partition)
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        try:
+            await self._consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # The partitions moved to another processor, which skips what this one applied.
+            log.warning("offsets not committed after a rebalance: %s", exc)
+
+
+def _event(metric: metric_pb2.Metric, rule: Rule, detect_time: timestamp_pb2.Timestamp) -> bytes:
+    reading_ns = metric.reading_time.ToNanoseconds()
+    return event_pb2.Event(
+        event_id=event_id(metric.sensor_id, metric.metric_type, reading_ns, THRESHOLD_EXCEEDED),
+        kind=THRESHOLD_EXCEEDED,
+        sensor_id=metric.sensor_id,
+        metric_type=metric.metric_type,
+        value=metric.value,
+        reading_time=metric.reading_time,
+        threshold=rule.threshold,
+        count=rule.count,
+        detect_time=detect_time,
+    ).SerializeToString()
+
+
+class _FlushOnAssign(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self) -> None:
+        self.processor: Processor | None = None
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        pass
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        if self.processor is not None and assigned:
+            await self.processor.flush_pending([tp.partition for tp in assigned])
+
+
+async def main(stop: asyncio.Event) -> None:
+    config = settings.load(ProcessorSettings, "processor")
+    setup_logging("processor", config.log_level)
+    log.info("starting: %s", settings.describe(config))
+    rules = parse_rules(config.rules)
+    redis_client = aioredis.Redis.from_url(config.redis_url, socket_timeout=10, socket_connect_timeout=2)
+    producer = kafka.make_producer(config, "processor")
+    consumer = kafka.make_consumer(config, [], config.consumer_group, "processor")
+    listener = _FlushOnAssign()
+    server = GrpcServer(config.grpc_address, [])
+    await server.start()
+    try:
+        await retry_until_stopped("Redis", redis_client.ping, stop)
+        await retry_until_stopped("Kafka (producer)", producer.start, stop)
+        await retry_until_stopped("Kafka (consumer)", consumer.start, stop)
+        counters = Counters(redis_client, config.metrics_topic)
+        processor = Processor(
+            consumer, producer, counters, DeadLetters(producer, config, config.consumer_group), rules, config
+        )
+        listener.processor = processor
+        consumer.subscribe([config.metrics_topic], listener=listener)
+        await server.set_serving()
+        log.info(
+            "serving; rules: %s",
+            ", ".join(f"{r.metric_type} >= {r.threshold:g} x{r.count}" for r in rules.values()),
+        )
+        await processor.run(stop)
+    except Stopped:
+        pass
+    finally:
+        # Finish the round in progress (run() returns between rounds), then close in reverse order.
+        log.info("stopping")
+        await server.stop(config.shutdown_grace_s)
+        await consumer.stop()
+        await producer.stop()
+        await redis_client.aclose()
+        log.info("stopped")

@@ -1,0 +1,19 @@
+"""The processor's settings (see runtime/settings.py for how they are read)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from runtime.kafka import KafkaSettings
+from runtime.settings import ServiceSettings
+
+
+@dataclass(frozen=True)
+class ProcessorSettings(KafkaSettings, ServiceSettings):
+    grpc_port: int = 50052
+    redis_url: str = "redis://127.0.0.1:56379/0"
+    # One rule per metric type, "type:threshold:count", e.g. "temperature:95:3,humidity:80:5".
+    rules: tuple[str, ...] = ("temperature:95:3",)
+    consumer_group: str = "processor"
+    # Most records taken from Kafka per round; a round is one Redis script per partition.
+    max_records_per_round: int = 2_000

@@ -1,0 +1,1 @@
+"""The receiver: validates sensor readings and writes them durably to Kafka."""

@@ -1,0 +1,175 @@
+"""The receiver's gRPC service and its process: validate, write to Kafka, acknowledge."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from metrics.v1 import metric_pb2, receiver_service_pb2, receiver_service_pb2_grpc
+from receiver.settings import ReceiverSettings
+from receiver.validation import ArrivalClock, Limits, check_batch
+from receiver.writer import Admission, MetricsWriter
+from runtime import kafka, settings
+from runtime.errors import (
+    InvalidArgument,
+    ServiceError,
+    Violation,
+    grpc_errors,
+    grpc_stream_errors,
+    status_of,
+)
+from runtime.grpc_server import GrpcServer
+from runtime.lifecycle import Stopped, retry_until_stopped
+from runtime.logging import setup_logging
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = receiver_service_pb2.DESCRIPTOR.services_by_name["ReceiverService"].full_name
+LEGACY_METRIC_TYPE = "temperature"
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
+    def __init__(self, writer: MetricsWriter, limits: Limits) -> None:
+        self._writer = writer
+        self._limits = limits
+        self._clock = ArrivalClock()
+
+    @grpc_errors
+    async def PushMetrics(
+        self, request: receiver_service_pb2.PushMetricsRequest, context: Context
+    ) -> receiver_service_pb2.PushMetricsResponse:
+        check_batch(request.metrics, self._limits, self._clock)
+        accepted = await self._writer.write(request.metrics)
+        return receiver_service_pb2.PushMetricsResponse(accepted_count=accepted)
+
+    @grpc_errors
+    async def StreamMetrics(
+        self, request_iterator: AsyncIterator[receiver_service_pb2.StreamMetricsRequest], context: Context
+    ) -> receiver_service_pb2.StreamMetricsResponse:
+        # Batches are written as they arrive; the answer waits for all of them. A failed batch ends
+        # the stream with its error: the batches before it are written, it and later ones are not.
+        accepted = batches = 0
+        async for request in request_iterator:
+            check_batch(request.metrics, self._limits, self._clock, field=f"[{batches}].metrics")
+            accepted += await self._writer.write(request.metrics)
+            batches += 1
+        return receiver_service_pb2.StreamMetricsResponse(accepted_count=accepted, batch_count=batches)
+
+    @grpc_stream_errors
+    async def SyncMetrics(
+        self, request_iterator: AsyncIterator[receiver_service_pb2.SyncMetricsRequest], context: Context
+    ) -> AsyncIterator[receiver_service_pb2.SyncMetricsResponse]:
+        # One acknowledgement per batch, in order. Writes are pipelined: the next batch is read and
+        # sent to Kafka while earlier ones wait for their acknowledgement.
+        pending: asyncio.Queue[tuple[int, asyncio.Task[int] | ServiceError] | None] = asyncio.Queue(
+            maxsize=64
+        )
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    try:
+                        check_batch(request.metrics, self._limits, self._clock)
+                    except InvalidArgument as exc:
+                        await pending.put((request.sequence, exc))
+                        continue
+                    task = asyncio.create_task(self._writer.write(request.metrics))
+                    await pending.put((request.sequence, task))
+            finally:
+                await pending.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (item := await pending.get()) is not None:
+                sequence, outcome = item
+                yield await _acknowledge(sequence, outcome)
+            await reader
+        finally:
+            reader.cancel()
+
+    @grpc_errors
+    async def RecordLegacyMeasurement(
+        self, request: receiver_service_pb2.RecordLegacyMeasurementRequest, context: Context
+    ) -> receiver_service_pb2.RecordLegacyMeasurementResponse:
+        if not request.HasField("temperature"):
+            raise InvalidArgument([Violation("temperature", "is required: a number")])
+        metric = metric_pb2.Metric(
+            sensor_id=request.sensor_uuid, metric_type=LEGACY_METRIC_TYPE, value=request.temperature
+        )
+        if request.HasField("at"):
+            if request.at < 0:
+                raise InvalidArgument(
+                    [Violation("at", "must be milliseconds since 1970-01-01, not negative")]
+                )
+            metric.reading_time.FromMilliseconds(request.at)
+        try:
+            check_batch([metric], self._limits, self._clock)
+        except InvalidArgument as exc:
+            raise InvalidArgument([_legacy_violation(v) for v in exc.violations]) from None
+        await self._writer.write([metric])
+        return receiver_service_pb2.RecordLegacyMeasurementResponse(result=True, response="OK")
+
+
+async def _acknowledge(
+    sequence: int, outcome: asyncio.Task[int] | ServiceError
+) -> receiver_service_pb2.SyncMetricsResponse:
+    if isinstance(outcome, ServiceError):
+        return receiver_service_pb2.SyncMetricsResponse(sequence=sequence, status=outcome.status())
+    try:
+        accepted = await outcome
+    except Exception as exc:
+        if not isinstance(exc, ServiceError):
+            log.exception("batch %d failed", sequence)
+        return receiver_service_pb2.SyncMetricsResponse(sequence=sequence, status=status_of(exc))
+    return receiver_service_pb2.SyncMetricsResponse(sequence=sequence, accepted_count=accepted)
+
+
+def _legacy_violation(violation: Violation) -> Violation:
+    """Names a reading's field as the legacy request does: metrics[0].value is "temperature"."""
+    names = {
+        "sensor_id": "sensor_uuid",
+        "value": "temperature",
+        "reading_time": "at",
+        "metric_type": "temperature",
+    }
+    field = violation.field.removeprefix("metrics[0].")
+    return Violation(names.get(field, field), violation.description)
+
+
+async def main(stop: asyncio.Event) -> None:
+    config = settings.load(ReceiverSettings, "receiver")
+    setup_logging("receiver", config.log_level)
+    log.info("starting: %s", settings.describe(config))
+    limits = Limits(config.max_batch_readings, config.max_future_skew_s, frozenset(config.metric_types))
+    producer = kafka.make_producer(config, "receiver")
+    admission = Admission(config.max_in_flight_readings, config.admission_wait_s)
+    writer = MetricsWriter(producer, config.metrics_topic, admission, config.kafka_ack_timeout_s)
+    server = GrpcServer(
+        config.grpc_address,
+        [SERVICE_NAME],
+        [
+            lambda s: receiver_service_pb2_grpc.add_ReceiverServiceServicer_to_server(
+                Receiver(writer, limits), s
+            )
+        ],
+    )
+    await server.start()
+    try:
+        await retry_until_stopped("Kafka", producer.start, stop)
+        await server.set_serving()
+        log.info("serving")
+        await stop.wait()
+    except Stopped:
+        pass
+    finally:
+        # Stop intake, let running calls finish (they wait for Kafka), then flush and close.
+        log.info("stopping")
+        await server.stop(config.shutdown_grace_s)
+        await producer.stop()
+        log.info("stopped")

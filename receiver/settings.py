@@ -1,0 +1,25 @@
+"""The receiver's settings (see runtime/settings.py for how they are read)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from runtime.kafka import KafkaSettings
+from runtime.settings import ServiceSettings
+
+
+@dataclass(frozen=True)
+class ReceiverSettings(KafkaSettings, ServiceSettings):
+    grpc_port: int = 50051
+    # Largest batch accepted in one request or stream message.
+    max_batch_readings: int = 10_000
+    # Readings more than this far in the future are rejected (sensor clocks drift, but not by hours).
+    max_future_skew_s: float = 300.0
+    # When not empty, the only metric types accepted, e.g. "temperature,humidity".
+    metric_types: tuple[str, ...] = ()
+    # Readings accepted but not yet acknowledged by Kafka, over all clients: the memory bound.
+    max_in_flight_readings: int = 200_000
+    # How long a request waits for room under that bound before RESOURCE_EXHAUSTED.
+    admission_wait_s: float = 1.0
+    # How long Kafka gets to acknowledge a batch before the client is told UNAVAILABLE.
+    kafka_ack_timeout_s: float = 5.0

@@ -1,0 +1,140 @@
+"""Validation of readings: every problem of a batch, each naming its field, before anything is written."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from metrics.v1 import metric_pb2
+from runtime.errors import InvalidArgument, Violation
+
+SENSOR_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+METRIC_TYPE = re.compile(r"[a-z][a-z0-9_.]{0,63}")
+MAX_UNIT = 32
+MAX_LABELS = 16
+MAX_LABEL_KEY = 64
+MAX_LABEL_VALUE = 256
+# A batch with many bad readings is reported by its first problems, not all of them.
+MAX_VIOLATIONS = 50
+NANOS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_batch_readings: int
+    max_future_skew_s: float
+    metric_types: frozenset[str] = frozenset()
+
+
+class ArrivalClock:
+    """Arrival times for readings without one: strictly increasing microseconds (the resolution of
+    stored times), so two readings of one sensor arriving together never collapse into one row."""
+
+    def __init__(self) -> None:
+        self._last_us = 0
+
+    def next_nanos(self) -> int:
+        self._last_us = max(time.time_ns() // 1000, self._last_us + 1)
+        return self._last_us * 1000
+
+
+def check_batch(
+    metrics: Sequence[metric_pb2.Metric], limits: Limits, clock: ArrivalClock, field: str = "metrics"
+) -> None:
+    """Raises InvalidArgument naming every problem; else sets missing reading times to arrival time."""
+    if not metrics:
+        raise InvalidArgument([Violation(field, "at least one reading is required")])
+    if len(metrics) > limits.max_batch_readings:
+        raise InvalidArgument(
+            [Violation(field, f"{len(metrics)} readings, more than the limit of {limits.max_batch_readings}")]
+        )
+    violations: list[Violation] = []
+    latest = time.time_ns() + int(limits.max_future_skew_s * NANOS)
+    for i, metric in enumerate(metrics):
+        problems = check_metric(metric, limits, latest)
+        violations.extend(Violation(f"{field}[{i}].{name}", text) for name, text in problems)
+        if len(violations) >= MAX_VIOLATIONS:
+            break
+    if violations:
+        raise InvalidArgument(violations[:MAX_VIOLATIONS])
+    for metric in metrics:
+        if not metric.HasField("reading_time"):
+            metric.reading_time.FromNanoseconds(clock.next_nanos())
+
+
+def check_metric(metric: metric_pb2.Metric, limits: Limits, latest_nanos: int) -> list[tuple[str, str]]:
+    """The problems of one reading as (field, description) pairs; empty when it is valid."""
+    problems: list[tuple[str, str]] = []
+    sensor_id = metric.sensor_id
+    if SENSOR_ID.fullmatch(sensor_id) is None:
+        problems.append(("sensor_id", _describe_id(sensor_id, 128, "A-Z a-z 0-9 . _ : -")))
+    metric_type = metric.metric_type
+    if METRIC_TYPE.fullmatch(metric_type) is None:
+        problems.append(("metric_type", _describe_type(metric_type)))
+    elif limits.metric_types and metric_type not in limits.metric_types:
+        known = ", ".join(sorted(limits.metric_types))
+        problems.append(("metric_type", f"unknown metric type {metric_type!r}; known types: {known}"))
+    if not math.isfinite(metric.value):
+        problems.append(("value", f"must be a finite number, got {metric.value}"))
+    if metric.HasField("reading_time"):
+        problem = _check_time(metric.reading_time.seconds, metric.reading_time.nanos, latest_nanos)
+        if problem:
+            problems.append(("reading_time", problem))
+    if len(metric.unit) > MAX_UNIT:
+        problems.append(("unit", f"is {len(metric.unit)} characters, more than {MAX_UNIT}"))
+    if metric.labels:
+        problems.extend(_check_labels(metric.labels))
+    return problems
+
+
+def _describe_id(value: str, limit: int, allowed: str) -> str:
+    if not value:
+        return "is required"
+    if len(value) > limit:
+        return f"is {len(value)} characters, more than {limit}"
+    return f"{_quote(value)} has characters other than {allowed}"
+
+
+def _describe_type(value: str) -> str:
+    if not value:
+        return "is required"
+    if len(value) > 64:
+        return f"is {len(value)} characters, more than 64"
+    return f"{_quote(value)} is not a metric type: a lower-case letter, then a-z 0-9 _ ."
+
+
+def _check_time(seconds: int, nanos: int, latest_nanos: int) -> str | None:
+    if not 0 <= nanos < NANOS:
+        return f"nanos must be in [0, 999999999], got {nanos}"
+    if seconds < 0:
+        return "is before 1970-01-01T00:00:00Z"
+    at = seconds * NANOS + nanos
+    if at > latest_nanos:
+        ahead = (at - latest_nanos) / NANOS
+        return f"is in the future (more than the allowed clock skew, by {ahead:.0f} s)"
+    return None
+
+
+def _check_labels(labels: Mapping[str, str]) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    if len(labels) > MAX_LABELS:
+        problems.append(("labels", f"has {len(labels)} entries, more than {MAX_LABELS}"))
+    for key, value in labels.items():
+        if not key or len(key) > MAX_LABEL_KEY:
+            problems.append(
+                (f"labels[{_quote(key[:MAX_LABEL_KEY])}]", f"key must be 1 to {MAX_LABEL_KEY} characters")
+            )
+        if len(value) > MAX_LABEL_VALUE:
+            problems.append(
+                (f"labels[{_quote(key[:MAX_LABEL_KEY])}]", f"value is more than {MAX_LABEL_VALUE} characters")
+            )
+    return problems
+
+
+def _quote(value: str, limit: int = 40) -> str:
+    """A value for an error message: escaped, and cut when long."""
+    shown = value if len(value) <= limit else value[:limit] + "…"
+    return repr(shown)

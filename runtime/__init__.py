@@ -1,0 +1,1 @@
+"""What every Metrics service shares: settings, logging, Kafka codec, gRPC server, lifecycle."""

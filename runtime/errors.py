@@ -1,0 +1,121 @@
+"""Errors the services answer with, and their one mapping to gRPC statuses.
+
+Service code raises these; `grpc_errors` (a decorator on servicer methods) turns them into a
+status with details. A `retriable` error means the client may send the same request again.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One problem with one field of a request, e.g. ("metrics[3].value", "must be finite, got NaN")."""
+
+    field: str
+    description: str
+
+
+class ServiceError(Exception):
+    """Base of the errors a service answers with."""
+
+    code = grpc.StatusCode.INTERNAL
+    retriable = False
+
+    def status(self) -> status_pb2.Status:
+        return status_pb2.Status(code=self.code.value[0], message=str(self))
+
+
+class InvalidArgument(ServiceError):
+    """The request is malformed; the violations name each field and its problem."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, violations: Sequence[Violation]) -> None:
+        self.violations = tuple(violations)
+        first = self.violations[0]
+        more = f" (and {len(self.violations) - 1} more)" if len(self.violations) > 1 else ""
+        super().__init__(f"{first.field}: {first.description}{more}")
+
+    def status(self) -> status_pb2.Status:
+        details = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                for v in self.violations
+            ]
+        )
+        packed = any_pb2.Any()
+        packed.Pack(details)
+        return status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=str(self), details=[packed])
+
+
+class Unavailable(ServiceError):
+    """A dependency (Kafka, PostgreSQL) did not answer in time; nothing was done, retry later."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    retriable = True
+
+
+class ResourceExhausted(ServiceError):
+    """The service is at its limit of in-flight work; retry later, ideally with backoff."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    retriable = True
+
+
+def status_of(exc: BaseException) -> status_pb2.Status:
+    """The google.rpc.Status for an exception (INTERNAL, without internals, for unexpected ones)."""
+    if isinstance(exc, ServiceError):
+        return exc.status()
+    return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error; see the service's log")
+
+
+async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
+    """Ends the call with the status for `exc` (raises, as context.abort does)."""
+    if not isinstance(exc, ServiceError):
+        log.exception("unexpected error", exc_info=exc)
+    status = rpc_status.to_status(status_of(exc))
+    await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+def grpc_errors(method: F) -> F:
+    """Maps ServiceErrors raised by a unary-response servicer method to gRPC statuses."""
+
+    @functools.wraps(method)
+    async def wrapper(self: object, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await method(self, request, context)
+        except Exception as exc:  # noqa: BLE001 - every error becomes a status; abort() raises
+            await abort(context, exc)
+
+    return cast(F, wrapper)
+
+
+def grpc_stream_errors(method: F) -> F:
+    """Like grpc_errors, for servicer methods that stream their responses."""
+
+    @functools.wraps(method)
+    async def wrapper(
+        self: object, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        try:
+            async for item in method(self, request, context):
+                yield item
+        except Exception as exc:  # noqa: BLE001 - every error becomes a status; abort() raises
+            await abort(context, exc)
+
+    return cast(F, wrapper)

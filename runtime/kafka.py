@@ -1,0 +1,66 @@
+"""Kafka: the topics' contract (see metric.proto and event.proto) and client factories."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from metrics.v1 import event_pb2, metric_pb2
+
+MESSAGE_TYPE_HEADER = "message-type"
+METRIC_BATCH_TYPE = metric_pb2.MetricBatch.DESCRIPTOR.full_name
+EVENT_TYPE = event_pb2.Event.DESCRIPTOR.full_name
+# Headers of dead-lettered records: why, where the record came from, which consumer gave up on it.
+DEAD_LETTER_REASON_HEADER = "dead-letter-reason"
+DEAD_LETTER_SOURCE_HEADER = "dead-letter-source"
+DEAD_LETTER_CONSUMER_HEADER = "dead-letter-consumer"
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """Where Kafka is and what the topics are called; a mixin of the services' settings."""
+
+    kafka_bootstrap_servers: str = "127.0.0.1:59092"
+    metrics_topic: str = "metrics"
+    events_topic: str = "events"
+    dead_letter_topic: str = "metrics.dlq"
+
+
+def headers(message_type: str) -> list[tuple[str, bytes]]:
+    return [(MESSAGE_TYPE_HEADER, message_type.encode())]
+
+
+def make_producer(settings: KafkaSettings, client_id: str, **overrides: object) -> AIOKafkaProducer:
+    """A producer whose acknowledgement means durably written: acks=all, idempotent."""
+    options: dict[str, object] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "client_id": client_id,
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 2,
+        "max_batch_size": 1024 * 1024,
+        "max_request_size": 16 * 1024 * 1024,
+        "request_timeout_ms": 10_000,
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(**options)
+
+
+def make_consumer(
+    settings: KafkaSettings, topics: Sequence[str], group_id: str, client_id: str, **overrides: object
+) -> AIOKafkaConsumer:
+    """A consumer of a group that commits manually, after its side effects."""
+    options: dict[str, object] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "group_id": group_id,
+        "client_id": client_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "isolation_level": "read_committed",
+        "max_partition_fetch_bytes": 8 * 1024 * 1024,
+        "fetch_max_bytes": 32 * 1024 * 1024,
+    }
+    options.update(overrides)
+    return AIOKafkaConsumer(*topics, **options)

@@ -1,0 +1,61 @@
+"""Process lifecycle: run a service's main on uvloop, stop it cleanly on SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import uvloop
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def run(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Runs `main(stop)`; `stop` is set on SIGTERM or SIGINT, and main returns after cleaning up."""
+
+    async def wrapper() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    uvloop.run(wrapper())
+
+
+class Stopped(Exception):
+    """The service was asked to stop while waiting."""
+
+
+async def retry_until_stopped(
+    what: str,
+    attempt: Callable[[], Awaitable[T]],
+    stop: asyncio.Event,
+    *,
+    first_delay: float = 0.2,
+    max_delay: float = 5.0,
+) -> T:
+    """Calls `attempt` until it succeeds, backing off between failures; raises Stopped on stop.
+
+    Used at start, when a dependency (Kafka, Redis, PostgreSQL) may come up after the service.
+    """
+    delay = first_delay
+    failures = 0
+    while True:
+        if stop.is_set():
+            raise Stopped(what)
+        try:
+            return await attempt()
+        except Exception as exc:  # noqa: BLE001 - every failure to connect is retried, and logged
+            failures += 1
+            if failures == 1 or failures % 10 == 0:
+                log.warning("%s: not reachable yet (%s), retrying", what, exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(delay * 2, max_delay)

@@ -1,0 +1,22 @@
+"""PostgreSQL connections as the services use them: UTC, and times as integer microseconds."""
+
+from __future__ import annotations
+
+import asyncpg
+
+# PostgreSQL counts time from 2000-01-01; the services use microseconds since 1970-01-01.
+PG_EPOCH_US = 946_684_800 * 1_000_000
+
+
+async def setup_connection(conn: asyncpg.Connection) -> None:
+    """timestamptz values travel as int microseconds since 1970: no datetime object per row."""
+    await conn.set_type_codec(
+        "timestamptz",
+        schema="pg_catalog",
+        encoder=lambda us: (us - PG_EPOCH_US,),
+        decoder=lambda t: t[0] + PG_EPOCH_US,
+        format="tuple",
+    )
+
+
+SERVER_SETTINGS = {"timezone": "UTC"}

@@ -1,0 +1,1 @@
+"""The saver: writes readings and events from Kafka to PostgreSQL, idempotently."""

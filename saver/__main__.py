@@ -1,0 +1,4 @@
+from runtime.lifecycle import run
+from saver.service import main
+
+run(main)

@@ -1,0 +1,147 @@
+"""The saver's process: consume readings and events, store them, then commit the offsets.
+
+Per round: decode (undecodable records go to the dead-letter topic) → write all rows in one
+PostgreSQL transaction → commit the Kafka offsets. A crash before the commit redelivers the round;
+the writes are idempotent, so it is stored once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError
+from google.protobuf.message import DecodeError
+
+from metrics.v1 import event_pb2, metric_pb2
+from runtime import kafka, postgres, settings
+from runtime.dead_letters import DeadLetters
+from runtime.grpc_server import GrpcServer
+from runtime.lifecycle import Stopped, retry_until_stopped
+from runtime.logging import setup_logging
+from saver import store
+from saver.migrate import migrate
+from saver.settings import SaverSettings
+
+log = logging.getLogger(__name__)
+
+Records = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+
+
+class Saver:
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        dead_letters: DeadLetters,
+        config: SaverSettings,
+        stop: asyncio.Event,
+    ) -> None:
+        self._consumer = consumer
+        self._dead_letters = dead_letters
+        self._config = config
+        self._stop = stop
+        self._conn: asyncpg.Connection | None = None
+
+    async def connect(self) -> asyncpg.Connection:
+        conn = await asyncpg.connect(
+            self._config.postgres_dsn, server_settings=postgres.SERVER_SETTINGS, timeout=5
+        )
+        try:
+            await migrate(conn)
+            await store.setup_connection(conn)
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    async def start(self) -> None:
+        """Connects to PostgreSQL (waiting for it) and applies pending migrations."""
+        self._conn = await retry_until_stopped("PostgreSQL", self.connect, self._stop)
+
+    async def run(self) -> None:
+        while not self._stop.is_set():
+            rounds = await self._consumer.getmany(
+                timeout_ms=200, max_records=self._config.max_records_per_round
+            )
+            if not rounds:
+                continue
+            assert self._conn is not None
+            try:
+                await self._save(rounds)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                # Nothing of this round is committed: reconnect and read it again.
+                log.warning("round not stored (%s); reconnecting and reading it again", exc)
+                await self._conn.close(timeout=2)
+                await self.start()
+                await self._consumer.seek_to_committed()
+                continue
+            await self._commit({tp: records[-1].offset + 1 for tp, records in rounds.items()})
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close(timeout=5)
+
+    async def _save(self, rounds: Records) -> None:
+        readings: list[store.ReadingRow] = []
+        events: list[store.EventRow] = []
+        dead: list[tuple[ConsumerRecord[bytes, bytes], str]] = []
+        metrics_topic = self._config.metrics_topic
+        for tp, records in rounds.items():
+            for record in records:
+                try:
+                    if tp.topic == metrics_topic:
+                        store.reading_rows(metric_pb2.MetricBatch.FromString(record.value), readings)
+                    else:
+                        events.append(store.event_row(event_pb2.Event.FromString(record.value)))
+                except DecodeError as exc:
+                    expected = kafka.METRIC_BATCH_TYPE if tp.topic == metrics_topic else kafka.EVENT_TYPE
+                    dead.append((record, f"value is not a {expected}: {exc}"))
+        if dead:
+            await self._dead_letters.send(dead)
+        assert self._conn is not None
+        new_readings, new_events = await store.write(self._conn, readings, events)
+        if new_readings != len(readings) or new_events != len(events):
+            log.info(
+                "stored %d of %d readings and %d of %d events (the rest were stored before)",
+                new_readings, len(readings), new_events, len(events),
+            )  # fmt: skip
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        try:
+            await self._consumer.commit(offsets)
+        except CommitFailedError as exc:
+            log.warning(
+                "offsets not committed after a rebalance (the rows are stored; redelivery is harmless): %s",
+                exc,
+            )
+
+
+async def main(stop: asyncio.Event) -> None:
+    config = settings.load(SaverSettings, "saver")
+    setup_logging("saver", config.log_level)
+    log.info("starting: %s", settings.describe(config))
+    producer = kafka.make_producer(config, "saver")
+    consumer = kafka.make_consumer(
+        config, [config.metrics_topic, config.events_topic], config.consumer_group, "saver"
+    )
+    server = GrpcServer(config.grpc_address, [])
+    await server.start()
+    saver = Saver(consumer, DeadLetters(producer, config, config.consumer_group), config, stop)
+    try:
+        await retry_until_stopped("Kafka (producer)", producer.start, stop)
+        await retry_until_stopped("Kafka (consumer)", consumer.start, stop)
+        await saver.start()
+        await server.set_serving()
+        log.info("serving")
+        await saver.run()
+    except Stopped:
+        pass
+    finally:
+        log.info("stopping")
+        await server.stop(config.shutdown_grace_s)
+        await consumer.stop()
+        await producer.stop()
+        await saver.close()
+        log.info("stopped")

@@ -1,0 +1,17 @@
+"""The saver's settings (see runtime/settings.py for how they are read)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from runtime.kafka import KafkaSettings
+from runtime.settings import ServiceSettings, secret
+
+
+@dataclass(frozen=True)
+class SaverSettings(KafkaSettings, ServiceSettings):
+    grpc_port: int = 50053
+    postgres_dsn: str = secret("postgresql://metrics@127.0.0.1:55432/metrics")
+    consumer_group: str = "saver"
+    # Most records written per transaction.
+    max_records_per_round: int = 5_000

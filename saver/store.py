@@ -1,0 +1,108 @@
+"""Writes rows to PostgreSQL: COPY into per-connection staging tables, then one idempotent statement
+per table that inserts the new rows and folds exactly those into the rollups, in one transaction."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import asyncpg
+
+from metrics.v1 import event_pb2, metric_pb2
+from runtime import postgres
+
+ReadingRow = tuple[str, str, int, float, str | None, str | None]
+EventRow = tuple[str, int, str, str, float, int, float, int, int]
+
+STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS staging_readings (
+    sensor_id text, metric_type text, reading_time timestamptz, value double precision,
+    unit text, labels jsonb
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS staging_events (
+    event_id uuid, kind smallint, sensor_id text, metric_type text, value double precision,
+    reading_time timestamptz, threshold double precision, count integer, detect_time timestamptz
+) ON COMMIT DELETE ROWS;
+"""
+
+# Only rows that were new reach the rollups and the latest readings.
+INSERT_READINGS = """
+WITH new AS (
+    INSERT INTO readings (sensor_id, metric_type, reading_time, value, unit, labels)
+    SELECT sensor_id, metric_type, reading_time, value, unit, labels FROM staging_readings
+    ON CONFLICT DO NOTHING
+    RETURNING sensor_id, metric_type, reading_time, value, unit
+), rollup AS (
+    INSERT INTO rollups_minute AS r (sensor_id, metric_type, minute, count, sum, sum_squares, min, max)
+    SELECT sensor_id, metric_type, date_trunc('minute', reading_time),
+           count(*), sum(value), sum(value * value), min(value), max(value)
+    FROM new GROUP BY 1, 2, 3
+    ON CONFLICT (sensor_id, metric_type, minute) DO UPDATE SET
+        count = r.count + excluded.count,
+        sum = r.sum + excluded.sum,
+        sum_squares = r.sum_squares + excluded.sum_squares,
+        min = least(r.min, excluded.min),
+        max = greatest(r.max, excluded.max)
+), latest AS (
+    INSERT INTO latest_readings AS l (sensor_id, metric_type, reading_time, value, unit)
+    SELECT DISTINCT ON (sensor_id, metric_type) sensor_id, metric_type, reading_time, value, unit
+    FROM new ORDER BY sensor_id, metric_type, reading_time DESC
+    ON CONFLICT (sensor_id, metric_type) DO UPDATE SET
+        reading_time = excluded.reading_time, value = excluded.value, unit = excluded.unit
+    WHERE excluded.reading_time > l.reading_time
+)
+SELECT count(*) FROM new
+"""
+
+INSERT_EVENTS = """
+WITH new AS (
+    INSERT INTO events SELECT * FROM staging_events ON CONFLICT DO NOTHING RETURNING 1
+)
+SELECT count(*) FROM new
+"""
+
+
+async def setup_connection(conn: asyncpg.Connection) -> None:
+    """Times as microseconds (runtime.postgres), and this connection's staging tables."""
+    await postgres.setup_connection(conn)
+    await conn.execute(STAGING)
+
+
+def reading_rows(batch: metric_pb2.MetricBatch, rows: list[ReadingRow]) -> None:
+    for m in batch.metrics:
+        t = m.reading_time
+        labels = json.dumps(dict(m.labels)) if m.labels else None
+        rows.append(
+            (
+                m.sensor_id,
+                m.metric_type,
+                t.seconds * 1_000_000 + t.nanos // 1000,
+                m.value,
+                m.unit or None,
+                labels,
+            )
+        )
+
+
+def event_row(event: event_pb2.Event) -> EventRow:
+    r, d = event.reading_time, event.detect_time
+    return (
+        event.event_id, event.kind, event.sensor_id, event.metric_type, event.value,
+        r.seconds * 1_000_000 + r.nanos // 1000, event.threshold, event.count,
+        d.seconds * 1_000_000 + d.nanos // 1000,
+    )  # fmt: skip
+
+
+async def write(
+    conn: asyncpg.Connection, readings: Sequence[ReadingRow], events: Sequence[EventRow]
+) -> tuple[int, int]:
+    """Stores the rows in one transaction; returns how many readings and events were new."""
+    new_readings = new_events = 0
+    async with conn.transaction():
+        if readings:
+            await conn.copy_records_to_table("staging_readings", records=readings)
+            new_readings = await conn.fetchval(INSERT_READINGS)
+        if events:
+            await conn.copy_records_to_table("staging_events", records=events)
+            new_events = await conn.fetchval(INSERT_EVENTS)
+    return new_readings, new_events

@@ -1,0 +1,211 @@
+"""python -m stack up|down|status|logs — see stack/__init__.py."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+from stack import bootstrap, prepare, probes
+from stack.parts import SERVICES, Part, parts, supervisord_conf
+from stack.settings import ROOT, StackSettings, load
+from stack.supervisor import Supervisor
+from stack.system import SetupError, ensure_packages, say
+
+SERVER_DEADLINE_S = 120
+SERVICE_DEADLINE_S = 90
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__)
+    parser.add_argument("command", choices=("up", "down", "status", "logs"))
+    args = parser.parse_args()
+    # Probes fail until a part is up; their clients' own complaints would only be noise.
+    logging.basicConfig(level=logging.CRITICAL)
+    settings = load()
+    try:
+        if args.command == "up":
+            return up(settings)
+        if args.command == "down":
+            return down(settings)
+        if args.command == "status":
+            return status(settings)
+        return logs(settings)
+    except SetupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def up(settings: StackSettings) -> int:
+    started = time.monotonic()
+    if not (ROOT / "gen" / "metrics.binpb").exists():
+        raise SetupError("generated code missing: run `make proto` (make run does it for you)")
+    ensure_packages(settings)
+    prepare.everything(settings)
+    all_parts = parts(settings)
+    sup = Supervisor(settings)
+    sup.conf.write_text(supervisord_conf(settings, all_parts))
+    if sup.pid() is None:
+        busy = [p for p in all_parts if _port_in_use(p.port)]
+        if busy:
+            names = ", ".join(f"{p.port} ({p.name})" for p in busy)
+            raise SetupError(
+                f"ports already in use by other processes: {names}; stop them or change the ports"
+            )
+        sup.start()
+    else:
+        sup.update()
+    by_stage = {stage: [p for p in all_parts if p.stage == stage] for stage in ("server", "service")}
+    for stage, stage_parts in by_stage.items():
+        for part in stage_parts:
+            sup.start_process(part.name)
+        deadline = SERVER_DEADLINE_S if stage == "server" else SERVICE_DEADLINE_S
+        checks = {p.name: _probe(settings, p.name) for p in stage_parts}
+        if stage == "service":
+            checks |= {f"{n} via envoy": _via_envoy(settings, n) for n in SERVICES}
+        failed = asyncio.run(_wait_all(checks, deadline, started))
+        if failed:
+            _explain(settings, sup, failed, deadline)
+            return 1
+        if stage == "server":
+            asyncio.run(bootstrap.database(settings))
+            asyncio.run(bootstrap.topics(settings))
+    say(f"Metrics is up in {time.monotonic() - started:.1f} s")
+    _print_table(settings, sup, all_parts)
+    print(f"\nHTTP/JSON and gRPC: http://127.0.0.1:{settings.envoy_port}   logs: make logs   stop: make stop")
+    return 0
+
+
+def down(settings: StackSettings) -> int:
+    sup = Supervisor(settings)
+    if sup.pid() is None:
+        say("The stack is not running")
+        return 0
+    say("Stopping the stack")
+    started = time.monotonic()
+    sup.shutdown(timeout_s=180)
+    busy = [p for p in settings.ports if _port_in_use(p)]
+    if busy:
+        print(f"warning: still listening after stop: ports {busy}", file=sys.stderr)
+        return 1
+    say(f"Stopped in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+def status(settings: StackSettings) -> int:
+    sup = Supervisor(settings)
+    if sup.pid() is None:
+        say("The stack is not running (make run starts it)")
+        return 3
+    all_parts = parts(settings)
+    return 0 if _print_table(settings, sup, all_parts) else 1
+
+
+def logs(settings: StackSettings) -> int:
+    files = sorted(str(p) for p in settings.logs_dir.glob("*.log"))
+    if not files:
+        say(f"no logs in {settings.logs_dir}")
+        return 1
+    os.execvp("tail", ["tail", "-n", "20", "-F", *files])
+
+
+def _print_table(settings: StackSettings, sup: Supervisor, all_parts: list[Part]) -> bool:
+    infos = sup.processes()
+    health = asyncio.run(_health_all(settings, [p.name for p in all_parts]))
+    print(f"{'part':<10} {'state':<9} {'pid':>7} {'port':>6} {'rss MB':>7}  health")
+    healthy = True
+    for part in all_parts:
+        info = infos.get(part.name, {})
+        state = info.get("statename", "?")
+        pid = info.get("pid") or 0
+        answer = health[part.name]
+        healthy &= answer == "ok"
+        print(f"{part.name:<10} {state:<9} {pid or '-':>7} {part.port:>6} {_rss_mb(pid):>7}  {answer}")
+    return healthy
+
+
+def _rss_mb(pid: int) -> str:
+    """Resident memory of the process and its children (Envoy's wrapper, Java's launcher)."""
+    if not pid:
+        return "-"
+    try:
+        for line in open(f"/proc/{pid}/status"):  # noqa: SIM115
+            if line.startswith("VmRSS:"):
+                return f"{int(line.split()[1]) / 1024:.0f}"
+    except OSError:
+        pass
+    return "-"
+
+
+async def _health_all(settings: StackSettings, names: list[str]) -> dict[str, str]:
+    async def one(name: str) -> str:
+        try:
+            await asyncio.wait_for(_probe(settings, name)(), 5)
+        except Exception as exc:  # noqa: BLE001 - shown to the operator as the part's health
+            return f"not answering: {exc or type(exc).__name__}"
+        return "ok"
+
+    answers = await asyncio.gather(*(one(n) for n in names))
+    return dict(zip(names, answers, strict=True))
+
+
+def _probe(settings: StackSettings, name: str) -> Callable[[], Awaitable[None]]:
+    return lambda: probes.probe(settings, name)
+
+
+def _via_envoy(settings: StackSettings, name: str) -> Callable[[], Awaitable[None]]:
+    return lambda: probes.service_via_envoy(settings, name)
+
+
+async def _wait_all(
+    checks: dict[str, Callable[[], Awaitable[None]]], deadline_s: float, started: float
+) -> dict[str, str]:
+    """Waits until every check passes; returns {name: last error} of those that did not in time."""
+
+    async def wait(name: str, check: Callable[[], Awaitable[None]]) -> tuple[str, str | None]:
+        until = time.monotonic() + deadline_s
+        error = "no answer"
+        while time.monotonic() < until:
+            try:
+                await asyncio.wait_for(check(), 5)
+            except Exception as exc:  # noqa: BLE001 - retried until the deadline, then reported
+                error = str(exc) or type(exc).__name__
+                await asyncio.sleep(0.2)
+                continue
+            say(f"{name} is ready ({time.monotonic() - started:.1f} s)")
+            return name, None
+        return name, error
+
+    results = await asyncio.gather(*(wait(n, c) for n, c in checks.items()))
+    return {name: error for name, error in results if error is not None}
+
+
+def _explain(settings: StackSettings, sup: Supervisor, failed: dict[str, str], deadline_s: float) -> None:
+    infos = sup.processes()
+    for name, error in failed.items():
+        part = name.split()[0]
+        state = infos.get(part, {}).get("statename", "?")
+        print(f"error: {name} not ready after {deadline_s} s (process {state}): {error}", file=sys.stderr)
+        log = settings.logs_dir / f"{part}.log"
+        if log.exists():
+            tail = log.read_text(errors="replace").splitlines()[-15:]
+            print(f"--- last lines of {log}:", *tail, sep="\n", file=sys.stderr)
+    print(
+        "The stack is left running for inspection: make status, make logs; make stop stops it.",
+        file=sys.stderr,
+    )
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

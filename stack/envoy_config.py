@@ -1,0 +1,44 @@
+"""Renders envoy/envoy.yaml for a deployment: listener, admin and upstream addresses."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stack.settings import ROOT
+
+TEMPLATE = ROOT / "envoy" / "envoy.yaml"
+
+
+def render(
+    *,
+    listen: tuple[str, int],
+    admin: tuple[str, int],
+    upstreams: Mapping[str, tuple[str, int]],
+    descriptor: Path | str,
+    template: Path = TEMPLATE,
+) -> str:
+    """envoy/envoy.yaml with the given addresses; upstreams maps a cluster name to (host, port)."""
+    config: dict[str, Any] = yaml.safe_load(template.read_text())
+    config["admin"]["address"]["socket_address"] = {"address": admin[0], "port_value": admin[1]}
+    (listener,) = config["static_resources"]["listeners"]
+    listener["address"]["socket_address"] = {"address": listen[0], "port_value": listen[1]}
+    for http_filter in listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]:
+        if http_filter["name"] == "envoy.filters.http.grpc_json_transcoder":
+            http_filter["typed_config"]["proto_descriptor"] = str(descriptor)
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    if set(upstreams) != set(clusters):
+        raise ValueError(f"upstreams {sorted(upstreams)} do not match clusters {sorted(clusters)}")
+    for name, (host, port) in upstreams.items():
+        cluster = clusters[name]
+        cluster["type"] = "STATIC" if _is_ip(host) else "STRICT_DNS"
+        endpoint = {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
+        cluster["load_assignment"]["endpoints"] = [{"lb_endpoints": [endpoint]}]
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def _is_ip(host: str) -> bool:
+    return all(part.isdigit() for part in host.split(".")) and host.count(".") == 3

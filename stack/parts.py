@@ -1,0 +1,151 @@
+"""The processes of the local stack and how each is started."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stack import prepare
+from stack.settings import ROOT, StackSettings
+
+
+@dataclass(frozen=True)
+class Part:
+    name: str
+    command: tuple[str, ...]
+    port: int
+    # "server" parts start first; the services and Envoy once the servers answer.
+    stage: str
+    user: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    stop_signal: str = "TERM"
+    stop_wait_s: int = 30
+
+
+SERVICES = ("receiver", "processor", "saver", "assessor")
+# A digest of the code and configuration a process runs: when it changes, `make run` restarts it.
+DIGEST = "METRICS_STACK_INPUTS_DIGEST"
+
+
+def digest(*paths: Path) -> str:
+    sha = hashlib.sha256()
+    for path in paths:
+        files = (
+            [path] if path.is_file() else sorted(p for p in path.rglob("*.*") if "__pycache__" not in p.parts)
+        )
+        for file in files:
+            sha.update(str(file).encode())
+            sha.update(file.read_bytes())
+    return sha.hexdigest()[:16]
+
+
+def parts(settings: StackSettings) -> list[Part]:
+    """The parts and their commands; `prepare.everything` creates what the commands refer to."""
+    paths = prepare.paths(settings)
+    pg, redis, kafka_libs = paths.postgres_data, paths.redis_dir, paths.kafka_libs
+    kafka_properties, envoy_yaml = paths.kafka_properties, paths.envoy_yaml
+    venv_bin = Path(sys.executable).parent
+    servers = [
+        Part(
+            "postgres",
+            (str(settings.postgres_bin / "postgres"), "-D", str(pg),
+             "-c", "listen_addresses=127.0.0.1", "-c", f"port={settings.postgres_port}",
+             "-c", f"unix_socket_directories={pg.parent / 'run'}",
+             "-c", "shared_buffers=256MB", "-c", "max_connections=200",
+             "-c", "synchronous_commit=on", "-c", "max_wal_size=2GB"),
+            settings.postgres_port, "server", user=prepare.run_as("postgres"),
+            # SIGINT is PostgreSQL's "fast" shutdown: roll back open transactions, checkpoint, exit.
+            stop_signal="INT", stop_wait_s=60,
+        ),
+        Part(
+            "redis",
+            ("redis-server", "--bind", "127.0.0.1", "--port", str(settings.redis_port), "--dir", str(redis),
+             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--protected-mode", "yes"),
+            settings.redis_port, "server", user=prepare.run_as("redis"),
+        ),
+        Part(
+            "kafka",
+            ("java", f"-Xms{settings.kafka_heap}", f"-Xmx{settings.kafka_heap}", "-XX:+UseG1GC",
+             "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+             *prepare.kafka_java_options(kafka_libs), "kafka.Kafka", str(kafka_properties)),
+            settings.kafka_port, "server", stop_wait_s=60,
+        ),
+    ]  # fmt: skip
+    service_env = {
+        "METRICS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
+        "METRICS_REDIS_URL": settings.redis_url,
+        "METRICS_POSTGRES_DSN": settings.postgres_dsn,
+        "METRICS_ASSESSOR_POSTGRES_DSN": settings.postgres_reader_dsn,
+        "PYTHONUNBUFFERED": "1",
+    }
+    services = [
+        Part(
+            name,
+            (str(venv_bin / "python"), "-m", name),
+            getattr(settings, f"{name}_grpc_port"),
+            "service",
+            env={
+                **service_env,
+                f"METRICS_{name.upper()}_GRPC_PORT": str(getattr(settings, f"{name}_grpc_port")),
+                DIGEST: digest(ROOT / name, ROOT / "runtime", ROOT / "gen", ROOT / "uv.lock"),
+            },
+        )
+        for name in SERVICES
+    ]
+    envoy = Part(
+        "envoy",
+        (str(venv_bin / "envoy"), "-c", str(envoy_yaml), "--disable-hot-restart", "--log-level", "warn"),
+        settings.envoy_port, "service", env={DIGEST: digest(envoy_yaml, ROOT / "gen" / "metrics.binpb")},
+    )  # fmt: skip
+    return [*servers, *services, envoy]
+
+
+def supervisord_conf(settings: StackSettings, all_parts: list[Part]) -> str:
+    """supervisord's configuration: every part, started on request (not at supervisord's start)."""
+    state, logs = settings.state_dir, settings.logs_dir
+    lines = [
+        "[unix_http_server]", f"file={state / 'supervisor.sock'}", "chmod=0700", "",
+        "[supervisord]", f"logfile={logs / 'supervisord.log'}", f"pidfile={state / 'supervisord.pid'}",
+        f"childlogdir={logs}", f"directory={ROOT}", "logfile_maxbytes=10MB", "logfile_backups=1", "",
+        "[rpcinterface:supervisor]",
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface", "",
+        "[supervisorctl]", f"serverurl=unix://{state / 'supervisor.sock'}", "",
+    ]  # fmt: skip
+    for part in all_parts:
+        lines += [
+            f"[program:{part.name}]",
+            f"command={_escape(' '.join(_quote(a) for a in part.command))}",
+            f"directory={ROOT}",
+            "autostart=false",
+            "autorestart=true",
+            "startsecs=1",
+            "startretries=10",
+            f"stopsignal={part.stop_signal}",
+            f"stopwaitsecs={part.stop_wait_s}",
+            "stopasgroup=true",
+            "killasgroup=true",
+            "redirect_stderr=true",
+            f"stdout_logfile={logs / (part.name + '.log')}",
+            "stdout_logfile_maxbytes=20MB",
+            "stdout_logfile_backups=2",
+        ]
+        if part.user:
+            lines.append(f"user={part.user}")
+        if part.env:
+            pairs = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(part.env.items()))
+            lines.append(f"environment={pairs}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _quote(arg: str) -> str:
+    if arg and all(c.isalnum() or c in "-_./=:@,+*%" for c in arg):
+        return arg
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _escape(value: str) -> str:
+    """supervisord expands %(name)s in values: a literal % is written %%."""
+    return value.replace("%", "%%")

@@ -1,0 +1,90 @@
+"""Is a part up? One small real request to each: a query, a PING, metadata, a gRPC health check."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import grpc
+import redis.asyncio as aioredis
+from aiokafka.admin import AIOKafkaAdminClient
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from stack.settings import StackSettings
+
+# Through Envoy, this header picks the service whose health (or reflection) is asked.
+SERVICE_HEADER = "x-metrics-service"
+
+
+async def postgres(settings: StackSettings) -> None:
+    conn = await asyncpg.connect(
+        host="127.0.0.1", port=settings.postgres_port, user="postgres", database="postgres", timeout=2
+    )
+    try:
+        await conn.fetchval("SELECT 1")
+    finally:
+        await conn.close()
+
+
+async def redis(settings: StackSettings) -> None:
+    client = aioredis.Redis(port=settings.redis_port, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        await client.ping()
+    finally:
+        await client.aclose()
+
+
+async def kafka(settings: StackSettings) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=3000)
+    await admin.start()
+    try:
+        await admin.list_topics()
+    finally:
+        await admin.close()
+
+
+async def envoy(settings: StackSettings) -> None:
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection("127.0.0.1", settings.envoy_admin_port), 2
+    )
+    try:
+        writer.write(b"GET /ready HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        response = await asyncio.wait_for(reader.read(), 2)
+    finally:
+        writer.close()
+    status_line = response.split(b"\r\n", 1)[0]
+    if b" 200 " not in status_line or b"LIVE" not in response:
+        raise RuntimeError(f"Envoy not ready: {status_line.decode(errors='replace')}")
+
+
+async def grpc_health(address: str, service_header: str | None = None) -> None:
+    """Raises unless the server at `address` reports SERVING (through Envoy when a header is given)."""
+    metadata = ((SERVICE_HEADER, service_header),) if service_header else None
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2, metadata=metadata)
+    if reply.status != health_pb2.HealthCheckResponse.SERVING:
+        raise RuntimeError(f"health is {health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}")
+
+
+async def service(settings: StackSettings, name: str) -> None:
+    """The service answers SERVING directly and through Envoy."""
+    await grpc_health(f"127.0.0.1:{getattr(settings, f'{name}_grpc_port')}")
+
+
+async def service_via_envoy(settings: StackSettings, name: str) -> None:
+    await grpc_health(f"127.0.0.1:{settings.envoy_port}", name)
+
+
+async def probe(settings: StackSettings, name: str) -> None:
+    """The readiness check of part `name`."""
+    if name == "postgres":
+        await postgres(settings)
+    elif name == "redis":
+        await redis(settings)
+    elif name == "kafka":
+        await kafka(settings)
+    elif name == "envoy":
+        await envoy(settings)
+    else:
+        await service(settings, name)

@@ -1,0 +1,61 @@
+"""Ports and places of the local stack; METRICS_<NAME> environment variables override them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtime import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    envoy_port: int = 8080
+    envoy_admin_port: int = 9901
+    postgres_port: int = 55432
+    redis_port: int = 56379
+    kafka_port: int = 59092
+    kafka_controller_port: int = 59093
+    receiver_grpc_port: int = 50051
+    processor_grpc_port: int = 50052
+    saver_grpc_port: int = 50053
+    assessor_grpc_port: int = 50054
+    # Partitions bound how many processor and saver processes can share the work.
+    metrics_partitions: int = 8
+    events_partitions: int = 4
+    kafka_heap: str = "512m"
+    # State and logs of every part.
+    state_dir: Path = ROOT / ".stack"
+    # The PostgreSQL server binaries (Debian's postgresql package).
+    postgres_bin: Path = Path("/usr/lib/postgresql/15/bin")
+
+    @property
+    def ports(self) -> list[int]:
+        """Every port the stack listens on."""
+        return [value for name, value in vars(self).items() if name.endswith("_port")]
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def postgres_dsn(self) -> str:
+        return f"postgresql://metrics@127.0.0.1:{self.postgres_port}/metrics"
+
+    @property
+    def postgres_reader_dsn(self) -> str:
+        return f"postgresql://metrics_reader@127.0.0.1:{self.postgres_port}/metrics"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+
+def load() -> StackSettings:
+    return settings.load(StackSettings, "stack")

@@ -1,0 +1,77 @@
+"""supervisord runs the stack's processes; this starts it and talks to it over its unix socket."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import xmlrpc.client
+from pathlib import Path
+from typing import Any
+
+from supervisor.xmlrpc import SupervisorTransport
+
+from stack.settings import StackSettings
+
+
+class Supervisor:
+    def __init__(self, settings: StackSettings) -> None:
+        self.conf = settings.state_dir / "supervisord.conf"
+        self.sock = settings.state_dir / "supervisor.sock"
+        self.pidfile = settings.state_dir / "supervisord.pid"
+        transport = SupervisorTransport(None, None, f"unix://{self.sock}")
+        self._rpc: Any = xmlrpc.client.ServerProxy("http://localhost", transport=transport)
+
+    def pid(self) -> int | None:
+        """supervisord's PID when it runs and answers, else None."""
+        try:
+            pid = int(self.pidfile.read_text())
+            os.kill(pid, 0)
+            self._rpc.supervisor.getState()
+        except (OSError, ValueError, xmlrpc.client.Error):
+            return None
+        return pid
+
+    def start(self) -> None:
+        bin_dir = Path(sys.executable).parent
+        subprocess.run([str(bin_dir / "supervisord"), "-c", str(self.conf)], check=True)
+        deadline = time.monotonic() + 10
+        while self.pid() is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"supervisord did not start; see {self.conf.parent / 'logs' / 'supervisord.log'}"
+                )
+            time.sleep(0.05)
+
+    def update(self) -> None:
+        """Applies a changed configuration: restarts only the programs whose settings changed."""
+        added, changed, removed = self._rpc.supervisor.reloadConfig()[0]
+        for name in changed + removed:
+            self._rpc.supervisor.stopProcessGroup(name)
+            self._rpc.supervisor.removeProcessGroup(name)
+        for name in changed + added:
+            self._rpc.supervisor.addProcessGroup(name)
+
+    def start_process(self, name: str) -> None:
+        info = self._rpc.supervisor.getProcessInfo(name)
+        if info["statename"] not in ("RUNNING", "STARTING"):
+            self._rpc.supervisor.startProcess(name, False)
+
+    def processes(self) -> dict[str, dict[str, Any]]:
+        return {p["name"]: p for p in self._rpc.supervisor.getAllProcessInfo()}
+
+    def shutdown(self, timeout_s: float) -> None:
+        """Stops every process (each gets its stop signal and time), then supervisord itself."""
+        pid = self.pid()
+        if pid is None:
+            return
+        self._rpc.supervisor.shutdown()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"supervisord (PID {pid}) did not stop within {timeout_s:.0f} s")

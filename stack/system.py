@@ -1,0 +1,71 @@
+"""What the machine must provide: Debian packages, and Kafka's jars from Maven Central."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from stack.settings import ROOT, StackSettings
+
+KAFKA_POM = ROOT / "stack" / "kafka" / "pom.xml"
+
+
+class SetupError(RuntimeError):
+    """Something the stack needs is missing and could not be installed; the message says what to do."""
+
+
+def say(message: str) -> None:
+    print(f"==> {message}", flush=True)
+
+
+def ensure_packages(settings: StackSettings) -> None:
+    """Installs the Debian packages of the servers when they are missing (as root), or says which."""
+    needed = {
+        "postgresql": (settings.postgres_bin / "postgres").exists()
+        and (settings.postgres_bin / "initdb").exists(),
+        "redis-server": shutil.which("redis-server") is not None,
+        "default-jre-headless": shutil.which("java") is not None,
+        "maven": shutil.which("mvn") is not None,
+    }
+    missing = [package for package, present in needed.items() if not present]
+    if not missing:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise SetupError(
+            f"missing system packages; install them with: sudo apt-get install -y {' '.join(missing)}"
+        )
+    say(f"Installing Debian packages: {' '.join(missing)}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "--no-install-recommends", *missing]
+    if subprocess.run(install, env=env, check=False).returncode != 0:
+        subprocess.run(["apt-get", "update"], env=env, check=True)
+        subprocess.run(install, env=env, check=True)
+    if not (settings.postgres_bin / "postgres").exists():
+        raise SetupError(
+            f"PostgreSQL server binaries not found in {settings.postgres_bin}; "
+            "set METRICS_POSTGRES_BIN to the directory holding postgres and initdb"
+        )
+
+
+def fetch_kafka_libs(libs: Path) -> Path:
+    """The broker's classpath directory, fetched from Maven Central once per version of the pom."""
+    stamp = libs / ".pom-sha256"
+    digest = hashlib.sha256(KAFKA_POM.read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest:
+        return libs
+    say("Fetching Apache Kafka's jars from Maven Central")
+    if libs.exists():
+        shutil.rmtree(libs)
+    libs.parent.mkdir(parents=True, exist_ok=True)
+    command = [
+        "mvn", "--batch-mode", "--quiet", "-f", str(KAFKA_POM),
+        "dependency:copy-dependencies", f"-DoutputDirectory={libs}",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SetupError(f"mvn could not fetch Kafka's jars:\n{result.stdout}{result.stderr}")
+    stamp.write_text(digest)
+    return libs

@@ -1,0 +1,71 @@
+"""Fixtures. Tests under tests/integration run against a deployment (tests/target.py); the rest need none."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import grpc
+import pytest
+import redis.asyncio as aioredis
+
+from metrics.v1 import assessor_service_pb2_grpc, receiver_service_pb2_grpc
+from runtime import postgres
+from tests.target import Target, load
+
+INTEGRATION = Path(__file__).parent / "integration"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if INTEGRATION in Path(item.path).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def target() -> Target:
+    return load()
+
+
+@pytest.fixture
+def sensor_id() -> str:
+    """A sensor no other test uses."""
+    return f"test-{uuid.uuid4().hex[:16]}"
+
+
+@pytest.fixture(scope="session")
+async def envoy_channel(target: Target) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(target.envoy) as channel:
+        yield channel
+
+
+@pytest.fixture(scope="session")
+def receiver(envoy_channel: grpc.aio.Channel) -> receiver_service_pb2_grpc.ReceiverServiceStub:
+    """The receiver, over native gRPC through Envoy."""
+    return receiver_service_pb2_grpc.ReceiverServiceStub(envoy_channel)
+
+
+@pytest.fixture(scope="session")
+def assessor(envoy_channel: grpc.aio.Channel) -> assessor_service_pb2_grpc.AssessorServiceStub:
+    """The assessor, over native gRPC through Envoy."""
+    return assessor_service_pb2_grpc.AssessorServiceStub(envoy_channel)
+
+
+@pytest.fixture(scope="session")
+async def db(target: Target) -> AsyncIterator[asyncpg.Pool]:
+    """PostgreSQL of the deployment; times as integer microseconds since 1970 (runtime.postgres)."""
+    pool = await asyncpg.create_pool(
+        target.postgres_dsn, min_size=1, max_size=4, init=postgres.setup_connection,
+        server_settings=postgres.SERVER_SETTINGS,
+    )  # fmt: skip
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="session")
+async def redis_client(target: Target) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(target.redis_url)
+    yield client
+    await client.aclose()

@@ -1,0 +1,115 @@
+"""Helpers of the integration tests: waiting on conditions, HTTP, Kafka offsets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+T = TypeVar("T")
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T]], *, timeout: float = 30.0, what: str = "condition"
+) -> T:
+    """Calls `check` until it returns without AssertionError; the last failure if it never does."""
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while True:
+        try:
+            return await check()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(delay * 1.5, 0.5)
+
+
+def _request(
+    method: str, url: str, body: Any = None, raw: bytes | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"content-type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+async def http(method: str, url: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
+    """(status, parsed JSON body) of an HTTP request; the body is None when empty."""
+    status, headers, payload = await asyncio.to_thread(_request, method, url, body, raw)
+    if not payload:
+        return status, None
+    assert headers.get("content-type", "").startswith("application/json"), (status, headers, payload[:200])
+    return status, json.loads(payload)
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        return dict(await consumer.end_offsets(partitions))
+    finally:
+        await consumer.stop()
+
+
+async def committed_offsets(bootstrap: str, group: str) -> dict[TopicPartition, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+        return {tp: meta.offset for tp, meta in offsets.items()}
+    finally:
+        await admin.close()
+
+
+async def wait_consumed(bootstrap: str, group: str, topic: str, timeout: float = 60.0) -> None:
+    """Waits until `group` committed everything now in `topic`, i.e. processed it completely."""
+    target = await end_offsets(bootstrap, topic)
+
+    async def caught_up() -> None:
+        committed = await committed_offsets(bootstrap, group)
+        behind = {tp: end for tp, end in target.items() if committed.get(tp, 0) < end}
+        assert not behind, f"{group} has not committed up to {behind}"
+
+    await eventually(caught_up, timeout=timeout, what=f"{group} caught up on {topic}")
+
+
+async def read_topic(
+    bootstrap: str, topic: str, start: dict[TopicPartition, int], key: bytes | None = None
+) -> list[Any]:
+    """The records of `topic` from `start` up to its current end (only those with `key`, if given)."""
+    end = await end_offsets(bootstrap, topic)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        wanted = [tp for tp in end if end[tp] > start.get(tp, 0)]
+        consumer.assign(wanted)
+        for tp in wanted:
+            consumer.seek(tp, start.get(tp, 0))
+        records: list[Any] = []
+        remaining = set(wanted)
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=1000)
+            for tp, items in batch.items():
+                records.extend(r for r in items if r.offset < end[tp] and (key is None or r.key == key))
+                if items and items[-1].offset >= end[tp] - 1:
+                    remaining.discard(tp)
+        return records
+    finally:
+        await consumer.stop()

@@ -1,0 +1,61 @@
+"""Every service answers its gRPC health check, directly and through Envoy, and offers reflection."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from tests.target import Target
+
+SERVICES = ("receiver", "processor", "saver", "assessor")
+
+
+async def check(address: str, service: str = "", header: str | None = None) -> int:
+    metadata = (("x-metrics-service", header),) if header else None
+    async with grpc.aio.insecure_channel(address) as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=5, metadata=metadata
+        )
+    return reply.status
+
+
+@pytest.mark.parametrize("name", SERVICES)
+async def test_serving_directly(target: Target, name: str) -> None:
+    assert await check(target.services[name]) == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.mark.parametrize("name", SERVICES)
+async def test_serving_through_envoy(target: Target, name: str) -> None:
+    assert await check(target.envoy, header=name) == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.mark.parametrize(
+    ("name", "service"),
+    [("receiver", "metrics.v1.ReceiverService"), ("assessor", "metrics.v1.AssessorService")],
+)
+async def test_serving_by_grpc_service_name(target: Target, name: str, service: str) -> None:
+    assert await check(target.services[name], service) == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_unknown_health_service_is_not_found(target: Target) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await check(target.services["receiver"], "metrics.v1.NoSuchService")
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    ("name", "service"),
+    [("receiver", "metrics.v1.ReceiverService"), ("assessor", "metrics.v1.AssessorService")],
+)
+async def test_reflection_lists_the_service_through_envoy(target: Target, name: str, service: str) -> None:
+    async with grpc.aio.insecure_channel(target.envoy) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        call = stub.ServerReflectionInfo(metadata=(("x-metrics-service", name),), timeout=5)
+        await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+        await call.done_writing()
+        replies = [reply async for reply in call]
+    names = {s.name for s in replies[0].list_services_response.service}
+    assert service in names
+    assert "grpc.health.v1.Health" in names

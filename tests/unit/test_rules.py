@@ -1,0 +1,81 @@
+"""The rule semantics of the original system, on the reference model the processor is held against."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from processor.rules import Rule, apply, event_id, parse_rules
+
+TEMPERATURE = {"temperature": Rule("temperature", 95.0, 3)}
+
+
+def test_original_scenario() -> None:
+    counters: dict[tuple[str, str], int] = {}
+    values = [10, 100, 97, 99, 10, 100, 107, 98]
+    raised = apply(counters, TEMPERATURE, [("s", "temperature", float(v)) for v in values])
+    assert [values[i] for i in raised] == [99, 98]
+    assert counters == {("s", "temperature"): 3}
+
+
+def test_threshold_is_inclusive_and_counting_goes_on_past_n() -> None:
+    counters: dict[tuple[str, str], int] = {}
+    raised = apply(counters, TEMPERATURE, [("s", "temperature", 95.0)] * 7)
+    assert raised == [2]
+    assert counters[("s", "temperature")] == 7
+
+
+def test_sensors_and_types_count_separately() -> None:
+    rules = parse_rules(["temperature:95:3", "humidity:80:2"])
+    counters: dict[tuple[str, str], int] = {}
+    readings = [
+        ("a", "temperature", 96.0), ("b", "temperature", 96.0), ("a", "humidity", 81.0),
+        ("a", "temperature", 96.0), ("a", "humidity", 90.0), ("a", "pressure", 1e9),
+        ("a", "temperature", 96.0), ("b", "temperature", 1.0),
+    ]  # fmt: skip
+    assert apply(counters, rules, readings) == [4, 6]
+    assert counters == {("a", "temperature"): 3, ("b", "temperature"): 0, ("a", "humidity"): 2}
+
+
+@given(st.lists(st.floats(min_value=0, max_value=200, allow_nan=False), max_size=60), st.integers(1, 5))
+def test_events_are_exactly_the_runs_reaching_n(values: list[float], n: int) -> None:
+    # An independent statement of the rule: an event for every maximal run of warnings at least n
+    # long, raised by the run's n-th reading; the counter ends at the length of the final run.
+    rules = {"t": Rule("t", 95.0, n)}
+    counters: dict[tuple[str, str], int] = {}
+    raised = apply(counters, rules, [("s", "t", v) for v in values])
+    expected, run = [], 0
+    for i, v in enumerate(values):
+        run = run + 1 if v >= 95.0 else 0
+        if run == n:
+            expected.append(i)
+    assert raised == expected
+    assert counters.get(("s", "t"), 0) == run
+
+
+@pytest.mark.parametrize(
+    ("spec", "problem"),
+    [
+        ("temperature", "is not type:threshold:count"),
+        ("temperature:hot:3", "is not a number"),
+        ("temperature:95:0", "count at least 1"),
+        ("temperature:inf:3", "must be finite"),
+        ("Temperature:95:3", "is not type:threshold:count"),
+    ],
+)
+def test_bad_rules_are_named(spec: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        parse_rules([spec])
+
+
+def test_duplicate_rule_is_an_error() -> None:
+    with pytest.raises(ValueError, match="a second rule"):
+        parse_rules(["temperature:95:3", "temperature:90:2"])
+
+
+def test_event_id_is_deterministic_and_distinguishes_readings() -> None:
+    assert event_id("s", "temperature", 1, 1) == event_id("s", "temperature", 1, 1)
+    assert len({event_id("s", "temperature", 1, 1), event_id("s", "temperature", 2, 1),
+                event_id("t", "temperature", 1, 1), event_id("s", "humidity", 1, 1)}) == 4  # fmt: skip
+    assert len(event_id("s", "temperature", 1, 1)) == 32

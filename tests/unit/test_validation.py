@@ -1,0 +1,103 @@
+"""Validation of readings: every problem named by its field, nothing accepted from a bad batch."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+
+from metrics.v1 import metric_pb2
+from receiver.validation import ArrivalClock, Limits, check_batch
+from runtime.errors import InvalidArgument
+
+LIMITS = Limits(max_batch_readings=100, max_future_skew_s=300)
+
+
+def metric(**fields: object) -> metric_pb2.Metric:
+    values: dict[str, object] = {"sensor_id": "s-1", "metric_type": "temperature", "value": 20.0}
+    values.update(fields)
+    return metric_pb2.Metric(**values)  # type: ignore[arg-type]
+
+
+def violations(metrics: list[metric_pb2.Metric], limits: Limits = LIMITS) -> list[tuple[str, str]]:
+    with pytest.raises(InvalidArgument) as error:
+        check_batch(metrics, limits, ArrivalClock())
+    return [(v.field, v.description) for v in error.value.violations]
+
+
+def test_valid_batch_gets_arrival_times_in_order() -> None:
+    batch = [metric(), metric(value=21.0), metric(value=22.0)]
+    before = time.time_ns()
+    check_batch(batch, LIMITS, ArrivalClock())
+    times = [m.reading_time.ToNanoseconds() for m in batch]
+    assert times == sorted(set(times)), "distinct and increasing"
+    assert times[0] >= before // 1000 * 1000
+    assert all(t % 1000 == 0 for t in times), "microsecond resolution, as stored"
+
+
+def test_given_times_are_kept() -> None:
+    m = metric()
+    m.reading_time.FromSeconds(1_700_000_000)
+    check_batch([m], LIMITS, ArrivalClock())
+    assert m.reading_time.seconds == 1_700_000_000
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "text"),
+    [
+        ({"sensor_id": ""}, "metrics[0].sensor_id", "is required"),
+        ({"sensor_id": "x" * 129}, "metrics[0].sensor_id", "129 characters, more than 128"),
+        ({"sensor_id": "a b"}, "metrics[0].sensor_id", "has characters other than"),
+        ({"sensor_id": "ünï"}, "metrics[0].sensor_id", "has characters other than"),
+        ({"sensor_id": "x'; DROP TABLE readings;--"}, "metrics[0].sensor_id", "has characters other than"),
+        ({"metric_type": ""}, "metrics[0].metric_type", "is required"),
+        ({"metric_type": "Temp"}, "metrics[0].metric_type", "is not a metric type"),
+        ({"value": math.nan}, "metrics[0].value", "must be a finite number, got nan"),
+        ({"value": math.inf}, "metrics[0].value", "must be a finite number, got inf"),
+        ({"value": -math.inf}, "metrics[0].value", "must be a finite number, got -inf"),
+        ({"unit": "u" * 33}, "metrics[0].unit", "more than 32"),
+        ({"labels": {f"k{i}": "v" for i in range(17)}}, "metrics[0].labels", "17 entries"),
+        ({"labels": {"k": "v" * 257}}, "metrics[0].labels['k']", "more than 256"),
+    ],
+)
+def test_each_problem_names_its_field(fields: dict[str, object], field: str, text: str) -> None:
+    [(got_field, got_text)] = violations([metric(**fields)])
+    assert got_field == field
+    assert text in got_text
+
+
+def test_future_time_is_rejected_beyond_the_skew() -> None:
+    m = metric()
+    m.reading_time.FromSeconds(int(time.time()) + 3600)
+    [(field, text)] = violations([m])
+    assert field == "metrics[0].reading_time"
+    assert "in the future" in text
+    ok = metric()
+    ok.reading_time.FromSeconds(int(time.time()) + 60)
+    check_batch([ok], LIMITS, ArrivalClock())
+
+
+def test_time_before_1970_and_bad_nanos_are_rejected() -> None:
+    early, bad = metric(), metric()
+    early.reading_time.seconds = -1
+    bad.reading_time.nanos = 1_000_000_000
+    assert [f for f, _ in violations([early, bad])] == ["metrics[0].reading_time", "metrics[1].reading_time"]
+
+
+def test_empty_and_oversized_batches() -> None:
+    assert violations([]) == [("metrics", "at least one reading is required")]
+    assert violations([metric()] * 101) == [("metrics", "101 readings, more than the limit of 100")]
+
+
+def test_unknown_type_when_types_are_configured() -> None:
+    limits = Limits(100, 300, frozenset({"temperature", "humidity"}))
+    [(field, text)] = violations([metric(metric_type="pressure")], limits)
+    assert field == "metrics[0].metric_type"
+    assert text == "unknown metric type 'pressure'; known types: humidity, temperature"
+
+
+def test_every_bad_reading_is_reported_and_nothing_is_changed() -> None:
+    batch = [metric(), metric(value=math.nan), metric(sensor_id="")]
+    assert [f for f, _ in violations(batch)] == ["metrics[1].value", "metrics[2].sensor_id"]
+    assert not any(m.HasField("reading_time") for m in batch), "a rejected batch is left as it came"
