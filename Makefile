@@ -89,7 +89,7 @@ test-unit: proto ## Run the tests that need no running servers
 .PHONY: test-live
 test-live: proto ## Run the tests against the deployment in METRICS_TEST_TARGET (a TOML file)
 	@test -n "$${METRICS_TEST_TARGET:-}" || { echo "set METRICS_TEST_TARGET to a target file, e.g. tests/targets/compose.toml"; exit 2; }
-	@$(PY) -m pytest $(PYTEST_ARGS)
+	@$(PY) -m pytest -m "not local_stack" $(PYTEST_ARGS)
 
 .PHONY: lint
 lint: proto ## ruff, mypy and buf lint

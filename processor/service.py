@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -29,6 +29,7 @@ from processor.rules import Rule, event_id, parse_rules
 from processor.settings import ProcessorSettings
 from runtime import kafka, settings
 from runtime.dead_letters import DeadLetters
+from runtime.failpoints import Failpoints
 from runtime.grpc_server import GrpcServer
 from runtime.lifecycle import Stopped, retry_until_stopped
 from runtime.logging import setup_logging
@@ -57,6 +58,7 @@ class Processor:
         self._dead_letters = dead_letters
         self._rules = rules
         self._config = config
+        self._failpoint = Failpoints(config.failpoints)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -75,6 +77,7 @@ class Processor:
                 await asyncio.sleep(RETRY_DELAY_S)
                 await self._consumer.seek_to_committed()
                 continue
+            self._failpoint("processor.before_commit")
             await self._commit({tp: records[-1].offset + 1 for tp, records in rounds.items()})
 
     async def flush_pending(self, partitions: Sequence[int]) -> None:
@@ -87,26 +90,17 @@ class Processor:
         dead: list[tuple[ConsumerRecord[bytes, bytes], str]] = []
         detect_time = timestamp_pb2.Timestamp()
         detect_time.GetCurrentTime()
-        rules = self._rules
         for record in records:
             try:
                 batch = metric_pb2.MetricBatch.FromString(record.value)
             except DecodeError as exc:
                 dead.append((record, f"value is not a {kafka.METRIC_BATCH_TYPE}: {exc}"))
                 continue
-            offset = record.offset
-            for metric in batch.metrics:
-                rule = rules.get(metric.metric_type)
-                if rule is None:
-                    continue
-                if metric.value >= rule.threshold:
-                    event = _event(metric, rule, detect_time)
-                    args += (offset, counter_key(metric.sensor_id), metric.metric_type, rule.count, event)
-                else:
-                    args += (offset, counter_key(metric.sensor_id), metric.metric_type, 0, b"")
+            script_args(args, record.offset, batch.metrics, self._rules, detect_time)
         if dead:
             await self._dead_letters.send(dead)
         if args and await self._counters.apply(tp.partition, records[-1].offset, args):
+            self._failpoint("processor.after_apply")
             await self._produce_pending(tp.partition)
 
     async def _produce_pending(self, partition: int) -> None:
@@ -123,6 +117,7 @@ class Processor:
             for value in events
         ]
         await asyncio.gather(*acks)
+        self._failpoint("processor.after_produce")
         await self._counters.confirm(partition, len(events))
         log.info("produced %d event(s) of partition %d", len(events), partition)
 
@@ -132,6 +127,25 @@ class Processor:
         except CommitFailedError as exc:
             # The partitions moved to another processor, which skips what this one applied.
             log.warning("offsets not committed after a rebalance: %s", exc)
+
+
+def script_args(
+    args: list[Any],
+    offset: int,
+    metrics: Iterable[metric_pb2.Metric],
+    rules: Mapping[str, Rule],
+    detect_time: timestamp_pb2.Timestamp,
+) -> None:
+    """Appends the counter script's quintuple for each reading with a rule (see Counters.apply)."""
+    for metric in metrics:
+        rule = rules.get(metric.metric_type)
+        if rule is None:
+            continue
+        key = counter_key(metric.sensor_id)
+        if metric.value >= rule.threshold:
+            args += (offset, key, metric.metric_type, rule.count, _event(metric, rule, detect_time))
+        else:
+            args += (offset, key, metric.metric_type, 0, b"")
 
 
 def _event(metric: metric_pb2.Metric, rule: Rule, detect_time: timestamp_pb2.Timestamp) -> bytes:

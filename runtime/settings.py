@@ -136,6 +136,8 @@ class ServiceSettings:
     log_level: str = "INFO"
     # On SIGTERM: how long running calls and in-flight batches get to finish.
     shutdown_grace_s: float = 10.0
+    # Crash tests only: failpoints at which the process kills itself (runtime/failpoints.py).
+    failpoints: tuple[str, ...] = ()
 
     @property
     def grpc_address(self) -> str:

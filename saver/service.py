@@ -18,6 +18,7 @@ from google.protobuf.message import DecodeError
 from metrics.v1 import event_pb2, metric_pb2
 from runtime import kafka, postgres, settings
 from runtime.dead_letters import DeadLetters
+from runtime.failpoints import Failpoints
 from runtime.grpc_server import GrpcServer
 from runtime.lifecycle import Stopped, retry_until_stopped
 from runtime.logging import setup_logging
@@ -43,6 +44,7 @@ class Saver:
         self._config = config
         self._stop = stop
         self._conn: asyncpg.Connection | None = None
+        self._failpoint = Failpoints(config.failpoints)
 
     async def connect(self) -> asyncpg.Connection:
         conn = await asyncpg.connect(
@@ -77,6 +79,7 @@ class Saver:
                 await self.start()
                 await self._consumer.seek_to_committed()
                 continue
+            self._failpoint("saver.before_commit")
             await self._commit({tp: records[-1].offset + 1 for tp, records in rounds.items()})
 
     async def close(self) -> None:

@@ -20,8 +20,14 @@ class Supervisor:
         self.conf = settings.state_dir / "supervisord.conf"
         self.sock = settings.state_dir / "supervisor.sock"
         self.pidfile = settings.state_dir / "supervisord.pid"
-        transport = SupervisorTransport(None, None, f"unix://{self.sock}")
-        self._rpc: Any = xmlrpc.client.ServerProxy("http://localhost", transport=transport)
+        self._transport = SupervisorTransport(None, None, f"unix://{self.sock}")
+        self._rpc: Any = xmlrpc.client.ServerProxy("http://localhost", transport=self._transport)
+
+    def __enter__(self) -> Supervisor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._transport.close()
 
     def pid(self) -> int | None:
         """supervisord's PID when it runs and answers, else None."""

@@ -95,10 +95,12 @@ async def read_topic(
 ) -> list[Any]:
     """The records of `topic` from `start` up to its current end (only those with `key`, if given)."""
     end = await end_offsets(bootstrap, topic)
+    wanted = [tp for tp in end if end[tp] > start.get(tp, 0)]
+    if not wanted:
+        return []
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        wanted = [tp for tp in end if end[tp] > start.get(tp, 0)]
         consumer.assign(wanted)
         for tp in wanted:
             consumer.seek(tp, start.get(tp, 0))

@@ -1,0 +1,115 @@
+"""A processor killed between any two steps of a round loses no event and counts no reading twice.
+
+Each test runs a private processor (own topics and group, tests/services.py) with one failpoint
+armed, lets it die there, starts a healthy one, and checks the events and the counter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
+
+from metrics.v1 import event_pb2, metric_pb2
+from tests.helpers import read_topic, wait_consumed
+from tests.services import Topics, private_topics, service_env, start_service, stop_service
+from tests.target import Target
+
+SCENARIO = (10.0, 100.0, 97.0, 99.0, 10.0, 100.0, 107.0, 98.0)
+BASE_US = 1_790_000_000_000_000
+
+
+async def produce_scenario(
+    target: Target, topics: Topics, sensor_id: str, garbage_first: bool = False
+) -> None:
+    """One record per reading, as a sensor sending one reading at a time would cause."""
+    producer = AIOKafkaProducer(bootstrap_servers=target.kafka_bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        if garbage_first:
+            await producer.send_and_wait(topics.metrics, b"\xff\xfe not protobuf", key=sensor_id.encode())
+        for i, value in enumerate(SCENARIO):
+            metric = metric_pb2.Metric(sensor_id=sensor_id, metric_type="temperature", value=value)
+            metric.reading_time.FromMicroseconds(BASE_US + i * 1_000_000)
+            batch = metric_pb2.MetricBatch(metrics=[metric])
+            await producer.send_and_wait(topics.metrics, batch.SerializeToString(), key=sensor_id.encode())
+    finally:
+        await producer.stop()
+
+
+@pytest.mark.parametrize(
+    ("failpoint", "reproduced"),
+    [
+        # Counters updated and events stored in Redis, nothing produced: produced after the restart.
+        ("processor.after_apply", False),
+        # Events in Kafka, not yet dropped from Redis: produced again, with the same ids.
+        ("processor.after_produce", True),
+        # Everything done but the offset commit: the round is redelivered and skipped.
+        ("processor.before_commit", False),
+    ],
+)
+async def test_processor_killed_at(
+    failpoint: str,
+    reproduced: bool,
+    target: Target,
+    redis_client: aioredis.Redis,
+    sensor_id: str,
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "processor.log"
+    async with private_topics(target) as topics:
+        await produce_scenario(target, topics, sensor_id)
+        armed = service_env(target, topics, "processor", {"METRICS_PROCESSOR_FAILPOINTS": failpoint})
+        crashing = await start_service("processor", armed, log)
+        assert await asyncio.wait_for(crashing.wait(), 60) == -9, log.read_text()
+        assert f"failpoint {failpoint} armed" in log.read_text()
+
+        healthy = await start_service("processor", service_env(target, topics, "processor"), log)
+        try:
+            await wait_consumed(target.kafka_bootstrap_servers, topics.group, topics.metrics)
+            records = await read_topic(target.kafka_bootstrap_servers, topics.events, {}, sensor_id.encode())
+        finally:
+            assert await stop_service(healthy) == 0, log.read_text()
+
+        first: dict[str, bytes] = {}
+        for record in records:
+            event = event_pb2.Event.FromString(record.value)
+            assert first.setdefault(event.event_id, record.value) == record.value, (
+                "a repeat is the same event"
+            )
+        events = [event_pb2.Event.FromString(v) for v in first.values()]
+        assert [(e.value, e.reading_time.ToMicroseconds()) for e in events] == [
+            (99.0, BASE_US + 3_000_000),
+            (98.0, BASE_US + 7_000_000),
+        ]
+        assert (len(records) > len(events)) is reproduced
+        assert await redis_client.hgetall(f"warnings:{{{sensor_id}}}") == {b"temperature": b"3"}
+        for partition in range(2):
+            assert await redis_client.llen(f"processor:pending:{topics.metrics}:{partition}") == 0
+
+
+async def test_undecodable_record_is_dead_lettered_and_the_partition_flows_on(
+    target: Target, redis_client: aioredis.Redis, sensor_id: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "processor.log"
+    async with private_topics(target) as topics:
+        await produce_scenario(target, topics, sensor_id, garbage_first=True)
+        processor = await start_service("processor", service_env(target, topics, "processor"), log)
+        try:
+            await wait_consumed(target.kafka_bootstrap_servers, topics.group, topics.metrics)
+            dead = await read_topic(target.kafka_bootstrap_servers, topics.dead_letters, {})
+            events = await read_topic(target.kafka_bootstrap_servers, topics.events, {}, sensor_id.encode())
+        finally:
+            assert await stop_service(processor) == 0, log.read_text()
+        [record] = dead
+        headers = dict(record.headers)
+        assert record.value == b"\xff\xfe not protobuf"
+        assert record.key == sensor_id.encode()
+        assert b"is not a metrics.v1.MetricBatch" in headers["dead-letter-reason"]
+        assert headers["dead-letter-source"].startswith(f"{topics.metrics}[".encode())
+        assert headers["dead-letter-consumer"] == topics.group.encode()
+        assert [event_pb2.Event.FromString(r.value).value for r in events] == [99.0, 98.0]
+        assert await redis_client.hgetall(f"warnings:{{{sensor_id}}}") == {b"temperature": b"3"}

@@ -1,0 +1,84 @@
+"""Private instances of the services for crash tests: own topics, own consumer group, armed failpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from tests.target import Target
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Topics:
+    metrics: str
+    events: str
+    dead_letters: str
+    group: str
+
+
+@asynccontextmanager
+async def private_topics(target: Target, partitions: int = 2) -> AsyncIterator[Topics]:
+    """Fresh topics and a consumer group name no other test or service uses; deleted afterwards."""
+    suffix = uuid.uuid4().hex[:10]
+    topics = Topics(
+        f"test-metrics-{suffix}", f"test-events-{suffix}", f"test-dlq-{suffix}", f"test-group-{suffix}"
+    )
+    admin = AIOKafkaAdminClient(bootstrap_servers=target.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(t, partitions, 1) for t in (topics.metrics, topics.events)]
+                                  + [NewTopic(topics.dead_letters, 1, 1)])  # fmt: skip
+        yield topics
+    finally:
+        await admin.delete_topics([topics.metrics, topics.events, topics.dead_letters])
+        await admin.close()
+
+
+def service_env(
+    target: Target, topics: Topics, service: str, extra: Mapping[str, str] = ()
+) -> dict[str, str]:  # type: ignore[assignment]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("METRICS_")}
+    prefix = f"METRICS_{service.upper()}_"
+    env.update({
+        "METRICS_KAFKA_BOOTSTRAP_SERVERS": target.kafka_bootstrap_servers,
+        "METRICS_REDIS_URL": target.redis_url,
+        "METRICS_METRICS_TOPIC": topics.metrics,
+        "METRICS_EVENTS_TOPIC": topics.events,
+        "METRICS_DEAD_LETTER_TOPIC": topics.dead_letters,
+        prefix + "CONSUMER_GROUP": topics.group,
+        prefix + "GRPC_PORT": "0",
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}",
+    })  # fmt: skip
+    env.update(extra)
+    return env
+
+
+async def start_service(service: str, env: Mapping[str, str], log: Path) -> asyncio.subprocess.Process:
+    """Runs `python -m <service>` from the checkout, its output appended to `log`."""
+    with log.open("ab") as out:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            service,
+            env=dict(env),
+            cwd=ROOT,
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+
+
+async def stop_service(process: asyncio.subprocess.Process, timeout: float = 20.0) -> int:
+    """SIGTERM, and the exit code once it has shut down (a clean stop is 0)."""
+    if process.returncode is None:
+        process.terminate()
+    return await asyncio.wait_for(process.wait(), timeout)
