@@ -5,17 +5,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import grpc
 
-from assessor.aggregates import range_aggregate
+from assessor import paging, requests
+from assessor.aggregates import MINUTE_US, range_aggregate
 from assessor.settings import AssessorSettings
+from assessor.stats import Reading, bucket_count, sensor_stats
+from assessor.watch import EventHub, Filter
 from metrics.v1 import assessor_service_pb2 as pb
-from metrics.v1 import assessor_service_pb2_grpc, event_pb2
+from metrics.v1 import assessor_service_pb2_grpc, event_pb2, metric_pb2, sensor_pb2, stats_pb2
 from runtime import postgres, settings
-from runtime.errors import grpc_errors
+from runtime.errors import InvalidArgument, Violation, grpc_errors, grpc_stream_errors
 from runtime.grpc_server import GrpcServer
 from runtime.lifecycle import Stopped, retry_until_stopped
 from runtime.logging import setup_logging
@@ -27,8 +31,11 @@ LEGACY_METRIC_TYPE = "temperature"
 LEGACY_EVENT_TYPE = "TEMPERATURE_EXCEEDED"
 HOUR_US = 3_600_000_000
 DAY_US = 24 * HOUR_US
+MAX_BUCKETS = 1_000
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+EVENT_COLUMNS = "event_id, kind, sensor_id, metric_type, value, reading_time, threshold, count, detect_time"
 
 LEGACY_EVENTS = """
 SELECT value, reading_time FROM events
@@ -36,10 +43,173 @@ WHERE sensor_id = $1 AND metric_type = $2 AND kind = $3
 ORDER BY reading_time, event_id
 """
 
+SENSORS = """
+SELECT sensor_id, metric_type, reading_time, value, unit FROM latest_readings
+WHERE sensor_id IN (
+    SELECT DISTINCT sensor_id FROM latest_readings
+    WHERE sensor_id > $1 AND sensor_id >= $2 AND sensor_id < $3
+    ORDER BY sensor_id LIMIT $4
+)
+ORDER BY sensor_id, metric_type
+"""
+# Above every sensor id (ids are ASCII).
+ID_CEILING = "\x7f"
+
+METRIC_TYPES = "SELECT metric_type FROM latest_readings WHERE sensor_id = $1 ORDER BY metric_type"
+
+# One index range scan per metric type, merged in time order (no index on time alone is needed).
+READINGS_OF_TYPE = """
+(SELECT metric_type, reading_time, value, unit, labels FROM readings
+ WHERE sensor_id = $1 AND metric_type = ${t} AND reading_time >= $2 AND reading_time < $3
+   AND (reading_time, metric_type) > ($4, $5)
+ ORDER BY reading_time, metric_type LIMIT $6)
+"""
+
 
 class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, hub: EventHub) -> None:
         self._pool = pool
+        self._hub = hub
+
+    @grpc_errors
+    async def ListEvents(self, request: pb.ListEventsRequest, context: Context) -> pb.ListEventsResponse:
+        start, end = requests.time_range(
+            request.HasField("start_time"), request.start_time, request.HasField("end_time"), request.end_time
+        )
+        size = paging.page_size(request.page_size, 100, 1_000)
+        digest = paging.filters_digest(
+            "events", request.sensor_id, request.metric_type, request.kind, start, end
+        )
+        position = paging.decode(request.page_token, digest, 2)
+        conditions = ["reading_time >= $1", "reading_time < $2"]
+        args: list[Any] = [start, end]
+        for column, value in (("sensor_id", request.sensor_id), ("metric_type", request.metric_type),
+                              ("kind", request.kind)):  # fmt: skip
+            if value:
+                args.append(value)
+                conditions.append(f"{column} = ${len(args)}")
+        if position is not None:
+            args += [position[0], position[1]]
+            conditions.append(f"(reading_time, event_id) < (${len(args) - 1}, ${len(args)}::uuid)")
+        args.append(size + 1)
+        rows = await self._pool.fetch(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(conditions)}"  # noqa: S608 - columns are ours
+            f" ORDER BY reading_time DESC, event_id DESC LIMIT ${len(args)}",
+            *args,
+        )
+        response = pb.ListEventsResponse(events=[_event(r) for r in rows[:size]])
+        if len(rows) > size:
+            last = rows[size - 1]
+            response.next_page_token = paging.encode(digest, last["reading_time"], str(last["event_id"]))
+        return response
+
+    @grpc_stream_errors
+    async def WatchEvents(
+        self, request: pb.WatchEventsRequest, context: Context
+    ) -> AsyncIterator[pb.WatchEventsResponse]:
+        where = Filter(request.sensor_id, request.metric_type, request.kind)
+        async with self._hub.subscribe(where) as watcher:
+            # Headers now tell the client the subscription is live: events from here on reach it.
+            await context.send_initial_metadata(())
+            while True:
+                yield pb.WatchEventsResponse(event=await watcher.next())
+
+    @grpc_errors
+    async def ListSensors(self, request: pb.ListSensorsRequest, context: Context) -> pb.ListSensorsResponse:
+        size = paging.page_size(request.page_size, 100, 1_000)
+        prefix = request.sensor_id_prefix
+        digest = paging.filters_digest("sensors", prefix)
+        position = paging.decode(request.page_token, digest, 1)
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else ID_CEILING
+        rows = await self._pool.fetch(SENSORS, position[0] if position else "", prefix, upper, size + 1)
+        sensors: list[sensor_pb2.Sensor] = []
+        for row in rows:
+            if not sensors or sensors[-1].sensor_id != row["sensor_id"]:
+                sensors.append(sensor_pb2.Sensor(sensor_id=row["sensor_id"]))
+            sensor = sensors[-1]
+            metric = sensor.last_metrics.add(sensor_id=row["sensor_id"], metric_type=row["metric_type"],
+                                             value=row["value"], unit=row["unit"] or "")  # fmt: skip
+            metric.reading_time.FromMicroseconds(row["reading_time"])
+            if row["reading_time"] > sensor.last_seen_time.ToMicroseconds():
+                sensor.last_seen_time.FromMicroseconds(row["reading_time"])
+        response = pb.ListSensorsResponse(sensors=sensors[:size])
+        if len(sensors) > size:
+            response.next_page_token = paging.encode(digest, sensors[size - 1].sensor_id)
+        return response
+
+    @grpc_errors
+    async def GetSensorStats(
+        self, request: pb.GetSensorStatsRequest, context: Context
+    ) -> pb.GetSensorStatsResponse:
+        requests.required(sensor_id=request.sensor_id, metric_type=request.metric_type)
+        start, end = requests.time_range(
+            request.HasField("start_time"), request.start_time, request.HasField("end_time"), request.end_time
+        )
+        width = None
+        if request.HasField("bucket_width"):
+            width = request.bucket_width.ToMicroseconds()
+            if width <= 0 or width % MINUTE_US:
+                raise InvalidArgument(
+                    [Violation("bucket_width", "must be a whole, positive number of minutes")]
+                )
+            if bucket_count(start, end, width) > MAX_BUCKETS:
+                count = bucket_count(start, end, width)
+                raise InvalidArgument(
+                    [Violation("bucket_width", f"gives {count} buckets, more than {MAX_BUCKETS}")]
+                )
+        found = await sensor_stats(self._pool, request.sensor_id, request.metric_type, start, end, width)
+        stats = stats_pb2.SensorStats(sensor_id=request.sensor_id, metric_type=request.metric_type,
+                               start_time=request.start_time, end_time=request.end_time,
+                               count=found.aggregate.count)  # fmt: skip
+        agg = found.aggregate
+        _set_present(stats, min=agg.min, max=agg.max, mean=agg.mean, stddev=agg.stddev)
+        if found.percentiles:
+            stats.p50, stats.p95, stats.p99 = found.percentiles
+        for reading, field in ((found.first, stats.first_reading), (found.last, stats.last_reading)):
+            if reading is not None:
+                field.CopyFrom(_metric(request.sensor_id, request.metric_type, reading))
+        for bucket in found.buckets:
+            out = stats.buckets.add(count=bucket.count)
+            out.start_time.FromMicroseconds(bucket.start_us)
+            _set_present(out, min=bucket.min, max=bucket.max, mean=bucket.mean)
+        return pb.GetSensorStatsResponse(stats=stats)
+
+    @grpc_errors
+    async def ListReadings(
+        self, request: pb.ListReadingsRequest, context: Context
+    ) -> pb.ListReadingsResponse:
+        requests.required(sensor_id=request.sensor_id)
+        start, end = requests.time_range(
+            request.HasField("start_time"), request.start_time, request.HasField("end_time"), request.end_time
+        )
+        size = paging.page_size(request.page_size, 1_000, 10_000)
+        digest = paging.filters_digest("readings", request.sensor_id, request.metric_type, start, end)
+        position = paging.decode(request.page_token, digest, 2)
+        after_time, after_type = position if position else (start - 1, "")
+        async with self._pool.acquire() as conn:
+            types = [request.metric_type] if request.metric_type else [
+                r["metric_type"] for r in await conn.fetch(METRIC_TYPES, request.sensor_id)
+            ]  # fmt: skip
+            if not types:
+                return pb.ListReadingsResponse()
+            branches = " UNION ALL ".join(
+                READINGS_OF_TYPE.replace("${t}", f"${7 + i}") for i in range(len(types))
+            )
+            rows = await conn.fetch(
+                f"SELECT * FROM ({branches}) r ORDER BY reading_time, metric_type LIMIT $6",  # noqa: S608
+                request.sensor_id, start, end, after_time, after_type, size + 1, *types,
+            )  # fmt: skip
+        response = pb.ListReadingsResponse()
+        for row in rows[:size]:
+            metric = response.metrics.add(sensor_id=request.sensor_id, metric_type=row["metric_type"],
+                                          value=row["value"], unit=row["unit"] or "")  # fmt: skip
+            metric.reading_time.FromMicroseconds(row["reading_time"])
+            if row["labels"]:
+                metric.labels.update(_labels(row["labels"]))
+        if len(rows) > size:
+            last = rows[size - 1]
+            response.next_page_token = paging.encode(digest, last["reading_time"], last["metric_type"])
+        return response
 
     @grpc_errors
     async def GetLegacyEvents(
@@ -75,6 +245,38 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
         return response
 
 
+def _set_present(message: Any, **fields: float | None) -> None:
+    """Sets the optional fields that have a value; absent stays absent (no number for no readings)."""
+    for name, value in fields.items():
+        if value is not None:
+            setattr(message, name, value)
+
+
+def _event(row: asyncpg.Record) -> event_pb2.Event:
+    event = event_pb2.Event(
+        event_id=row["event_id"].hex, kind=row["kind"], sensor_id=row["sensor_id"],
+        metric_type=row["metric_type"], value=row["value"], threshold=row["threshold"], count=row["count"],
+    )  # fmt: skip
+    event.reading_time.FromMicroseconds(row["reading_time"])
+    event.detect_time.FromMicroseconds(row["detect_time"])
+    return event
+
+
+def _metric(sensor_id: str, metric_type: str, reading: Reading) -> metric_pb2.Metric:
+    metric = metric_pb2.Metric(
+        sensor_id=sensor_id, metric_type=metric_type, value=reading.value, unit=reading.unit or ""
+    )
+    metric.reading_time.FromMicroseconds(reading.time_us)
+    return metric
+
+
+def _labels(raw: str) -> dict[str, str]:
+    import json  # noqa: PLC0415 - labels are rare; keep the common path free of it
+
+    labels: dict[str, str] = json.loads(raw)
+    return labels
+
+
 async def main(stop: asyncio.Event) -> None:
     config = settings.load(AssessorSettings, "assessor")
     setup_logging("assessor", config.log_level)
@@ -93,11 +295,11 @@ async def main(stop: asyncio.Event) -> None:
 
     pool: asyncpg.Pool | None = None
     server: GrpcServer | None = None
+    hub = EventHub(config.postgres_dsn, config.watch_queue_size)
     try:
         pool = await retry_until_stopped("PostgreSQL", connect, stop)
-        # ListEvents, GetSensorStats, ListSensors, ListReadings and WatchEvents answer UNIMPLEMENTED
-        # until they are written.
-        assessor = Assessor(pool)  # type: ignore[abstract]
+        await retry_until_stopped("PostgreSQL (LISTEN)", hub.start, stop)
+        assessor = Assessor(pool, hub)
         server = GrpcServer(
             config.grpc_address,
             [SERVICE_NAME],
@@ -110,9 +312,12 @@ async def main(stop: asyncio.Event) -> None:
     except Stopped:
         pass
     finally:
+        # Watch streams never end by themselves: end them first, then drain the other calls.
         log.info("stopping")
+        hub.end_all_for_shutdown()
         if server is not None:
             await server.stop(config.shutdown_grace_s)
+        await hub.stop()
         if pool is not None:
             await pool.close()
         log.info("stopped")

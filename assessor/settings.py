@@ -16,3 +16,5 @@ class AssessorSettings(KafkaSettings, ServiceSettings):
     postgres_pool_size: int = 10
     # Longest a query may run before the client gets DEADLINE_EXCEEDED.
     query_timeout_s: float = 10.0
+    # Events a WatchEvents client may fall behind by before it is cut off.
+    watch_queue_size: int = 1_000

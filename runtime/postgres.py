@@ -20,3 +20,5 @@ async def setup_connection(conn: asyncpg.Connection) -> None:
 
 
 SERVER_SETTINGS = {"timezone": "UTC"}
+# The saver announces each newly stored event on this channel, as JSON, when its transaction commits.
+EVENTS_CHANNEL = "metrics_events"

@@ -25,24 +25,42 @@ CREATE TEMP TABLE IF NOT EXISTS staging_events (
 ) ON COMMIT DELETE ROWS;
 """
 
-# Only rows that were new reach the rollups and the latest readings.
+# Only rows that were new reach the rollups, the histograms and the latest readings.
 INSERT_READINGS = """
 WITH new AS (
     INSERT INTO readings (sensor_id, metric_type, reading_time, value, unit, labels)
     SELECT sensor_id, metric_type, reading_time, value, unit, labels FROM staging_readings
     ON CONFLICT DO NOTHING
     RETURNING sensor_id, metric_type, reading_time, value, unit
-), rollup AS (
-    INSERT INTO rollups_minute AS r (sensor_id, metric_type, minute, count, sum, sum_squares, min, max)
-    SELECT sensor_id, metric_type, date_trunc('minute', reading_time),
-           count(*), sum(value), sum(value * value), min(value), max(value)
+), minutes AS (
+    SELECT sensor_id, metric_type, date_trunc('minute', reading_time, 'UTC') AS minute,
+           count(*) AS count, sum(value) AS sum, sum(value * value) AS sum_squares,
+           min(value) AS min, max(value) AS max
     FROM new GROUP BY 1, 2, 3
+), rollup_minute AS (
+    INSERT INTO rollups_minute AS r SELECT * FROM minutes
     ON CONFLICT (sensor_id, metric_type, minute) DO UPDATE SET
         count = r.count + excluded.count,
         sum = r.sum + excluded.sum,
         sum_squares = r.sum_squares + excluded.sum_squares,
         min = least(r.min, excluded.min),
         max = greatest(r.max, excluded.max)
+), rollup_hour AS (
+    INSERT INTO rollups_hour AS r
+    SELECT sensor_id, metric_type, date_trunc('hour', minute, 'UTC'),
+           sum(count), sum(sum), sum(sum_squares), min(min), max(max)
+    FROM minutes GROUP BY 1, 2, 3
+    ON CONFLICT (sensor_id, metric_type, hour) DO UPDATE SET
+        count = r.count + excluded.count,
+        sum = r.sum + excluded.sum,
+        sum_squares = r.sum_squares + excluded.sum_squares,
+        min = least(r.min, excluded.min),
+        max = greatest(r.max, excluded.max)
+), histogram AS (
+    INSERT INTO histogram_hour AS h
+    SELECT sensor_id, metric_type, date_trunc('hour', reading_time, 'UTC'), value_bin(value), count(*)
+    FROM new GROUP BY 1, 2, 3, 4
+    ON CONFLICT (sensor_id, metric_type, hour, bin) DO UPDATE SET count = h.count + excluded.count
 ), latest AS (
     INSERT INTO latest_readings AS l (sensor_id, metric_type, reading_time, value, unit)
     SELECT DISTINCT ON (sensor_id, metric_type) sensor_id, metric_type, reading_time, value, unit
@@ -54,12 +72,18 @@ WITH new AS (
 SELECT count(*) FROM new
 """
 
-INSERT_EVENTS = """
+# New events are also announced to listeners (the assessor's WatchEvents) when the transaction commits.
+INSERT_EVENTS = f"""
 WITH new AS (
-    INSERT INTO events SELECT * FROM staging_events ON CONFLICT DO NOTHING RETURNING 1
+    INSERT INTO events SELECT * FROM staging_events ON CONFLICT DO NOTHING RETURNING *
 )
-SELECT count(*) FROM new
-"""
+SELECT count(pg_notify('{postgres.EVENTS_CHANNEL}', json_build_object(
+    'event_id', replace(event_id::text, '-', ''), 'kind', kind, 'sensor_id', sensor_id,
+    'metric_type', metric_type, 'value', value, 'threshold', threshold, 'count', count,
+    'reading_time_us', (extract(epoch FROM reading_time) * 1000000)::bigint,
+    'detect_time_us', (extract(epoch FROM detect_time) * 1000000)::bigint
+)::text)) FROM new
+"""  # noqa: S608 - the channel name is a constant
 
 
 async def setup_connection(conn: asyncpg.Connection) -> None:

