@@ -59,8 +59,9 @@ def make_consumer(
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "isolation_level": "read_committed",
-        "max_partition_fetch_bytes": 8 * 1024 * 1024,
-        "fetch_max_bytes": 32 * 1024 * 1024,
+        # A round holds at most this much (~80k readings): bounded memory, bounded transactions.
+        "max_partition_fetch_bytes": 1024 * 1024,
+        "fetch_max_bytes": 4 * 1024 * 1024,
         # A crashed member's partitions move on after this long (the broker's minimum is 6 s).
         "session_timeout_ms": 6_000,
         "heartbeat_interval_ms": 1_500,

@@ -13,5 +13,5 @@ class SaverSettings(KafkaSettings, ServiceSettings):
     grpc_port: int = 50053
     postgres_dsn: str = secret("postgresql://metrics@127.0.0.1:55432/metrics")
     consumer_group: str = "saver"
-    # Most records written per transaction.
+    # Most records written per transaction (a round also stops at 4 MB of records, runtime/kafka.py).
     max_records_per_round: int = 5_000

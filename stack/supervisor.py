@@ -64,6 +64,12 @@ class Supervisor:
         if info["statename"] not in ("RUNNING", "STARTING"):
             self._rpc.supervisor.startProcess(name, False)
 
+    def stop_process(self, name: str) -> None:
+        """Stops a process and waits until it has exited (SIGTERM, then its stop timeout)."""
+        info = self._rpc.supervisor.getProcessInfo(name)
+        if info["statename"] in ("RUNNING", "STARTING", "BACKOFF"):
+            self._rpc.supervisor.stopProcess(name, True)
+
     def processes(self) -> dict[str, dict[str, Any]]:
         return {p["name"]: p for p in self._rpc.supervisor.getAllProcessInfo()}
 

@@ -1,0 +1,1 @@
+"""The benchmark: `make bench` (python -m bench) measures the local stack and writes bench/results/latest.json."""

@@ -1,0 +1,188 @@
+"""python -m bench [--short]: the benchmark suite against the local stack (make run).
+
+Prints a table and writes bench/results/latest.json. Figures are measured, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import measure, processes
+from bench.measure import Env, median, percentile
+from simulator.__main__ import progress as print_progress
+from simulator.fleet import Fleet
+from stack import settings as stack_settings
+from stack.supervisor import Supervisor
+
+RESULTS = Path(__file__).parent / "results"
+TARGETS = {
+    "e2e_readings_per_s": (">=", 100_000),
+    "receiver_vs_raw_produce": (">=", 0.8),
+    "saver_vs_raw_copy": (">=", 0.7),
+    "alert_latency_p99_ms": ("<=", 50),
+    "stats_query_p99_ms": ("<=", 20),
+    "http_json_readings_per_s": (">=", 20_000),
+    "max_service_rss_mb": ("<=", 200),
+}
+BATCH = 500
+
+
+def say(message: str) -> None:
+    print(f"==> {message}", file=sys.stderr, flush=True)
+
+
+async def suite(short: bool) -> dict[str, Any]:
+    stack = stack_settings.load()
+    env = Env(stack, f"127.0.0.1:{stack.envoy_port}", say, print_progress)
+    seconds = 5.0 if short else 15.0
+    results: dict[str, Any] = {}
+    rss: dict[str, float] = {}
+
+    def sample_rss() -> None:
+        for name, pid in processes.pids().items():
+            rss[name] = max(rss.get(name, 0.0), processes.rss_mb(pid))
+
+    await measure.wait_drained(env)
+    say("receiver alone, and the raw ceilings (processor and saver stopped)")
+    with Supervisor(stack) as supervisor:
+        for name in ("processor", "saver"):
+            supervisor.stop_process(name)
+        try:
+            fleet = Fleet(1000, above=0.01)
+            raw = await measure.raw_produce(env, fleet, BATCH, seconds)
+            say(f"raw produce: {raw:,.0f} readings/s")
+            ingest = await measure.receiver_ingest(env, fleet, BATCH, seconds)
+            sample_rss()
+            say(
+                f"receiver: {ingest.acked / ingest.elapsed_s:,.0f} readings/s, errors {dict(ingest.errors) or 'none'}"
+            )
+            accepted = ingest.acked / ingest.elapsed_s
+            results["receiver_readings_per_s"] = accepted
+            results["raw_produce_readings_per_s"] = raw
+            results["receiver_vs_raw_produce"] = accepted / raw
+            copy = await measure.raw_copy(env, Fleet(1000), min(ingest.acked, 500_000), 50_000)
+            say(f"raw COPY: {copy:,.0f} rows/s")
+            supervisor.start_process("saver")
+            saver, saver_cpu = await measure.saver_drain(env, BATCH)
+            sample_rss()
+            say(f"saver: {saver:,.0f} rows/s ({saver_cpu:.1f} CPU s per million)")
+            results |= {
+                "raw_copy_rows_per_s": copy,
+                "saver_rows_per_s": saver,
+                "saver_vs_raw_copy": saver / copy,
+            }
+        finally:
+            for name in ("processor", "saver"):
+                supervisor.start_process(name)
+    await measure.wait_drained(env)
+
+    e2e_seconds = 20.0 if short else 60.0
+    say(f"end to end: as fast as accepted for {e2e_seconds:.0f} s, until every reading is stored")
+    fleet = Fleet(2000, above=0.01)
+    cpu_before = {name: processes.cpu_seconds(pid) for name, pid in processes.pids().items()}
+    sampler = asyncio.create_task(_every(1.0, sample_rss))
+    ingest = await measure.receiver_ingest(env, fleet, BATCH, e2e_seconds)
+    drained = await measure.wait_drained(env)
+    sampler.cancel()
+    cpu = sum(
+        processes.cpu_seconds(pid) - cpu_before.get(name, 0.0) for name, pid in processes.pids().items()
+    )
+    stored = await _stored(env, fleet.prefix)
+    if stored != ingest.acked:
+        say(f"warning: {ingest.acked} readings acknowledged but {stored} stored")
+    results["e2e_readings_per_s"] = stored / (drained - ingest.first_send)
+    results["e2e_acknowledged"] = ingest.acked
+    results["e2e_stored"] = stored
+    results["cpu_seconds_per_million"] = cpu / max(stored, 1) * 1e6
+
+    say("alert latency at a steady 10,000 readings/s")
+    latencies = await measure.alert_latency(env, 10_000, 10.0 if short else 30.0)
+    results["alert_latency_p50_ms"] = median(latencies)
+    results["alert_latency_p99_ms"] = percentile(latencies, 0.99) if latencies else None
+    results["alert_probes"] = len(latencies)
+
+    say("HTTP/JSON ingest through Envoy")
+    http = await measure.receiver_ingest(env, Fleet(1000), 100, seconds, path="http")
+    results["http_json_readings_per_s"] = http.acked / http.elapsed_s
+    sample_rss()
+
+    days = 30
+    await measure.ensure_history(env, days)
+    say(f"statistics through Envoy for a sensor with {days} days of 1 Hz data")
+    times = await measure.stats_queries(env, days, 20 if short else 100)
+    for kind, values in times.items():
+        say(f"  {kind}: p50 {median(values):.1f} ms, p99 {percentile(values, 0.99):.1f} ms")
+    dashboard = times["whole range, hourly buckets"]
+    results["stats_query_p50_ms"] = median(dashboard)
+    results["stats_query_p99_ms"] = percentile(dashboard, 0.99)
+    results["stats_query_plain_p99_ms"] = percentile(times["whole range"], 0.99)
+    await measure.wait_drained(env)
+    results["max_service_rss_mb"] = max(rss.values())
+    results["service_rss_mb"] = rss
+    return results
+
+
+async def _every(interval: float, action: Any) -> None:
+    while True:
+        action()
+        await asyncio.sleep(interval)
+
+
+async def _stored(env: Env, prefix: str) -> int:
+    import asyncpg  # noqa: PLC0415
+
+    conn = await asyncpg.connect(env.stack.postgres_reader_dsn)
+    try:
+        count: int = await conn.fetchval(
+            "SELECT count(*) FROM readings WHERE sensor_id >= $1 AND sensor_id < $2",
+            prefix,
+            prefix[:-1] + ".",
+        )
+        return count
+    finally:
+        await conn.close()
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [f"{'figure':<28} {'value':>14} {'target':>12}  ", "-" * 60]
+    for key, value in results.items():
+        if not isinstance(value, int | float):
+            continue
+        target = TARGETS.get(key)
+        mark = ""
+        if target:
+            op, bound = target
+            met = value >= bound if op == ">=" else value <= bound
+            mark = "met" if met else "short"
+        shown = f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
+        lines.append(f"{key:<28} {shown:>14} {(f'{target[0]} {target[1]:,}' if target else ''):>12}  {mark}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--short", action="store_true", help="a quick run (under 2 minutes) for checks")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.CRITICAL)
+    started = time.monotonic()
+    results = asyncio.run(suite(args.short))
+    results["mode"] = "short" if args.short else "full"
+    results["seconds"] = time.monotonic() - started
+    results["machine"] = {"cpus": __import__("os").cpu_count(), "python": platform.python_version()}
+    print(table(results))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    say(f"wrote {RESULTS / 'latest.json'} ({results['seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""One function per figure of the benchmark; each returns numbers, none asserts anything."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import asyncpg
+import grpc
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from bench import processes
+from metrics.v1 import (
+    assessor_service_pb2,
+    assessor_service_pb2_grpc,
+    event_pb2,
+    metric_pb2,
+    receiver_service_pb2,
+    receiver_service_pb2_grpc,
+)
+from runtime import kafka, postgres
+from saver import store
+from simulator.fleet import Fleet
+from simulator.load import Plan, Progress, Result, run
+from stack.settings import StackSettings
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Env:
+    stack: StackSettings
+    envoy: str
+    say: Say
+    progress: Progress
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest rank: the smallest value with at least p of the values at or below it."""
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(p * len(ordered))) - 1]
+
+
+async def topic_partitions(admin: AIOKafkaAdminClient, topic: str) -> list[TopicPartition]:
+    (description,) = await admin.describe_topics([topic])
+    return [TopicPartition(topic, p["partition"]) for p in description["partitions"]]
+
+
+async def lag(env: Env, group: str, topic: str) -> int:
+    """Records of `topic` that `group` has not committed yet."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=env.stack.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=env.stack.kafka_bootstrap)
+    await consumer.start()
+    await admin.start()
+    try:
+        partitions = await topic_partitions(admin, topic)
+        end = await consumer.end_offsets(partitions)
+        committed = await admin.list_consumer_group_offsets(group)
+        return sum(end[tp] - (committed[tp].offset if tp in committed else 0) for tp in partitions)
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def wait_drained(
+    env: Env, groups: tuple[str, ...] = ("processor", "saver"), timeout: float = 900
+) -> float:
+    """Waits until the groups have committed everything in the metrics topic; returns when (monotonic)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        behind = [await lag(env, g, "metrics") for g in groups]
+        if not any(behind):
+            return time.monotonic()
+        await asyncio.sleep(0.25)
+    raise TimeoutError(f"{groups} did not catch up within {timeout} s")
+
+
+# --- receiver vs raw produce ---------------------------------------------------------------------
+
+
+async def raw_produce(env: Env, fleet: Fleet, batch: int, seconds: float) -> float:
+    """Readings/s of producing the receiver's records (one MetricBatch per sensor batch) straight to
+    Kafka with the receiver's client settings, to a scratch topic of the same partition count."""
+    topic = f"bench-raw-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=env.stack.kafka_bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(topic, env.stack.metrics_partitions, 1)])
+    records = []
+    for _ in range(200):
+        metrics = fleet.batch(batch)
+        records.append(
+            (metrics[0].sensor_id.encode(), metric_pb2.MetricBatch(metrics=metrics).SerializeToString())
+        )
+    producer = kafka.make_producer(kafka.KafkaSettings(env.stack.kafka_bootstrap), "bench-raw")
+    await producer.start()
+    headers = kafka.headers(kafka.METRIC_BATCH_TYPE)
+    sent = 0
+    try:
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            acks = [await producer.send(topic, value, key=key, headers=headers) for key, value in records]
+            await asyncio.gather(*acks)
+            sent += len(records) * batch
+        return sent / (time.monotonic() - started)
+    finally:
+        await producer.stop()
+        await admin.delete_topics([topic])
+        await admin.close()
+
+
+async def receiver_ingest(env: Env, fleet: Fleet, batch: int, seconds: float, path: str = "stream") -> Result:
+    plan = Plan(fleet, path=path, rate=0, duration_s=seconds, batch=batch, connections=4, target=env.envoy)
+    return await run(plan, env.progress)
+
+
+# --- saver vs raw COPY ---------------------------------------------------------------------------
+
+
+async def saver_drain(env: Env, batch: int) -> tuple[float, float]:
+    """Stored readings/s and CPU s per million of the saver working off a backlog of records of
+    `batch` readings, timed from its first commit to its last (so its start-up is not counted)."""
+    pid = processes.pids()["saver"]
+    backlog = await lag(env, "saver", "metrics")
+    if not backlog:
+        raise RuntimeError("no backlog for the saver to work off")
+    started, start_lag, cpu = None, backlog, 0.0
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        now_lag = await lag(env, "saver", "metrics")
+        if started is None and now_lag < start_lag:
+            started, start_lag, cpu = time.monotonic(), now_lag, processes.cpu_seconds(pid)
+        elif started is not None and now_lag == 0:
+            readings = start_lag * batch
+            return readings / (time.monotonic() - started), (
+                processes.cpu_seconds(pid) - cpu
+            ) / readings * 1e6
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"the saver did not work off {backlog} records in 600 s")
+
+
+async def raw_copy(env: Env, fleet: Fleet, rows_total: int, chunk: int) -> float:
+    """Rows/s of a plain binary COPY of readings rows into the readings table, `chunk` rows per transaction."""
+    rows: list[store.ReadingRow] = []
+    while len(rows) < rows_total:
+        store.reading_rows(metric_pb2.MetricBatch(metrics=fleet.batch(500)), rows)
+    conn = await asyncpg.connect(env.stack.postgres_dsn, server_settings=postgres.SERVER_SETTINGS)
+    await postgres.setup_connection(conn)
+    try:
+        started = time.monotonic()
+        for i in range(0, len(rows), chunk):
+            async with conn.transaction():
+                await conn.copy_records_to_table("readings", records=rows[i : i + chunk])
+        return len(rows) / (time.monotonic() - started)
+    finally:
+        await conn.close()
+
+
+# --- alert latency -----------------------------------------------------------------------------
+
+
+async def alert_latency(env: Env, rate: float, seconds: float, probes_per_s: float = 5) -> list[float]:
+    """Milliseconds from the acknowledgement of a sensor's N-th warning to its event in Kafka, while
+    a steady load of `rate` readings/s (no warnings) flows."""
+    background = Plan(Fleet(1000, above=0.0), path="stream", rate=rate, duration_s=seconds, batch=100,
+                      connections=2, target=env.envoy)  # fmt: skip
+    seen: dict[str, float] = {}
+    acked: dict[str, float] = {}
+    consumer = AIOKafkaConsumer(bootstrap_servers=env.stack.kafka_bootstrap, fetch_max_wait_ms=5)
+    await consumer.start()
+    admin = AIOKafkaAdminClient(bootstrap_servers=env.stack.kafka_bootstrap)
+    await admin.start()
+    partitions = await topic_partitions(admin, "events")
+    await admin.close()
+    consumer.assign(partitions)
+    await consumer.seek_to_end(*partitions)
+
+    async def tail() -> None:
+        while True:
+            batches = await consumer.getmany(timeout_ms=50)
+            now = time.monotonic()
+            for records in batches.values():
+                for record in records:
+                    seen.setdefault(event_pb2.Event.FromString(record.value).sensor_id, now)
+
+    async def probe(stub: receiver_service_pb2_grpc.ReceiverServiceAsyncStub) -> None:
+        run_id = uuid.uuid4().hex[:6]
+        started = time.monotonic()
+        i = 0
+        while time.monotonic() - started < seconds - 2:
+            sensor = f"alert-{run_id}-{i}"
+            for _ in range(3):
+                metric = metric_pb2.Metric(sensor_id=sensor, metric_type="temperature", value=120.0)
+                await stub.PushMetrics(receiver_service_pb2.PushMetricsRequest(metrics=[metric]), timeout=10)
+            acked[sensor] = time.monotonic()
+            i += 1
+            await asyncio.sleep(1 / probes_per_s)
+
+    tailer = asyncio.create_task(tail())
+    try:
+        async with grpc.aio.insecure_channel(env.envoy) as channel:
+            stub = receiver_service_pb2_grpc.ReceiverServiceStub(channel)
+            await asyncio.gather(run(background), probe(stub))
+        deadline = time.monotonic() + 10
+        while set(acked) - set(seen) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    finally:
+        tailer.cancel()
+        await consumer.stop()
+    missing = set(acked) - set(seen)
+    if missing:
+        env.say(f"warning: {len(missing)} of {len(acked)} alert probes raised no event within 10 s")
+    return [(seen[s] - acked[s]) * 1000 for s in acked if s in seen]
+
+
+# --- statistics query --------------------------------------------------------------------------
+
+HISTORY_SENSOR = "bench-history-1hz"
+HISTORY_END_US = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
+
+
+async def ensure_history(env: Env, days: int) -> None:
+    """`days` days of 1 Hz readings for HISTORY_SENSOR ending at HISTORY_END_US, written through the
+    saver's own write path (staging COPY, idempotent insert, rollups) unless already there."""
+    start_us = HISTORY_END_US - days * 86_400_000_000
+    conn = await asyncpg.connect(env.stack.postgres_dsn, server_settings=postgres.SERVER_SETTINGS)
+    try:
+        await store.setup_connection(conn)
+        have = await conn.fetchval(
+            "SELECT coalesce(sum(count), 0) FROM rollups_hour WHERE sensor_id = $1 AND hour >= $2 AND hour < $3",
+            HISTORY_SENSOR, start_us, HISTORY_END_US,
+        )  # fmt: skip
+        if have == days * 86_400:
+            return
+        env.say(f"loading {days} days of 1 Hz history for {HISTORY_SENSOR} ({days * 86_400:,} readings)")
+        started = time.monotonic()
+        chunk = 50_000
+        for first in range(start_us, HISTORY_END_US, chunk * 1_000_000):
+            rows: list[store.ReadingRow] = []
+            for i in range(chunk):
+                t = first + i * 1_000_000
+                if t >= HISTORY_END_US:
+                    break
+                # A daily cycle with noise: realistic spread for percentiles.
+                value = 20 + 8 * ((t // 1_000_000 % 86_400) / 86_400) + (t // 1_000_000 % 97) / 19
+                rows.append((HISTORY_SENSOR, "temperature", t, round(value, 2), "celsius", None))
+            await store.write(conn, rows, [])
+        env.say(f"loaded in {time.monotonic() - started:.0f} s")
+    finally:
+        await conn.close()
+
+
+async def stats_queries(env: Env, days: int, repeats: int) -> dict[str, list[float]]:
+    """Milliseconds per GetSensorStats call through Envoy (native gRPC), by kind of query."""
+    start = timestamp_pb2.Timestamp()
+    start.FromMicroseconds(HISTORY_END_US - days * 86_400_000_000 + 1_234_567)  # not aligned: raw edges too
+    end = timestamp_pb2.Timestamp()
+    end.FromMicroseconds(HISTORY_END_US - 7_654_321)
+    kinds = {
+        "whole range": assessor_service_pb2.GetSensorStatsRequest(
+            sensor_id=HISTORY_SENSOR, metric_type="temperature", start_time=start, end_time=end),
+        "whole range, hourly buckets": assessor_service_pb2.GetSensorStatsRequest(
+            sensor_id=HISTORY_SENSOR, metric_type="temperature", start_time=start, end_time=end,
+            bucket_width=duration_pb2.Duration(seconds=3600)),
+    }  # fmt: skip
+    times: dict[str, list[float]] = {k: [] for k in kinds}
+    async with grpc.aio.insecure_channel(env.envoy) as channel:
+        stub = assessor_service_pb2_grpc.AssessorServiceStub(channel)
+        for kind, request in kinds.items():
+            reply = await stub.GetSensorStats(request, timeout=30)
+            expected = days * 86_400 - 9
+            if reply.stats.count != expected:
+                env.say(f"warning: stats count {reply.stats.count}, expected {expected}")
+            for _ in range(repeats):
+                started = time.perf_counter()
+                await stub.GetSensorStats(request, timeout=30)
+                times[kind].append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0

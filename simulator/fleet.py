@@ -1,0 +1,51 @@
+"""The simulated sensors: ids, values and reading times."""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from metrics.v1 import metric_pb2
+
+
+@dataclass
+class Fleet:
+    """`sensors` sensors reporting `metric_types`; a share `above` of readings is at or above `threshold`.
+
+    Each sensor's readings have strictly increasing times (microseconds), so none is a duplicate.
+    """
+
+    sensors: int
+    metric_types: tuple[str, ...] = ("temperature",)
+    above: float = 0.01
+    threshold: float = 95.0
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        self.ids = [f"sim-{self.run_id}-{i}" for i in range(self.sensors)]
+        self._rng = random.Random(self.seed)  # noqa: S311 - load, not secrets
+        self._last_us = [0] * self.sensors
+        self._next = 0
+
+    @property
+    def prefix(self) -> str:
+        return f"sim-{self.run_id}-"
+
+    def batch(self, size: int) -> list[metric_pb2.Metric]:
+        """`size` readings of the next sensor in turn, over its metric types."""
+        index = self._next
+        self._next = (self._next + 1) % self.sensors
+        sensor = self.ids[index]
+        now = max(time.time_ns() // 1000, self._last_us[index] + 1)
+        rng, types = self._rng, self.metric_types
+        metrics = []
+        for i in range(size):
+            value = self.threshold + rng.uniform(0, 10) if rng.random() < self.above else rng.gauss(20, 5)
+            metric = metric_pb2.Metric(sensor_id=sensor, metric_type=types[i % len(types)], value=value)
+            metric.reading_time.FromMicroseconds(now + i)
+            metrics.append(metric)
+        self._last_us[index] = now + size
+        return metrics
