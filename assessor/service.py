@@ -287,7 +287,8 @@ async def main(stop: asyncio.Event) -> None:
             config.postgres_dsn,
             min_size=1,
             max_size=config.postgres_pool_size,
-            server_settings=postgres.SERVER_SETTINGS,
+            # The best plan of a range query depends on the range: plan each with its values.
+            server_settings={**postgres.SERVER_SETTINGS, "plan_cache_mode": "force_custom_plan"},
             init=postgres.setup_connection,
             command_timeout=config.query_timeout_s,
             timeout=5,

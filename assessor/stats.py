@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -107,33 +108,30 @@ async def sensor_stats(
     pool: asyncpg.Pool, sensor_id: str, metric_type: str, start_us: int, end_us: int, width_us: int | None
 ) -> Stats:
     key = (sensor_id, metric_type)
-    aggregate, edges, buckets = await asyncio.gather(
+    # One round of queries in parallel. The histogram is only read for ranges with whole hours; a
+    # range small enough for exact percentiles takes a second, cheap query instead.
+    h1, h2 = -(-start_us // HOUR_US) * HOUR_US, end_us // HOUR_US * HOUR_US
+    aggregate, edges, buckets, histogram = await asyncio.gather(
         range_aggregate(pool, *key, start_us, end_us),
         pool.fetch(EDGES, *key, start_us, end_us),
-        _buckets(pool, *key, start_us, end_us, width_us) if width_us else _no_buckets(),
+        _buckets(pool, *key, start_us, end_us, width_us) if width_us else _nothing(),
+        pool.fetch(HISTOGRAM, *key, start_us, h1, h2, end_us) if h1 < h2 else _nothing(),
     )
     first = last = None
     if edges:
         first, last = (Reading(r["value"], r["reading_time"], r["unit"]) for r in (edges[0], edges[-1]))
-    percentiles = await _percentiles(pool, *key, start_us, end_us, aggregate) if aggregate.count else None
+    percentiles = None
+    if 0 < aggregate.count <= EXACT_PERCENTILES_MAX or (aggregate.count and not histogram):
+        percentiles = tuple(await pool.fetchval(EXACT_PERCENTILES, *key, start_us, end_us))
+    elif aggregate.count:
+        assert aggregate.min is not None and aggregate.max is not None
+        bins = [(r["bin"], r["count"]) for r in histogram]
+        percentiles = histogram_percentiles(bins, aggregate.min, aggregate.max)
     return Stats(aggregate, first, last, percentiles, buckets)
 
 
-async def _no_buckets() -> list[Bucket]:
+async def _nothing() -> list[Any]:
     return []
-
-
-async def _percentiles(
-    pool: asyncpg.Pool, sensor_id: str, metric_type: str, start_us: int, end_us: int, aggregate: Aggregate
-) -> tuple[float, ...]:
-    if aggregate.count <= EXACT_PERCENTILES_MAX:
-        return tuple(await pool.fetchval(EXACT_PERCENTILES, sensor_id, metric_type, start_us, end_us))
-    h1, h2 = -(-start_us // HOUR_US) * HOUR_US, end_us // HOUR_US * HOUR_US
-    if h1 >= h2:
-        h1 = h2 = end_us
-    rows = await pool.fetch(HISTOGRAM, sensor_id, metric_type, start_us, h1, h2, end_us)
-    assert aggregate.min is not None and aggregate.max is not None
-    return histogram_percentiles([(r["bin"], r["count"]) for r in rows], aggregate.min, aggregate.max)
 
 
 def histogram_percentiles(bins: list[tuple[int, int]], low: float, high: float) -> tuple[float, ...]:

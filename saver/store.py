@@ -1,5 +1,11 @@
-"""Writes rows to PostgreSQL: COPY into per-connection staging tables, then one idempotent statement
-per table that inserts the new rows and folds exactly those into the rollups, in one transaction."""
+"""Writes rows to PostgreSQL in one transaction per round, idempotently, with the rollups.
+
+Readings: COPY into a per-connection staging table, then a plain INSERT into `readings` under a
+savepoint. Almost always every row is new and that is the whole write. If a row was stored before
+(Kafka redelivered it, or a client resent it), the savepoint is rolled back and the rows go through
+INSERT … ON CONFLICT DO NOTHING instead, keeping only the new ones. Either way the rollups, the
+histograms and the latest readings are then updated from exactly the rows that were new.
+"""
 
 from __future__ import annotations
 
@@ -19,24 +25,32 @@ CREATE TEMP TABLE IF NOT EXISTS staging_readings (
     sensor_id text, metric_type text, reading_time timestamptz, value double precision,
     unit text, labels jsonb
 ) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS new_readings (LIKE staging_readings) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS staging_events (
     event_id uuid, kind smallint, sensor_id text, metric_type text, value double precision,
     reading_time timestamptz, threshold double precision, count integer, detect_time timestamptz
 ) ON COMMIT DELETE ROWS;
 """
 
-# Only rows that were new reach the rollups, the histograms and the latest readings.
-INSERT_READINGS = """
+COLUMNS = "sensor_id, metric_type, reading_time, value, unit, labels"
+INSERT_ALL = f"INSERT INTO readings ({COLUMNS}) SELECT {COLUMNS} FROM staging_readings"  # noqa: S608
+INSERT_NEW = f"""
 WITH new AS (
-    INSERT INTO readings (sensor_id, metric_type, reading_time, value, unit, labels)
-    SELECT sensor_id, metric_type, reading_time, value, unit, labels FROM staging_readings
-    ON CONFLICT DO NOTHING
-    RETURNING sensor_id, metric_type, reading_time, value, unit
-), minutes AS (
+    INSERT INTO readings ({COLUMNS}) SELECT {COLUMNS} FROM staging_readings
+    ON CONFLICT DO NOTHING RETURNING {COLUMNS}
+)
+INSERT INTO new_readings SELECT * FROM new
+"""  # noqa: S608 - constants of this module
+
+
+def fold(source: str) -> str:
+    """The statement that folds the rows of `source` (all new) into rollups, histograms and latest."""
+    return f"""
+WITH minutes AS (
     SELECT sensor_id, metric_type, date_trunc('minute', reading_time, 'UTC') AS minute,
            count(*) AS count, sum(value) AS sum, sum(value * value) AS sum_squares,
            min(value) AS min, max(value) AS max
-    FROM new GROUP BY 1, 2, 3
+    FROM {source} GROUP BY 1, 2, 3
 ), rollup_minute AS (
     INSERT INTO rollups_minute AS r SELECT * FROM minutes
     ON CONFLICT (sensor_id, metric_type, minute) DO UPDATE SET
@@ -59,18 +73,22 @@ WITH new AS (
 ), histogram AS (
     INSERT INTO histogram_hour AS h
     SELECT sensor_id, metric_type, date_trunc('hour', reading_time, 'UTC'), value_bin(value), count(*)
-    FROM new GROUP BY 1, 2, 3, 4
+    FROM {source} GROUP BY 1, 2, 3, 4
     ON CONFLICT (sensor_id, metric_type, hour, bin) DO UPDATE SET count = h.count + excluded.count
-), latest AS (
-    INSERT INTO latest_readings AS l (sensor_id, metric_type, reading_time, value, unit)
-    SELECT DISTINCT ON (sensor_id, metric_type) sensor_id, metric_type, reading_time, value, unit
-    FROM new ORDER BY sensor_id, metric_type, reading_time DESC
-    ON CONFLICT (sensor_id, metric_type) DO UPDATE SET
-        reading_time = excluded.reading_time, value = excluded.value, unit = excluded.unit
-    WHERE excluded.reading_time > l.reading_time
+), newest AS (
+    SELECT sensor_id, metric_type, max(reading_time) AS reading_time FROM {source} GROUP BY 1, 2
 )
-SELECT count(*) FROM new
-"""
+INSERT INTO latest_readings AS l (sensor_id, metric_type, reading_time, value, unit)
+SELECT s.sensor_id, s.metric_type, s.reading_time, s.value, s.unit
+FROM {source} s JOIN newest USING (sensor_id, metric_type, reading_time)
+ON CONFLICT (sensor_id, metric_type) DO UPDATE SET
+    reading_time = excluded.reading_time, value = excluded.value, unit = excluded.unit
+WHERE excluded.reading_time > l.reading_time
+"""  # noqa: S608 - the source is one of two table names of this module
+
+
+FOLD_ALL = fold("staging_readings")
+FOLD_NEW = fold("new_readings")
 
 # New events are also announced to listeners (the assessor's WatchEvents) when the transaction commits.
 INSERT_EVENTS = f"""
@@ -124,9 +142,21 @@ async def write(
     new_readings = new_events = 0
     async with conn.transaction():
         if readings:
-            await conn.copy_records_to_table("staging_readings", records=readings)
-            new_readings = await conn.fetchval(INSERT_READINGS)
+            new_readings = await _write_readings(conn, readings)
         if events:
             await conn.copy_records_to_table("staging_events", records=events)
             new_events = await conn.fetchval(INSERT_EVENTS)
     return new_readings, new_events
+
+
+async def _write_readings(conn: asyncpg.Connection, readings: Sequence[ReadingRow]) -> int:
+    await conn.copy_records_to_table("staging_readings", records=readings)
+    try:
+        async with conn.transaction():  # a savepoint
+            await conn.execute(INSERT_ALL)
+    except asyncpg.UniqueViolationError:
+        status = await conn.execute(INSERT_NEW)
+        await conn.execute(FOLD_NEW)
+        return int(status.rsplit(" ", 1)[1])
+    await conn.execute(FOLD_ALL)
+    return len(readings)
