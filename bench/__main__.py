@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import platform
 import sys
 import time
@@ -20,6 +21,7 @@ from bench.measure import Env, median, percentile
 from simulator.__main__ import progress as print_progress
 from simulator.fleet import Fleet
 from stack import settings as stack_settings
+from stack.parts import SERVICES
 from stack.supervisor import Supervisor
 
 RESULTS = Path(__file__).parent / "results"
@@ -87,14 +89,17 @@ async def suite(short: bool) -> dict[str, Any]:
     e2e_seconds = 20.0 if short else 60.0
     say(f"end to end: as fast as accepted for {e2e_seconds:.0f} s, until every reading is stored")
     fleet = Fleet(2000, above=0.01)
-    cpu_before = {name: processes.cpu_seconds(pid) for name, pid in processes.pids().items()}
+    cpu_before = processes.all_parts_cpu()
+    bench_before = processes.cpu_seconds(os.getpid())
     sampler = asyncio.create_task(_every(1.0, sample_rss))
     ingest = await measure.receiver_ingest(env, fleet, BATCH, e2e_seconds)
     drained = await measure.wait_drained(env)
     sampler.cancel()
-    cpu = sum(
-        processes.cpu_seconds(pid) - cpu_before.get(name, 0.0) for name, pid in processes.pids().items()
-    )
+    cpu_parts = {
+        name: seconds - cpu_before.get(name, 0.0) for name, seconds in processes.all_parts_cpu().items()
+    }
+    cpu_parts["load generator"] = processes.cpu_seconds(os.getpid()) - bench_before
+    cpu = sum(cpu_parts[name] for name in SERVICES)
     stored = await _stored(env, fleet.prefix)
     if stored != ingest.acked:
         say(f"warning: {ingest.acked} readings acknowledged but {stored} stored")
@@ -102,6 +107,9 @@ async def suite(short: bool) -> dict[str, Any]:
     results["e2e_acknowledged"] = ingest.acked
     results["e2e_stored"] = stored
     results["cpu_seconds_per_million"] = cpu / max(stored, 1) * 1e6
+    per_million = {name: seconds / max(stored, 1) * 1e6 for name, seconds in cpu_parts.items()}
+    results["cpu_seconds_per_million_by_part"] = per_million
+    say("CPU s per million readings: " + ", ".join(f"{n} {s:.1f}" for n, s in per_million.items()))
 
     say("alert latency at a steady 10,000 readings/s")
     latencies = await measure.alert_latency(env, 10_000, 10.0 if short else 30.0)

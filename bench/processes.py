@@ -49,3 +49,32 @@ def stopped(*names: str) -> Iterator[None]:
         finally:
             for name in names:
                 supervisor.start_process(name)
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU time of a process and its live descendants (PostgreSQL's backends, Kafka's threads)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    total, stack = 0.0, [root]
+    while stack:
+        pid = stack.pop()
+        try:
+            total += cpu_seconds(pid)
+        except OSError:
+            continue
+        stack.extend(children.get(pid, ()))
+    return total
+
+
+def all_parts_cpu() -> dict[str, float]:
+    """CPU seconds so far of every part of the stack, by part."""
+    with Supervisor(stack_settings.load()) as supervisor:
+        info = supervisor.processes()
+    return {name: tree_cpu_seconds(int(p["pid"])) for name, p in info.items() if p["pid"]}

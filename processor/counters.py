@@ -13,7 +13,7 @@ partition's offsets are committed, and again after a crash if they may not have 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import redis.asyncio as aioredis
 
@@ -43,6 +43,42 @@ return raised
 
 def counter_key(sensor_id: str) -> str:
     return "warnings:{" + sensor_id + "}"
+
+
+class KnownZero:
+    """Counters this processor knows are 0 because its own last applied update of them was a reset.
+
+    A reading below the threshold for such a counter changes nothing, so it needs no Redis call;
+    most readings are like that. Only updates that Redis applied feed it (`commit` after the
+    script), it forgets partitions that move to another processor, and it starts over past `limit`
+    keys, so it is never wrong, only sometimes empty.
+    """
+
+    def __init__(self, limit: int = 1_000_000) -> None:
+        self._limit = limit
+        self._keys: dict[int, set[str]] = {}
+        self._size = 0
+
+    def of(self, partition: int) -> set[str]:
+        return self._keys.setdefault(partition, set())
+
+    def commit(self, partition: int, changes: dict[str, bool]) -> None:
+        """Records the counters a Redis script has just set to 0 (True) or above 0 (False)."""
+        keys = self.of(partition)
+        before = len(keys)
+        for key, zero in changes.items():
+            if zero:
+                keys.add(key)
+            else:
+                keys.discard(key)
+        self._size += len(keys) - before
+        if self._size > self._limit:
+            self._keys.clear()
+            self._size = 0
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        for partition in partitions:
+            self._size -= len(self._keys.pop(partition, ()))
 
 
 class Counters:

@@ -24,7 +24,7 @@ from google.protobuf import timestamp_pb2
 from google.protobuf.message import DecodeError
 
 from metrics.v1 import event_pb2, metric_pb2
-from processor.counters import Counters, counter_key
+from processor.counters import Counters, KnownZero, counter_key
 from processor.rules import Rule, event_id, parse_rules
 from processor.settings import ProcessorSettings
 from runtime import kafka, settings
@@ -59,6 +59,7 @@ class Processor:
         self._rules = rules
         self._config = config
         self._failpoint = Failpoints(config.failpoints)
+        self._known_zero = KnownZero()
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -80,6 +81,10 @@ class Processor:
             self._failpoint("processor.before_commit")
             await self._commit({tp: records[-1].offset + 1 for tp, records in rounds.items()})
 
+    def forget(self, partitions: Sequence[int]) -> None:
+        """Partitions moved to another processor: what this one knew of their counters may go stale."""
+        self._known_zero.forget(partitions)
+
     async def flush_pending(self, partitions: Sequence[int]) -> None:
         """Produces events stored but maybe not produced before a crash or a rebalance."""
         for partition in partitions:
@@ -87,6 +92,8 @@ class Processor:
 
     async def _process(self, tp: TopicPartition, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         args: list[Any] = []
+        changes: dict[str, bool] = {}
+        zero = self._known_zero.of(tp.partition)
         dead: list[tuple[ConsumerRecord[bytes, bytes], str]] = []
         detect_time = timestamp_pb2.Timestamp()
         detect_time.GetCurrentTime()
@@ -96,10 +103,14 @@ class Processor:
             except DecodeError as exc:
                 dead.append((record, f"value is not a {kafka.METRIC_BATCH_TYPE}: {exc}"))
                 continue
-            script_args(args, record.offset, batch.metrics, self._rules, detect_time)
+            script_args(args, record.offset, batch.metrics, self._rules, detect_time, zero, changes)
         if dead:
             await self._dead_letters.send(dead)
-        if args and await self._counters.apply(tp.partition, records[-1].offset, args):
+        if not args:
+            return
+        raised = await self._counters.apply(tp.partition, records[-1].offset, args)
+        self._known_zero.commit(tp.partition, changes)
+        if raised:
             self._failpoint("processor.after_apply")
             await self._produce_pending(tp.partition)
 
@@ -135,17 +146,23 @@ def script_args(
     metrics: Iterable[metric_pb2.Metric],
     rules: Mapping[str, Rule],
     detect_time: timestamp_pb2.Timestamp,
+    zero: set[str],
+    changes: dict[str, bool],
 ) -> None:
-    """Appends the counter script's quintuple for each reading with a rule (see Counters.apply)."""
+    """Appends the counter script's quintuple for each reading with a rule (see Counters.apply),
+    except resets of counters known to be 0 (`zero`, updated by this batch's `changes`)."""
     for metric in metrics:
         rule = rules.get(metric.metric_type)
         if rule is None:
             continue
         key = counter_key(metric.sensor_id)
+        field = key + "\0" + metric.metric_type
         if metric.value >= rule.threshold:
             args += (offset, key, metric.metric_type, rule.count, _event(metric, rule, detect_time))
-        else:
+            changes[field] = False
+        elif not changes.get(field, field in zero):
             args += (offset, key, metric.metric_type, 0, b"")
+            changes[field] = True
 
 
 def _event(metric: metric_pb2.Metric, rule: Rule, detect_time: timestamp_pb2.Timestamp) -> bytes:
@@ -168,7 +185,8 @@ class _FlushOnAssign(ConsumerRebalanceListener):  # type: ignore[misc]
         self.processor: Processor | None = None
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        pass
+        if self.processor is not None:
+            self.processor.forget([tp.partition for tp in revoked])
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         if self.processor is not None and assigned:
