@@ -62,6 +62,77 @@ proto-breaking: proto ## Check protos/ for wire or JSON breaking changes against
 	$(VENV)/bin/buf breaking $(GEN)/metrics.binpb --against "$$tmp/base.binpb" --path metrics --config buf.yaml && \
 	echo "protos/ is wire and JSON compatible with $(BASE)"
 
+# Example clients in Go, TypeScript (Node) and Java, generated from protos/ (see clients/*/README.md).
+# Versions are pinned by each language's own files: clients/go/go.mod (also the protoc plugins, as
+# `tool` lines), clients/typescript/package-lock.json, clients/java/pom.xml.
+GO_CLIENT := clients/go
+TS_CLIENT := clients/typescript
+JAVA_CLIENT := clients/java
+PROTO_FILES := $(sort $(patsubst protos/%,%,$(PROTOS)))
+# protos/ sets no go_package: map every file to one Go package of the client module.
+GO_PROTO_PACKAGE := metrics/clients/go/gen/metrics/v1;metricsv1
+empty :=
+space := $(empty) $(empty)
+comma := ,
+GO_PROTO_OPTS := $(subst $(space),$(comma),paths=source_relative $(foreach f,$(PROTO_FILES),M$(f)=$(GO_PROTO_PACKAGE)))
+# protoc-gen-es also needs the non-well-known imports generated.
+TS_PROTO_IMPORTS := google/api/annotations.proto google/api/http.proto google/rpc/status.proto
+
+.PHONY: clients-toolchains
+clients-toolchains:
+	@missing=""; for tool in go node npm java mvn; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then echo "make clients needs Go 1.26+, Node.js 20+ with npm, a JDK 17+ and Maven 3.8+; missing:$$missing"; exit 1; fi
+
+$(GO_CLIENT)/bin/.tools: $(GO_CLIENT)/go.mod $(GO_CLIENT)/go.sum | clients-toolchains
+	@echo "==> Go: protoc-gen-go, protoc-gen-go-grpc ($(GO_CLIENT)/bin)"
+	@cd $(GO_CLIENT) && GOBIN=$(CURDIR)/$(GO_CLIENT)/bin go install tool
+	@touch $@
+
+$(GO_CLIENT)/gen/.stamp: $(PROTOS) $(GO_CLIENT)/bin/.tools $(VENV)/.synced
+	@echo "==> Go: generating code from protos/ ($(GO_CLIENT)/gen)"
+	@rm -rf $(GO_CLIENT)/gen && mkdir -p $(GO_CLIENT)/gen
+	@$(PY) -m grpc_tools.protoc -Iprotos -I$(SITE) \
+		--plugin=protoc-gen-go=$(GO_CLIENT)/bin/protoc-gen-go \
+		--plugin=protoc-gen-go-grpc=$(GO_CLIENT)/bin/protoc-gen-go-grpc \
+		--go_out=$(GO_CLIENT)/gen --go_opt='$(GO_PROTO_OPTS)' \
+		--go-grpc_out=$(GO_CLIENT)/gen --go-grpc_opt='$(GO_PROTO_OPTS)' \
+		$(PROTO_FILES)
+	@touch $@
+
+$(GO_CLIENT)/bin/.built: $(GO_CLIENT)/gen/.stamp $(shell find $(GO_CLIENT)/cmd $(GO_CLIENT)/internal -name '*.go' 2>/dev/null)
+	@echo "==> Go: building $(GO_CLIENT)/bin/metrics-client and events-consumer"
+	@cd $(GO_CLIENT) && go vet ./... && go build -o bin/ ./cmd/...
+	@touch $@
+
+$(TS_CLIENT)/node_modules/.stamp: $(TS_CLIENT)/package.json $(TS_CLIENT)/package-lock.json | clients-toolchains
+	@echo "==> TypeScript: npm ci ($(TS_CLIENT)/node_modules)"
+	@cd $(TS_CLIENT) && npm ci --engine-strict --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(TS_CLIENT)/src/gen/.stamp: $(PROTOS) $(TS_CLIENT)/node_modules/.stamp $(VENV)/.synced
+	@echo "==> TypeScript: generating code from protos/ ($(TS_CLIENT)/src/gen)"
+	@rm -rf $(TS_CLIENT)/src/gen && mkdir -p $(TS_CLIENT)/src/gen
+	@$(PY) -m grpc_tools.protoc -Iprotos -I$(SITE) \
+		--plugin=protoc-gen-es=$(TS_CLIENT)/node_modules/.bin/protoc-gen-es \
+		--es_out=$(TS_CLIENT)/src/gen --es_opt=target=ts,import_extension=js \
+		$(PROTO_FILES) $(TS_PROTO_IMPORTS)
+	@touch $@
+
+$(TS_CLIENT)/dist/.stamp: $(TS_CLIENT)/src/gen/.stamp $(TS_CLIENT)/tsconfig.json $(wildcard $(TS_CLIENT)/src/*.ts)
+	@echo "==> TypeScript: compiling ($(TS_CLIENT)/dist)"
+	@rm -rf $(TS_CLIENT)/dist
+	@cd $(TS_CLIENT) && node_modules/.bin/tsc -p tsconfig.json
+	@touch $@
+
+$(JAVA_CLIENT)/target/metrics-client.jar: $(PROTOS) $(JAVA_CLIENT)/pom.xml $(shell find $(JAVA_CLIENT)/src -name '*.java' 2>/dev/null) | clients-toolchains
+	@echo "==> Java: generating code from protos/ and building $@"
+	@# Maven 3.8 prints stray colour resets even when quiet and colourless: drop them.
+	@cd $(JAVA_CLIENT) && mvn --batch-mode --quiet -Dstyle.color=never package 2>&1 | sed 's/\x1b\[0m//g'
+	@touch $@
+
+.PHONY: clients
+clients: $(GO_CLIENT)/bin/.built $(TS_CLIENT)/dist/.stamp $(JAVA_CLIENT)/target/metrics-client.jar ## Generate and build the Go, TypeScript and Java example clients
+
 .PHONY: run
 run: proto ## Start the whole system locally (PostgreSQL, Redis, Kafka, Envoy, the services)
 	@$(PY) -m stack up
@@ -90,6 +161,18 @@ test-unit: proto ## Run the tests that need no running servers
 test-live: proto ## Run the tests against the deployment in METRICS_TEST_TARGET (a TOML file)
 	@test -n "$${METRICS_TEST_TARGET:-}" || { echo "set METRICS_TEST_TARGET to a target file, e.g. tests/targets/compose.toml"; exit 2; }
 	@$(PY) -m pytest -m "not local_stack" $(PYTEST_ARGS)
+
+.PHONY: bench
+bench: run ## Benchmark the local stack: a table, and bench/results/latest.json (BENCH_ARGS=--short)
+	@$(PY) -m bench $(BENCH_ARGS)
+
+.PHONY: bench-short
+bench-short: run ## The benchmark's quick mode (about 2 minutes)
+	@$(PY) -m bench --short
+
+.PHONY: simulate
+simulate: run ## Stream a simulated sensor fleet to the stack (ARGS="--sensors 100 --rate 5000 ...")
+	@$(PY) -m simulator $(ARGS)
 
 .PHONY: lint
 lint: proto ## ruff, mypy and buf lint
