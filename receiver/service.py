@@ -44,8 +44,8 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
     async def PushMetrics(
         self, request: receiver_service_pb2.PushMetricsRequest, context: Context
     ) -> receiver_service_pb2.PushMetricsResponse:
-        check_batch(request.metrics, self._limits, self._clock)
-        accepted = await self._writer.write(request.metrics)
+        sensors = check_batch(request.metrics, self._limits, self._clock)
+        accepted = await self._writer.write(request.metrics, sensors, _as_batch(request, sensors))
         return receiver_service_pb2.PushMetricsResponse(accepted_count=accepted)
 
     @grpc_errors
@@ -56,8 +56,8 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
         # the stream with its error: the batches before it are written, it and later ones are not.
         accepted = batches = 0
         async for request in request_iterator:
-            check_batch(request.metrics, self._limits, self._clock, field=f"[{batches}].metrics")
-            accepted += await self._writer.write(request.metrics)
+            sensors = check_batch(request.metrics, self._limits, self._clock, field=f"[{batches}].metrics")
+            accepted += await self._writer.write(request.metrics, sensors, _as_batch(request, sensors))
             batches += 1
         return receiver_service_pb2.StreamMetricsResponse(accepted_count=accepted, batch_count=batches)
 
@@ -75,11 +75,11 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
             try:
                 async for request in request_iterator:
                     try:
-                        check_batch(request.metrics, self._limits, self._clock)
+                        sensors = check_batch(request.metrics, self._limits, self._clock)
                     except InvalidArgument as exc:
                         await pending.put((request.sequence, exc))
                         continue
-                    task = asyncio.create_task(self._writer.write(request.metrics))
+                    task = asyncio.create_task(self._writer.write(request.metrics, sensors))
                     await pending.put((request.sequence, task))
             finally:
                 await pending.put(None)
@@ -109,10 +109,10 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
                 )
             metric.reading_time.FromMilliseconds(request.at)
         try:
-            check_batch([metric], self._limits, self._clock)
+            sensors = check_batch([metric], self._limits, self._clock)
         except InvalidArgument as exc:
             raise InvalidArgument([_legacy_violation(v) for v in exc.violations]) from None
-        await self._writer.write([metric])
+        await self._writer.write([metric], sensors)
         return receiver_service_pb2.RecordLegacyMeasurementResponse(result=True, response="OK")
 
 
@@ -128,6 +128,18 @@ async def _acknowledge(
             log.exception("batch %d failed", sequence)
         return receiver_service_pb2.SyncMetricsResponse(sequence=sequence, status=status_of(exc))
     return receiver_service_pb2.SyncMetricsResponse(sequence=sequence, accepted_count=accepted)
+
+
+def _as_batch(
+    request: receiver_service_pb2.PushMetricsRequest | receiver_service_pb2.StreamMetricsRequest,
+    sensors: set[str],
+) -> bytes | None:
+    """For a one-sensor batch, the request serialized: its only field, 1, is the readings, so these
+    are the bytes of a MetricBatch, without a copy of the readings. None otherwise."""
+    if len(sensors) != 1:
+        return None
+    request.DiscardUnknownFields()
+    return request.SerializeToString()
 
 
 def _legacy_violation(violation: Violation) -> Violation:

@@ -58,15 +58,21 @@ class MetricsWriter:
         self._admission = admission
         self._ack_timeout_s = ack_timeout_s
 
-    async def write(self, metrics: Sequence[metric_pb2.Metric]) -> int:
-        """Returns once every reading is durably in Kafka; raises Unavailable or ResourceExhausted."""
+    async def write(
+        self, metrics: Sequence[metric_pb2.Metric], sensors: set[str], encoded: bytes | None = None
+    ) -> int:
+        """Returns once every reading is durably in Kafka; raises Unavailable or ResourceExhausted.
+
+        `sensors` are the batch's sensor ids; `encoded`, if given, is the batch already serialized
+        as a message whose field 1 holds the readings (the wire format of a MetricBatch).
+        """
         n = len(metrics)
         await self._admission.acquire(n)
         try:
             async with asyncio.timeout(self._ack_timeout_s):
                 acks = [
                     await self._producer.send(self._topic, value, key=key, headers=HEADERS)
-                    for key, value in records(metrics)
+                    for key, value in records(metrics, sensors, encoded)
                 ]
                 await asyncio.gather(*acks)
         except TimeoutError:
@@ -82,11 +88,18 @@ class MetricsWriter:
         return n
 
 
-def records(metrics: Sequence[metric_pb2.Metric]) -> list[tuple[bytes, bytes]]:
+def records(
+    metrics: Sequence[metric_pb2.Metric], sensors: set[str] | None = None, encoded: bytes | None = None
+) -> list[tuple[bytes, bytes]]:
     """(key, value) per sensor, in order of first appearance, each sensor's readings in batch order."""
-    first = metrics[0].sensor_id
-    if all(m.sensor_id == first for m in metrics):
-        return [(first.encode(), metric_pb2.MetricBatch(metrics=metrics).SerializeToString())]
+    if sensors is None:
+        sensors = {m.sensor_id for m in metrics}
+    if len(sensors) == 1:
+        (sensor,) = sensors
+        value = (
+            encoded if encoded is not None else metric_pb2.MetricBatch(metrics=metrics).SerializeToString()
+        )
+        return [(sensor.encode(), value)]
     by_sensor: dict[str, list[metric_pb2.Metric]] = {}
     for m in metrics:
         by_sensor.setdefault(m.sensor_id, []).append(m)

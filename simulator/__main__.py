@@ -32,9 +32,19 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument("--connections", type=int, default=4, help="concurrent streams or connections")
     parser.add_argument("--target", default="127.0.0.1:8080", help="Envoy's address (default 127.0.0.1:8080)")
+    parser.add_argument(
+        "--arrival-times", action="store_true",
+        help="send readings without times (stamped on arrival) and repeat each sensor's values",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout at the end")
     args = parser.parse_args()
-    fleet = Fleet(args.sensors, tuple(args.types.split(",")), args.above, args.threshold)
+    fleet = Fleet(
+        args.sensors,
+        tuple(args.types.split(",")),
+        args.above,
+        args.threshold,
+        arrival_times=args.arrival_times,
+    )
     plan = Plan(fleet, args.path, args.rate, args.duration, args.batch, args.connections, args.target)
     print(f"simulating {args.sensors} sensors ({fleet.prefix}*), {args.rate:g} readings/s over {args.path} "
           f"for {args.duration:g} s", file=sys.stderr)  # fmt: skip

@@ -6,9 +6,11 @@ import math
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from metrics.v1 import metric_pb2
-from receiver.validation import ArrivalClock, Limits, check_batch
+from receiver.validation import ArrivalClock, Limits, check_batch, check_metric
 from runtime.errors import InvalidArgument
 
 LIMITS = Limits(max_batch_readings=100, max_future_skew_s=300)
@@ -101,3 +103,35 @@ def test_every_bad_reading_is_reported_and_nothing_is_changed() -> None:
     batch = [metric(), metric(value=math.nan), metric(sensor_id="")]
     assert [f for f, _ in violations(batch)] == ["metrics[1].value", "metrics[2].sensor_id"]
     assert not any(m.HasField("reading_time") for m in batch), "a rejected batch is left as it came"
+
+
+ids = st.sampled_from(["s-1", "s-2", "", "a b", "x" * 129, "ünï", "ok:id.9_-"])
+types_ = st.sampled_from(["temperature", "humidity", "", "Temp", "t" * 65])
+values = st.floats(allow_nan=True, allow_infinity=True)
+times = st.one_of(st.none(), st.tuples(st.integers(-(2**40), 2**40), st.integers(-5, 2 * 10**9)))
+units = st.sampled_from(["", "celsius", "u" * 33])
+labels = st.sampled_from([{}, {"site": "a"}, {"k": "v" * 257}, {"": "x"}, {f"k{i}": "v" for i in range(17)}])
+
+
+@st.composite
+def readings(draw: st.DrawFn) -> metric_pb2.Metric:
+    m = metric_pb2.Metric(sensor_id=draw(ids), metric_type=draw(types_), value=draw(values), unit=draw(units))
+    m.labels.update(draw(labels))
+    when = draw(times)
+    if when is not None:
+        m.reading_time.seconds, m.reading_time.nanos = when[0], max(-(2**31), min(2**31 - 1, when[1]))
+    return m
+
+
+@given(st.lists(readings(), min_size=1, max_size=5))
+def test_quick_and_full_checks_agree(batch: list[metric_pb2.Metric]) -> None:
+    # The receiver checks a batch fast and explains a bad one slowly: both must reach one verdict.
+    copies = [metric_pb2.Metric.FromString(m.SerializeToString()) for m in batch]
+    try:
+        check_batch(copies, Limits(10, 300, frozenset({"temperature", "humidity"})), ArrivalClock())
+        accepted = True
+    except InvalidArgument:
+        accepted = False
+    latest = time.time_ns() + 300 * 1_000_000_000
+    problems = [p for m in batch for p in check_metric(m, Limits(10, 300, frozenset({"temperature", "humidity"})), latest)]
+    assert accepted == (not problems)
