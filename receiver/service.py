@@ -12,7 +12,7 @@ import grpc
 from metrics.v1 import metric_pb2, receiver_service_pb2, receiver_service_pb2_grpc
 from receiver.settings import ReceiverSettings
 from receiver.validation import ArrivalClock, Limits, check_batch
-from receiver.writer import Admission, MetricsWriter
+from receiver.writer import Admission, KafkaWatch, MetricsWriter
 from runtime import kafka, settings
 from runtime.errors import (
     InvalidArgument,
@@ -161,7 +161,8 @@ async def main(stop: asyncio.Event) -> None:
     limits = Limits(config.max_batch_readings, config.max_future_skew_s, frozenset(config.metric_types))
     producer = kafka.make_producer(config, "receiver")
     admission = Admission(config.max_in_flight_readings, config.admission_wait_s)
-    writer = MetricsWriter(producer, config.metrics_topic, admission, config.kafka_ack_timeout_s)
+    watch = KafkaWatch(producer)
+    writer = MetricsWriter(producer, config.metrics_topic, admission, watch, config.kafka_ack_timeout_s)
     server = GrpcServer(
         config.grpc_address,
         [SERVICE_NAME],
@@ -174,9 +175,13 @@ async def main(stop: asyncio.Event) -> None:
     await server.start()
     try:
         await retry_until_stopped("Kafka", producer.start, stop)
+        # Not serving (for health checks and load balancers) while Kafka does not answer.
+        watch.on_change(server.set_serving)
+        watching = asyncio.create_task(watch.run())
         await server.set_serving()
         log.info("serving")
         await stop.wait()
+        watching.cancel()
     except Stopped:
         pass
     finally:

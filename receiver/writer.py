@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -47,15 +48,74 @@ class Admission:
             self._changed.notify_all()
 
 
+class KafkaWatch:
+    """Whether Kafka answers, from a metadata request every `interval_s`.
+
+    While it does not, writes fail at once with UNAVAILABLE instead of each waiting out its ack
+    timeout, and writes already waiting are told so too: clients learn of an outage within about a
+    second and resend, and the receiver holds no pile of doomed work.
+    """
+
+    def __init__(self, producer: AIOKafkaProducer, interval_s: float = 0.25, timeout_s: float = 1.0) -> None:
+        self._producer = producer
+        self._interval_s = interval_s
+        self._timeout_s = timeout_s
+        self._down = asyncio.Event()
+        self._changed: list[Callable[[bool], Awaitable[None]]] = []
+
+    @property
+    def down(self) -> bool:
+        return self._down.is_set()
+
+    def on_change(self, callback: Callable[[bool], Awaitable[None]]) -> None:
+        """`callback(up)` runs when Kafka goes down or comes back."""
+        self._changed.append(callback)
+
+    async def wait_down(self) -> None:
+        await self._down.wait()
+
+    async def run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    await self._producer.client.fetch_all_metadata()
+            except (TimeoutError, KafkaError, OSError) as exc:
+                failures += 1
+                if failures == 2 and not self.down:
+                    log.warning("Kafka does not answer (%s); writes fail with UNAVAILABLE until it does", exc)
+                    await self._set(up=False)
+            else:
+                failures = 0
+                if self.down:
+                    log.info("Kafka answers again")
+                    await self._set(up=True)
+            await asyncio.sleep(self._interval_s)
+
+    async def _set(self, up: bool) -> None:
+        if up:
+            self._down.clear()
+        else:
+            self._down.set()
+        for callback in self._changed:
+            await callback(up)
+
+
 class MetricsWriter:
     """One Kafka record per sensor per batch: key = sensor_id, value = MetricBatch of its readings."""
 
     def __init__(
-        self, producer: AIOKafkaProducer, topic: str, admission: Admission, ack_timeout_s: float
+        self,
+        producer: AIOKafkaProducer,
+        topic: str,
+        admission: Admission,
+        watch: KafkaWatch,
+        ack_timeout_s: float,
     ) -> None:
         self._producer = producer
         self._topic = topic
         self._admission = admission
+        self._watch = watch
         self._ack_timeout_s = ack_timeout_s
 
     async def write(
@@ -66,6 +126,8 @@ class MetricsWriter:
         `sensors` are the batch's sensor ids; `encoded`, if given, is the batch already serialized
         as a message whose field 1 holds the readings (the wire format of a MetricBatch).
         """
+        if self._watch.down:
+            raise Unavailable("Kafka does not answer; nothing is acknowledged, send again later")
         n = len(metrics)
         await self._admission.acquire(n)
         try:
@@ -74,7 +136,7 @@ class MetricsWriter:
                     await self._producer.send(self._topic, value, key=key, headers=HEADERS)
                     for key, value in records(metrics, sensors, encoded)
                 ]
-                await asyncio.gather(*acks)
+                await self._acknowledged(acks)
         except TimeoutError:
             raise Unavailable(
                 f"Kafka did not acknowledge within {self._ack_timeout_s:g} s; "
@@ -86,6 +148,20 @@ class MetricsWriter:
         finally:
             await self._admission.release(n)
         return n
+
+    async def _acknowledged(self, acks: list[asyncio.Future[Any]]) -> None:
+        """Waits for Kafka's acknowledgements, or raises Unavailable as soon as Kafka stops answering."""
+        gathered = asyncio.gather(*acks)
+        outage = asyncio.ensure_future(self._watch.wait_down())
+        try:
+            await asyncio.wait((gathered, outage), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            outage.cancel()
+        if not gathered.done():
+            # The records may still reach Kafka later; the client is told they were not acknowledged.
+            gathered.add_done_callback(lambda f: f.cancelled() or f.exception())
+            raise Unavailable("Kafka stopped answering; nothing is acknowledged, send again later")
+        gathered.result()
 
 
 def records(

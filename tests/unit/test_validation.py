@@ -133,5 +133,9 @@ def test_quick_and_full_checks_agree(batch: list[metric_pb2.Metric]) -> None:
     except InvalidArgument:
         accepted = False
     latest = time.time_ns() + 300 * 1_000_000_000
-    problems = [p for m in batch for p in check_metric(m, Limits(10, 300, frozenset({"temperature", "humidity"})), latest)]
+    problems = [
+        p
+        for m in batch
+        for p in check_metric(m, Limits(10, 300, frozenset({"temperature", "humidity"})), latest)
+    ]
     assert accepted == (not problems)
