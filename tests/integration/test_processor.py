@@ -1,0 +1,149 @@
+"""The processor's counters in the real Redis hold to the reference model of the rules
+(processor/rules.py), with several rules, sensors and types, and when batches are redelivered."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import uuid
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
+from google.protobuf import timestamp_pb2
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from metrics.v1 import event_pb2, metric_pb2
+from processor.counters import Counters, KnownZero, counter_key
+from processor.rules import apply, parse_rules
+from processor.service import script_args
+from tests.helpers import read_topic, wait_consumed
+from tests.services import private_topics, service_env, start_service, stop_service
+from tests.target import Target
+
+RULES = parse_rules(["temperature:95:3", "humidity:80:2"])
+BASE_US = 1_770_000_000_000_000
+
+readings = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b"]),
+        st.sampled_from(["temperature", "humidity", "pressure"]),
+        st.sampled_from([10.0, 79.9, 80.0, 94.9, 95.0, 120.0]),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    readings=readings,
+    cuts=st.lists(st.integers(0, 40), max_size=4),
+    replays=st.lists(st.integers(0, 4), max_size=3),
+    restart=st.booleans(),
+)
+async def test_script_matches_the_model_through_redelivery(
+    redis_client: aioredis.Redis,
+    readings: list[tuple[str, str, float]],
+    cuts: list[int],
+    replays: list[int],
+    restart: bool,
+) -> None:
+    # One reading per offset, applied in rounds split at `cuts` as the processor does (counters it
+    # knows are 0 skipped); some rounds are applied again, as Kafka redelivers after a failure, by
+    # the same processor or (`restart`) a new one: they change nothing. Events: the model's, once.
+    run = uuid.uuid4().hex[:8]
+    counters = Counters(redis_client, f"test-{run}")
+    sensors = {s: f"prop-{run}-{s}" for s in ("a", "b")}
+    metrics = []
+    for i, (sensor, metric_type, value) in enumerate(readings):
+        metric = metric_pb2.Metric(sensor_id=sensors[sensor], metric_type=metric_type, value=value)
+        metric.reading_time.FromMicroseconds(BASE_US + i)
+        metrics.append(metric)
+    bounds = sorted({0, len(metrics), *(c for c in cuts if c < len(metrics))})
+    rounds = list(itertools.pairwise(bounds))
+    order = [*range(len(rounds))]
+    for r in replays:
+        if r < len(rounds):
+            order.insert(order.index(r) + 1, r)  # the same round again, right after it
+    detect = timestamp_pb2.Timestamp()
+    known = KnownZero()
+    applied: set[int] = set()
+    try:
+        for r in order:
+            if r in applied and restart:
+                known = KnownZero()
+            applied.add(r)
+            start, end = rounds[r]
+            args: list[object] = []
+            changes: dict[str, bool] = {}
+            for offset in range(start, end):
+                script_args(args, offset, [metrics[offset]], RULES, detect, known.of(0), changes)
+            if args:
+                await counters.apply(0, end - 1, args)
+                known.commit(0, changes)
+        events = [event_pb2.Event.FromString(e) for e in await counters.pending(0)]
+        model: dict[tuple[str, str], int] = {}
+        raised = apply(model, RULES, [(m.sensor_id, m.metric_type, m.value) for m in metrics])
+        assert [e.reading_time.ToMicroseconds() - BASE_US for e in events] == raised
+        for sensor in sensors.values():
+            stored = await redis_client.hgetall(counter_key(sensor))
+            expected = {t: n for (s, t), n in model.items() if s == sensor}
+            assert {k.decode(): int(v) for k, v in stored.items()} == {
+                t: n for t, n in expected.items() if n or t.encode() in stored
+            }
+    finally:
+        await redis_client.delete(*(counter_key(s) for s in sensors.values()), counters.pending_key(0),
+                                  f"processor:applied:test-{run}")  # fmt: skip
+
+
+async def test_several_rules_sensors_and_types_end_to_end(
+    target: Target, redis_client: aioredis.Redis, tmp_path: Path
+) -> None:
+    # A processor configured with two rules reads interleaved records of three sensors and three
+    # types (one without a rule): its events and counters are the model's.
+    rng = random.Random(5)
+    run = uuid.uuid4().hex[:8]
+    sensors = [f"rules-{run}-{i}" for i in range(3)]
+    stream = [(rng.choice(sensors), rng.choice(["temperature", "humidity", "pressure"]),
+               rng.choice([10.0, 85.0, 99.0])) for _ in range(300)]  # fmt: skip
+    async with private_topics(target) as topics:
+        producer = AIOKafkaProducer(bootstrap_servers=target.kafka_bootstrap_servers, acks="all")
+        await producer.start()
+        try:
+            for i, (sensor, metric_type, value) in enumerate(stream):
+                metric = metric_pb2.Metric(sensor_id=sensor, metric_type=metric_type, value=value)
+                metric.reading_time.FromMicroseconds(BASE_US + i)
+                batch = metric_pb2.MetricBatch(metrics=[metric]).SerializeToString()
+                await producer.send(topics.metrics, batch, key=sensor.encode())
+            await producer.flush()
+        finally:
+            await producer.stop()
+        env = service_env(
+            target, topics, "processor", {"METRICS_PROCESSOR_RULES": "temperature:95:3,humidity:80:2"}
+        )
+        processor = await start_service("processor", env, tmp_path / "processor.log")
+        try:
+            await wait_consumed(target.kafka_bootstrap_servers, topics.group, topics.metrics)
+            records = await read_topic(target.kafka_bootstrap_servers, topics.events, {})
+        finally:
+            assert await stop_service(processor) == 0
+    model: dict[tuple[str, str], int] = {}
+    raised = apply(model, RULES, stream)
+    events = sorted((e.sensor_id, e.metric_type, e.reading_time.ToMicroseconds() - BASE_US)
+                    for e in (event_pb2.Event.FromString(r.value) for r in records))  # fmt: skip
+    assert events == sorted((stream[i][0], stream[i][1], i) for i in raised)
+    assert {e[1] for e in events} == {"temperature", "humidity"}
+    for sensor in sensors:
+        assert await counts(redis_client, sensor) == nonzero(model, sensor)
+
+
+async def counts(client: aioredis.Redis, sensor: str) -> dict[str, int]:
+    """A sensor's counters in Redis; a field absent and a field at 0 both mean 0 (the contract)."""
+    stored = await client.hgetall(counter_key(sensor))
+    return {k.decode(): int(v) for k, v in stored.items() if int(v)}
+
+
+def nonzero(model: dict[tuple[str, str], int], sensor: str) -> dict[str, int]:
+    return {t: n for (s, t), n in model.items() if s == sensor and n}
