@@ -1,14 +1,16 @@
-"""The warning counters in Redis, updated once per reading even when Kafka redelivers.
+"""The warning counters in Redis, updated once per reading, however often a reading arrives.
 
 Redis data (operators read it; the first is a contract):
   warnings:{<sensor_id>}          hash: metric type -> consecutive warnings (absent = 0)
-  processor:applied:<topic>       hash: partition -> highest offset whose readings are counted
+  last-reading:{<sensor_id>}      hash: metric type -> time (µs) of the latest reading counted
   processor:pending:<topic>:<p>   list: serialized metrics.v1.Event raised but not yet in Kafka
 
-One script per partition batch updates the counters, records the batch's offset and stores the
-events it raised, atomically. Readings at or below the recorded offset are skipped, so a batch
-redelivered after a crash is not counted twice; stored events are produced to Kafka before the
-partition's offsets are committed, and again after a crash if they may not have been.
+One script per partition batch updates the counters and stores the events it raised, atomically.
+A reading not newer than the latest one counted for its sensor and type is skipped: so a batch
+that Kafka redelivers after a crash, or that a client sends again, is not counted twice (the
+braces are a Redis Cluster hash tag: a sensor's two hashes share a slot). Stored events are
+produced to Kafka before the partition's offsets are committed, and again after a crash if they
+may not have been.
 """
 
 from __future__ import annotations
@@ -17,32 +19,54 @@ from collections.abc import Iterable, Sequence
 
 import redis.asyncio as aioredis
 
+# ARGV: per reading, (sensor id, metric type, N or 0 below the threshold, time in µs, event bytes).
+# Returns the number of events raised, then "<sensor>\0<type>" of every counter it left at 0.
 APPLY = """
-local applied = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
 local raised = 0
-for i = 3, #ARGV, 5 do
-  if tonumber(ARGV[i]) > applied then
-    local key, metric_type, count = ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+local zero = {}
+for i = 1, #ARGV, 5 do
+  local sensor, metric_type, count = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local last_key = 'last-reading:{' .. sensor .. '}'
+  local last = tonumber(redis.call('HGET', last_key, metric_type) or '-1')
+  local field = sensor .. '\\0' .. metric_type
+  if tonumber(ARGV[i + 3]) > last then
+    redis.call('HSET', last_key, metric_type, ARGV[i + 3])
+    local key = 'warnings:{' .. sensor .. '}'
     if count == 0 then
       local current = redis.call('HGET', key, metric_type)
       if current and current ~= '0' then
         redis.call('HSET', key, metric_type, 0)
       end
-    elseif redis.call('HINCRBY', key, metric_type, 1) == count then
-      redis.call('RPUSH', KEYS[2], ARGV[i + 4])
-      raised = raised + 1
+      zero[field] = true
+    else
+      if redis.call('HINCRBY', key, metric_type, 1) == count then
+        redis.call('RPUSH', KEYS[1], ARGV[i + 4])
+        raised = raised + 1
+      end
+      zero[field] = false
     end
+  elseif zero[field] == nil then
+    local current = redis.call('HGET', 'warnings:{' .. sensor .. '}', metric_type)
+    zero[field] = not current or current == '0'
   end
 end
-if tonumber(ARGV[2]) > applied then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local reply = {raised}
+for field, is_zero in pairs(zero) do
+  if is_zero then
+    reply[#reply + 1] = field
+  end
 end
-return raised
+return reply
 """
 
 
 def counter_key(sensor_id: str) -> str:
     return "warnings:{" + sensor_id + "}"
+
+
+def field_of(sensor_id: str, metric_type: str) -> str:
+    """How the script and KnownZero name one counter."""
+    return sensor_id + "\0" + metric_type
 
 
 class KnownZero:
@@ -62,15 +86,15 @@ class KnownZero:
     def of(self, partition: int) -> set[str]:
         return self._keys.setdefault(partition, set())
 
-    def commit(self, partition: int, changes: dict[str, bool]) -> None:
-        """Records the counters a Redis script has just set to 0 (True) or above 0 (False)."""
+    def commit(self, partition: int, touched: Iterable[str], zero: set[str]) -> None:
+        """Records what a Redis script reported: of the counters it `touched`, those now at 0."""
         keys = self.of(partition)
         before = len(keys)
-        for key, zero in changes.items():
-            if zero:
-                keys.add(key)
+        for field in touched:
+            if field in zero:
+                keys.add(field)
             else:
-                keys.discard(key)
+                keys.discard(field)
         self._size += len(keys) - before
         if self._size > self._limit:
             self._keys.clear()
@@ -85,22 +109,20 @@ class Counters:
     def __init__(self, client: aioredis.Redis, topic: str) -> None:
         self._client = client
         self._topic = topic
-        self._applied_key = f"processor:applied:{topic}"
         self._apply = client.register_script(APPLY)
 
     def pending_key(self, partition: int) -> str:
         return f"processor:pending:{self._topic}:{partition}"
 
-    async def apply(self, partition: int, last_offset: int, args: Sequence[bytes | str | int]) -> int:
-        """Applies readings given as (offset, counter key, type, count or 0, event bytes) quintuples.
+    async def apply(self, partition: int, args: Sequence[bytes | str | int]) -> tuple[int, set[str]]:
+        """Applies readings given as (sensor id, metric type, N or 0, time µs, event bytes) quintuples.
 
-        `count` is the rule's N for a warning and 0 for a reading below the threshold; the event
-        bytes are stored (to be produced) when the counter becomes exactly N. Returns how many
-        events were raised.
+        N is the rule's count for a warning, 0 for a reading below the threshold; the event bytes
+        are stored (to be produced) when the counter becomes exactly N. Returns how many events
+        were raised, and the fields (`field_of`) of the counters the batch left at 0.
         """
-        raised = await self._apply(keys=[self._applied_key, self.pending_key(partition)],
-                                   args=[partition, last_offset, *args])  # fmt: skip
-        return int(raised)
+        reply = await self._apply(keys=[self.pending_key(partition)], args=args)
+        return int(reply[0]), {field.decode() for field in reply[1:]}
 
     async def pending(self, partition: int) -> list[bytes]:
         """The events raised on `partition` and not yet confirmed as produced, oldest first."""
@@ -110,7 +132,3 @@ class Counters:
     async def confirm(self, partition: int, produced: int) -> None:
         """Drops the first `produced` pending events of `partition`: they are in Kafka."""
         await self._client.ltrim(self.pending_key(partition), produced, -1)
-
-    async def applied_offset(self, partition: int) -> int:
-        value = await self._client.hget(self._applied_key, str(partition))
-        return -1 if value is None else int(value)

@@ -1,12 +1,12 @@
 """The processor's process: consume readings, count warnings in Redis, produce events.
 
 Per round of records, in this order (a crash between any two steps loses and duplicates nothing):
-  1. one Redis script per partition: counters, the partition's applied offset, events raised;
+  1. one Redis script per partition: counters, the latest reading counted per counter, events raised;
   2. produce the stored events to Kafka and wait for the acknowledgements;
   3. drop the stored events that are now in Kafka;
   4. commit the consumed offsets.
-After a crash, step 1 skips what it had applied and step 2 re-produces what may be missing; an event
-produced twice carries the same event_id both times, and the saver stores it once.
+After a crash, step 1 skips the readings it had counted and step 2 re-produces what may be missing;
+an event produced twice carries the same event_id both times, and the saver stores it once.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from google.protobuf import timestamp_pb2
 from google.protobuf.message import DecodeError
 
 from metrics.v1 import event_pb2, metric_pb2
-from processor.counters import Counters, KnownZero, counter_key
+from processor.counters import Counters, KnownZero, field_of
 from processor.rules import Rule, event_id, parse_rules
 from processor.settings import ProcessorSettings
 from runtime import kafka, settings
@@ -92,7 +92,7 @@ class Processor:
 
     async def _process(self, tp: TopicPartition, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         args: list[Any] = []
-        changes: dict[str, bool] = {}
+        touched: set[str] = set()
         zero = self._known_zero.of(tp.partition)
         dead: list[tuple[ConsumerRecord[bytes, bytes], str]] = []
         detect_time = timestamp_pb2.Timestamp()
@@ -103,13 +103,13 @@ class Processor:
             except DecodeError as exc:
                 dead.append((record, f"value is not a {kafka.METRIC_BATCH_TYPE}: {exc}"))
                 continue
-            script_args(args, record.offset, batch.metrics, self._rules, detect_time, zero, changes)
+            script_args(args, batch.metrics, self._rules, detect_time, zero, touched)
         if dead:
             await self._dead_letters.send(dead)
         if not args:
             return
-        raised = await self._counters.apply(tp.partition, records[-1].offset, args)
-        self._known_zero.commit(tp.partition, changes)
+        raised, left_at_zero = await self._counters.apply(tp.partition, args)
+        self._known_zero.commit(tp.partition, touched, left_at_zero)
         if raised:
             self._failpoint("processor.after_apply")
             await self._produce_pending(tp.partition)
@@ -142,27 +142,36 @@ class Processor:
 
 def script_args(
     args: list[Any],
-    offset: int,
     metrics: Iterable[metric_pb2.Metric],
     rules: Mapping[str, Rule],
     detect_time: timestamp_pb2.Timestamp,
     zero: set[str],
-    changes: dict[str, bool],
+    touched: set[str],
 ) -> None:
-    """Appends the counter script's quintuple for each reading with a rule (see Counters.apply),
-    except resets of counters known to be 0 (`zero`, updated by this batch's `changes`)."""
+    """Appends the counter script's quintuple for each reading with a rule (see Counters.apply).
+
+    A reading below the threshold for a counter known to be 0 (`zero`, as the last script left it)
+    changes nothing and is left out, unless the batch already sent that counter something.
+    """
     for metric in metrics:
         rule = rules.get(metric.metric_type)
         if rule is None:
             continue
-        key = counter_key(metric.sensor_id)
-        field = key + "\0" + metric.metric_type
+        field = field_of(metric.sensor_id, metric.metric_type)
         if metric.value >= rule.threshold:
-            args += (offset, key, metric.metric_type, rule.count, _event(metric, rule, detect_time))
-            changes[field] = False
-        elif not changes.get(field, field in zero):
-            args += (offset, key, metric.metric_type, 0, b"")
-            changes[field] = True
+            event = _event(metric, rule, detect_time)
+            args += (
+                metric.sensor_id,
+                metric.metric_type,
+                rule.count,
+                metric.reading_time.ToMicroseconds(),
+                event,
+            )
+        elif field in zero and field not in touched:
+            continue
+        else:
+            args += (metric.sensor_id, metric.metric_type, 0, metric.reading_time.ToMicroseconds(), b"")
+        touched.add(field)
 
 
 def _event(metric: metric_pb2.Metric, rule: Rule, detect_time: timestamp_pb2.Timestamp) -> bytes:

@@ -168,13 +168,15 @@ async def test_resent_readings_are_stored_and_counted_once(
     redis_client: aioredis.Redis,
     sensor_id: str,
 ) -> None:
-    # A client retry of the same batch: the rows and rollups do not double.
+    # A client retry of the same batch (10, 100, 97): the rows, the rollups and the counter do not double.
     batch = receiver_service_pb2.PushMetricsRequest(metrics=readings(sensor_id)[:3])
     for _ in range(2):
         await receiver.PushMetrics(batch, timeout=10)
     await wait_consumed(target.kafka_bootstrap_servers, target.saver_group, target.metrics_topic)
+    await wait_consumed(target.kafka_bootstrap_servers, target.processor_group, target.metrics_topic)
     assert await db.fetchval("SELECT count(*) FROM readings WHERE sensor_id = $1", sensor_id) == 3
     assert await db.fetchval("SELECT sum(count) FROM rollups_minute WHERE sensor_id = $1", sensor_id) == 3
+    assert await redis_client.hgetall(f"warnings:{{{sensor_id}}}") == {b"temperature": b"2"}
 
 
 async def test_readings_without_time_get_distinct_arrival_times(

@@ -50,9 +50,10 @@ async def test_script_matches_the_model_through_redelivery(
     replays: list[int],
     restart: bool,
 ) -> None:
-    # One reading per offset, applied in rounds split at `cuts` as the processor does (counters it
-    # knows are 0 skipped); some rounds are applied again, as Kafka redelivers after a failure, by
-    # the same processor or (`restart`) a new one: they change nothing. Events: the model's, once.
+    # Readings applied in rounds split at `cuts` as the processor does (counters it knows are 0
+    # skipped); some rounds are applied again, as Kafka redelivers after a failure or a client
+    # resends, by the same processor or (`restart`) a new one: they change nothing. Events: the
+    # model's, once each.
     run = uuid.uuid4().hex[:8]
     counters = Counters(redis_client, f"test-{run}")
     sensors = {s: f"prop-{run}-{s}" for s in ("a", "b")}
@@ -77,12 +78,11 @@ async def test_script_matches_the_model_through_redelivery(
             applied.add(r)
             start, end = rounds[r]
             args: list[object] = []
-            changes: dict[str, bool] = {}
-            for offset in range(start, end):
-                script_args(args, offset, [metrics[offset]], RULES, detect, known.of(0), changes)
+            touched: set[str] = set()
+            script_args(args, metrics[start:end], RULES, detect, known.of(0), touched)
             if args:
-                await counters.apply(0, end - 1, args)
-                known.commit(0, changes)
+                _, zero = await counters.apply(0, args)
+                known.commit(0, touched, zero)
         events = [event_pb2.Event.FromString(e) for e in await counters.pending(0)]
         model: dict[tuple[str, str], int] = {}
         raised = apply(model, RULES, [(m.sensor_id, m.metric_type, m.value) for m in metrics])
@@ -95,7 +95,7 @@ async def test_script_matches_the_model_through_redelivery(
             }
     finally:
         await redis_client.delete(*(counter_key(s) for s in sensors.values()), counters.pending_key(0),
-                                  f"processor:applied:test-{run}")  # fmt: skip
+                                  *(f"last-reading:{{{s}}}" for s in sensors.values()))  # fmt: skip
 
 
 async def test_several_rules_sensors_and_types_end_to_end(
