@@ -9,7 +9,10 @@ from pathlib import Path
 import asyncpg
 import grpc
 import pytest
+import redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from metrics.v1 import assessor_service_pb2_grpc, receiver_service_pb2_grpc
 from runtime import postgres
@@ -66,6 +69,11 @@ async def db(target: Target) -> AsyncIterator[asyncpg.Pool]:
 
 @pytest.fixture(scope="session")
 async def redis_client(target: Target) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(target.redis_url)
+    # Fault tests restart Redis under this client: it reconnects and retries instead of failing.
+    client = aioredis.Redis.from_url(
+        target.redis_url,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=30),
+        retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+    )
     yield client
     await client.aclose()

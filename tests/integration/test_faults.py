@@ -1,0 +1,210 @@
+"""Faults under a steady load: kill -9 of each part, a stalled process, consumer groups rebalancing.
+
+The load is deterministic sensors that send in order and resend a batch until it is acknowledged,
+as a careful client would. After each fault, with nothing restarted by hand but what supervisord
+restarts by itself: every acknowledged reading is in PostgreSQL exactly once, the events are the
+set the rules model computes from the readings, the Redis counters are the model's, and the clients
+saw only retryable statuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import grpc
+import pytest
+import redis.asyncio as aioredis
+
+from metrics.v1 import metric_pb2, receiver_service_pb2
+from metrics.v1.receiver_service_pb2_grpc import ReceiverServiceStub
+from processor.rules import Rule, apply
+from stack import probes
+from stack import settings as stack_settings
+from stack.parts import SERVICES
+from stack.supervisor import Supervisor
+from tests.helpers import eventually, wait_consumed
+from tests.services import Topics, service_env, start_service, stop_service
+from tests.target import Target
+
+pytestmark = pytest.mark.local_stack
+
+RULES = {"temperature": Rule("temperature", 95.0, 3)}
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
+BASE_US = 1_760_000_000_000_000
+
+
+@dataclass
+class Load:
+    """`sensors` sensors, each sending `batches` batches of `size` readings in order, every `pause_s`."""
+
+    sensors: int = 6
+    batches: int = 40
+    size: int = 10
+    pause_s: float = 0.1
+    run: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    acked: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        rng = random.Random(self.run)
+        self.ids = [f"fault-{self.run}-{i}" for i in range(self.sensors)]
+        self.values = {s: [rng.choice((20.0, 96.0, 99.0, 120.0)) for _ in range(self.batches * self.size)]
+                       for s in self.ids}  # fmt: skip
+
+    def request(self, sensor: str, b: int) -> receiver_service_pb2.PushMetricsRequest:
+        metrics = []
+        for i in range(b * self.size, (b + 1) * self.size):
+            metric = metric_pb2.Metric(
+                sensor_id=sensor, metric_type="temperature", value=self.values[sensor][i]
+            )
+            metric.reading_time.FromMicroseconds(BASE_US + i * 1_000_000)
+            metrics.append(metric)
+        return receiver_service_pb2.PushMetricsRequest(metrics=metrics)
+
+    async def send(self, target: Target, progress: asyncio.Event) -> None:
+        async def sensor_loop(stub: ReceiverServiceStub, sensor: str) -> None:
+            for b in range(self.batches):
+                request = self.request(sensor, b)
+                delay = 0.1
+                while True:
+                    try:
+                        await stub.PushMetrics(request, timeout=10)
+                        break
+                    except grpc.aio.AioRpcError as error:
+                        name = error.code().name
+                        self.statuses[name] = self.statuses.get(name, 0) + 1
+                        if error.code() not in RETRYABLE:
+                            raise
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 2.0)
+                self.acked += 1
+                if self.acked >= self.sensors * self.batches // 3:
+                    progress.set()
+                await asyncio.sleep(self.pause_s)
+
+        # One channel per sensor: a fault of Envoy breaks connections, and gRPC reconnects by itself.
+        channels = [grpc.aio.insecure_channel(target.envoy) for _ in self.ids]
+        try:
+            await asyncio.gather(
+                *(sensor_loop(ReceiverServiceStub(c), s) for c, s in zip(channels, self.ids, strict=True))
+            )
+        finally:
+            for channel in channels:
+                await channel.close()
+
+    async def check(self, target: Target, db: asyncpg.Pool, redis_client: aioredis.Redis) -> None:
+        assert self.acked == self.sensors * self.batches
+        for group, topic in (("processor", "metrics"), ("saver", "metrics"), ("saver", "events")):
+            await wait_consumed(target.kafka_bootstrap_servers, group, topic, timeout=120)
+        for sensor in self.ids:
+            values = self.values[sensor]
+            rows = await db.fetch(
+                "SELECT reading_time, value FROM readings WHERE sensor_id = $1 ORDER BY 1", sensor
+            )
+            assert [(r["reading_time"], r["value"]) for r in rows] == [
+                (BASE_US + i * 1_000_000, v) for i, v in enumerate(values)
+            ], f"{sensor}: stored readings"
+            model: dict[tuple[str, str], int] = {}
+            raised = apply(model, RULES, [(sensor, "temperature", v) for v in values])
+            events = await db.fetch("SELECT reading_time FROM events WHERE sensor_id = $1 ORDER BY 1", sensor)
+            assert [r["reading_time"] for r in events] == [BASE_US + i * 1_000_000 for i in raised], (
+                f"{sensor}: events"
+            )
+            count = await redis_client.hget(f"warnings:{{{sensor}}}", "temperature")
+            assert int(count or 0) == model[(sensor, "temperature")], f"{sensor}: counter"
+            rollup = await db.fetchval("SELECT sum(count) FROM rollups_minute WHERE sensor_id = $1", sensor)
+            assert rollup == len(values), f"{sensor}: rollups"
+        assert set(self.statuses) <= {c.name for c in RETRYABLE}, self.statuses
+
+
+async def healthy(name: str) -> None:
+    try:
+        await probes.probe(stack_settings.load(), name)
+        if name in SERVICES:
+            await probes.service_via_envoy(stack_settings.load(), name)
+    except Exception as error:
+        raise AssertionError(f"{name}: {error}") from error
+
+
+async def during_load(
+    target: Target,
+    db: asyncpg.Pool,
+    redis_client: aioredis.Redis,
+    fault: Callable[[], Awaitable[None]],
+    load: Load | None = None,
+) -> Load:
+    load = load or Load()
+    progress = asyncio.Event()
+
+    async def inject() -> None:
+        await progress.wait()
+        await fault()
+
+    await asyncio.gather(load.send(target, progress), inject())
+    await load.check(target, db, redis_client)
+    return load
+
+
+def pid_of(name: str) -> int:
+    with Supervisor(stack_settings.load()) as supervisor:
+        return int(supervisor.processes()[name]["pid"])
+
+
+@pytest.mark.parametrize(
+    "victim", ["receiver", "processor", "saver", "assessor", "envoy", "kafka", "redis", "postgres"]
+)
+async def test_kill_9(victim: str, target: Target, db: asyncpg.Pool, redis_client: aioredis.Redis) -> None:
+    async def kill() -> None:
+        pid = pid_of(victim)
+        os.kill(pid, signal.SIGKILL)
+        started = time.monotonic()
+        await eventually(lambda: healthy(victim), timeout=120)
+        print(f"{victim}: killed, back in {time.monotonic() - started:.1f} s")
+
+    load = await during_load(target, db, redis_client, kill)
+    print(f"{victim}: statuses the clients saw: {load.statuses or 'none'}")
+
+
+@pytest.mark.parametrize("victim", ["processor", "saver"])
+async def test_stall_longer_than_the_session_timeout(
+    victim: str, target: Target, db: asyncpg.Pool, redis_client: aioredis.Redis
+) -> None:
+    # SIGSTOP for 10 s, more than the consumer session timeout (6 s): the group gives the stalled
+    # member's partitions up; when it wakes, its late commit is refused and it rejoins.
+    async def stall() -> None:
+        pid = pid_of(victim)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(10)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+    await during_load(target, db, redis_client, stall)
+
+
+async def test_rebalance_as_a_second_processor_and_saver_join_and_leave(
+    target: Target, db: asyncpg.Pool, redis_client: aioredis.Redis, tmp_path: Path
+) -> None:
+    stack = stack_settings.load()
+    topics = Topics(target.metrics_topic, target.events_topic, target.dead_letter_topic, "")
+
+    async def join_then_leave() -> None:
+        extra = []
+        for name, group in (("processor", target.processor_group), ("saver", target.saver_group)):
+            env = service_env(target, topics, name, {f"METRICS_{name.upper()}_CONSUMER_GROUP": group,
+                                                    "METRICS_POSTGRES_DSN": stack.postgres_dsn})  # fmt: skip
+            extra.append(await start_service(name, env, tmp_path / f"{name}.log"))
+        await asyncio.sleep(8)  # the group rebalances onto both members
+        for process in extra:
+            assert await stop_service(process) == 0  # and back onto one
+
+    await during_load(target, db, redis_client, join_then_leave, Load(batches=120))
