@@ -92,7 +92,7 @@ class Processor:
 
     async def _process(self, tp: TopicPartition, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         args: list[Any] = []
-        touched: set[str] = set()
+        resets: dict[str, int] = {}
         zero = self._known_zero.of(tp.partition)
         dead: list[tuple[ConsumerRecord[bytes, bytes], str]] = []
         detect_time = timestamp_pb2.Timestamp()
@@ -103,13 +103,13 @@ class Processor:
             except DecodeError as exc:
                 dead.append((record, f"value is not a {kafka.METRIC_BATCH_TYPE}: {exc}"))
                 continue
-            script_args(args, batch.metrics, self._rules, detect_time, zero, touched)
+            script_args(args, batch.metrics, self._rules, detect_time, zero, resets)
         if dead:
             await self._dead_letters.send(dead)
         if not args:
             return
         raised, left_at_zero = await self._counters.apply(tp.partition, args)
-        self._known_zero.commit(tp.partition, touched, left_at_zero)
+        self._known_zero.commit(tp.partition, resets, left_at_zero)
         if raised:
             self._failpoint("processor.after_apply")
             await self._produce_pending(tp.partition)
@@ -146,12 +146,14 @@ def script_args(
     rules: Mapping[str, Rule],
     detect_time: timestamp_pb2.Timestamp,
     zero: set[str],
-    touched: set[str],
+    resets: dict[str, int],
 ) -> None:
     """Appends the counter script's quintuple for each reading with a rule (see Counters.apply).
 
-    A reading below the threshold for a counter known to be 0 (`zero`, as the last script left it)
-    changes nothing and is left out, unless the batch already sent that counter something.
+    What changes nothing is left out: a reading below the threshold for a counter known to be 0
+    (`zero`, as the last script left it) that this batch has not touched; and a reading below the
+    threshold right after another one of its counter in this batch (`resets`: field -> index of the
+    pending reset's time in `args`), which instead moves that reset's time up to its own.
     """
     for metric in metrics:
         rule = rules.get(metric.metric_type)
@@ -167,11 +169,16 @@ def script_args(
                 metric.reading_time.ToMicroseconds(),
                 event,
             )
-        elif field in zero and field not in touched:
-            continue
+            resets[field] = -1
+        elif (pending := resets.get(field)) is None:
+            if field not in zero:
+                resets[field] = len(args) + 3
+                args += (metric.sensor_id, metric.metric_type, 0, metric.reading_time.ToMicroseconds(), b"")
+        elif pending >= 0:
+            args[pending] = max(args[pending], metric.reading_time.ToMicroseconds())
         else:
+            resets[field] = len(args) + 3
             args += (metric.sensor_id, metric.metric_type, 0, metric.reading_time.ToMicroseconds(), b"")
-        touched.add(field)
 
 
 def _event(metric: metric_pb2.Metric, rule: Rule, detect_time: timestamp_pb2.Timestamp) -> bytes:

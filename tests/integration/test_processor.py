@@ -78,11 +78,11 @@ async def test_script_matches_the_model_through_redelivery(
             applied.add(r)
             start, end = rounds[r]
             args: list[object] = []
-            touched: set[str] = set()
-            script_args(args, metrics[start:end], RULES, detect, known.of(0), touched)
+            resets: dict[str, int] = {}
+            script_args(args, metrics[start:end], RULES, detect, known.of(0), resets)
             if args:
                 _, zero = await counters.apply(0, args)
-                known.commit(0, touched, zero)
+                known.commit(0, resets, zero)
         events = [event_pb2.Event.FromString(e) for e in await counters.pending(0)]
         model: dict[tuple[str, str], int] = {}
         raised = apply(model, RULES, [(m.sensor_id, m.metric_type, m.value) for m in metrics])
