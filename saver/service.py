@@ -29,6 +29,7 @@ from saver.settings import SaverSettings
 log = logging.getLogger(__name__)
 
 Records = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+Dead = tuple[ConsumerRecord[bytes, bytes], str]
 
 
 class Saver:
@@ -63,33 +64,49 @@ class Saver:
         self._conn = await retry_until_stopped("PostgreSQL", self.connect, self._stop)
 
     async def run(self) -> None:
+        """Rounds are pipelined: the next round is decoded while PostgreSQL stores the current one;
+        offsets are still committed strictly in order, each after its round's transaction."""
+        writing: tuple[asyncio.Task[None], dict[TopicPartition, int]] | None = None
         while not self._stop.is_set():
             rounds = await self._consumer.getmany(
-                timeout_ms=200, max_records=self._config.max_records_per_round
+                timeout_ms=0 if writing else 200, max_records=self._config.max_records_per_round
             )
-            if not rounds:
-                continue
-            assert self._conn is not None
-            try:
-                await self._save(rounds)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                # Nothing of this round is committed: reconnect and read it again.
-                log.warning("round not stored (%s); reconnecting and reading it again", exc)
-                await self._conn.close(timeout=2)
-                await self.start()
-                await self._consumer.seek_to_committed()
-                continue
-            self._failpoint("saver.before_commit")
-            await self._commit({tp: records[-1].offset + 1 for tp, records in rounds.items()})
+            decoded = self._decode(rounds) if rounds else None
+            if writing is not None:
+                stored = await self._finish(*writing)
+                writing = None
+                if not stored:
+                    continue  # the rounds after the failed one are read again from the commit
+            if decoded is not None:
+                offsets = {tp: records[-1].offset + 1 for tp, records in rounds.items()}
+                writing = (asyncio.create_task(self._write(*decoded)), offsets)
+        if writing is not None:
+            await self._finish(*writing)
 
     async def close(self) -> None:
         if self._conn is not None:
             await self._conn.close(timeout=5)
 
-    async def _save(self, rounds: Records) -> None:
+    async def _finish(self, write: asyncio.Task[None], offsets: dict[TopicPartition, int]) -> bool:
+        """Waits for a round's transaction, then commits its offsets; False if it was not stored."""
+        try:
+            await write
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # Nothing of this round is committed: reconnect and read it again.
+            log.warning("round not stored (%s); reconnecting and reading it again", exc)
+            assert self._conn is not None
+            await self._conn.close(timeout=2)
+            await self.start()
+            await self._consumer.seek_to_committed()
+            return False
+        self._failpoint("saver.before_commit")
+        await self._commit(offsets)
+        return True
+
+    def _decode(self, rounds: Records) -> tuple[list[store.ReadingRow], list[store.EventRow], list[Dead]]:
         readings: list[store.ReadingRow] = []
         events: list[store.EventRow] = []
-        dead: list[tuple[ConsumerRecord[bytes, bytes], str]] = []
+        dead: list[Dead] = []
         metrics_topic = self._config.metrics_topic
         for tp, records in rounds.items():
             for record in records:
@@ -101,6 +118,11 @@ class Saver:
                 except DecodeError as exc:
                     expected = kafka.METRIC_BATCH_TYPE if tp.topic == metrics_topic else kafka.EVENT_TYPE
                     dead.append((record, f"value is not a {expected}: {exc}"))
+        return readings, events, dead
+
+    async def _write(
+        self, readings: list[store.ReadingRow], events: list[store.EventRow], dead: list[Dead]
+    ) -> None:
         if dead:
             await self._dead_letters.send(dead)
         assert self._conn is not None
