@@ -38,3 +38,14 @@ def required(**fields: str) -> None:
     missing = [Violation(name, "is required") for name, value in fields.items() if not value]
     if missing:
         raise InvalidArgument(missing)
+
+
+def text(**fields: str) -> None:
+    """Text the database cannot hold (U+0000) cannot match anything stored: it is refused."""
+    bad = [
+        Violation(name, "must not contain the NUL character (\\x00)")
+        for name, value in fields.items()
+        if "\x00" in value
+    ]
+    if bad:
+        raise InvalidArgument(bad)

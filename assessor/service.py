@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,13 +21,13 @@ from metrics.v1 import assessor_service_pb2 as pb
 from metrics.v1 import assessor_service_pb2_grpc, event_pb2, metric_pb2, sensor_pb2, stats_pb2
 from runtime import postgres, settings
 from runtime.errors import InvalidArgument, Violation, grpc_errors, grpc_stream_errors
-from runtime.grpc_server import GrpcServer
+from runtime.grpc_server import GrpcServer, add_servicer
 from runtime.lifecycle import Stopped, retry_until_stopped
 from runtime.logging import setup_logging
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AssessorService"].full_name
+SERVICE = pb.DESCRIPTOR.services_by_name["AssessorService"]
 LEGACY_METRIC_TYPE = "temperature"
 LEGACY_EVENT_TYPE = "TEMPERATURE_EXCEEDED"
 HOUR_US = 3_600_000_000
@@ -52,7 +53,9 @@ WHERE sensor_id IN (
 )
 ORDER BY sensor_id, metric_type
 """
-# Above every sensor id (ids are ASCII).
+# Sensor ids are ASCII (receiver/validation.py): a prefix of other characters matches none, and
+# this is above every id.
+ID_PREFIX = re.compile(r"[A-Za-z0-9._:-]*")
 ID_CEILING = "\x7f"
 
 METRIC_TYPES = "SELECT metric_type FROM latest_readings WHERE sensor_id = $1 ORDER BY metric_type"
@@ -73,6 +76,7 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
 
     @grpc_errors
     async def ListEvents(self, request: pb.ListEventsRequest, context: Context) -> pb.ListEventsResponse:
+        requests.text(sensor_id=request.sensor_id, metric_type=request.metric_type)
         start, end = requests.time_range(
             request.HasField("start_time"), request.start_time, request.HasField("end_time"), request.end_time
         )
@@ -120,6 +124,8 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
         prefix = request.sensor_id_prefix
         digest = paging.filters_digest("sensors", prefix)
         position = paging.decode(request.page_token, digest, 1)
+        if ID_PREFIX.fullmatch(prefix) is None:
+            return pb.ListSensorsResponse()  # no sensor id has such characters
         upper = prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else ID_CEILING
         rows = await self._pool.fetch(SENSORS, position[0] if position else "", prefix, upper, size + 1)
         sensors: list[sensor_pb2.Sensor] = []
@@ -142,6 +148,7 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
         self, request: pb.GetSensorStatsRequest, context: Context
     ) -> pb.GetSensorStatsResponse:
         requests.required(sensor_id=request.sensor_id, metric_type=request.metric_type)
+        requests.text(sensor_id=request.sensor_id, metric_type=request.metric_type)
         start, end = requests.time_range(
             request.HasField("start_time"), request.start_time, request.HasField("end_time"), request.end_time
         )
@@ -179,6 +186,7 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
         self, request: pb.ListReadingsRequest, context: Context
     ) -> pb.ListReadingsResponse:
         requests.required(sensor_id=request.sensor_id)
+        requests.text(sensor_id=request.sensor_id, metric_type=request.metric_type)
         start, end = requests.time_range(
             request.HasField("start_time"), request.start_time, request.HasField("end_time"), request.end_time
         )
@@ -215,6 +223,7 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
     async def GetLegacyEvents(
         self, request: pb.GetLegacyEventsRequest, context: Context
     ) -> pb.GetLegacyEventsResponse:
+        requests.text(sensor_uuid=request.sensor_uuid)
         rows = await self._pool.fetch(
             LEGACY_EVENTS, request.sensor_uuid, LEGACY_METRIC_TYPE, event_pb2.EVENT_KIND_THRESHOLD_EXCEEDED
         )
@@ -228,6 +237,7 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
     async def GetLegacyMeasurements(
         self, request: pb.GetLegacyMeasurementsRequest, context: Context
     ) -> pb.GetLegacyMeasurementsResponse:
+        requests.text(sensor_uuid=request.sensor_uuid)
         now = time.time_ns() // 1000
         sensor = request.sensor_uuid
         hour, week, month = await asyncio.gather(
@@ -303,8 +313,8 @@ async def main(stop: asyncio.Event) -> None:
         assessor = Assessor(pool, hub)
         server = GrpcServer(
             config.grpc_address,
-            [SERVICE_NAME],
-            [lambda s: assessor_service_pb2_grpc.add_AssessorServiceServicer_to_server(assessor, s)],
+            [SERVICE.full_name],
+            [lambda s: add_servicer(s, SERVICE, assessor)],
         )
         await server.start()
         await server.set_serving()

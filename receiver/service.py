@@ -12,7 +12,7 @@ import grpc
 from metrics.v1 import metric_pb2, receiver_service_pb2, receiver_service_pb2_grpc
 from receiver.settings import ReceiverSettings
 from receiver.validation import ArrivalClock, Limits, check_batch
-from receiver.writer import Admission, KafkaWatch, MetricsWriter
+from receiver.writer import Admission, KafkaWatch, MetricsWriter, ProducerSlot
 from runtime import kafka, settings
 from runtime.errors import (
     InvalidArgument,
@@ -22,13 +22,13 @@ from runtime.errors import (
     grpc_stream_errors,
     status_of,
 )
-from runtime.grpc_server import GrpcServer
+from runtime.grpc_server import GrpcServer, add_servicer
 from runtime.lifecycle import Stopped, retry_until_stopped
 from runtime.logging import setup_logging
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = receiver_service_pb2.DESCRIPTOR.services_by_name["ReceiverService"].full_name
+SERVICE = receiver_service_pb2.DESCRIPTOR.services_by_name["ReceiverService"]
 LEGACY_METRIC_TYPE = "temperature"
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -107,7 +107,10 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
                 raise InvalidArgument(
                     [Violation("at", "must be milliseconds since 1970-01-01, not negative")]
                 )
-            metric.reading_time.FromMilliseconds(request.at)
+            # Not FromMilliseconds: past year 9999 it raises ValueError; check_batch refuses such a
+            # time (and anything too far ahead) naming the field.
+            metric.reading_time.seconds, millis = divmod(request.at, 1000)
+            metric.reading_time.nanos = millis * 1_000_000
         try:
             sensors = check_batch([metric], self._limits, self._clock)
         except InvalidArgument as exc:
@@ -159,18 +162,16 @@ async def main(stop: asyncio.Event) -> None:
     setup_logging("receiver", config.log_level)
     log.info("starting: %s", settings.describe(config))
     limits = Limits(config.max_batch_readings, config.max_future_skew_s, frozenset(config.metric_types))
-    producer = kafka.make_producer(config, "receiver")
+    producer = ProducerSlot(lambda: kafka.make_producer(config, "receiver"))
     admission = Admission(config.max_in_flight_readings, config.admission_wait_s)
     watch = KafkaWatch(producer)
     writer = MetricsWriter(producer, config.metrics_topic, admission, watch, config.kafka_ack_timeout_s)
     server = GrpcServer(
         config.grpc_address,
-        [SERVICE_NAME],
-        [
-            lambda s: receiver_service_pb2_grpc.add_ReceiverServiceServicer_to_server(
-                Receiver(writer, limits), s
-            )
-        ],
+        [SERVICE.full_name],
+        [lambda s: add_servicer(s, SERVICE, Receiver(writer, limits))],
+        max_message_bytes=config.max_message_bytes,
+        max_concurrent_rpcs=config.max_concurrent_calls,
     )
     await server.start()
     try:

@@ -20,6 +20,13 @@ MAX_LABEL_VALUE = 256
 # A batch with many bad readings is reported by its first problems, not all of them.
 MAX_VIOLATIONS = 50
 NANOS = 1_000_000_000
+# 2000-01-01T00:00:00Z. Earlier times come from sensor clocks that were never set (an empty JSON
+# timestamp, {}, is 1970-01-01 too): refused, rather than stored decades off.
+EARLIEST_SECONDS = 946_684_800
+# PostgreSQL text and jsonb cannot hold U+0000: a stored reading with it would fail its saver's round
+# again and again, so the receiver refuses it.
+NUL = "\x00"
+NUL_PROBLEM = "must not contain the NUL character (\\x00)"
 
 
 @dataclass(frozen=True)
@@ -82,13 +89,13 @@ def _quick_check(
         if m.HasField("reading_time"):
             t = m.reading_time
             seconds, nanos = t.seconds, t.nanos
-            if seconds < 0 or not 0 <= nanos < NANOS:
+            if seconds < EARLIEST_SECONDS or not 0 <= nanos < NANOS:
                 return None, []
             if seconds >= latest_seconds and seconds * NANOS + nanos > latest_nanos:
                 return None, []
         else:
             missing.append(m)
-        if (m.unit and len(m.unit) > MAX_UNIT) or (m.labels and _check_labels(m.labels)):
+        if (m.unit and (len(m.unit) > MAX_UNIT or NUL in m.unit)) or (m.labels and _check_labels(m.labels)):
             return None, []
     if not all(SENSOR_ID.fullmatch(s) for s in sensors) or not all(METRIC_TYPE.fullmatch(t) for t in types):
         return None, []
@@ -130,6 +137,8 @@ def check_metric(metric: metric_pb2.Metric, limits: Limits, latest_nanos: int) -
             problems.append(("reading_time", problem))
     if len(metric.unit) > MAX_UNIT:
         problems.append(("unit", f"is {len(metric.unit)} characters, more than {MAX_UNIT}"))
+    elif NUL in metric.unit:
+        problems.append(("unit", NUL_PROBLEM))
     if metric.labels:
         problems.extend(_check_labels(metric.labels))
     return problems
@@ -154,8 +163,8 @@ def _describe_type(value: str) -> str:
 def _check_time(seconds: int, nanos: int, latest_nanos: int) -> str | None:
     if not 0 <= nanos < NANOS:
         return f"nanos must be in [0, 999999999], got {nanos}"
-    if seconds < 0:
-        return "is before 1970-01-01T00:00:00Z"
+    if seconds < EARLIEST_SECONDS:
+        return "is before 2000-01-01T00:00:00Z (a sensor clock that was never set?)"
     at = seconds * NANOS + nanos
     if at > latest_nanos:
         ahead = (at - latest_nanos) / NANOS
@@ -176,6 +185,8 @@ def _check_labels(labels: Mapping[str, str]) -> list[tuple[str, str]]:
             problems.append(
                 (f"labels[{_quote(key[:MAX_LABEL_KEY])}]", f"value is more than {MAX_LABEL_VALUE} characters")
             )
+        if NUL in key or NUL in value:
+            problems.append((f"labels[{_quote(key[:MAX_LABEL_KEY])}]", NUL_PROBLEM))
     return problems
 
 

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    MessageSizeTooLargeError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+)
 
 from metrics.v1 import metric_pb2
 from runtime import kafka
-from runtime.errors import ResourceExhausted, Unavailable
+from runtime.errors import InvalidArgument, ResourceExhausted, ServiceError, Unavailable, Violation
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +56,41 @@ class Admission:
             self._changed.notify_all()
 
 
+class ProducerSlot:
+    """The receiver's producer, replaced by a fresh one when Kafka stops taking its sequence numbers.
+
+    After a broker restart an idempotent producer can be refused for good (OutOfOrderSequenceNumber
+    and its kin): every later write would fail until the receiver restarted. A new producer gets a
+    new producer id and writes again; the refused batch was not written and its client resends it.
+    """
+
+    BROKEN = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch, ProducerFenced)
+
+    def __init__(self, make: Callable[[], AIOKafkaProducer]) -> None:
+        self._make = make
+        self.current = make()
+        self._lock = asyncio.Lock()
+        self._retired: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        await self.current.start()
+
+    async def replace(self, broken: AIOKafkaProducer) -> None:
+        async with self._lock:
+            if self.current is not broken:
+                return  # another write replaced it already
+            fresh = self._make()
+            await fresh.start()
+            self.current = fresh
+            log.warning("Kafka refused this producer's sequence numbers; writing with a new producer")
+            retiring = asyncio.create_task(broken.stop())
+            self._retired.add(retiring)
+            retiring.add_done_callback(self._retired.discard)
+
+    async def stop(self) -> None:
+        await self.current.stop()
+
+
 class KafkaWatch:
     """Whether Kafka answers, from a metadata request every `interval_s`.
 
@@ -56,7 +99,7 @@ class KafkaWatch:
     second and resend, and the receiver holds no pile of doomed work.
     """
 
-    def __init__(self, producer: AIOKafkaProducer, interval_s: float = 0.25, timeout_s: float = 1.0) -> None:
+    def __init__(self, producer: ProducerSlot, interval_s: float = 0.25, timeout_s: float = 1.0) -> None:
         self._producer = producer
         self._interval_s = interval_s
         self._timeout_s = timeout_s
@@ -79,7 +122,7 @@ class KafkaWatch:
         while True:
             try:
                 async with asyncio.timeout(self._timeout_s):
-                    await self._producer.client.fetch_all_metadata()
+                    await self._producer.current.client.fetch_all_metadata()
             except (TimeoutError, KafkaError, OSError) as exc:
                 failures += 1
                 if failures == 2 and not self.down:
@@ -106,7 +149,7 @@ class MetricsWriter:
 
     def __init__(
         self,
-        producer: AIOKafkaProducer,
+        producer: ProducerSlot,
         topic: str,
         admission: Admission,
         watch: KafkaWatch,
@@ -129,11 +172,12 @@ class MetricsWriter:
         if self._watch.down:
             raise Unavailable("Kafka does not answer; nothing is acknowledged, send again later")
         n = len(metrics)
+        producer = self._producer.current
         await self._admission.acquire(n)
         try:
             async with asyncio.timeout(self._ack_timeout_s):
                 acks = [
-                    await self._producer.send(self._topic, value, key=key, headers=HEADERS)
+                    await producer.send(self._topic, value, key=key, headers=HEADERS)
                     for key, value in records(metrics, sensors, encoded)
                 ]
                 await self._acknowledged(acks)
@@ -142,8 +186,20 @@ class MetricsWriter:
                 f"Kafka did not acknowledge within {self._ack_timeout_s:g} s; "
                 "nothing is acknowledged, send again"
             ) from None
+        except ProducerSlot.BROKEN as exc:
+            with contextlib.suppress(KafkaError, OSError, TimeoutError):
+                await self._producer.replace(producer)
+            raise Unavailable(
+                "Kafka refused this receiver's producer; nothing is acknowledged, send again"
+            ) from exc
+        except MessageSizeTooLargeError as exc:
+            raise InvalidArgument(
+                [Violation("metrics", "the batch is larger than Kafka takes in one record")]
+            ) from exc
         except KafkaError as exc:
             log.warning("write to %s failed: %r", self._topic, exc)
+            if not exc.retriable:
+                raise ServiceError(f"Kafka refused the write ({type(exc).__name__})") from exc
             raise Unavailable(f"Kafka refused the write ({type(exc).__name__}); send again") from exc
         finally:
             await self._admission.release(n)

@@ -77,6 +77,26 @@ class ResourceExhausted(ServiceError):
     retriable = True
 
 
+class Undecodable:
+    """A request whose bytes did not parse as its message type; answered with INVALID_ARGUMENT.
+
+    gRPC's own handling of a deserializer error is an UNKNOWN or INTERNAL status with Python's
+    exception text, which tells a client to retry; the request is wrong, and says so this way.
+    """
+
+    def __init__(self, message_type: str, problem: str, bad_utf8_field: str | None = None) -> None:
+        self.message_type = message_type
+        self.problem = problem
+        self.bad_utf8_field = bad_utf8_field
+
+    def error(self) -> InvalidArgument:
+        if self.bad_utf8_field:
+            return InvalidArgument([Violation(self.bad_utf8_field, "is not valid UTF-8")])
+        return InvalidArgument(
+            [Violation("(request)", f"is not a valid {self.message_type}: {self.problem}")]
+        )
+
+
 def status_of(exc: BaseException) -> status_pb2.Status:
     """The google.rpc.Status for an exception (INTERNAL, without internals, for unexpected ones)."""
     if isinstance(exc, ServiceError):
@@ -92,13 +112,27 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException)
     await context.abort(status.code, status.details, status.trailing_metadata)
 
 
+def _checked(request: Any) -> Any:
+    """The request, or for a stream its messages, with an undecodable one raised as InvalidArgument."""
+    if hasattr(request, "__aiter__"):
+        return _checked_stream(request)
+    if isinstance(request, Undecodable):
+        raise request.error()
+    return request
+
+
+async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        yield _checked(request)
+
+
 def grpc_errors(method: F) -> F:
     """Maps ServiceErrors raised by a unary-response servicer method to gRPC statuses."""
 
     @functools.wraps(method)
     async def wrapper(self: object, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
-            return await method(self, request, context)
+            return await method(self, _checked(request), context)
         except Exception as exc:  # noqa: BLE001 - every error becomes a status; abort() raises
             await abort(context, exc)
 
@@ -113,7 +147,7 @@ def grpc_stream_errors(method: F) -> F:
         self: object, request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
         try:
-            async for item in method(self, request, context):
+            async for item in method(self, _checked(request), context):
                 yield item
         except Exception as exc:  # noqa: BLE001 - every error becomes a status; abort() raises
             await abort(context, exc)

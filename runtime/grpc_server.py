@@ -4,16 +4,124 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from runtime.errors import Undecodable
+
 log = logging.getLogger(__name__)
 
-# Large enough for a 10,000-reading batch with labels.
+# Queries and answers; the receiver takes larger messages (its max_message_bytes setting).
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+def add_servicer(server: grpc.aio.Server, service: ServiceDescriptor, servicer: object) -> None:
+    """Serves `servicer`'s methods of `service`, with requests that fail to parse as Undecodable."""
+    kinds = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }
+    handlers = {}
+    for method in service.methods:
+        request_type = message_factory.GetMessageClass(method.input_type)
+        response_type = message_factory.GetMessageClass(method.output_type)
+        handlers[method.name] = kinds[(method.client_streaming, method.server_streaming)](
+            getattr(servicer, method.name),
+            request_deserializer=_tolerant(request_type),
+            response_serializer=response_type.SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    server.add_registered_method_handlers(service.full_name, handlers)  # type: ignore[attr-defined]  # not in the stubs yet
+
+
+def _tolerant(message_type: type[Message]) -> Callable[[bytes], Message | Undecodable]:
+    name = message_type.DESCRIPTOR.full_name
+
+    def parse(data: bytes) -> Message | Undecodable:
+        try:
+            return message_type.FromString(data)
+        except DecodeError as exc:
+            return Undecodable(name, str(exc) or "malformed protobuf", _bad_utf8_field(message_type, data))
+
+    return parse
+
+
+def _bad_utf8_field(message_type: type[Message], data: bytes) -> str | None:
+    """The path of the first string field that is not UTF-8 (what upb's error does not say)."""
+    try:
+        lenient = _as_bytes(message_type).FromString(data)
+    except DecodeError:
+        return None  # broken in some other way
+    return _first_bad_utf8(lenient, "")
+
+
+_AS_BYTES: dict[str, type[Message]] = {}
+
+
+def _as_bytes(message_type: type[Message]) -> type[Message]:
+    """`message_type` with every string field declared bytes, in a descriptor pool of its own."""
+    name = message_type.DESCRIPTOR.full_name
+    if name in _AS_BYTES:
+        return _AS_BYTES[name]
+    pool = descriptor_pool.DescriptorPool()
+    added: set[str] = set()
+
+    def add(file: Any) -> None:
+        if file.name in added:
+            return
+        added.add(file.name)
+        for dependency in file.dependencies:
+            add(dependency)
+        proto = descriptor_pb2.FileDescriptorProto()
+        file.CopyToProto(proto)
+        messages = list(proto.message_type)
+        while messages:
+            message = messages.pop()
+            messages.extend(message.nested_type)
+            for field in message.field:
+                # Map keys cannot be bytes: a map key that is not UTF-8 stays unnamed.
+                is_map_key = message.options.map_entry and field.name == "key"
+                if field.type == descriptor_pb2.FieldDescriptorProto.TYPE_STRING and not is_map_key:
+                    field.type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
+        pool.Add(proto)
+
+    add(message_type.DESCRIPTOR.file)
+    _AS_BYTES[name] = message_factory.GetMessageClass(pool.FindMessageTypeByName(name))
+    return _AS_BYTES[name]
+
+
+def _first_bad_utf8(message: Message, prefix: str) -> str | None:
+    for field, value in message.ListFields():
+        path = prefix + field.name
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            items: list[tuple[str, Any]] = [(f"{path}[{k!r}]", v) for k, v in value.items()]
+        elif field.is_repeated:
+            items = [(f"{path}[{i}]", v) for i, v in enumerate(value)]
+        else:
+            items = [(path, value)]
+        for item_path, item in items:
+            if isinstance(item, bytes) and not _is_utf8(item):
+                return item_path
+            if isinstance(item, Message) and (found := _first_bad_utf8(item, item_path + ".")):
+                return found
+    return None
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class GrpcServer:
@@ -27,15 +135,19 @@ class GrpcServer:
         address: str,
         service_names: Sequence[str],
         register: Sequence[Callable[[grpc.aio.Server], None]] = (),
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        max_concurrent_rpcs: int | None = None,
     ) -> None:
         self.address = address
         self.service_names = tuple(service_names)
         self._server = grpc.aio.server(
             options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
+            # Beyond this many calls at once, new ones get RESOURCE_EXHAUSTED: bounded memory.
+            maximum_concurrent_rpcs=max_concurrent_rpcs,
         )
         self._health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)

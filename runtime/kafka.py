@@ -41,7 +41,7 @@ def make_producer(settings: KafkaSettings, client_id: str, **overrides: object) 
         "enable_idempotence": True,
         "linger_ms": 2,
         "max_batch_size": 1024 * 1024,
-        "max_request_size": 16 * 1024 * 1024,
+        "max_request_size": 64 * 1024 * 1024,
         "request_timeout_ms": 10_000,
     }
     options.update(overrides)

@@ -71,6 +71,7 @@ def parts(settings: StackSettings) -> list[Part]:
              "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
              *prepare.kafka_java_options(kafka_libs), "kafka.Kafka", str(kafka_properties)),
             settings.kafka_port, "server", stop_wait_s=60,
+            env={DIGEST: digest(kafka_properties, prepare.KAFKA_DIR / "log4j2.properties")},
         ),
     ]  # fmt: skip
     kafka = {"METRICS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap}

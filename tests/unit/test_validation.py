@@ -80,9 +80,10 @@ def test_future_time_is_rejected_beyond_the_skew() -> None:
     check_batch([ok], LIMITS, ArrivalClock())
 
 
-def test_time_before_1970_and_bad_nanos_are_rejected() -> None:
+def test_time_before_2000_and_bad_nanos_are_rejected() -> None:
     early, bad = metric(), metric()
-    early.reading_time.seconds = -1
+    early.reading_time.seconds = 946_684_799  # 1999-12-31T23:59:59Z
+    bad.reading_time.seconds = 1_700_000_000
     bad.reading_time.nanos = 1_000_000_000
     assert [f for f, _ in violations([early, bad])] == ["metrics[0].reading_time", "metrics[1].reading_time"]
 
