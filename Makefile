@@ -153,6 +153,11 @@ logs: ## Follow the logs of the local stack
 test: run ## Run all tests against the local stack (starts it if needed)
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
+.PHONY: test-faults
+test-faults: run ## Run the fault tests: kill -9 of every part, stalls, rebalances, crash points, outages
+	@$(PY) -m pytest tests/integration/test_faults.py tests/integration/test_outages.py \
+		tests/integration/test_crash_points.py tests/integration/test_kill_midstream.py $(PYTEST_ARGS)
+
 .PHONY: test-unit
 test-unit: proto ## Run the tests that need no running servers
 	@$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)

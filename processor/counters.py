@@ -22,31 +22,39 @@ import redis.asyncio as aioredis
 # ARGV: per reading, (sensor id, metric type, N or 0 below the threshold, time in µs, event bytes).
 # Returns the number of events raised, then "<sensor>\0<type>" of every counter it left at 0.
 APPLY = """
+-- Redis commands that name their key when they fail (a key of the wrong type, say).
+local function call(command, key, ...)
+  local reply = redis.pcall(command, key, ...)
+  if type(reply) == 'table' and reply.err then
+    error(reply.err .. ' (key ' .. key .. ')')
+  end
+  return reply
+end
 local raised = 0
 local zero = {}
 for i = 1, #ARGV, 5 do
   local sensor, metric_type, count = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local last_key = 'last-reading:{' .. sensor .. '}'
-  local last = tonumber(redis.call('HGET', last_key, metric_type) or '-1')
+  local last = tonumber(call('HGET', last_key, metric_type) or '-1')
   local field = sensor .. '\\0' .. metric_type
   if tonumber(ARGV[i + 3]) > last then
-    redis.call('HSET', last_key, metric_type, ARGV[i + 3])
+    call('HSET', last_key, metric_type, ARGV[i + 3])
     local key = 'warnings:{' .. sensor .. '}'
     if count == 0 then
-      local current = redis.call('HGET', key, metric_type)
+      local current = call('HGET', key, metric_type)
       if current and current ~= '0' then
-        redis.call('HSET', key, metric_type, 0)
+        call('HSET', key, metric_type, 0)
       end
       zero[field] = true
     else
-      if redis.call('HINCRBY', key, metric_type, 1) == count then
-        redis.call('RPUSH', KEYS[1], ARGV[i + 4])
+      if call('HINCRBY', key, metric_type, 1) == count then
+        call('RPUSH', KEYS[1], ARGV[i + 4])
         raised = raised + 1
       end
       zero[field] = false
     end
   elseif zero[field] == nil then
-    local current = redis.call('HGET', 'warnings:{' .. sensor .. '}', metric_type)
+    local current = call('HGET', 'warnings:{' .. sensor .. '}', metric_type)
     zero[field] = not current or current == '0'
   end
 end

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -51,6 +51,7 @@ class Processor:
         dead_letters: DeadLetters,
         rules: Mapping[str, Rule],
         config: ProcessorSettings,
+        serving: Callable[[bool], Awaitable[None]],
     ) -> None:
         self._consumer = consumer
         self._producer = producer
@@ -60,6 +61,8 @@ class Processor:
         self._config = config
         self._failpoint = Failpoints(config.failpoints)
         self._known_zero = KnownZero()
+        self._serving = serving
+        self._failing = False
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -70,14 +73,22 @@ class Processor:
                 continue
             try:
                 await asyncio.gather(*(self._process(tp, records) for tp, records in rounds.items()))
-            except Exception:
-                # Nothing of this round is committed; it is read again and what was applied is skipped.
-                log.exception(
-                    "round failed; reading again from the committed offsets in %.0f s", RETRY_DELAY_S
+            except Exception as exc:  # noqa: BLE001 - any failure: report it, read the round again
+                # Nothing of this round is committed; it is read again and what was counted is skipped.
+                # Until a round succeeds the processor reports NOT_SERVING: its partitions are stuck.
+                log.error(  # noqa: TRY400 - the message says it all; tracebacks of a retry loop are noise
+                    "round failed, reading it again in %.0f s: %s: %s", RETRY_DELAY_S, type(exc).__name__, exc
                 )
+                if not self._failing:
+                    self._failing = True
+                    await self._serving(False)
                 await asyncio.sleep(RETRY_DELAY_S)
-                await self._consumer.seek_to_committed()
+                await kafka.rewind(self._consumer)
                 continue
+            if self._failing:
+                self._failing = False
+                await self._serving(True)
+                log.info("rounds succeed again")
             self._failpoint("processor.before_commit")
             await self._commit({tp: records[-1].offset + 1 for tp, records in rounds.items()})
 
@@ -102,6 +113,9 @@ class Processor:
                 batch = metric_pb2.MetricBatch.FromString(record.value)
             except DecodeError as exc:
                 dead.append((record, f"value is not a {kafka.METRIC_BATCH_TYPE}: {exc}"))
+                continue
+            if len(batch.metrics) > kafka.MAX_RECORD_READINGS:
+                dead.append((record, kafka.oversized(len(batch.metrics))))
                 continue
             script_args(args, batch.metrics, self._rules, detect_time, zero, resets)
         if dead:
@@ -226,7 +240,13 @@ async def main(stop: asyncio.Event) -> None:
         await retry_until_stopped("Kafka (consumer)", consumer.start, stop)
         counters = Counters(redis_client, config.metrics_topic)
         processor = Processor(
-            consumer, producer, counters, DeadLetters(producer, config, config.consumer_group), rules, config
+            consumer,
+            producer,
+            counters,
+            DeadLetters(producer, config, config.consumer_group),
+            rules,
+            config,
+            server.set_serving,
         )
         listener.processor = processor
         consumer.subscribe([config.metrics_topic], listener=listener)

@@ -84,14 +84,14 @@ class Undecodable:
     exception text, which tells a client to retry; the request is wrong, and says so this way.
     """
 
-    def __init__(self, message_type: str, problem: str, bad_utf8_field: str | None = None) -> None:
+    def __init__(self, message_type: str, problem: str, field: Violation | None = None) -> None:
         self.message_type = message_type
         self.problem = problem
-        self.bad_utf8_field = bad_utf8_field
+        self.field = field
 
     def error(self) -> InvalidArgument:
-        if self.bad_utf8_field:
-            return InvalidArgument([Violation(self.bad_utf8_field, "is not valid UTF-8")])
+        if self.field is not None:
+            return InvalidArgument([self.field])
         return InvalidArgument(
             [Violation("(request)", f"is not a valid {self.message_type}: {self.problem}")]
         )

@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from runtime.errors import Undecodable
+from runtime.errors import Undecodable, Violation
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,62 @@ def _tolerant(message_type: type[Message]) -> Callable[[bytes], Message | Undeco
         try:
             return message_type.FromString(data)
         except DecodeError as exc:
-            return Undecodable(name, str(exc) or "malformed protobuf", _bad_utf8_field(message_type, data))
+            return Undecodable(name, str(exc) or "malformed protobuf", _culprit(message_type, data))
 
     return parse
+
+
+def _culprit(message_type: type[Message], data: bytes) -> Violation | None:
+    """The field that made `data` fail to parse, where it can be told."""
+    if (path := _bad_utf8_field(message_type, data)) is not None:
+        return Violation(path, "is not valid UTF-8")
+    if (path := _malformed_field(message_type.DESCRIPTOR, data, "")) is not None:
+        return Violation(path, "is malformed (not what its type is encoded as)")
+    return None
+
+
+def _malformed_field(descriptor: Any, data: bytes, prefix: str) -> str | None:
+    """Walks the wire format along the descriptor to the first field that does not decode."""
+    seen: dict[int, int] = {}
+    pos = 0
+    try:
+        while pos < len(data):
+            tag, pos = _varint(data, pos)
+            number, wire = tag >> 3, tag & 7
+            field = descriptor.fields_by_number.get(number)
+            name = prefix + (field.name if field is not None else f"#{number}")
+            if field is not None and field.is_repeated:
+                name += f"[{seen.get(number, 0)}]"
+                seen[number] = seen.get(number, 0) + 1
+            if wire == 0:
+                _, pos = _varint(data, pos)
+            elif wire in (1, 5):
+                pos += 8 if wire == 1 else 4
+            elif wire == 2:
+                size, pos = _varint(data, pos)
+                chunk, pos = data[pos : pos + size], pos + size
+                if len(chunk) < size:
+                    return name
+                if field is not None and field.message_type is not None:
+                    inner = _malformed_field(field.message_type, chunk, name + ".")
+                    if inner is not None:
+                        return inner
+            else:
+                return name
+    except IndexError:
+        return prefix.rstrip(".") or None
+    return None if pos == len(data) else prefix.rstrip(".") or None
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
 
 
 def _bad_utf8_field(message_type: type[Message], data: bytes) -> str | None:

@@ -10,6 +10,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from metrics.v1 import event_pb2, metric_pb2
 
 MESSAGE_TYPE_HEADER = "message-type"
+# The receiver writes at most 10,000 readings per record; a record with many more came from
+# elsewhere and would hold a consumer's round (and memory) hostage: it goes to the dead letters.
+MAX_RECORD_READINGS = 100_000
 METRIC_BATCH_TYPE = metric_pb2.MetricBatch.DESCRIPTOR.full_name
 EVENT_TYPE = event_pb2.Event.DESCRIPTOR.full_name
 # Headers of dead-lettered records: why, where the record came from, which consumer gave up on it.
@@ -26,6 +29,10 @@ class KafkaSettings:
     metrics_topic: str = "metrics"
     events_topic: str = "events"
     dead_letter_topic: str = "metrics.dlq"
+
+
+def oversized(readings: int) -> str:
+    return f"oversized: {readings} readings in one record, more than {MAX_RECORD_READINGS}"
 
 
 def headers(message_type: str) -> list[tuple[str, bytes]]:
@@ -68,3 +75,17 @@ def make_consumer(
     }
     options.update(overrides)
     return AIOKafkaConsumer(*topics, **options)
+
+
+async def rewind(consumer: AIOKafkaConsumer) -> None:
+    """Moves every assigned partition back to its committed offset, to read a failed round again.
+
+    Not AIOKafkaConsumer.seek_to_committed: it leaves a partition whose committed offset is 0 or
+    none where it is, past the failed round, whose records would then never be processed.
+    """
+    for tp in consumer.assignment():
+        offset = await consumer.committed(tp)
+        if offset is None:
+            await consumer.seek_to_beginning(tp)  # nothing committed yet: where auto_offset_reset starts
+        else:
+            consumer.seek(tp, offset)

@@ -86,7 +86,18 @@ async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS) -> lis
                     )
                 continue
             async with conn.transaction():
-                await conn.execute(migration.sql)
+                try:
+                    await conn.execute(migration.sql)
+                except (
+                    asyncpg.DuplicateTableError,
+                    asyncpg.DuplicateObjectError,
+                    asyncpg.DuplicateFunctionError,
+                ) as exc:
+                    raise MigrationError(
+                        f"migration {migration.version:04d}_{migration.name} is not recorded as applied, "
+                        f"but the database already has what it creates ({exc}); was the schema made by "
+                        "other means? Record it in schema_migrations or start from an empty database"
+                    ) from exc
                 await conn.execute(
                     "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
                     migration.version, migration.name, migration.checksum,

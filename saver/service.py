@@ -97,7 +97,7 @@ class Saver:
             assert self._conn is not None
             await self._conn.close(timeout=2)
             await self.start()
-            await self._consumer.seek_to_committed()
+            await kafka.rewind(self._consumer)
             return False
         self._failpoint("saver.before_commit")
         await self._commit(offsets)
@@ -112,7 +112,11 @@ class Saver:
             for record in records:
                 try:
                     if tp.topic == metrics_topic:
-                        store.reading_rows(metric_pb2.MetricBatch.FromString(record.value), readings)
+                        batch = metric_pb2.MetricBatch.FromString(record.value)
+                        if len(batch.metrics) > kafka.MAX_RECORD_READINGS:
+                            dead.append((record, kafka.oversized(len(batch.metrics))))
+                            continue
+                        store.reading_rows(batch, readings)
                     else:
                         events.append(store.event_row(event_pb2.Event.FromString(record.value)))
                 except DecodeError as exc:
