@@ -171,7 +171,6 @@ async def main(stop: asyncio.Event) -> None:
         [SERVICE.full_name],
         [lambda s: add_servicer(s, SERVICE, Receiver(writer, limits))],
         max_message_bytes=config.max_message_bytes,
-        max_concurrent_rpcs=config.max_concurrent_calls,
     )
     await server.start()
     try:

@@ -15,8 +15,6 @@ class ReceiverSettings(KafkaSettings, ServiceSettings):
     max_batch_readings: int = 10_000
     # Largest request message: a full batch at the size limits of every field (~53 MB) fits.
     max_message_bytes: int = 64 * 1024 * 1024
-    # Calls served at once; more get RESOURCE_EXHAUSTED.
-    max_concurrent_calls: int = 1_000
     # Readings more than this far in the future are rejected (sensor clocks drift, but not by hours).
     max_future_skew_s: float = 300.0
     # When not empty, the only metric types accepted, e.g. "temperature,humidity".

@@ -189,7 +189,6 @@ class GrpcServer:
         service_names: Sequence[str],
         register: Sequence[Callable[[grpc.aio.Server], None]] = (),
         max_message_bytes: int = MAX_MESSAGE_BYTES,
-        max_concurrent_rpcs: int | None = None,
     ) -> None:
         self.address = address
         self.service_names = tuple(service_names)
@@ -199,8 +198,6 @@ class GrpcServer:
                 ("grpc.max_send_message_length", max_message_bytes),
                 ("grpc.so_reuseport", 0),
             ],
-            # Beyond this many calls at once, new ones get RESOURCE_EXHAUSTED: bounded memory.
-            maximum_concurrent_rpcs=max_concurrent_rpcs,
         )
         self._health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)

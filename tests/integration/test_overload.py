@@ -1,0 +1,97 @@
+"""Offered load far past what the pipeline sustains: the receiver sheds with RESOURCE_EXHAUSTED or
+UNAVAILABLE, no service's memory runs away, nothing acknowledged is lost, and once the load drops
+the pipeline takes a normal load again without errors."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import asyncpg
+import grpc
+import pytest
+
+from bench.processes import pids, rss_mb
+from metrics.v1 import metric_pb2, receiver_service_pb2
+from metrics.v1.receiver_service_pb2_grpc import ReceiverServiceStub
+from tests.helpers import wait_consumed
+from tests.target import Target
+
+pytestmark = pytest.mark.local_stack
+
+CLIENTS = 1_500  # calls at once: past the 1,000 that Envoy lets through to the receiver
+BATCH = 200
+SECONDS = 8.0
+# Far above what a service needs (about 50 to 150 MB under the benchmark), far below unbounded growth.
+RSS_LIMIT_MB = 500
+
+
+async def test_overload_sheds_stays_bounded_loses_nothing_and_recovers(
+    target: Target, db: asyncpg.Pool
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    acked: dict[str, int] = {}
+    statuses: dict[str, int] = {}
+    peak: dict[str, float] = {}
+
+    def sample() -> None:
+        for name, pid in pids().items():
+            peak[name] = max(peak.get(name, 0.0), rss_mb(pid))
+
+    async def client(channel: grpc.aio.Channel, sensor: str, until: float) -> None:
+        stub = ReceiverServiceStub(channel)
+        # No reading times: the receiver stamps each on arrival, so every send is new readings.
+        request = receiver_service_pb2.PushMetricsRequest(
+            metrics=[
+                metric_pb2.Metric(sensor_id=sensor, metric_type="pressure", value=float(i))
+                for i in range(BATCH)
+            ]
+        )
+        while time.monotonic() < until:
+            try:
+                reply = await stub.PushMetrics(request, timeout=30)
+                acked[sensor] = acked.get(sensor, 0) + reply.accepted_count
+            except grpc.aio.AioRpcError as error:
+                statuses[error.code().name] = statuses.get(error.code().name, 0) + 1
+                await asyncio.sleep(0.05)
+
+    async def sampler(until: float) -> None:
+        while time.monotonic() < until:
+            sample()
+            await asyncio.sleep(0.25)
+
+    until = time.monotonic() + SECONDS
+    channels = [grpc.aio.insecure_channel(target.envoy) for _ in range(10)]
+    try:
+        await asyncio.gather(
+            sampler(until + 1),
+            *(client(channels[i % 10], f"overload-{run}-{i}", until) for i in range(CLIENTS)),
+        )
+    finally:
+        for channel in channels:
+            await channel.close()
+    offered = sum(acked.values())
+    print(f"acknowledged {offered:,} readings in {SECONDS:.0f} s; refused: {statuses}; peak RSS MB: "
+          f"{ {k: round(v) for k, v in peak.items()} }")  # fmt: skip
+
+    assert set(statuses) <= {"RESOURCE_EXHAUSTED", "UNAVAILABLE"}, statuses
+    assert sum(statuses.values()) > 0, "nothing was shed"
+    assert all(mb < RSS_LIMIT_MB for mb in peak.values()), peak
+
+    # Nothing acknowledged is lost: once the consumers catch up, every reading is stored.
+    await wait_consumed(target.kafka_bootstrap_servers, target.saver_group, target.metrics_topic, timeout=300)
+    stored = await db.fetchval(
+        "SELECT count(*) FROM readings WHERE sensor_id >= $1 AND sensor_id < $2",
+        f"overload-{run}-", f"overload-{run}.",
+    )  # fmt: skip
+    assert stored == offered
+
+    # And a normal load goes through again, without a single refusal.
+    async with grpc.aio.insecure_channel(target.envoy) as channel:
+        stub = ReceiverServiceStub(channel)
+        for i in range(20):
+            metric = metric_pb2.Metric(
+                sensor_id=f"overload-{run}-after", metric_type="pressure", value=float(i)
+            )
+            await stub.PushMetrics(receiver_service_pb2.PushMetricsRequest(metrics=[metric]), timeout=10)
