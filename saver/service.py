@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 Records = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
 Dead = tuple[ConsumerRecord[bytes, bytes], str]
+Rows = tuple[list[store.ReadingRow], list[store.EventRow]]
 
 
 class Saver:
@@ -44,7 +45,7 @@ class Saver:
         self._dead_letters = dead_letters
         self._config = config
         self._stop = stop
-        self._conn: asyncpg.Connection | None = None
+        self._conns: list[asyncpg.Connection] = []
         self._failpoint = Failpoints(config.failpoints)
 
     async def connect(self) -> asyncpg.Connection:
@@ -60,8 +61,9 @@ class Saver:
         return conn
 
     async def start(self) -> None:
-        """Connects to PostgreSQL (waiting for it) and applies pending migrations."""
-        self._conn = await retry_until_stopped("PostgreSQL", self.connect, self._stop)
+        """Connects to PostgreSQL (waiting for it), applies pending migrations, opens the writers."""
+        for _ in range(self._config.writers):
+            self._conns.append(await retry_until_stopped("PostgreSQL", self.connect, self._stop))
 
     async def run(self) -> None:
         """Rounds are pipelined: the next round is decoded while PostgreSQL stores the current one;
@@ -84,8 +86,9 @@ class Saver:
             await self._finish(*writing)
 
     async def close(self) -> None:
-        if self._conn is not None:
-            await self._conn.close(timeout=5)
+        for conn in self._conns:
+            await conn.close(timeout=5)
+        self._conns = []
 
     async def _finish(self, write: asyncio.Task[None], offsets: dict[TopicPartition, int]) -> bool:
         """Waits for a round's transaction, then commits its offsets; False if it was not stored."""
@@ -94,8 +97,9 @@ class Saver:
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             # Nothing of this round is committed: reconnect and read it again.
             log.warning("round not stored (%s); reconnecting and reading it again", exc)
-            assert self._conn is not None
-            await self._conn.close(timeout=2)
+            for conn in self._conns:
+                conn.terminate()
+            self._conns = []
             await self.start()
             await kafka.rewind(self._consumer)
             return False
@@ -103,12 +107,14 @@ class Saver:
         await self._commit(offsets)
         return True
 
-    def _decode(self, rounds: Records) -> tuple[list[store.ReadingRow], list[store.EventRow], list[Dead]]:
-        readings: list[store.ReadingRow] = []
-        events: list[store.EventRow] = []
+    def _decode(self, rounds: Records) -> tuple[list[Rows], list[Dead]]:
+        """Rows per writer: a partition's rows (so a sensor's) always go to the same writer, and
+        two writers' transactions never touch the same rollup, histogram or latest row."""
+        shares: list[Rows] = [([], []) for _ in range(self._config.writers)]
         dead: list[Dead] = []
         metrics_topic = self._config.metrics_topic
         for tp, records in rounds.items():
+            readings, events = shares[tp.partition % len(shares)]
             for record in records:
                 try:
                     if tp.topic == metrics_topic:
@@ -122,15 +128,26 @@ class Saver:
                 except DecodeError as exc:
                     expected = kafka.METRIC_BATCH_TYPE if tp.topic == metrics_topic else kafka.EVENT_TYPE
                     dead.append((record, f"value is not a {expected}: {exc}"))
-        return readings, events, dead
+        return shares, dead
 
-    async def _write(
-        self, readings: list[store.ReadingRow], events: list[store.EventRow], dead: list[Dead]
-    ) -> None:
+    async def _write(self, shares: list[Rows], dead: list[Dead]) -> None:
+        """Each writer's share in its own transaction, at the same time (PostgreSQL uses a core each)."""
         if dead:
             await self._dead_letters.send(dead)
-        assert self._conn is not None
-        new_readings, new_events = await store.write(self._conn, readings, events)
+        outcomes = await asyncio.gather(
+            *(self._write_share(c, *share) for c, share in zip(self._conns, shares, strict=True)),
+            return_exceptions=True,
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def _write_share(
+        self, conn: asyncpg.Connection, readings: list[store.ReadingRow], events: list[store.EventRow]
+    ) -> None:
+        if not readings and not events:
+            return
+        new_readings, new_events = await store.write(conn, readings, events)
         if new_readings != len(readings) or new_events != len(events):
             log.info(
                 "stored %d of %d readings and %d of %d events (the rest were stored before)",

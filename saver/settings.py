@@ -15,3 +15,5 @@ class SaverSettings(KafkaSettings, ServiceSettings):
     consumer_group: str = "saver"
     # Most records written per transaction (a round also stops at 4 MB of records, runtime/kafka.py).
     max_records_per_round: int = 5_000
+    # PostgreSQL connections writing each round, in parallel, split by partition.
+    writers: int = 2
