@@ -20,7 +20,7 @@ class ReceiverSettings(KafkaSettings, ServiceSettings):
     # When not empty, the only metric types accepted, e.g. "temperature,humidity".
     metric_types: tuple[str, ...] = ()
     # Readings accepted but not yet acknowledged by Kafka, over all clients: the memory bound.
-    max_in_flight_readings: int = 200_000
+    max_in_flight_readings: int = 100_000
     # How long a request waits for room under that bound before RESOURCE_EXHAUSTED.
     admission_wait_s: float = 1.0
     # How long Kafka gets to acknowledge a batch before the client is told UNAVAILABLE.
