@@ -19,11 +19,7 @@ class ReceiverSettings(KafkaSettings, ServiceSettings):
     max_future_skew_s: float = 300.0
     # When not empty, the only metric types accepted, e.g. "temperature,humidity".
     metric_types: tuple[str, ...] = ()
-    # Calls served at once, streams included; more are refused with RESOURCE_EXHAUSTED before their
-    # request is read. With the next setting, this bounds the receiver's memory.
-    max_concurrent_calls: int = 256
-    # Readings accepted but not yet acknowledged by Kafka, over all clients (as many more may wait
-    # up to admission_wait_s for room).
+    # Readings accepted but not yet acknowledged by Kafka, over all clients: the memory bound.
     max_in_flight_readings: int = 100_000
     # How long a request waits for room under that bound before RESOURCE_EXHAUSTED.
     admission_wait_s: float = 1.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -28,52 +28,32 @@ HEADERS = kafka.headers(kafka.METRIC_BATCH_TYPE)
 
 
 class Admission:
-    """Bounds the readings a receiver holds over all clients: at most `limit` in flight (accepted,
-    not yet acknowledged by Kafka) and at most `limit` more waiting up to `wait_s` for room. A
-    request beyond both is refused at once, so an overload costs neither memory nor queueing time."""
+    """Bounds the readings in flight (accepted, not yet acknowledged by Kafka) over all clients."""
 
     def __init__(self, limit: int, wait_s: float) -> None:
         self.limit = limit
         self.wait_s = wait_s
         self.in_flight = 0
-        self.waiting = 0
         self._changed = asyncio.Condition()
 
-    @contextlib.asynccontextmanager
-    async def hold(self, n: int) -> AsyncIterator[None]:
-        await self._acquire(n)
-        try:
-            yield
-        finally:
-            async with self._changed:
-                self.in_flight -= n
-                self._changed.notify_all()
-
-    async def _acquire(self, n: int) -> None:
+    async def acquire(self, n: int) -> None:
         # A batch larger than the whole limit is admitted alone rather than never.
         need = min(n, self.limit)
-        if not self.waiting and self.in_flight + need <= self.limit:
-            self.in_flight += n
-            return
-        if self.waiting + need > self.limit:
-            raise self._exhausted()
-        self.waiting += need
-        try:
-            async with self._changed:
+        async with self._changed:
+            try:
                 await asyncio.wait_for(
                     self._changed.wait_for(lambda: self.in_flight + need <= self.limit), self.wait_s
                 )
-                self.in_flight += n
-        except TimeoutError:
-            raise self._exhausted() from None
-        finally:
-            self.waiting -= need
+            except TimeoutError:
+                raise ResourceExhausted(
+                    f"the receiver has {self.in_flight} readings in flight (limit {self.limit}); retry later"
+                ) from None
+            self.in_flight += n
 
-    def _exhausted(self) -> ResourceExhausted:
-        return ResourceExhausted(
-            f"the receiver has {self.in_flight} readings in flight and {self.waiting} waiting "
-            f"(limit {self.limit} each); retry later"
-        )
+    async def release(self, n: int) -> None:
+        async with self._changed:
+            self.in_flight -= n
+            self._changed.notify_all()
 
 
 class ProducerSlot:
@@ -138,19 +118,12 @@ class KafkaWatch:
         await self._down.wait()
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
         failures = 0
         while True:
-            started = loop.time()
             try:
                 async with asyncio.timeout(self._timeout_s):
                     await self._producer.current.client.fetch_all_metadata()
             except (TimeoutError, KafkaError, OSError) as exc:
-                # Too busy to tell: under overload one turn of the event loop can take longer than
-                # the timeout, and Kafka's answer waits behind it. Not an outage.
-                late = loop.time() - started - self._timeout_s
-                if isinstance(exc, TimeoutError) and max(late, await _loop_lag()) > self._timeout_s / 4:
-                    continue
                 failures += 1
                 if failures == 2 and not self.down:
                     log.warning("Kafka does not answer (%s); writes fail with UNAVAILABLE until it does", exc)
@@ -171,14 +144,6 @@ class KafkaWatch:
             await callback(up)
 
 
-async def _loop_lag() -> float:
-    """Seconds the event loop takes to come back to this task."""
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    await asyncio.sleep(0)
-    return loop.time() - started
-
-
 class MetricsWriter:
     """One Kafka record per sensor per batch: key = sensor_id, value = MetricBatch of its readings."""
 
@@ -186,25 +151,29 @@ class MetricsWriter:
         self,
         producer: ProducerSlot,
         topic: str,
+        admission: Admission,
         watch: KafkaWatch,
         ack_timeout_s: float,
     ) -> None:
         self._producer = producer
         self._topic = topic
+        self._admission = admission
         self._watch = watch
         self._ack_timeout_s = ack_timeout_s
 
     async def write(
         self, metrics: Sequence[metric_pb2.Metric], sensors: set[str], encoded: bytes | None = None
     ) -> int:
-        """Returns once every reading is durably in Kafka; raises Unavailable.
+        """Returns once every reading is durably in Kafka; raises Unavailable or ResourceExhausted.
 
         `sensors` are the batch's sensor ids; `encoded`, if given, is the batch already serialized
         as a message whose field 1 holds the readings (the wire format of a MetricBatch).
         """
         if self._watch.down:
             raise Unavailable("Kafka does not answer; nothing is acknowledged, send again later")
+        n = len(metrics)
         producer = self._producer.current
+        await self._admission.acquire(n)
         try:
             async with asyncio.timeout(self._ack_timeout_s):
                 acks = [
@@ -232,7 +201,9 @@ class MetricsWriter:
             if not exc.retriable:
                 raise ServiceError(f"Kafka refused the write ({type(exc).__name__})") from exc
             raise Unavailable(f"Kafka refused the write ({type(exc).__name__}); send again") from exc
-        return len(metrics)
+        finally:
+            await self._admission.release(n)
+        return n
 
     async def _acknowledged(self, acks: list[asyncio.Future[Any]]) -> None:
         """Waits for Kafka's acknowledgements, or raises Unavailable as soon as Kafka stops answering."""

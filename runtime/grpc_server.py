@@ -189,21 +189,14 @@ class GrpcServer:
         service_names: Sequence[str],
         register: Sequence[Callable[[grpc.aio.Server], None]] = (),
         max_message_bytes: int = MAX_MESSAGE_BYTES,
-        max_concurrent_calls: int | None = None,
     ) -> None:
         self.address = address
         self.service_names = tuple(service_names)
-        # Calls past max_concurrent_calls are refused with RESOURCE_EXHAUSTED before their request
-        # is read: what a server holds is bounded by that many requests.
         self._server = grpc.aio.server(
-            maximum_concurrent_rpcs=max_concurrent_calls,
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
                 ("grpc.so_reuseport", 0),
-                # Receive windows stay at 64 KB a stream rather than growing: a request waiting for
-                # the service is not buffered ahead in full (under overload that was hundreds of MB).
-                ("grpc.http2.bdp_probe", 0),
             ],
         )
         self._health = health_aio.HealthServicer()
