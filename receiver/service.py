@@ -32,21 +32,32 @@ SERVICE = receiver_service_pb2.DESCRIPTOR.services_by_name["ReceiverService"]
 LEGACY_METRIC_TYPE = "temperature"
 
 Context = grpc.aio.ServicerContext[Any, Any]
+BatchRequest = (
+    receiver_service_pb2.PushMetricsRequest
+    | receiver_service_pb2.StreamMetricsRequest
+    | receiver_service_pb2.SyncMetricsRequest
+)
 
 
 class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
-    def __init__(self, writer: MetricsWriter, limits: Limits) -> None:
+    def __init__(self, writer: MetricsWriter, admission: Admission, limits: Limits) -> None:
         self._writer = writer
+        self._admission = admission
         self._limits = limits
         self._clock = ArrivalClock()
+
+    async def _accept(self, request: BatchRequest, field: str = "metrics") -> int:
+        """Validates and writes one batch; returns once Kafka has all of it."""
+        # Room first: a batch refused for want of it costs no validation.
+        async with self._admission.hold(len(request.metrics)):
+            sensors = check_batch(request.metrics, self._limits, self._clock, field=field)
+            return await self._writer.write(request.metrics, sensors, _as_batch(request, sensors))
 
     @grpc_errors
     async def PushMetrics(
         self, request: receiver_service_pb2.PushMetricsRequest, context: Context
     ) -> receiver_service_pb2.PushMetricsResponse:
-        sensors = check_batch(request.metrics, self._limits, self._clock)
-        accepted = await self._writer.write(request.metrics, sensors, _as_batch(request, sensors))
-        return receiver_service_pb2.PushMetricsResponse(accepted_count=accepted)
+        return receiver_service_pb2.PushMetricsResponse(accepted_count=await self._accept(request))
 
     @grpc_errors
     async def StreamMetrics(
@@ -56,8 +67,7 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
         # the stream with its error: the batches before it are written, it and later ones are not.
         accepted = batches = 0
         async for request in request_iterator:
-            sensors = check_batch(request.metrics, self._limits, self._clock, field=f"[{batches}].metrics")
-            accepted += await self._writer.write(request.metrics, sensors, _as_batch(request, sensors))
+            accepted += await self._accept(request, field=f"[{batches}].metrics")
             batches += 1
         return receiver_service_pb2.StreamMetricsResponse(accepted_count=accepted, batch_count=batches)
 
@@ -67,20 +77,12 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
     ) -> AsyncIterator[receiver_service_pb2.SyncMetricsResponse]:
         # One acknowledgement per batch, in order. Writes are pipelined: the next batch is read and
         # sent to Kafka while earlier ones wait for their acknowledgement.
-        pending: asyncio.Queue[tuple[int, asyncio.Task[int] | ServiceError] | None] = asyncio.Queue(
-            maxsize=64
-        )
+        pending: asyncio.Queue[tuple[int, asyncio.Task[int]] | None] = asyncio.Queue(maxsize=64)
 
         async def read() -> None:
             try:
                 async for request in request_iterator:
-                    try:
-                        sensors = check_batch(request.metrics, self._limits, self._clock)
-                    except InvalidArgument as exc:
-                        await pending.put((request.sequence, exc))
-                        continue
-                    task = asyncio.create_task(self._writer.write(request.metrics, sensors))
-                    await pending.put((request.sequence, task))
+                    await pending.put((request.sequence, asyncio.create_task(self._accept(request))))
             finally:
                 await pending.put(None)
 
@@ -112,18 +114,13 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
             metric.reading_time.seconds, millis = divmod(request.at, 1000)
             metric.reading_time.nanos = millis * 1_000_000
         try:
-            sensors = check_batch([metric], self._limits, self._clock)
+            await self._accept(receiver_service_pb2.PushMetricsRequest(metrics=[metric]))
         except InvalidArgument as exc:
             raise InvalidArgument([_legacy_violation(v) for v in exc.violations]) from None
-        await self._writer.write([metric], sensors)
         return receiver_service_pb2.RecordLegacyMeasurementResponse(result=True, response="OK")
 
 
-async def _acknowledge(
-    sequence: int, outcome: asyncio.Task[int] | ServiceError
-) -> receiver_service_pb2.SyncMetricsResponse:
-    if isinstance(outcome, ServiceError):
-        return receiver_service_pb2.SyncMetricsResponse(sequence=sequence, status=outcome.status())
+async def _acknowledge(sequence: int, outcome: asyncio.Task[int]) -> receiver_service_pb2.SyncMetricsResponse:
     try:
         accepted = await outcome
     except Exception as exc:
@@ -133,13 +130,10 @@ async def _acknowledge(
     return receiver_service_pb2.SyncMetricsResponse(sequence=sequence, accepted_count=accepted)
 
 
-def _as_batch(
-    request: receiver_service_pb2.PushMetricsRequest | receiver_service_pb2.StreamMetricsRequest,
-    sensors: set[str],
-) -> bytes | None:
-    """For a one-sensor batch, the request serialized: its only field, 1, is the readings, so these
-    are the bytes of a MetricBatch, without a copy of the readings. None otherwise."""
-    if len(sensors) != 1:
+def _as_batch(request: BatchRequest, sensors: set[str]) -> bytes | None:
+    """For a one-sensor batch of a request whose only field, 1, is the readings, the request
+    serialized: the bytes of a MetricBatch, without a copy of the readings. None otherwise."""
+    if len(sensors) != 1 or isinstance(request, receiver_service_pb2.SyncMetricsRequest):
         return None
     request.DiscardUnknownFields()
     return request.SerializeToString()
@@ -165,11 +159,11 @@ async def main(stop: asyncio.Event) -> None:
     producer = ProducerSlot(lambda: kafka.make_producer(config, "receiver"))
     admission = Admission(config.max_in_flight_readings, config.admission_wait_s)
     watch = KafkaWatch(producer)
-    writer = MetricsWriter(producer, config.metrics_topic, admission, watch, config.kafka_ack_timeout_s)
+    writer = MetricsWriter(producer, config.metrics_topic, watch, config.kafka_ack_timeout_s)
     server = GrpcServer(
         config.grpc_address,
         [SERVICE.full_name],
-        [lambda s: add_servicer(s, SERVICE, Receiver(writer, limits))],
+        [lambda s: add_servicer(s, SERVICE, Receiver(writer, admission, limits), shed=admission.full)],
         max_message_bytes=config.max_message_bytes,
     )
     await server.start()

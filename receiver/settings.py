@@ -19,7 +19,8 @@ class ReceiverSettings(KafkaSettings, ServiceSettings):
     max_future_skew_s: float = 300.0
     # When not empty, the only metric types accepted, e.g. "temperature,humidity".
     metric_types: tuple[str, ...] = ()
-    # Readings accepted but not yet acknowledged by Kafka, over all clients: the memory bound.
+    # Readings accepted but not yet acknowledged by Kafka, over all clients (as many more may wait
+    # up to admission_wait_s for room).
     max_in_flight_readings: int = 100_000
     # How long a request waits for room under that bound before RESOURCE_EXHAUSTED.
     admission_wait_s: float = 1.0

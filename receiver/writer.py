@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -28,32 +28,56 @@ HEADERS = kafka.headers(kafka.METRIC_BATCH_TYPE)
 
 
 class Admission:
-    """Bounds the readings in flight (accepted, not yet acknowledged by Kafka) over all clients."""
+    """Bounds the readings a receiver holds over all clients: at most `limit` in flight (accepted,
+    not yet acknowledged by Kafka) and at most `limit` more waiting up to `wait_s` for room. A
+    request beyond both is refused at once, so an overload costs neither memory nor queueing time."""
 
     def __init__(self, limit: int, wait_s: float) -> None:
         self.limit = limit
         self.wait_s = wait_s
         self.in_flight = 0
+        self.waiting = 0
         self._changed = asyncio.Condition()
 
-    async def acquire(self, n: int) -> None:
+    @contextlib.asynccontextmanager
+    async def hold(self, n: int) -> AsyncIterator[None]:
+        await self._acquire(n)
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.in_flight -= n
+                self._changed.notify_all()
+
+    async def _acquire(self, n: int) -> None:
         # A batch larger than the whole limit is admitted alone rather than never.
         need = min(n, self.limit)
-        async with self._changed:
-            try:
+        if not self.waiting and self.in_flight + need <= self.limit:
+            self.in_flight += n
+            return
+        if self.waiting + need > self.limit:
+            raise self._exhausted()
+        self.waiting += need
+        try:
+            async with self._changed:
                 await asyncio.wait_for(
                     self._changed.wait_for(lambda: self.in_flight + need <= self.limit), self.wait_s
                 )
-            except TimeoutError:
-                raise ResourceExhausted(
-                    f"the receiver has {self.in_flight} readings in flight (limit {self.limit}); retry later"
-                ) from None
-            self.in_flight += n
+                self.in_flight += n
+        except TimeoutError:
+            raise self._exhausted() from None
+        finally:
+            self.waiting -= need
 
-    async def release(self, n: int) -> None:
-        async with self._changed:
-            self.in_flight -= n
-            self._changed.notify_all()
+    def full(self) -> ResourceExhausted | None:
+        """The error for a request that comes while there is no room, not even to wait."""
+        return self._exhausted() if self.waiting >= self.limit else None
+
+    def _exhausted(self) -> ResourceExhausted:
+        return ResourceExhausted(
+            f"the receiver has {self.in_flight} readings in flight and {self.waiting} waiting "
+            f"(limit {self.limit} each); retry later"
+        )
 
 
 class ProducerSlot:
@@ -151,29 +175,25 @@ class MetricsWriter:
         self,
         producer: ProducerSlot,
         topic: str,
-        admission: Admission,
         watch: KafkaWatch,
         ack_timeout_s: float,
     ) -> None:
         self._producer = producer
         self._topic = topic
-        self._admission = admission
         self._watch = watch
         self._ack_timeout_s = ack_timeout_s
 
     async def write(
         self, metrics: Sequence[metric_pb2.Metric], sensors: set[str], encoded: bytes | None = None
     ) -> int:
-        """Returns once every reading is durably in Kafka; raises Unavailable or ResourceExhausted.
+        """Returns once every reading is durably in Kafka; raises Unavailable.
 
         `sensors` are the batch's sensor ids; `encoded`, if given, is the batch already serialized
         as a message whose field 1 holds the readings (the wire format of a MetricBatch).
         """
         if self._watch.down:
             raise Unavailable("Kafka does not answer; nothing is acknowledged, send again later")
-        n = len(metrics)
         producer = self._producer.current
-        await self._admission.acquire(n)
         try:
             async with asyncio.timeout(self._ack_timeout_s):
                 acks = [
@@ -201,9 +221,7 @@ class MetricsWriter:
             if not exc.retriable:
                 raise ServiceError(f"Kafka refused the write ({type(exc).__name__})") from exc
             raise Unavailable(f"Kafka refused the write ({type(exc).__name__}); send again") from exc
-        finally:
-            await self._admission.release(n)
-        return n
+        return len(metrics)
 
     async def _acknowledged(self, acks: list[asyncio.Future[Any]]) -> None:
         """Waits for Kafka's acknowledgements, or raises Unavailable as soon as Kafka stops answering."""

@@ -113,11 +113,14 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException)
 
 
 def _checked(request: Any) -> Any:
-    """The request, or for a stream its messages, with an undecodable one raised as InvalidArgument."""
+    """The request, or for a stream its messages, with an undecodable one raised as InvalidArgument
+    and one refused unparsed (add_servicer's shed) raised as its error."""
     if hasattr(request, "__aiter__"):
         return _checked_stream(request)
     if isinstance(request, Undecodable):
         raise request.error()
+    if isinstance(request, ServiceError):
+        raise request  # refused before it was parsed
     return request
 
 

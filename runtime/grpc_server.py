@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from runtime.errors import Undecodable, Violation
+from runtime.errors import ServiceError, Undecodable, Violation
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +22,17 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
-def add_servicer(server: grpc.aio.Server, service: ServiceDescriptor, servicer: object) -> None:
-    """Serves `servicer`'s methods of `service`, with requests that fail to parse as Undecodable."""
+def add_servicer(
+    server: grpc.aio.Server,
+    service: ServiceDescriptor,
+    servicer: object,
+    shed: Callable[[], ServiceError | None] = lambda: None,
+) -> None:
+    """Serves `servicer`'s methods of `service`, with requests that fail to parse as Undecodable.
+
+    `shed` is asked before a unary request is parsed; an error it returns answers the call, so an
+    overloaded service spends nothing on requests it cannot take.
+    """
     kinds = {
         (False, False): grpc.unary_unary_rpc_method_handler,
         (True, False): grpc.stream_unary_rpc_method_handler,
@@ -36,17 +45,21 @@ def add_servicer(server: grpc.aio.Server, service: ServiceDescriptor, servicer: 
         response_type = message_factory.GetMessageClass(method.output_type)
         handlers[method.name] = kinds[(method.client_streaming, method.server_streaming)](
             getattr(servicer, method.name),
-            request_deserializer=_tolerant(request_type),
+            request_deserializer=_tolerant(request_type, None if method.client_streaming else shed),
             response_serializer=response_type.SerializeToString,
         )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
     server.add_registered_method_handlers(service.full_name, handlers)  # type: ignore[attr-defined]  # not in the stubs yet
 
 
-def _tolerant(message_type: type[Message]) -> Callable[[bytes], Message | Undecodable]:
+def _tolerant(
+    message_type: type[Message], shed: Callable[[], ServiceError | None] | None
+) -> Callable[[bytes], Message | Undecodable | ServiceError]:
     name = message_type.DESCRIPTOR.full_name
 
-    def parse(data: bytes) -> Message | Undecodable:
+    def parse(data: bytes) -> Message | Undecodable | ServiceError:
+        if shed is not None and (error := shed()) is not None:
+            return error
         try:
             return message_type.FromString(data)
         except DecodeError as exc:
@@ -197,6 +210,9 @@ class GrpcServer:
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
                 ("grpc.so_reuseport", 0),
+                # Receive windows stay at 64 KB a stream rather than growing: a request waiting for
+                # the service is not buffered ahead in full (under overload that was hundreds of MB).
+                ("grpc.http2.bdp_probe", 0),
             ],
         )
         self._health = health_aio.HealthServicer()
