@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -29,14 +30,16 @@ HEADERS = kafka.headers(kafka.METRIC_BATCH_TYPE)
 
 class Admission:
     """Bounds the readings a receiver holds over all clients: at most `limit` in flight (accepted,
-    not yet acknowledged by Kafka) and at most `limit` more waiting up to `wait_s` for room. A
-    request beyond both is refused at once, so an overload costs neither memory nor queueing time."""
+    not yet acknowledged by Kafka) and at most `limit` more waiting up to `wait_s` for room, first
+    come first served. A request beyond both is refused at once, so an overload costs neither
+    memory nor queueing time."""
 
     def __init__(self, limit: int, wait_s: float) -> None:
         self.limit = limit
         self.wait_s = wait_s
         self.in_flight = 0
         self.waiting = 0
+        self._queue: collections.deque[object] = collections.deque()
         self._changed = asyncio.Condition()
 
     @contextlib.asynccontextmanager
@@ -58,16 +61,24 @@ class Admission:
         if self.waiting + need > self.limit:
             raise self._exhausted()
         self.waiting += need
+        turn = object()
+        self._queue.append(turn)
         try:
             async with self._changed:
-                await asyncio.wait_for(
-                    self._changed.wait_for(lambda: self.in_flight + need <= self.limit), self.wait_s
-                )
-                self.in_flight += n
+                try:
+                    await asyncio.wait_for(
+                        self._changed.wait_for(
+                            lambda: self._queue[0] is turn and self.in_flight + need <= self.limit
+                        ),
+                        self.wait_s,
+                    )
+                    self.in_flight += n
+                finally:
+                    self.waiting -= need
+                    self._queue.remove(turn)
+                    self._changed.notify_all()  # the next in line may fit, now this one is in or gone
         except TimeoutError:
             raise self._exhausted() from None
-        finally:
-            self.waiting -= need
 
     def full(self) -> ResourceExhausted | None:
         """The error for a request that comes while there is no room, not even to wait."""

@@ -26,12 +26,12 @@ def add_servicer(
     server: grpc.aio.Server,
     service: ServiceDescriptor,
     servicer: object,
-    shed: Callable[[], ServiceError | None] = lambda: None,
+    shed: Callable[[], ServiceError | None] | None = None,
 ) -> None:
     """Serves `servicer`'s methods of `service`, with requests that fail to parse as Undecodable.
 
-    `shed` is asked before a unary request is parsed; an error it returns answers the call, so an
-    overloaded service spends nothing on requests it cannot take.
+    `shed`, if given, is asked before a unary request is parsed; an error it returns answers the
+    call, so an overloaded service spends nothing on requests it cannot take.
     """
     kinds = {
         (False, False): grpc.unary_unary_rpc_method_handler,

@@ -48,6 +48,10 @@ def test_rendered_config_is_valid_and_points_where_asked(tmp_path: Path) -> None
     loaded = yaml.safe_load(text)
     clusters = {c["name"]: c for c in loaded["static_resources"]["clusters"]}
     assert clusters["receiver"]["type"] == "STRICT_DNS"
+    # The receiver's second cluster (single calls, a limit of their own) goes to the receiver too.
+    endpoints = {name: c["load_assignment"]["endpoints"] for name, c in clusters.items()}
+    assert endpoints["receiver-calls"] == endpoints["receiver"]
+    assert clusters["receiver-calls"]["type"] == "STRICT_DNS"
     assert clusters["processor"]["type"] == "STATIC"
     endpoint = clusters["saver"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
     assert endpoint["address"]["socket_address"] == {"address": "saver", "port_value": 3}
