@@ -149,6 +149,9 @@ status: ## Show each part of the local stack: state, PID, port, health
 logs: ## Follow the logs of the local stack
 	@$(PY) -m stack logs
 
+# The test suite and the benchmark write a few GB: ask `make run` (a prerequisite) for that much room.
+test test-faults bench bench-short: export METRICS_MIN_FREE_MB ?= 6144
+
 .PHONY: test
 test: run ## Run all tests against the local stack (starts it if needed)
 	@$(PY) -m pytest $(PYTEST_ARGS)

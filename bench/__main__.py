@@ -19,7 +19,6 @@ from typing import Any
 from bench import measure, processes
 from bench.measure import Env, median, percentile
 from simulator.__main__ import progress as print_progress
-from simulator.fleet import Fleet
 from stack import settings as stack_settings
 from stack.parts import SERVICES
 from stack.supervisor import Supervisor
@@ -41,9 +40,18 @@ def say(message: str) -> None:
     print(f"==> {message}", file=sys.stderr, flush=True)
 
 
-async def suite(short: bool) -> dict[str, Any]:
+async def suite_then_clean_up(short: bool, keep_data: bool) -> dict[str, Any]:
     stack = stack_settings.load()
     env = Env(stack, f"127.0.0.1:{stack.envoy_port}", say, print_progress)
+    try:
+        return await suite(env, short)
+    finally:
+        if not keep_data:
+            await measure.wait_drained(env)
+            await measure.remove_data(env)
+
+
+async def suite(env: Env, short: bool) -> dict[str, Any]:
     seconds = 5.0 if short else 15.0
     results: dict[str, Any] = {}
     rss: dict[str, float] = {}
@@ -65,12 +73,12 @@ async def suite(short: bool) -> dict[str, Any]:
     results["stats_query_plain_p99_ms"] = percentile(times["whole range"], 0.99)
     await measure.wait_drained(env)
     say("receiver alone, and the raw ceilings (processor and saver stopped)")
-    with Supervisor(stack) as supervisor:
+    with Supervisor(env.stack) as supervisor:
         for name in ("processor", "saver"):
             supervisor.stop_process(name)
         try:
-            fleet = Fleet(500, above=0.01, arrival_times=True)
-            raw = await measure.raw_produce(env, Fleet(500, above=0.01), BATCH, seconds)
+            fleet = env.fleet(500, above=0.01, arrival_times=True)
+            raw = await measure.raw_produce(env, env.fleet(500, above=0.01), BATCH, seconds)
             say(f"raw produce: {raw:,.0f} readings/s")
             ingest = await measure.receiver_ingest(env, fleet, BATCH, seconds)
             sample_rss()
@@ -81,7 +89,7 @@ async def suite(short: bool) -> dict[str, Any]:
             results["receiver_readings_per_s"] = accepted
             results["raw_produce_readings_per_s"] = raw
             results["receiver_vs_raw_produce"] = accepted / raw
-            copy = await measure.raw_copy(env, Fleet(1000), min(ingest.acked, 500_000), 50_000)
+            copy = await measure.raw_copy(env, env.fleet(1000), min(ingest.acked, 500_000), 50_000)
             say(f"raw COPY: {copy:,.0f} rows/s")
             supervisor.start_process("saver")
             saver, saver_cpu = await measure.saver_drain(env, BATCH)
@@ -100,7 +108,7 @@ async def suite(short: bool) -> dict[str, Any]:
     e2e_seconds = 20.0 if short else 60.0
     say(f"end to end: as fast as accepted for {e2e_seconds:.0f} s, until every reading is stored")
     # Readings without times (stamped on arrival), so that making the load costs little CPU.
-    fleet = Fleet(500, above=0.01, arrival_times=True)
+    fleet = env.fleet(500, above=0.01, arrival_times=True)
     cpu_before = processes.all_parts_cpu()
     bench_before = processes.cpu_seconds(os.getpid())
     sampler = asyncio.create_task(_every(1.0, sample_rss))
@@ -130,7 +138,7 @@ async def suite(short: bool) -> dict[str, Any]:
     results["alert_probes"] = len(latencies)
 
     say("HTTP/JSON ingest through Envoy")
-    http = await measure.receiver_ingest(env, Fleet(1000), 100, seconds, path="http")
+    http = await measure.receiver_ingest(env, env.fleet(1000), 100, seconds, path="http")
     results["http_json_readings_per_s"] = http.acked / http.elapsed_s
     sample_rss()
 
@@ -180,10 +188,13 @@ def table(results: dict[str, Any]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--short", action="store_true", help="a quick run (under 2 minutes) for checks")
+    parser.add_argument(
+        "--keep-data", action="store_true", help="leave the readings and events of the run in the stack"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.CRITICAL)
     started = time.monotonic()
-    results = asyncio.run(suite(args.short))
+    results = asyncio.run(suite_then_clean_up(args.short, args.keep_data))
     results["mode"] = "short" if args.short else "full"
     results["seconds"] = time.monotonic() - started
     results["machine"] = {"cpus": __import__("os").cpu_count(), "python": platform.python_version()}

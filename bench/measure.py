@@ -8,10 +8,12 @@ import statistics
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 import grpc
+import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -25,6 +27,7 @@ from metrics.v1 import (
     receiver_service_pb2,
     receiver_service_pb2_grpc,
 )
+from processor import counters
 from runtime import kafka, postgres
 from saver import store
 from simulator.fleet import Fleet
@@ -34,12 +37,42 @@ from stack.settings import StackSettings
 Say = Callable[[str], None]
 
 
-@dataclass(frozen=True)
+@dataclass
 class Env:
     stack: StackSettings
     envoy: str
     say: Say
     progress: Progress
+    # Every sensor of this run has an id starting with this, so its data can be removed afterwards.
+    prefix: str = field(default_factory=lambda: f"bench-{uuid.uuid4().hex[:8]}-")
+    fleets: int = 0
+
+    def fleet(self, sensors: int, **options: Any) -> Fleet:
+        """A new simulated fleet of this run."""
+        self.fleets += 1
+        return Fleet(sensors, namespace=self.prefix[:-1], run_id=f"f{self.fleets}", **options)
+
+
+async def remove_data(env: Env) -> None:
+    """Deletes what this run stored in PostgreSQL and Redis, so repeated runs do not fill the disk
+    (Kafka's retention bounds the topics). The 30-day history sensor stays for the next run."""
+    started = time.monotonic()
+    conn = await asyncpg.connect(env.stack.postgres_dsn)
+    try:
+        deleted = await store.delete_sensors(conn, env.prefix)
+        # Makes the space reusable now, rather than under the next run's first measurement.
+        await conn.execute(f"VACUUM {', '.join(store.SENSOR_TABLES)}")
+    finally:
+        await conn.close()
+    client = aioredis.from_url(env.stack.redis_url)
+    try:
+        keys = await counters.delete_sensors(client, env.prefix)
+    finally:
+        await client.aclose()
+    env.say(
+        f"removed this run's data ({env.prefix}*): {deleted['readings']:,} readings, "
+        f"{deleted['events']:,} events, {keys:,} Redis keys in {time.monotonic() - started:.1f} s"
+    )
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -168,7 +201,7 @@ async def raw_copy(env: Env, fleet: Fleet, rows_total: int, chunk: int) -> float
 async def alert_latency(env: Env, rate: float, seconds: float, probes_per_s: float = 5) -> list[float]:
     """Milliseconds from the acknowledgement of a sensor's N-th warning to its event in Kafka, while
     a steady load of `rate` readings/s (no warnings) flows."""
-    background = Plan(Fleet(1000, above=0.0), path="stream", rate=rate, duration_s=seconds, batch=100,
+    background = Plan(env.fleet(1000, above=0.0), path="stream", rate=rate, duration_s=seconds, batch=100,
                       connections=2, target=env.envoy)  # fmt: skip
     seen: dict[str, float] = {}
     acked: dict[str, float] = {}
@@ -190,11 +223,10 @@ async def alert_latency(env: Env, rate: float, seconds: float, probes_per_s: flo
                     seen.setdefault(event_pb2.Event.FromString(record.value).sensor_id, now)
 
     async def probe(stub: receiver_service_pb2_grpc.ReceiverServiceAsyncStub) -> None:
-        run_id = uuid.uuid4().hex[:6]
         started = time.monotonic()
         i = 0
         while time.monotonic() - started < seconds - 2:
-            sensor = f"alert-{run_id}-{i}"
+            sensor = f"{env.prefix}alert-{i}"
             for _ in range(3):
                 metric = metric_pb2.Metric(sensor_id=sensor, metric_type="temperature", value=120.0)
                 await stub.PushMetrics(receiver_service_pb2.PushMetricsRequest(metrics=[metric]), timeout=10)

@@ -135,6 +135,29 @@ def event_row(event: event_pb2.Event) -> EventRow:
     )  # fmt: skip
 
 
+# Every table that holds rows of a sensor.
+SENSOR_TABLES = ("readings", "events", "rollups_minute", "rollups_hour", "histogram_hour", "latest_readings")
+
+
+async def delete_sensors(conn: asyncpg.Connection, prefix: str) -> dict[str, int]:
+    """Removes, in one transaction, everything stored of the sensors whose ids start with `prefix`
+    (a simulated fleet's); returns the rows deleted per table."""
+    if not prefix:
+        raise ValueError("prefix: empty; it would delete every sensor")
+    # Ids with the prefix sort between it and the prefix with its last character incremented.
+    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    deleted = {}
+    async with conn.transaction():
+        for table in SENSOR_TABLES:
+            status = await conn.execute(
+                f"DELETE FROM {table} WHERE sensor_id >= $1 AND sensor_id < $2",  # noqa: S608 - names above
+                prefix,
+                upper,
+            )
+            deleted[table] = int(status.split()[-1])
+    return deleted
+
+
 async def write(
     conn: asyncpg.Connection, readings: Sequence[ReadingRow], events: Sequence[EventRow]
 ) -> tuple[int, int]:

@@ -24,11 +24,13 @@ class Fleet:
     above: float = 0.01
     threshold: float = 95.0
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    # Sensor ids are "<namespace>-<run_id>-<n>".
+    namespace: str = "sim"
     seed: int = 1
     arrival_times: bool = False
 
     def __post_init__(self) -> None:
-        self.ids = [f"sim-{self.run_id}-{i}" for i in range(self.sensors)]
+        self.ids = [f"{self.prefix}{i}" for i in range(self.sensors)]
         self._rng = random.Random(self.seed)  # noqa: S311 - load, not secrets
         self._last_us = [0] * self.sensors
         self._next = 0
@@ -36,7 +38,7 @@ class Fleet:
 
     @property
     def prefix(self) -> str:
-        return f"sim-{self.run_id}-"
+        return f"{self.namespace}-{self.run_id}-"
 
     def batch(self, size: int) -> list[metric_pb2.Metric]:
         """`size` readings of the next sensor in turn, over its metric types."""

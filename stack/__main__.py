@@ -15,7 +15,7 @@ from stack import bootstrap, prepare, probes
 from stack.parts import SERVICES, Part, parts, supervisord_conf
 from stack.settings import ROOT, StackSettings, load
 from stack.supervisor import Supervisor
-from stack.system import SetupError, ensure_packages, say
+from stack.system import SetupError, check_disk, ensure_packages, free_disk_mb, say, used_mb
 
 SERVER_DEADLINE_S = 120
 SERVICE_DEADLINE_S = 90
@@ -46,6 +46,7 @@ def up(settings: StackSettings) -> int:
     if not (ROOT / "gen" / "metrics.binpb").exists():
         raise SetupError("generated code missing: run `make proto` (make run does it for you)")
     ensure_packages(settings)
+    check_disk(settings)
     prepare.everything(settings)
     all_parts = parts(settings)
     sup = Supervisor(settings)
@@ -126,7 +127,11 @@ def _print_table(settings: StackSettings, sup: Supervisor, all_parts: list[Part]
         answer = health[part.name]
         healthy &= answer == "ok"
         print(f"{part.name:<10} {state:<9} {pid or '-':>7} {part.port:>6} {_rss_mb(pid):>7}  {answer}")
-    return healthy
+    free, data = free_disk_mb(settings.state_dir), used_mb(settings.state_dir)
+    low = free < settings.min_free_mb
+    warning = f" -- below the {settings.min_free_mb:,} MB minimum" if low else ""
+    print(f"\ndisk: {free:,} MB free, the stack's data takes {data:,} MB ({settings.state_dir}){warning}")
+    return healthy and not low
 
 
 def _rss_mb(pid: int) -> str:

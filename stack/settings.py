@@ -28,6 +28,8 @@ class StackSettings:
     kafka_heap: str = "512m"
     # State and logs of every part.
     state_dir: Path = ROOT / ".stack"
+    # `make run` refuses to start with less free disk than this: PostgreSQL and Kafka stop when it is full.
+    min_free_mb: int = 2048
     # The PostgreSQL server binaries (Debian's postgresql package).
     postgres_bin: Path = Path("/usr/lib/postgresql/15/bin")
 

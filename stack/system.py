@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -48,6 +49,33 @@ def ensure_packages(settings: StackSettings) -> None:
             f"PostgreSQL server binaries not found in {settings.postgres_bin}; "
             "set METRICS_POSTGRES_BIN to the directory holding postgres and initdb"
         )
+
+
+def check_disk(settings: StackSettings) -> None:
+    """Refuses to start on a nearly full disk rather than let PostgreSQL and Kafka fail midway."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    free_mb = free_disk_mb(settings.state_dir)
+    if free_mb < settings.min_free_mb:
+        raise SetupError(
+            f"only {free_mb:,} MB free on the disk holding {settings.state_dir} "
+            f"(the stack's data takes {used_mb(settings.state_dir):,} MB of it); "
+            f"{settings.min_free_mb:,} MB are needed, since PostgreSQL and Kafka stop when the disk is full. "
+            "Free some space (`make distclean` removes the stack's data) or set METRICS_MIN_FREE_MB"
+        )
+
+
+def free_disk_mb(path: Path) -> int:
+    return shutil.disk_usage(path).free // 2**20
+
+
+def used_mb(path: Path) -> int:
+    """Disk space taken by the files under `path` (what `du` counts)."""
+    total = 0
+    for folder, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(folder, name)).st_blocks * 512
+    return total // 2**20
 
 
 def fetch_kafka_libs(libs: Path) -> Path:
