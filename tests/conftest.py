@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +21,7 @@ from metrics.v1 import assessor_service_pb2_grpc, receiver_service_pb2_grpc
 from runtime import postgres
 from tests.target import Target, load
 
+ROOT = Path(__file__).resolve().parent.parent
 INTEGRATION = Path(__file__).parent / "integration"
 
 
@@ -25,6 +29,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if INTEGRATION in Path(item.path).parents:
             item.add_marker(pytest.mark.integration)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """After an integration test fails, stops the run if the local stack is not healthy (a part down,
+    the disk full): every later test would fail for the same reason, each only after its timeout."""
+    if not report.failed or not report.nodeid.startswith("tests/integration/") or not load().local_stack:
+        return
+    deadline = time.monotonic() + 30  # a part a fault test killed comes back well within this
+    while True:
+        status = subprocess.run(
+            [sys.executable, "-m", "stack", "status"], cwd=ROOT, capture_output=True, text=True, check=False
+        )
+        if status.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    pytest.exit(
+        f"stopping: the local stack is not healthy after {report.nodeid} failed, so every later test "
+        f"would fail too (its logs: .stack/logs, make logs):\n{status.stdout}{status.stderr}",
+        returncode=1,
+    )
 
 
 @pytest.fixture(scope="session")
