@@ -13,7 +13,6 @@ from typing import Any
 
 import asyncpg
 import grpc
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -27,11 +26,11 @@ from metrics.v1 import (
     receiver_service_pb2,
     receiver_service_pb2_grpc,
 )
-from processor import counters
 from runtime import kafka, postgres
 from saver import store
 from simulator.fleet import Fleet
 from simulator.load import Plan, Progress, Result, run
+from stack import prune
 from stack.settings import StackSettings
 
 Say = Callable[[str], None]
@@ -57,21 +56,12 @@ async def remove_data(env: Env) -> None:
     """Deletes what this run stored in PostgreSQL and Redis, so repeated runs do not fill the disk
     (Kafka's retention bounds the topics). The 30-day history sensor stays for the next run."""
     started = time.monotonic()
-    conn = await asyncpg.connect(env.stack.postgres_dsn)
-    try:
-        deleted = await store.delete_sensors(conn, env.prefix)
-        # Makes the space reusable now, rather than under the next run's first measurement.
-        await conn.execute(f"VACUUM {', '.join(store.SENSOR_TABLES)}")
-    finally:
-        await conn.close()
-    client = aioredis.from_url(env.stack.redis_url)
-    try:
-        keys = await counters.delete_sensors(client, env.prefix)
-    finally:
-        await client.aclose()
+    # Vacuumed now, rather than under the next run's first measurement.
+    removed = await prune.remove_sensors(env.stack, env.prefix, vacuum=True)
     env.say(
-        f"removed this run's data ({env.prefix}*): {deleted['readings']:,} readings, "
-        f"{deleted['events']:,} events, {keys:,} Redis keys in {time.monotonic() - started:.1f} s"
+        f"removed this run's data ({env.prefix}*): {removed.rows['readings']:,} readings, "
+        f"{removed.rows['events']:,} events, {removed.redis_keys:,} Redis keys in "
+        f"{time.monotonic() - started:.1f} s"
     )
 
 

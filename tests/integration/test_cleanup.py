@@ -13,6 +13,7 @@ from metrics.v1 import receiver_service_pb2
 from metrics.v1.receiver_service_pb2_grpc import ReceiverServiceStub
 from processor import counters
 from saver import store
+from stack import prune
 from stack import settings as stack_settings
 from tests.helpers import eventually
 from tests.integration.test_pipeline import readings
@@ -56,14 +57,10 @@ async def test_removing_a_fleet_takes_all_of_its_rows_and_keys_and_nothing_else(
     before = {sensor: await rows_per_table(db, sensor) for sensor in others}
     assert all([await redis_keys(redis_client, sensor) for sensor in fleet + others])
 
-    conn = await asyncpg.connect(stack_settings.load().postgres_dsn)
-    try:
-        deleted = await store.delete_sensors(conn, prefix)
-    finally:
-        await conn.close()
-    assert deleted["readings"] == 16
-    assert deleted["events"] == 4
-    assert await counters.delete_sensors(redis_client, prefix) == 4
+    removed = await prune.remove_sensors(stack_settings.load(), prefix)
+    assert removed.rows["readings"] == 16
+    assert removed.rows["events"] == 4
+    assert removed.redis_keys == 4
 
     for sensor in fleet:
         assert set((await rows_per_table(db, sensor)).values()) == {0}

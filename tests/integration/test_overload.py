@@ -19,6 +19,8 @@ import pytest
 from bench.processes import pids, rss_mb
 from metrics.v1 import metric_pb2, receiver_service_pb2
 from metrics.v1.receiver_service_pb2_grpc import ReceiverServiceStub
+from stack import prune
+from stack import settings as stack_settings
 from tests.helpers import wait_consumed
 from tests.target import Target
 
@@ -118,3 +120,7 @@ async def test_overload_sheds_stays_bounded_loses_nothing_and_recovers(
                 sensor_id=f"overload-{run}-after", metric_type="pressure", value=float(i)
             )
             await stub.PushMetrics(receiver_service_pb2.PushMetricsRequest(metrics=[metric]), timeout=10)
+
+    # About 1.5 million readings: not left to fill the disk of a stack that runs the tests often.
+    await wait_consumed(target.kafka_bootstrap_servers, target.saver_group, target.metrics_topic)
+    await prune.remove_sensors(stack_settings.load(), f"overload-{run}-")
