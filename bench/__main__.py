@@ -187,7 +187,7 @@ def table(results: dict[str, Any]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--short", action="store_true", help="a quick run (under 2 minutes) for checks")
+    parser.add_argument("--short", action="store_true", help="a quick run (about 2 minutes) for checks")
     parser.add_argument(
         "--keep-data", action="store_true", help="leave the readings and events of the run in the stack"
     )
