@@ -144,16 +144,15 @@ async def delete_sensors(conn: asyncpg.Connection, prefix: str) -> dict[str, int
     (a simulated fleet's); returns the rows deleted per table."""
     if not prefix:
         raise ValueError("prefix: empty; it would delete every sensor")
-    # Ids with the prefix sort between it and the prefix with its last character incremented.
+    # Ids with the prefix sort between it and the prefix with its last character incremented, in the
+    # stack's code-point collation (an index range); starts_with keeps other collations from deleting
+    # any other sensor.
     upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    where = "sensor_id >= $1 AND sensor_id < $2 AND starts_with(sensor_id, $1)"
     deleted = {}
     async with conn.transaction():
         for table in SENSOR_TABLES:
-            status = await conn.execute(
-                f"DELETE FROM {table} WHERE sensor_id >= $1 AND sensor_id < $2",  # noqa: S608 - names above
-                prefix,
-                upper,
-            )
+            status = await conn.execute(f"DELETE FROM {table} WHERE {where}", prefix, upper)  # noqa: S608
             deleted[table] = int(status.split()[-1])
     return deleted
 

@@ -122,5 +122,6 @@ async def test_overload_sheds_stays_bounded_loses_nothing_and_recovers(
             await stub.PushMetrics(receiver_service_pb2.PushMetricsRequest(metrics=[metric]), timeout=10)
 
     # About 1.5 million readings: not left to fill the disk of a stack that runs the tests often.
-    await wait_consumed(target.kafka_bootstrap_servers, target.saver_group, target.metrics_topic)
+    for group in (target.processor_group, target.saver_group):
+        await wait_consumed(target.kafka_bootstrap_servers, group, target.metrics_topic)
     await prune.remove_sensors(stack_settings.load(), f"overload-{run}-")
