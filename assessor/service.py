@@ -126,7 +126,7 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
         position = paging.decode(request.page_token, digest, 1)
         if ID_PREFIX.fullmatch(prefix) is None:
             return pb.ListSensorsResponse()  # no sensor id has such characters
-        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else ID_CEILING
+        upper = postgres.prefix_upper_bound(prefix) if prefix else ID_CEILING
         rows = await self._pool.fetch(SENSORS, position[0] if position else "", prefix, upper, size + 1)
         sensors: list[sensor_pb2.Sensor] = []
         for row in rows:

@@ -18,6 +18,7 @@ from typing import Any
 
 from bench import measure, processes
 from bench.measure import Env, median, percentile
+from runtime import postgres
 from simulator.__main__ import progress as print_progress
 from stack import settings as stack_settings
 from stack.parts import SERVICES
@@ -162,7 +163,7 @@ async def _stored(env: Env, prefix: str) -> int:
         count: int = await conn.fetchval(
             "SELECT count(*) FROM readings WHERE sensor_id >= $1 AND sensor_id < $2",
             prefix,
-            prefix[:-1] + ".",
+            postgres.prefix_upper_bound(prefix),
         )
         return count
     finally:

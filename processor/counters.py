@@ -72,13 +72,17 @@ def counter_key(sensor_id: str) -> str:
     return "warnings:{" + sensor_id + "}"
 
 
+def last_reading_key(sensor_id: str) -> str:
+    return "last-reading:{" + sensor_id + "}"
+
+
 async def delete_sensors(redis: aioredis.Redis, prefix: str) -> int:
     """Removes the counters and last-reading times of the sensors whose ids start with `prefix`
     (a simulated fleet's, once it is gone); returns how many keys were deleted."""
     if not prefix or any(c in prefix for c in "*?[]\\{}"):
         raise ValueError(f"prefix: {prefix!r} is empty or has glob or hash-tag characters")
     deleted = 0
-    for pattern in (counter_key(prefix + "*"), "last-reading:{" + prefix + "*}"):
+    for pattern in (counter_key(prefix + "*"), last_reading_key(prefix + "*")):
         keys = [key async for key in redis.scan_iter(match=pattern, count=1000)]
         for i in range(0, len(keys), 1000):
             deleted += await redis.unlink(*keys[i : i + 1000])

@@ -19,6 +19,12 @@ async def setup_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+def prefix_upper_bound(prefix: str) -> str:
+    """The least string above every string that starts with `prefix` (not empty): `col >= prefix AND
+    col < bound` is an index range, exact in the code-point collation of the stack's database."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
 SERVER_SETTINGS = {"timezone": "UTC"}
 # The saver announces each newly stored event on this channel, as JSON, when its transaction commits.
 EVENTS_CHANNEL = "metrics_events"

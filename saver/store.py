@@ -144,10 +144,9 @@ async def delete_sensors(conn: asyncpg.Connection, prefix: str) -> dict[str, int
     (a simulated fleet's); returns the rows deleted per table."""
     if not prefix:
         raise ValueError("prefix: empty; it would delete every sensor")
-    # Ids with the prefix sort between it and the prefix with its last character incremented, in the
-    # stack's code-point collation (an index range); starts_with keeps other collations from deleting
-    # any other sensor.
-    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    # The range finds the rows through the index; starts_with makes sure that, in another collation,
+    # no other sensor's are deleted.
+    upper = postgres.prefix_upper_bound(prefix)
     where = "sensor_id >= $1 AND sensor_id < $2 AND starts_with(sensor_id, $1)"
     deleted = {}
     async with conn.transaction():

@@ -31,7 +31,7 @@ async def rows_per_table(db: asyncpg.Pool, sensor: str) -> dict[str, int]:
 async def redis_keys(client: aioredis.Redis, sensor: str) -> list[bytes]:
     return [
         key
-        for key in (counters.counter_key(sensor), "last-reading:{" + sensor + "}")
+        for key in (counters.counter_key(sensor), counters.last_reading_key(sensor))
         if await client.exists(key)
     ]
 
@@ -43,7 +43,7 @@ async def test_removing_a_fleet_takes_all_of_its_rows_and_keys_and_nothing_else(
     prefix = f"sim-{run}-"
     fleet = [f"{prefix}0", f"{prefix}1"]
     # Next to the prefix on both sides in sort order: the prefix without its dash, and the bound.
-    others = [f"sim-{run}", f"sim-{run}.0"]
+    others = [f"sim-{run}", f"sim-{run}."]
     for sensor in fleet + others:
         # The original scenario: eight readings and two events per sensor, in every table.
         request = receiver_service_pb2.PushMetricsRequest(metrics=readings(sensor))
