@@ -100,7 +100,7 @@ $(GO_CLIENT)/gen/.stamp: $(PROTOS) $(GO_CLIENT)/bin/.tools $(VENV)/.synced
 	@touch $@
 
 $(GO_CLIENT)/bin/.built: $(GO_CLIENT)/gen/.stamp $(shell find $(GO_CLIENT)/cmd $(GO_CLIENT)/internal -name '*.go' 2>/dev/null)
-	@echo "==> Go: building $(GO_CLIENT)/bin/metrics-client and events-consumer"
+	@echo "==> Go: building $(GO_CLIENT)/bin/metrics-client, events-consumer and fleet-load"
 	@cd $(GO_CLIENT) && go vet ./... && go build -o bin/ ./cmd/...
 	@touch $@
 
@@ -170,12 +170,13 @@ test-live: proto ## Run the tests against the deployment in METRICS_TEST_TARGET 
 	@test -n "$${METRICS_TEST_TARGET:-}" || { echo "set METRICS_TEST_TARGET to a target file, e.g. tests/targets/compose.toml"; exit 2; }
 	@$(PY) -m pytest -m "not local_stack" $(PYTEST_ARGS)
 
+# The fleet section drives the stack with the Go load generator clients/go/bin/fleet-load.
 .PHONY: bench
-bench: run ## Benchmark the local stack: a table, and bench/results/latest.json (BENCH_ARGS=--short)
+bench: run $(GO_CLIENT)/bin/.built ## Benchmark the local stack: a table, and bench/results/latest.json (BENCH_ARGS=--short)
 	@$(PY) -m bench $(BENCH_ARGS)
 
 .PHONY: bench-short
-bench-short: run ## The benchmark's quick mode (about 2 minutes)
+bench-short: run $(GO_CLIENT)/bin/.built ## The benchmark's quick mode (about 3 minutes)
 	@$(PY) -m bench --short
 
 .PHONY: simulate

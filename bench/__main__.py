@@ -16,10 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import measure, processes
+from bench import devices, measure, processes
 from bench.measure import Env, median, percentile
 from runtime import postgres
 from simulator.__main__ import progress as print_progress
+from stack import procfs
 from stack import settings as stack_settings
 from stack.parts import SERVICES
 from stack.supervisor import Supervisor
@@ -33,6 +34,16 @@ TARGETS = {
     "stats_query_p99_ms": ("<=", 20),
     "http_json_readings_per_s": (">=", 20_000),
     "max_service_rss_mb": ("<=", 200),
+    "fleet_unary_calls_per_s": (">=", 4_000),
+    "fleet_unary_vs_noop": (">=", 1.0),
+    "fleet_http_calls_per_s": (">=", 3_500),
+    "fleet_legacy_calls_per_s": (">=", 3_000),
+    "fleet_sync_readings_per_s": (">=", 15_000),
+    "fleet_sync_vs_noop": (">=", 1.0),
+    "fleet_streams_held": (">=", 10_000),
+    "fleet_stream_ack_p99_ms": ("<=", 200),
+    "fleet_receiver_rss_mb": ("<=", 300),
+    "fleet_overload_accepted_ack_p99_ms": ("<=", 1_000),
 }
 BATCH = 500
 
@@ -59,7 +70,7 @@ async def suite(env: Env, short: bool) -> dict[str, Any]:
 
     def sample_rss() -> None:
         for name, pid in processes.pids().items():
-            rss[name] = max(rss.get(name, 0.0), processes.rss_mb(pid))
+            rss[name] = max(rss.get(name, 0.0), procfs.tree_rss_mb(pid))
 
     # First, on a quiet stack: later phases leave PostgreSQL busy (autovacuum) for a while.
     days = 30
@@ -111,7 +122,7 @@ async def suite(env: Env, short: bool) -> dict[str, Any]:
     # Readings without times (stamped on arrival), so that making the load costs little CPU.
     fleet = env.fleet(500, above=0.01, arrival_times=True)
     cpu_before = processes.all_parts_cpu()
-    bench_before = processes.cpu_seconds(os.getpid())
+    bench_before = procfs.cpu_seconds(os.getpid())
     sampler = asyncio.create_task(_every(1.0, sample_rss))
     ingest = await measure.receiver_ingest(env, fleet, BATCH, e2e_seconds)
     drained = await measure.wait_drained(env)
@@ -119,7 +130,7 @@ async def suite(env: Env, short: bool) -> dict[str, Any]:
     cpu_parts = {
         name: seconds - cpu_before.get(name, 0.0) for name, seconds in processes.all_parts_cpu().items()
     }
-    cpu_parts["load generator"] = processes.cpu_seconds(os.getpid()) - bench_before
+    cpu_parts["load generator"] = procfs.cpu_seconds(os.getpid()) - bench_before
     cpu = sum(cpu_parts[name] for name in SERVICES)
     stored = await _stored(env, fleet.prefix)
     if stored != ingest.acked:
@@ -143,7 +154,12 @@ async def suite(env: Env, short: bool) -> dict[str, Any]:
     results["http_json_readings_per_s"] = http.acked / http.elapsed_s
     sample_rss()
 
+    fleet_results, fleet_loads = await devices.suite(env.envoy, env.prefix, say, short)
+    results |= fleet_results
+    sample_rss()
+
     await measure.wait_drained(env)
+    results |= await _fleet_stored(env, fleet_loads)
     results["max_service_rss_mb"] = max(rss.values())
     results["service_rss_mb"] = rss
     return results
@@ -153,6 +169,23 @@ async def _every(interval: float, action: Any) -> None:
     while True:
         action()
         await asyncio.sleep(interval)
+
+
+async def _fleet_stored(env: Env, loads: devices.Fleet) -> dict[str, Any]:
+    """Acknowledged against stored readings of each fleet workload that reached the stack."""
+    acked = stored = 0
+    for name, load in loads.loads.items():
+        if name.startswith("noop-"):
+            continue
+        rows = await _stored(env, f"{loads.prefix}{name}-")
+        if rows != load.acked:
+            # More rows than acknowledgements can be honest (a refused or abandoned call may still
+            # have been written); fewer never is.
+            say(f"note: fleet workload {name}: {load.acked:,} readings acknowledged, {rows:,} stored")
+        acked += load.acked
+        stored += rows
+    say(f"fleet: {acked:,} readings acknowledged, {stored:,} stored")
+    return {"fleet_acknowledged": acked, "fleet_stored": stored}
 
 
 async def _stored(env: Env, prefix: str) -> int:

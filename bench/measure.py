@@ -30,7 +30,7 @@ from runtime import kafka, postgres
 from saver import store
 from simulator.fleet import Fleet
 from simulator.load import Plan, Progress, Result, run
-from stack import prune
+from stack import procfs, prune
 from stack.settings import StackSettings
 
 Say = Callable[[str], None]
@@ -158,12 +158,10 @@ async def saver_drain(env: Env, batch: int) -> tuple[float, float]:
     while time.monotonic() < deadline:
         now_lag = await lag(env, "saver", "metrics")
         if started is None and now_lag < start_lag:
-            started, start_lag, cpu = time.monotonic(), now_lag, processes.cpu_seconds(pid)
+            started, start_lag, cpu = time.monotonic(), now_lag, procfs.cpu_seconds(pid)
         elif started is not None and now_lag == 0:
             readings = start_lag * batch
-            return readings / (time.monotonic() - started), (
-                processes.cpu_seconds(pid) - cpu
-            ) / readings * 1e6
+            return readings / (time.monotonic() - started), (procfs.cpu_seconds(pid) - cpu) / readings * 1e6
         await asyncio.sleep(0.05)
     raise TimeoutError(f"the saver did not work off {backlog} records in 600 s")
 

@@ -17,3 +17,7 @@ class ProcessorSettings(KafkaSettings, ServiceSettings):
     consumer_group: str = "processor"
     # Most records taken from Kafka per round; a round is one Redis script per partition.
     max_records_per_round: int = 2_000
+    # Kafka answers a fetch once it has this many bytes or this many ms have passed: at a trickle
+    # of small records a round is not a record or two (an alert waits at most this much longer).
+    fetch_min_bytes: int = 65536
+    fetch_max_wait_ms: int = 20

@@ -10,10 +10,11 @@ from typing import Any
 import grpc
 
 from metrics.v1 import metric_pb2, receiver_service_pb2, receiver_service_pb2_grpc
+from receiver.admission import Admission
 from receiver.settings import ReceiverSettings
 from receiver.validation import ArrivalClock, Limits, check_batch
-from receiver.writer import Admission, KafkaWatch, MetricsWriter, ProducerSlot
-from runtime import kafka, settings
+from receiver.writer import KafkaWatch, MetricsWriter, ProducerSlot
+from runtime import kafka, settings, workers
 from runtime.errors import (
     InvalidArgument,
     ServiceError,
@@ -40,18 +41,42 @@ BatchRequest = (
 
 
 class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
-    def __init__(self, writer: MetricsWriter, admission: Admission, limits: Limits) -> None:
+    def __init__(
+        self, writer: MetricsWriter, admission: Admission, limits: Limits, clock: ArrivalClock
+    ) -> None:
         self._writer = writer
         self._admission = admission
         self._limits = limits
-        self._clock = ArrivalClock()
+        self._clock = clock
 
     async def _accept(self, request: BatchRequest, field: str = "metrics") -> int:
         """Validates and writes one batch; returns once Kafka has all of it."""
+        n = len(request.metrics)
         # Room first: a batch refused for want of it costs no validation.
-        async with self._admission.hold(len(request.metrics)):
+        await self._admission.acquire(n)
+        try:
             sensors = check_batch(request.metrics, self._limits, self._clock, field=field)
-            return await self._writer.write(request.metrics, sensors, _as_batch(request, sensors))
+            await self._writer.submit(request.metrics, sensors, _as_batch(request, sensors))
+        finally:
+            self._admission.release(n)
+        return n
+
+    def _start(self, request: BatchRequest) -> asyncio.Future[Any]:
+        """Like _accept without waiting: the future is done once Kafka has the batch, or failed.
+        A batch that is refused, or must wait for room, costs no more than that."""
+        n = len(request.metrics)
+        if not self._admission.try_acquire(n):
+            return asyncio.ensure_future(self._accept(request))
+        try:
+            sensors = check_batch(request.metrics, self._limits, self._clock)
+            written = self._writer.submit(request.metrics, sensors, _as_batch(request, sensors))
+        except Exception as exc:  # noqa: BLE001 - told to the client in the batch's acknowledgement
+            self._admission.release(n)
+            written = asyncio.get_running_loop().create_future()
+            written.set_exception(exc)
+            return written
+        written.add_done_callback(lambda _: self._admission.release(n))
+        return written
 
     @grpc_errors
     async def PushMetrics(
@@ -77,20 +102,19 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
     ) -> AsyncIterator[receiver_service_pb2.SyncMetricsResponse]:
         # One acknowledgement per batch, in order. Writes are pipelined: the next batch is read and
         # sent to Kafka while earlier ones wait for their acknowledgement.
-        pending: asyncio.Queue[tuple[int, asyncio.Task[int]] | None] = asyncio.Queue(maxsize=64)
+        pending: asyncio.Queue[tuple[int, int, asyncio.Future[Any]] | None] = asyncio.Queue(maxsize=64)
 
         async def read() -> None:
             try:
                 async for request in request_iterator:
-                    await pending.put((request.sequence, asyncio.create_task(self._accept(request))))
+                    await pending.put((request.sequence, len(request.metrics), self._start(request)))
             finally:
                 await pending.put(None)
 
         reader = asyncio.create_task(read())
         try:
             while (item := await pending.get()) is not None:
-                sequence, outcome = item
-                yield await _acknowledge(sequence, outcome)
+                yield await _acknowledge(*item)
             await reader
         finally:
             reader.cancel()
@@ -120,14 +144,16 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
         return receiver_service_pb2.RecordLegacyMeasurementResponse(result=True, response="OK")
 
 
-async def _acknowledge(sequence: int, outcome: asyncio.Task[int]) -> receiver_service_pb2.SyncMetricsResponse:
+async def _acknowledge(
+    sequence: int, readings: int, written: asyncio.Future[Any]
+) -> receiver_service_pb2.SyncMetricsResponse:
     try:
-        accepted = await outcome
+        await written
     except Exception as exc:
         if not isinstance(exc, ServiceError):
             log.exception("batch %d failed", sequence)
         return receiver_service_pb2.SyncMetricsResponse(sequence=sequence, status=status_of(exc))
-    return receiver_service_pb2.SyncMetricsResponse(sequence=sequence, accepted_count=accepted)
+    return receiver_service_pb2.SyncMetricsResponse(sequence=sequence, accepted_count=readings)
 
 
 def _as_batch(request: BatchRequest, sensors: set[str]) -> bytes | None:
@@ -153,18 +179,23 @@ def _legacy_violation(violation: Violation) -> Violation:
 
 async def main(stop: asyncio.Event) -> None:
     config = settings.load(ReceiverSettings, "receiver")
-    setup_logging("receiver", config.log_level)
+    index = workers.worker_index()
+    setup_logging("receiver" if index is None else f"receiver[{index}]", config.log_level)
     log.info("starting: %s", settings.describe(config))
     limits = Limits(config.max_batch_readings, config.max_future_skew_s, frozenset(config.metric_types))
+    clock = ArrivalClock(index or 0, workers.worker_count())
     producer = ProducerSlot(lambda: kafka.make_producer(config, "receiver"))
     admission = Admission(config.max_in_flight_readings, config.admission_wait_s)
     watch = KafkaWatch(producer)
-    writer = MetricsWriter(producer, config.metrics_topic, watch, config.kafka_ack_timeout_s)
+    writer = MetricsWriter(
+        producer, config.metrics_topic, watch, config.kafka_ack_timeout_s, linger_s=config.linger_ms / 1000
+    )
     server = GrpcServer(
         config.grpc_address,
         [SERVICE.full_name],
-        [lambda s: add_servicer(s, SERVICE, Receiver(writer, admission, limits), shed=admission.full)],
+        [lambda s: add_servicer(s, SERVICE, Receiver(writer, admission, limits, clock), shed=admission.full)],
         max_message_bytes=config.max_message_bytes,
+        reuse_port=index is not None,
     )
     await server.start()
     try:

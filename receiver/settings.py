@@ -11,6 +11,9 @@ from runtime.settings import ServiceSettings
 @dataclass(frozen=True)
 class ReceiverSettings(KafkaSettings, ServiceSettings):
     grpc_port: int = 50051
+    # Processes sharing the port (SO_REUSEPORT); 0 = one per CPU core. Python's per-call work is
+    # what limits one-reading calls, and one process uses one core.
+    workers: int = 0
     # Largest batch accepted in one request or stream message.
     max_batch_readings: int = 10_000
     # Largest request message: a full batch at the size limits of every field (~53 MB) fits.
@@ -24,5 +27,8 @@ class ReceiverSettings(KafkaSettings, ServiceSettings):
     max_in_flight_readings: int = 100_000
     # How long a request waits for room under that bound before RESOURCE_EXHAUSTED.
     admission_wait_s: float = 1.0
+    # How long an idle partition's lane waits for more readings before it writes a record
+    # (receiver/writer.py): fewer, larger records for Kafka, the processor and the saver.
+    linger_ms: float = 5.0
     # How long Kafka gets to acknowledge a batch before the client is told UNAVAILABLE.
     kafka_ack_timeout_s: float = 5.0

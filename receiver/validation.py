@@ -38,13 +38,21 @@ class Limits:
 
 class ArrivalClock:
     """Arrival times for readings without one: strictly increasing microseconds (the resolution of
-    stored times), so two readings of one sensor arriving together never collapse into one row."""
+    stored times), so two readings of one sensor arriving together never collapse into one row.
 
-    def __init__(self) -> None:
-        self._last_us = 0
+    Of `workers` receiver processes, worker `index` takes only the microseconds that are `index`
+    modulo `workers`: two processes never give the same time, whichever gets a sensor's calls.
+    """
+
+    def __init__(self, index: int = 0, workers: int = 1) -> None:
+        self._index = index
+        self._workers = workers
+        self._last_us = index - workers
 
     def next_nanos(self) -> int:
-        self._last_us = max(time.time_ns() // 1000, self._last_us + 1)
+        now_us = time.time_ns() // 1000
+        now_us += (self._index - now_us) % self._workers  # the next microsecond that is this worker's
+        self._last_us = max(now_us, self._last_us + self._workers)
         return self._last_us * 1000
 
 

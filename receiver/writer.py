@@ -1,4 +1,4 @@
-"""Writes validated readings to the "metrics" topic and waits until Kafka acknowledged all of them."""
+"""Writes validated readings to the "metrics" topic and tells each caller when Kafka has all of its."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -18,77 +18,15 @@ from aiokafka.errors import (
     ProducerFenced,
     UnknownProducerId,
 )
+from aiokafka.partitioner import murmur2
 
 from metrics.v1 import metric_pb2
 from runtime import kafka
-from runtime.errors import InvalidArgument, ResourceExhausted, ServiceError, Unavailable, Violation
+from runtime.errors import InvalidArgument, ServiceError, Unavailable, Violation
 
 log = logging.getLogger(__name__)
 
 HEADERS = kafka.headers(kafka.METRIC_BATCH_TYPE)
-
-
-class Admission:
-    """Bounds the readings a receiver holds over all clients: at most `limit` in flight (accepted,
-    not yet acknowledged by Kafka) and at most `limit` more waiting up to `wait_s` for room, first
-    come first served. A request beyond both is refused at once, so an overload costs neither
-    memory nor queueing time."""
-
-    def __init__(self, limit: int, wait_s: float) -> None:
-        self.limit = limit
-        self.wait_s = wait_s
-        self.in_flight = 0
-        self.waiting = 0
-        self._queue: collections.deque[object] = collections.deque()
-        self._changed = asyncio.Condition()
-
-    @contextlib.asynccontextmanager
-    async def hold(self, n: int) -> AsyncIterator[None]:
-        await self._acquire(n)
-        try:
-            yield
-        finally:
-            async with self._changed:
-                self.in_flight -= n
-                self._changed.notify_all()
-
-    async def _acquire(self, n: int) -> None:
-        # A batch larger than the whole limit is admitted alone rather than never.
-        need = min(n, self.limit)
-        if not self.waiting and self.in_flight + need <= self.limit:
-            self.in_flight += n
-            return
-        if self.waiting + need > self.limit:
-            raise self._exhausted()
-        self.waiting += need
-        turn = object()
-        self._queue.append(turn)
-        try:
-            async with self._changed:
-                try:
-                    await asyncio.wait_for(
-                        self._changed.wait_for(
-                            lambda: self._queue[0] is turn and self.in_flight + need <= self.limit
-                        ),
-                        self.wait_s,
-                    )
-                    self.in_flight += n
-                finally:
-                    self.waiting -= need
-                    self._queue.remove(turn)
-                    self._changed.notify_all()  # the next in line may fit, now this one is in or gone
-        except TimeoutError:
-            raise self._exhausted() from None
-
-    def full(self) -> ResourceExhausted | None:
-        """The error for a request that comes while there is no room, not even to wait."""
-        return self._exhausted() if self.waiting >= self.limit else None
-
-    def _exhausted(self) -> ResourceExhausted:
-        return ResourceExhausted(
-            f"the receiver has {self.in_flight} readings in flight and {self.waiting} waiting "
-            f"(limit {self.limit} each); retry later"
-        )
 
 
 class ProducerSlot:
@@ -180,7 +118,16 @@ class KafkaWatch:
 
 
 class MetricsWriter:
-    """One Kafka record per sensor per batch: key = sensor_id, value = MetricBatch of its readings."""
+    """Writes readings to the metrics topic, coalescing the readings of concurrent calls.
+
+    Each partition has a lane: at most one record of it is in Kafka's hands at a time, and what
+    arrives meanwhile joins the next record, up to `max_record_bytes` and `max_record_readings`.
+    So a thousand devices sending one reading each cost Kafka, the processor and the saver a few
+    large records, not a thousand small ones, and the wait for a record adapts to Kafka's round
+    trip. A record holds readings of any sensors whose ids hash to its partition (murmur2, as
+    Kafka's default partitioner), each sensor's in the order received; its key is the sensor id
+    when it holds one sensor, else none.
+    """
 
     def __init__(
         self,
@@ -188,71 +135,197 @@ class MetricsWriter:
         topic: str,
         watch: KafkaWatch,
         ack_timeout_s: float,
+        max_record_bytes: int = 1024 * 1024,
+        max_record_readings: int = 10_000,
+        linger_s: float = 0.0,
     ) -> None:
         self._producer = producer
         self._topic = topic
         self._watch = watch
         self._ack_timeout_s = ack_timeout_s
+        self.max_record_bytes = max_record_bytes
+        self.max_record_readings = max_record_readings
+        self.linger_s = linger_s
+        self._lanes: dict[int, _Lane] = {}
+        self._hashes: dict[str, int] = {}
+        watch.on_change(self._kafka_changed)
 
     async def write(
         self, metrics: Sequence[metric_pb2.Metric], sensors: set[str], encoded: bytes | None = None
     ) -> int:
-        """Returns once every reading is durably in Kafka; raises Unavailable.
+        """Returns once every reading is durably in Kafka; raises Unavailable (see submit)."""
+        await self.submit(metrics, sensors, encoded)
+        return len(metrics)
+
+    def submit(
+        self, metrics: Sequence[metric_pb2.Metric], sensors: set[str], encoded: bytes | None = None
+    ) -> asyncio.Future[Any]:
+        """Queues the readings for Kafka without waiting: the future is done once every reading is
+        durably in Kafka, or failed with Unavailable (or InvalidArgument for a batch larger than
+        Kafka takes). Raises Unavailable at once while Kafka does not answer.
 
         `sensors` are the batch's sensor ids; `encoded`, if given, is the batch already serialized
         as a message whose field 1 holds the readings (the wire format of a MetricBatch).
         """
         if self._watch.down:
             raise Unavailable("Kafka does not answer; nothing is acknowledged, send again later")
-        producer = self._producer.current
+        partitions = self._producer.current.client.cluster.partitions_for_topic(self._topic)
+        if not partitions:  # a new producer learns the topic's partitions first
+            return asyncio.ensure_future(self._submit_when_partitioned(metrics, sensors, encoded))
+        count = len(partitions)
+        acks = [
+            self._lane(self._hash(sensor) % count).add(sensor, value, readings)
+            for sensor, value, readings in sensor_batches(metrics, sensors, encoded)
+        ]
+        return acks[0] if len(acks) == 1 else asyncio.gather(*acks)
+
+    async def _submit_when_partitioned(
+        self, metrics: Sequence[metric_pb2.Metric], sensors: set[str], encoded: bytes | None
+    ) -> None:
         try:
             async with asyncio.timeout(self._ack_timeout_s):
-                acks = [
-                    await producer.send(self._topic, value, key=key, headers=HEADERS)
-                    for key, value in records(metrics, sensors, encoded)
-                ]
-                await self._acknowledged(acks)
-        except TimeoutError:
-            raise Unavailable(
+                await self._producer.current.partitions_for(self._topic)
+        except (TimeoutError, KafkaError) as exc:
+            raise Unavailable(f"Kafka did not say how {self._topic} is partitioned; send again") from exc
+        await self.submit(metrics, sensors, encoded)
+
+    def _hash(self, sensor: str) -> int:
+        """murmur2 of the id as Kafka's default partitioner takes it (pure Python: kept per id)."""
+        found = self._hashes.get(sensor)
+        if found is None:
+            if len(self._hashes) >= 1_000_000:
+                self._hashes.clear()
+            found = self._hashes[sensor] = murmur2(sensor.encode()) & 0x7FFFFFFF
+        return found
+
+    def _lane(self, partition: int) -> _Lane:
+        lane = self._lanes.get(partition)
+        if lane is None:
+            lane = self._lanes[partition] = _Lane(self, partition)
+        return lane
+
+    async def _kafka_changed(self, up: bool) -> None:
+        if not up:
+            error = Unavailable("Kafka stopped answering; nothing is acknowledged, send again later")
+            for lane in self._lanes.values():
+                lane.fail_all(error)
+
+    async def _send(self, partition: int, record: _Record) -> None:
+        """Produces one record and settles its callers: acknowledged, or told why not."""
+        producer = self._producer.current
+        value = record.chunks[0] if len(record.chunks) == 1 else b"".join(record.chunks)
+        key = record.sensor.encode() if record.sensor is not None else None
+        try:
+            async with asyncio.timeout(self._ack_timeout_s):
+                ack = await producer.send(self._topic, value, key=key, partition=partition, headers=HEADERS)
+                await ack
+        except Exception as exc:  # noqa: BLE001 - every failure is told to the callers, as a status
+            record.settle(await self._error(exc, producer))
+        else:
+            record.settle(None)
+
+    async def _error(self, exc: Exception, producer: AIOKafkaProducer) -> Exception:
+        if isinstance(exc, TimeoutError):
+            return Unavailable(
                 f"Kafka did not acknowledge within {self._ack_timeout_s:g} s; "
                 "nothing is acknowledged, send again"
-            ) from None
-        except ProducerSlot.BROKEN as exc:
+            )
+        if isinstance(exc, ProducerSlot.BROKEN):
             with contextlib.suppress(KafkaError, OSError, TimeoutError):
                 await self._producer.replace(producer)
-            raise Unavailable(
-                "Kafka refused this receiver's producer; nothing is acknowledged, send again"
-            ) from exc
-        except MessageSizeTooLargeError as exc:
-            raise InvalidArgument(
-                [Violation("metrics", "the batch is larger than Kafka takes in one record")]
-            ) from exc
-        except KafkaError as exc:
+            return Unavailable("Kafka refused this receiver's producer; nothing is acknowledged, send again")
+        if isinstance(exc, MessageSizeTooLargeError):
+            too_large = "the batch is larger than Kafka takes in one record"
+            return InvalidArgument([Violation("metrics", too_large)])
+        if isinstance(exc, KafkaError):
             log.warning("write to %s failed: %r", self._topic, exc)
             if not exc.retriable:
-                raise ServiceError(f"Kafka refused the write ({type(exc).__name__})") from exc
-            raise Unavailable(f"Kafka refused the write ({type(exc).__name__}); send again") from exc
-        return len(metrics)
+                return ServiceError(f"Kafka refused the write ({type(exc).__name__})")
+            return Unavailable(f"Kafka refused the write ({type(exc).__name__}); send again")
+        log.error("write to %s failed", self._topic, exc_info=exc)
+        return ServiceError("the write to Kafka failed; see the receiver's log")
 
-    async def _acknowledged(self, acks: list[asyncio.Future[Any]]) -> None:
-        """Waits for Kafka's acknowledgements, or raises Unavailable as soon as Kafka stops answering."""
-        gathered = asyncio.gather(*acks)
-        outage = asyncio.ensure_future(self._watch.wait_down())
+
+class _Record:
+    """Readings bound for one partition, and the calls that wait for Kafka to acknowledge them."""
+
+    __slots__ = ("chunks", "readings", "sensor", "size", "waiters")
+
+    def __init__(self, sensor: str) -> None:
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.readings = 0
+        # The one sensor of the record, or None once it holds several.
+        self.sensor: str | None = sensor
+        self.waiters: list[asyncio.Future[None]] = []
+
+    def settle(self, error: Exception | None) -> None:
+        for waiter in self.waiters:
+            if not waiter.done():  # a caller that went away cancelled its own
+                if error is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(error)
+        self.waiters.clear()
+
+
+class _Lane:
+    """One partition's records, sent one at a time in order (see MetricsWriter)."""
+
+    def __init__(self, writer: MetricsWriter, partition: int) -> None:
+        self._writer = writer
+        self._partition = partition
+        self._queue: collections.deque[_Record] = collections.deque()
+        self._sending: asyncio.Task[None] | None = None
+        self._in_flight: _Record | None = None
+
+    def add(self, sensor: str, value: bytes, readings: int) -> asyncio.Future[None]:
+        writer = self._writer
+        record = self._queue[-1] if self._queue else None
+        if (
+            record is None
+            or record.size + len(value) > writer.max_record_bytes
+            or record.readings + readings > writer.max_record_readings
+        ):
+            record = _Record(sensor)
+            self._queue.append(record)
+        elif record.sensor != sensor:
+            record.sensor = None
+        record.chunks.append(value)
+        record.size += len(value)
+        record.readings += readings
+        ack = asyncio.get_running_loop().create_future()
+        record.waiters.append(ack)
+        if self._sending is None:
+            self._sending = asyncio.create_task(self._drain())
+        return ack
+
+    def fail_all(self, error: Exception) -> None:
+        """Tells every caller of this lane that its readings are not acknowledged; drops what waits."""
+        if self._in_flight is not None:
+            self._in_flight.settle(error)
+        while self._queue:
+            self._queue.popleft().settle(error)
+
+    async def _drain(self) -> None:
         try:
-            await asyncio.wait((gathered, outage), return_when=asyncio.FIRST_COMPLETED)
+            if self._writer.linger_s:
+                # An idle lane waits a moment for more: at a few calls per partition per
+                # millisecond, one record instead of several.
+                await asyncio.sleep(self._writer.linger_s)
+            while self._queue:
+                self._in_flight = self._queue.popleft()
+                await self._writer._send(self._partition, self._in_flight)
         finally:
-            outage.cancel()
-        if not gathered.done():
-            # The records may still reach Kafka later; the client is told they were not acknowledged.
-            gathered.add_done_callback(lambda f: f.cancelled() or f.exception())
-            raise Unavailable("Kafka stopped answering; nothing is acknowledged, send again later")
-        gathered.result()
+            self._in_flight = None
+            self._sending = None
 
 
-def records(
+def sensor_batches(
     metrics: Sequence[metric_pb2.Metric], sensors: set[str] | None = None, encoded: bytes | None = None
-) -> list[tuple[bytes, bytes]]:
-    """(key, value) per sensor, in order of first appearance, each sensor's readings in batch order."""
+) -> list[tuple[str, bytes, int]]:
+    """(sensor id, MetricBatch bytes, readings) per sensor, in order of first appearance, each
+    sensor's readings in batch order. MetricBatch encodings concatenate into one MetricBatch."""
     if sensors is None:
         sensors = {m.sensor_id for m in metrics}
     if len(sensors) == 1:
@@ -260,11 +333,11 @@ def records(
         value = (
             encoded if encoded is not None else metric_pb2.MetricBatch(metrics=metrics).SerializeToString()
         )
-        return [(sensor.encode(), value)]
+        return [(sensor, value, len(metrics))]
     by_sensor: dict[str, list[metric_pb2.Metric]] = {}
     for m in metrics:
         by_sensor.setdefault(m.sensor_id, []).append(m)
     return [
-        (sensor.encode(), metric_pb2.MetricBatch(metrics=group).SerializeToString())
+        (sensor, metric_pb2.MetricBatch(metrics=group).SerializeToString(), len(group))
         for sensor, group in by_sensor.items()
     ]

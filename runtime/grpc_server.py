@@ -202,14 +202,17 @@ class GrpcServer:
         service_names: Sequence[str],
         register: Sequence[Callable[[grpc.aio.Server], None]] = (),
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        reuse_port: bool = False,
     ) -> None:
+        """`reuse_port`: several processes of one service share the address (runtime/workers.py);
+        otherwise a second process on it fails to start rather than quietly share the calls."""
         self.address = address
         self.service_names = tuple(service_names)
         self._server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", int(reuse_port)),
                 # Receive windows stay at 64 KB a stream rather than growing: a request waiting for
                 # the service is not buffered ahead in full (under overload that was hundreds of MB).
                 ("grpc.http2.bdp_probe", 0),

@@ -170,7 +170,12 @@ async def main(stop: asyncio.Event) -> None:
     log.info("starting: %s", settings.describe(config))
     producer = kafka.make_producer(config, "saver")
     consumer = kafka.make_consumer(
-        config, [config.metrics_topic, config.events_topic], config.consumer_group, "saver"
+        config,
+        [config.metrics_topic, config.events_topic],
+        config.consumer_group,
+        "saver",
+        fetch_min_bytes=config.fetch_min_bytes,
+        fetch_max_wait_ms=config.fetch_max_wait_ms,
     )
     server = GrpcServer(config.grpc_address, [])
     await server.start()

@@ -17,3 +17,7 @@ class SaverSettings(KafkaSettings, ServiceSettings):
     max_records_per_round: int = 5_000
     # PostgreSQL connections writing each round, in parallel, split by partition.
     writers: int = 2
+    # Kafka answers a fetch once it has this many bytes or this many ms have passed: at a trickle
+    # of small records a round is not a record or two (stored a little later, in fewer, larger transactions).
+    fetch_min_bytes: int = 524288
+    fetch_max_wait_ms: int = 100

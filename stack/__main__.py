@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 
-from stack import bootstrap, prepare, probes
+from stack import bootstrap, prepare, probes, procfs
 from stack.parts import SERVICES, Part, parts, supervisord_conf
 from stack.settings import ROOT, StackSettings, load
 from stack.supervisor import Supervisor
@@ -126,7 +126,7 @@ def _print_table(settings: StackSettings, sup: Supervisor, all_parts: list[Part]
         pid = info.get("pid") or 0
         answer = health[part.name]
         healthy &= answer == "ok"
-        print(f"{part.name:<10} {state:<9} {pid or '-':>7} {part.port:>6} {_rss_mb(pid):>7}  {answer}")
+        print(f"{part.name:<10} {state:<9} {pid or '-':>7} {part.port:>6} {_rss_mb(part, pid):>7}  {answer}")
     free, data = free_disk_mb(settings.state_dir), used_mb(settings.state_dir)
     low = free < settings.min_free_mb
     warning = f" -- below the {settings.min_free_mb:,} MB minimum" if low else ""
@@ -134,17 +134,15 @@ def _print_table(settings: StackSettings, sup: Supervisor, all_parts: list[Part]
     return healthy and not low
 
 
-def _rss_mb(pid: int) -> str:
-    """Resident memory of the process and its children (Envoy's wrapper, Java's launcher)."""
+def _rss_mb(part: Part, pid: int) -> str:
+    """Resident memory of a service with its children (the receiver's workers); of a server, its
+    main process (PostgreSQL's backends share its memory: summed, it would count it many times)."""
     if not pid:
         return "-"
     try:
-        for line in open(f"/proc/{pid}/status"):  # noqa: SIM115
-            if line.startswith("VmRSS:"):
-                return f"{int(line.split()[1]) / 1024:.0f}"
+        return f"{(procfs.tree_rss_mb if part.stage == 'service' else procfs.rss_mb)(pid):.0f}"
     except OSError:
-        pass
-    return "-"
+        return "-"
 
 
 async def _health_all(settings: StackSettings, names: list[str]) -> dict[str, str]:

@@ -99,7 +99,8 @@ def parts(settings: StackSettings) -> list[Part]:
     ]
     envoy = Part(
         "envoy",
-        (str(venv_bin / "envoy"), "-c", str(envoy_yaml), "--disable-hot-restart", "--log-level", "warn"),
+        (str(venv_bin / "envoy"), "-c", str(envoy_yaml), "--disable-hot-restart", "--log-level", "warn",
+         "--concurrency", str(settings.envoy_threads)),
         settings.envoy_port, "service", env={DIGEST: digest(envoy_yaml, ROOT / "gen" / "metrics.binpb")},
     )  # fmt: skip
     return [*servers, *services, envoy]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,9 @@ class StackSettings:
     metrics_partitions: int = 8
     events_partitions: int = 4
     kafka_heap: str = "512m"
+    # Envoy's worker threads; 0 = one per core but one, which the receivers need more (measured on
+    # 2 cores: one Envoy thread passes more single calls than two, 3,850 vs 2,900-3,700 a second).
+    envoy_concurrency: int = 0
     # State and logs of every part.
     state_dir: Path = ROOT / ".stack"
     # `make run` refuses to start with less free disk than this: PostgreSQL and Kafka stop when it is full.
@@ -37,6 +41,10 @@ class StackSettings:
     def ports(self) -> list[int]:
         """Every port the stack listens on."""
         return [value for name, value in vars(self).items() if name.endswith("_port")]
+
+    @property
+    def envoy_threads(self) -> int:
+        return self.envoy_concurrency or max(1, len(os.sched_getaffinity(0)) - 1)
 
     @property
     def logs_dir(self) -> Path:

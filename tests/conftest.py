@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -103,3 +104,16 @@ async def redis_client(target: Target) -> AsyncIterator[aioredis.Redis]:
     )
     yield client
     await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def clients_built() -> None:
+    """`make clients` (the example clients and the load generator, clients/): incremental, so it
+    only rebuilds what changed (protos/ included)."""
+    # A nested make must not take over the jobserver or flags of a `make test` that runs this.
+    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL"}}
+    result = subprocess.run(
+        ["make", "--no-print-directory", "clients"], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=840, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, f"make clients failed:\n{result.stdout}\n{result.stderr}"

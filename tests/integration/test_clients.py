@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import os
 import re
-import subprocess
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -41,18 +39,6 @@ WAIT_S = 60
 
 # The first build downloads Go modules, npm packages and Maven artifacts; warm, `make clients` is a no-op.
 pytestmark = pytest.mark.timeout(900)
-
-
-@pytest.fixture(scope="module")
-def clients_built() -> None:
-    """`make clients`: incremental, so it only rebuilds what changed (protos/ included)."""
-    # A nested make must not take over the jobserver or flags of a `make test` that runs this.
-    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL"}}
-    result = subprocess.run(
-        ["make", "--no-print-directory", "clients"], cwd=ROOT, env=env, capture_output=True, text=True,
-        timeout=840, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, f"make clients failed:\n{result.stdout}\n{result.stderr}"
 
 
 async def run(*command: str, timeout: float = WAIT_S + 30) -> tuple[int, str, str]:

@@ -120,4 +120,17 @@ async def test_a_stalled_kafka_is_noticed_too(receiver: ReceiverServiceStub, tar
         assert await receiver_health(target) == health_pb2.HealthCheckResponse.SERVING
 
     await eventually(serving, timeout=30)
-    await receiver.PushMetrics(batch(f"stall-{uuid.uuid4().hex[:8]}", 0), timeout=30)
+
+    # Each receiver process watches Kafka on its own; the one that answered the health check may
+    # have noticed first. Within seconds, every one takes writes again.
+    async def accepted() -> None:
+        for _ in range(8):  # new connections, which the kernel spreads over the processes
+            async with grpc.aio.insecure_channel(target.services["receiver"]) as channel:
+                try:
+                    await ReceiverServiceStub(channel).PushMetrics(
+                        batch(f"stall-{uuid.uuid4().hex[:8]}", 0), timeout=30
+                    )
+                except grpc.aio.AioRpcError as error:
+                    raise AssertionError(error.details()) from error
+
+    await eventually(accepted, timeout=30, what="every receiver process takes writes again")

@@ -16,11 +16,12 @@ import asyncpg
 import grpc
 import pytest
 
-from bench.processes import pids, rss_mb
+from bench.processes import pids
 from metrics.v1 import metric_pb2, receiver_service_pb2
 from metrics.v1.receiver_service_pb2_grpc import ReceiverServiceStub
 from stack import prune
 from stack import settings as stack_settings
+from stack.procfs import tree_rss_mb
 from tests.helpers import wait_consumed
 from tests.target import Target
 
@@ -46,7 +47,7 @@ async def test_overload_sheds_stays_bounded_loses_nothing_and_recovers(
 
     def sample() -> None:
         for name, pid in pids().items():
-            peak[name] = max(peak.get(name, 0.0), rss_mb(pid))
+            peak[name] = max(peak.get(name, 0.0), tree_rss_mb(pid))
 
     # No reading times: the receiver stamps each on arrival, so every send is new readings.
     sensors = [f"overload-{run}-{i}" for i in range(50)]

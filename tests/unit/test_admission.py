@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from receiver.writer import Admission
+from receiver.admission import Admission
 from runtime.errors import ResourceExhausted
 
 

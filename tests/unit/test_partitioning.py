@@ -1,4 +1,4 @@
-"""Records are keyed by sensor id and partitioned as Kafka's Java client does, so producers agree."""
+"""Records are partitioned as Kafka's Java client does, so producers agree."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from metrics.v1 import metric_pb2
-from receiver.writer import records
+from receiver.writer import sensor_batches
 
 
 @pytest.mark.parametrize(
@@ -32,8 +32,9 @@ def test_one_record_per_sensor_in_batch_order() -> None:
     metrics = [
         metric_pb2.Metric(sensor_id=s, metric_type="t", value=float(i)) for i, s in enumerate("abab c")
     ]
-    out = records(metrics)
-    assert [key for key, _ in out] == [b"a", b"b", b" ", b"c"]
-    values = {key: [m.value for m in metric_pb2.MetricBatch.FromString(v).metrics] for key, v in out}
-    assert values[b"a"] == [0.0, 2.0]
-    assert values[b"b"] == [1.0, 3.0]
+    out = sensor_batches(metrics)
+    assert [sensor for sensor, _, _ in out] == ["a", "b", " ", "c"]
+    assert [n for _, _, n in out] == [2, 2, 1, 1]
+    values = {s: [m.value for m in metric_pb2.MetricBatch.FromString(v).metrics] for s, v, _ in out}
+    assert values["a"] == [0.0, 2.0]
+    assert values["b"] == [1.0, 3.0]

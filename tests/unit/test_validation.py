@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 
@@ -140,3 +141,12 @@ def test_quick_and_full_checks_agree(batch: list[metric_pb2.Metric]) -> None:
         for p in check_metric(m, Limits(10, 300, frozenset({"temperature", "humidity"})), latest)
     ]
     assert accepted == (not problems)
+
+
+def test_arrival_times_of_two_workers_never_meet_and_each_increases() -> None:
+    clocks = [ArrivalClock(index, 2) for index in range(2)]
+    times = [[clock.next_nanos() for _ in range(2_000)] for clock in clocks]
+    for index, own in enumerate(times):
+        assert all(t // 1000 % 2 == index for t in own)
+        assert all(a < b for a, b in itertools.pairwise(own))
+    assert not set(times[0]) & set(times[1])

@@ -1,0 +1,169 @@
+"""Fleets of devices: one reading per message, driven by the Go load generator `fleet-load`.
+
+A Python generator would take a core of its own; `fleet-load` (clients/go/cmd/fleet-load) takes a
+fraction of one. Each workload writes sensors of its own prefix, so what was acknowledged can be
+compared with what was stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from bench import processes
+from stack import procfs
+from stack.settings import ROOT
+
+FLEET_LOAD = ROOT / "clients" / "go" / "bin" / "fleet-load"
+
+
+@dataclass
+class Load:
+    """One run of fleet-load: its JSON result and the largest receiver RSS seen meanwhile."""
+
+    result: dict[str, Any]
+    receiver_rss_mb: float = 0.0
+
+    @property
+    def acked(self) -> int:
+        return int(self.result["acked_readings_total"])
+
+    @property
+    def p99_ms(self) -> float:
+        return float(self.result["latency_ms"]["p99"])
+
+
+@dataclass
+class Fleet:
+    """The workloads of one run against one target, and their sensor prefixes."""
+
+    target: str
+    prefix: str
+    say: Any
+    loads: dict[str, Load] = field(default_factory=dict)
+
+    async def run(self, name: str, mode: str, seconds: float, **flags: Any) -> Load:
+        """Runs fleet-load with `flags` (as --name value); its sensors are <prefix><name>-<i>."""
+        args = [str(FLEET_LOAD), "--mode", mode, "--target", flags.pop("target", self.target)]
+        args += ["--duration", f"{seconds}s", "--prefix", f"{self.prefix}{name}-"]
+        for key, value in flags.items():
+            args += [f"--{key.replace('_', '-')}", str(value)]
+        load = await run_load(args)
+        self.loads[name] = load
+        r = load.result
+        errors = ", ".join(f"{k} {v:,}" for k, v in sorted(r["errors"].items())) or "none"
+        self.say(
+            f"  {name}: {r['calls_per_s']:,.0f} calls/s, {r['readings_per_s']:,.0f} readings/s, "
+            f"p50 {r['latency_ms']['p50']:.1f} ms, p99 {r['latency_ms']['p99']:.1f} ms; errors: {errors}"
+        )
+        return load
+
+
+async def run_load(args: list[str]) -> Load:
+    """Runs fleet-load, sampling the receivers' resident memory (all their processes) meanwhile."""
+    proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE)
+    rss = 0.0
+    receiver = processes.pids().get("receiver")
+
+    async def sample() -> None:
+        nonlocal rss
+        while receiver is not None:
+            rss = max(rss, procfs.tree_rss_mb(receiver))
+            await asyncio.sleep(0.5)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        out, _ = await proc.communicate()
+    except BaseException:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+            await proc.wait()
+        raise
+    finally:
+        sampler.cancel()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} exited with {proc.returncode}")
+    return Load(json.loads(out), rss)
+
+
+class NoopReceiver:
+    """bench.noop_receiver in a process of its own, on a free port."""
+
+    def __init__(self) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.address = f"127.0.0.1:{self.port}"
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def __aenter__(self) -> NoopReceiver:
+        env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}"}
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.noop_receiver", str(self.port), env=env, cwd=ROOT
+        )
+        async with grpc.aio.insecure_channel(self.address) as channel:
+            await asyncio.wait_for(channel.channel_ready(), 10)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.terminate()
+            await self._proc.wait()
+
+
+async def suite(envoy: str, prefix: str, say: Any, short: bool) -> tuple[dict[str, Any], Fleet]:
+    """The fleet figures; the Fleet says what each workload acknowledged, by sensor prefix."""
+    seconds = 4.0 if short else 10.0
+    fleet = Fleet(envoy, f"{prefix}fleet-", say)
+    results: dict[str, Any] = {}
+
+    say("fleets of devices: one reading per message (fleet-load, Go)")
+    async with NoopReceiver() as noop:
+        # The noop's readings go nowhere; its sensors share the prefix only to keep names apart.
+        noop_unary = await fleet.run("noop-unary", "unary", seconds, target=noop.address)
+        noop_sync = await fleet.run(
+            "noop-sync", "sync", seconds, target=noop.address, streams=1000, warmup="2s"
+        )
+    unary = await fleet.run("unary", "unary", seconds, concurrency=64)
+    http = await fleet.run("http", "http", seconds, concurrency=64)
+    legacy = await fleet.run("legacy", "legacy", seconds, concurrency=64)
+    sync = await fleet.run("sync", "sync", seconds, streams=1000, warmup="2s")
+    results["fleet_noop_calls_per_s"] = noop_unary.result["calls_per_s"]
+    results["fleet_noop_sync_readings_per_s"] = noop_sync.result["readings_per_s"]
+    results["fleet_unary_calls_per_s"] = unary.result["calls_per_s"]
+    results["fleet_unary_p99_ms"] = unary.p99_ms
+    results["fleet_unary_vs_noop"] = unary.result["calls_per_s"] / noop_unary.result["calls_per_s"]
+    results["fleet_http_calls_per_s"] = http.result["calls_per_s"]
+    results["fleet_legacy_calls_per_s"] = legacy.result["calls_per_s"]
+    results["fleet_sync_readings_per_s"] = sync.result["readings_per_s"]
+    results["fleet_sync_vs_noop"] = sync.result["readings_per_s"] / noop_sync.result["readings_per_s"]
+
+    streams = 2_000 if short else 10_000
+    held = await fleet.run(
+        "devices", "sync", seconds, streams=streams, rate=streams, warmup="3s", open_rate=2_000
+    )
+    results["fleet_streams_offered"] = streams
+    results["fleet_streams_held"] = held.result["streams_open"]
+    results["fleet_stream_ack_p99_ms"] = held.p99_ms
+    results["fleet_receiver_rss_mb"] = held.receiver_rss_mb
+
+    # Twice what the unary path just carried, offered open loop by more callers than can be served:
+    # what is accepted must stay prompt, the rest be refused at once.
+    offered = 2 * unary.result["calls_per_s"]
+    overload = await fleet.run(
+        "overload", "unary", seconds, rate=round(offered), concurrency=2_000, backoff="0s"
+    )
+    refused = sum(overload.result["errors"].values())
+    results["fleet_overload_offered_calls_per_s"] = offered
+    results["fleet_overload_accepted_calls_per_s"] = overload.result["calls_per_s"]
+    results["fleet_overload_refused"] = refused
+    results["fleet_overload_accepted_ack_p99_ms"] = overload.p99_ms
+    return results, fleet

@@ -1,0 +1,59 @@
+"""Processes seen from /proc: CPU time and resident memory, of one process or of its whole tree."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def tree(root: int) -> list[int]:
+    """A process and its live descendants (PostgreSQL's backends, the receiver's workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        found.append(pid)
+        stack.extend(children.get(pid, ()))
+    return found
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU time of a process and its live descendants."""
+    return sum(_or_zero(cpu_seconds, pid) for pid in tree(root))
+
+
+def tree_rss_mb(root: int) -> float:
+    """Resident memory of a process and its live descendants together."""
+    return sum(_or_zero(rss_mb, pid) for pid in tree(root))
+
+
+def _or_zero(measure: Callable[[int], float], pid: int) -> float:
+    try:
+        return measure(pid)
+    except OSError:  # gone meanwhile
+        return 0.0
