@@ -27,6 +27,8 @@ from runtime.errors import InvalidArgument, ServiceError, Unavailable, Violation
 log = logging.getLogger(__name__)
 
 HEADERS = kafka.headers(kafka.METRIC_BATCH_TYPE)
+# A lane lingers only while its next record is smaller than this (about 80 readings).
+LINGER_BELOW_BYTES = 4096
 
 
 class ProducerSlot:
@@ -309,9 +311,9 @@ class _Lane:
 
     async def _drain(self) -> None:
         try:
-            if self._writer.linger_s:
-                # An idle lane waits a moment for more: at a few calls per partition per
-                # millisecond, one record instead of several.
+            if self._writer.linger_s and self._queue[0].size < LINGER_BELOW_BYTES:
+                # An idle lane waits a moment for more small calls: at a few per partition per
+                # millisecond, one record instead of several. A large batch goes at once.
                 await asyncio.sleep(self._writer.linger_s)
             while self._queue:
                 self._in_flight = self._queue.popleft()
