@@ -86,6 +86,7 @@ COPY receiver/ receiver/
 COPY processor/ processor/
 COPY saver/ saver/
 COPY assessor/ assessor/
+COPY deadletters/ deadletters/
 # Compiled now: the code is read-only to the user the services run as.
 RUN python -m compileall -q /app
 USER 10001:10001

@@ -183,6 +183,10 @@ bench-short: run $(GO_CLIENT)/bin/.built ## The benchmark's quick mode (about 3 
 simulate: run ## Stream a simulated sensor fleet to the stack (ARGS="--sensors 100 --rate 5000 ...")
 	@$(PY) -m simulator $(ARGS)
 
+.PHONY: deadletters
+deadletters: proto ## List or replay dead-lettered records (ARGS="list", ARGS="replay --offsets 3,7-9")
+	@$(PY) -m deadletters $(ARGS)
+
 .PHONY: lint
 lint: proto ## ruff, mypy and buf lint
 	@$(VENV)/bin/ruff check .

@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 import grpc
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from google.protobuf import duration_pb2, timestamp_pb2
 
@@ -30,7 +30,7 @@ from runtime import kafka, postgres
 from saver import store
 from simulator.fleet import Fleet
 from simulator.load import Plan, Progress, Result, run
-from stack import procfs, prune
+from stack import consumers, procfs, prune
 from stack.settings import StackSettings
 
 Say = Callable[[str], None]
@@ -71,25 +71,9 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[max(1, math.ceil(p * len(ordered))) - 1]
 
 
-async def topic_partitions(admin: AIOKafkaAdminClient, topic: str) -> list[TopicPartition]:
-    (description,) = await admin.describe_topics([topic])
-    return [TopicPartition(topic, p["partition"]) for p in description["partitions"]]
-
-
 async def lag(env: Env, group: str, topic: str) -> int:
     """Records of `topic` that `group` has not committed yet."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=env.stack.kafka_bootstrap)
-    admin = AIOKafkaAdminClient(bootstrap_servers=env.stack.kafka_bootstrap)
-    await consumer.start()
-    await admin.start()
-    try:
-        partitions = await topic_partitions(admin, topic)
-        end = await consumer.end_offsets(partitions)
-        committed = await admin.list_consumer_group_offsets(group)
-        return sum(end[tp] - (committed[tp].offset if tp in committed else 0) for tp in partitions)
-    finally:
-        await consumer.stop()
-        await admin.close()
+    return await consumers.lag(env.stack.kafka_bootstrap, group, topic)
 
 
 async def wait_drained(
@@ -197,7 +181,7 @@ async def alert_latency(env: Env, rate: float, seconds: float, probes_per_s: flo
     await consumer.start()
     admin = AIOKafkaAdminClient(bootstrap_servers=env.stack.kafka_bootstrap)
     await admin.start()
-    partitions = await topic_partitions(admin, "events")
+    partitions = await consumers.topic_partitions(admin, "events")
     await admin.close()
     consumer.assign(partitions)
     await consumer.seek_to_end(*partitions)

@@ -18,10 +18,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError
 from google.protobuf import timestamp_pb2
-from google.protobuf.message import DecodeError
 
 from metrics.v1 import event_pb2, metric_pb2
 from processor.counters import Counters, KnownZero, field_of
@@ -33,12 +31,14 @@ from runtime.failpoints import Failpoints
 from runtime.grpc_server import GrpcServer
 from runtime.lifecycle import Stopped, retry_until_stopped
 from runtime.logging import setup_logging
+from runtime.partitions import FailingPartitions
+from runtime.records import Unusable, read_metric_batch
 
 log = logging.getLogger(__name__)
 
 EVENT_HEADERS = kafka.headers(kafka.EVENT_TYPE)
 THRESHOLD_EXCEEDED = event_pb2.EVENT_KIND_THRESHOLD_EXCEEDED
-# After a failed round, the wait before the partitions are read again from the committed offsets.
+# After a partition's round failed, the wait before it is read again from its committed offset.
 RETRY_DELAY_S = 1.0
 
 
@@ -61,36 +61,31 @@ class Processor:
         self._config = config
         self._failpoint = Failpoints(config.failpoints)
         self._known_zero = KnownZero()
-        self._serving = serving
-        self._failing = False
+        self._failing = FailingPartitions(consumer, RETRY_DELAY_S, config.stall_after_s, serving)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            await self._failing.tick()
             rounds = await self._consumer.getmany(
                 timeout_ms=200, max_records=self._config.max_records_per_round
             )
             if not rounds:
                 continue
-            try:
-                await asyncio.gather(*(self._process(tp, records) for tp, records in rounds.items()))
-            except Exception as exc:  # noqa: BLE001 - any failure: report it, read the round again
-                # Nothing of this round is committed; it is read again and what was counted is skipped.
-                # Until a round succeeds the processor reports NOT_SERVING: its partitions are stuck.
-                log.error(  # noqa: TRY400 - the message says it all; tracebacks of a retry loop are noise
-                    "round failed, reading it again in %.0f s: %s: %s", RETRY_DELAY_S, type(exc).__name__, exc
-                )
-                if not self._failing:
-                    self._failing = True
-                    await self._serving(False)
-                await asyncio.sleep(RETRY_DELAY_S)
-                await kafka.rewind(self._consumer)
-                continue
-            if self._failing:
-                self._failing = False
-                await self._serving(True)
-                log.info("rounds succeed again")
-            self._failpoint("processor.before_commit")
-            await self._commit({tp: records[-1].offset + 1 for tp, records in rounds.items()})
+            # Each partition on its own: one that fails is read again from its commit (and what
+            # was counted is skipped then); the others are committed.
+            outcomes = await asyncio.gather(
+                *(self._process(tp, records) for tp, records in rounds.items()), return_exceptions=True
+            )
+            done: dict[TopicPartition, int] = {}
+            for (tp, records), outcome in zip(rounds.items(), outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    await self._failing.failed(tp, outcome)
+                else:
+                    await self._failing.succeeded(tp)
+                    done[tp] = records[-1].offset + 1
+            if done:
+                self._failpoint("processor.before_commit")
+                await self._commit(done)
 
     def forget(self, partitions: Sequence[int]) -> None:
         """Partitions moved to another processor: what this one knew of their counters may go stale."""
@@ -110,12 +105,9 @@ class Processor:
         detect_time.GetCurrentTime()
         for record in records:
             try:
-                batch = metric_pb2.MetricBatch.FromString(record.value)
-            except DecodeError as exc:
-                dead.append((record, f"value is not a {kafka.METRIC_BATCH_TYPE}: {exc}"))
-                continue
-            if len(batch.metrics) > kafka.MAX_RECORD_READINGS:
-                dead.append((record, kafka.oversized(len(batch.metrics))))
+                batch = read_metric_batch(record)
+            except Unusable as exc:
+                dead.append((record, str(exc)))
                 continue
             script_args(args, batch.metrics, self._rules, detect_time, zero, resets)
         if dead:
@@ -210,7 +202,7 @@ def _event(metric: metric_pb2.Metric, rule: Rule, detect_time: timestamp_pb2.Tim
     ).SerializeToString()
 
 
-class _FlushOnAssign(ConsumerRebalanceListener):  # type: ignore[misc]
+class _FlushOnAssign(kafka.LogAssignment):
     def __init__(self) -> None:
         self.processor: Processor | None = None
 
@@ -219,6 +211,7 @@ class _FlushOnAssign(ConsumerRebalanceListener):  # type: ignore[misc]
             self.processor.forget([tp.partition for tp in revoked])
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await super().on_partitions_assigned(assigned)
         if self.processor is not None and assigned:
             await self.processor.flush_pending([tp.partition for tp in assigned])
 

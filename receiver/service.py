@@ -12,7 +12,6 @@ import grpc
 from metrics.v1 import metric_pb2, receiver_service_pb2, receiver_service_pb2_grpc
 from receiver.admission import Admission
 from receiver.settings import ReceiverSettings
-from receiver.validation import ArrivalClock, Limits, check_batch
 from receiver.writer import KafkaWatch, MetricsWriter, ProducerSlot
 from runtime import kafka, settings, workers
 from runtime.errors import (
@@ -26,6 +25,7 @@ from runtime.errors import (
 from runtime.grpc_server import GrpcServer, add_servicer
 from runtime.lifecycle import Stopped, retry_until_stopped
 from runtime.logging import setup_logging
+from runtime.validation import ArrivalClock, Limits, check_batch
 
 log = logging.getLogger(__name__)
 

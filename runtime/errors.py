@@ -68,6 +68,22 @@ class Unavailable(ServiceError):
 
     code = grpc.StatusCode.UNAVAILABLE
     retriable = True
+    # Said to the client in a google.rpc.RetryInfo: when trying again is worth it.
+    retry_delay_s = 1
+
+    def status(self) -> status_pb2.Status:
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.seconds = self.retry_delay_s
+        packed = any_pb2.Any()
+        packed.Pack(retry)
+        return status_pb2.Status(code=self.code.value[0], message=str(self), details=[packed])
+
+
+class DeadlineExceeded(ServiceError):
+    """The answer took longer than the service allows itself (a query past its timeout)."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    retriable = True
 
 
 class ResourceExhausted(ServiceError):
@@ -97,17 +113,43 @@ class Undecodable:
         )
 
 
+# SQLSTATEs of a database that is down, starting, shutting down or full of connections (class 08
+# is every connection exception): a client may retry. 57014 is a statement cancelled by its timeout.
+UNAVAILABLE_SQLSTATES = {"57P01", "57P02", "57P03", "53300"}
+QUERY_CANCELED = "57014"
+
+
+def as_service_error(exc: BaseException) -> ServiceError | None:
+    """What a failure of a server the service talks to means to a client, if it is one: a timeout
+    is DEADLINE_EXCEEDED, a server that is down or refuses is UNAVAILABLE; else None (a bug)."""
+    if isinstance(exc, ServiceError):
+        return exc
+    sqlstate = getattr(exc, "sqlstate", None)  # PostgreSQL's errors, as asyncpg raises them
+    if isinstance(exc, TimeoutError) or sqlstate == QUERY_CANCELED:
+        return DeadlineExceeded(
+            "the database did not answer within the service's time limit; retry, or ask for less"
+        )
+    if isinstance(exc, OSError) or (
+        isinstance(sqlstate, str) and (sqlstate.startswith("08") or sqlstate in UNAVAILABLE_SQLSTATES)
+    ):
+        return Unavailable(f"the database is not reachable ({type(exc).__name__}); retry shortly")
+    return None
+
+
 def status_of(exc: BaseException) -> status_pb2.Status:
     """The google.rpc.Status for an exception (INTERNAL, without internals, for unexpected ones)."""
-    if isinstance(exc, ServiceError):
-        return exc.status()
+    if (error := as_service_error(exc)) is not None:
+        return error.status()
     return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error; see the service's log")
 
 
 async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
     """Ends the call with the status for `exc` (raises, as context.abort does)."""
-    if not isinstance(exc, ServiceError):
+    error = as_service_error(exc)
+    if error is None:
         log.exception("unexpected error", exc_info=exc)
+    elif error is not exc:
+        log.warning("%s: %s", type(exc).__name__, exc)  # a server the service needs failed
     status = rpc_status.to_status(status_of(exc))
     await context.abort(status.code, status.details, status.trailing_metadata)
 

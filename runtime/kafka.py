@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
 
 from metrics.v1 import event_pb2, metric_pb2
+
+log = logging.getLogger(__name__)
 
 MESSAGE_TYPE_HEADER = "message-type"
 # The receiver writes at most 10,000 readings per record; a record with many more came from
@@ -77,15 +81,19 @@ def make_consumer(
     return AIOKafkaConsumer(*topics, **options)
 
 
-async def rewind(consumer: AIOKafkaConsumer) -> None:
-    """Moves every assigned partition back to its committed offset, to read a failed round again.
+class LogAssignment(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Says in the log which partitions this member of its group reads, after each rebalance."""
 
-    Not AIOKafkaConsumer.seek_to_committed: it leaves a partition whose committed offset is 0 or
-    none where it is, past the failed round, whose records would then never be processed.
-    """
-    for tp in consumer.assignment():
-        offset = await consumer.committed(tp)
-        if offset is None:
-            await consumer.seek_to_beginning(tp)  # nothing committed yet: where auto_offset_reset starts
-        else:
-            consumer.seek(tp, offset)
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        pass
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("partitions assigned: %s", describe(assigned) or "none")
+
+
+def describe(partitions: Sequence[TopicPartition]) -> str:
+    """'events[0,2] metrics[1,5]' for a set of partitions."""
+    by_topic: dict[str, list[int]] = {}
+    for tp in partitions:
+        by_topic.setdefault(tp.topic, []).append(tp.partition)
+    return " ".join(f"{t}[{','.join(map(str, sorted(ps)))}]" for t, ps in sorted(by_topic.items()))

@@ -1,27 +1,28 @@
 """The saver's process: consume readings and events, store them, then commit the offsets.
 
-Per round: decode (undecodable records go to the dead-letter topic) → write all rows in one
-PostgreSQL transaction → commit the Kafka offsets. A crash before the commit redelivers the round;
-the writes are idempotent, so it is stored once.
+Per round: decode and check every record (what no consumer can use goes to the dead-letter topic,
+with why) → write all rows in one PostgreSQL transaction → commit the Kafka offsets. A crash before
+the commit redelivers the round; the writes are idempotent, so it is stored once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError
-from google.protobuf.message import DecodeError
 
-from metrics.v1 import event_pb2, metric_pb2
 from runtime import kafka, postgres, settings
 from runtime.dead_letters import DeadLetters
 from runtime.failpoints import Failpoints
 from runtime.grpc_server import GrpcServer
 from runtime.lifecycle import Stopped, retry_until_stopped
 from runtime.logging import setup_logging
+from runtime.partitions import FailingPartitions
+from runtime.records import Unusable, read_event, read_metric_batch
 from saver import store
 from saver.migrate import migrate
 from saver.settings import SaverSettings
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 Records = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
 Dead = tuple[ConsumerRecord[bytes, bytes], str]
 Rows = tuple[list[store.ReadingRow], list[store.EventRow]]
+# After a round failed, the wait before its partitions are read again from their committed offsets.
+RETRY_DELAY_S = 0.5
 
 
 class Saver:
@@ -40,8 +43,10 @@ class Saver:
         dead_letters: DeadLetters,
         config: SaverSettings,
         stop: asyncio.Event,
+        serving: Callable[[bool], Awaitable[None]],
     ) -> None:
         self._consumer = consumer
+        self._failing = FailingPartitions(consumer, RETRY_DELAY_S, config.stall_after_s, serving)
         self._dead_letters = dead_letters
         self._config = config
         self._stop = stop
@@ -70,15 +75,20 @@ class Saver:
         offsets are still committed strictly in order, each after its round's transaction."""
         writing: tuple[asyncio.Task[None], dict[TopicPartition, int]] | None = None
         while not self._stop.is_set():
+            await self._failing.tick()
             rounds = await self._consumer.getmany(
                 timeout_ms=0 if writing else 200, max_records=self._config.max_records_per_round
             )
             decoded = self._decode(rounds) if rounds else None
             if writing is not None:
-                stored = await self._finish(*writing)
+                failure = await self._finish(*writing)
+                if failure is not None:
+                    # That round, and the one read meanwhile, are read again from their commits.
+                    for tp in {*writing[1], *rounds}:
+                        await self._failing.failed(tp, failure)
+                    writing = None
+                    continue
                 writing = None
-                if not stored:
-                    continue  # the rounds after the failed one are read again from the commit
             if decoded is not None:
                 offsets = {tp: records[-1].offset + 1 for tp, records in rounds.items()}
                 writing = (asyncio.create_task(self._write(*decoded)), offsets)
@@ -90,22 +100,24 @@ class Saver:
             await conn.close(timeout=5)
         self._conns = []
 
-    async def _finish(self, write: asyncio.Task[None], offsets: dict[TopicPartition, int]) -> bool:
-        """Waits for a round's transaction, then commits its offsets; False if it was not stored."""
+    async def _finish(
+        self, write: asyncio.Task[None], offsets: dict[TopicPartition, int]
+    ) -> Exception | None:
+        """Waits for a round's transaction, then commits its offsets; the failure if it was not stored."""
         try:
             await write
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            # Nothing of this round is committed: reconnect and read it again.
-            log.warning("round not stored (%s); reconnecting and reading it again", exc)
+            # Nothing of this round is committed: reconnect (waiting for PostgreSQL) to read it again.
             for conn in self._conns:
                 conn.terminate()
             self._conns = []
             await self.start()
-            await kafka.rewind(self._consumer)
-            return False
+            return exc
         self._failpoint("saver.before_commit")
         await self._commit(offsets)
-        return True
+        for tp in offsets:
+            await self._failing.succeeded(tp)
+        return None
 
     def _decode(self, rounds: Records) -> tuple[list[Rows], list[Dead]]:
         """Rows per writer: a partition's rows (so a sensor's) always go to the same writer, and
@@ -118,16 +130,11 @@ class Saver:
             for record in records:
                 try:
                     if tp.topic == metrics_topic:
-                        batch = metric_pb2.MetricBatch.FromString(record.value)
-                        if len(batch.metrics) > kafka.MAX_RECORD_READINGS:
-                            dead.append((record, kafka.oversized(len(batch.metrics))))
-                            continue
-                        store.reading_rows(batch, readings)
+                        store.reading_rows(read_metric_batch(record), readings)
                     else:
-                        events.append(store.event_row(event_pb2.Event.FromString(record.value)))
-                except DecodeError as exc:
-                    expected = kafka.METRIC_BATCH_TYPE if tp.topic == metrics_topic else kafka.EVENT_TYPE
-                    dead.append((record, f"value is not a {expected}: {exc}"))
+                        events.append(store.event_row(read_event(record)))
+                except Unusable as exc:
+                    dead.append((record, str(exc)))
         return shares, dead
 
     async def _write(self, shares: list[Rows], dead: list[Dead]) -> None:
@@ -171,7 +178,7 @@ async def main(stop: asyncio.Event) -> None:
     producer = kafka.make_producer(config, "saver")
     consumer = kafka.make_consumer(
         config,
-        [config.metrics_topic, config.events_topic],
+        [],
         config.consumer_group,
         "saver",
         fetch_min_bytes=config.fetch_min_bytes,
@@ -179,10 +186,13 @@ async def main(stop: asyncio.Event) -> None:
     )
     server = GrpcServer(config.grpc_address, [])
     await server.start()
-    saver = Saver(consumer, DeadLetters(producer, config, config.consumer_group), config, stop)
+    saver = Saver(
+        consumer, DeadLetters(producer, config, config.consumer_group), config, stop, server.set_serving
+    )
     try:
         await retry_until_stopped("Kafka (producer)", producer.start, stop)
         await retry_until_stopped("Kafka (consumer)", consumer.start, stop)
+        consumer.subscribe([config.metrics_topic, config.events_topic], listener=kafka.LogAssignment())
         await saver.start()
         await server.set_serving()
         log.info("serving")

@@ -21,3 +21,6 @@ class SaverSettings(KafkaSettings, ServiceSettings):
     # of small records a round is not a record or two (stored a little later, in fewer, larger transactions).
     fetch_min_bytes: int = 524288
     fetch_max_wait_ms: int = 100
+    # A partition whose rounds keep failing for this long while records wait is reported in the
+    # log (once) and in the health (NOT_SERVING), until it flows again.
+    stall_after_s: float = 30.0

@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 
-from stack import bootstrap, prepare, probes, procfs
+from stack import bootstrap, consumers, prepare, probes, procfs
 from stack.parts import SERVICES, Part, parts, supervisord_conf
 from stack.settings import ROOT, StackSettings, load
 from stack.supervisor import Supervisor
@@ -131,7 +131,24 @@ def _print_table(settings: StackSettings, sup: Supervisor, all_parts: list[Part]
     low = free < settings.min_free_mb
     warning = f" -- below the {settings.min_free_mb:,} MB minimum" if low else ""
     print(f"\ndisk: {free:,} MB free, the stack's data takes {data:,} MB ({settings.state_dir}){warning}")
+    if health["kafka"] == "ok":
+        print(asyncio.run(_consumers(settings)))
     return healthy and not low
+
+
+async def _consumers(settings: StackSettings) -> str:
+    """One line on the consumer groups' lag and one on the dead letters."""
+    try:
+        lags = await consumers.lags(settings.kafka_bootstrap, consumers.GROUPS)
+        dead = await consumers.record_count(settings.kafka_bootstrap, consumers.DEAD_LETTER_TOPIC)
+    except Exception as exc:  # noqa: BLE001 - shown to the operator, like a part's health
+        return f"consumers: not known ({exc or type(exc).__name__})"
+    behind = " · ".join(f"{group} {topic} {n:,}" for (group, topic), n in lags.items())
+    return (
+        f"not yet processed (records): {behind}\n"
+        f"dead letters: {dead:,} in {consumers.DEAD_LETTER_TOPIC}"
+        + ("  (make deadletters ARGS=list)" if dead else "")
+    )
 
 
 def _rss_mb(part: Part, pid: int) -> str:

@@ -45,21 +45,25 @@ async def private_topics(target: Target, partitions: int = 2) -> AsyncIterator[T
 
 
 def service_env(
-    target: Target, topics: Topics, service: str, extra: Mapping[str, str] = ()
-) -> dict[str, str]:  # type: ignore[assignment]
+    target: Target, topics: Topics | None, service: str, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment of a private instance: the target's servers, and `topics` if given."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("METRICS_")}
     prefix = f"METRICS_{service.upper()}_"
     env.update({
         "METRICS_KAFKA_BOOTSTRAP_SERVERS": target.kafka_bootstrap_servers,
         "METRICS_REDIS_URL": target.redis_url,
-        "METRICS_METRICS_TOPIC": topics.metrics,
-        "METRICS_EVENTS_TOPIC": topics.events,
-        "METRICS_DEAD_LETTER_TOPIC": topics.dead_letters,
-        prefix + "CONSUMER_GROUP": topics.group,
         prefix + "GRPC_PORT": "0",
         "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}",
     })  # fmt: skip
-    env.update(extra)
+    if topics is not None:
+        env.update({
+            "METRICS_METRICS_TOPIC": topics.metrics,
+            "METRICS_EVENTS_TOPIC": topics.events,
+            "METRICS_DEAD_LETTER_TOPIC": topics.dead_letters,
+            prefix + "CONSUMER_GROUP": topics.group,
+        })  # fmt: skip
+    env.update(extra or {})
     return env
 
 

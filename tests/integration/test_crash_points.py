@@ -14,9 +14,13 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
 from metrics.v1 import event_pb2, metric_pb2
+from runtime import kafka
 from tests.helpers import read_topic, wait_consumed
 from tests.services import Topics, private_topics, service_env, start_service, stop_service
 from tests.target import Target
+
+# Records as the contract says they are written: the consumers check the header.
+BATCH_HEADERS = kafka.headers(kafka.METRIC_BATCH_TYPE)
 
 SCENARIO = (10.0, 100.0, 97.0, 99.0, 10.0, 100.0, 107.0, 98.0)
 BASE_US = 1_790_000_000_000_000
@@ -30,12 +34,16 @@ async def produce_scenario(
     await producer.start()
     try:
         if garbage_first:
-            await producer.send_and_wait(topics.metrics, b"\xff\xfe not protobuf", key=sensor_id.encode())
+            await producer.send_and_wait(
+                topics.metrics, b"\xff\xfe not protobuf", key=sensor_id.encode(), headers=BATCH_HEADERS
+            )
         for i, value in enumerate(SCENARIO):
             metric = metric_pb2.Metric(sensor_id=sensor_id, metric_type="temperature", value=value)
             metric.reading_time.FromMicroseconds(BASE_US + i * 1_000_000)
             batch = metric_pb2.MetricBatch(metrics=[metric])
-            await producer.send_and_wait(topics.metrics, batch.SerializeToString(), key=sensor_id.encode())
+            await producer.send_and_wait(
+                topics.metrics, batch.SerializeToString(), key=sensor_id.encode(), headers=BATCH_HEADERS
+            )
     finally:
         await producer.stop()
 

@@ -203,7 +203,16 @@ async def test_rebalance_as_a_second_processor_and_saver_join_and_leave(
             env = service_env(target, topics, name, {f"METRICS_{name.upper()}_CONSUMER_GROUP": group,
                                                     "METRICS_POSTGRES_DSN": stack.postgres_dsn})  # fmt: skip
             extra.append(await start_service(name, env, tmp_path / f"{name}.log"))
-        await asyncio.sleep(8)  # the group rebalances onto both members
+
+        async def rebalanced() -> None:
+            # The group rebalances onto both members: each newcomer reads some partitions.
+            for name in ("processor", "saver"):
+                log = (tmp_path / f"{name}.log").read_text()
+                assert f"partitions assigned: {target.metrics_topic}[" in log or (
+                    name == "saver" and f"partitions assigned: {target.events_topic}[" in log
+                ), f"{name}: {log[-1500:]}"
+
+        await eventually(rebalanced, timeout=60, what="the newcomers assigned partitions")
         for process in extra:
             assert await stop_service(process) == 0  # and back onto one
 

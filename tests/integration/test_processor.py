@@ -18,9 +18,13 @@ from metrics.v1 import event_pb2, metric_pb2
 from processor.counters import Counters, KnownZero, counter_key
 from processor.rules import apply, parse_rules
 from processor.service import script_args
+from runtime import kafka
 from tests.helpers import read_topic, wait_consumed
 from tests.services import private_topics, service_env, start_service, stop_service
 from tests.target import Target
+
+# Records as the contract says they are written: the consumers check the header.
+BATCH_HEADERS = kafka.headers(kafka.METRIC_BATCH_TYPE)
 
 RULES = parse_rules(["temperature:95:3", "humidity:80:2"])
 BASE_US = 1_770_000_000_000_000
@@ -116,7 +120,7 @@ async def test_several_rules_sensors_and_types_end_to_end(
                 metric = metric_pb2.Metric(sensor_id=sensor, metric_type=metric_type, value=value)
                 metric.reading_time.FromMicroseconds(BASE_US + i)
                 batch = metric_pb2.MetricBatch(metrics=[metric]).SerializeToString()
-                await producer.send(topics.metrics, batch, key=sensor.encode())
+                await producer.send(topics.metrics, batch, key=sensor.encode(), headers=BATCH_HEADERS)
             await producer.flush()
         finally:
             await producer.stop()

@@ -13,12 +13,16 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
 from metrics.v1 import event_pb2, metric_pb2
+from runtime import kafka
 from runtime.kafka import MAX_RECORD_READINGS
 from saver.migrate import MigrationError, migrate, migrations
 from stack import settings as stack_settings
 from tests.helpers import eventually, read_topic, wait_consumed
 from tests.services import Topics, private_topics, service_env, start_service, stop_service
 from tests.target import Target
+
+# Records as the contract says they are written: the consumers check the header.
+BATCH_HEADERS = kafka.headers(kafka.METRIC_BATCH_TYPE)
 
 SCENARIO = (10.0, 100.0, 97.0, 99.0, 10.0, 100.0, 107.0, 98.0)
 BASE_US = 1_790_000_000_000_000
@@ -40,7 +44,7 @@ async def produce(target: Target, topic: str, key: str, values: list[bytes]) -> 
     await producer.start()
     try:
         for value in values:
-            await producer.send_and_wait(topic, value, key=key.encode())
+            await producer.send_and_wait(topic, value, key=key.encode(), headers=BATCH_HEADERS)
     finally:
         await producer.stop()
 

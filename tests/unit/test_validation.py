@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from metrics.v1 import metric_pb2
-from receiver.validation import ArrivalClock, Limits, check_batch, check_metric
 from runtime.errors import InvalidArgument
+from runtime.validation import ArrivalClock, Limits, check_batch, check_metric
 
 LIMITS = Limits(max_batch_readings=100, max_future_skew_s=300)
 

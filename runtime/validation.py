@@ -1,14 +1,20 @@
-"""Validation of readings: every problem of a batch, each naming its field, before anything is written."""
+"""Validation of readings and events: every problem, each naming its field.
+
+The receiver checks what clients send before anything is written; the processor and the saver
+check what they read from Kafka the same way (runtime/records.py), since any producer can write
+there.
+"""
 
 from __future__ import annotations
 
 import math
 import re
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from metrics.v1 import metric_pb2
+from metrics.v1 import event_pb2, metric_pb2
 from runtime.errors import InvalidArgument, Violation
 
 SENSOR_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -27,6 +33,8 @@ EARLIEST_SECONDS = 946_684_800
 # again and again, so the receiver refuses it.
 NUL = "\x00"
 NUL_PROBLEM = "must not contain the NUL character (\\x00)"
+# How far ahead of this machine's clock a reading's time may be, by default.
+FUTURE_SKEW_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -202,3 +210,57 @@ def _quote(value: str, limit: int = 40) -> str:
     """A value for an error message: escaped, and cut when long."""
     shown = value if len(value) <= limit else value[:limit] + "…"
     return repr(shown)
+
+
+def stored_violations(metrics: Sequence[metric_pb2.Metric], limits: Limits) -> list[Violation]:
+    """The problems of readings read from Kafka: those check_batch finds, and a missing time (the
+    receiver sets every reading's time; without one, each consumer would make up its own)."""
+    if not metrics:
+        return [Violation("metrics", "at least one reading is required")]
+    latest = time.time_ns() + int(limits.max_future_skew_s * NANOS)
+    sensors, missing = _quick_check(metrics, limits, latest)
+    if sensors is not None and not missing and len(metrics) <= limits.max_batch_readings:
+        return []
+    if len(metrics) > limits.max_batch_readings:
+        return [Violation("metrics", f"{len(metrics)} readings, more than {limits.max_batch_readings}")]
+    violations = [] if sensors is not None else _violations(metrics, limits, latest, "metrics")
+    violations += [
+        Violation(f"metrics[{i}].reading_time", "is required")
+        for i, m in enumerate(metrics)
+        if not m.HasField("reading_time")
+    ]
+    return violations[:MAX_VIOLATIONS]
+
+
+def event_violations(event: event_pb2.Event, max_future_skew_s: float = FUTURE_SKEW_S) -> list[Violation]:
+    """The problems of an event read from Kafka: what PostgreSQL or a reader could not take."""
+    violations = [
+        Violation(f"event.{name}", text)
+        for name, text in check_metric(
+            metric_pb2.Metric(
+                sensor_id=event.sensor_id,
+                metric_type=event.metric_type,
+                value=event.value,
+                reading_time=event.reading_time,
+            ),
+            Limits(1, max_future_skew_s),
+            time.time_ns() + int(max_future_skew_s * NANOS),
+        )
+    ]
+    try:
+        uuid.UUID(event.event_id)
+    except ValueError:
+        violations.append(Violation("event.event_id", f"{_quote(event.event_id)} is not a UUID"))
+    if not event.HasField("reading_time"):
+        violations.append(Violation("event.reading_time", "is required"))
+    if not event.HasField("detect_time"):
+        violations.append(Violation("event.detect_time", "is required"))
+    elif problem := _check_time(
+        event.detect_time.seconds, event.detect_time.nanos, time.time_ns() + int(max_future_skew_s * NANOS)
+    ):
+        violations.append(Violation("event.detect_time", problem))
+    if event.kind not in event_pb2.EventKind.values() or event.kind == event_pb2.EVENT_KIND_UNSPECIFIED:
+        violations.append(Violation("event.kind", f"{event.kind} is not a known kind of event"))
+    if not math.isfinite(event.threshold):
+        violations.append(Violation("event.threshold", f"must be a finite number, got {event.threshold}"))
+    return violations
