@@ -33,6 +33,9 @@ EARLIEST_SECONDS = 946_684_800
 # again and again, so the receiver refuses it.
 NUL = "\x00"
 NUL_PROBLEM = "must not contain the NUL character (\\x00)"
+# Statistics keep the sum of the squares of the values in a double: a larger value's square would
+# overflow it, and PostgreSQL would refuse every transaction holding that reading.
+MAX_ABS_VALUE = 1e150
 # How far ahead of this machine's clock a reading's time may be, by default.
 FUTURE_SKEW_S = 300.0
 
@@ -100,7 +103,7 @@ def _quick_check(
         sensors.add(m.sensor_id)
         types.add(m.metric_type)
         value = m.value
-        if value - value != 0.0:  # NaN or infinite
+        if not -MAX_ABS_VALUE <= value <= MAX_ABS_VALUE:  # also NaN and the infinities
             return None, []
         if m.HasField("reading_time"):
             t = m.reading_time
@@ -147,6 +150,10 @@ def check_metric(metric: metric_pb2.Metric, limits: Limits, latest_nanos: int) -
         problems.append(("metric_type", f"unknown metric type {metric_type!r}; known types: {known}"))
     if not math.isfinite(metric.value):
         problems.append(("value", f"must be a finite number, got {metric.value}"))
+    elif abs(metric.value) > MAX_ABS_VALUE:
+        problems.append(
+            ("value", f"must be within ±{MAX_ABS_VALUE:g} (statistics sum its square), got {metric.value:g}")
+        )
     if metric.HasField("reading_time"):
         problem = _check_time(metric.reading_time.seconds, metric.reading_time.nanos, latest_nanos)
         if problem:

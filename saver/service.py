@@ -36,6 +36,15 @@ Rows = tuple[list[store.ReadingRow], list[store.EventRow]]
 RETRY_DELAY_S = 0.5
 
 
+# SQLSTATE classes of PostgreSQL refusing the data itself: data exceptions (22: a value out of
+# range, an invalid text) and integrity constraint violations (23). The same rows fail again.
+DATA_SQLSTATE_CLASSES = ("22", "23")
+
+
+def refuses_data(exc: asyncpg.PostgresError) -> bool:
+    return str(exc.sqlstate or "")[:2] in DATA_SQLSTATE_CLASSES
+
+
 class Saver:
     def __init__(
         self,
@@ -73,7 +82,7 @@ class Saver:
     async def run(self) -> None:
         """Rounds are pipelined: the next round is decoded while PostgreSQL stores the current one;
         offsets are still committed strictly in order, each after its round's transaction."""
-        writing: tuple[asyncio.Task[None], dict[TopicPartition, int]] | None = None
+        writing: tuple[asyncio.Task[None], Records] | None = None
         while not self._stop.is_set():
             await self._failing.tick()
             rounds = await self._consumer.getmany(
@@ -90,8 +99,7 @@ class Saver:
                     continue
                 writing = None
             if decoded is not None:
-                offsets = {tp: records[-1].offset + 1 for tp, records in rounds.items()}
-                writing = (asyncio.create_task(self._write(*decoded)), offsets)
+                writing = (asyncio.create_task(self._write(*decoded)), rounds)
         if writing is not None:
             await self._finish(*writing)
 
@@ -100,12 +108,23 @@ class Saver:
             await conn.close(timeout=5)
         self._conns = []
 
-    async def _finish(
-        self, write: asyncio.Task[None], offsets: dict[TopicPartition, int]
-    ) -> Exception | None:
-        """Waits for a round's transaction, then commits its offsets; the failure if it was not stored."""
+    async def _finish(self, write: asyncio.Task[None], rounds: Records) -> Exception | None:
+        """Waits for a round's transaction, then commits its offsets; the failure if it was not stored.
+
+        PostgreSQL refusing the data (a value, a constraint) is the fault of some records: the round
+        is written again in halves until each refused record is alone, those are dead-lettered and
+        the rest stored. Any other failure (PostgreSQL down, slow, restarting) is nobody's fault:
+        nothing is dead-lettered, the round is read again once PostgreSQL answers.
+        """
         try:
-            await write
+            try:
+                await write
+            except asyncpg.PostgresError as exc:
+                if not refuses_data(exc):
+                    raise
+                log.warning("PostgreSQL refused a round (%s); finding the records it refuses", exc)
+                refused = await self._isolate([r for records in rounds.values() for r in records])
+                await self._dead_letters.send(refused)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             # Nothing of this round is committed: reconnect (waiting for PostgreSQL) to read it again.
             for conn in self._conns:
@@ -114,15 +133,39 @@ class Saver:
             await self.start()
             return exc
         self._failpoint("saver.before_commit")
+        offsets = {tp: records[-1].offset + 1 for tp, records in rounds.items()}
         await self._commit(offsets)
         for tp in offsets:
             await self._failing.succeeded(tp)
         return None
 
-    def _decode(self, rounds: Records) -> tuple[list[Rows], list[Dead]]:
+    async def _isolate(self, records: list[ConsumerRecord[bytes, bytes]]) -> list[Dead]:
+        """Writes `records` in one transaction, or in halves while PostgreSQL refuses the data;
+        returns the records it refuses alone (in order, so a sensor's readings keep theirs)."""
+        (readings, events), _ = self._decode_records(records)
+        try:
+            await store.write(self._conns[0], readings, events)
+        except asyncpg.PostgresError as exc:
+            if not refuses_data(exc):
+                raise
+            if len(records) == 1:
+                return [(records[0], f"PostgreSQL refused it: {exc}")]
+            middle = len(records) // 2
+            return await self._isolate(records[:middle]) + await self._isolate(records[middle:])
+        return []
+
+    def _decode_records(self, records: list[ConsumerRecord[bytes, bytes]]) -> tuple[Rows, list[Dead]]:
+        """The rows of `records` (of any partitions), leaving out those no consumer can use."""
+        by_tp: Records = {}
+        for record in records:
+            by_tp.setdefault(TopicPartition(record.topic, record.partition), []).append(record)
+        shares, dead = self._decode(by_tp, writers=1)
+        return shares[0], dead
+
+    def _decode(self, rounds: Records, writers: int | None = None) -> tuple[list[Rows], list[Dead]]:
         """Rows per writer: a partition's rows (so a sensor's) always go to the same writer, and
         two writers' transactions never touch the same rollup, histogram or latest row."""
-        shares: list[Rows] = [([], []) for _ in range(self._config.writers)]
+        shares: list[Rows] = [([], []) for _ in range(writers or self._config.writers)]
         dead: list[Dead] = []
         metrics_topic = self._config.metrics_topic
         for tp, records in rounds.items():

@@ -31,7 +31,7 @@ from stack import probes
 from stack import settings as stack_settings
 from stack.parts import SERVICES
 from stack.supervisor import Supervisor
-from tests.helpers import eventually, wait_consumed
+from tests.helpers import end_offsets, eventually, wait_consumed
 from tests.services import Topics, service_env, start_service, stop_service
 from tests.target import Target
 
@@ -144,6 +144,7 @@ async def during_load(
 ) -> Load:
     load = load or Load()
     progress = asyncio.Event()
+    dead_before = await end_offsets(target.kafka_bootstrap_servers, target.dead_letter_topic)
 
     async def inject() -> None:
         await progress.wait()
@@ -151,6 +152,8 @@ async def during_load(
 
     await asyncio.gather(load.send(target, progress), inject())
     await load.check(target, db, redis_client)
+    # An outage is not a bad record: nothing was dead-lettered meanwhile.
+    assert await end_offsets(target.kafka_bootstrap_servers, target.dead_letter_topic) == dead_before
     return load
 
 
@@ -172,6 +175,23 @@ async def test_kill_9(victim: str, target: Target, db: asyncpg.Pool, redis_clien
 
     load = await during_load(target, db, redis_client, kill)
     print(f"{victim}: statuses the clients saw: {load.statuses or 'none'}")
+
+
+async def test_postgres_down_for_10_s_under_load(
+    target: Target, db: asyncpg.Pool, redis_client: aioredis.Redis
+) -> None:
+    # Stopped (a clean shutdown), then started again: the saver waits and retries, dead-letters
+    # nothing (during_load checks), and stores everything once PostgreSQL is back.
+    async def down() -> None:
+        with Supervisor(stack_settings.load()) as supervisor:
+            supervisor.stop_process("postgres")
+            try:
+                await asyncio.sleep(10)  # the length of the outage, not a wait for something
+            finally:
+                supervisor.start_process("postgres")
+        await eventually(lambda: healthy("postgres"), timeout=120)
+
+    await during_load(target, db, redis_client, down)
 
 
 @pytest.mark.parametrize("victim", ["processor", "saver"])

@@ -4,7 +4,8 @@ Records that no consumer can use are produced straight to the stack's `metrics` 
 as any producer written from protos/ can. Each must land in the dead-letter topic with its reason,
 its source and the consumer that gave up on it (the processor and the saver both read `metrics`;
 the saver reads `events`), and a reading of the same sensor sent afterwards through Envoy must be
-stored and counted within seconds.
+stored and counted within seconds. A record that passes every check but that PostgreSQL refuses is
+found among the others and dead-lettered alone.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -22,7 +24,9 @@ from aiokafka import AIOKafkaProducer
 from metrics.v1 import event_pb2, metric_pb2, receiver_service_pb2
 from metrics.v1.receiver_service_pb2_grpc import ReceiverServiceStub
 from runtime import kafka
-from tests.helpers import end_offsets, eventually, read_topic
+from stack import settings as stack_settings
+from tests.helpers import end_offsets, eventually, read_topic, wait_consumed
+from tests.services import private_topics, service_env, start_service, stop_service
 from tests.target import Target
 
 NOW_S = int(time.time())
@@ -86,6 +90,7 @@ POISONS = [
     Poison("nan", "metrics", lambda s: batch(s, value=math.nan), "must be a finite number, got nan"),
     Poison("inf", "metrics", lambda s: batch(s, value=math.inf), "must be a finite number, got inf"),
     Poison("minus-inf", "metrics", lambda s: batch(s, value=-math.inf), "must be a finite number, got -inf"),
+    Poison("huge", "metrics", lambda s: batch(s, value=1e200), "must be within ±1e+150"),
     Poison("no-time", "metrics", lambda s: batch(s, reading_time=None), "reading_time: is required"),
     Poison("time-1970", "metrics", lambda s: batch(s, reading_time=1), "is before 2000-01-01"),
     Poison("time-9999", "metrics", lambda s: batch(s, reading_time=253_402_300_799), "is in the future"),
@@ -163,3 +168,48 @@ async def test_poison_records_are_dead_lettered_and_their_partitions_flow_on(
             assert await redis_client.hget(f"warnings:{{{sensor}}}", "temperature") == b"1", sensor
 
     await eventually(stored_and_counted, timeout=30, what="the good readings stored and counted")
+
+
+async def test_a_record_postgresql_refuses_is_found_and_dead_lettered_alone(
+    target: Target, db: asyncpg.Pool, tmp_path: Path
+) -> None:
+    # A constraint stands for anything PostgreSQL refuses that no check foresaw: the saver finds
+    # the one record among 40 (writing halves of the round), dead-letters it and stores the rest.
+    run = uuid.uuid4().hex[:8]
+    refused_value = -12345.5
+    stack = stack_settings.load()
+    owner = await asyncpg.connect(stack.postgres_dsn)
+    constraint = f"test_refuse_{run}"
+    await owner.execute(
+        f"ALTER TABLE readings ADD CONSTRAINT {constraint} CHECK (value <> {refused_value}) NOT VALID"
+    )
+    try:
+        async with private_topics(target) as topics:
+            producer = AIOKafkaProducer(bootstrap_servers=target.kafka_bootstrap_servers, acks="all")
+            await producer.start()
+            try:
+                for i in range(40):
+                    sensor = f"refused-{run}-{i % 10}"
+                    metric = reading(sensor, value=refused_value if i == 17 else float(i))
+                    metric.reading_time.FromMicroseconds(NOW_S * 1_000_000 + i)
+                    value = metric_pb2.MetricBatch(metrics=[metric]).SerializeToString()
+                    await producer.send(topics.metrics, value, key=sensor.encode(), headers=BATCH)
+                await producer.flush()
+            finally:
+                await producer.stop()
+            env = service_env(target, topics, "saver", {"METRICS_POSTGRES_DSN": stack.postgres_dsn})
+            saver = await start_service("saver", env, tmp_path / "saver.log")
+            try:
+                await wait_consumed(target.kafka_bootstrap_servers, topics.group, topics.metrics)
+                dead = await read_topic(target.kafka_bootstrap_servers, topics.dead_letters, {})
+            finally:
+                assert await stop_service(saver) == 0, (tmp_path / "saver.log").read_text()[-3000:]
+    finally:
+        await owner.execute(f"ALTER TABLE readings DROP CONSTRAINT {constraint}")
+        await owner.close()
+    [record] = dead
+    assert metric_pb2.MetricBatch.FromString(record.value).metrics[0].value == refused_value
+    reason = dict(record.headers)["dead-letter-reason"].decode()
+    assert reason.startswith("PostgreSQL refused it:") and constraint in reason, reason
+    stored = await db.fetchval("SELECT count(*) FROM readings WHERE sensor_id LIKE $1", f"refused-{run}-%")
+    assert stored == 39

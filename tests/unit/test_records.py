@@ -8,10 +8,13 @@ import uuid
 
 import pytest
 from aiokafka import ConsumerRecord
+from hypothesis import given
+from hypothesis import strategies as st
 
 from metrics.v1 import event_pb2, metric_pb2
 from runtime import kafka
 from runtime.records import Unusable, read_event, read_metric_batch
+from runtime.validation import FUTURE_SKEW_S, ArrivalClock, Limits, check_batch
 
 NOW_S = int(time.time())
 BATCH_TYPE = [(kafka.MESSAGE_TYPE_HEADER, kafka.METRIC_BATCH_TYPE.encode())]
@@ -153,3 +156,52 @@ def test_an_event_no_consumer_can_use_is_refused_naming_why(fields: dict[str, ob
         message.ClearField("detect_time")
     with pytest.raises(Unusable, match=reason):
         read_event(event_record(message))
+
+
+metric_fields = st.fixed_dictionaries(
+    {
+        "sensor_id": st.text(max_size=140),
+        "metric_type": st.text(max_size=70),
+        "value": st.floats(),
+        "unit": st.text(max_size=40),
+        "labels": st.dictionaries(st.text(max_size=70), st.text(max_size=300), max_size=18),
+        "seconds": st.one_of(st.none(), st.integers(-(2**40), 2**40)),
+        "nanos": st.integers(-(2**31), 2**31 - 1),
+    }
+)
+
+
+def arbitrary_metric(fields: dict[str, object]) -> metric_pb2.Metric:
+    metric = metric_pb2.Metric(
+        sensor_id=fields["sensor_id"], metric_type=fields["metric_type"], value=fields["value"],  # type: ignore[arg-type]
+        unit=fields["unit"], labels=fields["labels"],  # type: ignore[arg-type]
+    )  # fmt: skip
+    if fields["seconds"] is not None:
+        metric.reading_time.seconds, metric.reading_time.nanos = fields["seconds"], fields["nanos"]  # type: ignore[assignment]
+    return metric
+
+
+@given(
+    st.lists(metric_fields, max_size=4),
+    st.one_of(st.none(), st.binary(max_size=20)),
+    st.sampled_from([BATCH_TYPE, EVENT_TYPE, []]),
+    st.one_of(st.none(), st.binary(max_size=200)),
+)
+def test_any_record_is_either_usable_or_unusable_with_a_reason(
+    readings: list[dict[str, object]],
+    key: bytes | None,
+    headers: list[tuple[str, bytes]],
+    garbage: bytes | None,
+) -> None:
+    # Whatever a producer writes, a consumer gets readings that pass the receiver's own check,
+    # or Unusable with a reason; never another exception (which would stall its partition).
+    value = garbage if garbage is not None else batch(*(arbitrary_metric(f) for f in readings))
+    try:
+        usable = read_metric_batch(record(value, key=key, headers=headers))
+    except Unusable as exc:
+        assert str(exc)
+        return
+    assert headers == BATCH_TYPE
+    check_batch(list(usable.metrics), Limits(kafka.MAX_RECORD_READINGS, FUTURE_SKEW_S), ArrivalClock())
+    assert all(m.HasField("reading_time") for m in usable.metrics)
+    assert key is None or all(m.sensor_id.encode() == key for m in usable.metrics)

@@ -150,3 +150,10 @@ def test_arrival_times_of_two_workers_never_meet_and_each_increases() -> None:
         assert all(t // 1000 % 2 == index for t in own)
         assert all(a < b for a, b in itertools.pairwise(own))
     assert not set(times[0]) & set(times[1])
+
+
+@pytest.mark.parametrize("value", [1e151, -1e200, 1.7976931348623157e308])
+def test_a_value_whose_square_overflows_the_statistics_is_refused(value: float) -> None:
+    with pytest.raises(InvalidArgument, match=r"metrics\[0\].value: must be within ±1e\+150"):
+        check_batch([metric_pb2.Metric(sensor_id="s", metric_type="t", value=value)], LIMITS, ArrivalClock())
+    check_batch([metric_pb2.Metric(sensor_id="s", metric_type="t", value=1e150)], LIMITS, ArrivalClock())
