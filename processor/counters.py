@@ -2,12 +2,14 @@
 
 Redis data (operators read it; the first is a contract):
   warnings:{<sensor_id>}          hash: metric type -> consecutive warnings (absent = 0)
-  last-reading:{<sensor_id>}      hash: metric type -> time (µs) of the latest reading counted
+  last-reading:{<sensor_id>}      hash: metric type -> time (µs) of the latest reading applied
   processor:pending:<topic>:<p>   list: serialized metrics.v1.Event raised but not yet in Kafka
 
 One script per partition batch updates the counters and stores the events it raised, atomically.
-A reading not newer than the latest one counted for its sensor and type is skipped: so a batch
-that Kafka redelivers after a crash, or that a client sends again, is not counted twice (the
+Every reading with a rule, a warning or not, is applied unless it is not newer than the latest
+one applied for its sensor and type: so a batch that Kafka redelivers after a crash, or that a
+client sends again, is not counted twice, and a late reading (older than one already applied)
+changes nothing, however the readings were batched (the
 braces are a Redis Cluster hash tag: a sensor's two hashes share a slot). Stored events are
 produced to Kafka before the partition's offsets are committed, and again after a crash if they
 may not have been.
@@ -15,12 +17,12 @@ may not have been.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
 # ARGV: per reading, (sensor id, metric type, N or 0 below the threshold, time in µs, event bytes).
-# Returns the number of events raised, then "<sensor>\0<type>" of every counter it left at 0.
+# Returns the number of events raised.
 APPLY = """
 -- Redis commands that name their key when they fail (a key of the wrong type, say).
 local function call(command, key, ...)
@@ -31,12 +33,10 @@ local function call(command, key, ...)
   return reply
 end
 local raised = 0
-local zero = {}
 for i = 1, #ARGV, 5 do
   local sensor, metric_type, count = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local last_key = 'last-reading:{' .. sensor .. '}'
   local last = tonumber(call('HGET', last_key, metric_type) or '-1')
-  local field = sensor .. '\\0' .. metric_type
   if tonumber(ARGV[i + 3]) > last then
     call('HSET', last_key, metric_type, ARGV[i + 3])
     local key = 'warnings:{' .. sensor .. '}'
@@ -45,26 +45,13 @@ for i = 1, #ARGV, 5 do
       if current and current ~= '0' then
         call('HSET', key, metric_type, 0)
       end
-      zero[field] = true
-    else
-      if call('HINCRBY', key, metric_type, 1) == count then
-        call('RPUSH', KEYS[1], ARGV[i + 4])
-        raised = raised + 1
-      end
-      zero[field] = false
+    elseif call('HINCRBY', key, metric_type, 1) == count then
+      call('RPUSH', KEYS[1], ARGV[i + 4])
+      raised = raised + 1
     end
-  elseif zero[field] == nil then
-    local current = call('HGET', 'warnings:{' .. sensor .. '}', metric_type)
-    zero[field] = not current or current == '0'
   end
 end
-local reply = {raised}
-for field, is_zero in pairs(zero) do
-  if is_zero then
-    reply[#reply + 1] = field
-  end
-end
-return reply
+return raised
 """
 
 
@@ -90,44 +77,8 @@ async def delete_sensors(redis: aioredis.Redis, prefix: str) -> int:
 
 
 def field_of(sensor_id: str, metric_type: str) -> str:
-    """How the script and KnownZero name one counter."""
+    """How script_args names one counter."""
     return sensor_id + "\0" + metric_type
-
-
-class KnownZero:
-    """Counters this processor knows are 0 because its own last applied update of them was a reset.
-
-    A reading below the threshold for such a counter changes nothing, so it needs no Redis call;
-    most readings are like that. Only updates that Redis applied feed it (`commit` after the
-    script), it forgets partitions that move to another processor, and it starts over past `limit`
-    keys, so it is never wrong, only sometimes empty.
-    """
-
-    def __init__(self, limit: int = 1_000_000) -> None:
-        self._limit = limit
-        self._keys: dict[int, set[str]] = {}
-        self._size = 0
-
-    def of(self, partition: int) -> set[str]:
-        return self._keys.setdefault(partition, set())
-
-    def commit(self, partition: int, touched: Iterable[str], zero: set[str]) -> None:
-        """Records what a Redis script reported: of the counters it `touched`, those now at 0."""
-        keys = self.of(partition)
-        before = len(keys)
-        for field in touched:
-            if field in zero:
-                keys.add(field)
-            else:
-                keys.discard(field)
-        self._size += len(keys) - before
-        if self._size > self._limit:
-            self._keys.clear()
-            self._size = 0
-
-    def forget(self, partitions: Iterable[int]) -> None:
-        for partition in partitions:
-            self._size -= len(self._keys.pop(partition, ()))
 
 
 class Counters:
@@ -139,15 +90,14 @@ class Counters:
     def pending_key(self, partition: int) -> str:
         return f"processor:pending:{self._topic}:{partition}"
 
-    async def apply(self, partition: int, args: Sequence[bytes | str | int]) -> tuple[int, set[str]]:
+    async def apply(self, partition: int, args: Sequence[bytes | str | int]) -> int:
         """Applies readings given as (sensor id, metric type, N or 0, time µs, event bytes) quintuples.
 
         N is the rule's count for a warning, 0 for a reading below the threshold; the event bytes
         are stored (to be produced) when the counter becomes exactly N. Returns how many events
-        were raised, and the fields (`field_of`) of the counters the batch left at 0.
+        were raised.
         """
-        reply = await self._apply(keys=[self.pending_key(partition)], args=args)
-        return int(reply[0]), {field.decode() for field in reply[1:]}
+        return int(await self._apply(keys=[self.pending_key(partition)], args=args))
 
     async def pending(self, partition: int) -> list[bytes]:
         """The events raised on `partition` and not yet confirmed as produced, oldest first."""

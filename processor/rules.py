@@ -76,3 +76,26 @@ def apply(
         else:
             counters[key] = 0
     return raised
+
+
+def apply_as_arrived(
+    counters: dict[tuple[str, str], int],
+    latest: dict[tuple[str, str], int],
+    rules: Mapping[str, Rule],
+    readings: Iterable[tuple[str, str, float, int]],
+) -> list[int]:
+    """The model with reading times, (sensor, type, value, time): readings apply in the order they
+    arrive, except one not newer than the latest applied to its counter (`latest`), a warning or
+    not: a repeat (Kafka's redelivery, a client's resend) or a late reading, it changes nothing.
+
+    Returns the indices of the readings that raised an event.
+    """
+    raised: list[int] = []
+    for i, (sensor_id, metric_type, value, time) in enumerate(readings):
+        key = (sensor_id, metric_type)
+        if metric_type not in rules or time <= latest.get(key, -1):
+            continue
+        latest[key] = time
+        if apply(counters, rules, [(sensor_id, metric_type, value)]):
+            raised.append(i)
+    return raised

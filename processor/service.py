@@ -22,7 +22,7 @@ from aiokafka.errors import CommitFailedError
 from google.protobuf import timestamp_pb2
 
 from metrics.v1 import event_pb2, metric_pb2
-from processor.counters import Counters, KnownZero, field_of
+from processor.counters import Counters, field_of
 from processor.rules import Rule, event_id, parse_rules
 from processor.settings import ProcessorSettings
 from runtime import kafka, settings
@@ -60,7 +60,6 @@ class Processor:
         self._rules = rules
         self._config = config
         self._failpoint = Failpoints(config.failpoints)
-        self._known_zero = KnownZero()
         self._failing = FailingPartitions(consumer, RETRY_DELAY_S, config.stall_after_s, serving)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -87,10 +86,6 @@ class Processor:
                 self._failpoint("processor.before_commit")
                 await self._commit(done)
 
-    def forget(self, partitions: Sequence[int]) -> None:
-        """Partitions moved to another processor: what this one knew of their counters may go stale."""
-        self._known_zero.forget(partitions)
-
     async def flush_pending(self, partitions: Sequence[int]) -> None:
         """Produces events stored but maybe not produced before a crash or a rebalance."""
         for partition in partitions:
@@ -99,7 +94,6 @@ class Processor:
     async def _process(self, tp: TopicPartition, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         args: list[Any] = []
         resets: dict[str, int] = {}
-        zero = self._known_zero.of(tp.partition)
         dead: list[tuple[ConsumerRecord[bytes, bytes], str]] = []
         detect_time = timestamp_pb2.Timestamp()
         detect_time.GetCurrentTime()
@@ -109,13 +103,12 @@ class Processor:
             except Unusable as exc:
                 dead.append((record, str(exc)))
                 continue
-            script_args(args, batch.metrics, self._rules, detect_time, zero, resets)
+            script_args(args, batch.metrics, self._rules, detect_time, resets)
         if dead:
             await self._dead_letters.send(dead)
         if not args:
             return
-        raised, left_at_zero = await self._counters.apply(tp.partition, args)
-        self._known_zero.commit(tp.partition, resets, left_at_zero)
+        raised = await self._counters.apply(tp.partition, args)
         if raised:
             self._failpoint("processor.after_apply")
             await self._produce_pending(tp.partition)
@@ -151,15 +144,13 @@ def script_args(
     metrics: Iterable[metric_pb2.Metric],
     rules: Mapping[str, Rule],
     detect_time: timestamp_pb2.Timestamp,
-    zero: set[str],
     resets: dict[str, int],
 ) -> None:
     """Appends the counter script's quintuple for each reading with a rule (see Counters.apply).
 
-    What changes nothing is left out: a reading below the threshold for a counter known to be 0
-    (`zero`, as the last script left it) that this batch has not touched; and a reading below the
-    threshold right after another one of its counter in this batch (`resets`: field -> index of the
-    pending reset's time in `args`), which instead moves that reset's time up to its own.
+    A run of readings below the threshold of one counter, with no warning of it between them,
+    becomes one reset at the run's latest time (`resets`: field -> index of the pending reset's
+    time in `args`): applied one by one, they would leave the same counter and latest time.
     """
     for metric in metrics:
         rule = rules.get(metric.metric_type)
@@ -175,12 +166,8 @@ def script_args(
                 metric.reading_time.ToMicroseconds(),
                 event,
             )
-            resets[field] = -1
-        elif (pending := resets.get(field)) is None:
-            if field not in zero:
-                resets[field] = len(args) + 3
-                args += (metric.sensor_id, metric.metric_type, 0, metric.reading_time.ToMicroseconds(), b"")
-        elif pending >= 0:
+            resets.pop(field, None)
+        elif (pending := resets.get(field)) is not None:
             args[pending] = max(args[pending], metric.reading_time.ToMicroseconds())
         else:
             resets[field] = len(args) + 3
@@ -205,10 +192,6 @@ def _event(metric: metric_pb2.Metric, rule: Rule, detect_time: timestamp_pb2.Tim
 class _FlushOnAssign(kafka.LogAssignment):
     def __init__(self) -> None:
         self.processor: Processor | None = None
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        if self.processor is not None:
-            self.processor.forget([tp.partition for tp in revoked])
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         await super().on_partitions_assigned(assigned)

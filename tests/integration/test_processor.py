@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from metrics.v1 import event_pb2, metric_pb2
-from processor.counters import Counters, KnownZero, counter_key
-from processor.rules import apply, parse_rules
+from processor.counters import Counters, counter_key
+from processor.rules import apply, apply_as_arrived, parse_rules
 from processor.service import script_args
 from runtime import kafka
 from tests.helpers import read_topic, wait_consumed
@@ -34,37 +34,37 @@ readings = st.lists(
         st.sampled_from(["a", "b"]),
         st.sampled_from(["temperature", "humidity", "pressure"]),
         st.sampled_from([10.0, 79.9, 80.0, 94.9, 95.0, 120.0]),
+        # Mostly increasing, with repeated and late times among them.
+        st.one_of(st.just(None), st.integers(0, 60)),
     ),
     min_size=1,
     max_size=40,
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     readings=readings,
     cuts=st.lists(st.integers(0, 40), max_size=4),
     replays=st.lists(st.integers(0, 4), max_size=3),
-    restart=st.booleans(),
 )
-async def test_script_matches_the_model_through_redelivery(
+async def test_script_matches_the_model_through_redelivery_and_late_readings(
     redis_client: aioredis.Redis,
-    readings: list[tuple[str, str, float]],
+    readings: list[tuple[str, str, float, int | None]],
     cuts: list[int],
     replays: list[int],
-    restart: bool,
 ) -> None:
-    # Readings applied in rounds split at `cuts` as the processor does (counters it knows are 0
-    # skipped); some rounds are applied again, as Kafka redelivers after a failure or a client
-    # resends, by the same processor or (`restart`) a new one: they change nothing. Events: the
-    # model's, once each.
+    # Readings applied in rounds split at `cuts` as the processor does; some rounds are applied
+    # again, as Kafka redelivers after a failure or a client resends: they change nothing. Some
+    # readings repeat an earlier time or come late (older than one already applied). Events and
+    # counters: the model's (rules.apply_as_arrived), however the readings were batched.
     run = uuid.uuid4().hex[:8]
     counters = Counters(redis_client, f"test-{run}")
     sensors = {s: f"prop-{run}-{s}" for s in ("a", "b")}
     metrics = []
-    for i, (sensor, metric_type, value) in enumerate(readings):
+    for i, (sensor, metric_type, value, time) in enumerate(readings):
         metric = metric_pb2.Metric(sensor_id=sensors[sensor], metric_type=metric_type, value=value)
-        metric.reading_time.FromMicroseconds(BASE_US + i)
+        metric.reading_time.FromMicroseconds(BASE_US + (2 * i if time is None else time))
         metrics.append(metric)
     bounds = sorted({0, len(metrics), *(c for c in cuts if c < len(metrics))})
     rounds = list(itertools.pairwise(bounds))
@@ -73,24 +73,20 @@ async def test_script_matches_the_model_through_redelivery(
         if r < len(rounds):
             order.insert(order.index(r) + 1, r)  # the same round again, right after it
     detect = timestamp_pb2.Timestamp()
-    known = KnownZero()
-    applied: set[int] = set()
     try:
         for r in order:
-            if r in applied and restart:
-                known = KnownZero()
-            applied.add(r)
             start, end = rounds[r]
             args: list[object] = []
-            resets: dict[str, int] = {}
-            script_args(args, metrics[start:end], RULES, detect, known.of(0), resets)
+            script_args(args, metrics[start:end], RULES, detect, {})
             if args:
-                _, zero = await counters.apply(0, args)
-                known.commit(0, resets, zero)
+                await counters.apply(0, args)
         events = [event_pb2.Event.FromString(e) for e in await counters.pending(0)]
         model: dict[tuple[str, str], int] = {}
-        raised = apply(model, RULES, [(m.sensor_id, m.metric_type, m.value) for m in metrics])
-        assert [e.reading_time.ToMicroseconds() - BASE_US for e in events] == raised
+        timed = [(m.sensor_id, m.metric_type, m.value, m.reading_time.ToMicroseconds()) for m in metrics]
+        raised = apply_as_arrived(model, {}, RULES, timed)
+        assert [(e.sensor_id, e.metric_type, e.reading_time.ToMicroseconds()) for e in events] == [
+            (timed[i][0], timed[i][1], timed[i][3]) for i in raised
+        ]
         for sensor in sensors.values():
             stored = await redis_client.hgetall(counter_key(sensor))
             expected = {t: n for (s, t), n in model.items() if s == sensor}

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processor.rules import Rule, apply, event_id, parse_rules
+from processor.rules import Rule, apply, apply_as_arrived, event_id, parse_rules
 
 TEMPERATURE = {"temperature": Rule("temperature", 95.0, 3)}
 
@@ -79,3 +79,15 @@ def test_event_id_is_deterministic_and_distinguishes_readings() -> None:
     assert len({event_id("s", "temperature", 1, 1), event_id("s", "temperature", 2, 1),
                 event_id("t", "temperature", 1, 1), event_id("s", "humidity", 1, 1)}) == 4  # fmt: skip
     assert len(event_id("s", "temperature", 1, 1)) == 32
+
+
+def test_a_repeated_or_late_reading_changes_nothing() -> None:
+    # The original scenario with a resend (99 again at 4) and late readings (100 at 3.5, 100 at 5
+    # after the reset at 6): only readings newer than the latest applied one count.
+    readings = [("s", "temperature", v, t) for v, t in [(10, 1), (100, 2), (97, 3), (99, 4), (100, 3), (99, 4),
+                                                         (10, 6), (100, 5), (107, 7)]]  # fmt: skip
+    counters: dict[tuple[str, str], int] = {}
+    latest: dict[tuple[str, str], int] = {}
+    assert apply_as_arrived(counters, latest, parse_rules(["temperature:95:3"]), readings) == [3]
+    assert counters == {("s", "temperature"): 1}
+    assert latest == {("s", "temperature"): 7}
