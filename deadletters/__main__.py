@@ -71,7 +71,7 @@ async def read_all(settings: kafka.KafkaSettings) -> list[DeadLetter]:
     await consumer.start()
     try:
         partitions = consumer.partitions_for_topic(settings.dead_letter_topic) or set()
-        if not partitions:
+        if not partitions:  # not in the metadata yet: aiokafka has no public call that loads it
             await consumer._client.force_metadata_update()
             partitions = consumer.partitions_for_topic(settings.dead_letter_topic) or set()
         tps = [TopicPartition(settings.dead_letter_topic, p) for p in sorted(partitions)]
@@ -82,8 +82,13 @@ async def read_all(settings: kafka.KafkaSettings) -> list[DeadLetter]:
         await consumer.seek_to_beginning(*tps)
         letters: list[DeadLetter] = []
         remaining = {tp for tp in tps if end[tp] > 0}
+        idle = 0
         while remaining:
-            for tp, records in (await consumer.getmany(*remaining, timeout_ms=1000)).items():
+            fetched = await consumer.getmany(*remaining, timeout_ms=1000)
+            idle = 0 if fetched else idle + 1
+            if idle == 30:
+                raise SystemExit(f"{settings.dead_letter_topic}: no records came for 30 s; is Kafka up?")
+            for tp, records in fetched.items():
                 for r in records:
                     if r.offset < end[tp]:
                         letters.append(_letter(r.offset, r.key, r.value or b"", list(r.headers or ())))

@@ -16,7 +16,7 @@ from google.protobuf.message import DecodeError
 from metrics.v1 import event_pb2, metric_pb2
 from runtime import kafka
 from runtime.errors import Violation
-from runtime.validation import FUTURE_SKEW_S, Limits, event_violations, stored_violations
+from runtime.validation import FUTURE_SKEW_S, Limits, check_stored, event_violations
 
 # Readings in one record: the receiver writes at most 10,000; a record with many more came from
 # elsewhere and would hold a consumer's round (and memory) hostage.
@@ -37,10 +37,11 @@ def read_metric_batch(record: ConsumerRecord[bytes, bytes]) -> metric_pb2.Metric
     batch = _decode(metric_pb2.MetricBatch, record)
     if len(batch.metrics) > kafka.MAX_RECORD_READINGS:
         raise Unusable(kafka.oversized(len(batch.metrics)))
-    _check(stored_violations(batch.metrics, LIMITS))
+    sensors, violations = check_stored(batch.metrics, LIMITS)
+    _check(violations)
     if record.key is not None:
         key = record.key.decode(errors="replace")
-        if any(m.sensor_id != key for m in batch.metrics):
+        if sensors != {key}:
             raise Unusable(
                 f"key {key[:140]!r} is not the sensor id of every reading "
                 "(a record of several sensors has no key)"

@@ -219,24 +219,27 @@ def _quote(value: str, limit: int = 40) -> str:
     return repr(shown)
 
 
-def stored_violations(metrics: Sequence[metric_pb2.Metric], limits: Limits) -> list[Violation]:
-    """The problems of readings read from Kafka: those check_batch finds, and a missing time (the
-    receiver sets every reading's time; without one, each consumer would make up its own)."""
+def check_stored(metrics: Sequence[metric_pb2.Metric], limits: Limits) -> tuple[set[str], list[Violation]]:
+    """(sensor ids, problems) of readings read from Kafka: the problems check_batch finds, and a
+    missing time (the receiver sets every reading's time; without one, each consumer would make up
+    its own). The sensor ids are those of a batch without problems."""
     if not metrics:
-        return [Violation("metrics", "at least one reading is required")]
+        return set(), [Violation("metrics", "at least one reading is required")]
     latest = time.time_ns() + int(limits.max_future_skew_s * NANOS)
     sensors, missing = _quick_check(metrics, limits, latest)
     if sensors is not None and not missing and len(metrics) <= limits.max_batch_readings:
-        return []
+        return sensors, []
     if len(metrics) > limits.max_batch_readings:
-        return [Violation("metrics", f"{len(metrics)} readings, more than {limits.max_batch_readings}")]
+        return set(), [
+            Violation("metrics", f"{len(metrics)} readings, more than {limits.max_batch_readings}")
+        ]
     violations = [] if sensors is not None else _violations(metrics, limits, latest, "metrics")
     violations += [
         Violation(f"metrics[{i}].reading_time", "is required")
         for i, m in enumerate(metrics)
         if not m.HasField("reading_time")
     ]
-    return violations[:MAX_VIOLATIONS]
+    return set(), violations[:MAX_VIOLATIONS]
 
 
 def event_violations(event: event_pb2.Event, max_future_skew_s: float = FUTURE_SKEW_S) -> list[Violation]:
