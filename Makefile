@@ -157,9 +157,10 @@ test: run ## Run all tests against the local stack (starts it if needed)
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: test-faults
-test-faults: run ## Run the fault tests: kill -9 of every part, stalls, rebalances, crash points, outages
+test-faults: run ## Run the fault tests: kill -9 of every part, stalls, rebalances, crash points, outages, poison records
 	@$(PY) -m pytest tests/integration/test_faults.py tests/integration/test_outages.py \
-		tests/integration/test_crash_points.py tests/integration/test_kill_midstream.py $(PYTEST_ARGS)
+		tests/integration/test_crash_points.py tests/integration/test_kill_midstream.py \
+		tests/integration/test_poison.py tests/integration/test_query_errors.py $(PYTEST_ARGS)
 
 .PHONY: test-unit
 test-unit: proto ## Run the tests that need no running servers

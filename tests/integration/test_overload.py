@@ -27,7 +27,7 @@ from tests.target import Target
 
 pytestmark = pytest.mark.local_stack
 
-CLIENTS = 1_000  # calls at once: far past the 64 single calls Envoy lets through to the receiver
+CLIENTS = 1_000  # calls at once: far past the 128 single calls Envoy lets through to the receivers
 BATCH = 10_000  # the largest batch the receiver takes
 SECONDS = 8.0
 # Above what a service needs (under 200 MB), far below unbounded growth (without the bounds on the
