@@ -206,14 +206,7 @@ async def main(stop: asyncio.Event) -> None:
     rules = parse_rules(config.rules)
     redis_client = aioredis.Redis.from_url(config.redis_url, socket_timeout=10, socket_connect_timeout=2)
     producer = kafka.make_producer(config, "processor")
-    consumer = kafka.make_consumer(
-        config,
-        [],
-        config.consumer_group,
-        "processor",
-        fetch_min_bytes=config.fetch_min_bytes,
-        fetch_max_wait_ms=config.fetch_max_wait_ms,
-    )
+    consumer = kafka.make_consumer(config, "processor")
     listener = _FlushOnAssign()
     server = GrpcServer(config.grpc_address, [])
     await server.start()

@@ -54,27 +54,31 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
         n = len(request.metrics)
         # Room first: a batch refused for want of it costs no validation.
         await self._admission.acquire(n)
-        try:
-            sensors = check_batch(request.metrics, self._limits, self._clock, field=field)
-            await self._writer.submit(request.metrics, sensors, _as_batch(request, sensors))
-        finally:
-            self._admission.release(n)
+        await self._write_admitted(request, n, field)
         return n
 
     def _start(self, request: BatchRequest) -> asyncio.Future[Any]:
         """Like _accept without waiting: the future is done once Kafka has the batch, or failed.
-        A batch that is refused, or must wait for room, costs no more than that."""
+        Only a batch that must wait for room costs a task."""
         n = len(request.metrics)
         if not self._admission.try_acquire(n):
             return asyncio.ensure_future(self._accept(request))
         try:
-            sensors = check_batch(request.metrics, self._limits, self._clock)
-            written = self._writer.submit(request.metrics, sensors, _as_batch(request, sensors))
+            return self._write_admitted(request, n)
         except Exception as exc:  # noqa: BLE001 - told to the client in the batch's acknowledgement
+            failed = asyncio.get_running_loop().create_future()
+            failed.set_exception(exc)
+            return failed
+
+    def _write_admitted(self, request: BatchRequest, n: int, field: str = "metrics") -> asyncio.Future[Any]:
+        """Checks and submits a batch whose `n` readings hold room; the room is given back when
+        Kafka has them, or when the batch fails (also if it raises here)."""
+        try:
+            sensors = check_batch(request.metrics, self._limits, self._clock, field=field)
+            written = self._writer.submit(request.metrics, sensors, _as_batch(request, sensors))
+        except BaseException:
             self._admission.release(n)
-            written = asyncio.get_running_loop().create_future()
-            written.set_exception(exc)
-            return written
+            raise
         written.add_done_callback(lambda _: self._admission.release(n))
         return written
 

@@ -78,19 +78,16 @@ class KafkaWatch:
         self._producer = producer
         self._interval_s = interval_s
         self._timeout_s = timeout_s
-        self._down = asyncio.Event()
+        self._down = False
         self._changed: list[Callable[[bool], Awaitable[None]]] = []
 
     @property
     def down(self) -> bool:
-        return self._down.is_set()
+        return self._down
 
     def on_change(self, callback: Callable[[bool], Awaitable[None]]) -> None:
         """`callback(up)` runs when Kafka goes down or comes back."""
         self._changed.append(callback)
-
-    async def wait_down(self) -> None:
-        await self._down.wait()
 
     async def run(self) -> None:
         failures = 0
@@ -111,10 +108,7 @@ class KafkaWatch:
             await asyncio.sleep(self._interval_s)
 
     async def _set(self, up: bool) -> None:
-        if up:
-            self._down.clear()
-        else:
-            self._down.set()
+        self._down = not up
         for callback in self._changed:
             await callback(up)
 
@@ -151,13 +145,6 @@ class MetricsWriter:
         self._lanes: dict[int, _Lane] = {}
         self._hashes: dict[str, int] = {}
         watch.on_change(self._kafka_changed)
-
-    async def write(
-        self, metrics: Sequence[metric_pb2.Metric], sensors: set[str], encoded: bytes | None = None
-    ) -> int:
-        """Returns once every reading is durably in Kafka; raises Unavailable (see submit)."""
-        await self.submit(metrics, sensors, encoded)
-        return len(metrics)
 
     def submit(
         self, metrics: Sequence[metric_pb2.Metric], sensors: set[str], encoded: bytes | None = None

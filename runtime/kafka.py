@@ -59,14 +59,31 @@ def make_producer(settings: KafkaSettings, client_id: str, **overrides: object) 
     return AIOKafkaProducer(**options)
 
 
-def make_consumer(
-    settings: KafkaSettings, topics: Sequence[str], group_id: str, client_id: str, **overrides: object
-) -> AIOKafkaConsumer:
-    """A consumer of a group that commits manually, after its side effects."""
+@dataclass(frozen=True)
+class ConsumerSettings(KafkaSettings):
+    """What a consumer group member has; the processor and the saver set their own defaults."""
+
+    consumer_group: str = ""
+    # Most records taken from Kafka per round.
+    max_records_per_round: int = 2_000
+    # Kafka answers a fetch once it has this many bytes or this many ms have passed: at a trickle
+    # of small records a round is not a record or two.
+    fetch_min_bytes: int = 1
+    fetch_max_wait_ms: int = 500
+    # A partition whose rounds keep failing for this long while records wait is reported in the
+    # log (once) and in the health (NOT_SERVING), until it flows again (runtime/partitions.py).
+    stall_after_s: float = 30.0
+
+
+def make_consumer(settings: ConsumerSettings, client_id: str) -> AIOKafkaConsumer:
+    """A member of the settings' group that commits manually, after its side effects; it reads
+    what it subscribes to."""
     options: dict[str, object] = {
         "bootstrap_servers": settings.kafka_bootstrap_servers,
-        "group_id": group_id,
+        "group_id": settings.consumer_group,
         "client_id": client_id,
+        "fetch_min_bytes": settings.fetch_min_bytes,
+        "fetch_max_wait_ms": settings.fetch_max_wait_ms,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "isolation_level": "read_committed",
@@ -77,8 +94,7 @@ def make_consumer(
         "session_timeout_ms": 6_000,
         "heartbeat_interval_ms": 1_500,
     }
-    options.update(overrides)
-    return AIOKafkaConsumer(*topics, **options)
+    return AIOKafkaConsumer(**options)
 
 
 class LogAssignment(ConsumerRebalanceListener):  # type: ignore[misc]

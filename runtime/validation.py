@@ -222,17 +222,14 @@ def _quote(value: str, limit: int = 40) -> str:
 def check_stored(metrics: Sequence[metric_pb2.Metric], limits: Limits) -> tuple[set[str], list[Violation]]:
     """(sensor ids, problems) of readings read from Kafka: the problems check_batch finds, and a
     missing time (the receiver sets every reading's time; without one, each consumer would make up
-    its own). The sensor ids are those of a batch without problems."""
+    its own). The sensor ids are those of a batch without problems. The caller bounds how many
+    readings there are (runtime/records.py: an oversized record is refused before this)."""
     if not metrics:
         return set(), [Violation("metrics", "at least one reading is required")]
     latest = time.time_ns() + int(limits.max_future_skew_s * NANOS)
     sensors, missing = _quick_check(metrics, limits, latest)
-    if sensors is not None and not missing and len(metrics) <= limits.max_batch_readings:
+    if sensors is not None and not missing:
         return sensors, []
-    if len(metrics) > limits.max_batch_readings:
-        return set(), [
-            Violation("metrics", f"{len(metrics)} readings, more than {limits.max_batch_readings}")
-        ]
     violations = [] if sensors is not None else _violations(metrics, limits, latest, "metrics")
     violations += [
         Violation(f"metrics[{i}].reading_time", "is required")

@@ -219,14 +219,7 @@ async def main(stop: asyncio.Event) -> None:
     setup_logging("saver", config.log_level)
     log.info("starting: %s", settings.describe(config))
     producer = kafka.make_producer(config, "saver")
-    consumer = kafka.make_consumer(
-        config,
-        [],
-        config.consumer_group,
-        "saver",
-        fetch_min_bytes=config.fetch_min_bytes,
-        fetch_max_wait_ms=config.fetch_max_wait_ms,
-    )
+    consumer = kafka.make_consumer(config, "saver")
     server = GrpcServer(config.grpc_address, [])
     await server.start()
     saver = Saver(
