@@ -3,7 +3,8 @@
 #   --target services   the Python environment of uv.lock, the four services and the generated code;
 #                       docker-compose.yml picks the service per container (`python -m receiver`, ...)
 #   --target envoy      the front door: envoy/envoy.yaml rendered for the Compose network, and the
-#                       descriptor set its gRPC-JSON transcoder reads
+#                       descriptor set its gRPC-JSON transcoder reads (certificates and the JWKS are
+#                       mounted at run time)
 # The Python environment and the generated code are made as the Makefile makes them (`make venv`,
 # `make proto`), from the same pins: uv.lock and UV_VERSION.
 
@@ -51,23 +52,37 @@ RUN set -eu; \
 COPY runtime/ runtime/
 COPY stack/ stack/
 COPY envoy/envoy.yaml envoy/envoy.yaml
-# Envoy listens on all addresses of its container and finds the services by their Compose names;
-# the ports are the local stack's defaults (stack/settings.py), which docker-compose.yml also uses.
+# Envoy's TLS port listens on all addresses of its container and finds the services by their Compose
+# names; the ports are the local stack's defaults (stack/settings.py), which docker-compose.yml also
+# uses. No plaintext listener: inside the Compose network it would let anyone in without a token.
+# The admin interface stays on the container's loopback. Certificates and the JWKS are mounted at
+# /etc/metrics at run time (docker-compose.yml); the check below uses throwaway ones.
 RUN python - <<'EOF'
+import dataclasses
 from pathlib import Path
 
+from stack import certs, tokens
 from stack.envoy_config import render
-from stack.parts import SERVICES
+from stack.parts import PUBLIC_SERVICES
 from stack.settings import StackSettings
 
 defaults = StackSettings()
-config = render(
-    listen=("0.0.0.0", defaults.envoy_port),
-    admin=("0.0.0.0", defaults.envoy_admin_port),
-    upstreams={name: (name, getattr(defaults, f"{name}_grpc_port")) for name in SERVICES},
+options = dict(
+    tls=("0.0.0.0", defaults.envoy_tls_port),
+    plaintext=None,
+    admin=("127.0.0.1", defaults.envoy_admin_port),
+    upstreams={name: (name, getattr(defaults, f"{name}_grpc_port")) for name in PUBLIC_SERVICES},
     descriptor="/etc/envoy/metrics.binpb",
 )
-Path("gen/envoy.yaml").write_text(config)
+Path("gen/envoy.yaml").write_text(render(
+    **options, certificate="/etc/metrics/tls/server.pem", private_key="/etc/metrics/tls/server-key.pem",
+    jwks="/etc/metrics/jwt/jwks.json",
+))
+throwaway = dataclasses.replace(defaults, state_dir=Path("/tmp/check"))
+tls = certs.ensure(throwaway)
+Path("gen/envoy-check.yaml").write_text(render(
+    **options, certificate=tls.certificate, private_key=tls.private_key, jwks=tokens.ensure_keys(throwaway),
+))
 EOF
 
 # --- target services ---
@@ -93,11 +108,19 @@ USER 10001:10001
 # docker-compose.yml sets the command of each container; this one only says which to give.
 CMD ["python", "-c", "raise SystemExit('run one service: python -m receiver|processor|saver|assessor')"]
 
+# --- the envoy configuration, checked by the Envoy of the image with throwaway files ---
+FROM ${ENVOY_IMAGE} AS envoy-check
+COPY --from=builder /src/gen/metrics.binpb /etc/envoy/metrics.binpb
+COPY --from=builder /src/gen/envoy-check.yaml /tmp/envoy-check.yaml
+COPY --from=builder /tmp/check /tmp/check
+# A configuration this Envoy cannot load fails the build, not the first `docker compose up`.
+RUN envoy --mode validate -c /tmp/envoy-check.yaml --log-level error && touch /tmp/checked
+
 # --- target envoy ---
 FROM ${ENVOY_IMAGE} AS envoy
+# Only so that building this target runs the check above.
+COPY --from=envoy-check /tmp/checked /etc/envoy/checked
 COPY --from=builder /src/gen/metrics.binpb /etc/envoy/metrics.binpb
 COPY --from=builder /src/gen/envoy.yaml /etc/envoy/envoy.yaml
-# A configuration this Envoy cannot load fails the build, not the first `docker compose up`.
-RUN envoy --mode validate -c /etc/envoy/envoy.yaml --log-level error
 # The image's entrypoint runs Envoy as its unprivileged user `envoy`.
 CMD ["envoy", "-c", "/etc/envoy/envoy.yaml", "--disable-hot-restart", "--log-level", "warn"]

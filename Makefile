@@ -145,6 +145,14 @@ stop: ## Stop everything `make run` started
 status: ## Show each part of the local stack: state, PID, port, health
 	@$(PY) -m stack status
 
+.PHONY: token
+token: venv ## Mint a bearer token for the TLS port (ARGS="--scope ingest --sensors plant-7- --ttl 3600")
+	@$(PY) -m stack.tokens $(ARGS)
+
+.PHONY: compose-secrets
+compose-secrets: venv ## Make the secrets docker-compose.yml mounts (deploy/compose/secrets), once
+	@$(PY) -m stack.compose_secrets
+
 .PHONY: logs
 logs: ## Follow the logs of the local stack
 	@$(PY) -m stack logs

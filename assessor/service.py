@@ -22,6 +22,7 @@ from metrics.v1 import assessor_service_pb2_grpc, event_pb2, metric_pb2, sensor_
 from runtime import postgres, settings
 from runtime.errors import InvalidArgument, Violation, grpc_errors, grpc_stream_errors
 from runtime.grpc_server import GrpcServer, add_servicer
+from runtime.identity import Identity, of_metadata
 from runtime.lifecycle import Stopped, retry_until_stopped
 from runtime.logging import setup_logging
 
@@ -49,6 +50,7 @@ SELECT sensor_id, metric_type, reading_time, value, unit FROM latest_readings
 WHERE sensor_id IN (
     SELECT DISTINCT sensor_id FROM latest_readings
     WHERE sensor_id > $1 AND sensor_id >= $2 AND sensor_id < $3
+      AND ($5::text[] IS NULL OR sensor_id ^@ ANY($5::text[]))
     ORDER BY sensor_id LIMIT $4
 )
 ORDER BY sensor_id, metric_type
@@ -76,7 +78,10 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
 
     @grpc_errors
     async def ListEvents(self, request: pb.ListEventsRequest, context: Context) -> pb.ListEventsResponse:
+        caller = _reader(context)
         requests.text(sensor_id=request.sensor_id, metric_type=request.metric_type)
+        if caller is not None and request.sensor_id:
+            caller.require_sensors([request.sensor_id])
         start, end = requests.time_range(
             request.HasField("start_time"), request.start_time, request.HasField("end_time"), request.end_time
         )
@@ -92,6 +97,9 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
             if value:
                 args.append(value)
                 conditions.append(f"{column} = ${len(args)}")
+        if caller is not None and not caller.all_sensors and not request.sensor_id:
+            args.append(list(caller.sensor_prefixes))
+            conditions.append(f"sensor_id ^@ ANY(${len(args)}::text[])")
         if position is not None:
             args += [position[0], position[1]]
             conditions.append(f"(reading_time, event_id) < (${len(args) - 1}, ${len(args)}::uuid)")
@@ -111,7 +119,11 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
     async def WatchEvents(
         self, request: pb.WatchEventsRequest, context: Context
     ) -> AsyncIterator[pb.WatchEventsResponse]:
-        where = Filter(request.sensor_id, request.metric_type, request.kind)
+        caller = _reader(context)
+        if caller is not None and request.sensor_id:
+            caller.require_sensors([request.sensor_id])
+        prefixes = caller.sensor_prefixes if caller is not None else ("",)
+        where = Filter(request.sensor_id, request.metric_type, request.kind, prefixes)
         async with self._hub.subscribe(where) as watcher:
             # Headers now tell the client the subscription is live: events from here on reach it.
             await context.send_initial_metadata(())
@@ -120,14 +132,18 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
 
     @grpc_errors
     async def ListSensors(self, request: pb.ListSensorsRequest, context: Context) -> pb.ListSensorsResponse:
+        caller = _reader(context)
         size = paging.page_size(request.page_size, 100, 1_000)
-        prefix = request.sensor_id_prefix
-        digest = paging.filters_digest("sensors", prefix)
+        digest = paging.filters_digest("sensors", request.sensor_id_prefix)
         position = paging.decode(request.page_token, digest, 1)
-        if ID_PREFIX.fullmatch(prefix) is None:
-            return pb.ListSensorsResponse()  # no sensor id has such characters
+        prefix = visible_prefix(request.sensor_id_prefix, caller)
+        if prefix is None or ID_PREFIX.fullmatch(prefix) is None:
+            return pb.ListSensorsResponse()  # no sensor id the caller may see has such a prefix
         upper = postgres.prefix_upper_bound(prefix) if prefix else ID_CEILING
-        rows = await self._pool.fetch(SENSORS, position[0] if position else "", prefix, upper, size + 1)
+        allowed = None if caller is None or caller.all_sensors else list(caller.sensor_prefixes)
+        rows = await self._pool.fetch(
+            SENSORS, position[0] if position else "", prefix, upper, size + 1, allowed
+        )
         sensors: list[sensor_pb2.Sensor] = []
         for row in rows:
             if not sensors or sensors[-1].sensor_id != row["sensor_id"]:
@@ -147,6 +163,7 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
     async def GetSensorStats(
         self, request: pb.GetSensorStatsRequest, context: Context
     ) -> pb.GetSensorStatsResponse:
+        _reader(context, request.sensor_id)
         requests.required(sensor_id=request.sensor_id, metric_type=request.metric_type)
         requests.text(sensor_id=request.sensor_id, metric_type=request.metric_type)
         start, end = requests.time_range(
@@ -185,6 +202,7 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
     async def ListReadings(
         self, request: pb.ListReadingsRequest, context: Context
     ) -> pb.ListReadingsResponse:
+        _reader(context, request.sensor_id)
         requests.required(sensor_id=request.sensor_id)
         requests.text(sensor_id=request.sensor_id, metric_type=request.metric_type)
         start, end = requests.time_range(
@@ -223,6 +241,7 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
     async def GetLegacyEvents(
         self, request: pb.GetLegacyEventsRequest, context: Context
     ) -> pb.GetLegacyEventsResponse:
+        _reader(context, request.sensor_uuid, "sensor_uuid")
         requests.text(sensor_uuid=request.sensor_uuid)
         rows = await self._pool.fetch(
             LEGACY_EVENTS, request.sensor_uuid, LEGACY_METRIC_TYPE, event_pb2.EVENT_KIND_THRESHOLD_EXCEEDED
@@ -237,6 +256,7 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
     async def GetLegacyMeasurements(
         self, request: pb.GetLegacyMeasurementsRequest, context: Context
     ) -> pb.GetLegacyMeasurementsResponse:
+        _reader(context, request.sensor_uuid, "sensor_uuid")
         requests.text(sensor_uuid=request.sensor_uuid)
         now = time.time_ns() // 1000
         sensor = request.sensor_uuid
@@ -253,6 +273,29 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
         if month.max is not None:
             response.max_last_30_days = month.max
         return response
+
+
+def _reader(context: Context, sensor_id: str | None = None, field: str = "sensor_id") -> Identity | None:
+    """The caller, who must hold the read scope and cover `sensor_id` if given; None inside."""
+    caller = of_metadata(context.invocation_metadata())
+    if caller is not None:
+        caller.require("read")
+        if sensor_id is not None:
+            caller.require_sensors([sensor_id], field)
+    return caller
+
+
+def visible_prefix(requested: str, caller: Identity | None) -> str | None:
+    """The sensor-id prefix to list: the request's, or the caller's one prefix when that is narrower;
+    None when the two share no sensor. Several prefixes are applied as a filter of the scan."""
+    if caller is None or caller.all_sensors or len(caller.sensor_prefixes) > 1:
+        return requested
+    (own,) = caller.sensor_prefixes
+    if requested.startswith(own):
+        return requested
+    if own.startswith(requested):
+        return own
+    return None
 
 
 def _set_present(message: Any, **fields: float | None) -> None:

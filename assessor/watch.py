@@ -30,10 +30,13 @@ class Filter:
     sensor_id: str = ""
     metric_type: str = ""
     kind: int = 0
+    # The sensor-id prefixes the watcher's token covers.
+    prefixes: tuple[str, ...] = ("",)
 
     def matches(self, event: event_pb2.Event) -> bool:
         return (
             (not self.sensor_id or event.sensor_id == self.sensor_id)
+            and any(event.sensor_id.startswith(p) for p in self.prefixes)
             and (not self.metric_type or event.metric_type == self.metric_type)
             and (not self.kind or event.kind == self.kind)
         )

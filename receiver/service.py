@@ -11,6 +11,7 @@ import grpc
 
 from metrics.v1 import metric_pb2, receiver_service_pb2, receiver_service_pb2_grpc
 from receiver.admission import Admission
+from receiver.budgets import StreamBudgets
 from receiver.settings import ReceiverSettings
 from receiver.writer import KafkaWatch, MetricsWriter, ProducerSlot
 from runtime import kafka, settings, workers
@@ -23,6 +24,7 @@ from runtime.errors import (
     status_of,
 )
 from runtime.grpc_server import GrpcServer, add_servicer
+from runtime.identity import Identity, of_metadata
 from runtime.lifecycle import Stopped, retry_until_stopped
 from runtime.logging import setup_logging
 from runtime.validation import ArrivalClock, Limits, check_batch
@@ -48,33 +50,39 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
         self._admission = admission
         self._limits = limits
         self._clock = clock
+        self._budgets = StreamBudgets()
 
-    async def _accept(self, request: BatchRequest, field: str = "metrics") -> int:
+    async def _accept(self, request: BatchRequest, caller: Identity | None, field: str = "metrics") -> int:
         """Validates and writes one batch; returns once Kafka has all of it."""
         n = len(request.metrics)
         # Room first: a batch refused for want of it costs no validation.
         await self._admission.acquire(n)
-        await self._write_admitted(request, n, field)
+        await self._write_admitted(request, n, caller, field)
         return n
 
-    def _start(self, request: BatchRequest) -> asyncio.Future[Any]:
+    def _start(self, request: BatchRequest, caller: Identity | None) -> asyncio.Future[Any]:
         """Like _accept without waiting: the future is done once Kafka has the batch, or failed.
         Only a batch that must wait for room costs a task."""
-        n = len(request.metrics)
-        if not self._admission.try_acquire(n):
-            return asyncio.ensure_future(self._accept(request))
         try:
-            return self._write_admitted(request, n)
+            self._take_budget(caller)
+            n = len(request.metrics)
+            if not self._admission.try_acquire(n):
+                return asyncio.ensure_future(self._accept(request, caller))
+            return self._write_admitted(request, n, caller)
         except Exception as exc:  # noqa: BLE001 - told to the client in the batch's acknowledgement
             failed = asyncio.get_running_loop().create_future()
             failed.set_exception(exc)
             return failed
 
-    def _write_admitted(self, request: BatchRequest, n: int, field: str = "metrics") -> asyncio.Future[Any]:
+    def _write_admitted(
+        self, request: BatchRequest, n: int, caller: Identity | None, field: str = "metrics"
+    ) -> asyncio.Future[Any]:
         """Checks and submits a batch whose `n` readings hold room; the room is given back when
         Kafka has them, or when the batch fails (also if it raises here)."""
         try:
             sensors = check_batch(request.metrics, self._limits, self._clock, field=field)
+            if caller is not None:
+                caller.require_sensors(sensors, field)
             written = self._writer.submit(request.metrics, sensors, _as_batch(request, sensors))
         except BaseException:
             self._admission.release(n)
@@ -86,7 +94,8 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
     async def PushMetrics(
         self, request: receiver_service_pb2.PushMetricsRequest, context: Context
     ) -> receiver_service_pb2.PushMetricsResponse:
-        return receiver_service_pb2.PushMetricsResponse(accepted_count=await self._accept(request))
+        caller = _ingest_caller(context)
+        return receiver_service_pb2.PushMetricsResponse(accepted_count=await self._accept(request, caller))
 
     @grpc_errors
     async def StreamMetrics(
@@ -94,9 +103,11 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
     ) -> receiver_service_pb2.StreamMetricsResponse:
         # Batches are written as they arrive; the answer waits for all of them. A failed batch ends
         # the stream with its error: the batches before it are written, it and later ones are not.
+        caller = _ingest_caller(context)
         accepted = batches = 0
         async for request in request_iterator:
-            accepted += await self._accept(request, field=f"[{batches}].metrics")
+            self._take_budget(caller)
+            accepted += await self._accept(request, caller, field=f"[{batches}].metrics")
             batches += 1
         return receiver_service_pb2.StreamMetricsResponse(accepted_count=accepted, batch_count=batches)
 
@@ -106,12 +117,13 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
     ) -> AsyncIterator[receiver_service_pb2.SyncMetricsResponse]:
         # One acknowledgement per batch, in order. Writes are pipelined: the next batch is read and
         # sent to Kafka while earlier ones wait for their acknowledgement.
+        caller = _ingest_caller(context)
         pending: asyncio.Queue[tuple[int, int, asyncio.Future[Any]] | None] = asyncio.Queue(maxsize=64)
 
         async def read() -> None:
             try:
                 async for request in request_iterator:
-                    await pending.put((request.sequence, len(request.metrics), self._start(request)))
+                    await pending.put((request.sequence, len(request.metrics), self._start(request, caller)))
             finally:
                 await pending.put(None)
 
@@ -127,6 +139,9 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
     async def RecordLegacyMeasurement(
         self, request: receiver_service_pb2.RecordLegacyMeasurementRequest, context: Context
     ) -> receiver_service_pb2.RecordLegacyMeasurementResponse:
+        caller = _ingest_caller(context)
+        if caller is not None:
+            caller.require_sensors([request.sensor_uuid], "sensor_uuid")
         if not request.HasField("temperature"):
             raise InvalidArgument([Violation("temperature", "is required: a number")])
         metric = metric_pb2.Metric(
@@ -142,10 +157,23 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
             metric.reading_time.seconds, millis = divmod(request.at, 1000)
             metric.reading_time.nanos = millis * 1_000_000
         try:
-            await self._accept(receiver_service_pb2.PushMetricsRequest(metrics=[metric]))
+            await self._accept(receiver_service_pb2.PushMetricsRequest(metrics=[metric]), caller)
         except InvalidArgument as exc:
             raise InvalidArgument([_legacy_violation(v) for v in exc.violations]) from None
         return receiver_service_pb2.RecordLegacyMeasurementResponse(result=True, response="OK")
+
+    def _take_budget(self, caller: Identity | None) -> None:
+        """A stream message counts against its token's rate (Envoy counted the stream's opening)."""
+        if caller is not None:
+            self._budgets.take(caller)
+
+
+def _ingest_caller(context: Context) -> Identity | None:
+    """The caller, who must hold the ingest scope; None on the trusted inside."""
+    caller = of_metadata(context.invocation_metadata())
+    if caller is not None:
+        caller.require("ingest")
+    return caller
 
 
 async def _acknowledge(

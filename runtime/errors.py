@@ -93,6 +93,24 @@ class ResourceExhausted(ServiceError):
     retriable = True
 
 
+class RateLimited(Unavailable):
+    """The caller's token has used its budget for now; the RetryInfo says when more is there."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Unauthenticated(ServiceError):
+    """Who calls is not known: the token's claims are missing or unusable."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(ServiceError):
+    """The caller is known, and this request is outside what its token allows."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 class Undecodable:
     """A request whose bytes did not parse as its message type; answered with INVALID_ARGUMENT.
 

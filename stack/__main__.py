@@ -11,8 +11,8 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 
-from stack import bootstrap, consumers, prepare, probes, procfs
-from stack.parts import SERVICES, Part, parts, supervisord_conf
+from stack import bootstrap, certs, consumers, prepare, probes, procfs
+from stack.parts import PUBLIC_SERVICES, Part, parts, supervisord_conf
 from stack.settings import ROOT, StackSettings, load
 from stack.supervisor import Supervisor
 from stack.system import SetupError, check_disk, ensure_packages, free_disk_mb, say, used_mb
@@ -68,7 +68,7 @@ def up(settings: StackSettings) -> int:
         deadline = SERVER_DEADLINE_S if stage == "server" else SERVICE_DEADLINE_S
         checks = {p.name: _probe(settings, p.name) for p in stage_parts}
         if stage == "service":
-            checks |= {f"{n} via envoy": _via_envoy(settings, n) for n in SERVICES}
+            checks |= {f"{n} via envoy": _via_envoy(settings, n) for n in PUBLIC_SERVICES}
         failed = asyncio.run(_wait_all(checks, deadline, started))
         if failed:
             _explain(settings, sup, failed, deadline)
@@ -78,7 +78,12 @@ def up(settings: StackSettings) -> int:
             asyncio.run(bootstrap.topics(settings))
     say(f"Metrics is up in {time.monotonic() - started:.1f} s")
     _print_table(settings, sup, all_parts)
-    print(f"\nHTTP/JSON and gRPC: http://127.0.0.1:{settings.envoy_port}   logs: make logs   stop: make stop")
+    ca = certs.paths(settings).ca if settings.tls_certificate_file is None else None
+    print(f"\nHTTP/JSON and gRPC with a token (make token): https://127.0.0.1:{settings.envoy_tls_port}"
+          + (f"  (CA: {ca})" if ca else ""))  # fmt: skip
+    if settings.envoy_plaintext:
+        print(f"Local, no token: http://127.0.0.1:{settings.envoy_port}")
+    print("logs: make logs   stop: make stop")
     return 0
 
 

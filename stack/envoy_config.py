@@ -1,4 +1,4 @@
-"""Renders envoy/envoy.yaml for a deployment: listener, admin and upstream addresses."""
+"""Renders envoy/envoy.yaml for a deployment: listeners, admin, upstreams and the files it reads."""
 
 from __future__ import annotations
 
@@ -8,31 +8,55 @@ from typing import Any
 
 import yaml
 
+from runtime.identity import TIERS
 from stack.settings import ROOT
 
 TEMPLATE = ROOT / "envoy" / "envoy.yaml"
+# Envoy's token buckets refill this often (its minimum is 50 ms): small steps, not a jump a second.
+FILL_INTERVAL_S = 0.05
 
 
 def render(
     *,
-    listen: tuple[str, int],
+    tls: tuple[str, int],
+    plaintext: tuple[str, int] | None,
     admin: tuple[str, int],
     upstreams: Mapping[str, tuple[str, int]],
     descriptor: Path | str,
+    certificate: Path | str,
+    private_key: Path | str,
+    jwks: Path | str,
     template: Path = TEMPLATE,
 ) -> str:
-    """envoy/envoy.yaml with the given addresses; upstreams maps a service to (host, port).
+    """envoy/envoy.yaml with the given addresses and files; upstreams maps a service to (host, port).
+    `plaintext` None leaves out the plaintext listener.
 
     A cluster named after a service (`receiver`), or after it and a role (`receiver-calls`), gets
     that service's address.
     """
     config: dict[str, Any] = yaml.safe_load(template.read_text())
-    config["admin"]["address"]["socket_address"] = {"address": admin[0], "port_value": admin[1]}
-    (listener,) = config["static_resources"]["listeners"]
-    listener["address"]["socket_address"] = {"address": listen[0], "port_value": listen[1]}
-    for http_filter in listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]:
-        if http_filter["name"] == "envoy.filters.http.grpc_json_transcoder":
-            http_filter["typed_config"]["proto_descriptor"] = str(descriptor)
+    config["admin"]["address"]["socket_address"] = _address(admin)
+    listeners = {listener["name"]: listener for listener in config["static_resources"]["listeners"]}
+    listeners["tls"]["address"]["socket_address"] = _address(tls)
+    if plaintext is None:
+        del listeners["plaintext"]
+    else:
+        listeners["plaintext"]["address"]["socket_address"] = _address(plaintext)
+    config["static_resources"]["listeners"] = list(listeners.values())
+    (chain,) = listeners["tls"]["filter_chains"]
+    (certificates,) = chain["transport_socket"]["typed_config"]["common_tls_context"]["tls_certificates"]
+    certificates["certificate_chain"] = {"filename": str(certificate)}
+    certificates["private_key"] = {"filename": str(private_key)}
+    for listener in listeners.values():
+        for http_filter in listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]:
+            typed = http_filter["typed_config"]
+            if http_filter["name"] == "envoy.filters.http.grpc_json_transcoder":
+                typed["proto_descriptor"] = str(descriptor)
+            elif http_filter["name"] == "envoy.filters.http.jwt_authn":
+                for provider in typed["providers"].values():
+                    provider["local_jwks"] = {"filename": str(jwks)}
+            elif http_filter["name"] == "envoy.filters.http.local_ratelimit":
+                typed["descriptors"] = _tier_descriptors()
     clusters = config["static_resources"]["clusters"]
     services = {c["name"].partition("-")[0] for c in clusters}
     if set(upstreams) != services:
@@ -40,10 +64,36 @@ def render(
     for cluster in clusters:
         host, port = upstreams[cluster["name"].partition("-")[0]]
         cluster["type"] = "STATIC" if _is_ip(host) else "STRICT_DNS"
-        endpoint = {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
+        endpoint = {"endpoint": {"address": {"socket_address": _address((host, port))}}}
         cluster["load_assignment"]["endpoints"] = [{"lb_endpoints": [endpoint]}]
-    return yaml.safe_dump(config, sort_keys=False)
+    return yaml.dump(config, Dumper=_NoAliases, sort_keys=False)
+
+
+def _tier_descriptors() -> list[dict[str, Any]]:
+    """A bucket per token (the empty value: one per distinct token id), sized by its tier."""
+    return [
+        {
+            "entries": [{"key": "tier", "value": name}, {"key": "token", "value": ""}],
+            "token_bucket": {
+                "max_tokens": tier.burst,
+                "tokens_per_fill": max(1, round(tier.rate * FILL_INTERVAL_S)),
+                "fill_interval": f"{FILL_INTERVAL_S}s",
+            },
+        }
+        for name, tier in TIERS.items()
+    ]
+
+
+def _address(host_port: tuple[str, int]) -> dict[str, Any]:
+    return {"address": host_port[0], "port_value": host_port[1]}
 
 
 def _is_ip(host: str) -> bool:
     return all(part.isdigit() for part in host.split(".")) and host.count(".") == 3
+
+
+class _NoAliases(yaml.SafeDumper):
+    """The listeners share parts of the template (YAML anchors); written out in full, each reads alone."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True

@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stack import prepare
+from stack import certs, prepare, tokens
 from stack.settings import ROOT, StackSettings
 
 
@@ -25,6 +25,8 @@ class Part:
 
 
 SERVICES = ("receiver", "processor", "saver", "assessor")
+# Those Envoy routes to: the others' health and reflection stay inside.
+PUBLIC_SERVICES = ("receiver", "assessor")
 # A digest of the code and configuration a process runs: when it changes, `make run` restarts it.
 DIGEST = "METRICS_STACK_INPUTS_DIGEST"
 
@@ -101,9 +103,16 @@ def parts(settings: StackSettings) -> list[Part]:
         "envoy",
         (str(venv_bin / "envoy"), "-c", str(envoy_yaml), "--disable-hot-restart", "--log-level", "warn",
          "--concurrency", str(settings.envoy_threads)),
-        settings.envoy_port, "service", env={DIGEST: digest(envoy_yaml, ROOT / "gen" / "metrics.binpb")},
+        settings.envoy_tls_port, "service",
+        # Envoy reads certificates and keys at its start: a new one restarts it.
+        env={DIGEST: digest(envoy_yaml, ROOT / "gen" / "metrics.binpb", *_envoy_files(settings))},
     )  # fmt: skip
     return [*servers, *services, envoy]
+
+
+def _envoy_files(settings: StackSettings) -> list[Path]:
+    tls = certs.ensure(settings)
+    return [tls.certificate, tls.private_key, tokens.jwks_path(settings)]
 
 
 def supervisord_conf(settings: StackSettings, all_parts: list[Part]) -> str:

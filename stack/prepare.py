@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from stack import envoy_config
+from stack import certs, envoy_config, tokens
 from stack.settings import ROOT, StackSettings
 from stack.system import SetupError, fetch_kafka_libs, say
 
@@ -109,17 +109,21 @@ def kafka_java_options(libs: Path) -> list[str]:
 
 
 def envoy_file(path: Path, settings: StackSettings) -> None:
+    """Envoy's configuration, with the TLS files and the token keys it reads (made if missing)."""
     local = "127.0.0.1"
+    tls = certs.ensure(settings)
     path.write_text(
         envoy_config.render(
-            listen=(local, settings.envoy_port),
+            tls=(local, settings.envoy_tls_port),
+            plaintext=(local, settings.envoy_port) if settings.envoy_plaintext else None,
             admin=(local, settings.envoy_admin_port),
             upstreams={
                 "receiver": (local, settings.receiver_grpc_port),
-                "processor": (local, settings.processor_grpc_port),
-                "saver": (local, settings.saver_grpc_port),
                 "assessor": (local, settings.assessor_grpc_port),
             },
             descriptor=ROOT / "gen" / "metrics.binpb",
+            certificate=tls.certificate,
+            private_key=tls.private_key,
+            jwks=tokens.ensure_keys(settings),
         )
     )

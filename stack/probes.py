@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 from aiokafka.admin import AIOKafkaAdminClient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from stack import certs, tokens
 from stack.settings import StackSettings
 
 # Through Envoy, this header picks the service whose health (or reflection) is asked.
@@ -57,10 +58,17 @@ async def envoy(settings: StackSettings) -> None:
         raise RuntimeError(f"Envoy not ready: {status_line.decode(errors='replace')}")
 
 
-async def grpc_health(address: str, service_header: str | None = None) -> None:
+async def grpc_health(
+    address: str, service_header: str | None = None, credentials: grpc.ChannelCredentials | None = None
+) -> None:
     """Raises unless the server at `address` reports SERVING (through Envoy when a header is given)."""
     metadata = ((SERVICE_HEADER, service_header),) if service_header else None
-    async with grpc.aio.insecure_channel(address) as channel:
+    channel = (
+        grpc.aio.insecure_channel(address)
+        if credentials is None
+        else grpc.aio.secure_channel(address, credentials)
+    )
+    async with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2, metadata=metadata)
     if reply.status != health_pb2.HealthCheckResponse.SERVING:
@@ -73,7 +81,21 @@ async def service(settings: StackSettings, name: str) -> None:
 
 
 async def service_via_envoy(settings: StackSettings, name: str) -> None:
-    await grpc_health(f"127.0.0.1:{settings.envoy_port}", name)
+    """Through the TLS port, with a token of the stack's key: what an outside client does."""
+    await grpc_health(f"127.0.0.1:{settings.envoy_tls_port}", name, front_door_credentials(settings))
+
+
+def front_door_credentials(settings: StackSettings, token: str | None = None) -> grpc.ChannelCredentials:
+    """TLS trusting the local CA (or the system's roots for a configured certificate) and a bearer
+    token: the one given, or a short-lived admin token of the stack's own key."""
+    ca = certs.paths(settings).ca if settings.tls_certificate_file is None else None
+    if token is None:
+        token = tokens.mint(*tokens.signing_key(settings), scopes=["admin"], sensors=[""], ttl_s=300,
+                            tier="gateway", subject="stack")  # fmt: skip
+    return grpc.composite_channel_credentials(
+        grpc.ssl_channel_credentials(ca.read_bytes() if ca is not None else None),
+        grpc.access_token_call_credentials(token),
+    )
 
 
 async def probe(settings: StackSettings, name: str) -> None:

@@ -13,8 +13,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @dataclass(frozen=True)
 class StackSettings:
+    # The front door: TLS with tokens (to expose), and plaintext without (loopback, development;
+    # METRICS_ENVOY_PLAINTEXT=off switches it off).
+    envoy_tls_port: int = 8443
     envoy_port: int = 8080
+    envoy_plaintext: bool = True
     envoy_admin_port: int = 9901
+    # The TLS listener's certificate and key (PEM); unset, `make run` makes a local CA and a
+    # certificate it signs, in <state_dir>/tls.
+    tls_certificate_file: Path | None = None
+    tls_private_key_file: Path | None = None
     postgres_port: int = 55432
     redis_port: int = 56379
     kafka_port: int = 59092
@@ -40,7 +48,11 @@ class StackSettings:
     @property
     def ports(self) -> list[int]:
         """Every port the stack listens on."""
-        return [value for name, value in vars(self).items() if name.endswith("_port")]
+        return [
+            value
+            for name, value in vars(self).items()
+            if name.endswith("_port") and (name != "envoy_port" or self.envoy_plaintext)
+        ]
 
     @property
     def envoy_threads(self) -> int:

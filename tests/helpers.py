@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -33,26 +34,54 @@ async def eventually(
 
 
 def _request(
-    method: str, url: str, body: Any = None, raw: bytes | None = None
+    method: str,
+    url: str,
+    body: Any = None,
+    raw: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
     request = urllib.request.Request(
-        url, data=data, method=method, headers={"content-type": "application/json"}
+        url, data=data, method=method, headers={"content-type": "application/json", **(headers or {})}
     )
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=30, context=tls) as response:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as error:
         return error.code, dict(error.headers), error.read()
 
 
-async def http(method: str, url: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
-    """(status, parsed JSON body) of an HTTP request; the body is None when empty."""
-    status, headers, payload = await asyncio.to_thread(_request, method, url, body, raw)
+async def http_full(
+    method: str,
+    url: str,
+    body: Any = None,
+    raw: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> tuple[int, dict[str, str], Any]:
+    """(status, response headers, parsed JSON body) of an HTTP request; the body is None when empty."""
+    status, response_headers, payload = await asyncio.to_thread(
+        _request, method, url, body, raw, headers, tls
+    )
     if not payload:
-        return status, None
-    assert headers.get("content-type", "").startswith("application/json"), (status, headers, payload[:200])
-    return status, json.loads(payload)
+        return status, response_headers, None
+    content_type = response_headers.get("content-type", "")
+    assert content_type.startswith("application/json"), (status, response_headers, payload[:200])
+    return status, response_headers, json.loads(payload)
+
+
+async def http(
+    method: str,
+    url: str,
+    body: Any = None,
+    raw: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> tuple[int, Any]:
+    """(status, parsed JSON body) of an HTTP request; the body is None when empty."""
+    status, _, parsed = await http_full(method, url, body, raw, headers, tls)
+    return status, parsed
 
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:

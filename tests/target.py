@@ -13,6 +13,11 @@ DEFAULT = Path(__file__).parent / "targets" / "local.toml"
 @dataclass(frozen=True)
 class Target:
     envoy: str
+    # The TLS port, the CA that signed its certificate, and the folder of the keys that sign tokens
+    # (PEM files named by key id; the newest signs). Relative paths are from the checkout's root.
+    envoy_tls: str
+    tls_ca_file: str
+    token_keys_dir: str
     kafka_bootstrap_servers: str
     redis_url: str
     postgres_dsn: str
@@ -27,6 +32,10 @@ class Target:
     @property
     def envoy_url(self) -> str:
         return f"http://{self.envoy}"
+
+    @property
+    def envoy_tls_url(self) -> str:
+        return f"https://{self.envoy_tls}"
 
 
 def load() -> Target:

@@ -1970,14 +1970,14 @@ async def test_zz_nothing_of_a_refused_batch_was_written_and_all_serve(
     )
 
     # Every part still serves.
-    health = health_pb2_grpc.HealthStub(envoy_channel)
     for name in ("receiver", "processor", "saver", "assessor"):
 
         async def serving(name: str = name) -> None:
             try:
-                reply = await health.Check(
-                    health_pb2.HealthCheckRequest(), metadata=(("x-metrics-service", name),), timeout=5
-                )
+                async with grpc.aio.insecure_channel(target.services[name]) as channel:
+                    reply = await health_pb2_grpc.HealthStub(channel).Check(
+                        health_pb2.HealthCheckRequest(), timeout=5
+                    )
             except grpc.aio.AioRpcError as error:
                 raise AssertionError(f"{name}: {error.code().name}") from None
             assert reply.status == health_pb2.HealthCheckResponse.SERVING, f"{name}: {reply.status}"

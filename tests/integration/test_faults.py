@@ -29,7 +29,7 @@ from metrics.v1.receiver_service_pb2_grpc import ReceiverServiceStub
 from processor.rules import Rule, apply
 from stack import probes
 from stack import settings as stack_settings
-from stack.parts import SERVICES
+from stack.parts import PUBLIC_SERVICES
 from stack.supervisor import Supervisor
 from tests.helpers import end_offsets, eventually, wait_consumed
 from tests.services import Topics, service_env, start_service, stop_service
@@ -129,7 +129,7 @@ class Load:
 async def healthy(name: str) -> None:
     try:
         await probes.probe(stack_settings.load(), name)
-        if name in SERVICES:
+        if name in PUBLIC_SERVICES:
             await probes.service_via_envoy(stack_settings.load(), name)
     except Exception as error:
         raise AssertionError(f"{name}: {error}") from error

@@ -7,9 +7,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from tests import front_door
 from tests.target import Target
 
 SERVICES = ("receiver", "processor", "saver", "assessor")
+# Routed by Envoy; the others stay inside.
+PUBLIC = ("receiver", "assessor")
 
 
 async def check(address: str, service: str = "", header: str | None = None) -> int:
@@ -26,9 +29,26 @@ async def test_serving_directly(target: Target, name: str) -> None:
     assert await check(target.services[name]) == health_pb2.HealthCheckResponse.SERVING
 
 
-@pytest.mark.parametrize("name", SERVICES)
+@pytest.mark.parametrize("name", PUBLIC)
 async def test_serving_through_envoy(target: Target, name: str) -> None:
     assert await check(target.envoy, header=name) == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.mark.parametrize("name", PUBLIC)
+async def test_serving_through_the_tls_port_with_a_token(target: Target, name: str) -> None:
+    async with front_door.channel(target) as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=5,
+            metadata=(("x-metrics-service", name), *front_door.bearer(front_door.token(target))),
+        )  # fmt: skip
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.mark.parametrize("name", sorted(set(SERVICES) - set(PUBLIC)))
+async def test_internal_services_are_not_routed_by_envoy(target: Target, name: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await check(target.envoy, header=name)
+    assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED, error.value  # Envoy: no route (404)
 
 
 @pytest.mark.parametrize(

@@ -1,19 +1,27 @@
-"""envoy/envoy.yaml and its rendered variants load in the real Envoy (--mode validate)."""
+"""envoy/envoy.yaml, rendered for a deployment, loads in the real Envoy (--mode validate), and says
+what the services and the token tool assume about it."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import pytest
 import yaml
 
+from runtime.identity import IDENTITY_HEADER, TIERS
+from stack import certs, tokens
 from stack.envoy_config import render
+from stack.settings import StackSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 DESCRIPTOR = ROOT / "gen" / "metrics.binpb"
 ENVOY = shutil.which("envoy", path=str(Path(sys.executable).parent))
+PUBLIC = {"receiver": ("receiver", 1), "assessor": ("10.0.0.4", 4)}
 
 
 def validate(config: Path) -> subprocess.CompletedProcess[str]:
@@ -24,49 +32,111 @@ def validate(config: Path) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def test_checked_in_config_is_valid() -> None:
-    result = validate(ROOT / "envoy" / "envoy.yaml")
-    assert result.returncode == 0, result.stdout + result.stderr
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A certificate, its key and a JWKS, as `make run` makes them."""
+    settings = dataclasses.replace(StackSettings(), state_dir=tmp_path_factory.mktemp("state"))
+    tls = certs.ensure(settings)
+    return {
+        "certificate": tls.certificate,
+        "private_key": tls.private_key,
+        "jwks": tokens.ensure_keys(settings),
+    }
 
 
-def test_rendered_config_is_valid_and_points_where_asked(tmp_path: Path) -> None:
-    text = render(
-        listen=("0.0.0.0", 18080),
-        admin=("127.0.0.1", 19901),
-        upstreams={
-            "receiver": ("receiver", 1),
-            "processor": ("10.0.0.2", 2),
-            "saver": ("saver", 3),
-            "assessor": ("a", 4),
-        },
-        descriptor=DESCRIPTOR,
-    )
+def rendered(files: dict[str, Path], **overrides: Any) -> str:
+    options: dict[str, Any] = {
+        "tls": ("0.0.0.0", 18443), "plaintext": ("127.0.0.1", 18080), "admin": ("127.0.0.1", 19901),
+        "upstreams": PUBLIC, "descriptor": DESCRIPTOR, **files,
+    }  # fmt: skip
+    return render(**{**options, **overrides})
+
+
+def http_manager(listener: dict[str, Any]) -> dict[str, Any]:
+    manager: dict[str, Any] = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    return manager
+
+
+def http_filters(listener: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        f["name"].rpartition(".")[2]: f.get("typed_config", {})
+        for f in http_manager(listener)["http_filters"]
+    }
+
+
+def test_rendered_config_is_valid_and_points_where_asked(tmp_path: Path, files: dict[str, Path]) -> None:
+    text = rendered(files)
     config = tmp_path / "envoy.yaml"
     config.write_text(text)
     result = validate(config)
     assert result.returncode == 0, result.stdout + result.stderr
     loaded = yaml.safe_load(text)
     clusters = {c["name"]: c for c in loaded["static_resources"]["clusters"]}
+    # Only the public services: the processor's and the saver's health stay inside.
+    assert set(clusters) == {"receiver", "receiver-calls", "assessor"}
     assert clusters["receiver"]["type"] == "STRICT_DNS"
     # The receiver's second cluster (single calls, a limit of their own) goes to the receiver too.
     endpoints = {name: c["load_assignment"]["endpoints"] for name, c in clusters.items()}
     assert endpoints["receiver-calls"] == endpoints["receiver"]
-    assert clusters["receiver-calls"]["type"] == "STRICT_DNS"
-    assert clusters["processor"]["type"] == "STATIC"
-    endpoint = clusters["saver"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
-    assert endpoint["address"]["socket_address"] == {"address": "saver", "port_value": 3}
-    assert loaded["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] == 18080
+    endpoint = endpoints["assessor"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"] == {"address": "10.0.0.4", "port_value": 4}
+    assert clusters["assessor"]["type"] == "STATIC"
+    listeners = {listener["name"]: listener for listener in loaded["static_resources"]["listeners"]}
+    assert listeners["tls"]["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 18443}
+    assert listeners["plaintext"]["address"]["socket_address"] == {
+        "address": "127.0.0.1",
+        "port_value": 18080,
+    }
+    tls = listeners["tls"]["filter_chains"][0]["transport_socket"]["typed_config"]["common_tls_context"]
+    assert tls["tls_certificates"][0]["certificate_chain"] == {"filename": str(files["certificate"])}
+    assert tls["alpn_protocols"] == ["h2", "http/1.1"]
 
 
-def test_a_descriptor_without_the_services_is_refused(tmp_path: Path) -> None:
+def test_the_tls_listener_verifies_tokens_and_passes_their_claims_as_the_services_read_them(
+    files: dict[str, Path],
+) -> None:
+    listeners = {x["name"]: x for x in yaml.safe_load(rendered(files))["static_resources"]["listeners"]}
+    filters = http_filters(listeners["tls"])
+    assert list(filters) == ["grpc_web", "jwt_authn", "local_ratelimit", "grpc_json_transcoder", "router"]
+    (provider,) = filters["jwt_authn"]["providers"].values()
+    assert provider["issuer"] == tokens.ISSUER and provider["audiences"] == [tokens.AUDIENCE]
+    assert provider["forward_payload_header"] == IDENTITY_HEADER
+    assert provider["local_jwks"] == {"filename": str(files["jwks"])}
+    assert filters["jwt_authn"]["rules"] == [
+        {"match": {"prefix": "/"}, "requires": {"provider_name": "metrics"}}
+    ]
+    buckets = {d["entries"][0]["value"]: d["token_bucket"] for d in filters["local_ratelimit"]["descriptors"]}
+    assert set(buckets) == set(TIERS)
+    for name, tier in TIERS.items():
+        refill = buckets[name]["tokens_per_fill"] / float(buckets[name]["fill_interval"].rstrip("s"))
+        assert (buckets[name]["max_tokens"], refill) == (tier.burst, tier.rate)
+    # The plaintext listener has no tokens, and drops the headers only Envoy may write.
+    assert "jwt_authn" not in http_filters(listeners["plaintext"])
+    (host,) = http_manager(listeners["plaintext"])["route_config"]["virtual_hosts"]
+    written = {IDENTITY_HEADER} | {c["header_name"] for c in provider["claim_to_headers"]}
+    assert written <= set(host["request_headers_to_remove"])
+
+
+def test_the_plaintext_listener_can_be_left_out(tmp_path: Path, files: dict[str, Path]) -> None:
+    text = rendered(files, plaintext=None)
+    assert [x["name"] for x in yaml.safe_load(text)["static_resources"]["listeners"]] == ["tls"]
+    config = tmp_path / "envoy.yaml"
+    config.write_text(text)
+    result = validate(config)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_descriptor_without_the_services_is_refused(tmp_path: Path, files: dict[str, Path]) -> None:
     # The check is real: Envoy refuses a transcoder whose services are not in the descriptor set.
     empty = tmp_path / "empty.binpb"
     empty.write_bytes(b"")
     config = tmp_path / "envoy.yaml"
-    upstreams = {name: ("127.0.0.1", 3) for name in ("receiver", "processor", "saver", "assessor")}
-    config.write_text(
-        render(listen=("127.0.0.1", 1), admin=("127.0.0.1", 2), upstreams=upstreams, descriptor=empty)
-    )
+    config.write_text(rendered(files, descriptor=empty))
     result = validate(config)
     assert result.returncode != 0
     assert "metrics.v1.ReceiverService" in result.stdout + result.stderr
+
+
+def test_upstreams_must_name_the_routed_services(files: dict[str, Path]) -> None:
+    with pytest.raises(ValueError, match="do not match"):
+        rendered(files, upstreams={**PUBLIC, "saver": ("saver", 3)})

@@ -1,0 +1,149 @@
+"""TLS for the local stack's front door: a certificate authority of its own and a server
+certificate it signs for Envoy's TLS port. Clients trust the CA file (curl --cacert)."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from stack.settings import StackSettings
+from stack.system import SetupError, say
+
+# The names clients of the local stack use; a deployment brings its own certificate.
+SERVER_NAMES = ("localhost", "127.0.0.1", "::1")
+VALID_DAYS = 397  # what browsers accept for a server certificate
+RENEW_DAYS = 30
+
+
+@dataclass(frozen=True)
+class Tls:
+    """The files Envoy's TLS listener uses; `ca` is None for a certificate configured by hand."""
+
+    certificate: Path
+    private_key: Path
+    ca: Path | None
+
+
+def paths(settings: StackSettings) -> Tls:
+    folder = settings.state_dir / "tls"
+    return Tls(folder / "server.pem", folder / "server-key.pem", folder / "ca.pem")
+
+
+def ensure(settings: StackSettings) -> Tls:
+    """The configured certificate files, or the local ones, made (or renewed) when missing."""
+    cert_file, key_file = settings.tls_certificate_file, settings.tls_private_key_file
+    if cert_file is not None or key_file is not None:
+        if cert_file is None or key_file is None:
+            raise SetupError(
+                "set both METRICS_TLS_CERTIFICATE_FILE and METRICS_TLS_PRIVATE_KEY_FILE, or neither"
+            )
+        for path in (cert_file, key_file):
+            if not path.is_file():
+                raise SetupError(f"TLS file {path} does not exist")
+        return Tls(cert_file, key_file, None)
+    tls = paths(settings)
+    assert tls.ca is not None
+    ca_key_file = tls.ca.with_name("ca-key.pem")
+    if not (tls.ca.exists() and ca_key_file.exists()):
+        say(f"Creating the local certificate authority ({tls.ca})")
+        tls.ca.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(tls.ca.parent, 0o700)
+        new_ca_key = ec.generate_private_key(ec.SECP256R1())
+        _write_key(ca_key_file, new_ca_key)
+        tls.ca.write_bytes(_ca_certificate(new_ca_key).public_bytes(serialization.Encoding.PEM))
+    if _needs_renewal(tls.certificate):
+        say(f"Creating the server certificate for {', '.join(SERVER_NAMES)} ({tls.certificate})")
+        ca_key = serialization.load_pem_private_key(ca_key_file.read_bytes(), password=None)
+        assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+        ca_cert = x509.load_pem_x509_certificate(tls.ca.read_bytes())
+        key = ec.generate_private_key(ec.SECP256R1())
+        _write_key(tls.private_key, key)
+        tls.certificate.write_bytes(
+            _server_certificate(key, ca_cert, ca_key).public_bytes(serialization.Encoding.PEM)
+        )
+    return tls
+
+
+def _needs_renewal(path: Path) -> bool:
+    if not path.exists():
+        return True
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    left = cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC)
+    return left < datetime.timedelta(days=RENEW_DAYS)
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    """Private keys are readable by their owner only."""
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+
+
+def _ca_certificate(key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Metrics local CA")])
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+
+
+def _server_certificate(
+    key: ec.EllipticCurvePrivateKey, ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey
+) -> x509.Certificate:
+    names: list[x509.GeneralName] = []
+    for name in SERVER_NAMES:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            names.append(x509.DNSName(name))
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, SERVER_NAMES[0])]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
