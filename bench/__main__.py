@@ -20,7 +20,7 @@ from bench import devices, measure, processes
 from bench.measure import Env, median, percentile
 from runtime import postgres
 from simulator.__main__ import progress as print_progress
-from stack import procfs
+from stack import certs, procfs, tokens
 from stack import settings as stack_settings
 from stack.parts import SERVICES
 from stack.supervisor import Supervisor
@@ -36,6 +36,7 @@ TARGETS = {
     "max_service_rss_mb": ("<=", 200),
     "fleet_unary_calls_per_s": (">=", 4_000),
     "fleet_unary_vs_noop": (">=", 1.0),
+    "tls_token_vs_plain": (">=", 0.8),
     "fleet_http_calls_per_s": (">=", 3_500),
     "fleet_legacy_calls_per_s": (">=", 3_000),
     "fleet_sync_readings_per_s": (">=", 15_000),
@@ -156,7 +157,13 @@ async def suite(env: Env, short: bool) -> dict[str, Any]:
 
     # Last, and not in max_service_rss_mb: thousands of device streams leave the receivers larger
     # (fleet_receiver_rss_mb says how much), and Python keeps that memory for later.
-    fleet_results, fleet_loads = await devices.suite(env.envoy, env.prefix, say, short)
+    key, kid = tokens.signing_key(env.stack)
+    bench_token = tokens.mint(key, kid, scopes=["ingest"], sensors=[env.prefix], ttl_s=3600, tier="gateway",
+                              subject="bench")  # fmt: skip
+    ca = certs.paths(env.stack).ca
+    assert ca is not None
+    door = devices.TlsDoor(f"127.0.0.1:{env.stack.envoy_tls_port}", ca, bench_token)
+    fleet_results, fleet_loads = await devices.suite(env.envoy, door, env.prefix, say, short)
     results |= fleet_results
 
     await measure.wait_drained(env)

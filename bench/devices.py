@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -119,7 +120,16 @@ class NoopReceiver:
             await self._proc.wait()
 
 
-async def suite(envoy: str, prefix: str, say: Any, short: bool) -> tuple[dict[str, Any], Fleet]:
+@dataclass(frozen=True)
+class TlsDoor:
+    """Envoy's TLS port, the CA to trust, and a token for the bench's sensors."""
+
+    address: str
+    ca: Path
+    token: str
+
+
+async def suite(envoy: str, tls: TlsDoor, prefix: str, say: Any, short: bool) -> tuple[dict[str, Any], Fleet]:
     """The fleet figures; the Fleet says what each workload acknowledged, by sensor prefix."""
     seconds = 4.0 if short else 10.0
     fleet = Fleet(envoy, f"{prefix}fleet-", say)
@@ -133,6 +143,10 @@ async def suite(envoy: str, prefix: str, say: Any, short: bool) -> tuple[dict[st
             "noop-sync", "sync", seconds, target=noop.address, streams=1000, warmup="2s"
         )
     unary = await fleet.run("unary", "unary", seconds, concurrency=64)
+    # The same calls through the port to expose: TLS, and a token Envoy verifies on every call.
+    tls_unary = await fleet.run(
+        "tls-unary", "unary", seconds, concurrency=64, target=tls.address, ca=tls.ca, token=tls.token
+    )
     http = await fleet.run("http", "http", seconds, concurrency=64)
     legacy = await fleet.run("legacy", "legacy", seconds, concurrency=64)
     sync = await fleet.run("sync", "sync", seconds, streams=1000, warmup="2s")
@@ -141,6 +155,8 @@ async def suite(envoy: str, prefix: str, say: Any, short: bool) -> tuple[dict[st
     results["fleet_unary_calls_per_s"] = unary.result["calls_per_s"]
     results["fleet_unary_p99_ms"] = unary.p99_ms
     results["fleet_unary_vs_noop"] = unary.result["calls_per_s"] / noop_unary.result["calls_per_s"]
+    results["fleet_tls_unary_calls_per_s"] = tls_unary.result["calls_per_s"]
+    results["tls_token_vs_plain"] = tls_unary.result["calls_per_s"] / unary.result["calls_per_s"]
     results["fleet_http_calls_per_s"] = http.result["calls_per_s"]
     results["fleet_legacy_calls_per_s"] = legacy.result["calls_per_s"]
     results["fleet_sync_readings_per_s"] = sync.result["readings_per_s"]

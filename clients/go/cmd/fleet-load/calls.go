@@ -124,16 +124,21 @@ func (r *runner) startHTTP() error {
 		DisableCompression:  true,
 		ForceAttemptHTTP2:   false,
 		TLSNextProto:        map[string]func(string, *tls.Conn) http.RoundTripper{}, // HTTP/1.1 only
+		TLSClientConfig:     r.cfg.tls,
+	}
+	scheme := "http://"
+	if r.cfg.tls != nil {
+		scheme = "https://"
 	}
 	client := &http.Client{Transport: transport}
 	var urls []string // by sensor (legacy), or the one push URL
 	if r.cfg.mode == "legacy" {
 		urls = make([]string, r.cfg.sensors)
 		for i, id := range r.ids {
-			urls[i] = "http://" + r.cfg.target + "/api/v1/sensors/" + id + "/measurements"
+			urls[i] = scheme + r.cfg.target + "/api/v1/sensors/" + id + "/measurements"
 		}
 	} else {
-		urls = []string{"http://" + r.cfg.target + "/v1/metrics:push"}
+		urls = []string{scheme + r.cfg.target + "/v1/metrics:push"}
 	}
 	if _, err := http.NewRequest(http.MethodPost, urls[len(urls)-1], nil); err != nil {
 		return fmt.Errorf("--target %q: %w", r.cfg.target, err)
@@ -167,6 +172,9 @@ func (r *runner) httpWorker(w int, client *http.Client, urls []string, p *pacer)
 			panic(err) // the URL is checked once, up front
 		}
 		req.Header.Set("Content-Type", "application/json")
+		if r.cfg.token != "" {
+			req.Header.Set("Authorization", "Bearer "+r.cfg.token)
+		}
 		start := time.Now()
 		r.st.sent.Add(1)
 		resp, err := client.Do(req)

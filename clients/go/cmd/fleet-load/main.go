@@ -12,6 +12,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -27,6 +29,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"metrics/clients/go/internal/cli"
@@ -59,6 +62,9 @@ type config struct {
 	backoff     cli.Duration
 	readingTime string
 	clientTime  bool // resolved from readingTime: the client sets every reading's time
+	caFile      string
+	token       string
+	tls         *tls.Config // from caFile: TLS to the target, trusting that CA
 }
 
 // result is the one JSON object printed on stdout.
@@ -122,6 +128,8 @@ func parseFlags(args []string) (config, error) {
 	cfg.backoff.Duration = 10 * time.Millisecond
 	fs.Var(&cfg.backoff, "backoff", "unary/http/legacy: a worker's pause after a failed call")
 	fs.StringVar(&cfg.readingTime, "reading-time", "auto", "client (each reading carries a time, strictly increasing per sensor), server (none: the receiver sets the arrival time) or auto (server when paced at <= 1 reading/s per sensor with --batch 1, else client)")
+	fs.StringVar(&cfg.caFile, "ca", "", "TLS to --target, trusting the CA in this PEM file (e.g. .stack/tls/ca.pem for 127.0.0.1:8443)")
+	fs.StringVar(&cfg.token, "token", "", "a bearer token sent with every call and stream (make token); needs --ca")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -131,6 +139,19 @@ func parseFlags(args []string) (config, error) {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 
+	if cfg.caFile != "" {
+		pem, err := os.ReadFile(cfg.caFile)
+		if err != nil {
+			return cfg, fmt.Errorf("--ca: %w", err)
+		}
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			return cfg, fmt.Errorf("--ca %s: no PEM certificate in it", cfg.caFile)
+		}
+		cfg.tls = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	} else if cfg.token != "" {
+		return cfg, errors.New("--token needs --ca: a token goes over TLS only")
+	}
 	switch cfg.mode {
 	case "unary", "http", "legacy", "sync":
 	case "":
@@ -270,7 +291,7 @@ func run(cfg config) (result, uint64, error) {
 	var conns []*grpc.ClientConn
 	if cfg.mode == "unary" || cfg.mode == "sync" {
 		for range cfg.connections {
-			conn, err := grpc.NewClient(cfg.target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			conn, err := grpc.NewClient(cfg.target, dialOptions(cfg)...)
 			if err != nil {
 				return result{}, 0, err
 			}
@@ -453,3 +474,24 @@ func (r *runner) pause(t *time.Timer, d time.Duration) bool {
 		return false
 	}
 }
+
+// dialOptions: plaintext, or TLS with the --ca and the --token on every call.
+func dialOptions(cfg config) []grpc.DialOption {
+	if cfg.tls == nil {
+		return []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	options := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg.tls))}
+	if cfg.token != "" {
+		options = append(options, grpc.WithPerRPCCredentials(bearer(cfg.token)))
+	}
+	return options
+}
+
+// bearer is a token sent as "authorization: Bearer <token>" with every call, over TLS only.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+func (b bearer) RequireTransportSecurity() bool { return true }
