@@ -76,12 +76,13 @@ options = dict(
 )
 Path("gen/envoy.yaml").write_text(render(
     **options, certificate="/etc/metrics/tls/server.pem", private_key="/etc/metrics/tls/server-key.pem",
-    jwks="/etc/metrics/jwt/jwks.json",
+    jwks="/etc/metrics/jwt/jwks.json", client_ca="/etc/metrics/tls/client-ca.pem",
 ))
 throwaway = dataclasses.replace(defaults, state_dir=Path("/tmp/check"))
 tls = certs.ensure(throwaway)
 Path("gen/envoy-check.yaml").write_text(render(
     **options, certificate=tls.certificate, private_key=tls.private_key, jwks=tokens.ensure_keys(throwaway),
+    client_ca=tls.ca,
 ))
 EOF
 

@@ -149,6 +149,10 @@ status: ## Show each part of the local stack: state, PID, port, health
 token: venv ## Mint a bearer token for the TLS port (ARGS="--scope ingest --sensors plant-7- --ttl 3600")
 	@$(PY) -m stack.tokens $(ARGS)
 
+.PHONY: device-cert
+device-cert: venv ## Make a device's client certificate for the TLS port (ARGS="--sensors plant-7- --out plant-7")
+	@$(PY) -m stack.certs $(ARGS)
+
 .PHONY: compose-secrets
 compose-secrets: venv ## Make the secrets docker-compose.yml mounts (deploy/compose/secrets), once
 	@$(PY) -m stack.compose_secrets

@@ -1,9 +1,12 @@
 """Who calls: the verified claims of a caller's token, as Envoy passes them to the services.
 
 Envoy's jwt_authn checks the token (signature, expiry, audience) on the TLS port and writes its
-payload, base64url-encoded JSON, into IDENTITY_HEADER; a client cannot set that header (Envoy drops
-or replaces it). A call without it came through the local plaintext port, or straight to a
-service's loopback port: the trusted inside, allowed everything.
+payload, base64url-encoded JSON, into IDENTITY_HEADER. A device may instead present a client
+certificate of the CA Envoy trusts, whose URI SAN urn:metrics:sensors:<prefix> names the sensors it
+writes; Envoy passes it in CLIENT_CERT_HEADER (x-forwarded-client-cert), and such a device may only
+ingest, at the device tier. A client can set neither header (Envoy drops or replaces both). A call
+with neither came through the local plaintext port, or straight to a service's loopback port: the
+trusted inside, allowed everything.
 
 The claims this product reads (stack/tokens.py mints tokens with them):
   scope    space-separated: "ingest" (write readings), "read" (queries), "admin" (both)
@@ -26,6 +29,8 @@ from typing import Any
 from runtime.errors import PermissionDenied, Unauthenticated
 
 IDENTITY_HEADER = "x-metrics-identity"
+CLIENT_CERT_HEADER = "x-forwarded-client-cert"
+DEVICE_URI_PREFIX = "urn:metrics:sensors:"
 SCOPES = ("ingest", "read", "admin")
 
 
@@ -77,11 +82,37 @@ class Identity:
 
 
 def of_metadata(metadata: Iterable[Any] | None) -> Identity | None:
-    """The caller's identity from a call's metadata; None for the trusted inside."""
+    """The caller's identity from a call's metadata: its token's, else its device certificate's;
+    None for the trusted inside."""
+    certificate = None
     for key, value in metadata or ():
         if key == IDENTITY_HEADER:
             return parse(value if isinstance(value, str) else value.decode())
-    return None
+        if key == CLIENT_CERT_HEADER:
+            certificate = value if isinstance(value, str) else value.decode()
+    return None if certificate is None else parse_certificate(certificate)
+
+
+@functools.lru_cache(maxsize=65_536)
+def parse_certificate(header: str) -> Identity:
+    """The identity of a device certificate, from Envoy's x-forwarded-client-cert element
+    (Hash=<hex>;URI=<uri>, values quoted when they hold , ; or =)."""
+    fields = {}
+    for part in header.split(";"):
+        key, _, value = part.partition("=")
+        fields[key.strip()] = value.strip().strip('"')
+    uri = fields.get("URI", "")
+    if not uri.startswith(DEVICE_URI_PREFIX):
+        raise Unauthenticated(
+            f"the client certificate names no sensors: its URI is {uri!r}, not {DEVICE_URI_PREFIX}<prefix>"
+        )
+    return Identity(
+        subject=uri,
+        token_id=f"certificate:{fields.get('Hash', uri)}",
+        scopes=frozenset({"ingest"}),
+        sensor_prefixes=(uri.removeprefix(DEVICE_URI_PREFIX),),
+        tier=TIERS["device"],
+    )
 
 
 @functools.lru_cache(maxsize=65_536)

@@ -3,9 +3,11 @@ certificate it signs for Envoy's TLS port. Clients trust the CA file (curl --cac
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import ipaddress
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +16,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from stack.settings import StackSettings
+from runtime.identity import DEVICE_URI_PREFIX
+from stack.settings import StackSettings, load
 from stack.system import SetupError, say
 
 # The names clients of the local stack use; a deployment brings its own certificate.
@@ -147,3 +150,72 @@ def _server_certificate(
         )
         .sign(ca_key, hashes.SHA256())
     )
+
+
+def device_certificate(settings: StackSettings, sensors: str, days: int = VALID_DAYS) -> tuple[bytes, bytes]:
+    """A client certificate (PEM) and its key for a device or fleet writing sensors whose ids start
+    with `sensors`, signed by the local CA: the TLS port accepts it instead of a token (ingest only,
+    at the device tier's rate)."""
+    tls = ensure(settings)
+    if tls.ca is None:
+        raise SetupError(
+            "device certificates are signed by the local CA; with your own TLS files, use your CA"
+        )
+    ca_key = serialization.load_pem_private_key(tls.ca.with_name("ca-key.pem").read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    ca_cert = x509.load_pem_x509_certificate(tls.ca.read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"sensors {sensors or '(all)'}")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(
+            # The sensors it may write (runtime/identity.py reads this through Envoy).
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(DEVICE_URI_PREFIX + sensors)]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def main(argv: list[str] | None = None) -> int:
+    """make device-cert ARGS="--sensors plant-7- --out plant-7": plant-7.pem and plant-7-key.pem."""
+    parser = argparse.ArgumentParser(prog="make device-cert ARGS=...", description=main.__doc__)
+    parser.add_argument("--sensors", required=True, metavar="PREFIX",
+                        help="the sensor-id prefix the device may write ('' for every sensor)")  # fmt: skip
+    parser.add_argument("--out", required=True, type=Path, help="file name stem: <out>.pem, <out>-key.pem")
+    parser.add_argument("--days", type=int, default=VALID_DAYS, help=f"validity (default {VALID_DAYS})")
+    args = parser.parse_args(argv)
+    try:
+        cert, key = device_certificate(load(), args.sensors, args.days)
+    except SetupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    cert_file, key_file = (
+        args.out.with_name(args.out.name + ".pem"),
+        args.out.with_name(args.out.name + "-key.pem"),
+    )
+    cert_file.write_bytes(cert)
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    say(f"Device certificate for sensors starting with {args.sensors!r}: {cert_file} (key {key_file})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -26,10 +26,11 @@ def render(
     certificate: Path | str,
     private_key: Path | str,
     jwks: Path | str,
+    client_ca: Path | str | None,
     template: Path = TEMPLATE,
 ) -> str:
     """envoy/envoy.yaml with the given addresses and files; upstreams maps a service to (host, port).
-    `plaintext` None leaves out the plaintext listener.
+    `plaintext` None leaves out the plaintext listener; `client_ca` None, device certificates.
 
     A cluster named after a service (`receiver`), or after it and a role (`receiver-calls`), gets
     that service's address.
@@ -44,9 +45,14 @@ def render(
         listeners["plaintext"]["address"]["socket_address"] = _address(plaintext)
     config["static_resources"]["listeners"] = list(listeners.values())
     (chain,) = listeners["tls"]["filter_chains"]
-    (certificates,) = chain["transport_socket"]["typed_config"]["common_tls_context"]["tls_certificates"]
+    tls_context = chain["transport_socket"]["typed_config"]["common_tls_context"]
+    (certificates,) = tls_context["tls_certificates"]
     certificates["certificate_chain"] = {"filename": str(certificate)}
     certificates["private_key"] = {"filename": str(private_key)}
+    if client_ca is None:
+        del tls_context["validation_context"]
+    else:
+        tls_context["validation_context"]["trusted_ca"] = {"filename": str(client_ca)}
     for listener in listeners.values():
         for http_filter in listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]:
             typed = http_filter["typed_config"]

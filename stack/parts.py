@@ -112,7 +112,8 @@ def parts(settings: StackSettings) -> list[Part]:
 
 def _envoy_files(settings: StackSettings) -> list[Path]:
     tls = certs.ensure(settings)
-    return [tls.certificate, tls.private_key, tokens.jwks_path(settings)]
+    client_ca = settings.tls_client_ca_file or tls.ca
+    return [tls.certificate, tls.private_key, tokens.jwks_path(settings), *([client_ca] if client_ca else [])]
 
 
 def supervisord_conf(settings: StackSettings, all_parts: list[Part]) -> str:

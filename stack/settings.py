@@ -23,6 +23,9 @@ class StackSettings:
     # certificate it signs, in <state_dir>/tls.
     tls_certificate_file: Path | None = None
     tls_private_key_file: Path | None = None
+    # The CA of device certificates (mutual TLS instead of a token); unset: the local CA when the
+    # certificate is the local one, else no device certificates.
+    tls_client_ca_file: Path | None = None
     postgres_port: int = 55432
     redis_port: int = 56379
     kafka_port: int = 59092

@@ -3,6 +3,7 @@ signed with its key (or, to be refused, with keys it does not know)."""
 
 from __future__ import annotations
 
+import dataclasses
 import ssl
 import time
 from pathlib import Path
@@ -12,7 +13,8 @@ import grpc
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from stack import tokens
+from stack import certs, tokens
+from stack.settings import StackSettings
 from tests.target import Target
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,3 +84,25 @@ def bearer(token_text: str) -> tuple[tuple[str, str]]:
 def auth(token_text: str) -> dict[str, str]:
     """HTTP headers carrying a token."""
     return {"authorization": f"Bearer {token_text}"}
+
+
+def device_certificate(target: Target, sensors: str, folder: Path) -> tuple[Path, Path]:
+    """A device certificate for `sensors`, signed by the deployment's CA (its key lies beside it)."""
+    settings = dataclasses.replace(StackSettings(), state_dir=ca_file(target).parent.parent)
+    cert, key = certs.device_certificate(settings, sensors)
+    (folder / "device.pem").write_bytes(cert)
+    (folder / "device-key.pem").write_bytes(key)
+    return folder / "device.pem", folder / "device-key.pem"
+
+
+def device_tls_context(target: Target, cert: Path, key: Path) -> ssl.SSLContext:
+    context = tls_context(target)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def device_channel(target: Target, cert: Path, key: Path) -> grpc.aio.Channel:
+    credentials = grpc.ssl_channel_credentials(
+        ca_file(target).read_bytes(), private_key=key.read_bytes(), certificate_chain=cert.read_bytes()
+    )
+    return grpc.aio.secure_channel(target.envoy_tls, credentials)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import socket
 import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -22,6 +24,8 @@ from metrics.v1 import assessor_service_pb2, metric_pb2, receiver_service_pb2
 from metrics.v1.assessor_service_pb2_grpc import AssessorServiceStub
 from metrics.v1.receiver_service_pb2_grpc import ReceiverServiceStub
 from runtime.identity import IDENTITY_HEADER, TIERS
+from stack import certs
+from stack.settings import StackSettings
 from tests import front_door
 from tests.front_door import auth, bearer, claims, foreign_token, signed, token
 from tests.helpers import eventually, http, http_full
@@ -288,6 +292,59 @@ async def test_reads_see_only_the_sensors_a_token_covers(
                  f"/api/v1/sensors/{foreign}/measurements"):  # fmt: skip
         status, body = await http("GET", f"{base}{path}", headers=reader, tls=tls)
         assert status == 403 and foreign in body["message"], (path, status, body)
+
+
+# --- device certificates (mutual TLS) -----------------------------------------------------------
+
+
+async def test_a_device_certificate_writes_its_sensors_without_a_token(
+    target: Target, db: asyncpg.Pool, tmp_path: Path
+) -> None:
+    prefix = f"cert-{uuid.uuid4().hex[:8]}-"
+    own, foreign = f"{prefix}a", f"other-{uuid.uuid4().hex[:8]}"
+    cert, key = front_door.device_certificate(target, prefix, tmp_path)
+    device = front_door.device_tls_context(target, cert, key)
+    push = f"{target.envoy_tls_url}/v1/metrics:push"
+    status, body = await http("POST", push, {"metrics": [as_json(reading(own, 1))]}, tls=device)
+    assert (status, body) == (200, {"acceptedCount": 1})
+    status, body = await http("POST", push, {"metrics": [as_json(reading(foreign, 1))]}, tls=device)
+    assert status == 403 and foreign in body["message"], (status, body)
+    # A certificate is for writing: queries need a token with the read scope.
+    status, body = await http("GET", f"{target.envoy_tls_url}/v1/sensors", tls=device)
+    assert status == 403 and "read" in body["message"], (status, body)
+    async with front_door.device_channel(target, cert, key) as channel:
+        reply = await ReceiverServiceStub(channel).PushMetrics(
+            receiver_service_pb2.PushMetricsRequest(metrics=[reading(own, 2)]), timeout=10
+        )
+        assert reply.accepted_count == 1
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await ReceiverServiceStub(channel).PushMetrics(
+                receiver_service_pb2.PushMetricsRequest(metrics=[reading(foreign, 2)]), timeout=10
+            )
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+    async def stored() -> None:
+        assert await stored_seconds(db, own) == [1, 2]
+
+    await eventually(stored, what="the device's readings stored")
+    assert await stored_seconds(db, foreign) == []
+
+
+def test_a_certificate_of_another_ca_fails_the_handshake(target: Target, tmp_path: Path) -> None:
+    other = dataclasses.replace(StackSettings(), state_dir=tmp_path / "other")
+    cert, key = certs.device_certificate(other, "")
+    (tmp_path / "d.pem").write_bytes(cert)
+    (tmp_path / "d-key.pem").write_bytes(key)
+    context = front_door.device_tls_context(target, tmp_path / "d.pem", tmp_path / "d-key.pem")
+    host, port = host_port(target.envoy_tls)
+    with (
+        socket.create_connection((host, port), timeout=5) as raw,
+        pytest.raises(ssl.SSLError, match="(?i)unknown.ca"),
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        # TLS 1.3 reports the server's refusal of the certificate at the first read.
+        tls.sendall(b"GET /v1/sensors HTTP/1.1\r\nHost: metrics\r\n\r\n")
+        tls.recv(1024)
 
 
 # --- rate limits -------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from runtime.identity import IDENTITY_HEADER, TIERS
+from runtime.identity import CLIENT_CERT_HEADER, DEVICE_URI_PREFIX, IDENTITY_HEADER, TIERS
 from stack import certs, tokens
 from stack.envoy_config import render
 from stack.settings import StackSettings
@@ -37,10 +37,12 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A certificate, its key and a JWKS, as `make run` makes them."""
     settings = dataclasses.replace(StackSettings(), state_dir=tmp_path_factory.mktemp("state"))
     tls = certs.ensure(settings)
+    assert tls.ca is not None
     return {
         "certificate": tls.certificate,
         "private_key": tls.private_key,
         "jwks": tokens.ensure_keys(settings),
+        "client_ca": tls.ca,
     }
 
 
@@ -97,14 +99,28 @@ def test_the_tls_listener_verifies_tokens_and_passes_their_claims_as_the_service
 ) -> None:
     listeners = {x["name"]: x for x in yaml.safe_load(rendered(files))["static_resources"]["listeners"]}
     filters = http_filters(listeners["tls"])
-    assert list(filters) == ["grpc_web", "jwt_authn", "local_ratelimit", "grpc_json_transcoder", "router"]
+    assert list(filters) == [
+        "grpc_web",
+        "jwt_authn",
+        "rbac",
+        "local_ratelimit",
+        "grpc_json_transcoder",
+        "router",
+    ]
     (provider,) = filters["jwt_authn"]["providers"].values()
     assert provider["issuer"] == tokens.ISSUER and provider["audiences"] == [tokens.AUDIENCE]
     assert provider["forward_payload_header"] == IDENTITY_HEADER
     assert provider["local_jwks"] == {"filename": str(files["jwks"])}
-    assert filters["jwt_authn"]["rules"] == [
-        {"match": {"prefix": "/"}, "requires": {"provider_name": "metrics"}}
-    ]
+    # Past jwt_authn and rbac: a verified token's claims, or a device certificate's sensors.
+    (policy,) = filters["rbac"]["rules"]["policies"].values()
+    principals = policy["principals"]
+    assert {"header": {"name": IDENTITY_HEADER, "present_match": True}} in principals
+    assert {"authenticated": {"principal_name": {"prefix": DEVICE_URI_PREFIX}}} in principals
+    assert http_manager(listeners["tls"])["forward_client_cert_details"] == "SANITIZE_SET"
+    socket = listeners["tls"]["filter_chains"][0]["transport_socket"]["typed_config"]
+    trusted = socket["common_tls_context"]["validation_context"]["trusted_ca"]
+    assert trusted == {"filename": str(files["client_ca"])}
+    assert socket["require_client_certificate"] is False
     buckets = {d["entries"][0]["value"]: d["token_bucket"] for d in filters["local_ratelimit"]["descriptors"]}
     assert set(buckets) == set(TIERS)
     for name, tier in TIERS.items():
@@ -113,13 +129,19 @@ def test_the_tls_listener_verifies_tokens_and_passes_their_claims_as_the_service
     # The plaintext listener has no tokens, and drops the headers only Envoy may write.
     assert "jwt_authn" not in http_filters(listeners["plaintext"])
     (host,) = http_manager(listeners["plaintext"])["route_config"]["virtual_hosts"]
-    written = {IDENTITY_HEADER} | {c["header_name"] for c in provider["claim_to_headers"]}
+    written = {IDENTITY_HEADER, CLIENT_CERT_HEADER} | {c["header_name"] for c in provider["claim_to_headers"]}
     assert written <= set(host["request_headers_to_remove"])
+    assert http_manager(listeners["plaintext"])["forward_client_cert_details"] == "SANITIZE"
 
 
-def test_the_plaintext_listener_can_be_left_out(tmp_path: Path, files: dict[str, Path]) -> None:
-    text = rendered(files, plaintext=None)
-    assert [x["name"] for x in yaml.safe_load(text)["static_resources"]["listeners"]] == ["tls"]
+def test_the_plaintext_listener_and_device_certificates_can_be_left_out(
+    tmp_path: Path, files: dict[str, Path]
+) -> None:
+    text = rendered(files, plaintext=None, client_ca=None)
+    (listener,) = yaml.safe_load(text)["static_resources"]["listeners"]
+    assert listener["name"] == "tls"
+    context = listener["filter_chains"][0]["transport_socket"]["typed_config"]["common_tls_context"]
+    assert "validation_context" not in context
     config = tmp_path / "envoy.yaml"
     config.write_text(text)
     result = validate(config)

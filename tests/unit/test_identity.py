@@ -10,7 +10,15 @@ import pytest
 
 from receiver.budgets import StreamBudgets
 from runtime.errors import PermissionDenied, RateLimited, Unauthenticated
-from runtime.identity import IDENTITY_HEADER, TIERS, of_metadata, parse
+from runtime.identity import (
+    CLIENT_CERT_HEADER,
+    DEVICE_URI_PREFIX,
+    IDENTITY_HEADER,
+    TIERS,
+    of_metadata,
+    parse,
+    parse_certificate,
+)
 
 
 def header(**overrides: Any) -> str:
@@ -92,3 +100,23 @@ def test_budgets_forget_the_least_recent_tokens() -> None:
     budgets.take(parse(header(jti="second")))
     budgets.take(parse(header(jti="third")))  # evicts "first": it starts full again
     budgets.take(first)
+
+
+def test_a_device_certificate_may_ingest_its_sensors_at_the_device_tier() -> None:
+    identity = parse_certificate(f'Hash=ab12;URI="{DEVICE_URI_PREFIX}plant-7-"')
+    assert identity.sensor_prefixes == ("plant-7-",)
+    assert identity.scopes == {"ingest"} and identity.tier == TIERS["device"]
+    assert identity.token_id == "certificate:ab12"
+    with pytest.raises(PermissionDenied):
+        identity.require("read")
+    # A token sent with the certificate is the identity.
+    both = of_metadata(((CLIENT_CERT_HEADER, f"URI={DEVICE_URI_PREFIX}x-"), (IDENTITY_HEADER, header())))
+    assert both == parse(header())
+    assert of_metadata(((CLIENT_CERT_HEADER, f"URI={DEVICE_URI_PREFIX}x-"),)) == parse_certificate(
+        f"URI={DEVICE_URI_PREFIX}x-"
+    )
+
+
+def test_a_certificate_without_the_sensors_uri_is_unauthenticated() -> None:
+    with pytest.raises(Unauthenticated, match="names no sensors"):
+        parse_certificate("Hash=ab12;URI=spiffe://example/device")
