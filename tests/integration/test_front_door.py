@@ -336,15 +336,16 @@ def test_a_certificate_of_another_ca_fails_the_handshake(target: Target, tmp_pat
     (tmp_path / "d.pem").write_bytes(cert)
     (tmp_path / "d-key.pem").write_bytes(key)
     context = front_door.device_tls_context(target, tmp_path / "d.pem", tmp_path / "d-key.pem")
+    # TLS 1.2 checks the client's certificate within the handshake; TLS 1.3 after it, and the
+    # server's alert may then lose the race with its closing the connection.
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
     host, port = host_port(target.envoy_tls)
     with (
         socket.create_connection((host, port), timeout=5) as raw,
-        pytest.raises(ssl.SSLError, match="(?i)unknown.ca"),
-        context.wrap_socket(raw, server_hostname=host) as tls,
+        pytest.raises(ssl.SSLError, match=r"(?i)unknown.ca"),
+        context.wrap_socket(raw, server_hostname=host),
     ):
-        # TLS 1.3 reports the server's refusal of the certificate at the first read.
-        tls.sendall(b"GET /v1/sensors HTTP/1.1\r\nHost: metrics\r\n\r\n")
-        tls.recv(1024)
+        pass
 
 
 # --- rate limits -------------------------------------------------------------------------------
