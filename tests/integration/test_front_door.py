@@ -294,6 +294,32 @@ async def test_reads_see_only_the_sensors_a_token_covers(
         assert status == 403 and foreign in body["message"], (path, status, body)
 
 
+async def test_the_live_watch_delivers_only_covered_sensors_events(
+    target: Target, channel: grpc.aio.Channel, receiver: ReceiverServiceStub, db: asyncpg.Pool
+) -> None:
+    prefix = f"watch-{uuid.uuid4().hex[:8]}-"
+    own, foreign = f"{prefix}a", f"elsewhere-{uuid.uuid4().hex[:8]}"
+    reader = token(target, scopes=("read",), sensors=(prefix,))
+    call = AssessorServiceStub(channel).WatchEvents(
+        assessor_service_pb2.WatchEventsRequest(), metadata=bearer(reader), timeout=60
+    )
+    await asyncio.wait_for(call.initial_metadata(), 10)  # subscribed: events from now on reach it
+    first = asyncio.ensure_future(call.read())
+    # The foreign sensor's event is stored (so announced to watchers) before the covered one's exists.
+    hot = [reading(foreign, i, 96.0) for i in range(3)]
+    await receiver.PushMetrics(receiver_service_pb2.PushMetricsRequest(metrics=hot), timeout=10)
+
+    async def foreign_event_stored() -> None:
+        assert await db.fetchval("SELECT count(*) FROM events WHERE sensor_id = $1", foreign) == 1
+
+    await eventually(foreign_event_stored, what="the foreign sensor's event stored")
+    hot = [reading(own, i, 96.0) for i in range(3)]
+    await receiver.PushMetrics(receiver_service_pb2.PushMetricsRequest(metrics=hot), timeout=10)
+    reply = await asyncio.wait_for(first, 30)
+    assert reply.event.sensor_id == own
+    call.cancel()
+
+
 # --- device certificates (mutual TLS) -----------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from jsonschema.validators import validator_for
 
-from stack import parts
+from stack import compose_secrets, parts
 from stack.settings import StackSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -267,3 +267,18 @@ def test_the_images_run_the_versions_of_the_local_stack(compose: dict[str, Any])
     assert kafka and compose["services"]["kafka"]["image"] == f"apache/kafka:{kafka[1]}"
     assert compose["services"]["kafka-init"]["image"] == compose["services"]["kafka"]["image"]
     assert compose["services"]["postgres"]["image"] == f"postgres:{DEFAULTS.postgres_bin.parent.name}"
+
+
+def test_envoy_mounts_what_make_compose_secrets_makes_where_the_image_reads_it(raw: dict[str, Any]) -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    mounts = {}
+    for volume in raw["services"]["envoy"]["volumes"]:
+        source, target, mode = volume.split(":")
+        mounts[target] = source
+        assert mode == "ro", volume
+    prefix = "./deploy/compose/secrets/"
+    assert {source.removeprefix(prefix) for source in mounts.values()} == set(compose_secrets.MOUNTED)
+    # The rendered configuration of the image reads each mounted file.
+    for target in mounts:
+        assert f'"{target}"' in dockerfile, f"the image's Envoy does not read {target}"
+    assert (ROOT / ".gitignore").read_text().count("deploy/compose/secrets/") == 1
