@@ -1,5 +1,6 @@
-"""TLS for the local stack's front door: a certificate authority of its own and a server
-certificate it signs for Envoy's TLS port. Clients trust the CA file (curl --cacert)."""
+"""TLS for the local stack's front door: a certificate authority of its own, a server certificate it
+signs for Envoy's TLS port, and device certificates (mutual TLS instead of a token). Clients trust
+the CA file (curl --cacert)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from stack.system import SetupError, say
 # The names clients of the local stack use; a deployment brings its own certificate.
 SERVER_NAMES = ("localhost", "127.0.0.1", "::1")
 VALID_DAYS = 397  # what browsers accept for a server certificate
+CA_VALID_DAYS = 3650
 RENEW_DAYS = 30
 
 
@@ -54,102 +56,38 @@ def ensure(settings: StackSettings) -> Tls:
         return Tls(cert_file, key_file, None)
     tls = paths(settings)
     assert tls.ca is not None
-    ca_key_file = tls.ca.with_name("ca-key.pem")
-    if not (tls.ca.exists() and ca_key_file.exists()):
+    if not (tls.ca.exists() and _ca_key_file(tls.ca).exists()):
         say(f"Creating the local certificate authority ({tls.ca})")
         tls.ca.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(tls.ca.parent, 0o700)
-        new_ca_key = ec.generate_private_key(ec.SECP256R1())
-        _write_key(ca_key_file, new_ca_key)
-        tls.ca.write_bytes(_ca_certificate(new_ca_key).public_bytes(serialization.Encoding.PEM))
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Metrics local CA")])
+        usage = x509.KeyUsage(
+            digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+            key_encipherment=False, data_encipherment=False, key_agreement=False,
+            encipher_only=False, decipher_only=False,
+        )  # fmt: skip
+        ca = _sign(
+            _builder(name, name, key, CA_VALID_DAYS)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(usage, critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False),
+            key,
+        )
+        write_private(_ca_key_file(tls.ca), _pem_key(key))
+        tls.ca.write_bytes(ca)
     if _needs_renewal(tls.certificate):
         say(f"Creating the server certificate for {', '.join(SERVER_NAMES)} ({tls.certificate})")
-        ca_key = serialization.load_pem_private_key(ca_key_file.read_bytes(), password=None)
-        assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-        ca_cert = x509.load_pem_x509_certificate(tls.ca.read_bytes())
-        key = ec.generate_private_key(ec.SECP256R1())
-        _write_key(tls.private_key, key)
-        tls.certificate.write_bytes(
-            _server_certificate(key, ca_cert, ca_key).public_bytes(serialization.Encoding.PEM)
-        )
+        names: list[x509.GeneralName] = []
+        for name_text in SERVER_NAMES:
+            try:
+                names.append(x509.IPAddress(ipaddress.ip_address(name_text)))
+            except ValueError:
+                names.append(x509.DNSName(name_text))
+        cert, key_pem = _issue(tls.ca, SERVER_NAMES[0], names, ExtendedKeyUsageOID.SERVER_AUTH, VALID_DAYS)
+        write_private(tls.private_key, key_pem)
+        tls.certificate.write_bytes(cert)
     return tls
-
-
-def _needs_renewal(path: Path) -> bool:
-    if not path.exists():
-        return True
-    cert = x509.load_pem_x509_certificate(path.read_bytes())
-    left = cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC)
-    return left < datetime.timedelta(days=RENEW_DAYS)
-
-
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    """Private keys are readable by their owner only."""
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-
-
-def _ca_certificate(key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Metrics local CA")])
-    now = datetime.datetime.now(datetime.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-
-
-def _server_certificate(
-    key: ec.EllipticCurvePrivateKey, ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey
-) -> x509.Certificate:
-    names: list[x509.GeneralName] = []
-    for name in SERVER_NAMES:
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(name)))
-        except ValueError:
-            names.append(x509.DNSName(name))
-    now = datetime.datetime.now(datetime.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, SERVER_NAMES[0])]))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
 
 
 def device_certificate(settings: StackSettings, sensors: str, days: int = VALID_DAYS) -> tuple[bytes, bytes]:
@@ -159,37 +97,76 @@ def device_certificate(settings: StackSettings, sensors: str, days: int = VALID_
     tls = ensure(settings)
     if tls.ca is None:
         raise SetupError(
-            "device certificates are signed by the local CA; with your own TLS files, use your CA"
+            "device certificates are signed by the local CA; with your own TLS files, use your own CA"
         )
-    ca_key = serialization.load_pem_private_key(tls.ca.with_name("ca-key.pem").read_bytes(), password=None)
+    # The URI names the sensors it may write (runtime/identity.py reads it through Envoy).
+    uri = x509.UniformResourceIdentifier(DEVICE_URI_PREFIX + sensors)
+    return _issue(tls.ca, f"sensors {sensors or '(all)'}", [uri], ExtendedKeyUsageOID.CLIENT_AUTH, days)
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Writes a private key (or another secret) readable by its owner only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def _issue(
+    ca_file: Path, common_name: str, names: list[x509.GeneralName], usage: x509.ObjectIdentifier, days: int
+) -> tuple[bytes, bytes]:
+    """A certificate (PEM) for a new key, signed by the CA, and the key (PEM)."""
+    ca_key = serialization.load_pem_private_key(_ca_key_file(ca_file).read_bytes(), password=None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-    ca_cert = x509.load_pem_x509_certificate(tls.ca.read_bytes())
+    ca = x509.load_pem_x509_certificate(ca_file.read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"sensors {sensors or '(all)'}")]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(
-            # The sensors it may write (runtime/identity.py reads this through Envoy).
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(DEVICE_URI_PREFIX + sensors)]),
-            critical=False,
-        )
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    builder = (
+        _builder(subject, ca.subject, key, days)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
         )
-        .sign(ca_key, hashes.SHA256())
     )
-    key_pem = key.private_bytes(
+    return _sign(builder, ca_key), _pem_key(key)
+
+
+def _builder(
+    subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey, days: int
+) -> x509.CertificateBuilder:
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))  # clocks differ a little
+        .not_valid_after(now + datetime.timedelta(days=days))
+    )
+
+
+def _sign(builder: x509.CertificateBuilder, key: ec.EllipticCurvePrivateKey) -> bytes:
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def _ca_key_file(ca_file: Path) -> Path:
+    return ca_file.with_name("ca-key.pem")
+
+
+def _needs_renewal(path: Path) -> bool:
+    if not path.exists():
+        return True
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    left = cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC)
+    return left < datetime.timedelta(days=RENEW_DAYS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,14 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     except SetupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    cert_file, key_file = (
-        args.out.with_name(args.out.name + ".pem"),
-        args.out.with_name(args.out.name + "-key.pem"),
-    )
+    cert_file = args.out.with_name(args.out.name + ".pem")
+    key_file = args.out.with_name(args.out.name + "-key.pem")
     cert_file.write_bytes(cert)
-    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key)
+    write_private(key_file, key)
     say(f"Device certificate for sensors starting with {args.sensors!r}: {cert_file} (key {key_file})")
     return 0
 

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
 from runtime.identity import SCOPES, TIERS
+from stack import certs
 from stack.settings import StackSettings, load
 from stack.system import SetupError, say
 
@@ -59,9 +60,7 @@ def new_key(settings: StackSettings) -> str:
     pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    fd = os.open(folder / f"{kid}.pem", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
+    certs.write_private(folder / f"{kid}.pem", pem)
     write_jwks(settings)
     return kid
 

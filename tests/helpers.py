@@ -56,6 +56,7 @@ async def http_full(
     method: str,
     url: str,
     body: Any = None,
+    *,
     raw: bytes | None = None,
     headers: dict[str, str] | None = None,
     tls: ssl.SSLContext | None = None,
@@ -71,16 +72,9 @@ async def http_full(
     return status, response_headers, json.loads(payload)
 
 
-async def http(
-    method: str,
-    url: str,
-    body: Any = None,
-    raw: bytes | None = None,
-    headers: dict[str, str] | None = None,
-    tls: ssl.SSLContext | None = None,
-) -> tuple[int, Any]:
-    """(status, parsed JSON body) of an HTTP request; the body is None when empty."""
-    status, _, parsed = await http_full(method, url, body, raw, headers, tls)
+async def http(method: str, url: str, body: Any = None, **options: Any) -> tuple[int, Any]:
+    """(status, parsed JSON body) of an HTTP request (raw, headers, tls: as http_full)."""
+    status, _, parsed = await http_full(method, url, body, **options)
     return status, parsed
 
 
