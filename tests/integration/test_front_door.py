@@ -145,6 +145,19 @@ async def test_a_bad_token_is_401_over_http_and_unauthenticated_over_grpc(
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED, refused.value
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/api/v1/sensors/s-1/measurements"), ("GET", "/api/v1/sensors/s-1/events"),
+     ("GET", "/api/v1/sensors/s-1/measurements"), ("POST", "/v1/metrics:push"), ("GET", "/v1/events:watch")],
+)  # fmt: skip
+async def test_every_route_needs_a_token_the_seeds_included(target: Target, method: str, path: str) -> None:
+    body = {"temperature": 20} if method == "POST" else None
+    status, answer = await http(
+        method, f"{target.envoy_tls_url}{path}", body, tls=front_door.tls_context(target)
+    )
+    assert status == 401 and "token" in answer["message"], (status, answer)
+
+
 async def test_a_good_token_reaches_both_services_by_both_protocols(
     target: Target, channel: grpc.aio.Channel, db: asyncpg.Pool, sensor_id: str
 ) -> None:
