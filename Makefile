@@ -145,6 +145,10 @@ stop: ## Stop everything `make run` started
 status: ## Show each part of the local stack: state, PID, port, health
 	@$(PY) -m stack status
 
+.PHONY: shell-env
+shell-env: ## Print export lines for psql, redis-cli and kcat into the local stack: eval "$$(make -s shell-env)"
+	@$(PY) -m stack shell-env
+
 .PHONY: logs
 logs: ## Follow the logs of the local stack
 	@$(PY) -m stack logs

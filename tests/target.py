@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from runtime.kafka import KafkaSettings
+from stack import credentials
+from stack import settings as stack_settings
+from stack.credentials import Account
 
 DEFAULT = Path(__file__).parent / "targets" / "local.toml"
 
@@ -14,6 +21,7 @@ DEFAULT = Path(__file__).parent / "targets" / "local.toml"
 class Target:
     envoy: str
     kafka_bootstrap_servers: str
+    # The admin's (redis) and the reader's (postgres), without passwords: those are in `credentials`.
     redis_url: str
     postgres_dsn: str
     metrics_topic: str
@@ -23,13 +31,64 @@ class Target:
     saver_group: str
     local_stack: bool
     services: dict[str, str]
+    # The folder of the password files (named as stack/credentials.py names them), relative to the
+    # target file; empty: the local stack's.
+    credentials_dir: str = ""
+    file: Path = DEFAULT
 
     @property
     def envoy_url(self) -> str:
         return f"http://{self.envoy}"
 
+    @property
+    def secrets_dir(self) -> Path:
+        if not self.credentials_dir:
+            return stack_settings.load().secrets_dir
+        return (self.file.parent / self.credentials_dir).resolve()
 
+    def password_file(self, account: Account) -> Path:
+        return credentials.password_file(self.secrets_dir, account)
+
+    def password(self, account: Account) -> str:
+        return credentials.password(self.secrets_dir, account)
+
+    def kafka(self, account: Account = credentials.KAFKA_ADMIN) -> KafkaSettings:
+        """Kafka settings of a principal: runtime.kafka.client_options makes client options of them."""
+        return KafkaSettings(
+            kafka_bootstrap_servers=self.kafka_bootstrap_servers,
+            kafka_username=account.user,
+            kafka_password=self.password(account),
+        )
+
+    def postgres_dsn_of(self, account: Account) -> str:
+        """The DSN of the target's database for another of its roles."""
+        parts = urlsplit(self.postgres_dsn)
+        return urlunsplit(parts._replace(netloc=f"{account.user}@{parts.netloc.rpartition('@')[2]}"))
+
+    def service_credentials(self, service: str) -> dict[str, str]:
+        """How a private instance of `service` logs in: Kafka as admin (its topics and group are its
+        own, no ACL names them), Redis as admin, PostgreSQL as the role the service has."""
+        env = {
+            "METRICS_KAFKA_USERNAME": credentials.KAFKA_ADMIN.user,
+            "METRICS_KAFKA_PASSWORD_FILE": str(self.password_file(credentials.KAFKA_ADMIN)),
+            "METRICS_REDIS_URL": self.redis_url,
+            "METRICS_REDIS_PASSWORD_FILE": str(self.password_file(credentials.REDIS_ADMIN)),
+        }
+        roles = {
+            "saver": {
+                "POSTGRES": credentials.POSTGRES_WRITER,
+                "SAVER_MIGRATIONS": credentials.POSTGRES_OWNER,
+            },
+            "assessor": {"POSTGRES": credentials.POSTGRES_READER},
+        }
+        for setting, account in roles.get(service, {}).items():
+            env[f"METRICS_{setting}_DSN"] = self.postgres_dsn_of(account)
+            env[f"METRICS_{setting}_PASSWORD_FILE"] = str(self.password_file(account))
+        return env
+
+
+@functools.cache
 def load() -> Target:
     path = Path(os.environ.get("METRICS_TEST_TARGET", DEFAULT))
     with path.open("rb") as f:
-        return Target(**tomllib.load(f))
+        return Target(**tomllib.load(f), file=path)

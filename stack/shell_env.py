@@ -1,0 +1,44 @@
+"""`make shell-env`: `export` lines that let the operators' own tools into the local stack's servers.
+
+  eval "$(make -s shell-env)"; psql; redis-cli -u "$REDIS_URL"; kcat -L
+
+psql logs in as the schema's owner, redis-cli and kcat as the admins; kcat reads its properties from
+the file named by KCAT_CONFIG, which this writes next to the passwords (readable by its owner only).
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from stack import access, credentials, prepare
+from stack.settings import StackSettings
+
+
+def lines(settings: StackSettings) -> list[str]:
+    owner, redis_admin, kafka_admin = (
+        credentials.POSTGRES_OWNER,
+        credentials.REDIS_ADMIN,
+        credentials.KAFKA_ADMIN,
+    )
+    kcat = settings.secrets_dir / "kcat.properties"
+    prepare.private_file(
+        kcat,
+        f"bootstrap.servers={settings.kafka_bootstrap}\n"
+        "security.protocol=SASL_PLAINTEXT\n"
+        "sasl.mechanisms=SCRAM-SHA-512\n"
+        f"sasl.username={kafka_admin.user}\n"
+        f"sasl.password={access.password(settings, kafka_admin)}\n",
+    )
+    redis_password = access.password(settings, redis_admin)
+    variables = {
+        "PGHOST": "127.0.0.1",
+        "PGPORT": str(settings.postgres_port),
+        "PGUSER": owner.user,
+        "PGPASSWORD": access.password(settings, owner),
+        "PGDATABASE": "metrics",
+        # redis-cli -u "$REDIS_URL" logs in as admin; REDISCLI_AUTH alone would log in as `default` (off).
+        "REDIS_URL": f"redis://{redis_admin.user}:{redis_password}@127.0.0.1:{settings.redis_port}/0",
+        "REDISCLI_AUTH": redis_password,
+        "KCAT_CONFIG": str(kcat),
+    }
+    return [f"export {name}={shlex.quote(value)}" for name, value in variables.items()]
