@@ -3,8 +3,8 @@
 The local stack generates them once into <state_dir>/secrets; the services read theirs through
 `..._PASSWORD_FILE` settings pointing into that folder (never a password in an environment variable
 or on a command line, where `ps` shows it), and the stack's tools, the benchmark and the tests read
-them from here. Docker Compose uses the same file names: `python3 -m stack.credentials DIR` generates
-a folder for it (standard library only, no environment needed).
+them from here. docker-compose.yml takes the same files as Docker secrets: `python3 -m stack.credentials
+deploy/compose/secrets` generates them (standard library only, no environment needed).
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ class Account:
         return f"{self.server}-{self.user}"
 
 
-# PostgreSQL: the owner of the schema (runs the migrations), the saver's writer, the assessor's reader.
+# PostgreSQL: the owner of the schema (runs the migrations), the saver's writer, the assessor's reader;
+# the superuser's is for docker-compose.yml's image (the local stack's superuser logs in by peer only).
+POSTGRES_SUPERUSER = Account("postgres", "postgres")
 POSTGRES_OWNER = Account("postgres", "metrics")
 POSTGRES_WRITER = Account("postgres", "metrics_writer")
 POSTGRES_READER = Account("postgres", "metrics_reader")
@@ -39,15 +41,16 @@ KAFKA_RECEIVER = Account("kafka", "receiver")
 KAFKA_PROCESSOR = Account("kafka", "processor")
 KAFKA_SAVER = Account("kafka", "saver")
 KAFKA_ACCOUNTS = (KAFKA_ADMIN, KAFKA_RECEIVER, KAFKA_PROCESSOR, KAFKA_SAVER)
-ACCOUNTS = (POSTGRES_OWNER, POSTGRES_WRITER, POSTGRES_READER, REDIS_ADMIN, REDIS_PROCESSOR, *KAFKA_ACCOUNTS)
+POSTGRES_ACCOUNTS = (POSTGRES_SUPERUSER, POSTGRES_OWNER, POSTGRES_WRITER, POSTGRES_READER)
+ACCOUNTS = (*POSTGRES_ACCOUNTS, REDIS_ADMIN, REDIS_PROCESSOR, *KAFKA_ACCOUNTS)
 
 
 class MissingCredentials(RuntimeError):
     """A password file is missing; the message names it."""
 
 
-def ensure(folder: Path) -> None:
-    """Creates the folder (0700) and a random password (0600) for each account that has none yet."""
+def ensure(folder: Path, file_mode: int = 0o600) -> None:
+    """Creates the folder (0700) and a random password (`file_mode`) for each account that has none yet."""
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     folder.chmod(0o700)
     for account in ACCOUNTS:
@@ -55,7 +58,7 @@ def ensure(folder: Path) -> None:
         if path.exists():
             continue
         # O_EXCL: two `make run` at once must not overwrite each other's passwords.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, file_mode)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(24) + "\n")
 
@@ -78,5 +81,7 @@ def password(folder: Path, account: Account) -> str:
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: python3 -m stack.credentials FOLDER  (creates the missing password files)")
-    ensure(Path(sys.argv[1]))
+    # For Docker secrets: Compose mounts each file with its own mode, and the containers' users
+    # (postgres, redis, the services' 10001) are not the host's. The folder (0700) keeps them private.
+    ensure(Path(sys.argv[1]), file_mode=0o644)
     print(f"passwords in {sys.argv[1]}: {', '.join(a.file_name for a in ACCOUNTS)}")
