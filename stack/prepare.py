@@ -117,7 +117,11 @@ def redis_dir(path: Path) -> None:
 
 
 # The processor's user may run its counters' script and read and trim its pending events, on its keys
-# only (processor/counters.py); `admin` is the operators', the tools' and the tests'; `default` is off.
+# only (processor/counters.py); `admin` is the operators', the tools' and the tests'. `default` is off:
+# no connection is it, and nobody can log in as it. It keeps all permissions because Redis 7.0 replays
+# the append-only file's transactions (how a script's writes are logged) as `default`, checking its
+# ACL: with none, a restarted Redis drops every script's writes (seen here; NOPERM in its log).
+REDIS_DEFAULT_USER = "user default off ~* &* +@all"
 REDIS_PROCESSOR_RULES = (
     "resetchannels ~warnings:{* ~last-reading:{* ~processor:pending:* "
     "-@all +ping +evalsha +script|load +hget +hset +hincrby +rpush +lrange +ltrim"
@@ -133,7 +137,7 @@ def redis_acl(path: Path, settings: StackSettings) -> None:
     admin, processor = credentials.REDIS_ADMIN, credentials.REDIS_PROCESSOR
     private_file(
         path,
-        "user default off resetkeys resetchannels -@all\n"
+        f"{REDIS_DEFAULT_USER}\n"
         f"user {admin.user} on #{digest(admin)} ~* &* +@all\n"
         f"user {processor.user} on #{digest(processor)} {REDIS_PROCESSOR_RULES}\n",
         run_as("redis"),

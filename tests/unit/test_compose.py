@@ -235,7 +235,7 @@ def test_postgres_makes_the_roles_of_the_local_stack(compose: dict[str, Any]) ->
 
 def test_redis_has_the_acl_of_the_local_stack(compose: dict[str, Any]) -> None:
     script = "\n".join(compose["services"]["redis"]["command"])
-    assert "user default off" in script
+    assert prepare.REDIS_DEFAULT_USER in script
     assert f"user processor on #$(digest processor) {prepare.REDIS_PROCESSOR_RULES}" in script
     assert "--aclfile" in script
 
