@@ -14,6 +14,7 @@ from stack import credentials
 from stack import settings as stack_settings
 from stack.credentials import Account
 
+ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = Path(__file__).parent / "targets" / "local.toml"
 
 
@@ -31,10 +32,9 @@ class Target:
     saver_group: str
     local_stack: bool
     services: dict[str, str]
-    # The folder of the password files (named as stack/credentials.py names them), relative to the
-    # target file; empty: the local stack's.
+    # The folder of the password files (named as stack/credentials.py names them); a relative path is
+    # from the checkout's root; empty: the local stack's.
     credentials_dir: str = ""
-    file: Path = DEFAULT
 
     @property
     def envoy_url(self) -> str:
@@ -44,7 +44,7 @@ class Target:
     def secrets_dir(self) -> Path:
         if not self.credentials_dir:
             return stack_settings.load().secrets_dir
-        return (self.file.parent / self.credentials_dir).resolve()
+        return ROOT / self.credentials_dir
 
     def password_file(self, account: Account) -> Path:
         return credentials.password_file(self.secrets_dir, account)
@@ -91,4 +91,4 @@ class Target:
 def load() -> Target:
     path = Path(os.environ.get("METRICS_TEST_TARGET", DEFAULT))
     with path.open("rb") as f:
-        return Target(**tomllib.load(f), file=path)
+        return Target(**tomllib.load(f))
