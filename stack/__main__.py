@@ -1,4 +1,4 @@
-"""python -m stack up|down|status|logs — see stack/__init__.py."""
+"""python -m stack up|down|status|logs|shell-env — see stack/__init__.py."""
 
 from __future__ import annotations
 

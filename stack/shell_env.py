@@ -1,9 +1,11 @@
 """`make shell-env`: `export` lines that let the operators' own tools into the local stack's servers.
 
-  eval "$(make -s shell-env)"; psql; redis-cli -u "$REDIS_URL"; kcat -L
+  eval "$(make -s shell-env)"; psql; redis-cli -p PORT --user admin; kcat -L
 
 psql logs in as the schema's owner, redis-cli and kcat as the admins; kcat reads its properties from
 the file named by KCAT_CONFIG, which this writes next to the passwords (readable by its owner only).
+redis-cli takes the password from REDISCLI_AUTH but the user only from --user (Redis's `default`
+user, which it logs in as otherwise, is off); the lines end with a comment that says so.
 """
 
 from __future__ import annotations
@@ -29,16 +31,16 @@ def lines(settings: StackSettings) -> list[str]:
         f"sasl.username={kafka_admin.user}\n"
         f"sasl.password={access.password(settings, kafka_admin)}\n",
     )
-    redis_password = access.password(settings, redis_admin)
     variables = {
         "PGHOST": "127.0.0.1",
         "PGPORT": str(settings.postgres_port),
         "PGUSER": owner.user,
         "PGPASSWORD": access.password(settings, owner),
         "PGDATABASE": "metrics",
-        # redis-cli -u "$REDIS_URL" logs in as admin; REDISCLI_AUTH alone would log in as `default` (off).
-        "REDIS_URL": f"redis://{redis_admin.user}:{redis_password}@127.0.0.1:{settings.redis_port}/0",
-        "REDISCLI_AUTH": redis_password,
+        "REDISCLI_AUTH": access.password(settings, redis_admin),
         "KCAT_CONFIG": str(kcat),
     }
-    return [f"export {name}={shlex.quote(value)}" for name, value in variables.items()]
+    return [
+        *(f"export {name}={shlex.quote(value)}" for name, value in variables.items()),
+        f"# psql; redis-cli -p {settings.redis_port} --user {redis_admin.user}; kcat -L",
+    ]

@@ -62,8 +62,11 @@ class Target:
 
     def postgres_dsn_of(self, account: Account) -> str:
         """The DSN of the target's database for another of its roles."""
-        parts = urlsplit(self.postgres_dsn)
-        return urlunsplit(parts._replace(netloc=f"{account.user}@{parts.netloc.rpartition('@')[2]}"))
+        return _with_user(self.postgres_dsn, account.user)
+
+    def redis_url_of(self, user: str | None) -> str:
+        """The URL of the target's Redis for another user (None: no user, as an anonymous client)."""
+        return _with_user(self.redis_url, user)
 
     def service_credentials(self, service: str) -> dict[str, str]:
         """How a private instance of `service` logs in: Kafka as admin (its topics and group are its
@@ -85,6 +88,12 @@ class Target:
             env[f"METRICS_{setting}_DSN"] = self.postgres_dsn_of(account)
             env[f"METRICS_{setting}_PASSWORD_FILE"] = str(self.password_file(account))
         return env
+
+
+def _with_user(url: str, user: str | None) -> str:
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}" if user else host))
 
 
 @functools.cache

@@ -84,20 +84,19 @@ async def test_the_processor_and_the_saver_may_not_write_metrics(target: Target)
 # --- Redis ---------------------------------------------------------------------------------------
 
 
-async def redis_as(target: Target, user: str | None, password: str | None) -> aioredis.Redis:
-    url = target.redis_url.replace("admin@", f"{user}@" if user else "")
-    return aioredis.Redis.from_url(url, password=password)
+def redis_as(target: Target, user: str | None, password: str | None) -> aioredis.Redis:
+    return aioredis.Redis.from_url(target.redis_url_of(user), password=password)
 
 
 async def test_redis_refuses_a_client_without_credentials_and_the_default_user(target: Target) -> None:
-    anonymous = await redis_as(target, None, None)
+    anonymous = redis_as(target, None, None)
     try:
         with pytest.raises(AuthenticationError):  # NOAUTH
             await anonymous.ping()
     finally:
         await anonymous.aclose()
     # The default user is off, whatever its password.
-    default = await redis_as(target, "default", "anything")
+    default = redis_as(target, "default", "anything")
     try:
         with pytest.raises(AuthenticationError):
             await default.ping()
@@ -108,7 +107,7 @@ async def test_redis_refuses_a_client_without_credentials_and_the_default_user(t
 async def test_the_processors_redis_user_has_its_keys_and_commands_only(
     target: Target, sensor_id: str
 ) -> None:
-    processor = await redis_as(target, "processor", target.password(credentials.REDIS_PROCESSOR))
+    processor = redis_as(target, "processor", target.password(credentials.REDIS_PROCESSOR))
     try:
         assert await processor.hget("warnings:{" + sensor_id + "}", "temperature") is None  # its own
         with pytest.raises(NoPermissionError):
