@@ -68,6 +68,8 @@ def up(settings: StackSettings) -> int:
     for stage, stage_parts in by_stage.items():
         for part in stage_parts:
             sup.start_process(part.name)
+        if stage == "server" and prepare.kafka_users_missing(settings):
+            _enrol_kafka_users(settings, sup)
         deadline = SERVER_DEADLINE_S if stage == "server" else SERVICE_DEADLINE_S
         checks = {p.name: _probe(settings, p.name) for p in stage_parts}
         if stage == "service":
@@ -84,6 +86,18 @@ def up(settings: StackSettings) -> int:
     _print_table(settings, sup, all_parts)
     print(f"\nHTTP/JSON and gRPC: http://127.0.0.1:{settings.envoy_port}   logs: make logs   stop: make stop")
     return 0
+
+
+def _enrol_kafka_users(settings: StackSettings, sup: Supervisor) -> None:
+    """Adds the SCRAM users to a Kafka made without them, then restarts it without PLAIN logins."""
+    bootstrap.kafka_users(settings)
+    prepare.kafka_users_made(settings)
+    where = prepare.paths(settings)
+    prepare.kafka_config(where.kafka_properties, where.kafka_libs, settings)
+    sup.stop_process("kafka")
+    sup.conf.write_text(supervisord_conf(settings, parts(settings)))
+    sup.update()
+    sup.start_process("kafka")
 
 
 def down(settings: StackSettings) -> int:

@@ -80,39 +80,61 @@ KAFKA_ACLS: tuple[tuple[Account, str, str, str], ...] = (
 )
 
 
-def kafka_acls(settings: StackSettings) -> None:
-    """Kafka's ACLs, created through the controller (where admin logs in with PLAIN): runs Java
-    (stack/kafka/Acls.java) only when they changed since it last ran. (The SCRAM users are made with
-    the cluster, stack/prepare.py.)"""
-    where = prepare.paths(settings)
+def kafka_users(settings: StackSettings) -> None:
+    """Adds the SCRAM users to a cluster made without them (prepare.KAFKA_ENROLMENT): through the
+    broker, where admin may log in with PLAIN meanwhile (the controller does not take this call)."""
     admin = access.password(settings, credentials.KAFKA_ADMIN)
-    orders = "\n".join([
-        f"config bootstrap.controllers=127.0.0.1:{settings.kafka_controller_port}",
-        "config security.protocol=SASL_PLAINTEXT",
+    _security(settings, "Kafka's SCRAM users", [
+        f"config bootstrap.servers={settings.kafka_bootstrap}",
         "config sasl.mechanism=PLAIN",
-        "config sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required "
-        f'username="{credentials.KAFKA_ADMIN.user}" password="{admin}";',
-        *(f"acl {a.user} {kind} {name} {operation}" for a, kind, name, operation in KAFKA_ACLS),
+        f"config sasl.jaas.config={_plain_login(admin)}",
+        *(f"user {a.user} {access.password(settings, a)}" for a in credentials.KAFKA_ACCOUNTS),
     ])  # fmt: skip
-    done = where.kafka_properties.parent / "data" / "acls.sha256"
-    digest = hashlib.sha256(orders.encode()).hexdigest()
+
+
+def kafka_acls(settings: StackSettings) -> None:
+    """Kafka's ACLs, created through the controller (where admin logs in with PLAIN), only when they
+    changed since the last time."""
+    admin = access.password(settings, credentials.KAFKA_ADMIN)
+    orders = [
+        f"config bootstrap.controllers=127.0.0.1:{settings.kafka_controller_port}",
+        "config sasl.mechanism=PLAIN",
+        f"config sasl.jaas.config={_plain_login(admin)}",
+        *(f"acl {a.user} {kind} {name} {operation}" for a, kind, name, operation in KAFKA_ACLS),
+    ]
+    done = prepare.paths(settings).kafka_data / "acls.sha256"
+    digest = hashlib.sha256("\n".join(orders).encode()).hexdigest()
     if done.exists() and done.read_text() == digest:
         return
-    say("Creating Kafka's ACLs")
+    _security(settings, "Kafka's ACLs", orders)
+    done.write_text(digest)
+
+
+def _plain_login(password: str) -> str:
+    return (
+        "org.apache.kafka.common.security.plain.PlainLoginModule required "
+        f'username="{credentials.KAFKA_ADMIN.user}" password="{password}";'
+    )
+
+
+def _security(settings: StackSettings, what: str, orders: list[str]) -> None:
+    """Runs stack/kafka/Security.java with `orders` on its stdin."""
+    say(f"Creating {what}")
+    where = prepare.paths(settings)
     command = [
         "java",
         *prepare.kafka_java_options(where.kafka_libs),
-        str(prepare.KAFKA_DIR / "Acls.java"),
+        str(prepare.KAFKA_DIR / "Security.java"),
     ]
+    orders = ["config security.protocol=SASL_PLAINTEXT", *orders]
     try:
         result = subprocess.run(
-            command, input=orders, capture_output=True, text=True, timeout=120, check=False
+            command, input="\n".join(orders), capture_output=True, text=True, timeout=120, check=False
         )
     except subprocess.TimeoutExpired:
-        raise SetupError("creating Kafka's ACLs took over 120 s: is Kafka up? (make logs)") from None
+        raise SetupError(f"creating {what} took over 120 s: is Kafka up? (make logs)") from None
     if result.returncode != 0:
-        raise SetupError(f"creating Kafka's ACLs failed:\n{result.stdout}{result.stderr}")
-    done.write_text(digest)
+        raise SetupError(f"creating {what} failed:\n{result.stdout}{result.stderr}")
 
 
 async def topics(settings: StackSettings) -> None:

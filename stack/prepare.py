@@ -28,6 +28,7 @@ class Paths:
     redis_acl: Path
     kafka_libs: Path
     kafka_properties: Path
+    kafka_data: Path
     envoy_yaml: Path
 
 
@@ -39,6 +40,7 @@ def paths(settings: StackSettings) -> Paths:
         redis_acl=state / "redis" / "users.acl",
         kafka_libs=state / "kafka" / "libs",
         kafka_properties=state / "kafka" / "server.properties",
+        kafka_data=state / "kafka" / "data",
         envoy_yaml=state / "envoy.yaml",
     )
 
@@ -153,11 +155,24 @@ def private_file(path: Path, text: str, user: str | None = None) -> None:
     own(path, user)
 
 
+# Appended (the later of two equal keys wins) while the log directory lacks the SCRAM users of the
+# secrets folder: made by a stack before SASL, or the folder was replaced. Admin may then also log in
+# with PLAIN, so that `make run` can add them (bootstrap.kafka_users), and restarts Kafka without it.
+KAFKA_ENROLMENT = """
+listener.name.sasl_plaintext.sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule \
+required username="admin" password="{admin_password}" user_admin="{admin_password}";
+sasl.mechanism.inter.broker.protocol=PLAIN
+"""
+
+
 def kafka_config(properties: Path, libs: Path, settings: StackSettings) -> None:
     """Writes server.properties and formats the KRaft log directory once."""
-    data = properties.parent / "data"
-    template = (KAFKA_DIR / "server.properties.in").read_text()
+    data = paths(settings).kafka_data
     admin_password = credentials.password(settings.secrets_dir, credentials.KAFKA_ADMIN)
+    template = (KAFKA_DIR / "server.properties.in").read_text()
+    if kafka_users_missing(settings):
+        template += KAFKA_ENROLMENT
     private_file(
         properties,
         template.format(
@@ -165,30 +180,38 @@ def kafka_config(properties: Path, libs: Path, settings: StackSettings) -> None:
             admin_password=admin_password,
         ),
     )  # fmt: skip
-    # The SCRAM users are made with the cluster: Kafka lets only a user that can log in add users, and
-    # its controller does not take that call. (The passwords show in `ps` for the second the storage
-    # tool runs, before the broker, the only thing they open, has started.)
-    users = {a.user: credentials.password(settings.secrets_dir, a) for a in credentials.KAFKA_ACCOUNTS}
-    users_digest = hashlib.sha256(repr(sorted(users.items())).encode()).hexdigest()
-    users_made = data / "scram-users.sha256"
     if not (data / "meta.properties").exists():
         say("Formatting Kafka's log directory (KRaft)")
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         command = ["java", *kafka_java_options(libs), "kafka.tools.StorageTool", "format",
                    "--cluster-id", cluster_id, "--config", str(properties)]  # fmt: skip
-        for user, secret in users.items():
-            command += ["--add-scram", f"SCRAM-SHA-512=[name={user},password={secret}]"]
+        # The SCRAM users are made with the cluster, at once. (Their passwords show in `ps` for the
+        # second the storage tool runs, before the broker, the only thing they open, has started.)
+        for account in credentials.KAFKA_ACCOUNTS:
+            secret = credentials.password(settings.secrets_dir, account)
+            command += ["--add-scram", f"SCRAM-SHA-512=[name={account.user},password={secret}]"]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise SetupError(f"formatting Kafka's log directory failed:\n{result.stdout}{result.stderr}")
-        users_made.write_text(users_digest)
-    elif not users_made.exists() or users_made.read_text() != users_digest:
-        raise SetupError(
-            f"Kafka's log directory {data} was made without the SCRAM users of {settings.secrets_dir} "
-            "(by a version of the stack before SASL, or before that folder was replaced), and Kafka adds "
-            "users only through a user that can already log in. Move or delete that directory (the records "
-            "in it that the saver has not stored yet are lost) and run `make run` again"
-        )
+        kafka_users_made(settings)
+
+
+def _kafka_users_digest(settings: StackSettings) -> str:
+    users = [(a.user, credentials.password(settings.secrets_dir, a)) for a in credentials.KAFKA_ACCOUNTS]
+    return hashlib.sha256(repr(users).encode()).hexdigest()
+
+
+def kafka_users_missing(settings: StackSettings) -> bool:
+    """Kafka's log directory exists but has not (all) the SCRAM users of the secrets folder."""
+    data = paths(settings).kafka_data
+    made = data / "scram-users.sha256"
+    if not (data / "meta.properties").exists():
+        return False
+    return not made.exists() or made.read_text() != _kafka_users_digest(settings)
+
+
+def kafka_users_made(settings: StackSettings) -> None:
+    (paths(settings).kafka_data / "scram-users.sha256").write_text(_kafka_users_digest(settings))
 
 
 def kafka_java_options(libs: Path) -> list[str]:
