@@ -6,6 +6,11 @@
 #   metrics_writer  reads and writes the tables, changes no schema; the saver
 #   metrics_reader  read-only; the assessor
 set -euo pipefail
+# psql would set an empty password (no login) if it could not read one: stop instead.
+for role in metrics metrics_writer metrics_reader; do
+  [ -r "/run/secrets/postgres-$role" ] && [ -s "/run/secrets/postgres-$role" ] \
+    || { echo "cannot read a password in /run/secrets/postgres-$role" >&2; exit 1; }
+done
 psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres <<'SQL'
 \set owner `cat /run/secrets/postgres-metrics`
 \set writer `cat /run/secrets/postgres-metrics_writer`
