@@ -157,6 +157,10 @@ device-cert: venv ## Make a device's client certificate for the TLS port (ARGS="
 compose-secrets: venv ## Make the secrets docker-compose.yml mounts (deploy/compose/secrets), once
 	@$(PY) -m stack.compose_secrets
 
+.PHONY: shell-env
+shell-env: ## Print export lines for psql, redis-cli and kcat into the local stack: eval "$$(make -s shell-env)"
+	@$(PY) -m stack shell-env
+
 .PHONY: logs
 logs: ## Follow the logs of the local stack
 	@$(PY) -m stack logs

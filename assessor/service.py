@@ -338,6 +338,7 @@ async def main(stop: asyncio.Event) -> None:
     async def connect() -> asyncpg.Pool:
         return await asyncpg.create_pool(
             config.postgres_dsn,
+            password=config.postgres_password or None,
             min_size=1,
             max_size=config.postgres_pool_size,
             # The best plan of a range query depends on the range: plan each with its values.
@@ -349,7 +350,7 @@ async def main(stop: asyncio.Event) -> None:
 
     pool: asyncpg.Pool | None = None
     server: GrpcServer | None = None
-    hub = EventHub(config.postgres_dsn, config.watch_queue_size)
+    hub = EventHub(config.postgres_dsn, config.watch_queue_size, config.postgres_password or None)
     try:
         pool = await retry_until_stopped("PostgreSQL", connect, stop)
         await retry_until_stopped("PostgreSQL (LISTEN)", hub.start, stop)

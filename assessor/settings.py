@@ -13,6 +13,7 @@ class AssessorSettings(KafkaSettings, ServiceSettings):
     grpc_port: int = 50054
     # A role that can only read (the local stack's metrics_reader).
     postgres_dsn: str = secret("postgresql://metrics_reader@127.0.0.1:55432/metrics")
+    postgres_password: str = secret("")
     postgres_pool_size: int = 10
     # Longest a query may run before the client gets DEADLINE_EXCEEDED.
     query_timeout_s: float = 10.0

@@ -73,15 +73,16 @@ class Watcher:
 
 
 class EventHub:
-    def __init__(self, dsn: str, queue_size: int = 1_000) -> None:
+    def __init__(self, dsn: str, queue_size: int = 1_000, password: str | None = None) -> None:
         self._dsn = dsn
+        self._password = password
         self._queue_size = queue_size
         self._watchers: set[Watcher] = set()
         self._conn: asyncpg.Connection | None = None
         self._reconnecting: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._conn = await asyncpg.connect(self._dsn, timeout=5)
+        self._conn = await asyncpg.connect(self._dsn, password=self._password, timeout=5)
         self._conn.add_termination_listener(self._on_lost)
         await self._conn.add_listener(EVENTS_CHANNEL, self._on_notify)
 

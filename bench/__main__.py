@@ -197,9 +197,9 @@ async def _fleet_stored(env: Env, loads: devices.Fleet) -> dict[str, Any]:
 
 
 async def _stored(env: Env, prefix: str) -> int:
-    import asyncpg  # noqa: PLC0415
+    from stack import access, credentials  # noqa: PLC0415
 
-    conn = await asyncpg.connect(env.stack.postgres_reader_dsn)
+    conn = await access.postgres(env.stack, credentials.POSTGRES_READER)
     try:
         count: int = await conn.fetchval(
             "SELECT count(*) FROM readings WHERE sensor_id >= $1 AND sensor_id < $2",

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
 import grpc
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -30,7 +29,7 @@ from runtime import kafka, postgres
 from saver import store
 from simulator.fleet import Fleet
 from simulator.load import Plan, Progress, Result, run
-from stack import consumers, procfs, prune
+from stack import access, consumers, credentials, procfs, prune
 from stack.settings import StackSettings
 
 Say = Callable[[str], None]
@@ -73,7 +72,7 @@ def percentile(values: list[float], p: float) -> float:
 
 async def lag(env: Env, group: str, topic: str) -> int:
     """Records of `topic` that `group` has not committed yet."""
-    return await consumers.lag(env.stack.kafka_bootstrap, group, topic)
+    return await consumers.lag(access.kafka(env.stack), group, topic)
 
 
 async def wait_drained(
@@ -96,7 +95,7 @@ async def raw_produce(env: Env, fleet: Fleet, batch: int, seconds: float) -> flo
     """Readings/s of producing the receiver's records (one MetricBatch per sensor batch) straight to
     Kafka with the receiver's client settings, to a scratch topic of the same partition count."""
     topic = f"bench-raw-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=env.stack.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**kafka.client_options(access.kafka(env.stack)))
     await admin.start()
     await admin.create_topics([NewTopic(topic, env.stack.metrics_partitions, 1)])
     records = []
@@ -105,7 +104,7 @@ async def raw_produce(env: Env, fleet: Fleet, batch: int, seconds: float) -> flo
         records.append(
             (metrics[0].sensor_id.encode(), metric_pb2.MetricBatch(metrics=metrics).SerializeToString())
         )
-    producer = kafka.make_producer(kafka.KafkaSettings(env.stack.kafka_bootstrap), "bench-raw")
+    producer = kafka.make_producer(access.kafka(env.stack), "bench-raw")
     await producer.start()
     headers = kafka.headers(kafka.METRIC_BATCH_TYPE)
     sent = 0
@@ -155,7 +154,9 @@ async def raw_copy(env: Env, fleet: Fleet, rows_total: int, chunk: int) -> float
     rows: list[store.ReadingRow] = []
     while len(rows) < rows_total:
         store.reading_rows(metric_pb2.MetricBatch(metrics=fleet.batch(500)), rows)
-    conn = await asyncpg.connect(env.stack.postgres_dsn, server_settings=postgres.SERVER_SETTINGS)
+    conn = await access.postgres(
+        env.stack, credentials.POSTGRES_WRITER, server_settings=postgres.SERVER_SETTINGS
+    )
     await postgres.setup_connection(conn)
     try:
         started = time.monotonic()
@@ -177,9 +178,9 @@ async def alert_latency(env: Env, rate: float, seconds: float, probes_per_s: flo
                       connections=2, target=env.envoy)  # fmt: skip
     seen: dict[str, float] = {}
     acked: dict[str, float] = {}
-    consumer = AIOKafkaConsumer(bootstrap_servers=env.stack.kafka_bootstrap, fetch_max_wait_ms=5)
+    consumer = AIOKafkaConsumer(**kafka.client_options(access.kafka(env.stack)), fetch_max_wait_ms=5)
     await consumer.start()
-    admin = AIOKafkaAdminClient(bootstrap_servers=env.stack.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**kafka.client_options(access.kafka(env.stack)))
     await admin.start()
     partitions = await consumers.topic_partitions(admin, "events")
     await admin.close()
@@ -233,7 +234,9 @@ async def ensure_history(env: Env, days: int) -> None:
     """`days` days of 1 Hz readings for HISTORY_SENSOR ending at HISTORY_END_US, written through the
     saver's own write path (staging COPY, idempotent insert, rollups) unless already there."""
     start_us = HISTORY_END_US - days * 86_400_000_000
-    conn = await asyncpg.connect(env.stack.postgres_dsn, server_settings=postgres.SERVER_SETTINGS)
+    conn = await access.postgres(
+        env.stack, credentials.POSTGRES_WRITER, server_settings=postgres.SERVER_SETTINGS
+    )
     try:
         await store.setup_connection(conn)
         have = await conn.fetchval(

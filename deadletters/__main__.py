@@ -18,7 +18,7 @@ import asyncio
 import re
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -67,7 +67,7 @@ def parse_offsets(text: str) -> set[int]:
 
 async def read_all(settings: kafka.KafkaSettings) -> list[DeadLetter]:
     """Every record now in the dead-letter topic (one partition), oldest first."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka.client_options(settings), enable_auto_commit=False)
     await consumer.start()
     try:
         partitions = consumer.partitions_for_topic(settings.dead_letter_topic) or set()
@@ -163,6 +163,12 @@ def main(argv: list[str] | None = None) -> int:
             command.add_argument("--dry-run", action="store_true", help="say what would be replayed")
     args = parser.parse_args(argv)
     settings = load(kafka.KafkaSettings, "deadletters")
+    if not settings.kafka_username:  # by default, the local stack's admin
+        from stack import access  # noqa: PLC0415
+        from stack import settings as stack_settings  # noqa: PLC0415
+
+        admin = access.kafka(stack_settings.load())
+        settings = replace(settings, kafka_username=admin.kafka_username, kafka_password=admin.kafka_password)
     letters = list(chosen(asyncio.run(read_all(settings)), args))
     if args.command == "list":
         shown = letters[-args.limit :]

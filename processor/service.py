@@ -204,7 +204,9 @@ async def main(stop: asyncio.Event) -> None:
     setup_logging("processor", config.log_level)
     log.info("starting: %s", settings.describe(config))
     rules = parse_rules(config.rules)
-    redis_client = aioredis.Redis.from_url(config.redis_url, socket_timeout=10, socket_connect_timeout=2)
+    redis_client = aioredis.Redis.from_url(
+        config.redis_url, password=config.redis_password or None, socket_timeout=10, socket_connect_timeout=2
+    )
     producer = kafka.make_producer(config, "processor")
     consumer = kafka.make_consumer(config, "processor")
     listener = _FlushOnAssign()

@@ -5,13 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from runtime.kafka import ConsumerSettings
-from runtime.settings import ServiceSettings
+from runtime.settings import ServiceSettings, secret
 
 
 @dataclass(frozen=True)
 class ProcessorSettings(ConsumerSettings, ServiceSettings):
     grpc_port: int = 50052
-    redis_url: str = "redis://127.0.0.1:56379/0"
+    kafka_username: str = "processor"
+    # An ACL user allowed the counters' commands and keys only (the local stack's `processor`).
+    redis_url: str = "redis://processor@127.0.0.1:56379/0"
+    redis_password: str = secret("")
     # One rule per metric type, "type:threshold:count", e.g. "temperature:95:3,humidity:80:5".
     rules: tuple[str, ...] = ("temperature:95:3",)
     consumer_group: str = "processor"

@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 
 from metrics.v1 import event_pb2, metric_pb2
+from runtime.settings import SettingsError, secret
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,34 @@ class KafkaSettings:
     metrics_topic: str = "metrics"
     events_topic: str = "events"
     dead_letter_topic: str = "metrics.dlq"
+    # Who the client is: SASL with SCRAM, one principal per service (its ACLs say what it may do).
+    # SASL_PLAINTEXT sends no password (SCRAM is a challenge) but does not encrypt the records: fine on
+    # the loopback of the local stack or a private network; SASL_SSL where the network is not trusted.
+    kafka_security_protocol: str = "SASL_PLAINTEXT"
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_username: str = ""
+    kafka_password: str = secret("")
+
+
+def client_options(settings: KafkaSettings) -> dict[str, object]:
+    """Where Kafka is and how to log in: the options every aiokafka client (admin ones too) takes."""
+    options: dict[str, object] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        if not settings.kafka_username or not settings.kafka_password:
+            raise SettingsError(
+                f"kafka_security_protocol is {settings.kafka_security_protocol}, but kafka_username or "
+                "kafka_password is empty: set METRICS_KAFKA_USERNAME and METRICS_KAFKA_PASSWORD_FILE "
+                "(or METRICS_<SERVICE>_KAFKA_...)"
+            )
+        options |= {
+            "sasl_mechanism": settings.kafka_sasl_mechanism,
+            "sasl_plain_username": settings.kafka_username,
+            "sasl_plain_password": settings.kafka_password,
+        }
+    return options
 
 
 def oversized(readings: int) -> str:
@@ -46,7 +75,7 @@ def headers(message_type: str) -> list[tuple[str, bytes]]:
 def make_producer(settings: KafkaSettings, client_id: str, **overrides: object) -> AIOKafkaProducer:
     """A producer whose acknowledgement means durably written: acks=all, idempotent."""
     options: dict[str, object] = {
-        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        **client_options(settings),
         "client_id": client_id,
         "acks": "all",
         "enable_idempotence": True,
@@ -79,7 +108,7 @@ def make_consumer(settings: ConsumerSettings, client_id: str) -> AIOKafkaConsume
     """A member of the settings' group that commits manually, after its side effects; it reads
     what it subscribes to."""
     options: dict[str, object] = {
-        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        **client_options(settings),
         "group_id": settings.consumer_group,
         "client_id": client_id,
         "fetch_min_bytes": settings.fetch_min_bytes,

@@ -6,7 +6,10 @@ A field `kafka_bootstrap_servers` of the receiver's settings is read from, first
   3. [receiver] kafka_bootstrap_servers         (in the TOML file named by METRICS_CONFIG)
   4. [common] kafka_bootstrap_servers           (same file)
   5. the field's default.
-Fields marked secret=True are masked when the settings are logged.
+Each environment name also has a `_FILE` variant (METRICS_SAVER_POSTGRES_PASSWORD_FILE) naming a file
+whose content, without its trailing newline, is the value: how secrets reach a service without
+showing in its environment (Docker secrets, the local stack's secrets folder). Giving a name and its
+`_FILE` variant both is an error. Fields marked secret=True are masked when the settings are logged.
 """
 
 from __future__ import annotations
@@ -42,8 +45,9 @@ def load(cls: type[T], service: str, environ: Mapping[str, str] | None = None) -
     values: dict[str, Any] = {}
     for field in dataclasses.fields(cls):  # type: ignore[arg-type]
         names = (f"{PREFIX}{service.upper()}_{field.name.upper()}", f"{PREFIX}{field.name.upper()}")
-        raw: Any = next((env[n] for n in names if n in env), None)
-        source = next((n for n in names if n in env), "")
+        raw, source = next(
+            ((v, n) for n in names if (v := _from_environment(env, n)) is not None), (None, "")
+        )
         if raw is None and field.name in file_values:
             raw, source = file_values[field.name], f"{env[PREFIX + 'CONFIG']}: {field.name}"
         if raw is None:
@@ -53,6 +57,19 @@ def load(cls: type[T], service: str, environ: Mapping[str, str] | None = None) -
         except (TypeError, ValueError) as exc:
             raise SettingsError(f"{source}: {exc}") from exc
     return cls(**values)
+
+
+def _from_environment(env: Mapping[str, str], name: str) -> str | None:
+    """The value of variable `name`, or of the file its `_FILE` variant names; None if neither is set."""
+    file_name = name + "_FILE"
+    if name in env and file_name in env:
+        raise SettingsError(f"{name} and {file_name} are both set: keep one")
+    if file_name not in env:
+        return env.get(name)
+    try:
+        return Path(env[file_name]).read_text().removesuffix("\n").removesuffix("\r")
+    except OSError as exc:
+        raise SettingsError(f"{file_name}: {exc}") from exc
 
 
 def describe(settings: object) -> dict[str, Any]:

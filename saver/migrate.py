@@ -115,7 +115,7 @@ async def _main() -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = settings.load(SaverSettings, "saver")
-    conn = await asyncpg.connect(config.postgres_dsn)
+    conn = await asyncpg.connect(config.migrations_dsn, password=config.migrations_password or None)
     try:
         done = await migrate(conn)
     finally:

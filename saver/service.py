@@ -62,12 +62,25 @@ class Saver:
         self._conns: list[asyncpg.Connection] = []
         self._failpoint = Failpoints(config.failpoints)
 
-    async def connect(self) -> asyncpg.Connection:
+    async def migrate(self) -> None:
+        """Applies the pending migrations as the schema's owner, on a connection of their own: the
+        writers' role cannot change the schema."""
         conn = await asyncpg.connect(
-            self._config.postgres_dsn, server_settings=postgres.SERVER_SETTINGS, timeout=5
+            self._config.migrations_dsn, password=self._config.migrations_password or None, timeout=5
         )
         try:
             await migrate(conn)
+        finally:
+            await conn.close()
+
+    async def connect(self) -> asyncpg.Connection:
+        conn = await asyncpg.connect(
+            self._config.postgres_dsn,
+            password=self._config.postgres_password or None,
+            server_settings=postgres.SERVER_SETTINGS,
+            timeout=5,
+        )
+        try:
             await store.setup_connection(conn)
         except BaseException:
             await conn.close()
@@ -76,6 +89,7 @@ class Saver:
 
     async def start(self) -> None:
         """Connects to PostgreSQL (waiting for it), applies pending migrations, opens the writers."""
+        await retry_until_stopped("PostgreSQL (migrations)", self.migrate, self._stop)
         for _ in range(self._config.writers):
             self._conns.append(await retry_until_stopped("PostgreSQL", self.connect, self._stop))
 

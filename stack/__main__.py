@@ -1,4 +1,4 @@
-"""python -m stack up|down|status|logs — see stack/__init__.py."""
+"""python -m stack up|down|status|logs|shell-env — see stack/__init__.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 
-from stack import bootstrap, certs, consumers, prepare, probes, procfs
+from stack import access, bootstrap, certs, consumers, credentials, prepare, probes, procfs, shell_env
 from stack.parts import PUBLIC_SERVICES, Part, parts, supervisord_conf
 from stack.settings import ROOT, StackSettings, load
 from stack.supervisor import Supervisor
@@ -23,7 +23,7 @@ SERVICE_DEADLINE_S = 90
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__)
-    parser.add_argument("command", choices=("up", "down", "status", "logs"))
+    parser.add_argument("command", choices=("up", "down", "status", "logs", "shell-env"))
     args = parser.parse_args()
     # Probes fail until a part is up; their clients' own complaints would only be noise.
     logging.basicConfig(level=logging.CRITICAL)
@@ -35,8 +35,11 @@ def main() -> int:
             return down(settings)
         if args.command == "status":
             return status(settings)
+        if args.command == "shell-env":
+            print(*shell_env.lines(settings), sep="\n")
+            return 0
         return logs(settings)
-    except SetupError as exc:
+    except (SetupError, credentials.MissingCredentials) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
@@ -65,6 +68,8 @@ def up(settings: StackSettings) -> int:
     for stage, stage_parts in by_stage.items():
         for part in stage_parts:
             sup.start_process(part.name)
+        if stage == "server" and prepare.kafka_users_missing(settings):
+            _enrol_kafka_users(settings, sup)
         deadline = SERVER_DEADLINE_S if stage == "server" else SERVICE_DEADLINE_S
         checks = {p.name: _probe(settings, p.name) for p in stage_parts}
         if stage == "service":
@@ -75,6 +80,7 @@ def up(settings: StackSettings) -> int:
             return 1
         if stage == "server":
             asyncio.run(bootstrap.database(settings))
+            bootstrap.kafka_acls(settings)
             asyncio.run(bootstrap.topics(settings))
     say(f"Metrics is up in {time.monotonic() - started:.1f} s")
     _print_table(settings, sup, all_parts)
@@ -85,6 +91,18 @@ def up(settings: StackSettings) -> int:
         print(f"Local, no token: http://127.0.0.1:{settings.envoy_port}")
     print("logs: make logs   stop: make stop")
     return 0
+
+
+def _enrol_kafka_users(settings: StackSettings, sup: Supervisor) -> None:
+    """Adds the SCRAM users to a Kafka made without them, then restarts it without PLAIN logins."""
+    bootstrap.kafka_users(settings)
+    prepare.kafka_users_made(settings)
+    where = prepare.paths(settings)
+    prepare.kafka_config(where.kafka_properties, where.kafka_libs, settings)
+    sup.stop_process("kafka")
+    sup.conf.write_text(supervisord_conf(settings, parts(settings)))
+    sup.update()
+    sup.start_process("kafka")
 
 
 def down(settings: StackSettings) -> int:
@@ -144,8 +162,9 @@ def _print_table(settings: StackSettings, sup: Supervisor, all_parts: list[Part]
 async def _consumers(settings: StackSettings) -> str:
     """One line on the consumer groups' lag and one on the dead letters."""
     try:
-        lags = await consumers.lags(settings.kafka_bootstrap, consumers.GROUPS)
-        dead = await consumers.record_count(settings.kafka_bootstrap, consumers.DEAD_LETTER_TOPIC)
+        admin = access.kafka(settings)
+        lags = await consumers.lags(admin, consumers.GROUPS)
+        dead = await consumers.record_count(admin, consumers.DEAD_LETTER_TOPIC)
     except Exception as exc:  # noqa: BLE001 - shown to the operator, like a part's health
         return f"consumers: not known ({exc or type(exc).__name__})"
     behind = " · ".join(f"{group} {topic} {n:,}" for (group, topic), n in lags.items())

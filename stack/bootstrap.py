@@ -1,56 +1,146 @@
-"""What the servers must hold before the services start: database roles and the Kafka topics."""
+"""What the servers must hold before the services start: database roles, Kafka's users, ACLs and topics."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import subprocess
 
-import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from runtime import kafka
+from stack import access, credentials, prepare
+from stack.credentials import Account
 from stack.settings import StackSettings
-from stack.system import say
+from stack.system import SetupError, say
+
+# The owner of the schema (the saver's migrations), the saver's writer, the assessor's reader.
+OWNER, WRITER, READER = credentials.POSTGRES_OWNER, credentials.POSTGRES_WRITER, credentials.POSTGRES_READER
 
 
 async def database(settings: StackSettings) -> None:
-    """Roles `metrics` (owns the schema; the saver) and `metrics_reader` (read-only; the assessor)."""
-    conn = await asyncpg.connect(
-        host="127.0.0.1", port=settings.postgres_port, user="postgres", database="postgres"
-    )
+    """The roles with their passwords, the database, and what each role may do in it. Run at every
+    start: it also brings a stack made before passwords (with `trust`) to the rules of pg_hba.conf."""
+    conn = await access.postgres_superuser(settings)
     try:
         roles = {r["rolname"] for r in await conn.fetch("SELECT rolname FROM pg_roles")}
-        if "metrics" not in roles:
-            await conn.execute("CREATE ROLE metrics LOGIN")
-        if "metrics_reader" not in roles:
-            await conn.execute("CREATE ROLE metrics_reader LOGIN")
-            await conn.execute("ALTER ROLE metrics_reader SET default_transaction_read_only = on")
+        for account in (OWNER, WRITER, READER):
+            if account.user not in roles:
+                await conn.execute(f"CREATE ROLE {account.user} LOGIN")
+            # A utility statement takes no parameters: format() quotes the password as a literal.
+            alter = await conn.fetchval(
+                "SELECT format('ALTER ROLE %I LOGIN PASSWORD %L', $1::text, $2::text)",
+                account.user, access.password(settings, account),
+            )  # fmt: skip
+            await conn.execute(alter)
+        await conn.execute(f"ALTER ROLE {READER.user} SET default_transaction_read_only = on")
         if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = 'metrics'"):
             say("Creating database metrics")
-            await conn.execute("CREATE DATABASE metrics OWNER metrics")
+            await conn.execute(f"CREATE DATABASE metrics OWNER {OWNER.user}")
+        # pg_hba.conf may have just been rewritten (stack/prepare.py) under a running server.
+        await conn.fetchval("SELECT pg_reload_conf()")
     finally:
         await conn.close()
-    # The reader may read whatever the owner's migrations create, and nothing more.
-    conn = await asyncpg.connect(
-        host="127.0.0.1", port=settings.postgres_port, user="postgres", database="metrics"
-    )
+    # The reader may read, the writer read and write, whatever the owner's migrations create; neither
+    # may create anything in the schema (temporary tables, which the saver stages rows in, are not in it).
+    conn = await access.postgres_superuser(settings, "metrics")
     try:
         await conn.execute(
-            """
+            f"""
             REVOKE CREATE ON SCHEMA public FROM PUBLIC;
-            GRANT USAGE ON SCHEMA public TO metrics_reader;
-            GRANT SELECT ON ALL TABLES IN SCHEMA public TO metrics_reader;
-            ALTER DEFAULT PRIVILEGES FOR ROLE metrics IN SCHEMA public
-                GRANT SELECT ON TABLES TO metrics_reader;
+            GRANT USAGE ON SCHEMA public TO {READER.user}, {WRITER.user};
+            GRANT SELECT ON ALL TABLES IN SCHEMA public TO {READER.user};
+            GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {WRITER.user};
+            GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {WRITER.user};
+            ALTER DEFAULT PRIVILEGES FOR ROLE {OWNER.user} IN SCHEMA public
+                GRANT SELECT ON TABLES TO {READER.user};
+            ALTER DEFAULT PRIVILEGES FOR ROLE {OWNER.user} IN SCHEMA public
+                GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {WRITER.user};
+            ALTER DEFAULT PRIVILEGES FOR ROLE {OWNER.user} IN SCHEMA public
+                GRANT USAGE, SELECT ON SEQUENCES TO {WRITER.user};
             """
         )
     finally:
         await conn.close()
 
 
+# What each service's principal may do; nothing else is allowed (admin, a super user, excepted).
+# READ and WRITE imply DESCRIBE; WRITE on a topic also lets an idempotent producer get its id.
+KAFKA_ACLS: tuple[tuple[Account, str, str, str], ...] = (
+    (credentials.KAFKA_RECEIVER, "TOPIC", "metrics", "WRITE"),
+    (credentials.KAFKA_PROCESSOR, "TOPIC", "metrics", "READ"),
+    (credentials.KAFKA_PROCESSOR, "GROUP", "processor", "READ"),
+    (credentials.KAFKA_PROCESSOR, "TOPIC", "events", "WRITE"),
+    (credentials.KAFKA_PROCESSOR, "TOPIC", "metrics.dlq", "WRITE"),
+    (credentials.KAFKA_SAVER, "TOPIC", "metrics", "READ"),
+    (credentials.KAFKA_SAVER, "TOPIC", "events", "READ"),
+    (credentials.KAFKA_SAVER, "GROUP", "saver", "READ"),
+    (credentials.KAFKA_SAVER, "TOPIC", "metrics.dlq", "WRITE"),
+)
+
+
+def kafka_users(settings: StackSettings) -> None:
+    """Adds the SCRAM users to a cluster made without them (prepare.KAFKA_ENROLMENT): through the
+    broker, where admin may log in with PLAIN meanwhile (the controller does not take this call)."""
+    admin = access.password(settings, credentials.KAFKA_ADMIN)
+    _security(settings, "Kafka's SCRAM users", [
+        f"config bootstrap.servers={settings.kafka_bootstrap}",
+        "config sasl.mechanism=PLAIN",
+        f"config sasl.jaas.config={_plain_login(admin)}",
+        *(f"user {a.user} {access.password(settings, a)}" for a in credentials.KAFKA_ACCOUNTS),
+    ])  # fmt: skip
+
+
+def kafka_acls(settings: StackSettings) -> None:
+    """Kafka's ACLs, created through the controller (where admin logs in with PLAIN), only when they
+    changed since the last time."""
+    admin = access.password(settings, credentials.KAFKA_ADMIN)
+    orders = [
+        f"config bootstrap.controllers=127.0.0.1:{settings.kafka_controller_port}",
+        "config sasl.mechanism=PLAIN",
+        f"config sasl.jaas.config={_plain_login(admin)}",
+        *(f"acl {a.user} {kind} {name} {operation}" for a, kind, name, operation in KAFKA_ACLS),
+    ]
+    done = prepare.paths(settings).kafka_data / "acls.sha256"
+    digest = hashlib.sha256("\n".join(orders).encode()).hexdigest()
+    if done.exists() and done.read_text() == digest:
+        return
+    _security(settings, "Kafka's ACLs", orders)
+    done.write_text(digest)
+
+
+def _plain_login(password: str) -> str:
+    return (
+        "org.apache.kafka.common.security.plain.PlainLoginModule required "
+        f'username="{credentials.KAFKA_ADMIN.user}" password="{password}";'
+    )
+
+
+def _security(settings: StackSettings, what: str, orders: list[str]) -> None:
+    """Runs stack/kafka/Security.java with `orders` on its stdin."""
+    say(f"Creating {what}")
+    where = prepare.paths(settings)
+    command = [
+        "java",
+        *prepare.kafka_java_options(where.kafka_libs),
+        str(prepare.KAFKA_DIR / "Security.java"),
+    ]
+    orders = ["config security.protocol=SASL_PLAINTEXT", *orders]
+    try:
+        result = subprocess.run(
+            command, input="\n".join(orders), capture_output=True, text=True, timeout=120, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise SetupError(f"creating {what} took over 120 s: is Kafka up? (make logs)") from None
+    if result.returncode != 0:
+        raise SetupError(f"creating {what} failed:\n{result.stdout}{result.stderr}")
+
+
 async def topics(settings: StackSettings) -> None:
     """Creates the topics with explicit partition counts; warns when an existing one differs."""
     wanted = {"metrics": settings.metrics_partitions, "events": settings.events_partitions, "metrics.dlq": 1}
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(**kafka.client_options(access.kafka(settings)), request_timeout_ms=10_000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -1,7 +1,9 @@
-"""Secrets of docker-compose.yml, made once in deploy/compose/secrets: the front door's certificate
-(and the CA that signs it) and the keys that sign tokens, with their JWKS for Envoy.
+"""Secrets of docker-compose.yml, made once in deploy/compose/secrets: the passwords of every
+account (stack/credentials.py), the front door's certificate (and the CA that signs it), and the
+keys that sign tokens, with their JWKS for Envoy.
 
-The folder is its owner's alone (0700). The files the containers mount are readable by all (0644):
+The folder is its owner's alone (0700). The files the containers mount (the passwords, Envoy's
+certificate, key and JWKS) are readable by all (0644):
 the containers' users (Envoy's, the services') are not their owner on the host, and Compose
 bind-mounts files with the host's ownership and mode. The signing keys stay 0600.
 
@@ -16,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from stack import certs, tokens
+from stack import certs, credentials, tokens
 from stack.settings import ROOT, StackSettings
 from stack.system import say
 
@@ -29,6 +31,7 @@ def make(folder: Path = FOLDER) -> None:
     settings = dataclasses.replace(StackSettings(), state_dir=folder)
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
+    credentials.ensure(folder, file_mode=0o644)
     certs.ensure(settings)
     tokens.ensure_keys(settings)
     for mounted in MOUNTED:

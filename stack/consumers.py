@@ -5,6 +5,8 @@ from __future__ import annotations
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from runtime.kafka import KafkaSettings, client_options
+
 # The groups of the stack and the topics each reads.
 GROUPS = {"processor": ("metrics",), "saver": ("metrics", "events")}
 DEAD_LETTER_TOPIC = "metrics.dlq"
@@ -15,15 +17,15 @@ async def topic_partitions(admin: AIOKafkaAdminClient, topic: str) -> list[Topic
     return [TopicPartition(topic, p["partition"]) for p in description["partitions"]]
 
 
-async def lag(bootstrap: str, group: str, topic: str) -> int:
+async def lag(kafka: KafkaSettings, group: str, topic: str) -> int:
     """Records of `topic` that `group` has not committed yet."""
-    return (await lags(bootstrap, {group: (topic,)}))[(group, topic)]
+    return (await lags(kafka, {group: (topic,)}))[(group, topic)]
 
 
-async def lags(bootstrap: str, groups: dict[str, tuple[str, ...]]) -> dict[tuple[str, str], int]:
+async def lags(kafka: KafkaSettings, groups: dict[str, tuple[str, ...]]) -> dict[tuple[str, str], int]:
     """(group, topic) → records not committed yet, for each group and the topics it reads."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    consumer = AIOKafkaConsumer(**client_options(kafka))
+    admin = AIOKafkaAdminClient(**client_options(kafka), request_timeout_ms=5000)
     await consumer.start()
     await admin.start()
     try:
@@ -43,10 +45,10 @@ async def lags(bootstrap: str, groups: dict[str, tuple[str, ...]]) -> dict[tuple
         await admin.close()
 
 
-async def record_count(bootstrap: str, topic: str) -> int:
+async def record_count(kafka: KafkaSettings, topic: str) -> int:
     """Records now in `topic` (retention may have removed older ones)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    consumer = AIOKafkaConsumer(**client_options(kafka))
+    admin = AIOKafkaAdminClient(**client_options(kafka), request_timeout_ms=5000)
     await consumer.start()
     await admin.start()
     try:

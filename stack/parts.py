@@ -7,7 +7,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stack import certs, prepare, tokens
+from stack import certs, credentials, prepare, tokens
+from stack.credentials import Account
 from stack.settings import ROOT, StackSettings
 
 
@@ -54,7 +55,8 @@ def parts(settings: StackSettings) -> list[Part]:
             "postgres",
             (str(settings.postgres_bin / "postgres"), "-D", str(pg),
              "-c", "listen_addresses=127.0.0.1", "-c", f"port={settings.postgres_port}",
-             "-c", f"unix_socket_directories={pg.parent / 'run'}",
+             "-c", f"unix_socket_directories={settings.postgres_socket_dir}",
+             "-c", "password_encryption=scram-sha-256",
              "-c", "shared_buffers=256MB", "-c", "max_connections=200",
              "-c", "synchronous_commit=on", "-c", "max_wal_size=2GB"),
             settings.postgres_port, "server", user=prepare.run_as("postgres"),
@@ -64,8 +66,10 @@ def parts(settings: StackSettings) -> list[Part]:
         Part(
             "redis",
             ("redis-server", "--bind", "127.0.0.1", "--port", str(settings.redis_port), "--dir", str(redis),
-             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--protected-mode", "yes"),
+             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--protected-mode", "yes",
+             "--aclfile", str(paths.redis_acl)),
             settings.redis_port, "server", user=prepare.run_as("redis"),
+            env={DIGEST: digest(paths.redis_acl)},
         ),
         Part(
             "kafka",
@@ -76,13 +80,38 @@ def parts(settings: StackSettings) -> list[Part]:
             env={DIGEST: digest(kafka_properties, prepare.KAFKA_DIR / "log4j2.properties")},
         ),
     ]  # fmt: skip
-    kafka = {"METRICS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap}
-    # Each service gets the addresses it uses; only the saver gets the database owner's DSN.
+    secrets = settings.secrets_dir
+
+    def kafka(account: Account) -> dict[str, str]:
+        return {
+            "METRICS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
+            "METRICS_KAFKA_USERNAME": account.user,
+            "METRICS_KAFKA_PASSWORD_FILE": str(credentials.password_file(secrets, account)),
+        }
+
+    def postgres(account: Account, setting: str = "POSTGRES") -> dict[str, str]:
+        return {
+            f"METRICS_{setting}_DSN": settings.postgres_dsn(account.user),
+            f"METRICS_{setting}_PASSWORD_FILE": str(credentials.password_file(secrets, account)),
+        }
+
+    # Each service gets the addresses it uses and logs in as itself; passwords travel as file names.
+    # Only the saver may change the schema (its migrations, as the owner).
     service_env = {
-        "receiver": kafka,
-        "processor": {**kafka, "METRICS_REDIS_URL": settings.redis_url},
-        "saver": {**kafka, "METRICS_POSTGRES_DSN": settings.postgres_dsn},
-        "assessor": {"METRICS_POSTGRES_DSN": settings.postgres_reader_dsn},
+        "receiver": kafka(credentials.KAFKA_RECEIVER),
+        "processor": {
+            **kafka(credentials.KAFKA_PROCESSOR),
+            "METRICS_REDIS_URL": settings.redis_url(credentials.REDIS_PROCESSOR.user),
+            "METRICS_REDIS_PASSWORD_FILE": str(
+                credentials.password_file(secrets, credentials.REDIS_PROCESSOR)
+            ),
+        },
+        "saver": {
+            **kafka(credentials.KAFKA_SAVER),
+            **postgres(credentials.POSTGRES_WRITER),
+            **postgres(credentials.POSTGRES_OWNER, "SAVER_MIGRATIONS"),
+        },
+        "assessor": postgres(credentials.POSTGRES_READER),
     }
     services = [
         Part(

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
+import pwd
 import shutil
 import subprocess
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from stack import certs, envoy_config, tokens
+from stack import certs, credentials, envoy_config, tokens
 from stack.settings import ROOT, StackSettings
 from stack.system import SetupError, fetch_kafka_libs, say
 
@@ -23,8 +25,10 @@ class Paths:
 
     postgres_data: Path
     redis_dir: Path
+    redis_acl: Path
     kafka_libs: Path
     kafka_properties: Path
+    kafka_data: Path
     envoy_yaml: Path
 
 
@@ -33,8 +37,10 @@ def paths(settings: StackSettings) -> Paths:
     return Paths(
         postgres_data=state / "postgres" / "data",
         redis_dir=state / "redis",
+        redis_acl=state / "redis" / "users.acl",
         kafka_libs=state / "kafka" / "libs",
         kafka_properties=state / "kafka" / "server.properties",
+        kafka_data=state / "kafka" / "data",
         envoy_yaml=state / "envoy.yaml",
     )
 
@@ -43,8 +49,11 @@ def everything(settings: StackSettings) -> None:
     """Creates, once, what the parts need; rewrites their configuration files each time."""
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     where = paths(settings)
+    credentials.ensure(settings.secrets_dir)
     postgres_data(where.postgres_data, settings)
+    postgres_access(where.postgres_data)
     redis_dir(where.redis_dir)
+    redis_acl(where.redis_acl, settings)
     libs = fetch_kafka_libs(where.kafka_libs)
     kafka_config(where.kafka_properties, libs, settings)
     envoy_file(where.envoy_yaml, settings)
@@ -70,8 +79,10 @@ def postgres_data(data: Path, settings: StackSettings) -> None:
         own(d, user)
     if not (data / "PG_VERSION").exists():
         say("Creating the PostgreSQL cluster")
+        # postgres_access() replaces the access rules before the first start.
         initdb = [str(settings.postgres_bin / "initdb"), "-D", str(data), "-U", "postgres",
-                  "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8"]  # fmt: skip
+                  "--auth-local=peer", "--auth-host=reject",
+                  "--encoding=UTF8", "--locale=C.UTF-8"]  # fmt: skip
         if user is not None:
             initdb = ["runuser", "-u", user, "--", *initdb]
         result = subprocess.run(initdb, capture_output=True, text=True, check=False)
@@ -80,28 +91,127 @@ def postgres_data(data: Path, settings: StackSettings) -> None:
             raise SetupError(f"initdb failed:\n{result.stdout}{result.stderr}")
 
 
+# Who may connect to PostgreSQL, and how: the superuser only through the unix socket and only from
+# the account running the stack (peer, mapped by pg_ident.conf), every role over TCP with its
+# password (SCRAM). No `trust`: a stack made before this had it, and its next start replaces it.
+PG_HBA = """\
+# Written by `make run` at each start (stack/prepare.py): edits here are lost.
+# TYPE  DATABASE  USER      ADDRESS        METHOD
+local   all       postgres                 peer map=stack
+host    all       all       127.0.0.1/32   scram-sha-256
+"""
+
+
+def postgres_access(data: Path) -> None:
+    """Writes pg_hba.conf and pg_ident.conf (bootstrap.database makes a running server reload them)."""
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    files = {
+        "pg_hba.conf": PG_HBA,
+        "pg_ident.conf": f"# MAPNAME  SYSTEM-USERNAME  PG-USERNAME\nstack  {me}  postgres\n",
+    }
+    for name, text in files.items():
+        private_file(data / name, text, run_as("postgres"))
+
+
 def redis_dir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
     own(path, run_as("redis"))
 
 
+# The processor's user may run its counters' script and read and trim its pending events, on its keys
+# only (processor/counters.py); `admin` is the operators', the tools' and the tests'. `default` is off:
+# no connection is it, and nobody can log in as it. It keeps all permissions because Redis 7.0 replays
+# the append-only file's transactions (how a script's writes are logged) as `default`, checking its
+# ACL: with none, a restarted Redis drops every script's writes (seen here; NOPERM in its log).
+REDIS_DEFAULT_USER = "user default off ~* &* +@all"
+REDIS_PROCESSOR_RULES = (
+    "resetchannels ~warnings:{* ~last-reading:{* ~processor:pending:* "
+    "-@all +ping +evalsha +script|load +hget +hset +hincrby +rpush +lrange +ltrim"
+)
+
+
+def redis_acl(path: Path, settings: StackSettings) -> None:
+    """Writes Redis's ACL file: its users with the SHA-256 of their passwords (not the passwords)."""
+
+    def digest(account: credentials.Account) -> str:
+        return hashlib.sha256(credentials.password(settings.secrets_dir, account).encode()).hexdigest()
+
+    admin, processor = credentials.REDIS_ADMIN, credentials.REDIS_PROCESSOR
+    private_file(
+        path,
+        f"{REDIS_DEFAULT_USER}\n"
+        f"user {admin.user} on #{digest(admin)} ~* &* +@all\n"
+        f"user {processor.user} on #{digest(processor)} {REDIS_PROCESSOR_RULES}\n",
+        run_as("redis"),
+    )
+
+
+def private_file(path: Path, text: str, user: str | None = None) -> None:
+    """Writes `text` to a file only its owner (`user`, when we are root) may read."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(text)
+    own(path, user)
+
+
+# Appended (the later of two equal keys wins) while the log directory lacks the SCRAM users of the
+# secrets folder: made by a stack before SASL, or the folder was replaced. Admin may then also log in
+# with PLAIN, so that `make run` can add them (bootstrap.kafka_users), and restarts Kafka without it.
+KAFKA_ENROLMENT = """
+listener.name.sasl_plaintext.sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule \
+required username="admin" password="{admin_password}" user_admin="{admin_password}";
+sasl.mechanism.inter.broker.protocol=PLAIN
+"""
+
+
 def kafka_config(properties: Path, libs: Path, settings: StackSettings) -> None:
     """Writes server.properties and formats the KRaft log directory once."""
-    data = properties.parent / "data"
+    data = paths(settings).kafka_data
+    admin_password = credentials.password(settings.secrets_dir, credentials.KAFKA_ADMIN)
     template = (KAFKA_DIR / "server.properties.in").read_text()
-    properties.write_text(
+    if kafka_users_missing(settings):
+        template += KAFKA_ENROLMENT
+    private_file(
+        properties,
         template.format(
-            port=settings.kafka_port, controller_port=settings.kafka_controller_port, data_dir=data
-        )
-    )
+            port=settings.kafka_port, controller_port=settings.kafka_controller_port, data_dir=data,
+            admin_password=admin_password,
+        ),
+    )  # fmt: skip
     if not (data / "meta.properties").exists():
         say("Formatting Kafka's log directory (KRaft)")
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         command = ["java", *kafka_java_options(libs), "kafka.tools.StorageTool", "format",
                    "--cluster-id", cluster_id, "--config", str(properties)]  # fmt: skip
+        # The SCRAM users are made with the cluster, at once. (Their passwords show in `ps` for the
+        # second the storage tool runs, before the broker, the only thing they open, has started.)
+        for account in credentials.KAFKA_ACCOUNTS:
+            secret = credentials.password(settings.secrets_dir, account)
+            command += ["--add-scram", f"SCRAM-SHA-512=[name={account.user},password={secret}]"]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise SetupError(f"formatting Kafka's log directory failed:\n{result.stdout}{result.stderr}")
+        kafka_users_made(settings)
+
+
+def _kafka_users_digest(settings: StackSettings) -> str:
+    users = [(a.user, credentials.password(settings.secrets_dir, a)) for a in credentials.KAFKA_ACCOUNTS]
+    return hashlib.sha256(repr(users).encode()).hexdigest()
+
+
+def kafka_users_missing(settings: StackSettings) -> bool:
+    """Kafka's log directory exists but has not (all) the SCRAM users of the secrets folder."""
+    data = paths(settings).kafka_data
+    made = data / "scram-users.sha256"
+    if not (data / "meta.properties").exists():
+        return False
+    return not made.exists() or made.read_text() != _kafka_users_digest(settings)
+
+
+def kafka_users_made(settings: StackSettings) -> None:
+    (paths(settings).kafka_data / "scram-users.sha256").write_text(_kafka_users_digest(settings))
 
 
 def kafka_java_options(libs: Path) -> list[str]:

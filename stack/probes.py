@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-import asyncpg
 import grpc
-import redis.asyncio as aioredis
 from aiokafka.admin import AIOKafkaAdminClient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from stack import certs, tokens
+from runtime.kafka import client_options
+from stack import access, certs, tokens
 from stack.settings import StackSettings
 
 # Through Envoy, this header picks the service whose health (or reflection) is asked.
@@ -18,9 +17,7 @@ SERVICE_HEADER = "x-metrics-service"
 
 
 async def postgres(settings: StackSettings) -> None:
-    conn = await asyncpg.connect(
-        host="127.0.0.1", port=settings.postgres_port, user="postgres", database="postgres", timeout=2
-    )
+    conn = await access.postgres_superuser(settings)
     try:
         await conn.fetchval("SELECT 1")
     finally:
@@ -28,7 +25,7 @@ async def postgres(settings: StackSettings) -> None:
 
 
 async def redis(settings: StackSettings) -> None:
-    client = aioredis.Redis(port=settings.redis_port, socket_timeout=2, socket_connect_timeout=2)
+    client = access.redis(settings, socket_timeout=2, socket_connect_timeout=2)
     try:
         await client.ping()
     finally:
@@ -36,7 +33,7 @@ async def redis(settings: StackSettings) -> None:
 
 
 async def kafka(settings: StackSettings) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=3000)
+    admin = AIOKafkaAdminClient(**client_options(access.kafka(settings)), request_timeout_ms=3000)
     await admin.start()
     try:
         await admin.list_topics()

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import asyncpg
-import redis.asyncio as aioredis
-
 from processor import counters
 from saver import store
+from stack import access, credentials
 from stack.settings import StackSettings
 
 
@@ -21,14 +19,18 @@ class Removed:
 async def remove_sensors(settings: StackSettings, prefix: str, *, vacuum: bool = False) -> Removed:
     """Deletes every row and Redis key of the sensors whose ids start with `prefix`; with `vacuum`,
     makes the space reusable at once rather than when autovacuum gets to it."""
-    conn = await asyncpg.connect(settings.postgres_dsn)
+    conn = await access.postgres(settings, credentials.POSTGRES_WRITER)
     try:
         rows = await store.delete_sensors(conn, prefix)
-        if vacuum:
-            await conn.execute(f"VACUUM {', '.join(store.SENSOR_TABLES)}")
     finally:
         await conn.close()
-    client = aioredis.from_url(settings.redis_url)
+    if vacuum:  # only a table's owner may vacuum it
+        conn = await access.postgres(settings, credentials.POSTGRES_OWNER)
+        try:
+            await conn.execute(f"VACUUM {', '.join(store.SENSOR_TABLES)}")
+        finally:
+            await conn.close()
+    client = access.redis(settings)
     try:
         keys = await counters.delete_sensors(client, prefix)
     finally:

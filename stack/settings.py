@@ -66,16 +66,22 @@ class StackSettings:
         return self.state_dir / "logs"
 
     @property
-    def postgres_dsn(self) -> str:
-        return f"postgresql://metrics@127.0.0.1:{self.postgres_port}/metrics"
+    def secrets_dir(self) -> Path:
+        """The password of each server account (stack/credentials.py)."""
+        return self.state_dir / "secrets"
 
     @property
-    def postgres_reader_dsn(self) -> str:
-        return f"postgresql://metrics_reader@127.0.0.1:{self.postgres_port}/metrics"
+    def postgres_socket_dir(self) -> Path:
+        """Where PostgreSQL's unix socket is: the stack's own way in as the superuser."""
+        return self.state_dir / "postgres" / "run"
 
-    @property
-    def redis_url(self) -> str:
-        return f"redis://127.0.0.1:{self.redis_port}/0"
+    def postgres_dsn(self, role: str) -> str:
+        """A DSN without the password (stack/access.py adds it)."""
+        return f"postgresql://{role}@127.0.0.1:{self.postgres_port}/metrics"
+
+    def redis_url(self, user: str) -> str:
+        """A URL without the password (stack/access.py adds it)."""
+        return f"redis://{user}@127.0.0.1:{self.redis_port}/0"
 
     @property
     def kafka_bootstrap(self) -> str:

@@ -20,6 +20,7 @@ from redis.backoff import ExponentialBackoff
 
 from metrics.v1 import assessor_service_pb2_grpc, receiver_service_pb2_grpc
 from runtime import postgres
+from stack import credentials
 from tests.target import Target, load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,7 +88,8 @@ def assessor(envoy_channel: grpc.aio.Channel) -> assessor_service_pb2_grpc.Asses
 async def db(target: Target) -> AsyncIterator[asyncpg.Pool]:
     """PostgreSQL of the deployment; times as integer microseconds since 1970 (runtime.postgres)."""
     pool = await asyncpg.create_pool(
-        target.postgres_dsn, min_size=1, max_size=4, init=postgres.setup_connection,
+        target.postgres_dsn, password=target.password(credentials.POSTGRES_READER), min_size=1, max_size=4,
+        init=postgres.setup_connection,
         server_settings=postgres.SERVER_SETTINGS,
     )  # fmt: skip
     yield pool
@@ -99,6 +101,7 @@ async def redis_client(target: Target) -> AsyncIterator[aioredis.Redis]:
     # Fault tests restart Redis under this client: it reconnects and retries instead of failing.
     client = aioredis.Redis.from_url(
         target.redis_url,
+        password=target.password(credentials.REDIS_ADMIN),
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=30),
         retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
     )

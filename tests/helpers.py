@@ -14,7 +14,15 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from runtime.kafka import client_options
+from tests.target import load
+
 T = TypeVar("T")
+
+
+def kafka_options(bootstrap: str) -> dict[str, Any]:
+    """A Kafka client's options: `bootstrap`, logged in as the target's admin."""
+    return {**client_options(load().kafka()), "bootstrap_servers": bootstrap}
 
 
 async def eventually(
@@ -79,14 +87,14 @@ async def http(method: str, url: str, body: Any = None, **options: Any) -> tuple
 
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_options(bootstrap))
     await admin.start()
     try:
         (description,) = await admin.describe_topics([topic])
     finally:
         await admin.close()
     partitions = [TopicPartition(topic, p["partition"]) for p in description["partitions"]]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(**kafka_options(bootstrap))
     await consumer.start()
     try:
         return dict(await consumer.end_offsets(partitions))
@@ -95,7 +103,7 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
 
 
 async def committed_offsets(bootstrap: str, group: str) -> dict[TopicPartition, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_options(bootstrap))
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group)
@@ -124,7 +132,7 @@ async def read_topic(
     wanted = [tp for tp in end if end[tp] > start.get(tp, 0)]
     if not wanted:
         return []
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka_options(bootstrap), enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.assign(wanted)

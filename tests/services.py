@@ -13,6 +13,7 @@ from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from runtime.kafka import client_options
 from tests.target import Target
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +34,7 @@ async def private_topics(target: Target, partitions: int = 2) -> AsyncIterator[T
     topics = Topics(
         f"test-metrics-{suffix}", f"test-events-{suffix}", f"test-dlq-{suffix}", f"test-group-{suffix}"
     )
-    admin = AIOKafkaAdminClient(bootstrap_servers=target.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(**client_options(target.kafka()))
     await admin.start()
     try:
         await admin.create_topics([NewTopic(t, partitions, 1) for t in (topics.metrics, topics.events)]
@@ -52,7 +53,7 @@ def service_env(
     prefix = f"METRICS_{service.upper()}_"
     env.update({
         "METRICS_KAFKA_BOOTSTRAP_SERVERS": target.kafka_bootstrap_servers,
-        "METRICS_REDIS_URL": target.redis_url,
+        **target.service_credentials(service),
         prefix + "GRPC_PORT": "0",
         "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}",
     })  # fmt: skip

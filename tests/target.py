@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+from runtime.kafka import KafkaSettings
+from stack import credentials
+from stack import settings as stack_settings
+from stack.credentials import Account
+
+ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = Path(__file__).parent / "targets" / "local.toml"
 
 
@@ -19,6 +27,7 @@ class Target:
     tls_ca_file: str
     token_keys_dir: str
     kafka_bootstrap_servers: str
+    # The admin's (redis) and the reader's (postgres), without passwords: those are in `credentials`.
     redis_url: str
     postgres_dsn: str
     metrics_topic: str
@@ -28,6 +37,9 @@ class Target:
     saver_group: str
     local_stack: bool
     services: dict[str, str]
+    # The folder of the password files (named as stack/credentials.py names them); a relative path is
+    # from the checkout's root; empty: the local stack's.
+    credentials_dir: str = ""
 
     @property
     def envoy_url(self) -> str:
@@ -37,7 +49,63 @@ class Target:
     def envoy_tls_url(self) -> str:
         return f"https://{self.envoy_tls}"
 
+    @property
+    def secrets_dir(self) -> Path:
+        if not self.credentials_dir:
+            return stack_settings.load().secrets_dir
+        return ROOT / self.credentials_dir
 
+    def password_file(self, account: Account) -> Path:
+        return credentials.password_file(self.secrets_dir, account)
+
+    def password(self, account: Account) -> str:
+        return credentials.password(self.secrets_dir, account)
+
+    def kafka(self, account: Account = credentials.KAFKA_ADMIN) -> KafkaSettings:
+        """Kafka settings of a principal: runtime.kafka.client_options makes client options of them."""
+        return KafkaSettings(
+            kafka_bootstrap_servers=self.kafka_bootstrap_servers,
+            kafka_username=account.user,
+            kafka_password=self.password(account),
+        )
+
+    def postgres_dsn_of(self, account: Account) -> str:
+        """The DSN of the target's database for another of its roles."""
+        return _with_user(self.postgres_dsn, account.user)
+
+    def redis_url_of(self, user: str | None) -> str:
+        """The URL of the target's Redis for another user (None: no user, as an anonymous client)."""
+        return _with_user(self.redis_url, user)
+
+    def service_credentials(self, service: str) -> dict[str, str]:
+        """How a private instance of `service` logs in: Kafka as admin (its topics and group are its
+        own, no ACL names them), Redis as admin, PostgreSQL as the role the service has."""
+        env = {
+            "METRICS_KAFKA_USERNAME": credentials.KAFKA_ADMIN.user,
+            "METRICS_KAFKA_PASSWORD_FILE": str(self.password_file(credentials.KAFKA_ADMIN)),
+            "METRICS_REDIS_URL": self.redis_url,
+            "METRICS_REDIS_PASSWORD_FILE": str(self.password_file(credentials.REDIS_ADMIN)),
+        }
+        roles = {
+            "saver": {
+                "POSTGRES": credentials.POSTGRES_WRITER,
+                "SAVER_MIGRATIONS": credentials.POSTGRES_OWNER,
+            },
+            "assessor": {"POSTGRES": credentials.POSTGRES_READER},
+        }
+        for setting, account in roles.get(service, {}).items():
+            env[f"METRICS_{setting}_DSN"] = self.postgres_dsn_of(account)
+            env[f"METRICS_{setting}_PASSWORD_FILE"] = str(self.password_file(account))
+        return env
+
+
+def _with_user(url: str, user: str | None) -> str:
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}" if user else host))
+
+
+@functools.cache
 def load() -> Target:
     path = Path(os.environ.get("METRICS_TEST_TARGET", DEFAULT))
     with path.open("rb") as f:

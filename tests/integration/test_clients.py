@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from stack import credentials
 from tests.target import Target
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -163,6 +164,7 @@ async def test_kafka_consumer_decodes_the_events(
 
     code, stdout, stderr = await run(
         EVENTS_CONSUMER, "--brokers", target.kafka_bootstrap_servers, "--topic", target.events_topic,
+        "--user", credentials.KAFKA_ADMIN.user, "--password-file", str(target.password_file(credentials.KAFKA_ADMIN)),
         "--since", "10m", "--events", "2", "--timeout", str(WAIT_S), sensor_id,
     )  # fmt: skip
     assert code == 0, f"events-consumer exited with {code}:\n{stderr}\n{stdout}"

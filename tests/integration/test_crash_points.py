@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaProducer
 
 from metrics.v1 import event_pb2, metric_pb2
 from runtime import kafka
+from runtime.kafka import client_options
 from tests.helpers import read_topic, wait_consumed
 from tests.services import Topics, private_topics, service_env, start_service, stop_service
 from tests.target import Target
@@ -30,7 +31,7 @@ async def produce_scenario(
     target: Target, topics: Topics, sensor_id: str, garbage_first: bool = False
 ) -> None:
     """One record per reading, as a sensor sending one reading at a time would cause."""
-    producer = AIOKafkaProducer(bootstrap_servers=target.kafka_bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(**client_options(target.kafka()), acks="all")
     await producer.start()
     try:
         if garbage_first:

@@ -9,6 +9,8 @@ import sys
 from aiokafka import AIOKafkaProducer
 
 from runtime import kafka
+from runtime.kafka import client_options
+from stack import credentials
 from tests.helpers import read_topic
 from tests.services import ROOT, Topics, private_topics
 from tests.target import Target
@@ -18,6 +20,8 @@ async def deadletters(topics: Topics, target: Target, *args: str) -> tuple[int, 
     env = {k: v for k, v in os.environ.items() if not k.startswith("METRICS_")}
     env |= {
         "METRICS_KAFKA_BOOTSTRAP_SERVERS": target.kafka_bootstrap_servers,
+        "METRICS_KAFKA_USERNAME": credentials.KAFKA_ADMIN.user,
+        "METRICS_KAFKA_PASSWORD_FILE": str(target.password_file(credentials.KAFKA_ADMIN)),
         "METRICS_DEAD_LETTER_TOPIC": topics.dead_letters,
         "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}",
     }
@@ -41,7 +45,7 @@ def dead_letter_headers(source: str, consumer: str, reason: str) -> list[tuple[s
 
 async def test_list_then_replay_chosen_records_once_each_to_their_source_partition(target: Target) -> None:
     async with private_topics(target) as topics:
-        producer = AIOKafkaProducer(bootstrap_servers=target.kafka_bootstrap_servers, acks="all")
+        producer = AIOKafkaProducer(**client_options(target.kafka()), acks="all")
         await producer.start()
         try:
             # As the processor and the saver write them: the same source record dead-lettered by

@@ -214,14 +214,12 @@ async def test_stall_longer_than_the_session_timeout(
 async def test_rebalance_as_a_second_processor_and_saver_join_and_leave(
     target: Target, db: asyncpg.Pool, redis_client: aioredis.Redis, tmp_path: Path
 ) -> None:
-    stack = stack_settings.load()
     topics = Topics(target.metrics_topic, target.events_topic, target.dead_letter_topic, "")
 
     async def join_then_leave() -> None:
         extra = []
         for name, group in (("processor", target.processor_group), ("saver", target.saver_group)):
-            env = service_env(target, topics, name, {f"METRICS_{name.upper()}_CONSUMER_GROUP": group,
-                                                    "METRICS_POSTGRES_DSN": stack.postgres_dsn})  # fmt: skip
+            env = service_env(target, topics, name, {f"METRICS_{name.upper()}_CONSUMER_GROUP": group})
             extra.append(await start_service(name, env, tmp_path / f"{name}.log"))
 
         async def rebalanced() -> None:

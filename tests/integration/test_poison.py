@@ -24,6 +24,8 @@ from aiokafka import AIOKafkaProducer
 from metrics.v1 import event_pb2, metric_pb2, receiver_service_pb2
 from metrics.v1.receiver_service_pb2_grpc import ReceiverServiceStub
 from runtime import kafka
+from runtime.kafka import client_options
+from stack import access, credentials
 from stack import settings as stack_settings
 from tests.helpers import end_offsets, eventually, read_topic, wait_consumed
 from tests.services import private_topics, service_env, start_service, stop_service
@@ -114,9 +116,7 @@ async def test_poison_records_are_dead_lettered_and_their_partitions_flow_on(
     sensors = {p.name: f"poison-{run}-{p.name}" for p in POISONS}
     topics = {"metrics": target.metrics_topic, "events": target.events_topic}
     start = await end_offsets(target.kafka_bootstrap_servers, target.dead_letter_topic)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=target.kafka_bootstrap_servers, acks="all", max_request_size=4 << 20
-    )
+    producer = AIOKafkaProducer(**client_options(target.kafka()), acks="all", max_request_size=4 << 20)
     await producer.start()
     sources: dict[str, str] = {}
     try:
@@ -178,14 +178,14 @@ async def test_a_record_postgresql_refuses_is_found_and_dead_lettered_alone(
     run = uuid.uuid4().hex[:8]
     refused_value = -12345.5
     stack = stack_settings.load()
-    owner = await asyncpg.connect(stack.postgres_dsn)
+    owner = await access.postgres(stack, credentials.POSTGRES_OWNER)
     constraint = f"test_refuse_{run}"
     await owner.execute(
         f"ALTER TABLE readings ADD CONSTRAINT {constraint} CHECK (value <> {refused_value}) NOT VALID"
     )
     try:
         async with private_topics(target) as topics:
-            producer = AIOKafkaProducer(bootstrap_servers=target.kafka_bootstrap_servers, acks="all")
+            producer = AIOKafkaProducer(**client_options(target.kafka()), acks="all")
             await producer.start()
             try:
                 for i in range(40):
@@ -197,7 +197,7 @@ async def test_a_record_postgresql_refuses_is_found_and_dead_lettered_alone(
                 await producer.flush()
             finally:
                 await producer.stop()
-            env = service_env(target, topics, "saver", {"METRICS_POSTGRES_DSN": stack.postgres_dsn})
+            env = service_env(target, topics, "saver")
             saver = await start_service("saver", env, tmp_path / "saver.log")
             try:
                 await wait_consumed(target.kafka_bootstrap_servers, topics.group, topics.metrics)

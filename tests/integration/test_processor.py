@@ -19,6 +19,7 @@ from processor.counters import Counters, counter_key
 from processor.rules import apply, apply_as_arrived, parse_rules
 from processor.service import script_args
 from runtime import kafka
+from runtime.kafka import client_options
 from tests.helpers import read_topic, wait_consumed
 from tests.services import private_topics, service_env, start_service, stop_service
 from tests.target import Target
@@ -109,7 +110,7 @@ async def test_several_rules_sensors_and_types_end_to_end(
     stream = [(rng.choice(sensors), rng.choice(["temperature", "humidity", "pressure"]),
                rng.choice([10.0, 85.0, 99.0])) for _ in range(300)]  # fmt: skip
     async with private_topics(target) as topics:
-        producer = AIOKafkaProducer(bootstrap_servers=target.kafka_bootstrap_servers, acks="all")
+        producer = AIOKafkaProducer(**client_options(target.kafka()), acks="all")
         await producer.start()
         try:
             for i, (sensor, metric_type, value) in enumerate(stream):

@@ -7,7 +7,6 @@ import asyncio
 import socket
 from pathlib import Path
 
-import asyncpg
 import grpc
 import pytest
 from google.rpc import error_details_pb2
@@ -15,6 +14,7 @@ from grpc_status import rpc_status
 
 from metrics.v1 import assessor_service_pb2
 from metrics.v1.assessor_service_pb2_grpc import AssessorServiceStub
+from stack import access, credentials
 from stack import settings as stack_settings
 from stack.supervisor import Supervisor
 from tests.helpers import eventually, http
@@ -47,7 +47,7 @@ async def test_a_query_past_its_time_limit_is_deadline_exceeded(
     })  # fmt: skip
     assessor = await start_service("assessor", env, tmp_path / "assessor.log")
     # The table the query reads is locked by a transaction that does not end: the query waits.
-    owner = await asyncpg.connect(stack_settings.load().postgres_dsn)
+    owner = await access.postgres(stack_settings.load(), credentials.POSTGRES_OWNER)
     lock = owner.transaction()
     await lock.start()
     try:

@@ -14,8 +14,9 @@ from aiokafka import AIOKafkaProducer
 
 from metrics.v1 import event_pb2, metric_pb2
 from runtime import kafka
-from runtime.kafka import MAX_RECORD_READINGS
+from runtime.kafka import MAX_RECORD_READINGS, client_options
 from saver.migrate import MigrationError, migrate, migrations
+from stack import access, credentials
 from stack import settings as stack_settings
 from tests.helpers import eventually, read_topic, wait_consumed
 from tests.services import Topics, private_topics, service_env, start_service, stop_service
@@ -38,9 +39,7 @@ def scenario(sensor: str) -> list[bytes]:
 
 
 async def produce(target: Target, topic: str, key: str, values: list[bytes]) -> None:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=target.kafka_bootstrap_servers, acks="all", max_request_size=64 << 20
-    )
+    producer = AIOKafkaProducer(**client_options(target.kafka()), acks="all", max_request_size=64 << 20)
     await producer.start()
     try:
         for value in values:
@@ -109,9 +108,9 @@ async def scratch_schema() -> AsyncIterator[asyncpg.Connection]:
     """A connection whose tables go to a schema of its own (the stack's owner role), dropped after."""
     stack = stack_settings.load()
     schema = f"test_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(stack.postgres_dsn)
+    admin = await access.postgres(stack, credentials.POSTGRES_OWNER)
     await admin.execute(f"CREATE SCHEMA {schema}")
-    conn = await asyncpg.connect(stack.postgres_dsn, server_settings={"search_path": schema})
+    conn = await access.postgres(stack, credentials.POSTGRES_OWNER, server_settings={"search_path": schema})
     try:
         yield conn
     finally:

@@ -19,13 +19,14 @@ import pytest
 import yaml
 from jsonschema.validators import validator_for
 
-from stack import compose_secrets, parts
+from stack import bootstrap, compose_secrets, credentials, parts, prepare
 from stack.settings import StackSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
-POSTGRES_INIT = ROOT / "deploy" / "compose" / "postgres-init.sql"
+POSTGRES_INIT = ROOT / "deploy" / "compose" / "postgres-init.sh"
+SECRETS = "/run/secrets/"
 COMPOSE_TARGET = ROOT / "tests" / "targets" / "compose.toml"
 SCHEMA_DIST = "check-jsonschema"
 SCHEMA_FILE = "check_jsonschema/builtin_schemas/vendor/compose-spec.json"
@@ -105,9 +106,14 @@ def dockerfile_arg(name: str) -> str:
     return match[1]
 
 
-def postgres_passwords() -> dict[str, str]:
-    """The roles that deploy/compose/postgres-init.sql makes, with their passwords."""
-    return dict(re.findall(r"CREATE ROLE (\w+) LOGIN PASSWORD '([^']*)'", POSTGRES_INIT.read_text()))
+def postgres_password_files() -> dict[str, str]:
+    """The roles that deploy/compose/postgres-init.sh makes, with the secret each one's password is read from."""
+    script = POSTGRES_INIT.read_text()
+    files = dict(re.findall(r"\\set (\w+) `cat (\S+)`", script))
+    return {
+        role: files[variable]
+        for role, variable in re.findall(r"CREATE ROLE (\w+) LOGIN PASSWORD :'(\w+)'", script)
+    }
 
 
 def test_the_file_follows_the_compose_specification(compose: dict[str, Any], schema: dict[str, Any]) -> None:
@@ -158,7 +164,6 @@ def test_the_services_reach_the_servers_by_their_compose_names(
     compose: dict[str, Any], tmp_path: Path
 ) -> None:
     services = compose["services"]
-    passwords = postgres_passwords()
     local_parts = {part.name: part for part in parts.parts(StackSettings(state_dir=tmp_path))}
     for name in parts.SERVICES:
         env = env_of(services[name])
@@ -170,20 +175,76 @@ def test_the_services_reach_the_servers_by_their_compose_names(
             url, like = urlsplit(env[variable]), urlsplit(local_url)
             assert url.hostname in services, f"{name} {variable}: no service {url.hostname}"
             assert (url.scheme, url.username, url.path) == (like.scheme, like.username, like.path), variable
-            if url.scheme == "postgresql":
-                assert passwords.get(url.username or "") == url.password, f"{variable}: not the init script's"
+            assert url.password is None, f"{name} {variable}: a password in a URL"
 
 
-def test_postgres_makes_the_roles_of_the_local_stack() -> None:
+def test_passwords_come_from_the_secret_files_of_the_local_stacks_accounts(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    # Each ..._PASSWORD_FILE names, under /run/secrets, the file the local stack gives for the same
+    # setting (the same account), mounted from deploy/compose/secrets.
+    names = {account.file_name for account in credentials.ACCOUNTS}
+    declared = compose["secrets"]
+    assert declared == {name: {"file": f"./deploy/compose/secrets/{name}"} for name in names}
+    local_parts = {part.name: part for part in parts.parts(StackSettings(state_dir=tmp_path))}
+    for name, service in compose["services"].items():
+        for variable, value in env_of(service).items():
+            if variable.endswith("_PASSWORD_FILE"):
+                assert value.startswith(SECRETS), f"{name} {variable}"
+                secret = value.removeprefix(SECRETS)
+                assert secret in service.get("secrets", []), f"{name}: {secret} is not mounted"
+                if name in parts.SERVICES:
+                    assert secret == Path(local_parts[name].env[variable]).name, f"{name} {variable}"
+        for secret in service.get("secrets", []):
+            assert secret in declared, f"{name}: no secret {secret}"
+
+
+def test_no_password_is_written_in_the_file(raw: dict[str, Any]) -> None:
+    text = COMPOSE.read_text()
+    assert not re.search(r"://[^/\s:@]+:[^/\s@]+@", text), "a URL with a password"
+    for name, service in raw["services"].items():
+        for variable in env_of(service):
+            assert "PASSWORD" not in variable or variable.endswith("_FILE"), f"{name}: {variable}"
+    # Where a password is written into a file or a JAAS option, it comes from a secret file.
+    for value in re.findall(r"password=\"?([^\",\]\s;]*)", text):
+        assert value.startswith("$$") or value == "%s", f"password={value}"
+
+
+def test_postgres_makes_the_roles_of_the_local_stack(compose: dict[str, Any]) -> None:
     sql = POSTGRES_INIT.read_text()
-    assert set(postgres_passwords()) == {"metrics", "metrics_reader"}
+    roles = (credentials.POSTGRES_OWNER, credentials.POSTGRES_WRITER, credentials.POSTGRES_READER)
+    assert postgres_password_files() == {a.user: SECRETS + a.file_name for a in roles}
+    assert set(compose["services"]["postgres"]["secrets"]) >= {a.file_name for a in roles}
     assert "ALTER ROLE metrics_reader SET default_transaction_read_only = on;" in sql
     assert "CREATE DATABASE metrics OWNER metrics;" in sql
-    # The integration tests reach this deployment with tests/targets/compose.toml's DSN.
+    # No `trust`: the image's initdb is told to ask every connection for a password.
+    assert (
+        "--auth-local=scram-sha-256 --auth-host=scram-sha-256"
+        in env_of(compose["services"]["postgres"])["POSTGRES_INITDB_ARGS"]
+    )
+    # The integration tests reach this deployment with tests/targets/compose.toml's DSN and the secrets.
     with COMPOSE_TARGET.open("rb") as f:
-        target = urlsplit(tomllib.load(f)["postgres_dsn"])
-    assert postgres_passwords()[target.username or ""] == target.password
+        target_file = tomllib.load(f)
+    target = urlsplit(target_file["postgres_dsn"])
+    assert (target.username, target.password) == (credentials.POSTGRES_READER.user, None)
     assert target.port == DEFAULTS.postgres_port
+    assert target_file["credentials_dir"] == "deploy/compose/secrets"
+
+
+def test_redis_has_the_acl_of_the_local_stack(compose: dict[str, Any]) -> None:
+    script = "\n".join(compose["services"]["redis"]["command"])
+    assert prepare.REDIS_DEFAULT_USER in script
+    assert f"user processor on #$(digest processor) {prepare.REDIS_PROCESSOR_RULES}" in script
+    assert "--aclfile" in script
+
+
+def test_kafka_init_makes_the_acls_of_the_local_stack(compose: dict[str, Any]) -> None:
+    script = "\n".join(compose["services"]["kafka-init"]["command"])
+    acls = set()
+    for user, operation, resources in re.findall(r"\$acl User:(\w+) --operation (\w+) (.+)", script):
+        for kind, name in re.findall(r"--(topic|group) (\S+)", resources):
+            acls.add((user, kind.upper(), name, operation.upper()))
+    assert acls == {(a.user, kind, name, op) for a, kind, name, op in bootstrap.KAFKA_ACLS}
 
 
 def test_depends_on_names_services_with_conditions_they_can_meet(compose: dict[str, Any]) -> None:
@@ -236,7 +297,13 @@ def test_kafka_advertises_where_it_is_reached(raw: dict[str, Any], compose: dict
     assert set(advertised) == set(listeners) - {"CONTROLLER"}
     # Containers: the address the services are given.
     bootstrap = env_of(compose["services"]["receiver"])["METRICS_KAFKA_BOOTSTRAP_SERVERS"]
-    assert advertised["PLAINTEXT"] == bootstrap == f"kafka{listeners['PLAINTEXT']}"
+    assert advertised["INTERNAL"] == bootstrap == f"kafka{listeners['INTERNAL']}"
+    # Every listener asks for a login, and what a login may do is what an ACL says.
+    protocols = dict(p.split(":") for p in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    assert protocols == dict.fromkeys(listeners, "SASL_PLAINTEXT")
+    assert env["KAFKA_SASL_ENABLED_MECHANISMS"] == "SCRAM-SHA-512"
+    assert env["KAFKA_AUTHORIZER_CLASS_NAME"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    assert env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
     # The host: the published port, on 127.0.0.1.
     (mapping,) = raw["services"]["kafka"]["ports"]
     published = re.fullmatch(r"([\d.]+):(\$\{[^}]+\}):(\d+)", mapping)

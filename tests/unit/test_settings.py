@@ -56,3 +56,31 @@ def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None
 def test_secrets_are_masked() -> None:
     assert describe(Example())["dsn"] == "***"
     assert describe(Example())["name"] == "x"
+
+
+def test_a_file_variant_gives_the_value_without_its_trailing_newline(tmp_path: Path) -> None:
+    (tmp_path / "dsn").write_text("postgresql://u:s3cret@h/db\n")
+    (tmp_path / "port").write_text("9")
+    env = {"METRICS_SVC_DSN_FILE": str(tmp_path / "dsn"), "METRICS_PORT_FILE": str(tmp_path / "port")}
+    loaded = load(Example, "svc", env)
+    assert (loaded.dsn, loaded.port) == ("postgresql://u:s3cret@h/db", 9)
+    assert describe(loaded)["dsn"] == "***"
+
+
+def test_the_service_file_variant_wins_over_the_shared_variable(tmp_path: Path) -> None:
+    (tmp_path / "name").write_text("from-file\n")
+    env = {"METRICS_SVC_NAME_FILE": str(tmp_path / "name"), "METRICS_NAME": "shared"}
+    assert load(Example, "svc", env).name == "from-file"
+
+
+def test_a_variable_and_its_file_variant_together_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "name").write_text("a")
+    env = {"METRICS_NAME": "b", "METRICS_NAME_FILE": str(tmp_path / "name")}
+    with pytest.raises(SettingsError, match="METRICS_NAME and METRICS_NAME_FILE are both set"):
+        load(Example, "svc", env)
+
+
+def test_a_missing_file_names_the_variable(tmp_path: Path) -> None:
+    env = {"METRICS_SVC_DSN_FILE": str(tmp_path / "absent")}
+    with pytest.raises(SettingsError, match=r"METRICS_SVC_DSN_FILE: .*No such file"):
+        load(Example, "svc", env)

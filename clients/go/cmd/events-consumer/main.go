@@ -24,6 +24,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -34,12 +35,15 @@ import (
 const messageType = "metrics.v1.Event"
 
 type config struct {
-	brokers   []string
-	topic     string
-	since     cli.Duration
-	minEvents int
-	timeout   cli.Duration
-	sensorID  string
+	brokers []string
+	// SASL/SCRAM-SHA-512 login, when a user is given (the local stack's Kafka takes nothing else).
+	user         string
+	passwordFile string
+	topic        string
+	since        cli.Duration
+	minEvents    int
+	timeout      cli.Duration
+	sensorID     string
 }
 
 type summary struct {
@@ -78,6 +82,8 @@ func parseFlags(args []string) (config, error) {
 	cfg := config{}
 	brokers := fs.String("brokers", "127.0.0.1:59092", "Kafka bootstrap servers, comma-separated")
 	fs.StringVar(&cfg.topic, "topic", "events", "the events topic")
+	fs.StringVar(&cfg.user, "user", "", "log in to Kafka as this user (SASL/SCRAM-SHA-512)")
+	fs.StringVar(&cfg.passwordFile, "password-file", "", "the file holding the user's password (not a flag: ps shows flags)")
 	cfg.since.Duration = time.Hour
 	fs.Var(&cfg.since, "since", "read the records written in the last `seconds` (or a duration such as 10m); 0 reads the whole topic")
 	fs.IntVar(&cfg.minEvents, "events", 0, "keep reading past the end until at least this many events of the sensor were seen")
@@ -111,10 +117,14 @@ func run(cfg config, out io.Writer) (bool, error) {
 			remaining[p] = end[p]
 		}
 	}
-	client, err := kgo.NewClient(
+	login, err := loginOptions(cfg)
+	if err != nil {
+		return false, err
+	}
+	client, err := kgo.NewClient(append(login,
 		kgo.SeedBrokers(cfg.brokers...),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{cfg.topic: partitions}),
-	)
+	)...)
 	if err != nil {
 		return false, err
 	}
@@ -158,10 +168,27 @@ func run(cfg config, out io.Writer) (bool, error) {
 	return s.Complete, enc.Encode(s)
 }
 
+// loginOptions are the client options that log in as cfg.user, if one is given.
+func loginOptions(cfg config) ([]kgo.Opt, error) {
+	if cfg.user == "" {
+		return nil, nil
+	}
+	password, err := os.ReadFile(cfg.passwordFile)
+	if err != nil {
+		return nil, fmt.Errorf("--password-file: %w", err)
+	}
+	auth := scram.Auth{User: cfg.user, Pass: strings.TrimSuffix(string(password), "\n")}
+	return []kgo.Opt{kgo.SASL(auth.AsSha512Mechanism())}, nil
+}
+
 // offsets are, per partition of the topic, the first offset to read and the end offset (high
 // watermark) when the consumer started.
 func offsets(ctx context.Context, cfg config) (map[int32]int64, map[int32]int64, error) {
-	client, err := kgo.NewClient(kgo.SeedBrokers(cfg.brokers...))
+	login, err := loginOptions(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	client, err := kgo.NewClient(append(login, kgo.SeedBrokers(cfg.brokers...))...)
 	if err != nil {
 		return nil, nil, err
 	}

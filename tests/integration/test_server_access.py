@@ -1,0 +1,169 @@
+"""Inside the stack: Kafka, Redis and PostgreSQL refuse a client without credentials, and each account
+may do what its service needs and nothing more."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import (
+    GroupAuthorizationFailedError,
+    KafkaConnectionError,
+    TopicAuthorizationFailedError,
+)
+from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
+
+from runtime.kafka import KafkaSettings, client_options
+from stack import credentials
+from tests.target import Target
+
+# --- Kafka ---------------------------------------------------------------------------------------
+
+
+async def test_kafka_refuses_a_client_without_credentials(target: Target) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=target.kafka_bootstrap_servers, request_timeout_ms=5000)
+    with pytest.raises(KafkaConnectionError):
+        await asyncio.wait_for(admin.start(), 30)
+    await admin.close()
+
+
+async def test_kafka_refuses_a_wrong_password(target: Target) -> None:
+    wrong = KafkaSettings(target.kafka_bootstrap_servers, kafka_username="receiver", kafka_password="wrong")
+    producer = AIOKafkaProducer(**client_options(wrong))
+    try:
+        with pytest.raises(KafkaConnectionError):
+            await asyncio.wait_for(producer.start(), 30)
+    finally:
+        await producer.stop()
+
+
+async def test_the_receiver_may_not_write_events_nor_read_metrics(target: Target) -> None:
+    receiver = client_options(target.kafka(credentials.KAFKA_RECEIVER))
+    producer = AIOKafkaProducer(**receiver)
+    await producer.start()
+    try:
+        with pytest.raises(TopicAuthorizationFailedError):
+            await producer.send_and_wait(target.events_topic, b"not allowed")
+    finally:
+        await producer.stop()
+    # Not as a member of a consumer group, nor by reading partitions directly.
+    member = AIOKafkaConsumer(target.metrics_topic, group_id=target.processor_group, **receiver)
+    try:
+        with pytest.raises(GroupAuthorizationFailedError):
+            await asyncio.wait_for(member.start(), 30)
+    finally:
+        await member.stop()
+    reader = AIOKafkaConsumer(**receiver, enable_auto_commit=False)
+    await reader.start()
+    try:
+        partition = TopicPartition(target.metrics_topic, 0)
+        reader.assign([partition])
+        with pytest.raises(TopicAuthorizationFailedError):
+            await asyncio.wait_for(reader.seek_to_beginning(partition), 30)
+            await asyncio.wait_for(reader.getmany(partition, timeout_ms=5000), 30)
+    finally:
+        await reader.stop()
+
+
+async def test_the_processor_and_the_saver_may_not_write_metrics(target: Target) -> None:
+    for account in (credentials.KAFKA_PROCESSOR, credentials.KAFKA_SAVER):
+        producer = AIOKafkaProducer(**client_options(target.kafka(account)))
+        await producer.start()
+        try:
+            with pytest.raises(TopicAuthorizationFailedError):
+                await producer.send_and_wait(target.metrics_topic, b"not allowed")
+        finally:
+            await producer.stop()
+
+
+# --- Redis ---------------------------------------------------------------------------------------
+
+
+def redis_as(target: Target, user: str | None, password: str | None) -> aioredis.Redis:
+    return aioredis.Redis.from_url(target.redis_url_of(user), password=password)
+
+
+async def test_redis_refuses_a_client_without_credentials_and_the_default_user(target: Target) -> None:
+    anonymous = redis_as(target, None, None)
+    try:
+        with pytest.raises(AuthenticationError):  # NOAUTH
+            await anonymous.ping()
+    finally:
+        await anonymous.aclose()
+    # The default user is off, whatever its password.
+    default = redis_as(target, "default", "anything")
+    try:
+        with pytest.raises(AuthenticationError):
+            await default.ping()
+    finally:
+        await default.aclose()
+
+
+async def test_the_processors_redis_user_has_its_keys_and_commands_only(
+    target: Target, sensor_id: str
+) -> None:
+    processor = redis_as(target, "processor", target.password(credentials.REDIS_PROCESSOR))
+    try:
+        assert await processor.hget("warnings:{" + sensor_id + "}", "temperature") is None  # its own
+        with pytest.raises(NoPermissionError):
+            await processor.flushall()
+        with pytest.raises(NoPermissionError):
+            await processor.config_get("requirepass")
+        with pytest.raises(NoPermissionError):  # a key outside its patterns
+            await processor.hget(f"elsewhere:{sensor_id}", "temperature")
+        with pytest.raises(NoPermissionError):  # a command outside its list, on its own keys
+            await processor.delete("warnings:{" + sensor_id + "}")
+        # It may load and run scripts (its counters are one), but a script may do no more than it.
+        script = await processor.script_load("return redis.call('FLUSHALL')")
+        with pytest.raises(ResponseError, match="can't run this command"):
+            await processor.evalsha(script, 0)
+    finally:
+        await processor.aclose()
+
+
+# --- PostgreSQL ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_stored_password(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No password from the environment or a password file: a connection gets only what it is given."""
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("PGPASSFILE", str(tmp_path / "no-pgpass"))
+
+
+@pytest.mark.usefixtures("no_stored_password")
+async def test_postgres_refuses_a_role_without_its_password(target: Target) -> None:
+    for account in (credentials.POSTGRES_READER, credentials.POSTGRES_WRITER, credentials.POSTGRES_OWNER):
+        with pytest.raises(asyncpg.InvalidPasswordError):
+            await asyncpg.connect(target.postgres_dsn_of(account), password=None)
+        with pytest.raises(asyncpg.InvalidPasswordError):
+            await asyncpg.connect(target.postgres_dsn_of(account), password="wrong")
+
+
+async def test_the_reader_may_not_write_and_the_writer_may_not_change_the_schema(target: Target) -> None:
+    reader = await asyncpg.connect(target.postgres_dsn, password=target.password(credentials.POSTGRES_READER))
+    try:
+        # Not only read-only by default (which the role could switch off): not granted.
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            async with reader.transaction(readonly=False):
+                await reader.execute("SET TRANSACTION READ WRITE")
+                await reader.execute("DELETE FROM readings WHERE false")
+    finally:
+        await reader.close()
+    writer_account = credentials.POSTGRES_WRITER
+    writer = await asyncpg.connect(
+        target.postgres_dsn_of(writer_account), password=target.password(writer_account)
+    )
+    try:
+        await writer.execute("DELETE FROM readings WHERE false")  # what it is for
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await writer.execute("CREATE TABLE not_allowed (x int)")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await writer.execute("DROP TABLE readings")
+    finally:
+        await writer.close()
