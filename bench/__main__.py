@@ -163,7 +163,9 @@ async def suite(env: Env, short: bool) -> dict[str, Any]:
     ca = certs.paths(env.stack).ca
     assert ca is not None
     door = devices.TlsDoor(f"127.0.0.1:{env.stack.envoy_tls_port}", ca, bench_token)
-    fleet_results, fleet_loads = await devices.suite(env.envoy, door, env.prefix, say, short)
+    fleet_results, fleet_loads = await devices.suite(
+        env.envoy, door, env.prefix, say, short, lambda: measure.wait_drained(env)
+    )
     results |= fleet_results
 
     await measure.wait_drained(env)

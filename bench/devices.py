@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,8 +130,11 @@ class TlsDoor:
     token: str
 
 
-async def suite(envoy: str, tls: TlsDoor, prefix: str, say: Any, short: bool) -> tuple[dict[str, Any], Fleet]:
-    """The fleet figures; the Fleet says what each workload acknowledged, by sensor prefix."""
+async def suite(
+    envoy: str, tls: TlsDoor, prefix: str, say: Any, short: bool, drained: Callable[[], Awaitable[Any]]
+) -> tuple[dict[str, Any], Fleet]:
+    """The fleet figures; the Fleet says what each workload acknowledged, by sensor prefix.
+    `drained` waits until the processor and the saver have caught up."""
     seconds = 4.0 if short else 10.0
     fleet = Fleet(envoy, f"{prefix}fleet-", say)
     results: dict[str, Any] = {}
@@ -142,8 +146,11 @@ async def suite(envoy: str, tls: TlsDoor, prefix: str, say: Any, short: bool) ->
         noop_sync = await fleet.run(
             "noop-sync", "sync", seconds, target=noop.address, streams=1000, warmup="2s"
         )
+    # The same calls on the plaintext port and on the port to expose (TLS, a token Envoy checks on
+    # every call), each on a stack that has worked off the previous run's readings.
+    await drained()
     unary = await fleet.run("unary", "unary", seconds, concurrency=64)
-    # The same calls through the port to expose: TLS, and a token Envoy verifies on every call.
+    await drained()
     tls_unary = await fleet.run(
         "tls-unary", "unary", seconds, concurrency=64, target=tls.address, ca=tls.ca, token=tls.token
     )
