@@ -45,8 +45,14 @@ def decode(token: str, digest: str, arity: int) -> list[Any] | None:
 
 
 def page_size(requested: int, default: int, maximum: int) -> int:
-    if requested < 0 or requested > maximum:
+    """The page size to use: `default` for 0, at most `maximum` (a larger one is coerced to it, as
+    Google's AIP-158 asks: a client asking for more simply gets full pages)."""
+    if requested < 0:
         raise InvalidArgument(
-            [Violation("page_size", f"must be between 1 and {maximum} (0 for {default}), got {requested}")]
+            [
+                Violation(
+                    "page_size", f"must not be negative (0 for {default}, at most {maximum}), got {requested}"
+                )
+            ]
         )
-    return requested or default
+    return min(requested, maximum) or default

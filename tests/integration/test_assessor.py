@@ -409,7 +409,6 @@ WINDOW = f"startTime={iso(T0)}&endTime={iso(T0 + HOUR_US)}"
         (f"/v1/events?startTime={iso(T0)}", "end_time"),
         ("/v1/events", "start_time"),
         (f"/v1/events?startTime={iso(T0 + HOUR_US)}&endTime={iso(T0)}", "end_time"),
-        (f"/v1/events?{WINDOW}&pageSize=5000", "page_size"),
         (f"/v1/events?{WINDOW}&pageSize=-1", "page_size"),
         (f"/v1/events?{WINDOW}&pageToken=not-a-token", "page_token"),
         (f"/v1/events?{WINDOW}&kind=NO_SUCH_KIND", "kind"),
@@ -422,7 +421,7 @@ WINDOW = f"startTime={iso(T0)}&endTime={iso(T0 + HOUR_US)}"
             f"/v1/sensors/s-1/stats?metricType=t&startTime={iso(0)}&endTime={iso(T0)}&bucketWidth=60s",
             "end_time",
         ),
-        (f"/v1/sensors/s-1/readings?{WINDOW}&pageSize=20000", "page_size"),
+        (f"/v1/sensors/s-1/readings?{WINDOW}&pageSize=-5", "page_size"),
         ("/v1/sensors?pageToken=WzEsIngiLCJ5Il0", "page_token"),
     ],
 )
