@@ -18,7 +18,7 @@ from typing import Any
 
 from bench import devices, measure, processes
 from bench.measure import Env, median, percentile
-from runtime import postgres
+from runtime import cli, postgres
 from simulator.__main__ import progress as print_progress
 from stack import certs, procfs, tokens
 from stack import settings as stack_settings
@@ -250,4 +250,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

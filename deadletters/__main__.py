@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from runtime import kafka
+from runtime import cli, kafka
 from runtime.settings import load
 
 SOURCE = re.compile(r"(?P<topic>.+)\[(?P<partition>\d+)\]@(?P<offset>\d+)")
@@ -187,7 +187,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BrokenPipeError:  # `... list | head`: the reader went away
-        sys.exit(0)
+    cli.run(main)

@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 
+from runtime import cli
 from simulator.fleet import Fleet
 from simulator.load import PATHS, Plan, Result, run
 
@@ -80,4 +81,4 @@ def summarize(result: Result, fleet: Fleet) -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 
+from runtime import cli
 from stack import access, bootstrap, certs, consumers, credentials, prepare, probes, procfs, shell_env
 from stack.parts import PUBLIC_SERVICES, Part, parts, supervisord_conf
 from stack.settings import ROOT, StackSettings, load
@@ -252,4 +253,4 @@ def _port_in_use(port: int) -> bool:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)
