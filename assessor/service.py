@@ -320,6 +320,8 @@ def _metric(sensor_id: str, metric_type: str, reading: Reading) -> metric_pb2.Me
         sensor_id=sensor_id, metric_type=metric_type, value=reading.value, unit=reading.unit or ""
     )
     metric.reading_time.FromMicroseconds(reading.time_us)
+    if reading.labels:
+        metric.labels.update(_labels(reading.labels))
     return metric
 
 

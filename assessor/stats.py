@@ -26,11 +26,11 @@ GAMMA = 1.01 / 0.99
 BIN_OFFSET = 10_000
 
 EDGES = """
-(SELECT value, reading_time, unit FROM readings
+(SELECT value, reading_time, unit, labels FROM readings
  WHERE sensor_id = $1 AND metric_type = $2 AND reading_time >= $3 AND reading_time < $4
  ORDER BY reading_time LIMIT 1)
 UNION ALL
-(SELECT value, reading_time, unit FROM readings
+(SELECT value, reading_time, unit, labels FROM readings
  WHERE sensor_id = $1 AND metric_type = $2 AND reading_time >= $3 AND reading_time < $4
  ORDER BY reading_time DESC LIMIT 1)
 """
@@ -84,6 +84,7 @@ class Reading:
     value: float
     time_us: int
     unit: str | None
+    labels: str | None  # JSON, as stored
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,9 @@ async def sensor_stats(
     )
     first = last = None
     if edges:
-        first, last = (Reading(r["value"], r["reading_time"], r["unit"]) for r in (edges[0], edges[-1]))
+        first, last = (
+            Reading(r["value"], r["reading_time"], r["unit"], r["labels"]) for r in (edges[0], edges[-1])
+        )
     percentiles = None
     if 0 < aggregate.count <= EXACT_PERCENTILES_MAX or (aggregate.count and not histogram):
         percentiles = tuple(await pool.fetchval(EXACT_PERCENTILES, *key, start_us, end_us))

@@ -63,6 +63,33 @@ def close(a: float, b: float, rel: float = 1e-9) -> bool:
 # --- statistics --------------------------------------------------------------------------------
 
 
+async def test_stats_first_and_last_readings_carry_their_labels(
+    receiver: ReceiverServiceStub, assessor: AssessorServiceStub, sensor_id: str, db: asyncpg.Pool
+) -> None:
+    # One reading, two answers would be wrong: ListReadings and GetSensorStats both give its labels.
+    metrics = []
+    for i, site in enumerate(("plant-7", "plant-8")):
+        metric = metric_pb2.Metric(
+            sensor_id=sensor_id, metric_type="load", value=float(i), labels={"site": site}
+        )
+        metric.reading_time.FromMicroseconds(T0 + i * 1_000_000)
+        metrics.append(metric)
+    await receiver.PushMetrics(receiver_service_pb2.PushMetricsRequest(metrics=metrics), timeout=10)
+
+    async def stored() -> None:
+        assert await db.fetchval("SELECT count(*) FROM readings WHERE sensor_id = $1", sensor_id) == 2
+
+    await eventually(stored, what="both readings stored")
+    reply = await assessor.GetSensorStats(
+        pb.GetSensorStatsRequest(
+            sensor_id=sensor_id, metric_type="load", start_time=ts(T0), end_time=ts(T0 + HOUR_US)
+        ),
+        timeout=10,
+    )
+    assert dict(reply.stats.first_reading.labels) == {"site": "plant-7"}
+    assert dict(reply.stats.last_reading.labels) == {"site": "plant-8"}
+
+
 @pytest.fixture(scope="module")
 async def stats_sensor(receiver: ReceiverServiceStub, target: Target) -> tuple[str, list[tuple[int, float]]]:
     """Readings every 7 s from 30 min before T0 to 2 h 40 min after it, values in [-50, 150)."""
