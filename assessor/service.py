@@ -13,7 +13,7 @@ import asyncpg
 import grpc
 
 from assessor import paging, requests
-from assessor.aggregates import MINUTE_US, range_aggregate
+from assessor.aggregates import HOUR_US, MINUTE_US, range_aggregate
 from assessor.settings import AssessorSettings
 from assessor.stats import Reading, bucket_count, sensor_stats
 from assessor.watch import EventHub, Filter
@@ -25,13 +25,12 @@ from runtime.grpc_server import GrpcServer, add_servicer
 from runtime.identity import Identity, of_metadata
 from runtime.lifecycle import Stopped, retry_until_stopped
 from runtime.logging import setup_logging
+from runtime.validation import LEGACY_METRIC_TYPE
 
 log = logging.getLogger(__name__)
 
 SERVICE = pb.DESCRIPTOR.services_by_name["AssessorService"]
-LEGACY_METRIC_TYPE = "temperature"
 LEGACY_EVENT_TYPE = "TEMPERATURE_EXCEEDED"
-HOUR_US = 3_600_000_000
 DAY_US = 24 * HOUR_US
 MAX_BUCKETS = 1_000
 

@@ -27,12 +27,11 @@ from runtime.grpc_server import GrpcServer, add_servicer
 from runtime.identity import Identity, of_metadata
 from runtime.lifecycle import Stopped, retry_until_stopped
 from runtime.logging import setup_logging
-from runtime.validation import ArrivalClock, Limits, check_batch
+from runtime.validation import LEGACY_METRIC_TYPE, ArrivalClock, Limits, check_batch
 
 log = logging.getLogger(__name__)
 
 SERVICE = receiver_service_pb2.DESCRIPTOR.services_by_name["ReceiverService"]
-LEGACY_METRIC_TYPE = "temperature"
 
 Context = grpc.aio.ServicerContext[Any, Any]
 BatchRequest = (
