@@ -19,6 +19,7 @@ from runtime.errors import InvalidArgument, Violation
 
 # The original system's routes (POST and GET /api/v1/sensors/{uuid}/...) carry temperatures only.
 LEGACY_METRIC_TYPE = "temperature"
+
 SENSOR_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 METRIC_TYPE = re.compile(r"[a-z][a-z0-9_.]{0,63}")
 MAX_UNIT = 32
