@@ -13,6 +13,7 @@ import json
 from collections.abc import Sequence
 
 import asyncpg
+from google.protobuf import timestamp_pb2
 
 from metrics.v1 import event_pb2, metric_pb2
 from runtime import postgres
@@ -110,28 +111,21 @@ async def setup_connection(conn: asyncpg.Connection) -> None:
     await conn.execute(STAGING)
 
 
+def micros(t: timestamp_pb2.Timestamp) -> int:
+    """A timestamp as microseconds since 1970, as the tables keep times (runtime.postgres)."""
+    return t.seconds * 1_000_000 + t.nanos // 1000
+
+
 def reading_rows(batch: metric_pb2.MetricBatch, rows: list[ReadingRow]) -> None:
     for m in batch.metrics:
-        t = m.reading_time
         labels = json.dumps(dict(m.labels)) if m.labels else None
-        rows.append(
-            (
-                m.sensor_id,
-                m.metric_type,
-                t.seconds * 1_000_000 + t.nanos // 1000,
-                m.value,
-                m.unit or None,
-                labels,
-            )
-        )
+        rows.append((m.sensor_id, m.metric_type, micros(m.reading_time), m.value, m.unit or None, labels))
 
 
 def event_row(event: event_pb2.Event) -> EventRow:
-    r, d = event.reading_time, event.detect_time
     return (
         event.event_id, event.kind, event.sensor_id, event.metric_type, event.value,
-        r.seconds * 1_000_000 + r.nanos // 1000, event.threshold, event.count,
-        d.seconds * 1_000_000 + d.nanos // 1000,
+        micros(event.reading_time), event.threshold, event.count, micros(event.detect_time),
     )  # fmt: skip
 
 
