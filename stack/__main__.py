@@ -85,7 +85,7 @@ def up(settings: StackSettings) -> int:
             asyncio.run(bootstrap.topics(settings))
     say(f"Metrics is up in {time.monotonic() - started:.1f} s")
     _print_table(settings, sup, all_parts)
-    ca = certs.paths(settings).ca if settings.tls_certificate_file is None else None
+    ca = certs.paths(settings).ca
     print(f"\nHTTP/JSON and gRPC with a token (make token): https://127.0.0.1:{settings.envoy_tls_port}"
           + (f"  (CA: {ca})" if ca else ""))  # fmt: skip
     if settings.envoy_plaintext:

@@ -39,24 +39,28 @@ class Tls:
 
 
 def paths(settings: StackSettings) -> Tls:
+    """Where the files are: the configured ones, or the local ones (which ensure() makes)."""
+    if settings.tls_certificate_file is not None and settings.tls_private_key_file is not None:
+        return Tls(settings.tls_certificate_file, settings.tls_private_key_file, None)
     folder = settings.state_dir / "tls"
     return Tls(folder / "server.pem", folder / "server-key.pem", folder / "ca.pem")
 
 
+def client_ca(settings: StackSettings) -> Path | None:
+    """The CA of device certificates: the configured one, else the local CA (None with own files)."""
+    return settings.tls_client_ca_file or paths(settings).ca
+
+
 def ensure(settings: StackSettings) -> Tls:
     """The configured certificate files, or the local ones, made (or renewed) when missing."""
-    cert_file, key_file = settings.tls_certificate_file, settings.tls_private_key_file
-    if cert_file is not None or key_file is not None:
-        if cert_file is None or key_file is None:
-            raise SetupError(
-                "set both METRICS_TLS_CERTIFICATE_FILE and METRICS_TLS_PRIVATE_KEY_FILE, or neither"
-            )
-        for path in (cert_file, key_file):
+    if (settings.tls_certificate_file is None) != (settings.tls_private_key_file is None):
+        raise SetupError("set both METRICS_TLS_CERTIFICATE_FILE and METRICS_TLS_PRIVATE_KEY_FILE, or neither")
+    tls = paths(settings)
+    if tls.ca is None:
+        for path in (tls.certificate, tls.private_key):
             if not path.is_file():
                 raise SetupError(f"TLS file {path} does not exist")
-        return Tls(cert_file, key_file, None)
-    tls = paths(settings)
-    assert tls.ca is not None
+        return tls
     if not (tls.ca.exists() and _ca_key_file(tls.ca).exists()):
         say(f"Creating the local certificate authority ({tls.ca})")
         tls.ca.parent.mkdir(parents=True, exist_ok=True)

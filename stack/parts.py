@@ -140,9 +140,9 @@ def parts(settings: StackSettings) -> list[Part]:
 
 
 def _envoy_files(settings: StackSettings) -> list[Path]:
-    tls = certs.ensure(settings)
-    client_ca = settings.tls_client_ca_file or tls.ca
-    return [tls.certificate, tls.private_key, tokens.jwks_path(settings), *([client_ca] if client_ca else [])]
+    tls = certs.paths(settings)  # made by prepare.everything; listing the parts makes nothing
+    ca = certs.client_ca(settings)
+    return [tls.certificate, tls.private_key, tokens.jwks_path(settings), *([ca] if ca else [])]
 
 
 def supervisord_conf(settings: StackSettings, all_parts: list[Part]) -> str:

@@ -235,6 +235,6 @@ def envoy_file(path: Path, settings: StackSettings) -> None:
             certificate=tls.certificate,
             private_key=tls.private_key,
             jwks=tokens.ensure_keys(settings),
-            client_ca=settings.tls_client_ca_file or tls.ca,
+            client_ca=certs.client_ca(settings),
         )
     )

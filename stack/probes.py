@@ -85,7 +85,7 @@ async def service_via_envoy(settings: StackSettings, name: str) -> None:
 def front_door_credentials(settings: StackSettings, token: str | None = None) -> grpc.ChannelCredentials:
     """TLS trusting the local CA (or the system's roots for a configured certificate) and a bearer
     token: the one given, or a short-lived admin token of the stack's own key."""
-    ca = certs.paths(settings).ca if settings.tls_certificate_file is None else None
+    ca = certs.paths(settings).ca
     if token is None:
         token = tokens.mint(*tokens.signing_key(settings), scopes=["admin"], sensors=[""], ttl_s=300,
                             tier="gateway", subject="stack")  # fmt: skip

@@ -67,7 +67,7 @@ def foreign_token(kid: str, claims: dict[str, Any]) -> str:
     return jwt.encode(claims, key, algorithm="ES256", headers={"kid": kid})
 
 
-def claims(target: Target, **overrides: Any) -> dict[str, Any]:
+def claims(**overrides: Any) -> dict[str, Any]:
     """Valid claims of a token covering everything, with overrides."""
     now = int(time.time())
     base = {"iss": tokens.ISSUER, "aud": tokens.AUDIENCE, "sub": "test", "jti": f"test-{time.time_ns()}",

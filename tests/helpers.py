@@ -45,6 +45,7 @@ def _request(
     method: str,
     url: str,
     body: Any = None,
+    *,
     raw: bytes | None = None,
     headers: dict[str, str] | None = None,
     tls: ssl.SSLContext | None = None,
@@ -61,18 +62,11 @@ def _request(
 
 
 async def http_full(
-    method: str,
-    url: str,
-    body: Any = None,
-    *,
-    raw: bytes | None = None,
-    headers: dict[str, str] | None = None,
-    tls: ssl.SSLContext | None = None,
+    method: str, url: str, body: Any = None, **options: Any
 ) -> tuple[int, dict[str, str], Any]:
-    """(status, response headers, parsed JSON body) of an HTTP request; the body is None when empty."""
-    status, response_headers, payload = await asyncio.to_thread(
-        _request, method, url, body, raw, headers, tls
-    )
+    """(status, response headers, parsed JSON body) of an HTTP request (raw, headers, tls: as
+    _request); the body is None when empty."""
+    status, response_headers, payload = await asyncio.to_thread(_request, method, url, body, **options)
     if not payload:
         return status, response_headers, None
     content_type = response_headers.get("content-type", "")
@@ -81,7 +75,7 @@ async def http_full(
 
 
 async def http(method: str, url: str, body: Any = None, **options: Any) -> tuple[int, Any]:
-    """(status, parsed JSON body) of an HTTP request (raw, headers, tls: as http_full)."""
+    """(status, parsed JSON body) of an HTTP request (raw, headers, tls: as _request)."""
     status, _, parsed = await http_full(method, url, body, **options)
     return status, parsed
 

@@ -107,17 +107,17 @@ def test_plaintext_to_the_tls_port_gets_no_http_answer(target: Target) -> None:
 def bad_tokens(target: Target) -> dict[str, str | None]:
     now = int(time.time())
     _, kid = front_door.signing_key(target)
-    without_tier = claims(target)
+    without_tier = claims()
     del without_tier["tier"]
     return {
         "missing": None,
         "not a JWT": "not-a-token",
-        "expired": signed(target, claims(target, iat=now - 900, nbf=now - 900, exp=now - 300)),
-        "not yet valid": signed(target, claims(target, nbf=now + 600)),
-        "forged signature": foreign_token(kid, claims(target)),
-        "unknown key id": foreign_token("no-such-key", claims(target)),
-        "wrong audience": signed(target, claims(target, aud="another-service")),
-        "wrong issuer": signed(target, claims(target, iss="someone-else")),
+        "expired": signed(target, claims(iat=now - 900, nbf=now - 900, exp=now - 300)),
+        "not yet valid": signed(target, claims(nbf=now + 600)),
+        "forged signature": foreign_token(kid, claims()),
+        "unknown key id": foreign_token("no-such-key", claims()),
+        "wrong audience": signed(target, claims(aud="another-service")),
+        "wrong issuer": signed(target, claims(iss="someone-else")),
         # Envoy accepts it (the signature is good); the services refuse claims they cannot use.
         "no tier claim": signed(target, without_tier),
     }
@@ -242,7 +242,7 @@ async def test_a_batch_with_one_foreign_sensor_is_refused_whole(
 async def test_an_identity_header_a_client_writes_is_not_believed(
     target: Target, channel: grpc.aio.Channel, sensor_id: str
 ) -> None:
-    spoofed = base64.urlsafe_b64encode(json.dumps(claims(target, scope="admin")).encode()).decode()
+    spoofed = base64.urlsafe_b64encode(json.dumps(claims(scope="admin")).encode()).decode()
     narrow = token(target, sensors=("nobody-",))
     # TLS port: the token's claims count, not the header beside it.
     status, body = await http(
@@ -257,7 +257,7 @@ async def test_an_identity_header_a_client_writes_is_not_believed(
         )  # fmt: skip
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
     # Plaintext port: a header naming a narrow identity is dropped (were it believed, refused).
-    narrow_claims = base64.urlsafe_b64encode(json.dumps(claims(target, sensors=["nobody-"])).encode())
+    narrow_claims = base64.urlsafe_b64encode(json.dumps(claims(sensors=["nobody-"])).encode())
     status, body = await http(
         "POST", f"{target.envoy_url}/v1/metrics:push", {"metrics": [as_json(reading(sensor_id, 1))]},
         headers={IDENTITY_HEADER: narrow_claims.decode()},
