@@ -205,11 +205,19 @@ deadletters: proto ## List or replay dead-lettered records (ARGS="list", ARGS="r
 	@$(PY) -m deadletters $(ARGS)
 
 .PHONY: lint
-lint: proto ## ruff, mypy and buf lint
+lint: proto packages ## ruff, mypy, buf lint, and promtool on Prometheus's configuration and rules (with their tests)
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
 	@$(VENV)/bin/mypy
 	@$(MAKE) proto-lint
+	@promtool check rules --lint-fatal prometheus/rules.yml
+	@cd prometheus && promtool test rules rules.test.yml
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+		$(PY) -m stack.prometheus_config > "$$tmp/prometheus.yml" && promtool check config --lint-fatal "$$tmp/prometheus.yml"
+
+.PHONY: packages
+packages: venv ## Install the Debian packages the stack needs (as root) when any is missing
+	@$(PY) -m stack packages
 
 .PHONY: fmt
 fmt: venv ## Format the Python code

@@ -360,6 +360,7 @@ async def main(stop: asyncio.Event) -> None:
             config.grpc_address,
             [SERVICE.full_name],
             [lambda s: add_servicer(s, SERVICE, assessor)],
+            metrics_port=config.metrics_port,
         )
         await server.start()
         await server.set_serving()

@@ -11,6 +11,7 @@ from runtime.settings import ServiceSettings, secret
 @dataclass(frozen=True)
 class AssessorSettings(KafkaSettings, ServiceSettings):
     grpc_port: int = 50054
+    metrics_port: int = 51054
     # A role that can only read (the local stack's metrics_reader).
     postgres_dsn: str = secret("postgresql://metrics_reader@127.0.0.1:55432/metrics")
     postgres_password: str = secret("")

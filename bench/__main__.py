@@ -22,7 +22,7 @@ from runtime import cli, postgres
 from simulator.__main__ import progress as print_progress
 from stack import certs, procfs, tokens
 from stack import settings as stack_settings
-from stack.parts import SERVICES
+from stack.settings import SERVICES
 from stack.supervisor import Supervisor
 
 RESULTS = Path(__file__).parent / "results"

@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench import processes
-from stack import procfs
+from stack import parts, procfs
+from stack import settings as stack_settings
 from stack.settings import ROOT
 
 FLEET_LOAD = ROOT / "clients" / "go" / "bin" / "fleet-load"
@@ -100,9 +102,7 @@ class NoopReceiver:
     """bench.noop_receiver in a process of its own, on a free port."""
 
     def __init__(self) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self._proc: asyncio.subprocess.Process | None = None
 
@@ -119,6 +119,68 @@ class NoopReceiver:
         if self._proc is not None and self._proc.returncode is None:
             self._proc.terminate()
             await self._proc.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class SideReceiver:
+    """A receiver as the stack runs it (its workers, its settings, its Kafka login), on ports of its
+    own: with Prometheus metrics (`measured`) or without (no interceptor, nothing served)."""
+
+    def __init__(self, measured: bool) -> None:
+        self.address = f"127.0.0.1:{free_port()}"
+        self._measured = measured
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def __aenter__(self) -> SideReceiver:
+        stack = stack_settings.load()
+        (part,) = [p for p in parts.parts(stack) if p.name == "receiver"]
+        env = {
+            **os.environ,
+            **part.env,
+            "METRICS_RECEIVER_GRPC_PORT": self.address.rpartition(":")[2],
+            "METRICS_RECEIVER_METRICS_PORT": str(free_port() if self._measured else 0),
+        }
+        self._proc = await asyncio.create_subprocess_exec(*part.command, env=env, cwd=ROOT)
+        async with grpc.aio.insecure_channel(self.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while (
+                await stub.Check(health_pb2.HealthCheckRequest(), timeout=30, wait_for_ready=True)
+            ).status != (health_pb2.HealthCheckResponse.SERVING):
+                await asyncio.sleep(0.1)
+        return self
+
+    def cpu_seconds(self) -> float:
+        assert self._proc is not None
+        return procfs.tree_cpu_seconds(self._proc.pid)
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.terminate()
+            await self._proc.wait()
+
+
+async def metrics_cost(fleet: Fleet, seconds: float, rounds: int = 3) -> tuple[float, float]:
+    """Receiver CPU seconds per million one-reading calls with Prometheus metrics and without, each
+    straight to a receiver of its own (no Envoy), alternating in short runs."""
+    cpu = {True: 0.0, False: 0.0}
+    calls = {True: 0, False: 0}
+    for i in range(rounds):
+        for measured in (True, False):
+            async with SideReceiver(measured) as receiver:
+                before = receiver.cpu_seconds()
+                name = f"metrics-{'on' if measured else 'off'}-{i}"
+                load = await fleet.run(
+                    name, "unary", seconds / rounds, concurrency=64, target=receiver.address
+                )
+                cpu[measured] += receiver.cpu_seconds() - before
+                calls[measured] += load.acked
+    on, off = (cpu[m] / max(calls[m], 1) * 1e6 for m in (True, False))
+    return on, off
 
 
 @dataclass(frozen=True)
@@ -149,6 +211,11 @@ async def suite(
     await drained()
     unary = await fleet.run("unary", "unary", seconds, concurrency=64)
     tls_calls_per_s, tls_vs_plain = await door_cost(fleet, tls, seconds)
+    with_metrics, without_metrics = await metrics_cost(fleet, seconds)
+    say(
+        f"  receiver CPU s per million one-reading calls: {with_metrics:.1f} with Prometheus metrics, "
+        f"{without_metrics:.1f} without (+{with_metrics / without_metrics - 1:.1%})"
+    )
     http = await fleet.run("http", "http", seconds, concurrency=64)
     legacy = await fleet.run("legacy", "legacy", seconds, concurrency=64)
     sync = await fleet.run("sync", "sync", seconds, streams=1000, warmup="2s")
@@ -159,6 +226,9 @@ async def suite(
     results["fleet_unary_vs_noop"] = unary.result["calls_per_s"] / noop_unary.result["calls_per_s"]
     results["fleet_tls_unary_calls_per_s"] = tls_calls_per_s
     results["tls_token_vs_plain"] = tls_vs_plain
+    results["cpu_per_m_calls_metrics_on"] = with_metrics
+    results["cpu_per_m_calls_metrics_off"] = without_metrics
+    results["metrics_cpu_on_vs_off"] = with_metrics / without_metrics
     results["fleet_http_calls_per_s"] = http.result["calls_per_s"]
     results["fleet_legacy_calls_per_s"] = legacy.result["calls_per_s"]
     results["fleet_sync_readings_per_s"] = sync.result["readings_per_s"]

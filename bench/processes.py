@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from stack import settings as stack_settings
-from stack.parts import SERVICES
 from stack.procfs import cpu_seconds, tree_cpu_seconds
+from stack.settings import SERVICES
 from stack.supervisor import Supervisor
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -22,10 +23,11 @@ from aiokafka.errors import CommitFailedError
 from google.protobuf import timestamp_pb2
 
 from metrics.v1 import event_pb2, metric_pb2
+from processor import instruments
 from processor.counters import Counters, field_of
 from processor.rules import Rule, event_id, parse_rules
 from processor.settings import ProcessorSettings
-from runtime import kafka, settings
+from runtime import consumer_lag, kafka, settings
 from runtime.dead_letters import DeadLetters
 from runtime.failpoints import Failpoints
 from runtime.grpc_server import GrpcServer
@@ -70,6 +72,7 @@ class Processor:
             )
             if not rounds:
                 continue
+            began = time.perf_counter()
             # Each partition on its own: one that fails is read again from its commit (and what
             # was counted is skipped then); the others are committed.
             outcomes = await asyncio.gather(
@@ -85,6 +88,7 @@ class Processor:
             if done:
                 self._failpoint("processor.before_commit")
                 await self._commit(done)
+            instruments.ROUND_SECONDS.observe(time.perf_counter() - began)
 
     async def flush_pending(self, partitions: Sequence[int]) -> None:
         """Produces events stored but maybe not produced before a crash or a rebalance."""
@@ -94,15 +98,16 @@ class Processor:
     async def _process(self, tp: TopicPartition, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         args: list[Any] = []
         resets: dict[str, int] = {}
-        dead: list[tuple[ConsumerRecord[bytes, bytes], str]] = []
+        dead: list[tuple[ConsumerRecord[bytes, bytes], Unusable]] = []
         detect_time = timestamp_pb2.Timestamp()
         detect_time.GetCurrentTime()
         for record in records:
             try:
                 batch = read_metric_batch(record)
             except Unusable as exc:
-                dead.append((record, str(exc)))
+                dead.append((record, exc))
                 continue
+            instruments.READINGS.inc(len(batch.metrics))
             script_args(args, batch.metrics, self._rules, detect_time, resets)
         if dead:
             await self._dead_letters.send(dead)
@@ -129,6 +134,7 @@ class Processor:
         await asyncio.gather(*acks)
         self._failpoint("processor.after_produce")
         await self._counters.confirm(partition, len(events))
+        instruments.EVENTS.inc(len(events))
         log.info("produced %d event(s) of partition %d", len(events), partition)
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
@@ -210,7 +216,7 @@ async def main(stop: asyncio.Event) -> None:
     producer = kafka.make_producer(config, "processor")
     consumer = kafka.make_consumer(config, "processor")
     listener = _FlushOnAssign()
-    server = GrpcServer(config.grpc_address, [])
+    server = GrpcServer(config.grpc_address, [], metrics_port=config.metrics_port)
     await server.start()
     try:
         await retry_until_stopped("Redis", redis_client.ping, stop)
@@ -233,7 +239,11 @@ async def main(stop: asyncio.Event) -> None:
             "serving; rules: %s",
             ", ".join(f"{r.metric_type} >= {r.threshold:g} x{r.count}" for r in rules.values()),
         )
-        await processor.run(stop)
+        lag = asyncio.create_task(consumer_lag.watch(consumer, config.consumer_group, stop))
+        try:
+            await processor.run(stop)
+        finally:
+            lag.cancel()
     except Stopped:
         pass
     finally:

@@ -11,6 +11,7 @@ from runtime.settings import ServiceSettings, secret
 @dataclass(frozen=True)
 class ProcessorSettings(ConsumerSettings, ServiceSettings):
     grpc_port: int = 50052
+    metrics_port: int = 51052
     kafka_username: str = "processor"
     # An ACL user allowed the counters' commands and keys only (the local stack's `processor`).
     redis_url: str = "redis://processor@127.0.0.1:56379/0"

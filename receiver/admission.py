@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
+from receiver.instruments import ADMISSION_WAIT_SECONDS
 from runtime.errors import ResourceExhausted
 
 
@@ -45,9 +47,11 @@ class Admission:
         admitted = asyncio.get_running_loop().create_future()
         self._queue.append((n, need, admitted))
         self.waiting += need
+        began = time.perf_counter()
         try:
             await asyncio.wait_for(admitted, self.wait_s)
         except BaseException as exc:
+            ADMISSION_WAIT_SECONDS.observe(time.perf_counter() - began)
             if admitted.cancelled():  # timed out, or the caller went away while waiting
                 self.waiting -= need
                 self._admit_waiting()  # the next in line may fit, now this one is gone
@@ -56,6 +60,7 @@ class Admission:
             if isinstance(exc, TimeoutError):
                 raise self._exhausted() from None
             raise
+        ADMISSION_WAIT_SECONDS.observe(time.perf_counter() - began)
 
     def release(self, n: int) -> None:
         self.in_flight -= n

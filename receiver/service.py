@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
 from metrics.v1 import metric_pb2, receiver_service_pb2, receiver_service_pb2_grpc
+from receiver import instruments
 from receiver.admission import Admission
 from receiver.budgets import StreamBudgets
 from receiver.settings import ReceiverSettings
@@ -51,22 +53,38 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
         self._clock = clock
         self._budgets = StreamBudgets()
 
-    async def _accept(self, request: BatchRequest, caller: Identity | None, field: str = "metrics") -> int:
-        """Validates and writes one batch; returns once Kafka has all of it."""
+    async def _accept(
+        self, request: BatchRequest, caller: Identity | None, field: str = "metrics", streamed: bool = False
+    ) -> int:
+        """Validates and writes one batch; returns once Kafka has all of it. A stream's message
+        counts against the caller's rate (Envoy counted the stream's opening)."""
+        began = time.perf_counter()
         n = len(request.metrics)
+        try:
+            if streamed:
+                self._take_budget(caller)
+            await self._admit_and_write(request, n, caller, field)
+        except Exception as exc:
+            _counted(began, n, exc)
+            raise
+        _counted(began, n)
+        return n
+
+    async def _admit_and_write(
+        self, request: BatchRequest, n: int, caller: Identity | None, field: str = "metrics"
+    ) -> None:
         # Room first: a batch refused for want of it costs no validation.
         await self._admission.acquire(n)
         await self._write_admitted(request, n, caller, field)
-        return n
 
     def _start(self, request: BatchRequest, caller: Identity | None) -> asyncio.Future[Any]:
-        """Like _accept without waiting: the future is done once Kafka has the batch, or failed.
-        Only a batch that must wait for room costs a task."""
+        """Like _accept without waiting or counting (_acknowledge counts): the future is done once
+        Kafka has the batch, or failed. Only a batch that must wait for room costs a task."""
         try:
             self._take_budget(caller)
             n = len(request.metrics)
             if not self._admission.try_acquire(n):
-                return asyncio.ensure_future(self._accept(request, caller))
+                return asyncio.ensure_future(self._admit_and_write(request, n, caller))
             return self._write_admitted(request, n, caller)
         except Exception as exc:  # noqa: BLE001 - told to the client in the batch's acknowledgement
             failed = asyncio.get_running_loop().create_future()
@@ -105,8 +123,7 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
         caller = _ingest_caller(context)
         accepted = batches = 0
         async for request in request_iterator:
-            self._take_budget(caller)
-            accepted += await self._accept(request, caller, field=f"[{batches}].metrics")
+            accepted += await self._accept(request, caller, field=f"[{batches}].metrics", streamed=True)
             batches += 1
         return receiver_service_pb2.StreamMetricsResponse(accepted_count=accepted, batch_count=batches)
 
@@ -117,12 +134,14 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
         # One acknowledgement per batch, in order. Writes are pipelined: the next batch is read and
         # sent to Kafka while earlier ones wait for their acknowledgement.
         caller = _ingest_caller(context)
-        pending: asyncio.Queue[tuple[int, int, asyncio.Future[Any]] | None] = asyncio.Queue(maxsize=64)
+        pending: asyncio.Queue[tuple[int, int, float, asyncio.Future[Any]] | None] = asyncio.Queue(maxsize=64)
 
         async def read() -> None:
             try:
                 async for request in request_iterator:
-                    await pending.put((request.sequence, len(request.metrics), self._start(request, caller)))
+                    began = time.perf_counter()
+                    written = self._start(request, caller)
+                    await pending.put((request.sequence, len(request.metrics), began, written))
             finally:
                 await pending.put(None)
 
@@ -139,10 +158,14 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
         self, request: receiver_service_pb2.RecordLegacyMeasurementRequest, context: Context
     ) -> receiver_service_pb2.RecordLegacyMeasurementResponse:
         caller = _ingest_caller(context)
-        if caller is not None:
-            caller.require_sensors([request.sensor_uuid], "sensor_uuid")
-        if not request.HasField("temperature"):
-            raise InvalidArgument([Violation("temperature", "is required: a number")])
+        try:
+            if caller is not None:
+                caller.require_sensors([request.sensor_uuid], "sensor_uuid")
+            if not request.HasField("temperature"):
+                raise InvalidArgument([Violation("temperature", "is required: a number")])
+        except ServiceError as exc:
+            _counted(time.perf_counter(), 1, exc)
+            raise
         metric = metric_pb2.Metric(
             sensor_id=request.sensor_uuid, metric_type=LEGACY_METRIC_TYPE, value=request.temperature
         )
@@ -162,7 +185,6 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
         return receiver_service_pb2.RecordLegacyMeasurementResponse(result=True, response="OK")
 
     def _take_budget(self, caller: Identity | None) -> None:
-        """A stream message counts against its token's rate (Envoy counted the stream's opening)."""
         if caller is not None:
             self._budgets.take(caller)
 
@@ -176,15 +198,34 @@ def _ingest_caller(context: Context) -> Identity | None:
 
 
 async def _acknowledge(
-    sequence: int, readings: int, written: asyncio.Future[Any]
+    sequence: int, readings: int, began: float, written: asyncio.Future[Any]
 ) -> receiver_service_pb2.SyncMetricsResponse:
     try:
         await written
     except Exception as exc:
+        _counted(began, readings, exc)
         if not isinstance(exc, ServiceError):
             log.exception("batch %d failed", sequence)
         return receiver_service_pb2.SyncMetricsResponse(sequence=sequence, status=status_of(exc))
+    _counted(began, readings)
     return receiver_service_pb2.SyncMetricsResponse(sequence=sequence, accepted_count=readings)
+
+
+async def _sample(admission: Admission, interval_s: float = 1.0) -> None:
+    """The admission's gauges, set now and then rather than on every call."""
+    while True:
+        instruments.IN_FLIGHT.set(admission.in_flight)
+        instruments.WAITING.set(admission.waiting)
+        await asyncio.sleep(interval_s)
+
+
+def _counted(began: float, readings: int, refused: BaseException | None = None) -> None:
+    """A batch acknowledged or refused: its readings by outcome, and how long it took."""
+    instruments.ACK_SECONDS.observe(time.perf_counter() - began)
+    if refused is None:
+        instruments.ACCEPTED.inc(readings)
+    else:
+        instruments.refused(readings, refused)
 
 
 def _as_batch(request: BatchRequest, sensors: set[str]) -> bytes | None:
@@ -227,6 +268,7 @@ async def main(stop: asyncio.Event) -> None:
         [lambda s: add_servicer(s, SERVICE, Receiver(writer, admission, limits, clock), shed=admission.full)],
         max_message_bytes=config.max_message_bytes,
         reuse_port=index is not None,
+        metrics_port=config.metrics_port,
     )
     await server.start()
     try:
@@ -234,10 +276,12 @@ async def main(stop: asyncio.Event) -> None:
         # Not serving (for health checks and load balancers) while Kafka does not answer.
         watch.on_change(server.set_serving)
         watching = asyncio.create_task(watch.run())
+        sampling = asyncio.create_task(_sample(admission))
         await server.set_serving()
         log.info("serving")
         await stop.wait()
         watching.cancel()
+        sampling.cancel()
     except Stopped:
         pass
     finally:

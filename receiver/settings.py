@@ -11,6 +11,7 @@ from runtime.settings import ServiceSettings
 @dataclass(frozen=True)
 class ReceiverSettings(KafkaSettings, ServiceSettings):
     grpc_port: int = 50051
+    metrics_port: int = 51051
     kafka_username: str = "receiver"
     # Processes sharing the port (SO_REUSEPORT); 0 = one per CPU core. Python's per-call work is
     # what limits one-reading calls, and one process uses one core.

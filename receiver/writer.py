@@ -6,6 +6,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ from aiokafka.errors import (
 from aiokafka.partitioner import murmur2
 
 from metrics.v1 import metric_pb2
+from receiver.instruments import PRODUCE_SECONDS
 from runtime import kafka
 from runtime.errors import InvalidArgument, ServiceError, Unavailable, Violation
 
@@ -204,6 +206,7 @@ class MetricsWriter:
         producer = self._producer.current
         value = record.chunks[0] if len(record.chunks) == 1 else b"".join(record.chunks)
         key = record.sensor.encode() if record.sensor is not None else None
+        began = time.perf_counter()
         try:
             async with asyncio.timeout(self._ack_timeout_s):
                 ack = await producer.send(self._topic, value, key=key, partition=partition, headers=HEADERS)
@@ -211,6 +214,7 @@ class MetricsWriter:
         except Exception as exc:  # noqa: BLE001 - every failure is told to the callers, as a status
             record.settle(await self._error(exc, producer))
         else:
+            PRODUCE_SECONDS.observe(time.perf_counter() - began)
             record.settle(None)
 
     async def _error(self, exc: Exception, producer: AIOKafkaProducer) -> Exception:

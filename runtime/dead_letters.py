@@ -7,6 +7,7 @@ import logging
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
+from prometheus_client import Counter
 
 from runtime.kafka import (
     DEAD_LETTER_CONSUMER_HEADER,
@@ -14,8 +15,15 @@ from runtime.kafka import (
     DEAD_LETTER_SOURCE_HEADER,
     KafkaSettings,
 )
+from runtime.records import Unusable
 
 log = logging.getLogger(__name__)
+
+DEAD_LETTERS = Counter(
+    "metrics_dead_letters_total",
+    "Records a consumer group sent to the dead-letter topic, by reason (runtime/records.py kinds).",
+    ("group", "reason"),
+)
 
 
 class DeadLetters:
@@ -23,11 +31,13 @@ class DeadLetters:
         self._producer = producer
         self._topic = settings.dead_letter_topic
         self._group = consumer_group.encode()
+        self._counted = consumer_group
 
-    async def send(self, records: Sequence[tuple[ConsumerRecord[bytes, bytes], str]]) -> None:
-        """Produces each (record, reason) to the dead-letter topic and waits for the acknowledgements."""
+    async def send(self, records: Sequence[tuple[ConsumerRecord[bytes, bytes], Unusable]]) -> None:
+        """Produces each (record, why) to the dead-letter topic and waits for the acknowledgements."""
         acks = []
-        for record, reason in records:
+        for record, why in records:
+            reason = str(why)
             source = f"{record.topic}[{record.partition}]@{record.offset}"
             log.warning("dead-lettering %s: %s", source, reason)
             headers = [
@@ -38,3 +48,5 @@ class DeadLetters:
             ]
             acks.append(await self._producer.send(self._topic, record.value, key=record.key, headers=headers))
         await asyncio.gather(*acks)
+        for _, why in records:
+            DEAD_LETTERS.labels(self._counted, why.kind).inc()

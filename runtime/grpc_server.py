@@ -14,7 +14,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from runtime import telemetry
 from runtime.errors import ServiceError, Undecodable, Violation
+from runtime.grpc_metrics import GrpcMetrics
 
 log = logging.getLogger(__name__)
 
@@ -203,12 +205,17 @@ class GrpcServer:
         register: Sequence[Callable[[grpc.aio.Server], None]] = (),
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         reuse_port: bool = False,
+        metrics_port: int = 0,
     ) -> None:
         """`reuse_port`: several processes of one service share the address (runtime/workers.py);
-        otherwise a second process on it fails to start rather than quietly share the calls."""
+        otherwise a second process on it fails to start rather than quietly share the calls.
+        `metrics_port`: Prometheus metrics on the address's host and this port, every call counted
+        and timed (runtime/grpc_metrics.py); 0: none."""
         self.address = address
+        self.metrics_port = metrics_port
         self.service_names = tuple(service_names)
         self._server = grpc.aio.server(
+            interceptors=[GrpcMetrics()] if metrics_port else [],
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
@@ -236,6 +243,7 @@ class GrpcServer:
         await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self._server.start()
         log.info("gRPC server listening on %s", self.address)
+        telemetry.serve(self.address.rpartition(":")[0], self.metrics_port)
 
     async def set_serving(self, serving: bool = True) -> None:
         status = (

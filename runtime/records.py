@@ -28,7 +28,12 @@ M = TypeVar("M", metric_pb2.MetricBatch, event_pb2.Event)
 
 
 class Unusable(Exception):
-    """A record no consumer can use; the message is the reason written with its dead letter."""
+    """A record no consumer can use; the message is the reason written with its dead letter, and
+    `kind` the short reason its count goes by (metrics_dead_letters_total)."""
+
+    def __init__(self, reason: str, kind: str = "invalid") -> None:
+        super().__init__(reason)
+        self.kind = kind
 
 
 def read_metric_batch(record: ConsumerRecord[bytes, bytes]) -> metric_pb2.MetricBatch:
@@ -36,7 +41,7 @@ def read_metric_batch(record: ConsumerRecord[bytes, bytes]) -> metric_pb2.Metric
     _check_type(record, kafka.METRIC_BATCH_TYPE)
     batch = _decode(metric_pb2.MetricBatch, record)
     if len(batch.metrics) > kafka.MAX_RECORD_READINGS:
-        raise Unusable(kafka.oversized(len(batch.metrics)))
+        raise Unusable(kafka.oversized(len(batch.metrics)), "oversized")
     sensors, violations = check_stored(batch.metrics, LIMITS)
     _check(violations)
     if record.key is not None:
@@ -44,7 +49,8 @@ def read_metric_batch(record: ConsumerRecord[bytes, bytes]) -> metric_pb2.Metric
         if sensors != {key}:
             raise Unusable(
                 f"key {key[:140]!r} is not the sensor id of every reading "
-                "(a record of several sensors has no key)"
+                "(a record of several sensors has no key)",
+                "wrong_key",
             )
     return batch
 
@@ -60,17 +66,17 @@ def read_event(record: ConsumerRecord[bytes, bytes]) -> event_pb2.Event:
 def _check_type(record: ConsumerRecord[bytes, bytes], expected: str) -> None:
     found = [v for k, v in record.headers or () if k == kafka.MESSAGE_TYPE_HEADER]
     if not found:
-        raise Unusable(f"no {kafka.MESSAGE_TYPE_HEADER} header (expected {expected})")
+        raise Unusable(f"no {kafka.MESSAGE_TYPE_HEADER} header (expected {expected})", "wrong_type")
     if found[-1] != expected.encode():
         shown = found[-1][:100].decode(errors="replace")
-        raise Unusable(f"{kafka.MESSAGE_TYPE_HEADER} is {shown!r}, not {expected}")
+        raise Unusable(f"{kafka.MESSAGE_TYPE_HEADER} is {shown!r}, not {expected}", "wrong_type")
 
 
 def _decode(message_type: type[M], record: ConsumerRecord[bytes, bytes]) -> M:
     try:
         return message_type.FromString(record.value or b"")
     except DecodeError as exc:
-        raise Unusable(f"value is not a {message_type.DESCRIPTOR.full_name}: {exc}") from None
+        raise Unusable(f"value is not a {message_type.DESCRIPTOR.full_name}: {exc}", "undecodable") from None
 
 
 def _check(violations: list[Violation]) -> None:

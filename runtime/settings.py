@@ -150,6 +150,8 @@ class ServiceSettings:
 
     grpc_host: str = "127.0.0.1"
     grpc_port: int = 0
+    # Prometheus metrics over HTTP (/metrics) on grpc_host; 0 = none (and no per-call counting).
+    metrics_port: int = 0
     log_level: str = "INFO"
     # On SIGTERM: how long running calls and in-flight batches get to finish.
     shutdown_grace_s: float = 10.0

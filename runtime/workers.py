@@ -16,6 +16,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+
+from runtime import telemetry
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +54,14 @@ def die_with_parent() -> None:
         sys.exit("the parent of this worker is gone")  # it died before prctl took effect
 
 
-def supervise(service: str, count: int, grace_s: float) -> None:
-    """Runs `count` workers of `service` until SIGTERM or SIGINT, then stops them within `grace_s`."""
+def supervise(service: str, count: int, grace_s: float, metrics: tuple[str, int] = ("", 0)) -> None:
+    """Runs `count` workers of `service` until SIGTERM or SIGINT, then stops them within `grace_s`.
+    `metrics`: the host and port to serve the workers' Prometheus metrics on, summed (0: none)."""
+    with telemetry.shared_by_workers(*metrics) as forget:
+        _supervise(service, count, grace_s, forget)
+
+
+def _supervise(service: str, count: int, grace_s: float, forget: Callable[[int], None]) -> None:
     stopping = False
 
     def stop(signum: int, _frame: object) -> None:
@@ -77,6 +86,7 @@ def supervise(service: str, count: int, grace_s: float) -> None:
                 log.error(
                     "worker %d (PID %d) exited with %s; starting it again", index, proc.pid, proc.returncode
                 )
+                forget(proc.pid)
                 time.sleep(RESTART_DELAY_S)
                 workers[index] = start(index)
     deadline = time.monotonic() + grace_s

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError
 
-from runtime import kafka, postgres, settings
+from runtime import consumer_lag, kafka, postgres, settings
 from runtime.dead_letters import DeadLetters
 from runtime.failpoints import Failpoints
 from runtime.grpc_server import GrpcServer
@@ -23,14 +24,14 @@ from runtime.lifecycle import Stopped, retry_until_stopped
 from runtime.logging import setup_logging
 from runtime.partitions import FailingPartitions
 from runtime.records import Unusable, read_event, read_metric_batch
-from saver import store
+from saver import instruments, store
 from saver.migrate import migrate
 from saver.settings import SaverSettings
 
 log = logging.getLogger(__name__)
 
 Records = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
-Dead = tuple[ConsumerRecord[bytes, bytes], str]
+Dead = tuple[ConsumerRecord[bytes, bytes], Unusable]
 Rows = tuple[list[store.ReadingRow], list[store.EventRow]]
 # After a round failed, the wait before its partitions are read again from their committed offsets.
 RETRY_DELAY_S = 0.5
@@ -163,7 +164,7 @@ class Saver:
             if not refuses_data(exc):
                 raise
             if len(records) == 1:
-                return [(records[0], f"PostgreSQL refused it: {exc}")]
+                return [(records[0], Unusable(f"PostgreSQL refused it: {exc}", "refused_by_database"))]
             middle = len(records) // 2
             return await self._isolate(records[:middle]) + await self._isolate(records[middle:])
         return []
@@ -191,7 +192,7 @@ class Saver:
                     else:
                         events.append(store.event_row(read_event(record)))
                 except Unusable as exc:
-                    dead.append((record, str(exc)))
+                    dead.append((record, exc))
         return shares, dead
 
     async def _write(self, shares: list[Rows], dead: list[Dead]) -> None:
@@ -211,7 +212,11 @@ class Saver:
     ) -> None:
         if not readings and not events:
             return
+        began = time.perf_counter()
         new_readings, new_events = await store.write(conn, readings, events)
+        instruments.TRANSACTION_SECONDS.observe(time.perf_counter() - began)
+        instruments.READING_ROWS.inc(new_readings)
+        instruments.EVENT_ROWS.inc(new_events)
         if new_readings != len(readings) or new_events != len(events):
             log.info(
                 "stored %d of %d readings and %d of %d events (the rest were stored before)",
@@ -234,7 +239,7 @@ async def main(stop: asyncio.Event) -> None:
     log.info("starting: %s", settings.describe(config))
     producer = kafka.make_producer(config, "saver")
     consumer = kafka.make_consumer(config, "saver")
-    server = GrpcServer(config.grpc_address, [])
+    server = GrpcServer(config.grpc_address, [], metrics_port=config.metrics_port)
     await server.start()
     saver = Saver(
         consumer, DeadLetters(producer, config, config.consumer_group), config, stop, server.set_serving
@@ -246,7 +251,11 @@ async def main(stop: asyncio.Event) -> None:
         await saver.start()
         await server.set_serving()
         log.info("serving")
-        await saver.run()
+        lag = asyncio.create_task(consumer_lag.watch(consumer, config.consumer_group, stop))
+        try:
+            await saver.run()
+        finally:
+            lag.cancel()
     except Stopped:
         pass
     finally:

@@ -11,6 +11,7 @@ from runtime.settings import ServiceSettings, secret
 @dataclass(frozen=True)
 class SaverSettings(ConsumerSettings, ServiceSettings):
     grpc_port: int = 50053
+    metrics_port: int = 51053
     kafka_username: str = "saver"
     # The data path: a role that may read and write the tables, not change them.
     postgres_dsn: str = secret("postgresql://metrics_writer@127.0.0.1:55432/metrics")

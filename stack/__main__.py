@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import socket
 import sys
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 
 from runtime import cli
 from stack import access, bootstrap, certs, consumers, credentials, prepare, probes, procfs, shell_env
-from stack.parts import PUBLIC_SERVICES, Part, parts, supervisord_conf
-from stack.settings import ROOT, StackSettings, load
+from stack.parts import Part, parts, supervisord_conf
+from stack.settings import PUBLIC_SERVICES, ROOT, StackSettings, load
 from stack.supervisor import Supervisor
 from stack.system import SetupError, check_disk, ensure_packages, free_disk_mb, say, used_mb
 
@@ -24,7 +26,7 @@ SERVICE_DEADLINE_S = 90
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__)
-    parser.add_argument("command", choices=("up", "down", "status", "logs", "shell-env"))
+    parser.add_argument("command", choices=("up", "down", "status", "logs", "shell-env", "packages"))
     args = parser.parse_args()
     # Probes fail until a part is up; their clients' own complaints would only be noise.
     logging.basicConfig(level=logging.CRITICAL)
@@ -36,6 +38,9 @@ def main() -> int:
             return down(settings)
         if args.command == "status":
             return status(settings)
+        if args.command == "packages":
+            ensure_packages(settings)
+            return 0
         if args.command == "shell-env":
             print(*shell_env.lines(settings), sep="\n")
             return 0
@@ -142,7 +147,7 @@ def logs(settings: StackSettings) -> int:
 def _print_table(settings: StackSettings, sup: Supervisor, all_parts: list[Part]) -> bool:
     infos = sup.processes()
     health = asyncio.run(_health_all(settings, [p.name for p in all_parts]))
-    print(f"{'part':<10} {'state':<9} {'pid':>7} {'port':>6} {'rss MB':>7}  health")
+    print(f"{'part':<14} {'state':<9} {'pid':>7} {'port':>6} {'rss MB':>7}  health")
     healthy = True
     for part in all_parts:
         info = infos.get(part.name, {})
@@ -150,14 +155,52 @@ def _print_table(settings: StackSettings, sup: Supervisor, all_parts: list[Part]
         pid = info.get("pid") or 0
         answer = health[part.name]
         healthy &= answer == "ok"
-        print(f"{part.name:<10} {state:<9} {pid or '-':>7} {part.port:>6} {_rss_mb(part, pid):>7}  {answer}")
+        print(f"{part.name:<14} {state:<9} {pid or '-':>7} {part.port:>6} {_rss_mb(part, pid):>7}  {answer}")
     free, data = free_disk_mb(settings.state_dir), used_mb(settings.state_dir)
     low = free < settings.min_free_mb
     warning = f" -- below the {settings.min_free_mb:,} MB minimum" if low else ""
     print(f"\ndisk: {free:,} MB free, the stack's data takes {data:,} MB ({settings.state_dir}){warning}")
     if health["kafka"] == "ok":
         print(asyncio.run(_consumers(settings)))
+    if health["prometheus"] == "ok":
+        print(asyncio.run(_live_rates(settings)))
     return healthy and not low
+
+
+async def _live_rates(settings: StackSettings) -> str:
+    """The pipeline's rates over the last minute, from Prometheus's recording rules."""
+    try:
+        values = {name: await _query(settings, f"metrics:{name}") for name in LIVE}
+    except (OSError, ValueError, KeyError) as exc:
+        return f"live: not known ({exc})"
+    parts = []
+    for name, unit in LIVE.items():
+        found = values[name]
+        shown = ", ".join(f"{labels} {value:,.0f}" if labels else f"{value:,.1f}" for labels, value in found)
+        parts.append(f"{unit} {shown or '-'}")
+    return f"live (Prometheus, http://127.0.0.1:{settings.prometheus_port}): " + " · ".join(parts)
+
+
+# Recording rule (prometheus/rules.yml) → what `make status` calls it.
+LIVE = {
+    "readings_accepted:rate1m": "readings/s in",
+    "rows_stored:rate1m": "stored/s",
+    "events_raised:rate1m": "events/s",
+    "consumer_lag:sum": "lag",
+    "dead_letters:increase5m": "dead letters in 5 min",
+}
+
+
+async def _query(settings: StackSettings, expression: str) -> list[tuple[str, float]]:
+    status, body = await probes.http_get(
+        settings.prometheus_port, "/api/v1/query?" + urllib.parse.urlencode({"query": expression})
+    )
+    if status != 200:
+        raise ValueError(f"HTTP {status}")
+    return [
+        (" ".join(v for k, v in sorted(r["metric"].items()) if k != "__name__"), float(r["value"][1]))
+        for r in json.loads(body)["data"]["result"]
+    ]
 
 
 async def _consumers(settings: StackSettings) -> str:

@@ -17,6 +17,7 @@ from stack.system import SetupError, say
 
 # The owner of the schema (the saver's migrations), the saver's writer, the assessor's reader.
 OWNER, WRITER, READER = credentials.POSTGRES_OWNER, credentials.POSTGRES_WRITER, credentials.POSTGRES_READER
+MONITOR = credentials.POSTGRES_MONITOR
 
 
 async def database(settings: StackSettings) -> None:
@@ -25,7 +26,7 @@ async def database(settings: StackSettings) -> None:
     conn = await access.postgres_superuser(settings)
     try:
         roles = {r["rolname"] for r in await conn.fetch("SELECT rolname FROM pg_roles")}
-        for account in (OWNER, WRITER, READER):
+        for account in (OWNER, WRITER, READER, MONITOR):
             if account.user not in roles:
                 await conn.execute(f"CREATE ROLE {account.user} LOGIN")
             # A utility statement takes no parameters: format() quotes the password as a literal.
@@ -34,7 +35,10 @@ async def database(settings: StackSettings) -> None:
                 account.user, access.password(settings, account),
             )  # fmt: skip
             await conn.execute(alter)
-        await conn.execute(f"ALTER ROLE {READER.user} SET default_transaction_read_only = on")
+        for account in (READER, MONITOR):
+            await conn.execute(f"ALTER ROLE {account.user} SET default_transaction_read_only = on")
+        # The exporter's: every statistics view, no table of the data.
+        await conn.execute(f"GRANT pg_monitor TO {MONITOR.user}")
         if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = 'metrics'"):
             say("Creating database metrics")
             await conn.execute(f"CREATE DATABASE metrics OWNER {OWNER.user}")

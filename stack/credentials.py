@@ -32,6 +32,9 @@ POSTGRES_SUPERUSER = Account("postgres", "postgres")
 POSTGRES_OWNER = Account("postgres", "metrics")
 POSTGRES_WRITER = Account("postgres", "metrics_writer")
 POSTGRES_READER = Account("postgres", "metrics_reader")
+# The exporters' (Prometheus): statistics only (pg_monitor; Redis INFO and the like).
+POSTGRES_MONITOR = Account("postgres", "metrics_monitor")
+REDIS_MONITOR = Account("redis", "monitor")
 # Redis: operators, tools and tests; the processor (its counters only).
 REDIS_ADMIN = Account("redis", "admin")
 REDIS_PROCESSOR = Account("redis", "processor")
@@ -41,8 +44,8 @@ KAFKA_RECEIVER = Account("kafka", "receiver")
 KAFKA_PROCESSOR = Account("kafka", "processor")
 KAFKA_SAVER = Account("kafka", "saver")
 KAFKA_ACCOUNTS = (KAFKA_ADMIN, KAFKA_RECEIVER, KAFKA_PROCESSOR, KAFKA_SAVER)
-POSTGRES_ACCOUNTS = (POSTGRES_SUPERUSER, POSTGRES_OWNER, POSTGRES_WRITER, POSTGRES_READER)
-ACCOUNTS = (*POSTGRES_ACCOUNTS, REDIS_ADMIN, REDIS_PROCESSOR, *KAFKA_ACCOUNTS)
+POSTGRES_ACCOUNTS = (POSTGRES_SUPERUSER, POSTGRES_OWNER, POSTGRES_WRITER, POSTGRES_READER, POSTGRES_MONITOR)
+ACCOUNTS = (*POSTGRES_ACCOUNTS, REDIS_ADMIN, REDIS_PROCESSOR, REDIS_MONITOR, *KAFKA_ACCOUNTS)
 
 
 class MissingCredentials(RuntimeError):

@@ -7,9 +7,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stack import certs, credentials, prepare, tokens
+from stack import certs, credentials, prepare, prometheus_config, tokens
 from stack.credentials import Account
-from stack.settings import ROOT, StackSettings
+from stack.settings import ROOT, SERVICES, StackSettings
 
 
 @dataclass(frozen=True)
@@ -25,9 +25,6 @@ class Part:
     stop_wait_s: int = 30
 
 
-SERVICES = ("receiver", "processor", "saver", "assessor")
-# Those Envoy routes to: the others' health and reflection stay inside.
-PUBLIC_SERVICES = ("receiver", "assessor")
 # A digest of the code and configuration a process runs: when it changes, `make run` restarts it.
 DIGEST = "METRICS_STACK_INPUTS_DIGEST"
 
@@ -123,6 +120,7 @@ def parts(settings: StackSettings) -> list[Part]:
                 **service_env[name],
                 "PYTHONUNBUFFERED": "1",
                 f"METRICS_{name.upper()}_GRPC_PORT": str(getattr(settings, f"{name}_grpc_port")),
+                f"METRICS_{name.upper()}_METRICS_PORT": str(getattr(settings, f"{name}_metrics_port")),
                 DIGEST: digest(ROOT / name, ROOT / "runtime", ROOT / "gen", ROOT / "uv.lock"),
             },
         )
@@ -136,7 +134,45 @@ def parts(settings: StackSettings) -> list[Part]:
         # Envoy reads certificates and keys at its start: a new one restarts it.
         env={DIGEST: digest(envoy_yaml, ROOT / "gen" / "metrics.binpb", *_envoy_files(settings))},
     )  # fmt: skip
-    return [*servers, *services, envoy]
+    return [*servers, *services, envoy, *_observers(settings, paths)]
+
+
+def _observers(settings: StackSettings, paths: prepare.Paths) -> list[Part]:
+    """Prometheus and the exporters of PostgreSQL and Redis (Debian's packages)."""
+    local = "127.0.0.1"
+    monitor = credentials.POSTGRES_MONITOR
+    return [
+        Part(
+            "prometheus",
+            ("prometheus", f"--config.file={paths.prometheus_yml}",
+             f"--storage.tsdb.path={paths.prometheus_data}",
+             f"--storage.tsdb.retention.time={settings.prometheus_retention}",
+             f"--web.listen-address={local}:{settings.prometheus_port}", "--log.level=warn"),
+            settings.prometheus_port, "service",
+            # It reads its configuration and rules at its start.
+            env={DIGEST: digest(paths.prometheus_yml, prometheus_config.RULES)},
+        ),
+        Part(
+            "pg-exporter",
+            ("prometheus-postgres-exporter",
+             f"--web.listen-address={local}:{settings.postgres_exporter_port}", "--log.level=warn"),
+            settings.postgres_exporter_port, "service",
+            env={
+                "DATA_SOURCE_URI": f"{local}:{settings.postgres_port}/metrics?sslmode=disable",
+                "DATA_SOURCE_USER": monitor.user,
+                "DATA_SOURCE_PASS_FILE": str(credentials.password_file(settings.secrets_dir, monitor)),
+            },
+        ),
+        Part(
+            "redis-exporter",
+            ("prometheus-redis-exporter", f"--web.listen-address={local}:{settings.redis_exporter_port}",
+             f"--redis.addr=redis://{local}:{settings.redis_port}",
+             f"--redis.user={credentials.REDIS_MONITOR.user}",
+             f"--redis.password-file={paths.redis_exporter_passwords}", "--log-format=txt"),
+            settings.redis_exporter_port, "service",
+            env={DIGEST: digest(paths.redis_exporter_passwords)},
+        ),
+    ]  # fmt: skip
 
 
 def _envoy_files(settings: StackSettings) -> list[Path]:

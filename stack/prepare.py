@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import pwd
 import shutil
@@ -12,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from stack import certs, credentials, envoy_config, tokens
+from stack import certs, credentials, envoy_config, prometheus_config, tokens
 from stack.settings import ROOT, StackSettings
 from stack.system import SetupError, fetch_kafka_libs, say
 
@@ -30,6 +31,9 @@ class Paths:
     kafka_properties: Path
     kafka_data: Path
     envoy_yaml: Path
+    prometheus_yml: Path
+    prometheus_data: Path
+    redis_exporter_passwords: Path
 
 
 def paths(settings: StackSettings) -> Paths:
@@ -42,6 +46,9 @@ def paths(settings: StackSettings) -> Paths:
         kafka_properties=state / "kafka" / "server.properties",
         kafka_data=state / "kafka" / "data",
         envoy_yaml=state / "envoy.yaml",
+        prometheus_yml=state / "prometheus" / "prometheus.yml",
+        prometheus_data=state / "prometheus" / "data",
+        redis_exporter_passwords=state / "prometheus" / "redis-passwords.json",
     )
 
 
@@ -57,6 +64,7 @@ def everything(settings: StackSettings) -> None:
     libs = fetch_kafka_libs(where.kafka_libs)
     kafka_config(where.kafka_properties, libs, settings)
     envoy_file(where.envoy_yaml, settings)
+    prometheus_files(where, settings)
 
 
 def run_as(user: str) -> str | None:
@@ -124,6 +132,11 @@ def redis_dir(path: Path) -> None:
 # the append-only file's transactions (how a script's writes are logged) as `default`, checking its
 # ACL: with none, a restarted Redis drops every script's writes (seen here; NOPERM in its log).
 REDIS_DEFAULT_USER = "user default off ~* &* +@all"
+# The exporter's (Prometheus): the server's statistics and settings, no key.
+REDIS_MONITOR_RULES = (
+    "resetchannels -@all +ping +info +config|get +client|list +client|setname +slowlog +latency "
+    "+dbsize +select +cluster|info +memory|stats"
+)
 REDIS_PROCESSOR_RULES = (
     "resetchannels ~warnings:{* ~last-reading:{* ~processor:pending:* "
     "-@all +ping +evalsha +script|load +hget +hset +hincrby +rpush +lrange +ltrim"
@@ -137,11 +150,13 @@ def redis_acl(path: Path, settings: StackSettings) -> None:
         return hashlib.sha256(credentials.password(settings.secrets_dir, account).encode()).hexdigest()
 
     admin, processor = credentials.REDIS_ADMIN, credentials.REDIS_PROCESSOR
+    monitor = credentials.REDIS_MONITOR
     private_file(
         path,
         f"{REDIS_DEFAULT_USER}\n"
         f"user {admin.user} on #{digest(admin)} ~* &* +@all\n"
-        f"user {processor.user} on #{digest(processor)} {REDIS_PROCESSOR_RULES}\n",
+        f"user {processor.user} on #{digest(processor)} {REDIS_PROCESSOR_RULES}\n"
+        f"user {monitor.user} on #{digest(monitor)} {REDIS_MONITOR_RULES}\n",
         run_as("redis"),
     )
 
@@ -238,3 +253,13 @@ def envoy_file(path: Path, settings: StackSettings) -> None:
             client_ca=certs.client_ca(settings),
         )
     )
+
+
+def prometheus_files(where: Paths, settings: StackSettings) -> None:
+    """Prometheus's configuration, and the Redis exporter's password (a JSON map by address: the
+    only way it reads one from a file)."""
+    where.prometheus_data.mkdir(parents=True, exist_ok=True)
+    where.prometheus_yml.write_text(prometheus_config.render(settings))
+    password = credentials.password(settings.secrets_dir, credentials.REDIS_MONITOR)
+    address = f"redis://127.0.0.1:{settings.redis_port}"
+    private_file(where.redis_exporter_passwords, json.dumps({address: password}))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import urllib.error
+import urllib.request
 
 import grpc
 from aiokafka.admin import AIOKafkaAdminClient
@@ -41,18 +43,38 @@ async def kafka(settings: StackSettings) -> None:
         await admin.close()
 
 
+async def http_get(port: int, path: str) -> tuple[int, str]:
+    """The status and body of GET `path` on a loopback port."""
+
+    def get() -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+                return response.status, response.read().decode(errors="replace")
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(errors="replace")
+
+    return await asyncio.to_thread(get)
+
+
 async def envoy(settings: StackSettings) -> None:
-    reader, writer = await asyncio.wait_for(
-        asyncio.open_connection("127.0.0.1", settings.envoy_admin_port), 2
-    )
-    try:
-        writer.write(b"GET /ready HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        response = await asyncio.wait_for(reader.read(), 2)
-    finally:
-        writer.close()
-    status_line = response.split(b"\r\n", 1)[0]
-    if b" 200 " not in status_line or b"LIVE" not in response:
-        raise RuntimeError(f"Envoy not ready: {status_line.decode(errors='replace')}")
+    status, body = await http_get(settings.envoy_admin_port, "/ready")
+    if status != 200 or "LIVE" not in body:
+        raise RuntimeError(f"Envoy not ready: {status} {body.strip()}")
+
+
+async def prometheus(settings: StackSettings) -> None:
+    status, body = await http_get(settings.prometheus_port, "/-/ready")
+    if status != 200:
+        raise RuntimeError(f"Prometheus not ready: {status} {body.strip()}")
+
+
+async def exporter(port: int, up_series: str) -> None:
+    """The exporter answers, and reaches its server (its `up_series` is 1)."""
+    status, body = await http_get(port, "/metrics")
+    if status != 200:
+        raise RuntimeError(f"HTTP {status}")
+    if f"\n{up_series} 1\n" not in f"\n{body}":
+        raise RuntimeError(f"{up_series} is not 1: it does not reach its server (see its log)")
 
 
 async def grpc_health(
@@ -105,5 +127,11 @@ async def probe(settings: StackSettings, name: str) -> None:
         await kafka(settings)
     elif name == "envoy":
         await envoy(settings)
+    elif name == "prometheus":
+        await prometheus(settings)
+    elif name == "pg-exporter":
+        await exporter(settings.postgres_exporter_port, "pg_up")
+    elif name == "redis-exporter":
+        await exporter(settings.redis_exporter_port, "redis_up")
     else:
         await service(settings, name)

@@ -9,6 +9,9 @@ from pathlib import Path
 from runtime import settings
 
 ROOT = Path(__file__).resolve().parent.parent
+SERVICES = ("receiver", "processor", "saver", "assessor")
+# Those Envoy routes to: the others' health and reflection stay inside.
+PUBLIC_SERVICES = ("receiver", "assessor")
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,17 @@ class StackSettings:
     processor_grpc_port: int = 50052
     saver_grpc_port: int = 50053
     assessor_grpc_port: int = 50054
+    # Each service's Prometheus metrics (/metrics), and Prometheus itself with the exporters of
+    # PostgreSQL and Redis (Debian's packages).
+    receiver_metrics_port: int = 51051
+    processor_metrics_port: int = 51052
+    saver_metrics_port: int = 51053
+    assessor_metrics_port: int = 51054
+    prometheus_port: int = 9090
+    postgres_exporter_port: int = 9187
+    redis_exporter_port: int = 9121
+    # How long Prometheus keeps its samples.
+    prometheus_retention: str = "15d"
     # Partitions bound how many processor and saver processes can share the work.
     metrics_partitions: int = 8
     events_partitions: int = 4

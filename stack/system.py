@@ -30,6 +30,9 @@ def ensure_packages(settings: StackSettings) -> None:
         "redis-server": shutil.which("redis-server") is not None,
         "default-jre-headless": shutil.which("java") is not None,
         "maven": shutil.which("mvn") is not None,
+        "prometheus": shutil.which("prometheus") is not None and shutil.which("promtool") is not None,
+        "prometheus-postgres-exporter": shutil.which("prometheus-postgres-exporter") is not None,
+        "prometheus-redis-exporter": shutil.which("prometheus-redis-exporter") is not None,
     }
     missing = [package for package, present in needed.items() if not present]
     if not missing:

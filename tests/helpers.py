@@ -56,9 +56,14 @@ def _request(
     )
     try:
         with urllib.request.urlopen(request, timeout=30, context=tls) as response:
-            return response.status, dict(response.headers), response.read()
+            return response.status, _lowered(response.headers), response.read()
     except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
+        return error.code, _lowered(error.headers), error.read()
+
+
+def _lowered(headers: Any) -> dict[str, str]:
+    """Header names in lower case, as HTTP/2 has them (HTTP/1.1 servers may capitalise them)."""
+    return {name.lower(): value for name, value in headers.items()}
 
 
 async def http_full(

@@ -55,6 +55,7 @@ def service_env(
         "METRICS_KAFKA_BOOTSTRAP_SERVERS": target.kafka_bootstrap_servers,
         **target.service_credentials(service),
         prefix + "GRPC_PORT": "0",
+        prefix + "METRICS_PORT": "0",  # the stack's own instance serves the default port
         "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}",
     })  # fmt: skip
     if topics is not None:

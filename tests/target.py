@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -40,6 +40,10 @@ class Target:
     # The folder of the password files (named as stack/credentials.py names them); a relative path is
     # from the checkout's root; empty: the local stack's.
     credentials_dir: str = ""
+    # Where each service serves its Prometheus metrics (host:port), and Prometheus (host:port); the
+    # local stack's. Empty: the deployment runs none.
+    metrics: dict[str, str] = field(default_factory=dict)
+    prometheus: str = ""
 
     @property
     def envoy_url(self) -> str:

@@ -29,7 +29,7 @@ from metrics.v1.receiver_service_pb2_grpc import ReceiverServiceStub
 from processor.rules import Rule, apply
 from stack import probes
 from stack import settings as stack_settings
-from stack.parts import PUBLIC_SERVICES
+from stack.settings import PUBLIC_SERVICES
 from stack.supervisor import Supervisor
 from tests.helpers import end_offsets, eventually, wait_consumed
 from tests.services import Topics, service_env, start_service, stop_service

@@ -20,7 +20,7 @@ import yaml
 from jsonschema.validators import validator_for
 
 from stack import bootstrap, compose_secrets, credentials, parts, prepare
-from stack.settings import StackSettings
+from stack.settings import SERVICES, StackSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -141,8 +141,8 @@ def test_the_services_image_runs_each_service(compose: dict[str, Any]) -> None:
     dockerfile = DOCKERFILE.read_text()
     services = compose["services"]
     built = {name for name, s in services.items() if s.get("build", {}).get("target") == "services"}
-    assert built == set(parts.SERVICES)
-    for name in parts.SERVICES:
+    assert built == set(SERVICES)
+    for name in SERVICES:
         assert services[name]["command"] == ["python", "-m", name]
         assert f"COPY {name}/ {name}/" in dockerfile, f"the services image lacks {name}/"
 
@@ -151,13 +151,14 @@ def test_the_services_get_the_variables_the_local_stack_gives_them(
     compose: dict[str, Any], tmp_path: Path
 ) -> None:
     local = {part.name: part for part in parts.parts(StackSettings(state_dir=tmp_path))}
-    for name in parts.SERVICES:
+    for name in SERVICES:
         env = env_of(compose["services"][name])
         # The digest only tells `make run` when to restart a process; the host is 127.0.0.1 by default.
         expected = set(local[name].env) - {parts.DIGEST} | {f"METRICS_{name.upper()}_GRPC_HOST"}
         assert set(env) == expected, name
         assert env[f"METRICS_{name.upper()}_GRPC_HOST"] == "0.0.0.0"
         assert env[f"METRICS_{name.upper()}_GRPC_PORT"] == str(getattr(DEFAULTS, f"{name}_grpc_port"))
+        assert env[f"METRICS_{name.upper()}_METRICS_PORT"] == str(getattr(DEFAULTS, f"{name}_metrics_port"))
 
 
 def test_the_services_reach_the_servers_by_their_compose_names(
@@ -165,7 +166,7 @@ def test_the_services_reach_the_servers_by_their_compose_names(
 ) -> None:
     services = compose["services"]
     local_parts = {part.name: part for part in parts.parts(StackSettings(state_dir=tmp_path))}
-    for name in parts.SERVICES:
+    for name in SERVICES:
         env = env_of(services[name])
         if "METRICS_KAFKA_BOOTSTRAP_SERVERS" in env:
             kafka_host = env["METRICS_KAFKA_BOOTSTRAP_SERVERS"].rsplit(":", 1)[0]
@@ -193,7 +194,7 @@ def test_passwords_come_from_the_secret_files_of_the_local_stacks_accounts(
                 assert value.startswith(SECRETS), f"{name} {variable}"
                 secret = value.removeprefix(SECRETS)
                 assert secret in service.get("secrets", []), f"{name}: {secret} is not mounted"
-                if name in parts.SERVICES:
+                if name in SERVICES:
                     assert secret == Path(local_parts[name].env[variable]).name, f"{name} {variable}"
         for secret in service.get("secrets", []):
             assert secret in declared, f"{name}: no secret {secret}"
@@ -273,10 +274,13 @@ def test_host_ports_are_the_local_stack_defaults_on_loopback(raw: dict[str, Any]
     container_ports = {"postgres_port": 5432, "redis_port": 6379}
     services = {"envoy_tls_port": "envoy", "postgres_port": "postgres", "redis_port": "redis",
                 "kafka_port": "kafka"}  # fmt: skip
-    services |= {f"{name}_grpc_port": name for name in parts.SERVICES}
+    services |= {f"{name}_grpc_port": name for name in SERVICES}
     # Kafka's controller listener is for the broker itself; Envoy's image has no plaintext
     # listener, and its admin interface is for the container (its healthcheck).
+    # The services' metrics are for a Prometheus on the compose network (the file runs none yet).
     unpublished = {"kafka_controller_port", "envoy_port", "envoy_admin_port"}
+    unpublished |= {f"{name}_metrics_port" for name in SERVICES}
+    unpublished |= {"prometheus_port", "postgres_exporter_port", "redis_exporter_port"}
     assert set(services) == {f for f in vars(DEFAULTS) if f.endswith("_port")} - unpublished
     expected: dict[str, list[str]] = {name: [] for name in raw["services"]}
     for field, service in services.items():
