@@ -73,7 +73,8 @@ PROTO_FILES := $(sort $(patsubst protos/%,%,$(PROTOS)))
 # module= writes it to $(GO_CLIENT)/gen/metrics/v1 (and fails if a go_package leaves the module).
 GO_MODULE := $(shell sed -n 's/^module //p' $(GO_CLIENT)/go.mod)
 # protoc-gen-es also needs the non-well-known imports generated.
-TS_PROTO_IMPORTS := google/api/annotations.proto google/api/http.proto google/rpc/status.proto
+TS_PROTO_IMPORTS := google/api/annotations.proto google/api/field_behavior.proto google/api/http.proto \
+	google/rpc/status.proto
 
 .PHONY: clients-toolchains
 clients-toolchains:
