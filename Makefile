@@ -49,8 +49,9 @@ $(GEN)/.stamp: $(PROTOS) $(VENV)/.synced Makefile
 proto: $(GEN)/.stamp ## Generate Python messages, stubs and Envoy's descriptor set into gen/
 
 .PHONY: proto-lint
-proto-lint: proto ## Lint protos/ with buf (STANDARD rules)
+proto-lint: proto ## Lint protos/: buf (STANDARD and COMMENTS rules), then the AIP rules buf lacks (aiplint/)
 	@$(VENV)/bin/buf lint $(GEN)/metrics.binpb --path metrics --config buf.yaml
+	@$(PY) -m aiplint $(GEN)/metrics.binpb --package metrics.v1
 
 BASE ?= main
 .PHONY: proto-breaking
