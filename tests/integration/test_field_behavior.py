@@ -38,6 +38,7 @@ def valid_requests(sensor_id: str) -> dict[str, message.Message]:
             sensor_uuid=sensor_id, temperature=20.5
         ),
         "ListEvents": apb.ListEventsRequest(**window),
+        "ListSensors": apb.ListSensorsRequest(sensor_id_prefix=sensor_id),
         "GetSensorStats": apb.GetSensorStatsRequest(sensor_id=sensor_id, metric_type="temperature", **window),
         "ListReadings": apb.ListReadingsRequest(sensor_id=sensor_id, **window),
         "GetLegacyEvents": apb.GetLegacyEventsRequest(sensor_uuid=sensor_id),
