@@ -49,8 +49,9 @@ $(GEN)/.stamp: $(PROTOS) $(VENV)/.synced Makefile
 proto: $(GEN)/.stamp ## Generate Python messages, stubs and Envoy's descriptor set into gen/
 
 .PHONY: proto-lint
-proto-lint: proto ## Lint protos/ with buf (STANDARD rules)
+proto-lint: proto ## Lint protos/: buf (STANDARD and COMMENTS rules), then the AIP rules buf lacks (aiplint/)
 	@$(VENV)/bin/buf lint $(GEN)/metrics.binpb --path metrics --config buf.yaml
+	@$(PY) -m aiplint $(GEN)/metrics.binpb --package metrics.v1
 
 BASE ?= main
 .PHONY: proto-breaking
@@ -69,14 +70,12 @@ GO_CLIENT := clients/go
 TS_CLIENT := clients/typescript
 JAVA_CLIENT := clients/java
 PROTO_FILES := $(sort $(patsubst protos/%,%,$(PROTOS)))
-# protos/ sets no go_package: map every file to one Go package of the client module.
-GO_PROTO_PACKAGE := metrics/clients/go/gen/metrics/v1;metricsv1
-empty :=
-space := $(empty) $(empty)
-comma := ,
-GO_PROTO_OPTS := $(subst $(space),$(comma),paths=source_relative $(foreach f,$(PROTO_FILES),M$(f)=$(GO_PROTO_PACKAGE)))
+# Every file's go_package is metrics/clients/go/gen/metrics/v1, a package of the client module:
+# module= writes it to $(GO_CLIENT)/gen/metrics/v1 (and fails if a go_package leaves the module).
+GO_MODULE := $(shell sed -n 's/^module //p' $(GO_CLIENT)/go.mod)
 # protoc-gen-es also needs the non-well-known imports generated.
-TS_PROTO_IMPORTS := google/api/annotations.proto google/api/http.proto google/rpc/status.proto
+TS_PROTO_IMPORTS := google/api/annotations.proto google/api/field_behavior.proto google/api/http.proto \
+	google/rpc/status.proto
 
 .PHONY: clients-toolchains
 clients-toolchains:
@@ -94,8 +93,8 @@ $(GO_CLIENT)/gen/.stamp: $(PROTOS) $(GO_CLIENT)/bin/.tools $(VENV)/.synced
 	@$(PY) -m grpc_tools.protoc -Iprotos -I$(SITE) \
 		--plugin=protoc-gen-go=$(GO_CLIENT)/bin/protoc-gen-go \
 		--plugin=protoc-gen-go-grpc=$(GO_CLIENT)/bin/protoc-gen-go-grpc \
-		--go_out=$(GO_CLIENT)/gen --go_opt='$(GO_PROTO_OPTS)' \
-		--go-grpc_out=$(GO_CLIENT)/gen --go-grpc_opt='$(GO_PROTO_OPTS)' \
+		--go_out=$(GO_CLIENT) --go_opt=module=$(GO_MODULE) \
+		--go-grpc_out=$(GO_CLIENT) --go-grpc_opt=module=$(GO_MODULE) \
 		$(PROTO_FILES)
 	@touch $@
 

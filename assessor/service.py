@@ -241,6 +241,7 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
         self, request: pb.GetLegacyEventsRequest, context: Context
     ) -> pb.GetLegacyEventsResponse:
         _reader(context, request.sensor_uuid, "sensor_uuid")
+        requests.required(sensor_uuid=request.sensor_uuid)
         requests.text(sensor_uuid=request.sensor_uuid)
         rows = await self._pool.fetch(
             LEGACY_EVENTS, request.sensor_uuid, LEGACY_METRIC_TYPE, event_pb2.EVENT_KIND_THRESHOLD_EXCEEDED
@@ -256,6 +257,7 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
         self, request: pb.GetLegacyMeasurementsRequest, context: Context
     ) -> pb.GetLegacyMeasurementsResponse:
         _reader(context, request.sensor_uuid, "sensor_uuid")
+        requests.required(sensor_uuid=request.sensor_uuid)
         requests.text(sensor_uuid=request.sensor_uuid)
         now = time.time_ns() // 1000
         sensor = request.sensor_uuid

@@ -450,6 +450,8 @@ WINDOW = f"startTime={iso(T0)}&endTime={iso(T0 + HOUR_US)}"
         ),
         (f"/v1/sensors/s-1/readings?{WINDOW}&pageSize=-5", "page_size"),
         ("/v1/sensors?pageToken=WzEsIngiLCJ5Il0", "page_token"),
+        ("/api/v1/sensors//events", "sensor_uuid"),
+        ("/api/v1/sensors//measurements", "sensor_uuid"),
     ],
 )
 async def test_bad_queries_get_400_naming_the_problem(target: Target, path: str, mentions: str) -> None:

@@ -81,7 +81,7 @@ async def http_push(stub: ReceiverServiceStub, target: Target, sensor: str) -> N
 async def http_stream(stub: ReceiverServiceStub, target: Target, sensor: str) -> None:
     body = [{"metrics": [as_json(m)]} for m in readings(sensor)]
     status, reply = await http("POST", f"{target.envoy_url}/v1/metrics:stream", body)
-    # uint64 fields are strings in proto3 JSON.
+    # 64-bit integer fields are strings in proto3 JSON.
     assert (status, reply) == (200, {"acceptedCount": "8", "batchCount": "8"})
 
 

@@ -62,7 +62,7 @@ type device struct {
 	sensor   int
 	client   metricsv1.ReceiverServiceClient
 	interval time.Duration
-	seq      uint64
+	seq      int64
 	req      *metricsv1.SyncMetricsRequest
 	sentAt   []atomic.Int64 // when sequence q was sent (ns after runner.base), at q % window
 }
@@ -136,7 +136,7 @@ func (d *device) session(firstTry func()) (acked bool) {
 	}()
 
 	ack := new(metricsv1.SyncMetricsResponse)
-	window := uint64(d.r.cfg.window)
+	window := int64(d.r.cfg.window)
 	for {
 		err := stream.RecvMsg(ack)
 		if errors.Is(err, io.EOF) {
@@ -176,7 +176,7 @@ func (d *device) send(ctx context.Context, stream grpc.BidiStreamingClient[metri
 		defer timer.Stop()
 		next = time.Now().Add(rand.N(d.interval))
 	}
-	window := uint64(r.cfg.window)
+	window := int64(r.cfg.window)
 	for {
 		if d.interval > 0 {
 			if wait := time.Until(next); wait > 0 {

@@ -195,7 +195,7 @@ func sendSync(ctx context.Context, receiver metricsv1.ReceiverServiceClient, met
 	go func() {
 		defer close(sendErr)
 		for i, m := range metrics {
-			req := &metricsv1.SyncMetricsRequest{Sequence: uint64(i + 1), Metrics: []*metricsv1.Metric{m}}
+			req := &metricsv1.SyncMetricsRequest{Sequence: int64(i + 1), Metrics: []*metricsv1.Metric{m}}
 			if err := stream.Send(req); err != nil {
 				// The real error comes from Recv.
 				return

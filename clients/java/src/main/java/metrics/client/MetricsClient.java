@@ -9,6 +9,17 @@ import com.google.protobuf.InvalidProtocolBufferException;
 import com.google.protobuf.Message;
 import com.google.protobuf.util.JsonFormat;
 import com.google.protobuf.util.Timestamps;
+import com.metrics.v1.AssessorServiceGrpc;
+import com.metrics.v1.GetLegacyEventsRequest;
+import com.metrics.v1.GetLegacyEventsResponse;
+import com.metrics.v1.GetLegacyMeasurementsRequest;
+import com.metrics.v1.GetLegacyMeasurementsResponse;
+import com.metrics.v1.Metric;
+import com.metrics.v1.ReceiverServiceGrpc;
+import com.metrics.v1.StreamMetricsRequest;
+import com.metrics.v1.StreamMetricsResponse;
+import com.metrics.v1.SyncMetricsRequest;
+import com.metrics.v1.SyncMetricsResponse;
 import io.grpc.Grpc;
 import io.grpc.InsecureChannelCredentials;
 import io.grpc.ManagedChannel;
@@ -27,17 +38,6 @@ import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.function.Supplier;
-import metrics.v1.AssessorServiceGrpc;
-import metrics.v1.AssessorServiceOuterClass.GetLegacyEventsRequest;
-import metrics.v1.AssessorServiceOuterClass.GetLegacyEventsResponse;
-import metrics.v1.AssessorServiceOuterClass.GetLegacyMeasurementsRequest;
-import metrics.v1.AssessorServiceOuterClass.GetLegacyMeasurementsResponse;
-import metrics.v1.MetricOuterClass.Metric;
-import metrics.v1.ReceiverServiceGrpc;
-import metrics.v1.ReceiverServiceOuterClass.StreamMetricsRequest;
-import metrics.v1.ReceiverServiceOuterClass.StreamMetricsResponse;
-import metrics.v1.ReceiverServiceOuterClass.SyncMetricsRequest;
-import metrics.v1.ReceiverServiceOuterClass.SyncMetricsResponse;
 
 /**
  * Streams temperature readings of one sensor to the receiver through Envoy (native gRPC), reads the
