@@ -12,6 +12,8 @@ from runtime.identity import TIERS
 from stack.settings import ROOT
 
 TEMPLATE = ROOT / "envoy" / "envoy.yaml"
+# Upstreams a deployment may not have: without an address, their routes are left out.
+OPTIONAL_UPSTREAMS = {"prometheus"}
 # Envoy's token buckets refill this often (its minimum is 50 ms): small steps, not a jump a second.
 FILL_INTERVAL_S = 0.05
 
@@ -30,7 +32,8 @@ def render(
     template: Path = TEMPLATE,
 ) -> str:
     """envoy/envoy.yaml with the given addresses and files; upstreams maps a service to (host, port).
-    `plaintext` None leaves out the plaintext listener; `client_ca` None, device certificates.
+    `plaintext` None leaves out the plaintext listener; `client_ca` None, device certificates; an
+    optional upstream left out of `upstreams`, its routes.
 
     A cluster named after a service (`receiver`), or after it and a role (`receiver-calls`), gets
     that service's address.
@@ -65,14 +68,28 @@ def render(
                 typed["descriptors"] = _tier_descriptors()
     clusters = config["static_resources"]["clusters"]
     services = {c["name"].partition("-")[0] for c in clusters}
-    if set(upstreams) != services:
+    if not services - OPTIONAL_UPSTREAMS <= set(upstreams) <= services:
         raise ValueError(f"upstreams {sorted(upstreams)} do not match services {sorted(services)}")
+    clusters = _without_upstreams(listeners, clusters, services - set(upstreams))
+    config["static_resources"]["clusters"] = clusters
     for cluster in clusters:
         host, port = upstreams[cluster["name"].partition("-")[0]]
         cluster["type"] = "STATIC" if _is_ip(host) else "STRICT_DNS"
         endpoint = {"endpoint": {"address": {"socket_address": _address((host, port))}}}
         cluster["load_assignment"]["endpoints"] = [{"lb_endpoints": [endpoint]}]
     return yaml.dump(config, Dumper=_NoAliases, sort_keys=False)
+
+
+def _without_upstreams(
+    listeners: Mapping[str, dict[str, Any]], clusters: list[dict[str, Any]], absent: set[str]
+) -> list[dict[str, Any]]:
+    """The clusters but those of `absent` services, whose routes go from every listener too."""
+    gone = {c["name"] for c in clusters if c["name"].partition("-")[0] in absent}
+    for listener in listeners.values():
+        route_config = listener["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]
+        (host,) = route_config["virtual_hosts"]
+        host["routes"] = [r for r in host["routes"] if r.get("route", {}).get("cluster") not in gone]
+    return [c for c in clusters if c["name"] not in gone]
 
 
 def _tier_descriptors() -> list[dict[str, Any]]:

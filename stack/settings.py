@@ -34,6 +34,8 @@ class StackSettings:
     processor_grpc_port: int = 50052
     saver_grpc_port: int = 50053
     assessor_grpc_port: int = 50054
+    # Prometheus's HTTP API; Envoy routes /prometheus/api/v1/ to it (the console's health page).
+    prometheus_port: int = 9090
     # Partitions bound how many processor and saver processes can share the work.
     metrics_partitions: int = 8
     events_partitions: int = 4

@@ -162,3 +162,43 @@ def test_a_descriptor_without_the_services_is_refused(tmp_path: Path, files: dic
 def test_upstreams_must_name_the_routed_services(files: dict[str, Path]) -> None:
     with pytest.raises(ValueError, match="do not match"):
         rendered(files, upstreams={**PUBLIC, "saver": ("saver", 3)})
+
+
+def routes_of(text: str) -> dict[str, list[dict[str, Any]]]:
+    """Each listener's routes."""
+    listeners = yaml.safe_load(text)["static_resources"]["listeners"]
+    return {x["name"]: http_manager(x)["route_config"]["virtual_hosts"][0]["routes"] for x in listeners}
+
+
+def test_prometheus_is_routed_for_get_only_and_for_an_admin_token_on_the_tls_port(
+    tmp_path: Path, files: dict[str, Path]
+) -> None:
+    text = rendered(files, upstreams={**PUBLIC, "prometheus": ("127.0.0.1", 19090)})
+    config = tmp_path / "envoy.yaml"
+    config.write_text(text)
+    result = validate(config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    clusters = {c["name"]: c for c in yaml.safe_load(text)["static_resources"]["clusters"]}
+    endpoint = clusters["prometheus"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 19090}
+    for routes in routes_of(text).values():
+        (route,) = [r for r in routes if r.get("route", {}).get("cluster") == "prometheus"]
+        assert route["match"]["prefix"] == "/prometheus/api/v1/"
+        assert route["match"]["headers"] == [{"name": ":method", "string_match": {"exact": "GET"}}]
+        assert route["route"]["prefix_rewrite"] == "/api/v1/"
+        per_filter = route["typed_per_filter_config"]
+        assert per_filter["envoy.filters.http.grpc_json_transcoder"]["disabled"] is True
+        (policy,) = per_filter["envoy.filters.http.rbac"]["rbac"]["rules"]["policies"].values()
+        (principal,) = policy["principals"]
+        assert [step["key"] for step in principal["metadata"]["path"]] == ["jwt_payload", "scope"]
+    listeners = {x["name"]: x for x in yaml.safe_load(text)["static_resources"]["listeners"]}
+    (provider,) = http_filters(listeners["tls"])["jwt_authn"]["providers"].values()
+    assert provider["payload_in_metadata"] == "jwt_payload"
+
+
+def test_without_a_prometheus_its_route_is_left_out(files: dict[str, Path]) -> None:
+    text = rendered(files)
+    assert "prometheus" not in {c["name"] for c in yaml.safe_load(text)["static_resources"]["clusters"]}
+    for routes in routes_of(text).values():
+        assert all(r.get("route", {}).get("cluster") != "prometheus" for r in routes)
+        assert not [r for r in routes if r["match"].get("prefix", "").startswith("/prometheus/")]
