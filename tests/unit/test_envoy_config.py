@@ -15,7 +15,7 @@ import yaml
 
 from runtime.identity import CLIENT_CERT_HEADER, DEVICE_URI_PREFIX, IDENTITY_HEADER, TIERS
 from stack import certs, tokens
-from stack.envoy_config import render
+from stack.envoy_config import StaticSite, render
 from stack.settings import StackSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -202,3 +202,73 @@ def test_without_a_prometheus_its_route_is_left_out(files: dict[str, Path]) -> N
     for routes in routes_of(text).values():
         assert all(r.get("route", {}).get("cluster") != "prometheus" for r in routes)
         assert not [r for r in routes if r["match"].get("prefix", "").startswith("/prometheus/")]
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> StaticSite:
+    """A directory of files, one larger than Envoy's default limit for a direct response."""
+    root = tmp_path / "site"
+    (root / "js").mkdir(parents=True)
+    (root / "index.html").write_text("<!doctype html><title>t</title>")
+    (root / "js" / "app.js").write_text("export {};\n")
+    (root / "big.css").write_text("a{}\n" * 2000)
+    (root / ".stamp").write_text("not served")
+    return StaticSite(directory=root, prefix="/s/", pages={"/": "index.html", "/deep/*": "index.html"})
+
+
+def static_routes(routes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The routes Envoy answers itself, by path (a prefix with a trailing *)."""
+    return {
+        r["match"]["path"] if "path" in r["match"] else r["match"]["prefix"] + "*": r
+        for r in routes
+        if "direct_response" in r
+    }
+
+
+def test_a_static_site_is_served_by_envoy_itself_without_filters(
+    tmp_path: Path, files: dict[str, Path], site: StaticSite
+) -> None:
+    text = rendered(files, sites=[site])
+    config = tmp_path / "envoy.yaml"
+    config.write_text(text)
+    result = validate(config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    listeners = {x["name"]: x for x in yaml.safe_load(text)["static_resources"]["listeners"]}
+    for name, routes in routes_of(text).items():
+        served = static_routes(routes)
+        # Every file but the hidden one, at the prefix; the pages answered with the file they name.
+        assert set(served) == {"/s/index.html", "/s/js/app.js", "/s/big.css", "/", "/deep/*"}, name
+        assert served["/deep/*"]["direct_response"]["body"] == {
+            "filename": str(site.directory / "index.html")
+        }
+        types = {
+            path: {h["header"]["key"]: h["header"]["value"] for h in r["response_headers_to_add"]}[
+                "content-type"
+            ]
+            for path, r in served.items()
+        }
+        assert types["/s/js/app.js"].startswith("text/javascript")
+        assert types["/s/big.css"].startswith("text/css") and types["/"].startswith("text/html")
+        # No filter but the router: no transcoding, and on the TLS port no token.
+        chain = {f["name"] for f in http_manager(listeners["tls"])["http_filters"]}
+        for route in served.values():
+            assert set(route["typed_per_filter_config"]) == chain - {"envoy.filters.http.router"}
+            assert all(c["disabled"] is True for c in route["typed_per_filter_config"].values())
+        route_config = http_manager(listeners[name])["route_config"]
+        assert (
+            route_config["max_direct_response_body_size_bytes"] == (site.directory / "big.css").stat().st_size
+        )
+
+
+def test_a_site_can_be_served_from_elsewhere_and_refuses_what_it_cannot_type(
+    files: dict[str, Path], site: StaticSite
+) -> None:
+    moved = dataclasses.replace(site, served_from=Path("/etc/envoy/site"))
+    routes = static_routes(routes_of(rendered(files, sites=[moved]))["tls"])
+    assert routes["/s/js/app.js"]["direct_response"]["body"] == {"filename": "/etc/envoy/site/js/app.js"}
+    (site.directory / "notes").write_text("no extension")
+    with pytest.raises(ValueError, match="no content type"):
+        rendered(files, sites=[site])
+    (site.directory / "notes").unlink()
+    with pytest.raises(ValueError, match="lacks"):
+        rendered(files, sites=[dataclasses.replace(site, pages={"/": "missing.html"})])
