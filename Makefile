@@ -205,11 +205,15 @@ deadletters: proto ## List or replay dead-lettered records (ARGS="list", ARGS="r
 	@$(PY) -m deadletters $(ARGS)
 
 .PHONY: lint
-lint: proto ## ruff, mypy and buf lint
+lint: proto ## ruff, mypy, buf lint, and the web console's scripts
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
 	@$(VENV)/bin/mypy
 	@$(MAKE) proto-lint
+	@# The web console's scripts parse as ES modules (console/package.json says they are); the
+	@# browser tests run them.
+	@command -v node >/dev/null || { echo "make lint needs Node.js for the web console's scripts"; exit 1; }
+	@for script in console/site/js/*.js; do node --check "$$script"; done
 
 .PHONY: fmt
 fmt: venv ## Format the Python code

@@ -61,6 +61,22 @@ class StaticSite:
     served_from: Path | None = None
 
 
+# The web console (console/): its scripts, styles and vendored uPlot under /console/, and the paths
+# of its pages, which all load index.html (the page's script reads the path). None of these clashes
+# with the API's (/v1/, /api/v1/, /metrics.v1.*, /grpc.*) or /prometheus/.
+CONSOLE = StaticSite(
+    directory=ROOT / "console" / "site",
+    prefix="/console/",
+    pages={"/": "index.html", "/events": "index.html", "/health": "index.html", "/sensors/*": "index.html"},
+    # Its own scripts, styles and images only, and only its own origin's API: no CDN, no inline code.
+    headers={
+        "content-security-policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; "
+        "base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
+        "referrer-policy": "no-referrer",
+    },
+)
+
+
 def render(
     *,
     tls: tuple[str, int],

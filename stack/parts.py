@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stack import certs, credentials, prepare, tokens
+from stack import certs, credentials, envoy_config, prepare, tokens
 from stack.credentials import Account
 from stack.settings import ROOT, StackSettings
 
@@ -133,7 +133,7 @@ def parts(settings: StackSettings) -> list[Part]:
         (str(venv_bin / "envoy"), "-c", str(envoy_yaml), "--disable-hot-restart", "--log-level", "warn",
          "--concurrency", str(settings.envoy_threads)),
         settings.envoy_tls_port, "service",
-        # Envoy reads certificates and keys at its start: a new one restarts it.
+        # Envoy reads certificates, keys and the files it serves at its start: a new one restarts it.
         env={DIGEST: digest(envoy_yaml, ROOT / "gen" / "metrics.binpb", *_envoy_files(settings))},
     )  # fmt: skip
     return [*servers, *services, envoy]
@@ -142,7 +142,8 @@ def parts(settings: StackSettings) -> list[Part]:
 def _envoy_files(settings: StackSettings) -> list[Path]:
     tls = certs.paths(settings)  # made by prepare.everything; listing the parts makes nothing
     ca = certs.client_ca(settings)
-    return [tls.certificate, tls.private_key, tokens.jwks_path(settings), *([ca] if ca else [])]
+    return [tls.certificate, tls.private_key, tokens.jwks_path(settings), *([ca] if ca else []),
+            envoy_config.CONSOLE.directory]  # fmt: skip
 
 
 def supervisord_conf(settings: StackSettings, all_parts: list[Part]) -> str:

@@ -61,6 +61,12 @@ def _request(
         return error.code, dict(error.headers), error.read()
 
 
+def http_bytes(method: str, url: str, **options: Any) -> tuple[int, dict[str, str], bytes]:
+    """(status, response headers, body) of an HTTP request whose answer need not be JSON (options:
+    as _request)."""
+    return _request(method, url, **options)
+
+
 async def http_full(
     method: str, url: str, body: Any = None, **options: Any
 ) -> tuple[int, dict[str, str], Any]:

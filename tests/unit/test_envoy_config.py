@@ -15,7 +15,7 @@ import yaml
 
 from runtime.identity import CLIENT_CERT_HEADER, DEVICE_URI_PREFIX, IDENTITY_HEADER, TIERS
 from stack import certs, tokens
-from stack.envoy_config import StaticSite, render
+from stack.envoy_config import CONSOLE, StaticSite, render
 from stack.settings import StackSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -272,3 +272,11 @@ def test_a_site_can_be_served_from_elsewhere_and_refuses_what_it_cannot_type(
     (site.directory / "notes").unlink()
     with pytest.raises(ValueError, match="lacks"):
         rendered(files, sites=[dataclasses.replace(site, pages={"/": "missing.html"})])
+
+
+def test_the_console_s_paths_do_not_clash_with_the_api() -> None:
+    # The API's paths (HTTP/JSON and gRPC), the legacy ones, and Prometheus's.
+    api = ("/v1/", "/api/", "/metrics.v1.", "/grpc.", "/prometheus/")
+    paths = [CONSOLE.prefix, *CONSOLE.pages]
+    assert not [p for p in paths if p.startswith(api)], paths
+    assert (CONSOLE.directory / "index.html").is_file()
