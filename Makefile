@@ -170,6 +170,8 @@ test test-faults bench bench-short: export METRICS_MIN_FREE_MB ?= 6144
 
 .PHONY: test
 test: run ## Run all tests against the local stack (starts it if needed)
+	@# The web console's tests drive Debian's Chromium: installed here, not within a test's time limit.
+	@$(PY) -m stack browser
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: test-faults

@@ -1,4 +1,4 @@
-"""python -m stack up|down|status|logs|shell-env — see stack/__init__.py."""
+"""python -m stack up|down|status|logs|shell-env|browser — see stack/__init__.py."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from stack import access, bootstrap, certs, consumers, credentials, prepare, pro
 from stack.parts import PUBLIC_SERVICES, Part, parts, supervisord_conf
 from stack.settings import ROOT, StackSettings, load
 from stack.supervisor import Supervisor
-from stack.system import SetupError, check_disk, ensure_packages, free_disk_mb, say, used_mb
+from stack.system import SetupError, check_disk, ensure_browser, ensure_packages, free_disk_mb, say, used_mb
 
 SERVER_DEADLINE_S = 120
 SERVICE_DEADLINE_S = 90
@@ -24,7 +24,7 @@ SERVICE_DEADLINE_S = 90
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__)
-    parser.add_argument("command", choices=("up", "down", "status", "logs", "shell-env"))
+    parser.add_argument("command", choices=("up", "down", "status", "logs", "shell-env", "browser"))
     args = parser.parse_args()
     # Probes fail until a part is up; their clients' own complaints would only be noise.
     logging.basicConfig(level=logging.CRITICAL)
@@ -38,6 +38,9 @@ def main() -> int:
             return status(settings)
         if args.command == "shell-env":
             print(*shell_env.lines(settings), sep="\n")
+            return 0
+        if args.command == "browser":
+            ensure_browser()
             return 0
         return logs(settings)
     except (SetupError, credentials.MissingCredentials) as exc:

@@ -43,6 +43,16 @@ def ensure_packages(settings: StackSettings) -> None:
         )
 
 
+# The browser the console's tests drive (Playwright's own download is not used).
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def ensure_browser() -> Path:
+    """Debian's Chromium, installed when missing (as root); only the console's tests need it."""
+    install_missing({"chromium": CHROMIUM.exists()})
+    return CHROMIUM
+
+
 def install_missing(present: dict[str, bool]) -> None:
     """apt-get installs the packages whose value is False (as root), or says how to."""
     missing = [package for package, there in present.items() if not there]
