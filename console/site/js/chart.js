@@ -14,9 +14,10 @@ const HEIGHT = 320;
 
 /**
  * Draws into `container` and returns the chart (`destroy()` removes it). `buckets` as the API gives
- * them; `eventTimes` in ms; `range` {from, to} in ms; `onSelect(from, to)` after a drag.
+ * them; `unit` labels the values; `eventTimes` in ms; `range` {from, to} in ms; `onSelect(from, to)`
+ * after a drag.
  */
-export async function drawChart(container, { buckets, eventTimes, range, onSelect, signal }) {
+export async function drawChart(container, { buckets, unit, eventTimes, range, onSelect, signal }) {
   const uPlot = await library();
   // uPlot's times are seconds; a bucket without readings is a gap.
   const xs = buckets.map((b) => Date.parse(b.startTime) / 1000);
@@ -40,7 +41,7 @@ export async function drawChart(container, { buckets, eventTimes, range, onSelec
         values: (chart, splits, axis, space, step) =>
           splits.map((s, i) => tick(s * 1000, step * 1000, i ? splits[i - 1] * 1000 : undefined)),
       },
-      { stroke: INK, grid: { stroke: "#e4e7eb" }, ticks: { stroke: "#cbd2d9" }, size: 60 },
+      { stroke: INK, grid: { stroke: "#e4e7eb" }, ticks: { stroke: "#cbd2d9" }, size: 60, label: unit || null },
     ],
     legend: { live: true },
     cursor: { drag: { x: true, y: false, setScale: false } },

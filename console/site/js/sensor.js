@@ -53,7 +53,7 @@ export async function sensorPage(main, { signal, params: [sensorId], query }) {
       chart = null;
       parts.summary.replaceChildren(summary(stats.stats, sensor));
       const eventTimes = events.events.filter((e) => e.metricType === view.type).map((e) => Date.parse(e.readingTime));
-      chart = await chartOf(parts.chart, stats.stats.buckets, width, eventTimes, view, own, (a, b) => {
+      chart = await chartOf(parts.chart, stats.stats, width, eventTimes, view, own, (a, b) => {
         view.range = ranges.between(a, b);
         show();
       });
@@ -104,8 +104,10 @@ function controls(types, view, apply) {
   },
   field("Metric", metric), field("Range", preset), field("From", from), field("To", to),
   h("button", { type: "submit" }, "Show"),
-  h("button", { type: "button", onclick: zoomBy(0.5) }, "Zoom in"),
-  h("button", { type: "button", onclick: zoomBy(2) }, "Zoom out"));
+  h("div", { class: "zoom", role: "group", "aria-label": "Zoom" },
+    h("button", { type: "button", onclick: zoomBy(0.5) }, "Zoom in"),
+    h("button", { type: "button", onclick: zoomBy(2) }, "Zoom out"),
+    h("span", {}, "or drag across the chart")));
   to.addEventListener("input", () => to.setCustomValidity(""));
   // The range's inputs show the range drawn, however it was chosen (a preset, a zoom, a drag).
   const sync = () => {
@@ -130,17 +132,19 @@ function summary(stats, sensor) {
     item("p50", number(stats.p50)), item("p95", number(stats.p95)), item("p99", number(stats.p99)));
 }
 
-async function chartOf(figure, buckets, width, eventTimes, view, signal, onSelect) {
+async function chartOf(figure, stats, width, eventTimes, view, signal, onSelect) {
+  const { buckets } = stats;
   const plot = h("div", { class: "plot" });
   const filled = buckets.filter((b) => Number(b.count) > 0);
   const minutes = width / 60;
   figure.replaceChildren(plot, h("figcaption", {},
     `${view.type}: the mean of each ${minutes >= 60 ? `${minutes / 60} h` : `${minutes} min`} bucket (line and points) ` +
-    `with its min–max band; ${filled.length} of ${buckets.length} buckets hold readings. ` +
-    `${eventTimes.length ? `Dashed red lines: ${eventTimes.length} ${eventTimes.length === 1 ? "event" : "events"}. ` : ""}` +
-    "Drag across the chart to zoom in."),
+    `with its min–max band; ${filled.length} of ${buckets.length} buckets hold readings.` +
+    (eventTimes.length ? ` Dashed red lines: ${eventTimes.length} ${eventTimes.length === 1 ? "event" : "events"}.` : "")),
   bucketTable(filled));
-  return drawChart(plot, { buckets, eventTimes, range: view.range, onSelect, signal });
+  // The unit the readings carry, if any, names the values' axis.
+  const unit = stats.lastReading?.unit ?? "";
+  return drawChart(plot, { buckets, unit, eventTimes, range: view.range, onSelect, signal });
 }
 
 // The chart's numbers for those who cannot see it (and for tests).
