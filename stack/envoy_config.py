@@ -42,6 +42,9 @@ STATIC_FILTERS_OFF = (
 # Envoy has no conditional answers for its direct responses (no ETag, no 304): a browser asks again
 # each time, and a page never runs with a stale script after an upgrade.
 STATIC_HEADERS = {"cache-control": "no-cache", "x-content-type-options": "nosniff"}
+# Envoy refuses a configuration with a direct response larger than this, unless the route
+# configuration's max_direct_response_body_size_bytes allows more.
+DIRECT_RESPONSE_DEFAULT_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -70,8 +73,8 @@ CONSOLE = StaticSite(
     pages={"/": "index.html", "/events": "index.html", "/health": "index.html", "/sensors/*": "index.html"},
     # Its own scripts, styles and images only, and only its own origin's API: no CDN, no inline code.
     headers={
-        "content-security-policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; "
-        "base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
+        "content-security-policy": "default-src 'self'; object-src 'none'; base-uri 'none'; "
+        "frame-ancestors 'none'; form-action 'self'",
         "referrer-policy": "no-referrer",
     },
 )
@@ -152,11 +155,6 @@ def _without_upstreams(
         (host,) = route_config["virtual_hosts"]
         host["routes"] = [r for r in host["routes"] if r.get("route", {}).get("cluster") not in gone]
     return [c for c in clusters if c["name"] not in gone]
-
-
-# Envoy refuses a configuration with a direct response larger than this, unless the route
-# configuration's max_direct_response_body_size_bytes allows more.
-DIRECT_RESPONSE_DEFAULT_MAX = 4096
 
 
 def _add_static_routes(listeners: Mapping[str, dict[str, Any]], sites: Sequence[StaticSite]) -> None:

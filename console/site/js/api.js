@@ -91,7 +91,7 @@ async function streamWithToken(target, { signal, onMessage, onState }) {
           if (data) onMessage(JSON.parse(data));
         }
       }
-    } catch (error) {
+    } catch {
       if (signal.aborted) return;
     }
     onState("retrying");
