@@ -93,6 +93,7 @@ def up(settings: StackSettings) -> int:
           + (f"  (CA: {ca})" if ca else ""))  # fmt: skip
     if settings.envoy_plaintext:
         print(f"Local, no token: http://127.0.0.1:{settings.envoy_port}")
+        print(f"Web console: http://127.0.0.1:{settings.envoy_port}/")
     print("logs: make logs   stop: make stop")
     return 0
 
