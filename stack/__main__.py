@@ -1,4 +1,4 @@
-"""python -m stack up|down|status|logs|shell-env — see stack/__init__.py."""
+"""python -m stack up|down|status|logs|shell-env|packages|browser — see stack/__init__.py."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from stack import access, bootstrap, certs, consumers, credentials, prepare, pro
 from stack.parts import Part, parts, supervisord_conf
 from stack.settings import PUBLIC_SERVICES, ROOT, StackSettings, load
 from stack.supervisor import Supervisor
-from stack.system import SetupError, check_disk, ensure_packages, free_disk_mb, say, used_mb
+from stack.system import SetupError, check_disk, ensure_browser, ensure_packages, free_disk_mb, say, used_mb
 
 SERVER_DEADLINE_S = 120
 SERVICE_DEADLINE_S = 90
@@ -26,7 +26,8 @@ SERVICE_DEADLINE_S = 90
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__)
-    parser.add_argument("command", choices=("up", "down", "status", "logs", "shell-env", "packages"))
+    commands = ("up", "down", "status", "logs", "shell-env", "packages", "browser")
+    parser.add_argument("command", choices=commands)
     args = parser.parse_args()
     # Probes fail until a part is up; their clients' own complaints would only be noise.
     logging.basicConfig(level=logging.CRITICAL)
@@ -43,6 +44,9 @@ def main() -> int:
             return 0
         if args.command == "shell-env":
             print(*shell_env.lines(settings), sep="\n")
+            return 0
+        if args.command == "browser":
+            ensure_browser()
             return 0
         return logs(settings)
     except (SetupError, credentials.MissingCredentials) as exc:
@@ -95,6 +99,7 @@ def up(settings: StackSettings) -> int:
           + (f"  (CA: {ca})" if ca else ""))  # fmt: skip
     if settings.envoy_plaintext:
         print(f"Local, no token: http://127.0.0.1:{settings.envoy_port}")
+        print(f"Web console: http://127.0.0.1:{settings.envoy_port}/")
     print("logs: make logs   stop: make stop")
     return 0
 

@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stack import certs, credentials, prepare, prometheus_config, tokens
+from stack import certs, credentials, envoy_config, prepare, prometheus_config, tokens
 from stack.credentials import Account
 from stack.settings import ROOT, SERVICES, StackSettings
 
@@ -131,7 +131,7 @@ def parts(settings: StackSettings) -> list[Part]:
         (str(venv_bin / "envoy"), "-c", str(envoy_yaml), "--disable-hot-restart", "--log-level", "warn",
          "--concurrency", str(settings.envoy_threads)),
         settings.envoy_tls_port, "service",
-        # Envoy reads certificates and keys at its start: a new one restarts it.
+        # Envoy reads certificates, keys and the files it serves at its start: a new one restarts it.
         env={DIGEST: digest(envoy_yaml, ROOT / "gen" / "metrics.binpb", *_envoy_files(settings))},
     )  # fmt: skip
     return [*servers, *services, envoy, *_observers(settings, paths)]
@@ -178,7 +178,8 @@ def _observers(settings: StackSettings, paths: prepare.Paths) -> list[Part]:
 def _envoy_files(settings: StackSettings) -> list[Path]:
     tls = certs.paths(settings)  # made by prepare.everything; listing the parts makes nothing
     ca = certs.client_ca(settings)
-    return [tls.certificate, tls.private_key, tokens.jwks_path(settings), *([ca] if ca else [])]
+    return [tls.certificate, tls.private_key, tokens.jwks_path(settings), *([ca] if ca else []),
+            envoy_config.CONSOLE.directory]  # fmt: skip
 
 
 def supervisord_conf(settings: StackSettings, all_parts: list[Part]) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from stack import certs, credentials, envoy_config, prometheus_config, tokens
 from stack.settings import ROOT, StackSettings
-from stack.system import SetupError, fetch_kafka_libs, say
+from stack.system import SetupError, fetch_console_libs, fetch_kafka_libs, say
 
 KAFKA_DIR = ROOT / "stack" / "kafka"
 
@@ -63,6 +63,7 @@ def everything(settings: StackSettings) -> None:
     redis_acl(where.redis_acl, settings)
     libs = fetch_kafka_libs(where.kafka_libs)
     kafka_config(where.kafka_properties, libs, settings)
+    fetch_console_libs(envoy_config.CONSOLE.directory / "vendor")
     envoy_file(where.envoy_yaml, settings)
     prometheus_files(where, settings)
 
@@ -245,12 +246,14 @@ def envoy_file(path: Path, settings: StackSettings) -> None:
             upstreams={
                 "receiver": (local, settings.receiver_grpc_port),
                 "assessor": (local, settings.assessor_grpc_port),
+                "prometheus": (local, settings.prometheus_port),
             },
             descriptor=ROOT / "gen" / "metrics.binpb",
             certificate=tls.certificate,
             private_key=tls.private_key,
             jwks=tokens.ensure_keys(settings),
             client_ca=certs.client_ca(settings),
+            sites=[envoy_config.CONSOLE],
         )
     )
 

@@ -38,7 +38,8 @@ class StackSettings:
     saver_grpc_port: int = 50053
     assessor_grpc_port: int = 50054
     # Each service's Prometheus metrics (/metrics), and Prometheus itself with the exporters of
-    # PostgreSQL and Redis (Debian's packages).
+    # PostgreSQL and Redis (Debian's packages); Envoy routes /prometheus/api/v1/ to Prometheus's API
+    # (the console's health page).
     receiver_metrics_port: int = 51051
     processor_metrics_port: int = 51052
     saver_metrics_port: int = 51053

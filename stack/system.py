@@ -12,6 +12,7 @@ from pathlib import Path
 from stack.settings import ROOT, StackSettings
 
 KAFKA_POM = ROOT / "stack" / "kafka" / "pom.xml"
+CONSOLE = ROOT / "console"
 
 
 class SetupError(RuntimeError):
@@ -24,17 +25,40 @@ def say(message: str) -> None:
 
 def ensure_packages(settings: StackSettings) -> None:
     """Installs the Debian packages of the servers when they are missing (as root), or says which."""
-    needed = {
-        "postgresql": (settings.postgres_bin / "postgres").exists()
-        and (settings.postgres_bin / "initdb").exists(),
-        "redis-server": shutil.which("redis-server") is not None,
-        "default-jre-headless": shutil.which("java") is not None,
-        "maven": shutil.which("mvn") is not None,
-        "prometheus": shutil.which("prometheus") is not None and shutil.which("promtool") is not None,
-        "prometheus-postgres-exporter": shutil.which("prometheus-postgres-exporter") is not None,
-        "prometheus-redis-exporter": shutil.which("prometheus-redis-exporter") is not None,
-    }
-    missing = [package for package, present in needed.items() if not present]
+    install_missing(
+        {
+            "postgresql": (settings.postgres_bin / "postgres").exists()
+            and (settings.postgres_bin / "initdb").exists(),
+            "redis-server": shutil.which("redis-server") is not None,
+            "default-jre-headless": shutil.which("java") is not None,
+            "maven": shutil.which("mvn") is not None,
+            # Fetches uPlot for the web console (fetch_console_libs); any Node.js version does.
+            "npm": shutil.which("npm") is not None,
+            "prometheus": shutil.which("prometheus") is not None and shutil.which("promtool") is not None,
+            "prometheus-postgres-exporter": shutil.which("prometheus-postgres-exporter") is not None,
+            "prometheus-redis-exporter": shutil.which("prometheus-redis-exporter") is not None,
+        }
+    )
+    if not (settings.postgres_bin / "postgres").exists():
+        raise SetupError(
+            f"PostgreSQL server binaries not found in {settings.postgres_bin}; "
+            "set METRICS_POSTGRES_BIN to the directory holding postgres and initdb"
+        )
+
+
+# The browser the console's tests drive (Playwright's own download is not used).
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def ensure_browser() -> Path:
+    """Debian's Chromium, installed when missing (as root); only the console's tests need it."""
+    install_missing({"chromium": CHROMIUM.exists()})
+    return CHROMIUM
+
+
+def install_missing(present: dict[str, bool]) -> None:
+    """apt-get installs the packages whose value is False (as root), or says how to."""
+    missing = [package for package, there in present.items() if not there]
     if not missing:
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
@@ -47,11 +71,6 @@ def ensure_packages(settings: StackSettings) -> None:
     if subprocess.run(install, env=env, check=False).returncode != 0:
         subprocess.run(["apt-get", "update"], env=env, check=True)
         subprocess.run(install, env=env, check=True)
-    if not (settings.postgres_bin / "postgres").exists():
-        raise SetupError(
-            f"PostgreSQL server binaries not found in {settings.postgres_bin}; "
-            "set METRICS_POSTGRES_BIN to the directory holding postgres and initdb"
-        )
 
 
 def check_disk(settings: StackSettings) -> None:
@@ -100,3 +119,27 @@ def fetch_kafka_libs(libs: Path) -> Path:
         raise SetupError(f"mvn could not fetch Kafka's jars:\n{result.stdout}{result.stderr}")
     stamp.write_text(digest)
     return libs
+
+
+def fetch_console_libs(vendor: Path) -> None:
+    """What the web console takes from npm (uPlot, pinned by console/package-lock.json) into
+    `vendor`, where Envoy serves it: once per version of the lock file. The Dockerfile does the same."""
+    lock = CONSOLE / "package-lock.json"
+    stamp = vendor / ".package-lock-sha256"  # a dot file: Envoy serves no hidden files
+    digest = hashlib.sha256(lock.read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    say("Fetching the web console's uPlot from npm")
+    command = ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"]
+    result = subprocess.run(command, cwd=CONSOLE, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SetupError(f"npm ci in {CONSOLE} failed:\n{result.stdout}{result.stderr}")
+    if vendor.exists():
+        shutil.rmtree(vendor)
+    vendor.mkdir(parents=True)
+    dist = CONSOLE / "node_modules" / "uplot" / "dist"
+    # uPlot's minified build (51 KB; its ES module is 145 KB unminified) is a script that defines
+    # `uPlot`: one line more makes it an ES module.
+    (vendor / "uPlot.js").write_text((dist / "uPlot.iife.min.js").read_text() + "\nexport default uPlot;\n")
+    shutil.copy(dist / "uPlot.min.css", vendor / "uPlot.min.css")
+    stamp.write_text(digest)

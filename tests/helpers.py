@@ -66,6 +66,12 @@ def _lowered(headers: Any) -> dict[str, str]:
     return {name.lower(): value for name, value in headers.items()}
 
 
+def http_bytes(method: str, url: str, **options: Any) -> tuple[int, dict[str, str], bytes]:
+    """(status, response headers, body) of an HTTP request whose answer need not be JSON (options:
+    as _request)."""
+    return _request(method, url, **options)
+
+
 async def http_full(
     method: str, url: str, body: Any = None, **options: Any
 ) -> tuple[int, dict[str, str], Any]:

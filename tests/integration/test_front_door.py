@@ -28,7 +28,7 @@ from stack import certs
 from stack.settings import StackSettings
 from tests import front_door
 from tests.front_door import auth, bearer, claims, foreign_token, signed, token
-from tests.helpers import eventually, http, http_full
+from tests.helpers import eventually, http, http_bytes, http_full
 from tests.target import Target
 
 BASE_US = 1_790_000_000_000_000  # a fixed past time (2026-09-21)
@@ -200,6 +200,30 @@ async def test_a_token_without_the_scope_is_403_permission_denied(
     admin = token(target, scopes=("admin",))
     status, _ = await http("GET", f"{target.envoy_tls_url}/v1/sensors", headers=auth(admin), tls=tls)
     assert status == 200
+
+
+async def test_the_console_s_files_need_no_token_but_its_data_does(target: Target) -> None:
+    # The page, its scripts and styles hold no data; what they ask the API for needs a token.
+    tls = front_door.tls_context(target)
+    for path in ("/", "/sensors/s-1", "/console/js/app.js"):
+        status, _, body = await asyncio.to_thread(http_bytes, "GET", f"{target.envoy_tls_url}{path}", tls=tls)
+        assert status == 200, (path, status, body[:200])
+    status, body = await http("GET", f"{target.envoy_tls_url}/v1/sensors", tls=tls)
+    assert status == 401, (status, body)
+
+
+async def test_prometheus_through_the_tls_port_needs_an_admin_token(target: Target) -> None:
+    tls = front_door.tls_context(target)
+    url = f"{target.envoy_tls_url}/prometheus/api/v1/query?query=up"
+    status, body = await http("GET", url, headers=auth(token(target, scopes=("admin",))), tls=tls)
+    if status == 404:
+        pytest.skip(f"this deployment routes no Prometheus: {body}")
+    # Past Envoy: Prometheus's answer, or 503 when it is not running.
+    assert status in {200, 503}, (status, body)
+    status, body = await http("GET", url, headers=auth(token(target, scopes=("ingest", "read"))), tls=tls)
+    assert status == 403 and "admin" in body["message"], (status, body)
+    status, body = await http("GET", url, tls=tls)
+    assert status == 401 and "token" in body["message"], (status, body)
 
 
 # --- which sensors ------------------------------------------------------------------------------

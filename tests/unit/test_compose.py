@@ -276,8 +276,9 @@ def test_host_ports_are_the_local_stack_defaults_on_loopback(raw: dict[str, Any]
                 "kafka_port": "kafka"}  # fmt: skip
     services |= {f"{name}_grpc_port": name for name in SERVICES}
     # Kafka's controller listener is for the broker itself; Envoy's image has no plaintext
-    # listener, and its admin interface is for the container (its healthcheck).
-    # The services' metrics are for a Prometheus on the compose network (the file runs none yet).
+    # listener, and its admin interface is for the container (its healthcheck). The Compose
+    # deployment has no Prometheus yet (its image leaves out the route to one); the services'
+    # metrics are for a Prometheus on the compose network.
     unpublished = {"kafka_controller_port", "envoy_port", "envoy_admin_port"}
     unpublished |= {f"{name}_metrics_port" for name in SERVICES}
     unpublished |= {"prometheus_port", "postgres_exporter_port", "redis_exporter_port"}

@@ -15,7 +15,7 @@ import yaml
 
 from runtime.identity import CLIENT_CERT_HEADER, DEVICE_URI_PREFIX, IDENTITY_HEADER, TIERS
 from stack import certs, tokens
-from stack.envoy_config import render
+from stack.envoy_config import CONSOLE, StaticSite, render
 from stack.settings import StackSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,3 +162,121 @@ def test_a_descriptor_without_the_services_is_refused(tmp_path: Path, files: dic
 def test_upstreams_must_name_the_routed_services(files: dict[str, Path]) -> None:
     with pytest.raises(ValueError, match="do not match"):
         rendered(files, upstreams={**PUBLIC, "saver": ("saver", 3)})
+
+
+def routes_of(text: str) -> dict[str, list[dict[str, Any]]]:
+    """Each listener's routes."""
+    listeners = yaml.safe_load(text)["static_resources"]["listeners"]
+    return {x["name"]: http_manager(x)["route_config"]["virtual_hosts"][0]["routes"] for x in listeners}
+
+
+def test_prometheus_is_routed_for_get_only_and_for_an_admin_token_on_the_tls_port(
+    tmp_path: Path, files: dict[str, Path]
+) -> None:
+    text = rendered(files, upstreams={**PUBLIC, "prometheus": ("127.0.0.1", 19090)})
+    config = tmp_path / "envoy.yaml"
+    config.write_text(text)
+    result = validate(config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    clusters = {c["name"]: c for c in yaml.safe_load(text)["static_resources"]["clusters"]}
+    endpoint = clusters["prometheus"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 19090}
+    for routes in routes_of(text).values():
+        (route,) = [r for r in routes if r.get("route", {}).get("cluster") == "prometheus"]
+        assert route["match"]["prefix"] == "/prometheus/api/v1/"
+        assert route["match"]["headers"] == [{"name": ":method", "string_match": {"exact": "GET"}}]
+        assert route["route"]["prefix_rewrite"] == "/api/v1/"
+        per_filter = route["typed_per_filter_config"]
+        assert per_filter["envoy.filters.http.grpc_json_transcoder"]["disabled"] is True
+        (policy,) = per_filter["envoy.filters.http.rbac"]["rbac"]["rules"]["policies"].values()
+        (principal,) = policy["principals"]
+        assert [step["key"] for step in principal["metadata"]["path"]] == ["jwt_payload", "scope"]
+    listeners = {x["name"]: x for x in yaml.safe_load(text)["static_resources"]["listeners"]}
+    (provider,) = http_filters(listeners["tls"])["jwt_authn"]["providers"].values()
+    assert provider["payload_in_metadata"] == "jwt_payload"
+
+
+def test_without_a_prometheus_its_route_is_left_out(files: dict[str, Path]) -> None:
+    text = rendered(files)
+    assert "prometheus" not in {c["name"] for c in yaml.safe_load(text)["static_resources"]["clusters"]}
+    for routes in routes_of(text).values():
+        assert all(r.get("route", {}).get("cluster") != "prometheus" for r in routes)
+        assert not [r for r in routes if r["match"].get("prefix", "").startswith("/prometheus/")]
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> StaticSite:
+    """A directory of files, one larger than Envoy's default limit for a direct response."""
+    root = tmp_path / "site"
+    (root / "js").mkdir(parents=True)
+    (root / "index.html").write_text("<!doctype html><title>t</title>")
+    (root / "js" / "app.js").write_text("export {};\n")
+    (root / "big.css").write_text("a{}\n" * 2000)
+    (root / ".stamp").write_text("not served")
+    return StaticSite(directory=root, prefix="/s/", pages={"/": "index.html", "/deep/*": "index.html"})
+
+
+def static_routes(routes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The routes Envoy answers itself, by path (a prefix with a trailing *)."""
+    return {
+        r["match"]["path"] if "path" in r["match"] else r["match"]["prefix"] + "*": r
+        for r in routes
+        if "direct_response" in r
+    }
+
+
+def test_a_static_site_is_served_by_envoy_itself_without_filters(
+    tmp_path: Path, files: dict[str, Path], site: StaticSite
+) -> None:
+    text = rendered(files, sites=[site])
+    config = tmp_path / "envoy.yaml"
+    config.write_text(text)
+    result = validate(config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    listeners = {x["name"]: x for x in yaml.safe_load(text)["static_resources"]["listeners"]}
+    for name, routes in routes_of(text).items():
+        served = static_routes(routes)
+        # Every file but the hidden one, at the prefix; the pages answered with the file they name.
+        assert set(served) == {"/s/index.html", "/s/js/app.js", "/s/big.css", "/", "/deep/*"}, name
+        assert served["/deep/*"]["direct_response"]["body"] == {
+            "filename": str(site.directory / "index.html")
+        }
+        types = {
+            path: {h["header"]["key"]: h["header"]["value"] for h in r["response_headers_to_add"]}[
+                "content-type"
+            ]
+            for path, r in served.items()
+        }
+        assert types["/s/js/app.js"].startswith("text/javascript")
+        assert types["/s/big.css"].startswith("text/css") and types["/"].startswith("text/html")
+        # No filter but the router: no transcoding, and on the TLS port no token.
+        chain = {f["name"] for f in http_manager(listeners["tls"])["http_filters"]}
+        for route in served.values():
+            assert set(route["typed_per_filter_config"]) == chain - {"envoy.filters.http.router"}
+            assert all(c["disabled"] is True for c in route["typed_per_filter_config"].values())
+        route_config = http_manager(listeners[name])["route_config"]
+        assert (
+            route_config["max_direct_response_body_size_bytes"] == (site.directory / "big.css").stat().st_size
+        )
+
+
+def test_a_site_can_be_served_from_elsewhere_and_refuses_what_it_cannot_type(
+    files: dict[str, Path], site: StaticSite
+) -> None:
+    moved = dataclasses.replace(site, served_from=Path("/etc/envoy/site"))
+    routes = static_routes(routes_of(rendered(files, sites=[moved]))["tls"])
+    assert routes["/s/js/app.js"]["direct_response"]["body"] == {"filename": "/etc/envoy/site/js/app.js"}
+    (site.directory / "notes").write_text("no extension")
+    with pytest.raises(ValueError, match="no content type"):
+        rendered(files, sites=[site])
+    (site.directory / "notes").unlink()
+    with pytest.raises(ValueError, match="lacks"):
+        rendered(files, sites=[dataclasses.replace(site, pages={"/": "missing.html"})])
+
+
+def test_the_console_s_paths_do_not_clash_with_the_api() -> None:
+    # The API's paths (HTTP/JSON and gRPC), the legacy ones, and Prometheus's.
+    api = ("/v1/", "/api/", "/metrics.v1.", "/grpc.", "/prometheus/")
+    paths = [CONSOLE.prefix, *CONSOLE.pages]
+    assert not [p for p in paths if p.startswith(api)], paths
+    assert (CONSOLE.directory / "index.html").is_file()

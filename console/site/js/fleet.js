@@ -1,0 +1,67 @@
+// The fleet: every sensor with its latest reading of each metric type and when it was last seen,
+// found by the start of its id, a page at a time (the API's page tokens).
+import { get } from "./api.js";
+import { empty, h, heading, time } from "./dom.js";
+import { ago, reading } from "./format.js";
+import { problem } from "./problem.js";
+
+const PAGE_SIZE = 50;
+
+export async function fleetPage(main, { signal, query, navigate }) {
+  const prefix = query.get("prefix") ?? "";
+  const input = h("input", {
+    id: "prefix", name: "prefix", type: "search", value: prefix, autocomplete: "off", spellcheck: "false",
+    placeholder: "e.g. plant-7-",
+  });
+  const search = h("form", {
+    role: "search", action: "/", method: "get",
+    onsubmit: (event) => {
+      event.preventDefault();
+      const wanted = input.value.trim();
+      navigate(wanted ? `/?prefix=${encodeURIComponent(wanted)}` : "/");
+    },
+  }, h("label", { for: "prefix" }, "Sensor id starts with"), input, h("button", { type: "submit" }, "Search"));
+  const results = h("div", { class: "results" });
+  main.append(heading("Fleet"), search, results);
+
+  // The token of each page seen so far: "Previous" goes back through them.
+  const tokens = [""];
+  let index = 0;
+  const load = async (to, focus) => {
+    const answer = await get("/v1/sensors", { sensorIdPrefix: prefix, pageSize: PAGE_SIZE, pageToken: tokens[to] }, { signal });
+    index = to;
+    tokens[index + 1] = answer.nextPageToken;
+    results.replaceChildren(...table(answer.sensors, prefix, index), pager(index, answer, load, results, signal));
+    if (focus) results.querySelector(`[data-pager="${focus}"]:not([disabled])`)?.focus() ?? results.querySelector("table")?.focus();
+  };
+  await load(0);
+}
+
+function table(sensors, prefix, index) {
+  if (!sensors.length && index === 0) {
+    return [empty(prefix ? `No sensor id starts with “${prefix}”.` : "No sensors yet.",
+      "A sensor appears here once a reading of it is stored.")];
+  }
+  const first = index * PAGE_SIZE + 1;
+  const now = Date.now();
+  return [h("table", { class: "fleet", tabindex: "-1" },
+    h("caption", {}, `Sensors ${first}–${first + sensors.length - 1}`, prefix ? ` starting with “${prefix}”` : ""),
+    h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Sensor"), h("th", { scope: "col" }, "Last seen"),
+      h("th", { scope: "col" }, "Latest values"))),
+    h("tbody", {}, sensors.map((sensor) => h("tr", {},
+      h("th", { scope: "row" }, h("a", { href: `/sensors/${encodeURIComponent(sensor.sensorId)}` }, sensor.sensorId)),
+      h("td", {}, time(sensor.lastSeenTime, ago(sensor.lastSeenTime, now))),
+      h("td", {}, h("ul", { class: "values" }, sensor.lastMetrics.map((metric) =>
+        h("li", {}, h("span", { class: "type" }, metric.metricType), " ", h("span", { class: "value" }, reading(metric))))))))))];
+}
+
+function pager(index, answer, load, results, signal) {
+  // Each button keeps the focus where it was after its page loads, unless it is disabled then.
+  const button = (label, to, disabled) => h("button", {
+    type: "button", "data-pager": label, disabled,
+    onclick: () => load(to, label).catch((error) => signal.aborted || results.append(problem(error, () => load(to, label)))),
+  }, label);
+  return h("nav", { class: "pager", "aria-label": "Pages of sensors" },
+    button("Previous", index - 1, index === 0),
+    button("Next", index + 1, !answer.nextPageToken));
+}

@@ -1,0 +1,404 @@
+"""The web console in a real browser: Debian's Chromium driven by Playwright, against the deployment's
+Envoy, with readings sent through the public API. Every test also checks that the page logged no
+error or warning and threw nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
+
+from stack import system
+from tests import front_door
+from tests.helpers import eventually, http, http_bytes
+from tests.target import Target
+
+# The default rule: temperature at or above 95, three times in a row, raises an event.
+WARM = (96.0, 97.0, 98.0)
+
+
+@dataclass
+class Tab:
+    """A page, and what it complained about: console errors and warnings, uncaught exceptions."""
+
+    page: Page
+    problems: list[str] = field(default_factory=list)
+    # Console messages that are expected in a test: e.g. the browser's own line for a 503.
+    expected: Callable[[ConsoleMessage], bool] = lambda _: False
+
+    def log(self, message: ConsoleMessage) -> None:
+        if message.type in {"error", "warning"} and not self.expected(message):
+            self.problems.append(f"{message.type}: {message.text} ({message.location.get('url')})")
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    chromium = await asyncio.to_thread(system.ensure_browser)
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=str(chromium), args=["--no-sandbox"])
+        yield launched
+        await launched.close()
+
+
+@pytest.fixture
+async def tab(browser: Browser, target: Target) -> AsyncIterator[Tab]:
+    context = await browser.new_context(
+        base_url=target.envoy_url, locale="en-GB", viewport={"width": 1200, "height": 900}
+    )
+    page = await context.new_page()
+    opened = Tab(page)
+    page.on("console", opened.log)
+    page.on("pageerror", lambda error: opened.problems.append(f"uncaught: {error}"))
+    yield opened
+    await context.close()
+
+
+def iso(at: datetime) -> str:
+    return at.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+async def send(target: Target, readings: list[tuple[str, float, datetime]]) -> None:
+    """Pushes (sensor, temperature, time) readings through Envoy's HTTP/JSON route."""
+    metrics = [
+        {"sensorId": s, "metricType": "temperature", "value": v, "readingTime": iso(at), "unit": "celsius"}
+        for s, v, at in readings
+    ]
+    status, body = await http("POST", f"{target.envoy_url}/v1/metrics:push", {"metrics": metrics})
+    assert status == 200, (status, body)
+
+
+async def listed(target: Target, prefix: str, count: int) -> None:
+    """Waits until the API lists `count` sensors starting with `prefix` (their readings stored)."""
+
+    async def check() -> None:
+        status, body = await http(
+            "GET", f"{target.envoy_url}/v1/sensors?sensorIdPrefix={prefix}&pageSize=1000"
+        )
+        assert status == 200 and len(body["sensors"]) == count, body
+
+    await eventually(check, what=f"{count} sensors {prefix}* listed")
+
+
+def minutes_ago(now: datetime, minutes: int, second: int = 0) -> datetime:
+    """A time `minutes` whole minutes before `now`'s minute, at `second` into it."""
+    return now.replace(second=0, microsecond=0) - timedelta(minutes=minutes) + timedelta(seconds=second)
+
+
+# --- what Envoy serves ----------------------------------------------------------------------------
+
+
+def test_envoy_serves_the_console_s_files_with_their_types(target: Target) -> None:
+    for path, content_type in [
+        ("/", "text/html"),
+        ("/sensors/any-id", "text/html"),
+        ("/events", "text/html"),
+        ("/console/js/app.js", "text/javascript"),
+        ("/console/style.css", "text/css"),
+        ("/console/vendor/uPlot.js", "text/javascript"),  # from npm, by `make run`
+    ]:
+        status, headers, body = http_bytes("GET", target.envoy_url + path)
+        assert status == 200, (path, status, body[:200])
+        assert headers["content-type"].startswith(content_type), (path, headers)
+        assert "default-src 'self'" in headers["content-security-policy"], headers
+    status, _, body = http_bytes("POST", target.envoy_url + "/")
+    assert status == 404, body
+
+
+# --- the fleet ------------------------------------------------------------------------------------
+
+
+async def test_the_fleet_lists_a_sensor_just_sent(tab: Tab, target: Target, sensor_id: str) -> None:
+    await send(target, [(sensor_id, 21.5, datetime.now(UTC) - timedelta(seconds=5))])
+    await listed(target, sensor_id, 1)
+    page = tab.page
+    await page.goto("/")
+    await page.get_by_label("Sensor id starts with").fill(sensor_id)
+    await page.get_by_label("Sensor id starts with").press("Enter")
+    await expect(page).to_have_url(re.compile(rf"/\?prefix={sensor_id}$"))
+    row = page.get_by_role("row").filter(has=page.get_by_role("link", name=sensor_id, exact=True))
+    await expect(row).to_contain_text("temperature 21.5 celsius")
+    await expect(row).to_contain_text(re.compile(r"\d+ s ago"))
+    assert tab.problems == []
+
+
+async def test_the_fleet_pages_through_many_sensors(tab: Tab, target: Target) -> None:
+    prefix = f"page-{uuid.uuid4().hex[:10]}-"
+    at = datetime.now(UTC) - timedelta(seconds=5)
+    await send(target, [(f"{prefix}{i:03d}", float(i), at) for i in range(55)])
+    await listed(target, prefix, 55)
+    page = tab.page
+    await page.goto(f"/?prefix={prefix}")
+    links = page.get_by_role("link", name=re.compile(f"^{prefix}"))
+    await expect(links).to_have_count(50)
+    await expect(page.get_by_role("button", name="Previous")).to_be_disabled()
+    await page.get_by_role("button", name="Next").click()
+    await expect(links).to_have_count(5)
+    await expect(links.first).to_have_text(f"{prefix}050")
+    await expect(page.get_by_role("button", name="Next")).to_be_disabled()
+    await page.get_by_role("button", name="Previous").click()
+    await expect(links).to_have_count(50)
+    assert tab.problems == []
+
+
+# --- a sensor -------------------------------------------------------------------------------------
+
+
+async def test_a_sensor_page_charts_its_buckets_and_marks_its_events(
+    tab: Tab, target: Target, sensor_id: str
+) -> None:
+    # Readings in five distinct minutes of the last hour; three warm ones in a row raise an event.
+    now = datetime.now(UTC)
+    readings = {50: (20.0, 21.0), 40: (22.0,), 30: WARM, 20: (30.0,), 10: (25.0, 26.0)}
+    await send(target, [
+        (sensor_id, value, minutes_ago(now, minutes, 10 * i))
+        for minutes, values in readings.items() for i, value in enumerate(values)
+    ])  # fmt: skip
+    await listed(target, sensor_id, 1)
+    await eventually(lambda: event_stored(target, sensor_id), what="the event stored")
+    page = tab.page
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    await page.goto(f"/sensors/{sensor_id}")
+    await expect(page.get_by_role("heading", level=1)).to_have_text(f"Sensor {sensor_id}")
+    # The last hour at a minute a bucket: one point for each minute with readings.
+    await expect(page.locator(".plot")).to_have_attribute("data-points", "5")
+    await expect(page.locator(".plot canvas")).to_have_count(1)
+    await expect(page.locator("table.buckets tbody tr")).to_have_count(5)
+    readings_count = (
+        page.locator(".stats div").filter(has=page.locator("dt", has_text="Readings")).locator("dd")
+    )
+    await expect(readings_count).to_have_text("9")
+    # 61 buckets, or 60 when the hour happens to start on a whole minute.
+    await expect(page.locator("figcaption")).to_contain_text(re.compile("5 of 6[01] buckets hold readings"))
+    await expect(page.locator("figcaption")).to_contain_text("1 event.")
+    events = page.locator("table.events tbody tr")
+    await expect(events).to_have_count(1)
+    await expect(events).to_contain_text("98")
+    # Nothing from elsewhere: the page, its scripts and uPlot come from Envoy, the data from the API.
+    assert all(url.startswith(target.envoy_url + "/") for url in requests), requests
+    assert tab.problems == []
+
+
+async def event_stored(target: Target, sensor_id: str) -> None:
+    status, body = await http("GET", f"{target.envoy_url}/api/v1/sensors/{sensor_id}/events")
+    assert status == 200 and len(body["events"]) == 1, body
+
+
+async def test_zooming_narrows_the_range_and_keeps_it_in_the_address(
+    tab: Tab, target: Target, sensor_id: str
+) -> None:
+    now = datetime.now(UTC)
+    await send(target, [(sensor_id, float(m), minutes_ago(now, m)) for m in range(5, 56, 5)])
+    await listed(target, sensor_id, 1)
+    page = tab.page
+    await page.goto(f"/sensors/{sensor_id}?type=temperature&range=1h")
+    plot = page.locator(".plot")
+    await expect(plot).to_have_attribute("data-points", "11")
+    # Dragging across the middle third of the chart shows about those 20 minutes.
+    box = await page.locator(".plot .u-over").bounding_box()
+    assert box is not None
+    y = box["y"] + box["height"] / 2
+    await page.mouse.move(box["x"] + box["width"] / 3, y)
+    await page.mouse.down()
+    await page.mouse.move(box["x"] + 2 * box["width"] / 3, y, steps=5)
+    await page.mouse.up()
+    await expect(page).to_have_url(re.compile(r"[?&]from=.*&to="))
+    await expect(page.get_by_label("Range")).to_have_value("")
+    shown = span_minutes(page.url)
+    assert 15 <= shown <= 25, page.url
+    await expect(plot).to_have_attribute("data-points", re.compile(r"^[345]$"))
+    # The address shows the same view.
+    await page.reload()
+    await expect(plot).to_have_attribute("data-points", re.compile(r"^[345]$"))
+    assert span_minutes(page.url) == shown
+    zoomed = page.url
+    await page.get_by_role("button", name="Zoom out").click()
+    await expect(page).not_to_have_url(zoomed)
+    assert span_minutes(page.url) == pytest.approx(2 * shown, abs=1)
+    assert tab.problems == []
+
+
+def span_minutes(url: str) -> float:
+    query = dict(part.split("=", 1) for part in url.split("?", 1)[1].split("&"))
+    start, end = (datetime.fromisoformat(query[k].replace("%3A", ":")) for k in ("from", "to"))
+    return (end - start).total_seconds() / 60
+
+
+async def test_an_unknown_sensor_shows_an_empty_state(tab: Tab) -> None:
+    page = tab.page
+    unknown = f"never-{uuid.uuid4().hex[:12]}"
+    await page.goto(f"/sensors/{unknown}")
+    await expect(page.get_by_text(f"No readings from sensor “{unknown}”.")).to_be_visible()
+    await expect(page.get_by_role("link", name="Back to the fleet")).to_be_visible()
+    await expect(page.get_by_role("alert")).to_have_count(0)
+    assert tab.problems == []
+
+
+# --- live events ----------------------------------------------------------------------------------
+
+
+async def test_an_event_raised_while_the_page_is_open_appears_within_2_s(
+    tab: Tab, target: Target, sensor_id: str
+) -> None:
+    page = tab.page
+    await page.goto("/events")
+    await expect(page.get_by_role("status")).to_have_attribute("data-state", "open")
+    now = datetime.now(UTC)
+    started = time.monotonic()
+    await send(target, [(sensor_id, value, now - timedelta(seconds=3 - i)) for i, value in enumerate(WARM)])
+    row = page.locator("table.events tbody tr").filter(has=page.get_by_role("link", name=sensor_id))
+    remaining_ms = 2000 - (time.monotonic() - started) * 1000
+    await expect(row).to_be_visible(timeout=max(remaining_ms, 1))
+    await expect(row).to_contain_text("98")
+    await expect(row).to_have_class(re.compile("fresh"))
+    assert tab.problems == []
+
+
+# --- pipeline health ------------------------------------------------------------------------------
+
+
+def prometheus_failed_to_load(message: ConsoleMessage) -> bool:
+    """The browser's own line for an HTTP error of the Prometheus route (not the page's doing)."""
+    return "/prometheus/" in message.location.get("url", "") and message.text.startswith("Failed to load")
+
+
+async def test_pipeline_health_shows_prometheus_s_figures(tab: Tab) -> None:
+    # Prometheus's answer (its standard JSON) stands in for a running one.
+    def sample(name: str, value: float, **labels: str) -> dict[str, Any]:
+        return {"metric": {"__name__": name, **labels}, "value": [time.time(), str(value)]}
+
+    result = [
+        sample("metrics:readings_accepted:rate1m", 1234.56),
+        sample("metrics:rows_stored:rate1m", 1200),
+        sample("metrics:consumer_lag:sum", 7, group="processor"),
+        sample("metrics:consumer_lag:sum", 42, group="saver"),
+        sample("metrics:dead_letters:increase5m", 0),
+    ]
+    body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}})
+    page = tab.page
+    await page.route("**/prometheus/api/v1/query?*", lambda route: route.fulfill(
+        status=200, content_type="application/json", body=body))  # fmt: skip
+    await page.goto("/health")
+    await expect(page.get_by_role("status")).to_have_attribute("data-state", "reachable")
+    accepted = page.get_by_role("region", name="Readings accepted")
+    await expect(accepted).to_contain_text("1,234.6")
+    lag = page.get_by_role("region", name="Consumer lag")
+    await expect(lag).to_contain_text(re.compile("processor\\s*7"))
+    await expect(lag).to_contain_text(re.compile("saver\\s*42"))
+    await expect(page.get_by_role("region", name="Events raised")).to_contain_text("no data")
+    assert tab.problems == []
+
+
+@pytest.mark.parametrize("status", [404, 502, 503])
+async def test_pipeline_health_says_when_prometheus_is_not_reachable(tab: Tab, status: int) -> None:
+    tab.expected = prometheus_failed_to_load
+    page = tab.page
+    body = json.dumps({"code": status, "message": "upstream connect error"})
+    await page.route("**/prometheus/api/v1/query?*", lambda route: route.fulfill(
+        status=status, content_type="application/json", body=body))  # fmt: skip
+    await page.goto("/health")
+    await expect(page.get_by_text("Prometheus is not reachable")).to_be_visible()
+    await expect(page.get_by_role("alert")).to_have_count(0)
+    assert tab.problems == []
+
+
+async def test_pipeline_health_through_envoy_is_figures_or_not_reachable(tab: Tab) -> None:
+    # Whether or not this deployment runs a Prometheus: never an error.
+    tab.expected = prometheus_failed_to_load
+    await tab.page.goto("/health")
+    await expect(tab.page.get_by_role("status")).to_have_attribute("data-state", re.compile("reachable"))
+    await expect(tab.page.get_by_role("alert")).to_have_count(0)
+    assert tab.problems == []
+
+
+# --- keyboard -------------------------------------------------------------------------------------
+
+
+async def focused(page: Page) -> str:
+    """The focused element, as its tag and text or label."""
+    description: str = await page.evaluate(
+        "(() => { const e = document.activeElement;"
+        " return `${e.tagName.toLowerCase()} ${(e.getAttribute('aria-label') || e.id || e.textContent).trim()}` })()"
+    )
+    return description
+
+
+async def tab_to(page: Page, wanted: str, limit: int = 20) -> None:
+    for _ in range(limit):
+        await page.keyboard.press("Tab")
+        if await focused(page) == wanted:
+            return
+    pytest.fail(f"{wanted} not reached in {limit} presses of Tab")
+
+
+async def test_the_console_is_usable_with_the_keyboard_alone(
+    tab: Tab, target: Target, sensor_id: str
+) -> None:
+    await send(target, [(sensor_id, 21.5, datetime.now(UTC) - timedelta(seconds=5))])
+    await listed(target, sensor_id, 1)
+    page = tab.page
+    await page.goto(f"/?prefix={sensor_id}")
+    await expect(page.get_by_role("link", name=sensor_id)).to_be_visible()
+    order = []
+    for _ in range(8):
+        await page.keyboard.press("Tab")
+        order.append(await focused(page))
+    assert order == [
+        "a Skip to content", "a Metrics", "a Fleet", "a Live events", "a Pipeline health",
+        "input prefix", "button Search", f"a {sensor_id}",
+    ]  # fmt: skip
+    # The focus shows.
+    outline = await page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline == "solid"
+    await page.keyboard.press("Enter")
+    await expect(page).to_have_url(re.compile(f"/sensors/{sensor_id}"))
+    # After a navigation the focus is on the new page's heading; the range picker follows it.
+    assert await focused(page) == f"h1 Sensor {sensor_id}"
+    await expect(page.locator(".plot")).to_have_attribute("data-points", "1")
+    await page.keyboard.press("Tab")
+    assert await focused(page) == "select metric"
+    await page.keyboard.press("Tab")
+    assert await focused(page) == "select range"
+    await page.keyboard.press("ArrowDown")  # a closed select changes with the arrow keys
+    await expect(page).to_have_url(re.compile("range=6h"))
+    # Past the date and time inputs (each field of them takes a Tab) to the zoom.
+    await tab_to(page, "button Show")
+    await page.keyboard.press("Tab")
+    assert await focused(page) == "button Zoom in"
+    await page.keyboard.press("Enter")
+    await expect(page).to_have_url(re.compile(r"from=.*&to="))
+    # Back in the history: the fleet's page and its search again.
+    await page.go_back()
+    await expect(page).to_have_url(re.compile(rf"/\?prefix={sensor_id}$"))
+    await expect(page.get_by_role("link", name=sensor_id)).to_be_visible()
+    assert tab.problems == []
+
+
+# --- the TLS port ---------------------------------------------------------------------------------
+
+
+async def test_on_the_tls_port_the_page_loads_without_a_token_and_asks_for_one(
+    browser: Browser, target: Target
+) -> None:
+    context = await browser.new_context(base_url=target.envoy_tls_url, ignore_https_errors=True)
+    try:
+        page = await context.new_page()
+        await page.goto("/")
+        # The page's files need no token; the API does, and the page asks for one.
+        await expect(page.get_by_role("alert")).to_contain_text("This port needs a token")
+        await page.get_by_label(re.compile("Token")).fill(front_door.token(target, scopes=("read",)))
+        await page.get_by_role("button", name="Use token").click()
+        await expect(page.get_by_role("table").or_(page.get_by_text("No sensors yet"))).to_be_visible()
+        await page.get_by_role("link", name="Live events").click()
+        await expect(page.get_by_role("status")).to_have_attribute("data-state", "open")
+    finally:
+        await context.close()
