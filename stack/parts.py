@@ -47,6 +47,10 @@ def parts(settings: StackSettings) -> list[Part]:
     pg, redis, kafka_libs = paths.postgres_data, paths.redis_dir, paths.kafka_libs
     kafka_properties, envoy_yaml = paths.kafka_properties, paths.envoy_yaml
     venv_bin = Path(sys.executable).parent
+    kafka_metrics = (
+        f"-javaagent:{prepare.jmx_agent(kafka_libs)}="
+        f"127.0.0.1:{settings.kafka_metrics_port}:{prepare.JMX_EXPORTER}"
+    )
     servers = [
         Part(
             "postgres",
@@ -72,9 +76,11 @@ def parts(settings: StackSettings) -> list[Part]:
             "kafka",
             ("java", f"-Xms{settings.kafka_heap}", f"-Xmx{settings.kafka_heap}", "-XX:+UseG1GC",
              "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+             kafka_metrics,
              *prepare.kafka_java_options(kafka_libs), "kafka.Kafka", str(kafka_properties)),
             settings.kafka_port, "server", stop_wait_s=60,
-            env={DIGEST: digest(kafka_properties, prepare.KAFKA_DIR / "log4j2.properties")},
+            env={DIGEST: digest(kafka_properties, prepare.KAFKA_DIR / "log4j2.properties",
+                                prepare.JMX_EXPORTER)},
         ),
     ]  # fmt: skip
     secrets = settings.secrets_dir

@@ -18,6 +18,7 @@ from stack.settings import ROOT, StackSettings
 from stack.system import SetupError, fetch_console_libs, fetch_kafka_libs, say
 
 KAFKA_DIR = ROOT / "stack" / "kafka"
+JMX_EXPORTER = KAFKA_DIR / "jmx-exporter.yml"
 
 
 @dataclass(frozen=True)
@@ -228,6 +229,13 @@ def kafka_users_missing(settings: StackSettings) -> bool:
 
 def kafka_users_made(settings: StackSettings) -> None:
     (paths(settings).kafka_data / "scram-users.sha256").write_text(_kafka_users_digest(settings))
+
+
+def jmx_agent(libs: Path) -> Path:
+    """The JMX exporter's agent jar among the broker's (stack/kafka/pom.xml); where it will be
+    before the first fetch."""
+    found = sorted(libs.glob("jmx_prometheus_javaagent-*.jar"))
+    return found[-1] if found else libs / "jmx_prometheus_javaagent.jar"
 
 
 def kafka_java_options(libs: Path) -> list[str]:

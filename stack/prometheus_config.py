@@ -20,6 +20,7 @@ def render(settings: StackSettings, rules: Path = RULES) -> str:
     jobs: list[tuple[str, int, str]] = [
         *((name, getattr(settings, f"{name}_metrics_port"), "/metrics") for name in SERVICES),
         ("envoy", settings.envoy_admin_port, "/stats/prometheus"),
+        ("kafka", settings.kafka_metrics_port, "/metrics"),
         ("postgres", settings.postgres_exporter_port, "/metrics"),
         ("redis", settings.redis_exporter_port, "/metrics"),
         ("prometheus", settings.prometheus_port, "/metrics"),

@@ -45,6 +45,8 @@ class StackSettings:
     saver_metrics_port: int = 51053
     assessor_metrics_port: int = 51054
     prometheus_port: int = 9090
+    # The broker's metrics (the JMX exporter's agent in Kafka's process).
+    kafka_metrics_port: int = 9404
     postgres_exporter_port: int = 9187
     redis_exporter_port: int = 9121
     # How long Prometheus keeps its samples.

@@ -45,7 +45,7 @@ SERIES = {
     },
     "assessor": {"grpc_server_started_total", "grpc_server_handled_total", "grpc_server_handling_seconds_bucket"},
 }  # fmt: skip
-JOBS = {"receiver", "processor", "saver", "assessor", "envoy", "postgres", "redis", "prometheus"}
+JOBS = {"receiver", "processor", "saver", "assessor", "envoy", "kafka", "postgres", "redis", "prometheus"}
 ALERTS = {
     "MetricsTargetDown",
     "MetricsConsumerLagGrowing",

@@ -281,7 +281,7 @@ def test_host_ports_are_the_local_stack_defaults_on_loopback(raw: dict[str, Any]
     # metrics are for a Prometheus on the compose network.
     unpublished = {"kafka_controller_port", "envoy_port", "envoy_admin_port"}
     unpublished |= {f"{name}_metrics_port" for name in SERVICES}
-    unpublished |= {"prometheus_port", "postgres_exporter_port", "redis_exporter_port"}
+    unpublished |= {"prometheus_port", "postgres_exporter_port", "redis_exporter_port", "kafka_metrics_port"}
     assert set(services) == {f for f in vars(DEFAULTS) if f.endswith("_port")} - unpublished
     expected: dict[str, list[str]] = {name: [] for name in raw["services"]}
     for field, service in services.items():
