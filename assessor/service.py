@@ -12,14 +12,14 @@ from typing import Any
 import asyncpg
 import grpc
 
-from assessor import paging, requests
+from assessor import requests
 from assessor.aggregates import HOUR_US, MINUTE_US, range_aggregate
 from assessor.settings import AssessorSettings
 from assessor.stats import Reading, bucket_count, sensor_stats
 from assessor.watch import EventHub, Filter
 from metrics.v1 import assessor_service_pb2 as pb
 from metrics.v1 import assessor_service_pb2_grpc, event_pb2, metric_pb2, sensor_pb2, stats_pb2
-from runtime import postgres, settings
+from runtime import paging, postgres, settings
 from runtime.errors import InvalidArgument, Violation, grpc_errors, grpc_stream_errors
 from runtime.grpc_server import GrpcServer, add_servicer
 from runtime.identity import Identity, of_metadata
@@ -36,7 +36,10 @@ MAX_BUCKETS = 1_000
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
-EVENT_COLUMNS = "event_id, kind, sensor_id, metric_type, value, reading_time, threshold, count, detect_time"
+EVENT_COLUMNS = (
+    "event_id, kind, sensor_id, metric_type, value, reading_time, threshold, count, detect_time, "
+    "rule_id, severity"
+)
 
 LEGACY_EVENTS = """
 SELECT value, reading_time FROM events
@@ -310,6 +313,7 @@ def _event(row: asyncpg.Record) -> event_pb2.Event:
     event = event_pb2.Event(
         event_id=row["event_id"].hex, kind=row["kind"], sensor_id=row["sensor_id"],
         metric_type=row["metric_type"], value=row["value"], threshold=row["threshold"], count=row["count"],
+        rule_id=row["rule_id"], severity=row["severity"],
     )  # fmt: skip
     event.reading_time.FromMicroseconds(row["reading_time"])
     event.detect_time.FromMicroseconds(row["detect_time"])

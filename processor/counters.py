@@ -1,13 +1,15 @@
 """The warning counters in Redis, updated once per reading, however often a reading arrives.
 
 Redis data (operators read it; the first is a contract):
-  warnings:{<sensor_id>}          hash: metric type -> consecutive warnings (absent = 0)
-  last-reading:{<sensor_id>}      hash: metric type -> time (µs) of the latest reading applied
+  warnings:{<sensor_id>}          hash: rule -> consecutive warnings (absent = 0)
+  last-reading:{<sensor_id>}      hash: rule -> time (µs) of the latest reading applied
+A rule's field is its id; for a rule of the original configuration (METRICS_PROCESSOR_RULES), whose
+id is its metric type, the metric type as before.
   processor:pending:<topic>:<p>   list: serialized metrics.v1.Event raised but not yet in Kafka
 
 One script per partition batch updates the counters and stores the events it raised, atomically.
-Every reading with a rule, a warning or not, is applied unless it is not newer than the latest
-one applied for its sensor and type: so a batch that Kafka redelivers after a crash, or that a
+Every reading with a rule, a warning or not, is applied to the rule unless it is not newer than the
+latest one applied to the rule for its sensor: so a batch that Kafka redelivers after a crash, or that a
 client sends again, is not counted twice, and a late reading (older than one already applied)
 changes nothing, however the readings were batched (the
 braces are a Redis Cluster hash tag: a sensor's two hashes share a slot). Stored events are
@@ -21,7 +23,8 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
-# ARGV: per reading, (sensor id, metric type, N or 0 below the threshold, time in µs, event bytes).
+# ARGV: per reading and rule, (sensor id, rule field, N or 0 for a reading that does not meet the
+# rule's condition, time in µs, event bytes).
 # Returns the number of events raised.
 APPLY = """
 -- Redis commands that name their key when they fail (a key of the wrong type, say).
@@ -34,18 +37,18 @@ local function call(command, key, ...)
 end
 local raised = 0
 for i = 1, #ARGV, 5 do
-  local sensor, metric_type, count = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local sensor, field, count = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local last_key = 'last-reading:{' .. sensor .. '}'
-  local last = tonumber(call('HGET', last_key, metric_type) or '-1')
+  local last = tonumber(call('HGET', last_key, field) or '-1')
   if tonumber(ARGV[i + 3]) > last then
-    call('HSET', last_key, metric_type, ARGV[i + 3])
+    call('HSET', last_key, field, ARGV[i + 3])
     local key = 'warnings:{' .. sensor .. '}'
     if count == 0 then
-      local current = call('HGET', key, metric_type)
+      local current = call('HGET', key, field)
       if current and current ~= '0' then
-        call('HSET', key, metric_type, 0)
+        call('HSET', key, field, 0)
       end
-    elseif call('HINCRBY', key, metric_type, 1) == count then
+    elseif call('HINCRBY', key, field, 1) == count then
       call('RPUSH', KEYS[1], ARGV[i + 4])
       raised = raised + 1
     end
@@ -76,9 +79,9 @@ async def delete_sensors(redis: aioredis.Redis, prefix: str) -> int:
     return deleted
 
 
-def field_of(sensor_id: str, metric_type: str) -> str:
+def field_of(sensor_id: str, rule_field: str) -> str:
     """How script_args names one counter."""
-    return sensor_id + "\0" + metric_type
+    return sensor_id + "\0" + rule_field
 
 
 class Counters:
@@ -91,9 +94,9 @@ class Counters:
         return f"processor:pending:{self._topic}:{partition}"
 
     async def apply(self, partition: int, args: Sequence[bytes | str | int]) -> int:
-        """Applies readings given as (sensor id, metric type, N or 0, time µs, event bytes) quintuples.
+        """Applies readings given as (sensor id, rule field, N or 0, time µs, event bytes) quintuples.
 
-        N is the rule's count for a warning, 0 for a reading below the threshold; the event bytes
+        N is the rule's count for a warning, 0 for a reading that does not meet it; the event bytes
         are stored (to be produced) when the counter becomes exactly N. Returns how many events
         were raised.
         """

@@ -1,21 +1,42 @@
-"""Threshold rules, exactly as the original system applied them.
+"""Threshold rules, exactly as the original system applied them, and the rules made at run time.
 
-A reading with value >= threshold is a warning: its sensor's counter for that metric type goes up
-by one, and when the counter becomes exactly `count`, one event is raised carrying that reading.
-Further warnings keep counting and raise nothing; a reading below the threshold resets the counter.
+A reading that meets a rule's condition (by default value >= threshold) is a warning: its sensor's
+counter for that rule goes up by one, and when the counter becomes exactly `count`, one event is
+raised carrying that reading. Further warnings keep counting and raise nothing; a reading that does
+not meet the condition resets the counter. Several rules may look at one reading: each has its own
+counter (Redis field: the rule id, which for the original configuration's rules is the metric type).
 """
 
 from __future__ import annotations
 
 import math
+import operator
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+from metrics.v1 import event_pb2, rule_pb2
+
 RULE = re.compile(r"(?P<type>[a-z][a-z0-9_.]{0,63}):(?P<threshold>[^:]+):(?P<count>\d+)")
-# Namespace of event ids: uuid5(EVENT_NAMESPACE, "<sensor>\0<type>\0<reading time ns>\0<kind>").
+# Namespace of event ids: uuid5(EVENT_NAMESPACE, "<sensor>\0<type>\0<reading time ns>\0<kind>"), and
+# "\0<rule id>" after that for a rule made at run time.
 EVENT_NAMESPACE = uuid.UUID("6f1c8f0e-6d2a-4c39-9a59-2b8f0c7d1e42")
+
+COMPARE: dict[int, Callable[[float, float], bool]] = {
+    rule_pb2.COMPARISON_UNSPECIFIED: operator.ge,
+    rule_pb2.COMPARISON_GREATER_OR_EQUAL: operator.ge,
+    rule_pb2.COMPARISON_GREATER: operator.gt,
+    rule_pb2.COMPARISON_LESS_OR_EQUAL: operator.le,
+    rule_pb2.COMPARISON_LESS: operator.lt,
+}
+SYMBOL: dict[int, str] = {
+    rule_pb2.COMPARISON_UNSPECIFIED: ">=",
+    rule_pb2.COMPARISON_GREATER_OR_EQUAL: ">=",
+    rule_pb2.COMPARISON_GREATER: ">",
+    rule_pb2.COMPARISON_LESS_OR_EQUAL: "<=",
+    rule_pb2.COMPARISON_LESS: "<",
+}
 
 
 @dataclass(frozen=True)
@@ -23,9 +44,69 @@ class Rule:
     metric_type: str
     threshold: float
     count: int
+    comparison: int = rule_pb2.COMPARISON_GREATER_OR_EQUAL
+    sensor_id_prefix: str = ""
+    severity: int = event_pb2.SEVERITY_UNSPECIFIED
+    # Empty for a rule of the original configuration: its id, and its counter's name, is the type.
+    rule_id: str = ""
+
+    @property
+    def field(self) -> str:
+        """The name of its counter and latest-reading time in the sensor's Redis hashes."""
+        return self.rule_id or self.metric_type
 
     def is_warning(self, value: float) -> bool:
-        return value >= self.threshold
+        return COMPARE[self.comparison](value, self.threshold)
+
+    def applies_to(self, sensor_id: str) -> bool:
+        return sensor_id.startswith(self.sensor_id_prefix)
+
+    def describe(self) -> str:
+        where = f" on {self.sensor_id_prefix}*" if self.sensor_id_prefix else ""
+        return f"{self.metric_type} {SYMBOL[self.comparison]} {self.threshold:g} x{self.count}{where}"
+
+    @classmethod
+    def of(cls, rule: rule_pb2.Rule) -> Rule:
+        """The rule a processor applies for a stored rule (its id is the metric type for a rule of
+        the original configuration)."""
+        return cls(
+            rule.metric_type,
+            rule.threshold,
+            rule.count or 1,
+            rule.comparison or rule_pb2.COMPARISON_GREATER_OR_EQUAL,
+            rule.sensor_id_prefix,
+            rule.severity,
+            "" if rule.rule_id == rule.metric_type else rule.rule_id,
+        )
+
+
+class RuleBook:
+    """The rules in force, found by metric type."""
+
+    def __init__(self, rules: Iterable[Rule]) -> None:
+        by_type: dict[str, list[Rule]] = {}
+        for rule in rules:
+            by_type.setdefault(rule.metric_type, []).append(rule)
+        self._by_type = {t: tuple(sorted(rs, key=lambda r: r.field)) for t, rs in by_type.items()}
+
+    @classmethod
+    def of(cls, rules: RuleBook | Mapping[str, Rule] | Iterable[Rule]) -> RuleBook:
+        if isinstance(rules, RuleBook):
+            return rules
+        return cls(rules.values() if isinstance(rules, Mapping) else rules)
+
+    def matching(self, sensor_id: str, metric_type: str) -> Sequence[Rule]:
+        """The rules that look at this sensor's readings of this type."""
+        rules = self._by_type.get(metric_type, ())
+        if len(rules) == 1 and not rules[0].sensor_id_prefix:
+            return rules
+        return [rule for rule in rules if rule.applies_to(sensor_id)]
+
+    def __iter__(self) -> Iterator[Rule]:
+        return (rule for rules in self._by_type.values() for rule in rules)
+
+    def __len__(self) -> int:
+        return sum(len(rules) for rules in self._by_type.values())
 
 
 def parse_rules(specs: Iterable[str]) -> dict[str, Rule]:
@@ -48,54 +129,58 @@ def parse_rules(specs: Iterable[str]) -> dict[str, Rule]:
     return rules
 
 
-def event_id(sensor_id: str, metric_type: str, reading_time_ns: int, kind: int) -> str:
-    """The same reading raising the same kind of event always gets the same id."""
-    return uuid.uuid5(EVENT_NAMESPACE, f"{sensor_id}\0{metric_type}\0{reading_time_ns}\0{kind}").hex
+def event_id(sensor_id: str, metric_type: str, reading_time_ns: int, kind: int, rule_id: str = "") -> str:
+    """The same reading raising the same kind of event for the same rule always gets the same id."""
+    name = f"{sensor_id}\0{metric_type}\0{reading_time_ns}\0{kind}" + (f"\0{rule_id}" if rule_id else "")
+    return uuid.uuid5(EVENT_NAMESPACE, name).hex
 
 
 def apply(
     counters: dict[tuple[str, str], int],
-    rules: Mapping[str, Rule],
+    rules: RuleBook | Mapping[str, Rule] | Iterable[Rule],
     readings: Iterable[tuple[str, str, float]],
 ) -> list[int]:
-    """The reference model: applies (sensor, type, value) readings in order to `counters`.
+    """The reference model: applies (sensor, type, value) readings in order to `counters` (keyed by
+    sensor and rule field).
 
-    Returns the indices of the readings that raised an event. The processor does the same in one
-    Redis script per batch (processor/counters.py); tests hold the two against each other.
+    Returns the indices of the readings that raised an event (once per rule that raised one). The
+    processor does the same in one Redis script per batch (processor/counters.py); tests hold the
+    two against each other.
     """
+    book = RuleBook.of(rules)
     raised: list[int] = []
     for i, (sensor_id, metric_type, value) in enumerate(readings):
-        rule = rules.get(metric_type)
-        if rule is None:
-            continue
-        key = (sensor_id, metric_type)
-        if rule.is_warning(value):
-            counters[key] = counters.get(key, 0) + 1
-            if counters[key] == rule.count:
-                raised.append(i)
-        else:
-            counters[key] = 0
+        for rule in book.matching(sensor_id, metric_type):
+            key = (sensor_id, rule.field)
+            if rule.is_warning(value):
+                counters[key] = counters.get(key, 0) + 1
+                if counters[key] == rule.count:
+                    raised.append(i)
+            else:
+                counters[key] = 0
     return raised
 
 
 def apply_as_arrived(
     counters: dict[tuple[str, str], int],
     latest: dict[tuple[str, str], int],
-    rules: Mapping[str, Rule],
+    rules: RuleBook | Mapping[str, Rule] | Iterable[Rule],
     readings: Iterable[tuple[str, str, float, int]],
 ) -> list[int]:
     """The model with reading times, (sensor, type, value, time): readings apply in the order they
-    arrive, except one not newer than the latest applied to its counter (`latest`), a warning or
-    not: a repeat (Kafka's redelivery, a client's resend) or a late reading, it changes nothing.
+    arrive, except one not newer than the latest applied to a rule's counter (`latest`), a warning
+    or not: a repeat (Kafka's redelivery, a client's resend) or a late reading, it changes nothing.
 
-    Returns the indices of the readings that raised an event.
+    Returns the indices of the readings that raised an event (once per rule that raised one).
     """
+    book = RuleBook.of(rules)
     raised: list[int] = []
     for i, (sensor_id, metric_type, value, time) in enumerate(readings):
-        key = (sensor_id, metric_type)
-        if metric_type not in rules or time <= latest.get(key, -1):
-            continue
-        latest[key] = time
-        if apply(counters, rules, [(sensor_id, metric_type, value)]):
-            raised.append(i)
+        for rule in book.matching(sensor_id, metric_type):
+            key = (sensor_id, rule.field)
+            if time <= latest.get(key, -1):
+                continue
+            latest[key] = time
+            if apply(counters, [rule], [(sensor_id, metric_type, value)]):
+                raised.append(i)
     return raised

@@ -23,14 +23,15 @@ from aiokafka.errors import CommitFailedError
 from google.protobuf import timestamp_pb2
 
 from metrics.v1 import event_pb2, metric_pb2
-from processor import instruments
+from processor import instruments, rules_api
 from processor.counters import Counters, field_of
-from processor.rules import Rule, event_id, parse_rules
+from processor.rule_source import RuleSource
+from processor.rules import Rule, RuleBook, event_id
 from processor.settings import ProcessorSettings
 from runtime import consumer_lag, kafka, settings
 from runtime.dead_letters import DeadLetters
 from runtime.failpoints import Failpoints
-from runtime.grpc_server import GrpcServer
+from runtime.grpc_server import GrpcServer, add_servicer
 from runtime.lifecycle import Stopped, retry_until_stopped
 from runtime.logging import setup_logging
 from runtime.partitions import FailingPartitions
@@ -51,7 +52,7 @@ class Processor:
         producer: AIOKafkaProducer,
         counters: Counters,
         dead_letters: DeadLetters,
-        rules: Mapping[str, Rule],
+        rules: Callable[[], RuleBook],
         config: ProcessorSettings,
         serving: Callable[[bool], Awaitable[None]],
     ) -> None:
@@ -59,6 +60,7 @@ class Processor:
         self._producer = producer
         self._counters = counters
         self._dead_letters = dead_letters
+        # The rules in force, asked once a round: a change applies from the next round on.
         self._rules = rules
         self._config = config
         self._failpoint = Failpoints(config.failpoints)
@@ -75,8 +77,9 @@ class Processor:
             began = time.perf_counter()
             # Each partition on its own: one that fails is read again from its commit (and what
             # was counted is skipped then); the others are committed.
+            book = self._rules()
             outcomes = await asyncio.gather(
-                *(self._process(tp, records) for tp, records in rounds.items()), return_exceptions=True
+                *(self._process(tp, records, book) for tp, records in rounds.items()), return_exceptions=True
             )
             done: dict[TopicPartition, int] = {}
             for (tp, records), outcome in zip(rounds.items(), outcomes, strict=True):
@@ -95,7 +98,9 @@ class Processor:
         for partition in partitions:
             await self._produce_pending(partition)
 
-    async def _process(self, tp: TopicPartition, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+    async def _process(
+        self, tp: TopicPartition, records: Sequence[ConsumerRecord[bytes, bytes]], book: RuleBook
+    ) -> None:
         args: list[Any] = []
         resets: dict[str, int] = {}
         dead: list[tuple[ConsumerRecord[bytes, bytes], Unusable]] = []
@@ -108,7 +113,7 @@ class Processor:
                 dead.append((record, exc))
                 continue
             instruments.READINGS.inc(len(batch.metrics))
-            script_args(args, batch.metrics, self._rules, detect_time, resets)
+            script_args(args, batch.metrics, book, detect_time, resets)
         if dead:
             await self._dead_letters.send(dead)
         if not args:
@@ -148,42 +153,36 @@ class Processor:
 def script_args(
     args: list[Any],
     metrics: Iterable[metric_pb2.Metric],
-    rules: Mapping[str, Rule],
+    rules: RuleBook | Mapping[str, Rule],
     detect_time: timestamp_pb2.Timestamp,
     resets: dict[str, int],
 ) -> None:
-    """Appends the counter script's quintuple for each reading with a rule (see Counters.apply).
+    """Appends the counter script's quintuple for each reading and rule that looks at it (see
+    Counters.apply).
 
-    A run of readings below the threshold of one counter, with no warning of it between them,
-    becomes one reset at the run's latest time (`resets`: field -> index of the pending reset's
+    A run of readings that do not meet one rule's condition, with no warning of it between them,
+    becomes one reset at the run's latest time (`resets`: counter -> index of the pending reset's
     time in `args`): applied one by one, they would leave the same counter and latest time.
     """
+    book = RuleBook.of(rules)
     for metric in metrics:
-        rule = rules.get(metric.metric_type)
-        if rule is None:
-            continue
-        field = field_of(metric.sensor_id, metric.metric_type)
-        if metric.value >= rule.threshold:
-            event = _event(metric, rule, detect_time)
-            args += (
-                metric.sensor_id,
-                metric.metric_type,
-                rule.count,
-                metric.reading_time.ToMicroseconds(),
-                event,
-            )
-            resets.pop(field, None)
-        elif (pending := resets.get(field)) is not None:
-            args[pending] = max(args[pending], metric.reading_time.ToMicroseconds())
-        else:
-            resets[field] = len(args) + 3
-            args += (metric.sensor_id, metric.metric_type, 0, metric.reading_time.ToMicroseconds(), b"")
+        for rule in book.matching(metric.sensor_id, metric.metric_type):
+            counter = field_of(metric.sensor_id, rule.field)
+            time_us = metric.reading_time.ToMicroseconds()
+            if rule.is_warning(metric.value):
+                args += (metric.sensor_id, rule.field, rule.count, time_us, _event(metric, rule, detect_time))
+                resets.pop(counter, None)
+            elif (pending := resets.get(counter)) is not None:
+                args[pending] = max(args[pending], time_us)
+            else:
+                resets[counter] = len(args) + 3
+                args += (metric.sensor_id, rule.field, 0, time_us, b"")
 
 
 def _event(metric: metric_pb2.Metric, rule: Rule, detect_time: timestamp_pb2.Timestamp) -> bytes:
     reading_ns = metric.reading_time.ToNanoseconds()
     return event_pb2.Event(
-        event_id=event_id(metric.sensor_id, metric.metric_type, reading_ns, THRESHOLD_EXCEEDED),
+        event_id=event_id(metric.sensor_id, metric.metric_type, reading_ns, THRESHOLD_EXCEEDED, rule.rule_id),
         kind=THRESHOLD_EXCEEDED,
         sensor_id=metric.sensor_id,
         metric_type=metric.metric_type,
@@ -192,6 +191,8 @@ def _event(metric: metric_pb2.Metric, rule: Rule, detect_time: timestamp_pb2.Tim
         threshold=rule.threshold,
         count=rule.count,
         detect_time=detect_time,
+        severity=rule.severity,  # type: ignore[arg-type]
+        rule_id=rule.field,
     ).SerializeToString()
 
 
@@ -209,36 +210,40 @@ async def main(stop: asyncio.Event) -> None:
     config = settings.load(ProcessorSettings, "processor")
     setup_logging("processor", config.log_level)
     log.info("starting: %s", settings.describe(config))
-    rules = parse_rules(config.rules)
     redis_client = aioredis.Redis.from_url(
         config.redis_url, password=config.redis_password or None, socket_timeout=10, socket_connect_timeout=2
     )
     producer = kafka.make_producer(config, "processor")
     consumer = kafka.make_consumer(config, "processor")
+    rules = RuleSource(config, producer)
+    await rules.open()
     listener = _FlushOnAssign()
-    server = GrpcServer(config.grpc_address, [], metrics_port=config.metrics_port)
+    server = GrpcServer(
+        config.grpc_address,
+        [rules_api.SERVICE.full_name],
+        [lambda s: add_servicer(s, rules_api.SERVICE, rules_api.RulesApi(rules.store))],
+        metrics_port=config.metrics_port,
+    )
     await server.start()
     try:
         await retry_until_stopped("Redis", redis_client.ping, stop)
         await retry_until_stopped("Kafka (producer)", producer.start, stop)
         await retry_until_stopped("Kafka (consumer)", consumer.start, stop)
+        await rules.start(stop)
         counters = Counters(redis_client, config.metrics_topic)
         processor = Processor(
             consumer,
             producer,
             counters,
             DeadLetters(producer, config, config.consumer_group),
-            rules,
+            rules.book,
             config,
             server.set_serving,
         )
         listener.processor = processor
         consumer.subscribe([config.metrics_topic], listener=listener)
         await server.set_serving()
-        log.info(
-            "serving; rules: %s",
-            ", ".join(f"{r.metric_type} >= {r.threshold:g} x{r.count}" for r in rules.values()),
-        )
+        log.info("serving; rules: %s", "; ".join(r.describe() for r in rules.book()) or "none")
         lag = asyncio.create_task(consumer_lag.watch(consumer, config.consumer_group, stop))
         try:
             await processor.run(stop)
@@ -250,6 +255,7 @@ async def main(stop: asyncio.Event) -> None:
         # Finish the round in progress (run() returns between rounds), then close in reverse order.
         log.info("stopping")
         await server.stop(config.shutdown_grace_s)
+        await rules.close()
         await consumer.stop()
         await producer.stop()
         await redis_client.aclose()

@@ -16,9 +16,16 @@ class ProcessorSettings(ConsumerSettings, ServiceSettings):
     # An ACL user allowed the counters' commands and keys only (the local stack's `processor`).
     redis_url: str = "redis://processor@127.0.0.1:56379/0"
     redis_password: str = secret("")
-    # One rule per metric type, "type:threshold:count", e.g. "temperature:95:3,humidity:80:5".
+    # The first rules, "type:threshold:count" (one per type), e.g. "temperature:95:3,humidity:80:5":
+    # stored once, in an empty rules table; RulesService changes them from then on.
     rules: tuple[str, ...] = ("temperature:95:3",)
     consumer_group: str = "processor"
+    # The compacted topic of the rules (processor/rule_feed.py); empty: apply `rules` only, without
+    # RulesService (private instances of the tests, deployments with fixed rules).
+    rules_topic: str = "rules"
+    # Where the rules are stored (RulesService); the saver's writer role in the local stack.
+    postgres_dsn: str = secret("postgresql://metrics_writer@127.0.0.1:55432/metrics")
+    postgres_password: str = secret("")
     # Most records taken from Kafka per round; a round is one Redis script per partition.
     max_records_per_round: int = 2_000
     # Fuller fetches (runtime/kafka.py); an alert waits at most fetch_max_wait_ms longer.

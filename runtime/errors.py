@@ -111,6 +111,24 @@ class PermissionDenied(ServiceError):
     code = grpc.StatusCode.PERMISSION_DENIED
 
 
+class NotFound(ServiceError):
+    """The request names something that does not exist (a rule id, say)."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class Aborted(ServiceError):
+    """A concurrent change got there first (a version that is no longer current): read, then retry."""
+
+    code = grpc.StatusCode.ABORTED
+
+
+class FailedPrecondition(ServiceError):
+    """The system is not in a state to do this (a feature this deployment has switched off)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
 class Undecodable:
     """A request whose bytes did not parse as its message type; answered with INVALID_ARGUMENT.
 

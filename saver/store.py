@@ -19,7 +19,7 @@ from metrics.v1 import event_pb2, metric_pb2
 from runtime import postgres
 
 ReadingRow = tuple[str, str, int, float, str | None, str | None]
-EventRow = tuple[str, int, str, str, float, int, float, int, int]
+EventRow = tuple[str, int, str, str, float, int, float, int, int, str, int]
 
 STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS staging_readings (
@@ -29,7 +29,8 @@ CREATE TEMP TABLE IF NOT EXISTS staging_readings (
 CREATE TEMP TABLE IF NOT EXISTS new_readings (LIKE staging_readings) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS staging_events (
     event_id uuid, kind smallint, sensor_id text, metric_type text, value double precision,
-    reading_time timestamptz, threshold double precision, count integer, detect_time timestamptz
+    reading_time timestamptz, threshold double precision, count integer, detect_time timestamptz,
+    rule_id text, severity smallint
 ) ON COMMIT DELETE ROWS;
 """
 
@@ -100,7 +101,8 @@ SELECT count(pg_notify('{postgres.EVENTS_CHANNEL}', json_build_object(
     'event_id', replace(event_id::text, '-', ''), 'kind', kind, 'sensor_id', sensor_id,
     'metric_type', metric_type, 'value', value, 'threshold', threshold, 'count', count,
     'reading_time_us', (extract(epoch FROM reading_time) * 1000000)::bigint,
-    'detect_time_us', (extract(epoch FROM detect_time) * 1000000)::bigint
+    'detect_time_us', (extract(epoch FROM detect_time) * 1000000)::bigint,
+    'rule_id', rule_id, 'severity', severity
 )::text)) FROM new
 """  # noqa: S608 - the channel name is a constant
 
@@ -126,6 +128,7 @@ def event_row(event: event_pb2.Event) -> EventRow:
     return (
         event.event_id, event.kind, event.sensor_id, event.metric_type, event.value,
         micros(event.reading_time), event.threshold, event.count, micros(event.detect_time),
+        event.rule_id, event.severity,
     )  # fmt: skip
 
 

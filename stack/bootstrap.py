@@ -77,6 +77,9 @@ KAFKA_ACLS: tuple[tuple[Account, str, str, str], ...] = (
     (credentials.KAFKA_PROCESSOR, "GROUP", "processor", "READ"),
     (credentials.KAFKA_PROCESSOR, "TOPIC", "events", "WRITE"),
     (credentials.KAFKA_PROCESSOR, "TOPIC", "metrics.dlq", "WRITE"),
+    # The rules: every processor reads the whole topic (no group) and publishes the changes it stores.
+    (credentials.KAFKA_PROCESSOR, "TOPIC", "rules", "READ"),
+    (credentials.KAFKA_PROCESSOR, "TOPIC", "rules", "WRITE"),
     (credentials.KAFKA_SAVER, "TOPIC", "metrics", "READ"),
     (credentials.KAFKA_SAVER, "TOPIC", "events", "READ"),
     (credentials.KAFKA_SAVER, "GROUP", "saver", "READ"),
@@ -143,12 +146,23 @@ def _security(settings: StackSettings, what: str, orders: list[str]) -> None:
 
 async def topics(settings: StackSettings) -> None:
     """Creates the topics with explicit partition counts; warns when an existing one differs."""
-    wanted = {"metrics": settings.metrics_partitions, "events": settings.events_partitions, "metrics.dlq": 1}
+    wanted = {
+        "metrics": settings.metrics_partitions,
+        "events": settings.events_partitions,
+        "metrics.dlq": 1,
+        "rules": 1,
+    }
+    # Only the latest record of each rule is kept (processor/rule_feed.py).
+    configs = {"rules": {"cleanup.policy": "compact"}}
     admin = AIOKafkaAdminClient(**kafka.client_options(access.kafka(settings)), request_timeout_ms=10_000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [NewTopic(name, n, 1) for name, n in wanted.items() if name not in existing]
+        missing = [
+            NewTopic(name, n, 1, topic_configs=configs.get(name, {}))
+            for name, n in wanted.items()
+            if name not in existing
+        ]
         if missing:
             say(
                 "Creating Kafka topics: "

@@ -108,6 +108,8 @@ def parts(settings: StackSettings) -> list[Part]:
             "METRICS_REDIS_PASSWORD_FILE": str(
                 credentials.password_file(secrets, credentials.REDIS_PROCESSOR)
             ),
+            # The rules RulesService stores.
+            **postgres(credentials.POSTGRES_WRITER),
         },
         "saver": {
             **kafka(credentials.KAFKA_SAVER),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stack import certs, credentials, envoy_config, prometheus_config, tokens
-from stack.settings import ROOT, StackSettings
+from stack.settings import PUBLIC_SERVICES, ROOT, StackSettings
 from stack.system import SetupError, fetch_console_libs, fetch_kafka_libs, say
 
 KAFKA_DIR = ROOT / "stack" / "kafka"
@@ -252,8 +252,7 @@ def envoy_file(path: Path, settings: StackSettings) -> None:
             plaintext=(local, settings.envoy_port) if settings.envoy_plaintext else None,
             admin=(local, settings.envoy_admin_port),
             upstreams={
-                "receiver": (local, settings.receiver_grpc_port),
-                "assessor": (local, settings.assessor_grpc_port),
+                **{name: (local, getattr(settings, f"{name}_grpc_port")) for name in PUBLIC_SERVICES},
                 "prometheus": (local, settings.prometheus_port),
             },
             descriptor=ROOT / "gen" / "metrics.binpb",

@@ -10,8 +10,8 @@ from runtime import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("receiver", "processor", "saver", "assessor")
-# Those Envoy routes to: the others' health and reflection stay inside.
-PUBLIC_SERVICES = ("receiver", "assessor")
+# Those Envoy routes to (the processor for its RulesService); the saver's health stays inside.
+PUBLIC_SERVICES = ("receiver", "processor", "assessor")
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,8 @@ def service_env(
         prefix + "METRICS_PORT": "0",  # the stack's own instance serves the default port
         "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}",
     })  # fmt: skip
+    if service == "processor":
+        env[prefix + "RULES_TOPIC"] = ""  # its configuration's rules (METRICS_PROCESSOR_RULES) only
     if topics is not None:
         env.update({
             "METRICS_METRICS_TOPIC": topics.metrics,

@@ -324,7 +324,8 @@ def test_kafka_init_makes_the_topics_of_the_local_stack(compose: dict[str, Any])
     topics = {name: int(count) for name, count in re.findall(r"--topic (\S+) --partitions (\d+)", script)}
     # As stack/bootstrap.py.
     partitions = DEFAULTS.metrics_partitions, DEFAULTS.events_partitions
-    assert topics == {"metrics": partitions[0], "events": partitions[1], "metrics.dlq": 1}
+    assert topics == {"metrics": partitions[0], "events": partitions[1], "metrics.dlq": 1, "rules": 1}
+    assert re.search(r"--topic rules --partitions 1 --config cleanup.policy=compact", script)
     assert "--if-not-exists" in script
 
 

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processor.rules import Rule, apply, apply_as_arrived, event_id, parse_rules
+from metrics.v1 import event_pb2, rule_pb2
+from processor.rules import Rule, RuleBook, apply, apply_as_arrived, event_id, parse_rules
 
 TEMPERATURE = {"temperature": Rule("temperature", 95.0, 3)}
 
@@ -91,3 +92,43 @@ def test_a_repeated_or_late_reading_changes_nothing() -> None:
     assert apply_as_arrived(counters, latest, parse_rules(["temperature:95:3"]), readings) == [3]
     assert counters == {("s", "temperature"): 1}
     assert latest == {("s", "temperature"): 7}
+
+
+def test_each_comparison_and_prefix_decides_a_warning() -> None:
+    cases = [
+        (rule_pb2.COMPARISON_GREATER_OR_EQUAL, [True, True, False]),
+        (rule_pb2.COMPARISON_GREATER, [True, False, False]),
+        (rule_pb2.COMPARISON_LESS_OR_EQUAL, [False, True, True]),
+        (rule_pb2.COMPARISON_LESS, [False, False, True]),
+    ]
+    for comparison, expected in cases:
+        rule = Rule("t", 5.0, 1, comparison)
+        assert [rule.is_warning(v) for v in (6.0, 5.0, 4.0)] == expected, comparison
+    book = RuleBook(
+        [Rule("t", 5.0, 1, sensor_id_prefix="plant-7-", rule_id="r-1"), Rule("t", 9.0, 1, rule_id="r-2")]
+    )
+    assert [r.rule_id for r in book.matching("plant-7-a", "t")] == ["r-1", "r-2"]
+    assert [r.rule_id for r in book.matching("plant-8-a", "t")] == ["r-2"]
+    assert book.matching("plant-7-a", "other") == []
+
+
+def test_rules_of_one_type_count_apart_and_a_configured_rule_keeps_its_counter_name() -> None:
+    configured = Rule.of(rule_pb2.Rule(rule_id="t", metric_type="t", threshold=10, count=2))
+    made = Rule.of(rule_pb2.Rule(rule_id="r-1", metric_type="t", threshold=20, count=1))
+    assert (configured.field, made.field) == ("t", "r-1")
+    counters: dict[tuple[str, str], int] = {}
+    raised = apply(counters, [configured, made], [("s", "t", 15), ("s", "t", 25), ("s", "t", 5)])
+    # 25 is the second warning of `configured` (count 2) and the first of `made` (count 1).
+    assert raised == [1, 1]
+    assert counters == {("s", "t"): 0, ("s", "r-1"): 0}
+
+
+def test_a_stored_rule_becomes_the_rule_applied() -> None:
+    stored = rule_pb2.Rule(
+        rule_id="r-9", metric_type="t", threshold=1.5, severity=event_pb2.SEVERITY_MINOR, sensor_id_prefix="p"
+    )
+    rule = Rule.of(stored)
+    assert (rule.count, rule.comparison, rule.severity, rule.rule_id) == (
+        1, rule_pb2.COMPARISON_GREATER_OR_EQUAL, event_pb2.SEVERITY_MINOR, "r-9"
+    )  # fmt: skip
+    assert event_id("s", "t", 1, 1) != event_id("s", "t", 1, 1, "r-9")

@@ -1,0 +1,34 @@
+"""What a rule must be, at the API and on the rules topic alike; each problem names its field."""
+
+from __future__ import annotations
+
+import math
+
+from metrics.v1 import event_pb2, rule_pb2
+from runtime.errors import Violation
+from runtime.validation import MAX_ABS_VALUE, METRIC_TYPE, SENSOR_ID
+
+MAX_COUNT = 1_000
+MAX_PREFIX = 128
+
+
+def violations(rule: rule_pb2.Rule, prefix: str = "rule.") -> list[Violation]:
+    found: list[tuple[str, str]] = []
+    add = found.append
+    if not rule.metric_type:
+        add(("metric_type", "is required, e.g. temperature"))
+    elif not METRIC_TYPE.fullmatch(rule.metric_type):
+        add(("metric_type", f"{rule.metric_type[:70]!r} is not a metric type ([a-z][a-z0-9_.]{{0,63}})"))
+    if rule.sensor_id_prefix and (
+        len(rule.sensor_id_prefix) > MAX_PREFIX or not SENSOR_ID.fullmatch(rule.sensor_id_prefix)
+    ):
+        add(("sensor_id_prefix", "must be the start of a sensor id: up to 128 of A-Z a-z 0-9 . _ : -"))
+    if not math.isfinite(rule.threshold) or abs(rule.threshold) > MAX_ABS_VALUE:
+        add(("threshold", f"must be a finite number within ±{MAX_ABS_VALUE:g}, got {rule.threshold}"))
+    if rule.comparison not in rule_pb2.Comparison.values():
+        add(("comparison", f"{rule.comparison} is not a comparison (COMPARISON_GREATER_OR_EQUAL, ...)"))
+    if not 0 <= rule.count <= MAX_COUNT:
+        add(("count", f"must be from 1 to {MAX_COUNT:,} (0 for 1), got {rule.count}"))
+    if rule.severity not in event_pb2.Severity.values():
+        add(("severity", f"{rule.severity} is not a severity (SEVERITY_CRITICAL, ...)"))
+    return [Violation(prefix + field, problem) for field, problem in found]
