@@ -213,10 +213,10 @@ lint: proto packages ## ruff, mypy, buf lint, promtool on Prometheus's configura
 	@$(VENV)/bin/ruff format --check .
 	@$(VENV)/bin/mypy
 	@$(MAKE) proto-lint
-	@# The web console's scripts parse as ES modules (console/package.json says they are); the
-	@# browser tests run them.
+	@# The web console's scripts parse as ES modules (console/package.json says they are), the API
+	@# page's as a script; the browser tests run them.
 	@command -v node >/dev/null || { echo "make lint needs Node.js for the web console's scripts"; exit 1; }
-	@for script in console/site/js/*.js; do node --check "$$script"; done
+	@for script in console/site/js/*.js apidocs/site/*.js; do node --check "$$script"; done
 	@promtool check rules --lint-fatal prometheus/rules.yml
 	@cd prometheus && promtool test rules rules.test.yml
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \

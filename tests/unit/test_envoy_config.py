@@ -16,7 +16,7 @@ import yaml
 from runtime.grpc_server import FRONT_DOOR_HEADER
 from runtime.identity import CLIENT_CERT_HEADER, DEVICE_URI_PREFIX, IDENTITY_HEADER, TIERS
 from stack import certs, tokens
-from stack.envoy_config import CONSOLE, StaticSite, render
+from stack.envoy_config import API_DOCS, CONSOLE, StaticSite, render
 from stack.settings import StackSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -301,3 +301,11 @@ def test_reflection_naming_no_service_goes_to_the_server_that_reflects_the_front
         (added,) = route["request_headers_to_add"]
         assert (added["header"]["key"], added["header"]["value"]) == FRONT_DOOR_HEADER
         assert added["append_action"] == "OVERWRITE_IF_EXISTS_OR_ADD"
+
+
+def test_the_api_page_s_paths_do_not_clash_with_the_api_or_the_console() -> None:
+    api = ("/v1/", "/api/", "/metrics.v1.", "/grpc.", "/prometheus/", CONSOLE.prefix)
+    paths = [API_DOCS.prefix, *API_DOCS.pages]
+    assert not [p for p in paths if p.startswith(api) or p in CONSOLE.pages], paths
+    assert API_DOCS.pages["/openapi.yaml"] == "openapi.yaml"  # put there by `make run`
+    assert (API_DOCS.directory / "index.html").is_file()
