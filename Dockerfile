@@ -96,8 +96,7 @@ from pathlib import Path
 
 from stack import certs, tokens
 from stack.envoy_config import API_DOCS, CONSOLE, render
-from stack.parts import PUBLIC_SERVICES
-from stack.settings import StackSettings
+from stack.settings import PUBLIC_SERVICES, StackSettings
 
 defaults = StackSettings()
 options = dict(
