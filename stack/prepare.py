@@ -15,7 +15,7 @@ from pathlib import Path
 
 from stack import certs, credentials, envoy_config, prometheus_config, tokens
 from stack.settings import PUBLIC_SERVICES, ROOT, StackSettings
-from stack.system import SetupError, fetch_console_libs, fetch_kafka_libs, say
+from stack.system import SetupError, fetch_console_libs, fetch_docs_libs, fetch_kafka_libs, say
 
 KAFKA_DIR = ROOT / "stack" / "kafka"
 JMX_EXPORTER = KAFKA_DIR / "jmx-exporter.yml"
@@ -65,8 +65,18 @@ def everything(settings: StackSettings) -> None:
     libs = fetch_kafka_libs(where.kafka_libs)
     kafka_config(where.kafka_properties, libs, settings)
     fetch_console_libs(envoy_config.CONSOLE.directory / "vendor")
+    api_docs(envoy_config.API_DOCS.directory)
     envoy_file(where.envoy_yaml, settings)
     prometheus_files(where, settings)
+
+
+def api_docs(site: Path) -> None:
+    """The HTTP API's page: Swagger UI from npm, and the OpenAPI document of `make proto`."""
+    fetch_docs_libs(site / "vendor")
+    document = ROOT / "gen" / "openapi.yaml"
+    if not document.exists():
+        raise SetupError(f"{document} missing: run `make proto` (make run does it for you)")
+    shutil.copy(document, site / "openapi.yaml")
 
 
 def run_as(user: str) -> str | None:
@@ -260,7 +270,7 @@ def envoy_file(path: Path, settings: StackSettings) -> None:
             private_key=tls.private_key,
             jwks=tokens.ensure_keys(settings),
             client_ca=certs.client_ca(settings),
-            sites=[envoy_config.CONSOLE],
+            sites=[envoy_config.CONSOLE, envoy_config.API_DOCS],
         )
     )
 

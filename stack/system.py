@@ -7,12 +7,14 @@ import hashlib
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from stack.settings import ROOT, StackSettings
 
 KAFKA_POM = ROOT / "stack" / "kafka" / "pom.xml"
 CONSOLE = ROOT / "console"
+API_DOCS = ROOT / "apidocs"
 
 
 class SetupError(RuntimeError):
@@ -32,7 +34,8 @@ def ensure_packages(settings: StackSettings) -> None:
             "redis-server": shutil.which("redis-server") is not None,
             "default-jre-headless": shutil.which("java") is not None,
             "maven": shutil.which("mvn") is not None,
-            # Fetches uPlot for the web console (fetch_console_libs); any Node.js version does.
+            # Fetches uPlot for the web console and Swagger UI for the HTTP API's page
+            # (fetch_console_libs, fetch_docs_libs); any Node.js version does.
             "npm": shutil.which("npm") is not None,
             "prometheus": shutil.which("prometheus") is not None and shutil.which("promtool") is not None,
             "prometheus-postgres-exporter": shutil.which("prometheus-postgres-exporter") is not None,
@@ -124,22 +127,50 @@ def fetch_kafka_libs(libs: Path) -> Path:
 def fetch_console_libs(vendor: Path) -> None:
     """What the web console takes from npm (uPlot, pinned by console/package-lock.json) into
     `vendor`, where Envoy serves it: once per version of the lock file. The Dockerfile does the same."""
-    lock = CONSOLE / "package-lock.json"
+
+    def place(modules: Path) -> None:
+        dist = modules / "uplot" / "dist"
+        # uPlot's minified build (51 KB; its ES module is 145 KB unminified) is a script that defines
+        # `uPlot`: one line more makes it an ES module.
+        script = (dist / "uPlot.iife.min.js").read_text()
+        (vendor / "uPlot.js").write_text(script + "\nexport default uPlot;\n")
+        shutil.copy(dist / "uPlot.min.css", vendor / "uPlot.min.css")
+
+    _npm_fetch(CONSOLE, vendor, "the web console's uPlot", place)
+
+
+def fetch_docs_libs(vendor: Path) -> None:
+    """What the HTTP API's page takes from npm (Swagger UI, pinned by apidocs/package-lock.json)
+    into `vendor`, where Envoy serves it: once per version of the lock file. The Dockerfile does the
+    same."""
+
+    def place(modules: Path) -> None:
+        dist = modules / "swagger-ui-dist"
+        # The bundle (1.7 MB: React and Swagger UI, no other download), its style, and the licences
+        # (Envoy serves files by their extension: LICENSE as LICENSE.txt).
+        for name in ("swagger-ui-bundle.js", "swagger-ui.css", "swagger-ui-bundle.js.LICENSE.txt"):
+            shutil.copy(dist / name, vendor / name)
+        shutil.copy(dist / "LICENSE", vendor / "LICENSE.txt")
+
+    _npm_fetch(API_DOCS, vendor, "the HTTP API page's Swagger UI", place)
+
+
+def _npm_fetch(folder: Path, vendor: Path, what: str, place: Callable[[Path], None]) -> None:
+    """`npm ci` in `folder` (its package-lock.json pins every version; no install scripts run: they
+    are not needed, and one of swagger-ui-dist's dependencies only reports the download), then
+    `place(node_modules)` fills `vendor`: once per version of the lock file."""
+    lock = folder / "package-lock.json"
     stamp = vendor / ".package-lock-sha256"  # a dot file: Envoy serves no hidden files
     digest = hashlib.sha256(lock.read_bytes()).hexdigest()
     if stamp.exists() and stamp.read_text() == digest:
         return
-    say("Fetching the web console's uPlot from npm")
-    command = ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"]
-    result = subprocess.run(command, cwd=CONSOLE, capture_output=True, text=True, check=False)
+    say(f"Fetching {what} from npm")
+    command = ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"]
+    result = subprocess.run(command, cwd=folder, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise SetupError(f"npm ci in {CONSOLE} failed:\n{result.stdout}{result.stderr}")
+        raise SetupError(f"npm ci in {folder} failed:\n{result.stdout}{result.stderr}")
     if vendor.exists():
         shutil.rmtree(vendor)
     vendor.mkdir(parents=True)
-    dist = CONSOLE / "node_modules" / "uplot" / "dist"
-    # uPlot's minified build (51 KB; its ES module is 145 KB unminified) is a script that defines
-    # `uPlot`: one line more makes it an ES module.
-    (vendor / "uPlot.js").write_text((dist / "uPlot.iife.min.js").read_text() + "\nexport default uPlot;\n")
-    shutil.copy(dist / "uPlot.min.css", vendor / "uPlot.min.css")
+    place(folder / "node_modules")
     stamp.write_text(digest)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import yaml
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
 from stack import system
@@ -349,11 +350,11 @@ async def test_the_console_is_usable_with_the_keyboard_alone(
     await page.goto(f"/?prefix={sensor_id}")
     await expect(page.get_by_role("link", name=sensor_id)).to_be_visible()
     order = []
-    for _ in range(8):
+    for _ in range(9):
         await page.keyboard.press("Tab")
         order.append(await focused(page))
     assert order == [
-        "a Skip to content", "a Metrics", "a Fleet", "a Live events", "a Pipeline health",
+        "a Skip to content", "a Metrics", "a Fleet", "a Live events", "a Pipeline health", "a HTTP API",
         "input prefix", "button Search", f"a {sensor_id}",
     ]  # fmt: skip
     # The focus shows.
@@ -402,3 +403,34 @@ async def test_on_the_tls_port_the_page_loads_without_a_token_and_asks_for_one(
         await expect(page.get_by_role("status")).to_have_attribute("data-state", "open")
     finally:
         await context.close()
+
+
+# --- the HTTP API's page (/docs) ------------------------------------------------------------------
+
+
+async def test_the_api_page_shows_every_route_and_tries_one_out(
+    tab: Tab, target: Target, sensor_id: str
+) -> None:
+    """Swagger UI over /openapi.yaml: every route of the document listed, a push sent from the page,
+    and nothing loaded from another origin."""
+    requested: list[str] = []
+    page = tab.page
+    page.on("request", lambda request: requested.append(request.url))
+    _, _, text = http_bytes("GET", f"{target.envoy_url}/openapi.yaml")
+    document = yaml.safe_load(text)
+    routes = sorted((verb.upper(), path) for path, item in document["paths"].items() for verb in item)
+    await page.goto("/docs")
+    await expect(page.locator(".opblock")).to_have_count(len(routes))
+    methods = await page.locator(".opblock-summary-method").all_inner_texts()
+    paths = await page.locator(".opblock-summary-path").all_inner_texts()
+    assert sorted(zip(methods, (p.replace("\u200b", "") for p in paths), strict=True)) == routes
+    push = page.locator("#operations-ReceiverService-ReceiverService_PushMetrics")
+    await push.locator(".opblock-summary").click()
+    await push.get_by_role("button", name="Try it out").click()
+    body = {"metrics": [{"sensorId": sensor_id, "metricType": "temperature", "value": 21.5}]}
+    await push.locator("textarea.body-param__text").fill(json.dumps(body))
+    await push.get_by_role("button", name="Execute").click()
+    await expect(push.locator(".live-responses-table tbody .response-col_status")).to_have_text("200")
+    await listed(target, sensor_id, 1)
+    assert [url for url in requested if not url.startswith(target.envoy_url + "/")] == []
+    assert tab.problems == []

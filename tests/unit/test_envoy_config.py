@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 import yaml
 
+from runtime.grpc_server import FRONT_DOOR_HEADER
 from runtime.identity import CLIENT_CERT_HEADER, DEVICE_URI_PREFIX, IDENTITY_HEADER, TIERS
 from stack import certs, tokens
-from stack.envoy_config import CONSOLE, StaticSite, render
+from stack.envoy_config import API_DOCS, CONSOLE, StaticSite, render
 from stack.settings import StackSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -280,3 +281,31 @@ def test_the_console_s_paths_do_not_clash_with_the_api() -> None:
     paths = [CONSOLE.prefix, *CONSOLE.pages]
     assert not [p for p in paths if p.startswith(api)], paths
     assert (CONSOLE.directory / "index.html").is_file()
+
+
+def test_reflection_naming_no_service_goes_to_the_server_that_reflects_the_front_door(
+    files: dict[str, Path],
+) -> None:
+    """The assessor answers it for the whole public API, told so by the header Envoy adds."""
+    for routes in routes_of(rendered(files)).values():
+        (route,) = [
+            r
+            for r in routes
+            if "ServerReflection" in r["match"].get("safe_regex", {}).get("regex", "")
+            and not any(h.get("string_match") for h in r["match"].get("headers", []))
+        ]
+        assert route["match"]["headers"] == [
+            {"name": "x-metrics-service", "present_match": True, "invert_match": True}
+        ]
+        assert route["route"]["cluster"] == "assessor"
+        (added,) = route["request_headers_to_add"]
+        assert (added["header"]["key"], added["header"]["value"]) == FRONT_DOOR_HEADER
+        assert added["append_action"] == "OVERWRITE_IF_EXISTS_OR_ADD"
+
+
+def test_the_api_page_s_paths_do_not_clash_with_the_api_or_the_console() -> None:
+    api = ("/v1/", "/api/", "/metrics.v1.", "/grpc.", "/prometheus/", CONSOLE.prefix)
+    paths = [API_DOCS.prefix, *API_DOCS.pages]
+    assert not [p for p in paths if p.startswith(api) or p in CONSOLE.pages], paths
+    assert API_DOCS.pages["/openapi.yaml"] == "openapi.yaml"  # put there by `make run`
+    assert (API_DOCS.directory / "index.html").is_file()
