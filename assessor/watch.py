@@ -9,6 +9,7 @@ with ListEvents) instead of holding memory or slowing the others.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ import asyncpg
 
 from metrics.v1 import event_pb2
 from runtime.errors import ResourceExhausted, ServiceError, Unavailable
+from runtime.lifecycle import Stopped, retry_until_stopped
 from runtime.postgres import EVENTS_CHANNEL
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,7 @@ class EventHub:
         self._watchers: set[Watcher] = set()
         self._conn: asyncpg.Connection | None = None
         self._reconnecting: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     async def start(self) -> None:
         self._conn = await asyncpg.connect(self._dsn, password=self._password, timeout=5)
@@ -90,6 +93,7 @@ class EventHub:
         self.end_all(Unavailable("the assessor is shutting down; reconnect"))
 
     async def stop(self) -> None:
+        self._stopping.set()
         self.end_all_for_shutdown()
         if self._conn is not None and not self._conn.is_closed():
             self._conn.remove_termination_listener(self._on_lost)
@@ -124,17 +128,9 @@ class EventHub:
         self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
 
     async def _reconnect(self) -> None:
-        delay = 0.5
-        while True:
-            try:
-                await self.start()
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("LISTEN connection not back yet (%s)", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10)
-            else:
-                log.info("LISTEN connection restored")
-                return
+        with contextlib.suppress(Stopped):
+            await retry_until_stopped("PostgreSQL (LISTEN)", self.start, self._stopping, first_delay=0.5)
+            log.info("LISTEN connection restored")
 
 
 def parse(payload: str) -> event_pb2.Event:

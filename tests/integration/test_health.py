@@ -12,7 +12,7 @@ from tests.target import Target
 
 SERVICES = ("receiver", "processor", "saver", "assessor")
 # Routed by Envoy; the others stay inside.
-PUBLIC = ("receiver", "assessor")
+PUBLIC = ("receiver", "processor", "assessor")  # the processor for its RulesService
 
 
 async def check(address: str, service: str = "", header: str | None = None) -> int:
@@ -53,7 +53,11 @@ async def test_internal_services_are_not_routed_by_envoy(target: Target, name: s
 
 @pytest.mark.parametrize(
     ("name", "service"),
-    [("receiver", "metrics.v1.ReceiverService"), ("assessor", "metrics.v1.AssessorService")],
+    [
+        ("receiver", "metrics.v1.ReceiverService"),
+        ("processor", "metrics.v1.RulesService"),
+        ("assessor", "metrics.v1.AssessorService"),
+    ],
 )
 async def test_serving_by_grpc_service_name(target: Target, name: str, service: str) -> None:
     assert await check(target.services[name], service) == health_pb2.HealthCheckResponse.SERVING

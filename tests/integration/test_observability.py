@@ -98,8 +98,13 @@ async def test_every_service_exports_its_series(
         # A call of each (labelled series appear with their first value), as a load balancer's.
         async with grpc.aio.insecure_channel(target.services[service]) as channel:
             await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
-        present = {name for name, _ in await scrape(target.metrics[service])}
-        assert names <= present, f"{service} lacks {sorted(names - present)}"
+
+        async def exported(service: str = service, names: set[str] = names) -> None:
+            present = {name for name, _ in await scrape(target.metrics[service])}
+            assert names <= present, f"{service} lacks {sorted(names - present)}"
+
+        # A consumer reports its lag once it holds partitions: seconds after a restart.
+        await eventually(exported, timeout=15, what=f"{service}'s series")
 
 
 async def test_counts_move_when_readings_flow(
