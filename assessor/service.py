@@ -12,14 +12,14 @@ from typing import Any
 import asyncpg
 import grpc
 
-from assessor import paging, requests
+from assessor import requests
 from assessor.aggregates import HOUR_US, MINUTE_US, range_aggregate
 from assessor.settings import AssessorSettings
 from assessor.stats import Reading, bucket_count, sensor_stats
 from assessor.watch import EventHub, Filter
 from metrics.v1 import assessor_service_pb2 as pb
 from metrics.v1 import assessor_service_pb2_grpc, event_pb2, metric_pb2, sensor_pb2, stats_pb2
-from runtime import postgres, settings
+from runtime import paging, postgres, settings
 from runtime.errors import InvalidArgument, Violation, grpc_errors, grpc_stream_errors
 from runtime.grpc_server import GrpcServer, add_servicer
 from runtime.identity import Identity, of_metadata

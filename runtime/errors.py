@@ -111,6 +111,12 @@ class PermissionDenied(ServiceError):
     code = grpc.StatusCode.PERMISSION_DENIED
 
 
+class NotFound(ServiceError):
+    """The request names something that does not exist (a subscription id, say)."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
 class Undecodable:
     """A request whose bytes did not parse as its message type; answered with INVALID_ARGUMENT.
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from assessor.paging import page_size
 from runtime.errors import InvalidArgument
+from runtime.paging import page_size
 
 
 def test_zero_is_the_default_and_too_large_is_the_maximum() -> None:
