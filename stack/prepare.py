@@ -254,6 +254,7 @@ def envoy_file(path: Path, settings: StackSettings) -> None:
             upstreams={
                 "receiver": (local, settings.receiver_grpc_port),
                 "assessor": (local, settings.assessor_grpc_port),
+                "notifier": (local, settings.notifier_grpc_port),
                 "prometheus": (local, settings.prometheus_port),
             },
             descriptor=ROOT / "gen" / "metrics.binpb",
