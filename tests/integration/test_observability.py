@@ -58,6 +58,7 @@ ALERTS = {
     "MetricsDeadLettersGrowing",
     "MetricsReceiverRefusing",
     "MetricsAckLatencyHigh",
+    "MetricsWebhooksDeadLettered",
 }
 PUSH = {"grpc_service": "metrics.v1.ReceiverService", "grpc_method": "PushMetrics"}
 
