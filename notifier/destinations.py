@@ -112,9 +112,12 @@ class Destinations:
         addresses = await _addresses(url.host, url.port)
         refused = [a for a in addresses if not self.allows(a)]
         if refused:
-            shown = ", ".join(str(a) for a in refused[:3])
+            literal = [str(a) for a in addresses] == [url.host]
+            where = (
+                url.host if literal else f"{url.host} resolves to {', '.join(str(a) for a in refused[:3])},"
+            )
             raise Refused(
-                f"{url.host} is {shown}: the notifier may deliver to {self.describe()} only "
+                f"{where} outside what the notifier may deliver to: {self.describe()} "
                 "(METRICS_NOTIFIER_ALLOWED_NETWORKS, METRICS_NOTIFIER_PUBLIC_DESTINATIONS)"
             )
         return [str(a) for a in addresses]
