@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from runtime.kafka import ConsumerSettings
-from runtime.settings import ServiceSettings, secret
+from runtime.settings import ServiceSettings, SettingsError, secret
 
 
 @dataclass(frozen=True)
@@ -40,3 +40,14 @@ class NotifierSettings(ConsumerSettings, ServiceSettings):
     poll_interval_s: float = 0.5
     # Delivered rows are kept this long, so that an event read again is not delivered again.
     delivered_retention_s: float = 3600.0
+
+    def __post_init__(self) -> None:
+        positive = ("delivery_timeout_s", "max_in_flight", "retry_base_s", "retry_max_s", "dead_letter_after",
+                    "poll_interval_s")  # fmt: skip
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name} must be positive, not {getattr(self, name)}")
+        if self.max_records_per_round >= 65_536:  # notifier/store.py: ROUND_SPAN
+            raise SettingsError(
+                f"max_records_per_round must be below 65536, not {self.max_records_per_round}"
+            )

@@ -216,3 +216,17 @@ def test_what_is_not_an_http_answer_fails_the_attempt(line: bytes) -> None:
 
     with pytest.raises(AttemptFailed, match="not an HTTP answer"):
         _status(line)
+
+
+def test_settings_that_cannot_work_are_refused_by_name() -> None:
+    from notifier.settings import NotifierSettings  # noqa: PLC0415
+    from runtime import settings  # noqa: PLC0415
+
+    assert settings.load(NotifierSettings, "notifier", {}).dead_letter_after == 10
+    for name, value in (
+        ("DEAD_LETTER_AFTER", "0"),
+        ("DELIVERY_TIMEOUT_S", "-1"),
+        ("MAX_RECORDS_PER_ROUND", "70000"),
+    ):
+        with pytest.raises(SettingsError, match=name.lower()):
+            settings.load(NotifierSettings, "notifier", {f"METRICS_NOTIFIER_{name}": value})
