@@ -115,6 +115,10 @@ class Dispatcher:
             # The outcome is not recorded: the lease runs out and the delivery is tried again.
             log.warning("outcome of delivery %s to %s not recorded (%s): it will be tried again",
                         delivery.event_id, delivery.subscription_id, exc)  # fmt: skip
+        except Exception:  # a bug: logged with its traceback, and tried again after the lease
+            log.exception(
+                "delivery %s to %s failed unexpectedly", delivery.event_id, delivery.subscription_id
+            )
         finally:
             instruments.IN_FLIGHT.dec()
             self.wake()  # the next delivery of its queue may be due now
