@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # The images of docker-compose.yml, built from this checkout:
-#   --target services   the Python environment of uv.lock, the four services and the generated code;
+#   --target services   the Python environment of uv.lock, the five services and the generated code;
 #                       docker-compose.yml picks the service per container (`python -m receiver`, ...)
 #   --target envoy      the front door: envoy/envoy.yaml rendered for the Compose network, the
 #                       descriptor set its gRPC-JSON transcoder reads, and the files it serves: the
@@ -138,12 +138,13 @@ COPY receiver/ receiver/
 COPY processor/ processor/
 COPY saver/ saver/
 COPY assessor/ assessor/
+COPY notifier/ notifier/
 COPY deadletters/ deadletters/
 # Compiled now: the code is read-only to the user the services run as.
 RUN python -m compileall -q /app
 USER 10001:10001
 # docker-compose.yml sets the command of each container; this one only says which to give.
-CMD ["python", "-c", "raise SystemExit('run one service: python -m receiver|processor|saver|assessor')"]
+CMD ["python", "-c", "raise SystemExit('run one service: python -m receiver|processor|saver|assessor|notifier')"]
 
 # --- the envoy configuration, checked by the Envoy of the image with throwaway files ---
 FROM ${ENVOY_IMAGE} AS envoy-check

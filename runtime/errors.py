@@ -112,7 +112,7 @@ class PermissionDenied(ServiceError):
 
 
 class NotFound(ServiceError):
-    """The request names something that does not exist (a rule id, say)."""
+    """The request names something that does not exist (a rule or subscription id, say)."""
 
     code = grpc.StatusCode.NOT_FOUND
 

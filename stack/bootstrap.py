@@ -15,8 +15,10 @@ from stack.credentials import Account
 from stack.settings import StackSettings
 from stack.system import SetupError, say
 
-# The owner of the schema (the saver's migrations), the saver's writer, the assessor's reader.
+# The owner of the schema (the saver's migrations), the saver's writer, the assessor's reader, the
+# notifier's (the schema notifier only: the migration that makes it grants it).
 OWNER, WRITER, READER = credentials.POSTGRES_OWNER, credentials.POSTGRES_WRITER, credentials.POSTGRES_READER
+NOTIFIER = credentials.POSTGRES_NOTIFIER
 MONITOR = credentials.POSTGRES_MONITOR
 
 
@@ -26,7 +28,7 @@ async def database(settings: StackSettings) -> None:
     conn = await access.postgres_superuser(settings)
     try:
         roles = {r["rolname"] for r in await conn.fetch("SELECT rolname FROM pg_roles")}
-        for account in (OWNER, WRITER, READER, MONITOR):
+        for account in (OWNER, WRITER, READER, NOTIFIER, MONITOR):
             if account.user not in roles:
                 await conn.execute(f"CREATE ROLE {account.user} LOGIN")
             # A utility statement takes no parameters: format() quotes the password as a literal.
@@ -84,6 +86,9 @@ KAFKA_ACLS: tuple[tuple[Account, str, str, str], ...] = (
     (credentials.KAFKA_SAVER, "TOPIC", "events", "READ"),
     (credentials.KAFKA_SAVER, "GROUP", "saver", "READ"),
     (credentials.KAFKA_SAVER, "TOPIC", "metrics.dlq", "WRITE"),
+    (credentials.KAFKA_NOTIFIER, "TOPIC", "events", "READ"),
+    (credentials.KAFKA_NOTIFIER, "GROUP", "notifier", "READ"),
+    (credentials.KAFKA_NOTIFIER, "TOPIC", "metrics.dlq", "WRITE"),
 )
 
 

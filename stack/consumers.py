@@ -8,7 +8,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from runtime.kafka import KafkaSettings, client_options
 
 # The groups of the stack and the topics each reads.
-GROUPS = {"processor": ("metrics",), "saver": ("metrics", "events")}
+GROUPS = {"processor": ("metrics",), "saver": ("metrics", "events"), "notifier": ("events",)}
 DEAD_LETTER_TOPIC = "metrics.dlq"
 
 

@@ -32,6 +32,8 @@ POSTGRES_SUPERUSER = Account("postgres", "postgres")
 POSTGRES_OWNER = Account("postgres", "metrics")
 POSTGRES_WRITER = Account("postgres", "metrics_writer")
 POSTGRES_READER = Account("postgres", "metrics_reader")
+# The notifier's: its subscriptions' tables only.
+POSTGRES_NOTIFIER = Account("postgres", "metrics_notifier")
 # The exporters' (Prometheus): statistics only (pg_monitor; Redis INFO and the like).
 POSTGRES_MONITOR = Account("postgres", "metrics_monitor")
 REDIS_MONITOR = Account("redis", "monitor")
@@ -43,8 +45,11 @@ KAFKA_ADMIN = Account("kafka", "admin")
 KAFKA_RECEIVER = Account("kafka", "receiver")
 KAFKA_PROCESSOR = Account("kafka", "processor")
 KAFKA_SAVER = Account("kafka", "saver")
-KAFKA_ACCOUNTS = (KAFKA_ADMIN, KAFKA_RECEIVER, KAFKA_PROCESSOR, KAFKA_SAVER)
-POSTGRES_ACCOUNTS = (POSTGRES_SUPERUSER, POSTGRES_OWNER, POSTGRES_WRITER, POSTGRES_READER, POSTGRES_MONITOR)
+KAFKA_NOTIFIER = Account("kafka", "notifier")
+KAFKA_ACCOUNTS = (KAFKA_ADMIN, KAFKA_RECEIVER, KAFKA_PROCESSOR, KAFKA_SAVER, KAFKA_NOTIFIER)
+POSTGRES_ACCOUNTS = (
+    POSTGRES_SUPERUSER, POSTGRES_OWNER, POSTGRES_WRITER, POSTGRES_READER, POSTGRES_NOTIFIER, POSTGRES_MONITOR,
+)  # fmt: skip
 ACCOUNTS = (*POSTGRES_ACCOUNTS, REDIS_ADMIN, REDIS_PROCESSOR, REDIS_MONITOR, *KAFKA_ACCOUNTS)
 
 

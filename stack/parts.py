@@ -117,6 +117,11 @@ def parts(settings: StackSettings) -> list[Part]:
             **postgres(credentials.POSTGRES_OWNER, "SAVER_MIGRATIONS"),
         },
         "assessor": postgres(credentials.POSTGRES_READER),
+        "notifier": {
+            **kafka(credentials.KAFKA_NOTIFIER),
+            **postgres(credentials.POSTGRES_NOTIFIER),
+            "METRICS_NOTIFIER_ALLOWED_NETWORKS": ",".join(settings.notifier_allowed_networks),
+        },
     }
     services = [
         Part(

@@ -9,9 +9,9 @@ from pathlib import Path
 from runtime import settings
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICES = ("receiver", "processor", "saver", "assessor")
+SERVICES = ("receiver", "processor", "saver", "assessor", "notifier")
 # Those Envoy routes to (the processor for its RulesService); the saver's health stays inside.
-PUBLIC_SERVICES = ("receiver", "processor", "assessor")
+PUBLIC_SERVICES = ("receiver", "processor", "assessor", "notifier")
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class StackSettings:
     processor_grpc_port: int = 50052
     saver_grpc_port: int = 50053
     assessor_grpc_port: int = 50054
+    notifier_grpc_port: int = 50055
     # Each service's Prometheus metrics (/metrics), and Prometheus itself with the exporters of
     # PostgreSQL and Redis (Debian's packages); Envoy routes /prometheus/api/v1/ to Prometheus's API
     # (the console's health page).
@@ -44,6 +45,7 @@ class StackSettings:
     processor_metrics_port: int = 51052
     saver_metrics_port: int = 51053
     assessor_metrics_port: int = 51054
+    notifier_metrics_port: int = 51055
     prometheus_port: int = 9090
     # The broker's metrics (the JMX exporter's agent in Kafka's process).
     kafka_metrics_port: int = 9404
@@ -51,6 +53,8 @@ class StackSettings:
     redis_exporter_port: int = 9121
     # How long Prometheus keeps its samples.
     prometheus_retention: str = "15d"
+    # Where the notifier may deliver webhooks besides public addresses: this machine.
+    notifier_allowed_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     # Partitions bound how many processor and saver processes can share the work.
     metrics_partitions: int = 8
     events_partitions: int = 4

@@ -44,6 +44,7 @@ class Target:
     # local stack's. Empty: the deployment runs none.
     metrics: dict[str, str] = field(default_factory=dict)
     prometheus: str = ""
+    notifier_group: str = "notifier"
 
     @property
     def envoy_url(self) -> str:
@@ -96,6 +97,7 @@ class Target:
                 "SAVER_MIGRATIONS": credentials.POSTGRES_OWNER,
             },
             "assessor": {"POSTGRES": credentials.POSTGRES_READER},
+            "notifier": {"POSTGRES": credentials.POSTGRES_NOTIFIER},
         }
         for setting, account in roles.get(service, {}).items():
             env[f"METRICS_{setting}_DSN"] = self.postgres_dsn_of(account)

@@ -2,12 +2,13 @@
 # PostgreSQL of docker-compose.yml, on its first start (an empty data volume): the roles and the
 # database that stack/bootstrap.py makes for the local stack, with their passwords read from the
 # Docker secrets (psql reads them itself, with \set and backquotes: no password on a command line).
-#   metrics         owns the database and the schema; the saver's migrations
-#   metrics_writer  reads and writes the tables, changes no schema; the saver
-#   metrics_reader  read-only; the assessor
+#   metrics           owns the database and the schema; the saver's migrations
+#   metrics_writer    reads and writes the tables, changes no schema; the saver
+#   metrics_reader    read-only; the assessor
+#   metrics_notifier  the schema notifier only (the migration that makes it grants it)
 set -euo pipefail
 # psql would set an empty password (no login) if it could not read one: stop instead.
-for role in metrics metrics_writer metrics_reader; do
+for role in metrics metrics_writer metrics_reader metrics_notifier; do
   [ -r "/run/secrets/postgres-$role" ] && [ -s "/run/secrets/postgres-$role" ] \
     || { echo "cannot read a password in /run/secrets/postgres-$role" >&2; exit 1; }
 done
@@ -15,9 +16,11 @@ psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres <<'SQL'
 \set owner `cat /run/secrets/postgres-metrics`
 \set writer `cat /run/secrets/postgres-metrics_writer`
 \set reader `cat /run/secrets/postgres-metrics_reader`
+\set notifier `cat /run/secrets/postgres-metrics_notifier`
 CREATE ROLE metrics LOGIN PASSWORD :'owner';
 CREATE ROLE metrics_writer LOGIN PASSWORD :'writer';
 CREATE ROLE metrics_reader LOGIN PASSWORD :'reader';
+CREATE ROLE metrics_notifier LOGIN PASSWORD :'notifier';
 ALTER ROLE metrics_reader SET default_transaction_read_only = on;
 CREATE DATABASE metrics OWNER metrics;
 

@@ -10,9 +10,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tests import front_door
 from tests.target import Target
 
-SERVICES = ("receiver", "processor", "saver", "assessor")
+SERVICES = ("receiver", "processor", "saver", "assessor", "notifier")
 # Routed by Envoy; the others stay inside.
-PUBLIC = ("receiver", "processor", "assessor")  # the processor for its RulesService
+PUBLIC = ("receiver", "processor", "assessor", "notifier")  # the processor for its RulesService
 
 
 async def check(address: str, service: str = "", header: str | None = None) -> int:
@@ -57,6 +57,7 @@ async def test_internal_services_are_not_routed_by_envoy(target: Target, name: s
         ("receiver", "metrics.v1.ReceiverService"),
         ("processor", "metrics.v1.RulesService"),
         ("assessor", "metrics.v1.AssessorService"),
+        ("notifier", "metrics.v1.SubscriptionsService"),
     ],
 )
 async def test_serving_by_grpc_service_name(target: Target, name: str, service: str) -> None:
@@ -71,7 +72,11 @@ async def test_unknown_health_service_is_not_found(target: Target) -> None:
 
 @pytest.mark.parametrize(
     ("name", "service"),
-    [("receiver", "metrics.v1.ReceiverService"), ("assessor", "metrics.v1.AssessorService")],
+    [
+        ("receiver", "metrics.v1.ReceiverService"),
+        ("assessor", "metrics.v1.AssessorService"),
+        ("notifier", "metrics.v1.SubscriptionsService"),
+    ],
 )
 async def test_reflection_lists_the_service_through_envoy(target: Target, name: str, service: str) -> None:
     async with grpc.aio.insecure_channel(target.envoy) as channel:

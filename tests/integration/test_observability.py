@@ -44,14 +44,21 @@ SERIES = {
         "metrics_consumer_lag",
     },
     "assessor": {"grpc_server_started_total", "grpc_server_handled_total", "grpc_server_handling_seconds_bucket"},
+    "notifier": {
+        "grpc_server_handled_total", "metrics_notifier_events_total", "metrics_notifier_deliveries_queued_total",
+        "metrics_notifier_delivery_seconds_bucket", "metrics_notifier_retries_total",
+        "metrics_notifier_pending_deliveries", "metrics_notifier_attempts_in_flight", "metrics_consumer_lag",
+    },
 }  # fmt: skip
-JOBS = {"receiver", "processor", "saver", "assessor", "envoy", "kafka", "postgres", "redis", "prometheus"}
+JOBS = {"receiver", "processor", "saver", "assessor", "notifier", "envoy", "kafka", "postgres", "redis",
+        "prometheus"}  # fmt: skip
 ALERTS = {
     "MetricsTargetDown",
     "MetricsConsumerLagGrowing",
     "MetricsDeadLettersGrowing",
     "MetricsReceiverRefusing",
     "MetricsAckLatencyHigh",
+    "MetricsWebhooksDeadLettered",
 }
 PUSH = {"grpc_service": "metrics.v1.ReceiverService", "grpc_method": "PushMetrics"}
 

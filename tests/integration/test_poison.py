@@ -138,7 +138,7 @@ async def test_poison_records_are_dead_lettered_and_their_partitions_flow_on(
         for name, consumer in (
             [(poison.name, "processor"), (poison.name, "saver")]
             if poison.topic == "metrics"
-            else [(poison.name, "saver")]
+            else [(poison.name, "saver"), (poison.name, "notifier")]
         )
     }
     reasons: dict[tuple[str, str], str] = {}

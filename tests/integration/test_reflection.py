@@ -91,6 +91,7 @@ def test_the_tls_port_lists_nothing_without_a_token(target: Target) -> None:
         ("receiver", "metrics.v1.ReceiverService"),
         ("processor", "metrics.v1.RulesService"),
         ("assessor", "metrics.v1.AssessorService"),
+        ("notifier", "metrics.v1.SubscriptionsService"),
     ],
 )
 def test_a_service_named_by_the_header_lists_itself_with_health(

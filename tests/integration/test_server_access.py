@@ -167,3 +167,43 @@ async def test_the_reader_may_not_write_and_the_writer_may_not_change_the_schema
             await writer.execute("DROP TABLE readings")
     finally:
         await writer.close()
+
+
+async def test_the_notifier_may_read_events_but_write_no_topic_of_the_pipeline(target: Target) -> None:
+    notifier = client_options(target.kafka(credentials.KAFKA_NOTIFIER))
+    producer = AIOKafkaProducer(**notifier)
+    await producer.start()
+    try:
+        for topic in (target.metrics_topic, target.events_topic):
+            with pytest.raises(TopicAuthorizationFailedError):
+                await producer.send_and_wait(topic, b"not allowed")
+    finally:
+        await producer.stop()
+    member = AIOKafkaConsumer(target.events_topic, group_id=target.saver_group, **notifier)
+    try:
+        with pytest.raises(GroupAuthorizationFailedError):
+            await asyncio.wait_for(member.start(), 30)
+    finally:
+        await member.stop()
+
+
+async def test_only_the_notifier_reaches_the_subscriptions_and_it_nothing_else(target: Target) -> None:
+    # The subscriptions hold their webhooks' secrets.
+    for account in (credentials.POSTGRES_READER, credentials.POSTGRES_WRITER):
+        conn = await asyncpg.connect(target.postgres_dsn_of(account), password=target.password(account))
+        try:
+            for table in ("notifier.subscriptions", "notifier.deliveries"):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await conn.fetchval(f"SELECT count(*) FROM {table}")
+        finally:
+            await conn.close()
+    account = credentials.POSTGRES_NOTIFIER
+    notifier = await asyncpg.connect(target.postgres_dsn_of(account), password=target.password(account))
+    try:
+        await notifier.fetchval("SELECT count(*) FROM notifier.subscriptions")  # what it is for
+        for statement in ("SELECT count(*) FROM readings", "SELECT count(*) FROM events",
+                          "CREATE TABLE notifier.not_allowed (x int)", "DROP TABLE notifier.subscriptions"):  # fmt: skip
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await notifier.execute(statement)
+    finally:
+        await notifier.close()

@@ -213,7 +213,8 @@ def test_no_password_is_written_in_the_file(raw: dict[str, Any]) -> None:
 
 def test_postgres_makes_the_roles_of_the_local_stack(compose: dict[str, Any]) -> None:
     sql = POSTGRES_INIT.read_text()
-    roles = (credentials.POSTGRES_OWNER, credentials.POSTGRES_WRITER, credentials.POSTGRES_READER)
+    roles = (credentials.POSTGRES_OWNER, credentials.POSTGRES_WRITER, credentials.POSTGRES_READER,
+             credentials.POSTGRES_NOTIFIER)  # fmt: skip
     assert postgres_password_files() == {a.user: SECRETS + a.file_name for a in roles}
     assert set(compose["services"]["postgres"]["secrets"]) >= {a.file_name for a in roles}
     assert "ALTER ROLE metrics_reader SET default_transaction_read_only = on;" in sql

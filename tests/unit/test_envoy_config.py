@@ -22,7 +22,12 @@ from stack.settings import StackSettings
 ROOT = Path(__file__).resolve().parents[2]
 DESCRIPTOR = ROOT / "gen" / "metrics.binpb"
 ENVOY = shutil.which("envoy", path=str(Path(sys.executable).parent))
-PUBLIC = {"receiver": ("receiver", 1), "processor": ("processor", 2), "assessor": ("10.0.0.4", 4)}
+PUBLIC = {
+    "receiver": ("receiver", 1),
+    "processor": ("processor", 2),
+    "assessor": ("10.0.0.4", 4),
+    "notifier": ("notifier", 5),
+}
 
 
 def validate(config: Path) -> subprocess.CompletedProcess[str]:
@@ -76,7 +81,7 @@ def test_rendered_config_is_valid_and_points_where_asked(tmp_path: Path, files: 
     loaded = yaml.safe_load(text)
     clusters = {c["name"]: c for c in loaded["static_resources"]["clusters"]}
     # Only the public services (the processor for its RulesService): the saver's health stays inside.
-    assert set(clusters) == {"receiver", "receiver-calls", "processor", "assessor"}
+    assert set(clusters) == {"receiver", "receiver-calls", "processor", "assessor", "notifier"}
     assert clusters["receiver"]["type"] == "STRICT_DNS"
     # The receiver's second cluster (single calls, a limit of their own) goes to the receiver too.
     endpoints = {name: c["load_assignment"]["endpoints"] for name, c in clusters.items()}

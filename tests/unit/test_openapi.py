@@ -17,7 +17,13 @@ from google.protobuf import descriptor_pb2
 from grpc_tools import protoc
 from openapi_spec_validator import validate
 
-from metrics.v1 import assessor_service_pb2, event_pb2, receiver_service_pb2, rules_service_pb2
+from metrics.v1 import (
+    assessor_service_pb2,
+    event_pb2,
+    notifier_service_pb2,
+    receiver_service_pb2,
+    rules_service_pb2,
+)
 from openapi import UnsupportedError, generate
 from openapi.__main__ import dump
 
@@ -58,7 +64,7 @@ def test_make_proto_wrote_what_the_generator_makes_now(document: dict[str, Any])
 
 def test_every_http_route_of_the_protos_is_in_the_document_and_nothing_else(document: dict[str, Any]) -> None:
     routes = set()
-    for module in (receiver_service_pb2, assessor_service_pb2, rules_service_pb2):
+    for module in (receiver_service_pb2, assessor_service_pb2, rules_service_pb2, notifier_service_pb2):
         for service in module.DESCRIPTOR.services_by_name.values():
             for method in service.methods:
                 options = method.GetOptions()
@@ -73,7 +79,7 @@ def test_every_http_route_of_the_protos_is_in_the_document_and_nothing_else(docu
     }
     # Paths name their variables by JSON name: {sensor_id} is {sensorId}.
     assert {(v, p.replace("_id}", "Id}").replace("_uuid}", "Uuid}"), o) for v, p, o in routes} == documented
-    assert len(documented) == 15  # every method but the bidirectional SyncMetrics
+    assert len(documented) == 20  # every method but the bidirectional SyncMetrics
 
 
 def test_field_behavior_is_required_and_read_only(document: dict[str, Any]) -> None:

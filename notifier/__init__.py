@@ -1,0 +1,1 @@
+"""The notifier: delivers events to webhook subscriptions, and serves SubscriptionsService."""
