@@ -5,9 +5,10 @@ envoy/envoy.yaml configures it, rather than what protobuf's JSON mapping allows 
 - names are the fields' JSON names (lowerCamelCase, or a `json_name`), as the transcoder prints them;
 - 64-bit integers are strings, Timestamps RFC 3339 strings, Durations strings such as "3600s", enums
   their value names;
-- `google.api.field_behavior` REQUIRED is `required`, OUTPUT_ONLY is `readOnly`; in an answer every
-  field is printed (`always_print_primitive_fields`) but an unset message or `optional` number, so a
-  field that is always printed is `required` too where only answers carry it;
+- `google.api.field_behavior` REQUIRED is `required`, OUTPUT_ONLY is `readOnly`, INPUT_ONLY
+  `writeOnly`; in an answer every field is printed (`always_print_primitive_fields`) but an unset
+  message or `optional` number, so a field that is always printed is `required` too where only
+  answers carry it;
 - a client stream's body is a JSON array of its messages; a server stream answers with Server-Sent
   Events (`stream_sse_style_delimited`), each event's data one message (`x-itemSchema`, OpenAPI 3.2's
   `itemSchema`);
@@ -230,6 +231,8 @@ class _Generator:
             output_only = field_behavior_pb2.OUTPUT_ONLY in behaviors
             if output_only:
                 property_schema["readOnly"] = True
+            if field_behavior_pb2.INPUT_ONLY in behaviors:  # never in an answer (a secret)
+                property_schema["writeOnly"] = True
             if description := message.file.comment((*message.path, FIELD, i)):
                 property_schema["description"] = description
             properties[field.json_name] = _described(property_schema)

@@ -28,28 +28,35 @@ OPERATIONS = [(path, verb) for path, item in DOCUMENT["paths"].items() for verb 
 # The sensor's readings: three warnings (a threshold event) within the last minutes, so that every
 # query has something to answer (the original system's windows end now).
 SEEDED = (100.0, 101.0, 102.0)
+DISCARD_WEBHOOK = "http://127.0.0.1:9/webhook"
 
 
-def resolved(schema: Any) -> Any:
+def resolved(schema: Any, answer: bool = True) -> Any:
     """`schema` with its $refs replaced by what they name, and every object schema closed
     (additionalProperties false unless it says otherwise): an answer may hold no field the document
     does not name."""
     if isinstance(schema, list):
-        return [resolved(item) for item in schema]
+        return [resolved(item, answer) for item in schema]
     if not isinstance(schema, dict):
         return schema
     if "$ref" in schema:
         name = schema["$ref"].removeprefix("#/components/schemas/")
-        return resolved(DOCUMENT["components"]["schemas"][name])
-    out = {key: resolved(value) for key, value in schema.items()}
+        return resolved(DOCUMENT["components"]["schemas"][name], answer)
+    out = {key: resolved(value, answer) for key, value in schema.items()}
     if out.get("type") == "object" and "properties" in out:
         out.setdefault("additionalProperties", False)
+        # OpenAPI 3.0: a required writeOnly property is required in requests only, readOnly in answers only.
+        absent = "writeOnly" if answer else "readOnly"
+        required = [name for name in out.get("required", []) if not out["properties"][name].get(absent)]
+        out.pop("required", None)
+        if required:
+            out["required"] = required
     return out
 
 
-def check(schema: dict[str, Any], body: Any) -> None:
+def check(schema: dict[str, Any], body: Any, answer: bool = True) -> None:
     validator = jsonschema.Draft4Validator(
-        resolved(schema), format_checker=jsonschema.Draft4Validator.FORMAT_CHECKER
+        resolved(schema, answer), format_checker=jsonschema.Draft4Validator.FORMAT_CHECKER
     )
     errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(body)]
     assert not errors, (errors, body)
@@ -58,12 +65,21 @@ def check(schema: dict[str, Any], body: Any) -> None:
 class Request:
     """A well-formed request of one operation, its values taken from the document and the test's sensor."""
 
-    def __init__(self, path: str, verb: str, sensor_id: str, now: datetime, rule_id: str = "") -> None:
+    def __init__(
+        self,
+        path: str,
+        verb: str,
+        sensor_id: str,
+        now: datetime,
+        rule_id: str = "x",
+        subscription_id: str = "x",
+    ) -> None:
         self.operation = DOCUMENT["paths"][path][verb]
         self.verb = verb.upper()
         self.sensor_id = sensor_id
         self.now = now
         self.rule_id = rule_id
+        self.subscription_id = subscription_id
         self.values: dict[str, str] = {}
         query = {}
         for parameter in self.operation.get("parameters", []):
@@ -77,7 +93,7 @@ class Request:
         self.path = path
         self.query = query
         body = self.operation.get("requestBody", {}).get("content", {}).get("application/json")
-        self.body = None if body is None else self.example(resolved(body["schema"]), "")
+        self.body = None if body is None else self.example(resolved(body["schema"], answer=False), "")
 
     def parameter_value(self, parameter: dict[str, Any]) -> str | None:
         name = parameter["name"]
@@ -85,7 +101,7 @@ class Request:
             "sensorId": self.sensor_id, "sensorUuid": self.sensor_id, "sensorIdPrefix": self.sensor_id,
             "metricType": "temperature", "kind": "EVENT_KIND_THRESHOLD_EXCEEDED", "pageSize": "50",
             "startTime": _rfc3339(self.now - timedelta(hours=1)), "endTime": _rfc3339(self.now + timedelta(minutes=5)),
-            "bucketWidth": "600s", "ruleId": self.rule_id,
+            "bucketWidth": "600s", "ruleId": self.rule_id, "subscriptionId": self.subscription_id,
         }  # fmt: skip
         return known.get(name)
 
@@ -98,12 +114,18 @@ class Request:
         if kind == "object":
             required = schema.get("required", [])
             example = {key: self.example(schema["properties"][key], key) for key in required}
-            if "sensorIdPrefix" in schema["properties"]:  # a rule: for the test's sensor only
+            if (
+                "sensorIdPrefix" in schema["properties"]
+            ):  # a rule or a subscription: of the test's sensor only
                 example["sensorIdPrefix"] = self.sensor_id
             return example
         if kind == "array":
             return [self.example(schema["items"], name)]
-        named = {"sensorId": self.sensor_id, "metricType": "temperature", "value": 21.5, "temperature": 21.5}
+        named = {
+            "sensorId": self.sensor_id, "metricType": "temperature", "value": 21.5, "temperature": 21.5,
+            # A webhook on the discard port of this machine (the local stack allows loopback).
+            "url": DISCARD_WEBHOOK, "secret": "s" * 32,
+        }  # fmt: skip
         if name in named:
             return named[name]
         if schema.get("format") == "date-time":
@@ -126,7 +148,8 @@ class Request:
         a typed parameter that is not of its type, else a required path parameter left empty (at the
         path's end: a query parameter the route does not take)."""
         if self.body is not None:
-            return self.url_path, json.dumps(self.body).encode()[:-2]
+            raw = json.dumps(self.body).encode()
+            return self.url_path, raw[:-2] if len(raw) > 2 else b"{"  # an empty body is a valid {}
         for parameter in self.operation.get("parameters", []):
             schema = resolved(parameter["schema"])
             if parameter["in"] == "query" and (
@@ -199,14 +222,28 @@ async def rule_id(target: Target, sensor_id: str) -> AsyncIterator[str]:
             await http("DELETE", f"{target.envoy_url}/v1/rules/{made['ruleId']}")
 
 
+@pytest.fixture
+async def subscription_id(target: Target, sensor_id: str) -> AsyncIterator[str]:
+    """A subscription to the test's sensor's events alone, for the routes that name one; every
+    subscription of the sensor is deleted afterwards."""
+    subscription = {"url": DISCARD_WEBHOOK, "secret": "s" * 32, "sensorIdPrefix": sensor_id}
+    status, body = await http("POST", f"{target.envoy_url}/v1/subscriptions", subscription)
+    assert status == 200, body
+    yield body["subscription"]["subscriptionId"]
+    status, listed = await http("GET", f"{target.envoy_url}/v1/subscriptions?pageSize=1000")
+    for made in listed["subscriptions"]:
+        if made["sensorIdPrefix"] == sensor_id:
+            await http("DELETE", f"{target.envoy_url}/v1/subscriptions/{made['subscriptionId']}")
+
+
 @pytest.mark.parametrize(("path", "verb"), OPERATIONS, ids=[f"{v.upper()} {p}" for p, v in OPERATIONS])
 async def test_the_route_answers_as_documented(
-    target: Target, sensor_id: str, rule_id: str, path: str, verb: str
+    target: Target, sensor_id: str, rule_id: str, subscription_id: str, path: str, verb: str
 ) -> None:
     now = datetime.now(UTC)
     await seed(target, sensor_id, now, SEEDED)
     await events_stored(target, sensor_id, 1, now)
-    request = Request(path, verb, sensor_id, now, rule_id)
+    request = Request(path, verb, sensor_id, now, rule_id, subscription_id)
     answer = request.operation["responses"]["200"]["content"]
     if "text/event-stream" in answer:
         events = await read_events(target, request, sensor_id, now)
@@ -223,9 +260,9 @@ async def test_the_route_answers_as_documented(
 
 @pytest.mark.parametrize(("path", "verb"), OPERATIONS, ids=[f"{v.upper()} {p}" for p, v in OPERATIONS])
 async def test_a_malformed_request_gets_the_documented_error(
-    target: Target, sensor_id: str, rule_id: str, path: str, verb: str
+    target: Target, sensor_id: str, rule_id: str, subscription_id: str, path: str, verb: str
 ) -> None:
-    request = Request(path, verb, sensor_id, datetime.now(UTC), rule_id)
+    request = Request(path, verb, sensor_id, datetime.now(UTC), rule_id, subscription_id)
     url_path, raw = request.malformed()
     status, headers, body = await http_full(request.verb, target.envoy_url + url_path, raw=raw)
     assert status == 400, (url_path, raw, body)
@@ -278,4 +315,4 @@ def test_examples_follow_the_document() -> None:
         body = request.operation.get("requestBody")
         if body is not None:
             schema = copy.deepcopy(body["content"]["application/json"]["schema"])
-            check(schema, request.body)
+            check(schema, request.body, answer=False)
