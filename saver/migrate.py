@@ -92,6 +92,7 @@ async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS) -> lis
                     asyncpg.DuplicateTableError,
                     asyncpg.DuplicateObjectError,
                     asyncpg.DuplicateFunctionError,
+                    asyncpg.DuplicateSchemaError,
                 ) as exc:
                     raise MigrationError(
                         f"migration {migration.version:04d}_{migration.name} is not recorded as applied, "

@@ -23,6 +23,7 @@ FRONT_DOOR = {
     "metrics.v1.ReceiverService",
     "metrics.v1.AssessorService",
     "metrics.v1.RulesService",
+    "metrics.v1.SubscriptionsService",
     REFLECTION,
 }
 

@@ -104,26 +104,27 @@ async def test_an_oversized_record_is_dead_lettered_and_the_partition_flows_on(
 
 
 @pytest.fixture
-async def scratch_schema() -> AsyncIterator[asyncpg.Connection]:
-    """A connection whose tables go to a schema of its own (the stack's owner role), dropped after."""
+async def scratch_database() -> AsyncIterator[asyncpg.Connection]:
+    """The schema's owner connected to a database of its own, dropped after (migrations name schemas
+    of their own, such as the notifier's, so a scratch schema of the stack's database would not do)."""
     stack = stack_settings.load()
-    schema = f"test_{uuid.uuid4().hex[:10]}"
-    admin = await access.postgres(stack, credentials.POSTGRES_OWNER)
-    await admin.execute(f"CREATE SCHEMA {schema}")
-    conn = await access.postgres(stack, credentials.POSTGRES_OWNER, server_settings={"search_path": schema})
+    name = f"test_{uuid.uuid4().hex[:10]}"
+    admin = await access.postgres_superuser(stack)
+    await admin.execute(f"CREATE DATABASE {name} OWNER {credentials.POSTGRES_OWNER.user}")
+    conn = await access.postgres(stack, credentials.POSTGRES_OWNER, database=name)
     try:
         yield conn
     finally:
         await conn.close()
-        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
         await admin.close()
 
 
 @pytest.mark.local_stack
 async def test_migrations_apply_once_and_refuse_a_schema_they_do_not_know(
-    scratch_schema: asyncpg.Connection,
+    scratch_database: asyncpg.Connection,
 ) -> None:
-    conn = scratch_schema
+    conn = scratch_database
     everything = [m.version for m in migrations()]
     assert await migrate(conn) == everything
     assert await migrate(conn) == []  # applied already: nothing to do
