@@ -4,7 +4,8 @@ INVALID_ARGUMENT naming that field, and the same request with the field is accep
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -13,26 +14,54 @@ from google.api import field_behavior_pb2
 from google.protobuf import descriptor, message, timestamp_pb2
 
 from metrics.v1 import assessor_service_pb2 as apb
-from metrics.v1 import metric_pb2
+from metrics.v1 import metric_pb2, rule_pb2, subscription_pb2
+from metrics.v1 import notifier_service_pb2 as npb
 from metrics.v1 import receiver_service_pb2 as rpb
+from metrics.v1 import rules_service_pb2 as rspb
 from metrics.v1.assessor_service_pb2_grpc import AssessorServiceStub
+from metrics.v1.notifier_service_pb2_grpc import SubscriptionsServiceStub
 from metrics.v1.receiver_service_pb2_grpc import ReceiverServiceStub
+from metrics.v1.rules_service_pb2_grpc import RulesServiceStub
 
 T0 = 1_790_640_000  # 2026-09-29T00:00:00Z
 # A reading's value is REQUIRED, but proto3 cannot tell an unset number from 0 (metric.proto says so):
 # a reading without one is a reading of 0, not an error.
-NOT_DETECTABLE = {"metrics.v1.Metric.value"}
+# A rule's threshold likewise: a rule without one compares with 0.
+NOT_DETECTABLE = {"metrics.v1.Metric.value", "metrics.v1.Rule.threshold"}
+# A webhook on the discard port of this machine (the local stack allows loopback).
+WEBHOOK = "http://127.0.0.1:9/webhook"
+SERVICES = (
+    rpb.DESCRIPTOR.services_by_name["ReceiverService"],
+    apb.DESCRIPTOR.services_by_name["AssessorService"],
+    rspb.DESCRIPTOR.services_by_name["RulesService"],
+    npb.DESCRIPTOR.services_by_name["SubscriptionsService"],
+)
 
 
 def ts(seconds: int) -> timestamp_pb2.Timestamp:
     return timestamp_pb2.Timestamp(seconds=seconds)
 
 
-def valid_requests(sensor_id: str) -> dict[str, message.Message]:
-    """A request each unary RPC accepts, with every REQUIRED field set."""
+def valid_requests(
+    sensor_id: str, rule_id: str = "r-0", subscription_id: str = "0" * 32
+) -> dict[str, message.Message]:
+    """A request each unary RPC accepts, with every REQUIRED field set (`rule_id` and
+    `subscription_id` name existing ones, of the sensor)."""
     window: dict[str, Any] = {"start_time": ts(T0), "end_time": ts(T0 + 3600)}
     reading = metric_pb2.Metric(sensor_id=sensor_id, metric_type="temperature", value=20.5)
+    rule = rule_pb2.Rule(metric_type="temperature", threshold=1000, sensor_id_prefix=sensor_id)
+    subscription = subscription_pb2.Subscription(url=WEBHOOK, secret="s" * 32, sensor_id_prefix=sensor_id)
     return {
+        "CreateRule": rspb.CreateRuleRequest(rule=rule),
+        "ListRules": rspb.ListRulesRequest(),
+        "GetRule": rspb.GetRuleRequest(rule_id=rule_id),
+        "UpdateRule": rspb.UpdateRuleRequest(rule_id=rule_id, rule=rule_pb2.Rule(threshold=2000)),
+        "DeleteRule": rspb.DeleteRuleRequest(rule_id=rule_id),
+        "CreateSubscription": npb.CreateSubscriptionRequest(subscription=subscription),
+        "ListSubscriptions": npb.ListSubscriptionsRequest(),
+        "GetSubscription": npb.GetSubscriptionRequest(subscription_id=subscription_id),
+        "ResumeSubscription": npb.ResumeSubscriptionRequest(subscription_id=subscription_id),
+        "DeleteSubscription": npb.DeleteSubscriptionRequest(subscription_id=subscription_id),
         "PushMetrics": rpb.PushMetricsRequest(metrics=[reading]),
         "RecordLegacyMeasurement": rpb.RecordLegacyMeasurementRequest(
             sensor_uuid=sensor_id, temperature=20.5
@@ -77,8 +106,7 @@ def without(request: message.Message, path: str) -> message.Message:
 
 
 def unary_methods() -> Iterator[tuple[str, descriptor.MethodDescriptor]]:
-    for service in (rpb.DESCRIPTOR.services_by_name["ReceiverService"],
-                    apb.DESCRIPTOR.services_by_name["AssessorService"]):  # fmt: skip
+    for service in SERVICES:
         for method in service.methods:
             if not method.client_streaming and not method.server_streaming:
                 yield service.name, method
@@ -89,7 +117,9 @@ def cases() -> list[tuple[str, str]]:
         (method.name, path)
         for _, method in unary_methods()
         for path, full_name in required_paths(method.input_type)
-        if full_name not in NOT_DETECTABLE
+        # An update changes the fields it sets (AIP-134): the resource's own required fields are
+        # required of the resource, not of every change to it.
+        if full_name not in NOT_DETECTABLE and not (method.name.startswith("Update") and "." in path)
     ]
 
 
@@ -98,28 +128,59 @@ def test_every_unary_rpc_has_a_valid_request_here() -> None:
 
 
 @pytest.fixture
-def call(
-    receiver: ReceiverServiceStub, assessor: AssessorServiceStub
-) -> Callable[[str, message.Message], Any]:
+def call(envoy_channel: grpc.aio.Channel) -> Callable[[str, message.Message], Any]:
+    stubs = [
+        ReceiverServiceStub(envoy_channel), AssessorServiceStub(envoy_channel),
+        RulesServiceStub(envoy_channel), SubscriptionsServiceStub(envoy_channel),
+    ]  # fmt: skip
+
     def invoke(method: str, request: message.Message) -> Any:
-        stub = receiver if hasattr(receiver, method) else assessor
+        (stub,) = [stub for stub in stubs if hasattr(stub, method)]
         return getattr(stub, method)(request, timeout=30)
 
     return invoke
 
 
+@pytest.fixture
+async def made(
+    call: Callable[[str, message.Message], Any], sensor_id: str
+) -> AsyncIterator[dict[str, message.Message]]:
+    """The valid requests, naming a rule and a subscription of the test's sensor (deleted after)."""
+    rule = await call("CreateRule", valid_requests(sensor_id)["CreateRule"])
+    subscription = (
+        await call("CreateSubscription", valid_requests(sensor_id)["CreateSubscription"])
+    ).subscription
+    yield valid_requests(sensor_id, rule.rule_id, subscription.subscription_id)
+    for method, request in [
+        ("DeleteRule", rspb.DeleteRuleRequest(rule_id=rule.rule_id)),
+        ("DeleteSubscription", npb.DeleteSubscriptionRequest(subscription_id=subscription.subscription_id)),
+    ]:
+        with contextlib.suppress(grpc.aio.AioRpcError):  # the test may have deleted it
+            await call(method, request)
+    for rule in (await call("ListRules", rspb.ListRulesRequest(page_size=1000))).rules:
+        if rule.sensor_id_prefix == sensor_id:  # CreateRule's own
+            await call("DeleteRule", rspb.DeleteRuleRequest(rule_id=rule.rule_id))
+    for found in (
+        await call("ListSubscriptions", npb.ListSubscriptionsRequest(page_size=1000))
+    ).subscriptions:
+        if found.sensor_id_prefix == sensor_id:
+            await call(
+                "DeleteSubscription", npb.DeleteSubscriptionRequest(subscription_id=found.subscription_id)
+            )
+
+
 @pytest.mark.parametrize("method", sorted(valid_requests("s")))
 async def test_a_request_with_its_required_fields_is_accepted(
-    call: Callable[[str, message.Message], Any], method: str, sensor_id: str
+    call: Callable[[str, message.Message], Any], made: dict[str, message.Message], method: str
 ) -> None:
-    await call(method, valid_requests(sensor_id)[method])
+    await call(method, made[method])
 
 
 @pytest.mark.parametrize(("method", "path"), cases())
 async def test_a_request_without_a_required_field_is_refused_naming_it(
-    call: Callable[[str, message.Message], Any], method: str, path: str, sensor_id: str
+    call: Callable[[str, message.Message], Any], made: dict[str, message.Message], method: str, path: str
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as error:
-        await call(method, without(valid_requests(sensor_id)[method], path))
+        await call(method, without(made[method], path))
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, error.value
     assert path in (error.value.details() or ""), error.value.details()
