@@ -65,10 +65,12 @@ class RuleFeed:
         await self._producer.send_and_wait(self._topic, value, key=rule_id.encode(), headers=HEADERS)
 
     async def reconcile(self, stored: dict[str, rule_pb2.Rule | None]) -> int:
-        """Publishes what PostgreSQL holds (`stored`, RuleStore.everything) and the topic does not."""
+        """Makes the topic hold what PostgreSQL does (`stored`, RuleStore.everything): publishes what
+        it lacks, and deletes what PostgreSQL never committed (a processor that died between a
+        change's publication and its commit)."""
         published = 0
-        for rule_id, rule in stored.items():
-            held = self.rules.get(rule_id)
+        for rule_id in sorted({*stored, *self.rules}):
+            rule, held = stored.get(rule_id), self.rules.get(rule_id)
             if (rule is None and held is not None) or (rule is not None and held != rule):
                 await self.publish(rule_id, rule)
                 published += 1

@@ -16,6 +16,7 @@ from processor.rule_store import RuleStore
 from processor.rules import Rule, RuleBook, parse_rules
 from processor.settings import ProcessorSettings
 from runtime import postgres
+from runtime.failpoints import Failpoints
 from runtime.lifecycle import retry_until_stopped
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class RuleSource:
             self._config.postgres_dsn, password=self._config.postgres_password or None, min_size=0,
             max_size=4, init=postgres.setup_connection, server_settings=postgres.SERVER_SETTINGS, timeout=5,
         )  # fmt: skip
-        self.store = RuleStore(self._pool, self.feed.publish)
+        self.store = RuleStore(self._pool, self.feed.publish, Failpoints(self._config.failpoints))
 
     async def start(self, stop: asyncio.Event) -> None:
         """Reads the rules topic, then follows it; waits until it holds what PostgreSQL does."""

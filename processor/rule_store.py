@@ -14,6 +14,7 @@ import asyncpg
 
 from metrics.v1 import rule_pb2
 from runtime.errors import Aborted, NotFound
+from runtime.failpoints import Failpoints
 
 COLUMNS = (
     "rule_id, metric_type, sensor_id_prefix, threshold, comparison, count, severity, enabled, version, "
@@ -43,9 +44,10 @@ def as_rule(row: asyncpg.Record) -> rule_pb2.Rule:
 class RuleStore:
     """Rules in PostgreSQL; every change goes through `publish` (the rules topic) before it commits."""
 
-    def __init__(self, pool: asyncpg.Pool, publish: Publish) -> None:
+    def __init__(self, pool: asyncpg.Pool, publish: Publish, failpoint: Failpoints | None = None) -> None:
         self._pool = pool
         self._publish = publish
+        self._failpoint = failpoint or Failpoints()
 
     async def seed(self, rules: Iterable[rule_pb2.Rule]) -> bool:
         """Stores `rules` (the environment's) if no rules were ever seeded; True if it did."""
@@ -63,7 +65,9 @@ class RuleStore:
         stored.CopyFrom(rule)
         stored.rule_id = new_rule_id()
         async with self._transaction() as conn:
-            return await self._insert(conn, stored)
+            created = await self._insert(conn, stored)
+            self._failpoint("rules.before_commit")  # published, not committed: what reconcile repairs
+            return created
 
     async def get(self, rule_id: str) -> rule_pb2.Rule:
         async with self._pool.acquire() as conn:

@@ -92,6 +92,7 @@ class Target:
             "METRICS_REDIS_PASSWORD_FILE": str(self.password_file(credentials.REDIS_ADMIN)),
         }
         roles = {
+            "processor": {"POSTGRES": credentials.POSTGRES_WRITER},  # the rules RulesService stores
             "saver": {
                 "POSTGRES": credentials.POSTGRES_WRITER,
                 "SAVER_MIGRATIONS": credentials.POSTGRES_OWNER,

@@ -7,16 +7,24 @@ armed, lets it die there, starts a healthy one, and checks the events and the co
 from __future__ import annotations
 
 import asyncio
+import socket
+import uuid
 from pathlib import Path
 
+import asyncpg
+import grpc
 import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from metrics.v1 import event_pb2, metric_pb2
+from metrics.v1 import event_pb2, metric_pb2, rule_pb2, rules_service_pb2
+from metrics.v1.rules_service_pb2_grpc import RulesServiceStub
 from runtime import kafka
 from runtime.kafka import client_options
-from tests.helpers import read_topic, wait_consumed
+from stack import credentials
+from tests.helpers import eventually, read_topic, wait_consumed
 from tests.services import Topics, private_topics, service_env, start_service, stop_service
 from tests.target import Target
 
@@ -122,3 +130,77 @@ async def test_undecodable_record_is_dead_lettered_and_the_partition_flows_on(
         assert headers["dead-letter-consumer"] == topics.group.encode()
         assert [event_pb2.Event.FromString(r.value).value for r in events] == [99.0, 98.0]
         assert await redis_client.hgetall(f"warnings:{{{sensor_id}}}") == {b"temperature": b"3"}
+
+
+async def test_a_rule_change_published_but_not_committed_is_taken_back(
+    target: Target, sensor_id: str, tmp_path: Path
+) -> None:
+    # A processor dies between publishing a new rule on its rules topic and committing it to
+    # PostgreSQL; the next one to start makes the topic hold what PostgreSQL does: no such rule.
+    log = tmp_path / "processor.log"
+    rules_topic = f"test-rules-{uuid.uuid4().hex[:10]}"
+    admin = AIOKafkaAdminClient(**client_options(target.kafka()))
+    await admin.start()
+    await admin.create_topics([NewTopic(rules_topic, 1, 1, topic_configs={"cleanup.policy": "compact"})])
+    try:
+        async with private_topics(target) as topics:
+            port = free_port()
+            own = {"METRICS_PROCESSOR_RULES_TOPIC": rules_topic, "METRICS_PROCESSOR_GRPC_PORT": str(port)}
+            armed = service_env(
+                target, topics, "processor", {**own, "METRICS_PROCESSOR_FAILPOINTS": "rules.before_commit"}
+            )
+            crashing = await start_service("processor", armed, log)
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                await serving(channel)
+                rule = rule_pb2.Rule(metric_type="temperature", threshold=1000, sensor_id_prefix=sensor_id)
+                with pytest.raises(grpc.aio.AioRpcError):
+                    await RulesServiceStub(channel).CreateRule(rules_service_pb2.CreateRuleRequest(rule=rule))
+            assert await asyncio.wait_for(crashing.wait(), 60) == -9, log.read_text()
+            published = [
+                r for r in await read_topic(target.kafka_bootstrap_servers, rules_topic, {}) if r.value
+            ]
+            made = [
+                r.key.decode()
+                for r in published
+                if rule_pb2.Rule.FromString(r.value).sensor_id_prefix == sensor_id
+            ]
+            assert len(made) == 1, "the rule was published before the crash"
+            async with asyncpg.create_pool(
+                target.postgres_dsn, password=target.password(credentials.POSTGRES_READER)
+            ) as db:
+                assert await db.fetchval("SELECT count(*) FROM rules WHERE rule_id = $1", made[0]) == 0
+
+            healthy = await start_service("processor", service_env(target, topics, "processor", own), log)
+            try:
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                    await serving(channel)  # it serves once its rules topic holds what PostgreSQL does
+            finally:
+                assert await stop_service(healthy) == 0
+            last = [
+                r
+                for r in await read_topic(target.kafka_bootstrap_servers, rules_topic, {})
+                if r.key == made[0].encode()
+            ][-1]
+            assert last.value is None, "the topic's last word on the rule is its deletion"
+    finally:
+        await admin.delete_topics([rules_topic])
+        await admin.close()
+
+
+async def serving(channel: grpc.aio.Channel) -> None:
+    async def check() -> None:
+        try:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=5
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise AssertionError(exc.code()) from None
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    await eventually(check, timeout=60, what="the processor serving")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
