@@ -10,6 +10,7 @@ from runtime.validation import MAX_ABS_VALUE, METRIC_TYPE, SENSOR_ID
 
 MAX_COUNT = 1_000
 MAX_PREFIX = 128
+MAX_DURATION_US = 7 * 24 * 3600 * 1_000_000
 
 
 def violations(rule: rule_pb2.Rule, prefix: str = "rule.") -> list[Violation]:
@@ -29,6 +30,11 @@ def violations(rule: rule_pb2.Rule, prefix: str = "rule.") -> list[Violation]:
         add(("comparison", f"{rule.comparison} is not a comparison (COMPARISON_GREATER_OR_EQUAL, ...)"))
     if not 0 <= rule.count <= MAX_COUNT:
         add(("count", f"must be from 1 to {MAX_COUNT:,} (0 for 1), got {rule.count}"))
+    if rule.HasField("duration"):
+        us = rule.duration.seconds * 1_000_000 + rule.duration.nanos / 1000
+        if not 0 <= us <= MAX_DURATION_US or us != int(us):
+            given = rule.duration.ToJsonString()
+            add(("duration", f"must be whole microseconds from 0s to 7 days (604800s), got {given}"))
     if rule.severity not in event_pb2.Severity.values():
         add(("severity", f"{rule.severity} is not a severity (SEVERITY_CRITICAL, ...)"))
     return [Violation(prefix + field, problem) for field, problem in found]

@@ -18,10 +18,21 @@ from runtime.failpoints import Failpoints
 
 COLUMNS = (
     "rule_id, metric_type, sensor_id_prefix, threshold, comparison, count, severity, enabled, version, "
-    "create_time, update_time, delete_time"
+    "create_time, update_time, delete_time, duration_us"
 )
 # What a client may change (UpdateRule's update_mask names these).
-MUTABLE = ("metric_type", "sensor_id_prefix", "threshold", "comparison", "count", "severity", "enabled")
+MUTABLE = (
+    "metric_type",
+    "sensor_id_prefix",
+    "threshold",
+    "comparison",
+    "count",
+    "severity",
+    "enabled",
+    "duration",
+)
+# A field whose column has another name.
+COLUMN = {"duration": "duration_us"}
 
 Publish = Callable[[str, rule_pb2.Rule | None], Awaitable[None]]
 
@@ -38,6 +49,8 @@ def as_rule(row: asyncpg.Record) -> rule_pb2.Rule:
     )  # fmt: skip
     rule.create_time.FromMicroseconds(row["create_time"])
     rule.update_time.FromMicroseconds(row["update_time"])
+    if row["duration_us"]:
+        rule.duration.FromMicroseconds(row["duration_us"])
     return rule
 
 
@@ -99,7 +112,7 @@ class RuleStore:
 
     async def update(self, rule_id: str, changes: dict[str, Any], expected_version: int) -> rule_pb2.Rule:
         """Sets `changes` (fields of MUTABLE); `expected_version` 0 takes any version."""
-        names = list(changes)
+        names = [COLUMN.get(name, name) for name in changes]
         sets = "".join(f"{name} = ${i}, " for i, name in enumerate(names, start=2))
         async with self._transaction() as conn:
             await self._lock(conn, rule_id, expected_version)
@@ -143,10 +156,11 @@ class RuleStore:
     async def _insert(self, conn: asyncpg.Connection, rule: rule_pb2.Rule) -> rule_pb2.Rule:
         now = _now_us()
         row = await conn.fetchrow(
-            f"INSERT INTO rules ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $9, NULL) "  # noqa: S608
+            f"INSERT INTO rules ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $9, NULL, $10) "  # noqa: S608
             f"RETURNING {COLUMNS}",
             rule.rule_id, rule.metric_type, rule.sensor_id_prefix, rule.threshold, rule.comparison,
             rule.count, rule.severity, rule.enabled if rule.HasField("enabled") else True, now,
+            rule.duration.ToMicroseconds(),
         )  # fmt: skip
         stored = as_rule(row)
         await self._publish(stored.rule_id, stored)

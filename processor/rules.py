@@ -49,6 +49,8 @@ class Rule:
     severity: int = event_pb2.SEVERITY_UNSPECIFIED
     # Empty for a rule of the original configuration: its id, and its counter's name, is the type.
     rule_id: str = ""
+    # How long (µs of reading time) the condition must have held since the run's first reading; 0: none.
+    duration_us: int = 0
 
     @property
     def field(self) -> str:
@@ -63,7 +65,8 @@ class Rule:
 
     def describe(self) -> str:
         where = f" on {self.sensor_id_prefix}*" if self.sensor_id_prefix else ""
-        return f"{self.metric_type} {SYMBOL[self.comparison]} {self.threshold:g} x{self.count}{where}"
+        held = f" for {self.duration_us / 1e6:g} s" if self.duration_us else ""
+        return f"{self.metric_type} {SYMBOL[self.comparison]} {self.threshold:g} x{self.count}{held}{where}"
 
     @classmethod
     def of(cls, rule: rule_pb2.Rule) -> Rule:
@@ -77,6 +80,7 @@ class Rule:
             rule.sensor_id_prefix,
             rule.severity,
             "" if rule.rule_id == rule.metric_type else rule.rule_id,
+            rule.duration.ToMicroseconds(),
         )
 
 
@@ -166,14 +170,18 @@ def apply_as_arrived(
     latest: dict[tuple[str, str], int],
     rules: RuleBook | Mapping[str, Rule] | Iterable[Rule],
     readings: Iterable[tuple[str, str, float, int]],
+    since: dict[tuple[str, str], int | None] | None = None,
 ) -> list[int]:
-    """The model with reading times, (sensor, type, value, time): readings apply in the order they
-    arrive, except one not newer than the latest applied to a rule's counter (`latest`), a warning
-    or not: a repeat (Kafka's redelivery, a client's resend) or a late reading, it changes nothing.
+    """The model with reading times, (sensor, type, value, time µs): readings apply in the order
+    they arrive, except one not newer than the latest applied to a rule's counter (`latest`), a
+    warning or not: a repeat (Kafka's redelivery, a client's resend) or a late reading, it changes
+    nothing. A rule with a duration raises at the first warning of a run that is both the count-th
+    or later and at least the duration after the run's first (`since`: its time, None once raised).
 
     Returns the indices of the readings that raised an event (once per rule that raised one).
     """
     book = RuleBook.of(rules)
+    since = {} if since is None else since
     raised: list[int] = []
     for i, (sensor_id, metric_type, value, time) in enumerate(readings):
         for rule in book.matching(sensor_id, metric_type):
@@ -181,6 +189,18 @@ def apply_as_arrived(
             if time <= latest.get(key, -1):
                 continue
             latest[key] = time
-            if apply(counters, [rule], [(sensor_id, metric_type, value)]):
-                raised.append(i)
+            if not rule.duration_us:
+                if apply(counters, [rule], [(sensor_id, metric_type, value)]):
+                    raised.append(i)
+            elif not rule.is_warning(value):
+                counters[key] = 0
+                since.pop(key, None)
+            else:
+                counters[key] = counters.get(key, 0) + 1
+                if counters[key] == 1 or key not in since:
+                    since[key] = time
+                first = since[key]
+                if first is not None and counters[key] >= rule.count and time - first >= rule.duration_us:
+                    raised.append(i)
+                    since[key] = None
     return raised

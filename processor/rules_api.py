@@ -133,4 +133,6 @@ def _completed(rule: rule_pb2.Rule) -> rule_pb2.Rule:
 def _value(rule: rule_pb2.Rule, path: str) -> Any:
     if path == "enabled":
         return rule.enabled if rule.HasField("enabled") else True
+    if path == "duration":
+        return rule.duration.ToMicroseconds()
     return getattr(rule, path)

@@ -132,3 +132,15 @@ def test_a_stored_rule_becomes_the_rule_applied() -> None:
         1, rule_pb2.COMPARISON_GREATER_OR_EQUAL, event_pb2.SEVERITY_MINOR, "r-9"
     )  # fmt: skip
     assert event_id("s", "t", 1, 1) != event_id("s", "t", 1, 1, "r-9")
+
+
+def test_a_rule_with_a_duration_raises_once_a_run_has_held_it_and_has_its_count() -> None:
+    rule = Rule("t", 50.0, 2, rule_id="r-1", duration_us=2_000_000)
+    s = 1_000_000
+    # A run held 1.5 s; a run held 2 s at its third warning; a lone warning, then its second 13 s later.
+    timed = [("x", "t", v, int(t * s)) for t, v in
+             [(0, 60), (1, 61), (1.5, 62), (2, 10), (3, 63), (4, 64), (5, 65), (6, 10), (7, 66), (20, 67)]]  # fmt: skip
+    since: dict[tuple[str, str], int | None] = {}
+    assert apply_as_arrived({}, {}, [rule], timed, since) == [6, 9]
+    assert since == {("x", "r-1"): None}  # raised: the run raises nothing more
+    assert rule.describe() == "t >= 50 x2 for 2 s"
