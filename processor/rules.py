@@ -9,6 +9,7 @@ counter (Redis field: the rule id, which for the original configuration's rules 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import operator
 import re
@@ -51,14 +52,27 @@ class Rule:
     rule_id: str = ""
     # How long (µs of reading time) the condition must have held since the run's first reading; 0: none.
     duration_us: int = 0
+    # Worked out once, not per reading (the processor asks them of every reading a rule looks at):
+    # the name of its counter and latest-reading time in the sensor's Redis hashes, and what the
+    # counter script is told for a warning and for a reset (processor/counters.py: N, or "N/D").
+    field: str = dataclasses.field(init=False, repr=False, compare=False)
+    warning_arg: int | str = dataclasses.field(init=False, repr=False, compare=False)
+    reset_arg: int | str = dataclasses.field(init=False, repr=False, compare=False)
+    _compare: Callable[[float, float], bool] = dataclasses.field(init=False, repr=False, compare=False)
 
-    @property
-    def field(self) -> str:
-        """The name of its counter and latest-reading time in the sensor's Redis hashes."""
-        return self.rule_id or self.metric_type
+    def __post_init__(self) -> None:
+        held = f"/{self.duration_us}" if self.duration_us else ""
+        worked_out = {
+            "field": self.rule_id or self.metric_type,
+            "warning_arg": f"{self.count}{held}" if held else self.count,
+            "reset_arg": f"0{held}" if held else 0,
+            "_compare": COMPARE[self.comparison],
+        }
+        for name, value in worked_out.items():
+            object.__setattr__(self, name, value)
 
     def is_warning(self, value: float) -> bool:
-        return COMPARE[self.comparison](value, self.threshold)
+        return self._compare(value, self.threshold)
 
     def applies_to(self, sensor_id: str) -> bool:
         return sensor_id.startswith(self.sensor_id_prefix)
@@ -108,9 +122,6 @@ class RuleBook:
 
     def __iter__(self) -> Iterator[Rule]:
         return (rule for rules in self._by_type.values() for rule in rules)
-
-    def __len__(self) -> int:
-        return sum(len(rules) for rules in self._by_type.values())
 
 
 def parse_rules(specs: Iterable[str]) -> dict[str, Rule]:

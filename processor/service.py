@@ -169,17 +169,20 @@ def script_args(
         for rule in book.matching(metric.sensor_id, metric.metric_type):
             counter = field_of(metric.sensor_id, rule.field)
             time_us = metric.reading_time.ToMicroseconds()
-            # N, or "N/D" for a rule with a duration of D µs; 0 (or "0/D") for a reset.
-            held = f"/{rule.duration_us}" if rule.duration_us else ""
             if rule.is_warning(metric.value):
-                count = f"{rule.count}{held}" if held else rule.count
-                args += (metric.sensor_id, rule.field, count, time_us, _event(metric, rule, detect_time))
+                args += (
+                    metric.sensor_id,
+                    rule.field,
+                    rule.warning_arg,
+                    time_us,
+                    _event(metric, rule, detect_time),
+                )
                 resets.pop(counter, None)
             elif (pending := resets.get(counter)) is not None:
                 args[pending] = max(args[pending], time_us)
             else:
                 resets[counter] = len(args) + 3
-                args += (metric.sensor_id, rule.field, f"0{held}" if held else 0, time_us, b"")
+                args += (metric.sensor_id, rule.field, rule.reset_arg, time_us, b"")
 
 
 def _event(metric: metric_pb2.Metric, rule: Rule, detect_time: timestamp_pb2.Timestamp) -> bytes:
