@@ -22,7 +22,8 @@ from metrics.v1 import assessor_service_pb2_grpc, event_pb2, metric_pb2, sensor_
 from runtime import paging, postgres, settings
 from runtime.errors import InvalidArgument, Violation, grpc_errors, grpc_stream_errors
 from runtime.grpc_server import GrpcServer, add_servicer
-from runtime.identity import Identity, of_metadata
+from runtime.identity import Identity
+from runtime.identity import caller as caller_of
 from runtime.lifecycle import Stopped, retry_until_stopped
 from runtime.logging import setup_logging
 from runtime.validation import LEGACY_METRIC_TYPE
@@ -281,11 +282,9 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
 
 def _reader(context: Context, sensor_id: str | None = None, field: str = "sensor_id") -> Identity | None:
     """The caller, who must hold the read scope and cover `sensor_id` if given; None inside."""
-    caller = of_metadata(context.invocation_metadata())
-    if caller is not None:
-        caller.require("read")
-        if sensor_id is not None:
-            caller.require_sensors([sensor_id], field)
+    caller = caller_of(context.invocation_metadata(), "read")
+    if caller is not None and sensor_id is not None:
+        caller.require_sensors([sensor_id], field)
     return caller
 
 

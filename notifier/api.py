@@ -13,7 +13,7 @@ from notifier import checks, store
 from notifier.destinations import Destinations, Refused
 from runtime import paging
 from runtime.errors import InvalidArgument, NotFound, Violation, grpc_errors
-from runtime.identity import of_metadata
+from runtime.identity import caller
 
 SERVICE = pb.DESCRIPTOR.services_by_name["SubscriptionsService"]
 
@@ -86,9 +86,7 @@ class Subscriptions(notifier_service_pb2_grpc.SubscriptionsServiceServicer):
 def _admin(context: Context) -> None:
     """Subscriptions see every sensor's events and reach out of the stack: the admin scope only.
     No identity: the trusted inside (the plaintext port, the service's own port)."""
-    caller = of_metadata(context.invocation_metadata())
-    if caller is not None:
-        caller.require("admin")
+    caller(context.invocation_metadata(), "admin")
 
 
 def _found(row: asyncpg.Record | None, requested: str) -> asyncpg.Record:

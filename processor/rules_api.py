@@ -12,7 +12,7 @@ from processor import rule_checks
 from processor.rule_store import MUTABLE, RuleStore
 from runtime import paging
 from runtime.errors import FailedPrecondition, InvalidArgument, Violation, grpc_errors
-from runtime.identity import of_metadata
+from runtime.identity import caller
 
 SERVICE = rules_service_pb2.DESCRIPTOR.services_by_name["RulesService"]
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -87,14 +87,12 @@ class RulesApi(rules_service_pb2_grpc.RulesServiceServicer):
         return empty_pb2.Empty()
 
     def _reader(self, context: Context) -> RuleStore:
-        if (caller := of_metadata(context.invocation_metadata())) is not None:
-            caller.require("read")
+        caller(context.invocation_metadata(), "read")
         return self._available()
 
     def _writer(self, context: Context) -> RuleStore:
         # A rule looks at every sensor it names: changing one is an operator's (admin) act.
-        if (caller := of_metadata(context.invocation_metadata())) is not None:
-            caller.require("admin")
+        caller(context.invocation_metadata(), "admin")
         return self._available()
 
     def _available(self) -> RuleStore:

@@ -10,7 +10,6 @@ from runtime.errors import (
     PermissionDenied,
     RateLimited,
     ResourceExhausted,
-    Unauthenticated,
     Unavailable,
 )
 from runtime.telemetry import LATENCY_BUCKETS
@@ -20,8 +19,8 @@ ACCEPTED = Counter(
 )
 REFUSED = Counter(
     "metrics_receiver_readings_refused_total",
-    "Readings refused, by reason (a request shed before it was read counts in "
-    'grpc_server_handled_total{grpc_code="RESOURCE_EXHAUSTED"} only: its readings are not known).',
+    "Readings refused, by reason (a request shed before it was read, or refused for its token's scope, "
+    "counts in grpc_server_handled_total by its code only).",
     ("reason",),
 )
 ACK_SECONDS = Histogram(
@@ -54,7 +53,6 @@ WAITING = Gauge(
 _REASONS = (
     (InvalidArgument, "invalid"),
     (PermissionDenied, "forbidden"),
-    (Unauthenticated, "unauthenticated"),
     (RateLimited, "rate_limited"),
     (ResourceExhausted, "overloaded"),
     (DeadlineExceeded, "timeout"),

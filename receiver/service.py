@@ -26,7 +26,8 @@ from runtime.errors import (
     status_of,
 )
 from runtime.grpc_server import GrpcServer, add_servicer
-from runtime.identity import Identity, of_metadata
+from runtime.identity import Identity
+from runtime.identity import caller as caller_of
 from runtime.lifecycle import Stopped, retry_until_stopped
 from runtime.logging import setup_logging
 from runtime.validation import LEGACY_METRIC_TYPE, ArrivalClock, Limits, check_batch
@@ -157,27 +158,13 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
     async def RecordLegacyMeasurement(
         self, request: receiver_service_pb2.RecordLegacyMeasurementRequest, context: Context
     ) -> receiver_service_pb2.RecordLegacyMeasurementResponse:
+        began = time.perf_counter()
         caller = _ingest_caller(context)
         try:
-            if caller is not None:
-                caller.require_sensors([request.sensor_uuid], "sensor_uuid")
-            if not request.HasField("temperature"):
-                raise InvalidArgument([Violation("temperature", "is required: a number")])
-        except ServiceError as exc:
-            _counted(time.perf_counter(), 1, exc)
+            metric = _legacy_metric(request, caller)
+        except ServiceError as exc:  # refused before it is a batch: counted here, as _accept would
+            _counted(began, 1, exc)
             raise
-        metric = metric_pb2.Metric(
-            sensor_id=request.sensor_uuid, metric_type=LEGACY_METRIC_TYPE, value=request.temperature
-        )
-        if request.HasField("at"):
-            if request.at < 0:
-                raise InvalidArgument(
-                    [Violation("at", "must be milliseconds since 1970-01-01, not negative")]
-                )
-            # Not FromMilliseconds: past year 9999 it raises ValueError; check_batch refuses such a
-            # time (and anything too far ahead) naming the field.
-            metric.reading_time.seconds, millis = divmod(request.at, 1000)
-            metric.reading_time.nanos = millis * 1_000_000
         try:
             await self._accept(receiver_service_pb2.PushMetricsRequest(metrics=[metric]), caller)
         except InvalidArgument as exc:
@@ -189,12 +176,30 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
             self._budgets.take(caller)
 
 
+def _legacy_metric(
+    request: receiver_service_pb2.RecordLegacyMeasurementRequest, caller: Identity | None
+) -> metric_pb2.Metric:
+    """The reading of a legacy request, or why it cannot be one (named as the legacy route names it)."""
+    if caller is not None:
+        caller.require_sensors([request.sensor_uuid], "sensor_uuid")
+    if not request.HasField("temperature"):
+        raise InvalidArgument([Violation("temperature", "is required: a number")])
+    metric = metric_pb2.Metric(
+        sensor_id=request.sensor_uuid, metric_type=LEGACY_METRIC_TYPE, value=request.temperature
+    )
+    if request.HasField("at"):
+        if request.at < 0:
+            raise InvalidArgument([Violation("at", "must be milliseconds since 1970-01-01, not negative")])
+        # Not FromMilliseconds: past year 9999 it raises ValueError; check_batch refuses such a
+        # time (and anything too far ahead) naming the field.
+        metric.reading_time.seconds, millis = divmod(request.at, 1000)
+        metric.reading_time.nanos = millis * 1_000_000
+    return metric
+
+
 def _ingest_caller(context: Context) -> Identity | None:
     """The caller, who must hold the ingest scope; None on the trusted inside."""
-    caller = of_metadata(context.invocation_metadata())
-    if caller is not None:
-        caller.require("ingest")
-    return caller
+    return caller_of(context.invocation_metadata(), "ingest")
 
 
 async def _acknowledge(

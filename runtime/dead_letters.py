@@ -31,7 +31,7 @@ class DeadLetters:
         self._producer = producer
         self._topic = settings.dead_letter_topic
         self._group = consumer_group.encode()
-        self._counted = consumer_group
+        self._group_name = consumer_group
 
     async def send(self, records: Sequence[tuple[ConsumerRecord[bytes, bytes], Unusable]]) -> None:
         """Produces each (record, why) to the dead-letter topic and waits for the acknowledgements."""
@@ -49,4 +49,4 @@ class DeadLetters:
             acks.append(await self._producer.send(self._topic, record.value, key=record.key, headers=headers))
         await asyncio.gather(*acks)
         for _, why in records:
-            DEAD_LETTERS.labels(self._counted, why.kind).inc()
+            DEAD_LETTERS.labels(self._group_name, why.kind).inc()

@@ -93,6 +93,14 @@ def of_metadata(metadata: Iterable[Any] | None) -> Identity | None:
     return None if certificate is None else parse_certificate(certificate)
 
 
+def caller(metadata: Iterable[Any] | None, scope: str) -> Identity | None:
+    """The caller of a call, who must hold `scope` (PermissionDenied); None for the trusted inside."""
+    identity = of_metadata(metadata)
+    if identity is not None:
+        identity.require(scope)
+    return identity
+
+
 @functools.lru_cache(maxsize=65_536)
 def parse_certificate(header: str) -> Identity:
     """The identity of a device certificate, from Envoy's x-forwarded-client-cert element

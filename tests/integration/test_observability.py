@@ -123,6 +123,13 @@ async def test_counts_move_when_readings_flow(
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await receiver.PushMetrics(readings("", 20.0), timeout=30)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # The original system's route refuses a reading of its own before it is a batch: counted too.
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        legacy = receiver_service_pb2.RecordLegacyMeasurementRequest(
+            sensor_uuid=sensor_id, temperature=1.0, at=-1
+        )
+        await receiver.RecordLegacyMeasurement(legacy, timeout=30)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
     async def moved() -> None:
         now = {service: await scrape(address) for service, address in target.metrics.items()}
@@ -131,10 +138,10 @@ async def test_counts_move_when_readings_flow(
             return value(now[service], name, **labels) - value(before[service], name, **labels)
 
         assert grew("receiver", "metrics_receiver_readings_accepted_total") == 5
-        assert grew("receiver", "metrics_receiver_readings_refused_total", reason="invalid") == 1
+        assert grew("receiver", "metrics_receiver_readings_refused_total", reason="invalid") == 2
         assert grew("receiver", "grpc_server_handled_total", **PUSH, grpc_code="OK") == 1
         assert grew("receiver", "grpc_server_handled_total", **PUSH, grpc_code="INVALID_ARGUMENT") == 1
-        assert grew("receiver", "metrics_receiver_ack_seconds_count") == 2
+        assert grew("receiver", "metrics_receiver_ack_seconds_count") == 3
         assert grew("receiver", "metrics_receiver_kafka_produce_seconds_count") >= 1
         assert grew("processor", "metrics_processor_readings_total") >= 5
         assert grew("processor", "metrics_processor_events_total") >= 1
