@@ -18,7 +18,16 @@ from stack import access, bootstrap, certs, consumers, credentials, prepare, pro
 from stack.parts import Part, parts, supervisord_conf
 from stack.settings import PUBLIC_SERVICES, ROOT, StackSettings, load
 from stack.supervisor import Supervisor
-from stack.system import SetupError, check_disk, ensure_browser, ensure_packages, free_disk_mb, say, used_mb
+from stack.system import (
+    SetupError,
+    check_disk,
+    ensure_browser,
+    ensure_packages,
+    free_disk_mb,
+    reserve_ports,
+    say,
+    used_mb,
+)
 
 SERVER_DEADLINE_S = 120
 SERVICE_DEADLINE_S = 90
@@ -60,6 +69,7 @@ def up(settings: StackSettings) -> int:
         raise SetupError("generated code missing: run `make proto` (make run does it for you)")
     ensure_packages(settings)
     check_disk(settings)
+    reserve_ports(settings)
     prepare.everything(settings)
     all_parts = parts(settings)
     sup = Supervisor(settings)

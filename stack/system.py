@@ -76,6 +76,21 @@ def install_missing(present: dict[str, bool]) -> None:
         subprocess.run(install, env=env, check=True)
 
 
+RESERVED_PORTS = Path("/proc/sys/net/ipv4/ip_local_reserved_ports")
+
+
+def reserve_ports(settings: StackSettings) -> None:
+    """Keeps the kernel from giving the stack's ports to outgoing connections: most of them lie in
+    its ephemeral range (32768-60999), and a client's connection that happened to take one (a Kafka
+    producer's, say) made a service's bind fail for as long as it lived. As root only; else nothing."""
+    if os.geteuid() != 0 or not os.access(RESERVED_PORTS, os.W_OK):
+        return
+    current = {p for p in RESERVED_PORTS.read_text().strip().split(",") if p}
+    wanted = current | {str(port) for port in settings.ports}
+    if wanted != current:
+        RESERVED_PORTS.write_text(",".join(sorted(wanted, key=lambda p: int(p.split("-")[0]))))
+
+
 def check_disk(settings: StackSettings) -> None:
     """Refuses to start on a nearly full disk rather than let PostgreSQL and Kafka fail midway."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
