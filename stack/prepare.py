@@ -193,6 +193,15 @@ sasl.mechanism.inter.broker.protocol=PLAIN
 """
 
 
+def kafka_cluster_id() -> str:
+    """A random KRaft cluster id. Like Kafka's Uuid.randomUuid, never one that starts with '-',
+    which the storage tool would read as an option (1 id in 64 did)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def kafka_config(properties: Path, libs: Path, settings: StackSettings) -> None:
     """Writes server.properties and formats the KRaft log directory once."""
     data = paths(settings).kafka_data
@@ -209,7 +218,7 @@ def kafka_config(properties: Path, libs: Path, settings: StackSettings) -> None:
     )  # fmt: skip
     if not (data / "meta.properties").exists():
         say("Formatting Kafka's log directory (KRaft)")
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = kafka_cluster_id()
         command = ["java", *kafka_java_options(libs), "kafka.tools.StorageTool", "format",
                    "--cluster-id", cluster_id, "--config", str(properties)]  # fmt: skip
         # The SCRAM users are made with the cluster, at once. (Their passwords show in `ps` for the
