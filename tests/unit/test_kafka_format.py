@@ -14,4 +14,3 @@ def test_a_cluster_id_never_starts_with_a_dash(monkeypatch):
     cluster_id = prepare.kafka_cluster_id()
     assert cluster_id == base64.urlsafe_b64encode(b"\x01" * 16).rstrip(b"=").decode()
     assert len(cluster_id) == 22
-
