@@ -24,13 +24,12 @@ from notifier.destinations import Refused, parse_url
 from notifier.settings import NotifierSettings
 from notifier.store import Claimed
 from notifier.webhook import AttemptFailed, Sender
+from runtime import postgres
 
 log = logging.getLogger(__name__)
 
 # A lease outlives an attempt's time limit by this much: a live notifier always records its outcome first.
 LEASE_MARGIN_S = 5.0
-# PostgreSQL errors of a server that is away; the dispatcher waits and goes on.
-OUTAGE = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 SAMPLE_EVERY_S = 5.0
 PURGE_EVERY_S = 60.0
 
@@ -69,7 +68,7 @@ class Dispatcher:
                 if room > 0:
                     try:
                         claimed = await store.claim(self._pool, room, self._lease_s)
-                    except OUTAGE as exc:
+                    except postgres.OUTAGE as exc:
                         if failing_since is None:
                             failing_since = time.monotonic()
                             log.warning("cannot claim deliveries, retrying: %s: %s", type(exc).__name__, exc)
@@ -111,7 +110,7 @@ class Dispatcher:
         instruments.IN_FLIGHT.inc()
         try:
             await self._attempt_and_record(delivery)
-        except OUTAGE as exc:
+        except postgres.OUTAGE as exc:
             # The outcome is not recorded: the lease runs out and the delivery is tried again.
             log.warning("outcome of delivery %s to %s not recorded (%s): it will be tried again",
                         delivery.event_id, delivery.subscription_id, exc)  # fmt: skip
@@ -162,7 +161,7 @@ class Dispatcher:
         """Samples the gauges, and removes delivered rows past their retention."""
         last_purge = 0.0
         while not stop.is_set():
-            with contextlib.suppress(*OUTAGE):
+            with contextlib.suppress(*postgres.OUTAGE):
                 by_state, pending = await store.counts(self._pool)
                 for state, name in ((store.HEALTHY, "healthy"), (store.FAILING, "failing"),
                                     (store.DEAD_LETTERED, "dead_lettered")):  # fmt: skip

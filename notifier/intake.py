@@ -20,6 +20,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from metrics.v1 import event_pb2
 from notifier import instruments, store
 from notifier.settings import NotifierSettings
+from runtime import postgres
 from runtime.dead_letters import DeadLetters
 from runtime.failpoints import Failpoints
 from runtime.partitions import FailingPartitions
@@ -73,7 +74,7 @@ class Intake:
             if dead:
                 await self._dead_letters.send(dead)
             queued = await store.queue(self._pool, events) if events else 0
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError, KafkaError) as exc:
+        except (*postgres.OUTAGE, KafkaError) as exc:
             # Nothing is committed: the round is read again once PostgreSQL (or Kafka) answers.
             for tp in rounds:
                 await self._failing.failed(tp, exc)

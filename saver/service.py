@@ -140,7 +140,7 @@ class Saver:
                 log.warning("PostgreSQL refused a round (%s); finding the records it refuses", exc)
                 refused = await self._isolate([r for records in rounds.values() for r in records])
                 await self._dead_letters.send(refused)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except postgres.OUTAGE as exc:
             # Nothing of this round is committed: reconnect (waiting for PostgreSQL) to read it again.
             for conn in self._conns:
                 conn.terminate()
