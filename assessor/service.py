@@ -39,7 +39,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 EVENT_COLUMNS = (
     "event_id, kind, sensor_id, metric_type, value, reading_time, threshold, count, detect_time, "
-    "rule_id, severity"
+    "rule_id, severity, alarm_id, alarm"
 )
 
 LEGACY_EVENTS = """
@@ -312,10 +312,12 @@ def _event(row: asyncpg.Record) -> event_pb2.Event:
     event = event_pb2.Event(
         event_id=row["event_id"].hex, kind=row["kind"], sensor_id=row["sensor_id"],
         metric_type=row["metric_type"], value=row["value"], threshold=row["threshold"], count=row["count"],
-        rule_id=row["rule_id"], severity=row["severity"],
+        rule_id=row["rule_id"], severity=row["severity"], alarm_id=row["alarm_id"],
     )  # fmt: skip
     event.reading_time.FromMicroseconds(row["reading_time"])
     event.detect_time.FromMicroseconds(row["detect_time"])
+    if row["alarm"] is not None:
+        event.alarm.ParseFromString(row["alarm"])
     return event
 
 

@@ -139,7 +139,10 @@ def parse(payload: str) -> event_pb2.Event:
         event_id=fields["event_id"], kind=fields["kind"], sensor_id=fields["sensor_id"],
         metric_type=fields["metric_type"], value=fields["value"], threshold=fields["threshold"],
         count=fields["count"], rule_id=fields.get("rule_id", ""), severity=fields.get("severity", 0),
+        alarm_id=fields.get("alarm_id", ""),
     )  # fmt: skip
     event.reading_time.FromMicroseconds(fields["reading_time_us"])
     event.detect_time.FromMicroseconds(fields["detect_time_us"])
+    if alarm := fields.get("alarm"):
+        event.alarm.ParseFromString(bytes.fromhex(alarm))
     return event

@@ -30,6 +30,8 @@ def violations(rule: rule_pb2.Rule, prefix: str = "rule.") -> list[Violation]:
         add(("comparison", f"{rule.comparison} is not a comparison (COMPARISON_GREATER_OR_EQUAL, ...)"))
     if not 0 <= rule.count <= MAX_COUNT:
         add(("count", f"must be from 1 to {MAX_COUNT:,} (0 for 1), got {rule.count}"))
+    if not 0 <= rule.clear_count <= MAX_COUNT:
+        add(("clear_count", f"must be from 1 to {MAX_COUNT:,} (0 for 1), got {rule.clear_count}"))
     if rule.HasField("duration"):
         us = rule.duration.seconds * 1_000_000 + rule.duration.nanos / 1000
         if not 0 <= us <= MAX_DURATION_US or us != int(us):

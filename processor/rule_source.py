@@ -32,7 +32,8 @@ class RuleSource:
         self._fixed = RuleBook(self._configured.values())
         self.feed = RuleFeed(config, config.rules_topic, producer) if config.rules_topic else None
         self.store: RuleStore | None = None
-        self._pool: asyncpg.Pool | None = None
+        # PostgreSQL, where the rules and alarms are (None without a rules topic).
+        self.pool: asyncpg.Pool | None = None
         self._following: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
@@ -40,11 +41,11 @@ class RuleSource:
         processor runs while PostgreSQL is away (only RulesService waits for it)."""
         if self.feed is None:
             return
-        self._pool = await asyncpg.create_pool(
+        self.pool = await asyncpg.create_pool(
             self._config.postgres_dsn, password=self._config.postgres_password or None, min_size=0,
             max_size=4, init=postgres.setup_connection, server_settings=postgres.SERVER_SETTINGS, timeout=5,
         )  # fmt: skip
-        self.store = RuleStore(self._pool, self.feed.publish, Failpoints(self._config.failpoints))
+        self.store = RuleStore(self.pool, self.feed.publish, Failpoints(self._config.failpoints))
 
     async def start(self, stop: asyncio.Event) -> None:
         """Reads the rules topic, then follows it; waits until it holds what PostgreSQL does."""
@@ -64,8 +65,8 @@ class RuleSource:
             self._following.cancel()
         if self.feed is not None:
             await self.feed.stop()
-        if self._pool is not None:
-            await self._pool.close()
+        if self.pool is not None:
+            await self.pool.close()
 
 
 async def _sync(store: RuleStore, feed: RuleFeed, configured: dict[str, Rule]) -> None:

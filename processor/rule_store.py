@@ -18,7 +18,7 @@ from runtime.failpoints import Failpoints
 
 COLUMNS = (
     "rule_id, metric_type, sensor_id_prefix, threshold, comparison, count, severity, enabled, version, "
-    "create_time, update_time, delete_time, duration_us"
+    "create_time, update_time, delete_time, duration_us, clear_count"
 )
 # What a client may change (UpdateRule's update_mask names these).
 MUTABLE = (
@@ -30,6 +30,7 @@ MUTABLE = (
     "severity",
     "enabled",
     "duration",
+    "clear_count",
 )
 # A field whose column has another name.
 COLUMN = {"duration": "duration_us"}
@@ -46,6 +47,7 @@ def as_rule(row: asyncpg.Record) -> rule_pb2.Rule:
         rule_id=row["rule_id"], metric_type=row["metric_type"], sensor_id_prefix=row["sensor_id_prefix"],
         threshold=row["threshold"], comparison=row["comparison"], count=row["count"],
         severity=row["severity"], enabled=row["enabled"], version=row["version"],
+        clear_count=row["clear_count"],
     )  # fmt: skip
     rule.create_time.FromMicroseconds(row["create_time"])
     rule.update_time.FromMicroseconds(row["update_time"])
@@ -156,11 +158,12 @@ class RuleStore:
     async def _insert(self, conn: asyncpg.Connection, rule: rule_pb2.Rule) -> rule_pb2.Rule:
         now = _now_us()
         row = await conn.fetchrow(
-            f"INSERT INTO rules ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $9, NULL, $10) "  # noqa: S608
+            f"INSERT INTO rules ({COLUMNS}) "  # noqa: S608 - ours
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $9, NULL, $10, $11) "
             f"RETURNING {COLUMNS}",
             rule.rule_id, rule.metric_type, rule.sensor_id_prefix, rule.threshold, rule.comparison,
             rule.count, rule.severity, rule.enabled if rule.HasField("enabled") else True, now,
-            rule.duration.ToMicroseconds(),
+            rule.duration.ToMicroseconds(), rule.clear_count,
         )  # fmt: skip
         stored = as_rule(row)
         await self._publish(stored.rule_id, stored)

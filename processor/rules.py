@@ -52,9 +52,13 @@ class Rule:
     rule_id: str = ""
     # How long (µs of reading time) the condition must have held since the run's first reading; 0: none.
     duration_us: int = 0
+    # Readings in a row that no longer meet the condition that clear the rule's alarm for a sensor;
+    # 0 for a rule without alarms (the original configuration's: events only, as they always were).
+    clear_count: int = 0
     # Worked out once, not per reading (the processor asks them of every reading a rule looks at):
     # the name of its counter and latest-reading time in the sensor's Redis hashes, and what the
-    # counter script is told for a warning and for a reset (processor/counters.py: N, or "N/D").
+    # counter script is told for a warning and for a reset (processor/counters.py: N, or "N/D"; for a
+    # rule with alarms "N/D/M/" and the reading's value).
     field: str = dataclasses.field(init=False, repr=False, compare=False)
     warning_arg: int | str = dataclasses.field(init=False, repr=False, compare=False)
     reset_arg: int | str = dataclasses.field(init=False, repr=False, compare=False)
@@ -62,6 +66,8 @@ class Rule:
 
     def __post_init__(self) -> None:
         held = f"/{self.duration_us}" if self.duration_us else ""
+        if self.clear_count:
+            held = f"/{self.duration_us}/{self.clear_count}/"
         worked_out = {
             "field": self.rule_id or self.metric_type,
             "warning_arg": f"{self.count}{held}" if held else self.count,
@@ -80,12 +86,15 @@ class Rule:
     def describe(self) -> str:
         where = f" on {self.sensor_id_prefix}*" if self.sensor_id_prefix else ""
         held = f" for {self.duration_us / 1e6:g} s" if self.duration_us else ""
-        return f"{self.metric_type} {SYMBOL[self.comparison]} {self.threshold:g} x{self.count}{held}{where}"
+        clears = f", alarm cleared after {self.clear_count}" if self.clear_count else ""
+        condition = f"{self.metric_type} {SYMBOL[self.comparison]} {self.threshold:g}"
+        return f"{condition} x{self.count}{held}{where}{clears}"
 
     @classmethod
     def of(cls, rule: rule_pb2.Rule) -> Rule:
         """The rule a processor applies for a stored rule (its id is the metric type for a rule of
-        the original configuration)."""
+        the original configuration, which raises no alarms)."""
+        configured = rule.rule_id == rule.metric_type
         return cls(
             rule.metric_type,
             rule.threshold,
@@ -93,8 +102,9 @@ class Rule:
             rule.comparison or rule_pb2.COMPARISON_GREATER_OR_EQUAL,
             rule.sensor_id_prefix,
             rule.severity,
-            "" if rule.rule_id == rule.metric_type else rule.rule_id,
+            "" if configured else rule.rule_id,
             rule.duration.ToMicroseconds(),
+            0 if configured else rule.clear_count or 1,
         )
 
 
@@ -182,6 +192,8 @@ def apply_as_arrived(
     rules: RuleBook | Mapping[str, Rule] | Iterable[Rule],
     readings: Iterable[tuple[str, str, float, int]],
     since: dict[tuple[str, str], int | None] | None = None,
+    alarms: dict[tuple[str, str], list[int]] | None = None,
+    cleared: list[int] | None = None,
 ) -> list[int]:
     """The model with reading times, (sensor, type, value, time µs): readings apply in the order
     they arrive, except one not newer than the latest applied to a rule's counter (`latest`), a
@@ -189,10 +201,15 @@ def apply_as_arrived(
     nothing. A rule with a duration raises at the first warning of a run that is both the count-th
     or later and at least the duration after the run's first (`since`: its time, None once raised).
 
+    A rule with alarms (clear_count) raises only while the sensor has no active alarm of it
+    (`alarms`: [consecutive clears, matches] of the active ones); a warning updates the active alarm,
+    clear_count readings in a row that are not warnings clear it (their last index in `cleared`).
+
     Returns the indices of the readings that raised an event (once per rule that raised one).
     """
     book = RuleBook.of(rules)
     since = {} if since is None else since
+    alarms = {} if alarms is None else alarms
     raised: list[int] = []
     for i, (sensor_id, metric_type, value, time) in enumerate(readings):
         for rule in book.matching(sensor_id, metric_type):
@@ -200,18 +217,59 @@ def apply_as_arrived(
             if time <= latest.get(key, -1):
                 continue
             latest[key] = time
-            if not rule.duration_us:
-                if apply(counters, [rule], [(sensor_id, metric_type, value)]):
-                    raised.append(i)
-            elif not rule.is_warning(value):
-                counters[key] = 0
-                since.pop(key, None)
+            warning = rule.is_warning(value)
+            met = _count(rule, key, warning, time, counters, since)
+            if rule.clear_count:
+                change = _alarm(rule, key, warning, met, alarms)
             else:
-                counters[key] = counters.get(key, 0) + 1
-                if counters[key] == 1 or key not in since:
-                    since[key] = time
-                first = since[key]
-                if first is not None and counters[key] >= rule.count and time - first >= rule.duration_us:
-                    raised.append(i)
-                    since[key] = None
+                change = "raised" if met else None
+            if change == "raised":
+                raised.append(i)
+            elif change == "cleared" and cleared is not None:
+                cleared.append(i)
     return raised
+
+
+def _count(
+    rule: Rule,
+    key: tuple[str, str],
+    warning: bool,
+    time: int,
+    counters: dict[tuple[str, str], int],
+    since: dict[tuple[str, str], int | None],
+) -> bool:
+    """Counts one reading; whether it meets the rule's raising condition."""
+    if not warning:
+        counters[key] = 0
+        since.pop(key, None)
+        return False
+    counters[key] = counters.get(key, 0) + 1
+    if not rule.duration_us:
+        return counters[key] == rule.count
+    if counters[key] == 1 or key not in since:
+        since[key] = time
+    first = since[key]
+    if first is None or counters[key] < rule.count or time - first < rule.duration_us:
+        return False
+    since[key] = None
+    return True
+
+
+def _alarm(
+    rule: Rule, key: tuple[str, str], warning: bool, met: bool, alarms: dict[tuple[str, str], list[int]]
+) -> str | None:
+    """What one reading does to the rule's alarm for its sensor: "raised", "cleared" or None."""
+    alarm = alarms.get(key)
+    if alarm is None:
+        if met:
+            alarms[key] = [0, 1]
+            return "raised"
+        return None
+    if warning:
+        alarm[:] = [0, alarm[1] + 1]
+        return None
+    alarm[0] += 1
+    if alarm[0] < rule.clear_count:
+        return None
+    del alarms[key]
+    return "cleared"

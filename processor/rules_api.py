@@ -30,7 +30,10 @@ class RulesApi(rules_service_pb2_grpc.RulesServiceServicer):
     ) -> rule_pb2.Rule:
         store = self._writer(context)
         _check(request.rule)
-        return await store.create(request.rule)
+        rule = rule_pb2.Rule()
+        rule.CopyFrom(request.rule)
+        rule.clear_count = rule.clear_count or 1
+        return await store.create(rule)
 
     @grpc_errors
     async def GetRule(self, request: rules_service_pb2.GetRuleRequest, context: Context) -> rule_pb2.Rule:
@@ -133,4 +136,6 @@ def _value(rule: rule_pb2.Rule, path: str) -> Any:
         return rule.enabled if rule.HasField("enabled") else True
     if path == "duration":
         return rule.duration.ToMicroseconds()
+    if path == "clear_count":
+        return rule.clear_count or 1
     return getattr(rule, path)

@@ -23,7 +23,7 @@ from aiokafka.errors import CommitFailedError
 from google.protobuf import timestamp_pb2
 
 from metrics.v1 import event_pb2, metric_pb2
-from processor import instruments, rules_api
+from processor import alarms, alarms_api, instruments, pending, rules_api
 from processor.counters import Counters, field_of
 from processor.rule_source import RuleSource
 from processor.rules import Rule, RuleBook, event_id
@@ -39,7 +39,6 @@ from runtime.records import Unusable, read_metric_batch
 
 log = logging.getLogger(__name__)
 
-EVENT_HEADERS = kafka.headers(kafka.EVENT_TYPE)
 THRESHOLD_EXCEEDED = event_pb2.EVENT_KIND_THRESHOLD_EXCEEDED
 # After a partition's round failed, the wait before it is read again from its committed offset.
 RETRY_DELAY_S = 1.0
@@ -118,7 +117,7 @@ class Processor:
             await self._dead_letters.send(dead)
         if not args:
             return
-        raised = await self._counters.apply(tp.partition, args)
+        raised = await self._counters.apply(tp.partition, detect_time.ToMicroseconds(), args)
         if raised:
             self._failpoint("processor.after_apply")
             await self._produce_pending(tp.partition)
@@ -127,16 +126,7 @@ class Processor:
         events = await self._counters.pending(partition)
         if not events:
             return
-        acks = [
-            await self._producer.send(
-                self._config.events_topic,
-                value,
-                key=event_pb2.Event.FromString(value).sensor_id.encode(),
-                headers=EVENT_HEADERS,
-            )
-            for value in events
-        ]
-        await asyncio.gather(*acks)
+        await pending.produce(self._producer, self._config.events_topic, events)
         self._failpoint("processor.after_produce")
         await self._counters.confirm(partition, len(events))
         instruments.EVENTS.inc(len(events))
@@ -162,7 +152,8 @@ def script_args(
 
     A run of readings that do not meet one rule's condition, with no warning of it between them,
     becomes one reset at the run's latest time (`resets`: counter -> index of the pending reset's
-    time in `args`): applied one by one, they would leave the same counter and latest time.
+    time in `args`): applied one by one, they would leave the same counter and latest time. Not for
+    a rule with alarms: each such reading counts towards clearing its alarm.
     """
     book = RuleBook.of(rules)
     for metric in metrics:
@@ -173,11 +164,13 @@ def script_args(
                 args += (
                     metric.sensor_id,
                     rule.field,
-                    rule.warning_arg,
+                    f"{rule.warning_arg}{metric.value!r}" if rule.clear_count else rule.warning_arg,
                     time_us,
-                    _event(metric, rule, detect_time),
+                    raised_event(metric, rule, detect_time),
                 )
                 resets.pop(counter, None)
+            elif rule.clear_count:
+                args += (metric.sensor_id, rule.field, f"{rule.reset_arg}{metric.value!r}", time_us, b"")
             elif (pending := resets.get(counter)) is not None:
                 args[pending] = max(args[pending], time_us)
             else:
@@ -185,9 +178,11 @@ def script_args(
                 args += (metric.sensor_id, rule.field, rule.reset_arg, time_us, b"")
 
 
-def _event(metric: metric_pb2.Metric, rule: Rule, detect_time: timestamp_pb2.Timestamp) -> bytes:
+def raised_event(metric: metric_pb2.Metric, rule: Rule, detect_time: timestamp_pb2.Timestamp) -> bytes:
+    """The event the reading raises if it meets the rule's condition (and the raise of its alarm,
+    for a rule with alarms)."""
     reading_ns = metric.reading_time.ToNanoseconds()
-    return event_pb2.Event(
+    event = event_pb2.Event(
         event_id=event_id(metric.sensor_id, metric.metric_type, reading_ns, THRESHOLD_EXCEEDED, rule.rule_id),
         kind=THRESHOLD_EXCEEDED,
         sensor_id=metric.sensor_id,
@@ -199,7 +194,10 @@ def _event(metric: metric_pb2.Metric, rule: Rule, detect_time: timestamp_pb2.Tim
         detect_time=detect_time,
         severity=rule.severity,  # type: ignore[arg-type]
         rule_id=rule.field,
-    ).SerializeToString()
+    )
+    if rule.clear_count:
+        alarms.raised(event)
+    return event.SerializeToString()
 
 
 class _FlushOnAssign(kafka.LogAssignment):
@@ -224,10 +222,16 @@ async def main(stop: asyncio.Event) -> None:
     rules = RuleSource(config, producer)
     await rules.open()
     listener = _FlushOnAssign()
+    alarm_api = alarms_api.AlarmsApi(
+        rules.pool, redis_client, producer, config.events_topic, Failpoints(config.failpoints)
+    )
     server = GrpcServer(
         config.grpc_address,
-        [rules_api.SERVICE.full_name],
-        [lambda s: add_servicer(s, rules_api.SERVICE, rules_api.RulesApi(rules.store))],
+        [rules_api.SERVICE.full_name, alarms_api.SERVICE.full_name],
+        [
+            lambda s: add_servicer(s, rules_api.SERVICE, rules_api.RulesApi(rules.store)),
+            lambda s: add_servicer(s, alarms_api.SERVICE, alarm_api),
+        ],
         metrics_port=config.metrics_port,
     )
     await server.start()
@@ -236,6 +240,7 @@ async def main(stop: asyncio.Event) -> None:
         await retry_until_stopped("Kafka (producer)", producer.start, stop)
         await retry_until_stopped("Kafka (consumer)", consumer.start, stop)
         await rules.start(stop)
+        await retry_until_stopped("Redis (alarms cleared by hand)", alarm_api.flush, stop)
         counters = Counters(redis_client, config.metrics_topic)
         processor = Processor(
             consumer,

@@ -15,7 +15,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
-from metrics.v1 import assessor_service_pb2, notifier_service_pb2, receiver_service_pb2, rules_service_pb2
+from metrics.v1 import (
+    alarms_service_pb2,
+    assessor_service_pb2,
+    notifier_service_pb2,
+    receiver_service_pb2,
+    rules_service_pb2,
+)
 from runtime import telemetry
 from runtime.errors import ServiceError, Undecodable, Violation
 from runtime.grpc_metrics import GrpcMetrics
@@ -31,6 +37,7 @@ PUBLIC_API = (
     receiver_service_pb2.DESCRIPTOR.services_by_name["ReceiverService"].full_name,
     assessor_service_pb2.DESCRIPTOR.services_by_name["AssessorService"].full_name,
     rules_service_pb2.DESCRIPTOR.services_by_name["RulesService"].full_name,
+    alarms_service_pb2.DESCRIPTOR.services_by_name["AlarmsService"].full_name,
     notifier_service_pb2.DESCRIPTOR.services_by_name["SubscriptionsService"].full_name,
 )
 # Envoy sends this header, with this value, on the reflection requests that name no service

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import asyncpg
 from google.protobuf import timestamp_pb2
@@ -19,7 +20,45 @@ from metrics.v1 import event_pb2, metric_pb2
 from runtime import postgres
 
 ReadingRow = tuple[str, str, int, float, str | None, str | None]
-EventRow = tuple[str, int, str, str, float, int, float, int, int, str, int]
+EventRow = tuple[str, int, str, str, float, int, float, int, int, str, int, str, bytes | None]
+
+
+class AlarmRow(NamedTuple):
+    """A row of `alarms`, in its columns' order; times in µs."""
+
+    alarm_id: str
+    sensor_id: str
+    rule_id: str
+    metric_type: str
+    severity: int
+    threshold: float
+    raise_time: int
+    raise_value: float
+    match_count: int
+    last_match_time: int
+    last_match_value: float
+    clear_time: int | None
+    cleared_by: str | None
+    acknowledge_time: int | None
+    acknowledged_by: str | None
+
+    def merged(self, other: AlarmRow) -> AlarmRow:
+        """What UPSERT_ALARMS makes of the two."""
+        last = other if other.last_match_time > self.last_match_time else self
+        return self._replace(
+            match_count=max(self.match_count, other.match_count),
+            last_match_time=last.last_match_time,
+            last_match_value=last.last_match_value,
+            clear_time=_first(self.clear_time, other.clear_time),
+            cleared_by=_first(self.cleared_by, other.cleared_by),
+            acknowledge_time=_first(self.acknowledge_time, other.acknowledge_time),
+            acknowledged_by=_first(self.acknowledged_by, other.acknowledged_by),
+        )
+
+
+def _first(a: Any, b: Any) -> Any:
+    return a if a is not None else b
+
 
 STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS staging_readings (
@@ -30,8 +69,9 @@ CREATE TEMP TABLE IF NOT EXISTS new_readings (LIKE staging_readings) ON COMMIT D
 CREATE TEMP TABLE IF NOT EXISTS staging_events (
     event_id uuid, kind smallint, sensor_id text, metric_type text, value double precision,
     reading_time timestamptz, threshold double precision, count integer, detect_time timestamptz,
-    rule_id text, severity smallint
+    rule_id text, severity smallint, alarm_id text, alarm bytea
 ) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS staging_alarms (LIKE alarms) ON COMMIT DELETE ROWS;
 """
 
 COLUMNS = "sensor_id, metric_type, reading_time, value, unit, labels"
@@ -102,9 +142,24 @@ SELECT count(pg_notify('{postgres.EVENTS_CHANNEL}', json_build_object(
     'metric_type', metric_type, 'value', value, 'threshold', threshold, 'count', count,
     'reading_time_us', (extract(epoch FROM reading_time) * 1000000)::bigint,
     'detect_time_us', (extract(epoch FROM detect_time) * 1000000)::bigint,
-    'rule_id', rule_id, 'severity', severity
+    'rule_id', rule_id, 'severity', severity, 'alarm_id', alarm_id, 'alarm', encode(alarm, 'hex')
 )::text)) FROM new
 """  # noqa: S608 - the channel name is a constant
+
+# The events of an alarm's changes may come in any order (a change by hand is produced by another
+# process than the rule's): each merges what it knows; the first clear and acknowledgement stay.
+UPSERT_ALARMS = """
+INSERT INTO alarms AS a SELECT * FROM staging_alarms
+ON CONFLICT (alarm_id) DO UPDATE SET
+    match_count = greatest(a.match_count, excluded.match_count),
+    last_match_time = greatest(a.last_match_time, excluded.last_match_time),
+    last_match_value = CASE WHEN excluded.last_match_time > a.last_match_time
+                            THEN excluded.last_match_value ELSE a.last_match_value END,
+    clear_time = coalesce(a.clear_time, excluded.clear_time),
+    cleared_by = coalesce(a.cleared_by, excluded.cleared_by),
+    acknowledge_time = coalesce(a.acknowledge_time, excluded.acknowledge_time),
+    acknowledged_by = coalesce(a.acknowledged_by, excluded.acknowledged_by)
+"""
 
 
 async def setup_connection(conn: asyncpg.Connection) -> None:
@@ -128,12 +183,37 @@ def event_row(event: event_pb2.Event) -> EventRow:
     return (
         event.event_id, event.kind, event.sensor_id, event.metric_type, event.value,
         micros(event.reading_time), event.threshold, event.count, micros(event.detect_time),
-        event.rule_id, event.severity,
+        event.rule_id, event.severity, event.alarm_id,
+        event.alarm.SerializeToString() if event.HasField("alarm") else None,
     )  # fmt: skip
 
 
+def alarm_row(alarm: event_pb2.Alarm) -> AlarmRow:
+    return AlarmRow(
+        alarm.alarm_id, alarm.sensor_id, alarm.rule_id, alarm.metric_type, alarm.severity, alarm.threshold,
+        micros(alarm.raise_time), alarm.raise_value, alarm.match_count, micros(alarm.last_match_time),
+        alarm.last_match_value,
+        micros(alarm.clear_time) if alarm.HasField("clear_time") else None, alarm.cleared_by or None,
+        micros(alarm.acknowledge_time) if alarm.acknowledged else None, alarm.acknowledged_by or None,
+    )  # fmt: skip
+
+
+def alarm_rows(events: Sequence[EventRow]) -> list[AlarmRow]:
+    """The alarms the events change, one row each (an UPSERT changes a row once), merged as
+    UPSERT_ALARMS merges them."""
+    merged: dict[str, AlarmRow] = {}
+    for *_, alarm in events:
+        if alarm is not None:
+            row = alarm_row(event_pb2.Alarm.FromString(alarm))
+            old = merged.get(row.alarm_id)
+            merged[row.alarm_id] = row if old is None else old.merged(row)
+    return list(merged.values())
+
+
 # Every table that holds rows of a sensor.
-SENSOR_TABLES = ("readings", "events", "rollups_minute", "rollups_hour", "histogram_hour", "latest_readings")
+SENSOR_TABLES = (
+    "readings", "events", "alarms", "rollups_minute", "rollups_hour", "histogram_hour", "latest_readings",
+)  # fmt: skip
 
 
 async def delete_sensors(conn: asyncpg.Connection, prefix: str) -> dict[str, int]:
@@ -164,6 +244,9 @@ async def write(
         if events:
             await conn.copy_records_to_table("staging_events", records=events)
             new_events = await conn.fetchval(INSERT_EVENTS)
+            if alarms := alarm_rows(events):
+                await conn.copy_records_to_table("staging_alarms", records=alarms)
+                await conn.execute(UPSERT_ALARMS)
     return new_readings, new_events
 
 

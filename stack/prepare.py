@@ -150,8 +150,8 @@ REDIS_MONITOR_RULES = (
     "+dbsize +select +cluster|info +memory|stats"
 )
 REDIS_PROCESSOR_RULES = (
-    "resetchannels ~warnings:{* ~last-reading:{* ~warning-since:{* ~processor:pending:* "
-    "-@all +ping +evalsha +script|load +hget +hset +hdel +hincrby +rpush +lrange +ltrim"
+    "resetchannels ~warnings:{* ~last-reading:{* ~warning-since:{* ~alarms:{* ~processor:pending:* "
+    "-@all +ping +evalsha +script|load +hget +hset +hdel +hincrby +rpush +lrange +ltrim +lrem"
 )
 
 

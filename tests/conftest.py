@@ -7,8 +7,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import grpc
@@ -21,6 +22,7 @@ from redis.backoff import ExponentialBackoff
 from metrics.v1 import assessor_service_pb2_grpc, receiver_service_pb2_grpc
 from runtime import postgres
 from stack import credentials
+from tests.helpers import http
 from tests.target import Target, load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,3 +122,20 @@ def clients_built() -> None:
         timeout=840, check=False,
     )  # fmt: skip
     assert result.returncode == 0, f"make clients failed:\n{result.stdout}\n{result.stderr}"
+
+
+@pytest.fixture
+async def rules(target: Target) -> AsyncIterator[Callable[..., Awaitable[dict[str, Any]]]]:
+    """Creates rules through Envoy (fields as JSON names them); deletes them after the test (a
+    left-over rule would look at sensors no other test uses, but costs every processor a little)."""
+    made: list[str] = []
+
+    async def create(**fields: Any) -> dict[str, Any]:
+        status, body = await http("POST", f"{target.envoy_url}/v1/rules", fields)
+        assert status == 200, body
+        made.append(body["ruleId"])
+        return body  # type: ignore[no-any-return]
+
+    yield create
+    for rule_id in made:
+        await http("DELETE", f"{target.envoy_url}/v1/rules/{rule_id}")

@@ -154,3 +154,32 @@ async def read_topic(
         return records
     finally:
         await consumer.stop()
+
+
+def rfc3339(seconds: float) -> str:
+    """A time in seconds since 1970 as JSON writes a Timestamp."""
+    whole = int(seconds)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((seconds - whole) * 1e6):06d}Z"
+
+
+async def send(envoy_url: str, sensor: str, metric_type: str, *values: float, start: float = 0.0) -> None:
+    """Readings a millisecond apart from `start` (by default: so that the last is now), in one batch,
+    through Envoy's HTTP/JSON push."""
+    base = start or time.time() - len(values) / 1000
+    metrics = [
+        {"sensorId": sensor, "metricType": metric_type, "value": v, "readingTime": rfc3339(base + i / 1000)}
+        for i, v in enumerate(values)
+    ]
+    status, body = await http("POST", f"{envoy_url}/v1/metrics:push", {"metrics": metrics})
+    assert status == 200, body
+
+
+async def only_alarm(envoy_url: str, sensor_id: str) -> str:
+    """The id of the sensor's alarm, once it has one listed (through Envoy's HTTP/JSON)."""
+
+    async def listed() -> str:
+        status, body = await http("GET", f"{envoy_url}/v1/alarms?sensorId={sensor_id}")
+        assert status == 200 and len(body["alarms"]) == 1, body
+        return str(body["alarms"][0]["alarmId"])
+
+    return await eventually(listed, timeout=10, what=f"an alarm of {sensor_id} listed")

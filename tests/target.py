@@ -40,6 +40,8 @@ class Target:
     # The folder of the password files (named as stack/credentials.py names them); a relative path is
     # from the checkout's root; empty: the local stack's.
     credentials_dir: str = ""
+    # The compacted topic the processors take their rules from.
+    rules_topic: str = "rules"
     # Where each service serves its Prometheus metrics (host:port), and Prometheus (host:port); the
     # local stack's. Empty: the deployment runs none.
     metrics: dict[str, str] = field(default_factory=dict)

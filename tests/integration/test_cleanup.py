@@ -3,7 +3,9 @@ Redis key of the sensors with the fleet's id prefix, and nothing of any other se
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from typing import Any
 
 import asyncpg
 import pytest
@@ -31,21 +33,28 @@ async def rows_per_table(db: asyncpg.Pool, sensor: str) -> dict[str, int]:
 async def redis_keys(client: aioredis.Redis, sensor: str) -> list[bytes]:
     return [
         key
-        for key in (counters.counter_key(sensor), counters.last_reading_key(sensor))
+        for key in (
+            counters.counter_key(sensor),
+            counters.last_reading_key(sensor),
+            counters.alarms_key(sensor),
+        )
         if await client.exists(key)
     ]
 
 
 async def test_removing_a_fleet_takes_all_of_its_rows_and_keys_and_nothing_else(
-    receiver: ReceiverServiceStub, db: asyncpg.Pool, redis_client: aioredis.Redis
+    receiver: ReceiverServiceStub, db: asyncpg.Pool, redis_client: aioredis.Redis, rules: Any
 ) -> None:
     run = uuid.uuid4().hex[:8]
     prefix = f"sim-{run}-"
     fleet = [f"{prefix}0", f"{prefix}1"]
     # Next to the prefix on both sides in sort order: the prefix without its dash, and the bound.
     others = [f"sim-{run}", f"sim-{run}."]
+    # An alarm per sensor too: the default rule's condition, raised once and still active.
+    await rules(metricType="temperature", sensorIdPrefix=f"sim-{run}", threshold=95, count=3, clearCount=100)
+    await asyncio.sleep(1.0)  # RulesService's documented bound for a change to apply
     for sensor in fleet + others:
-        # The original scenario: eight readings and two events per sensor, in every table.
+        # The original scenario: eight readings and two events per sensor, and the alarm's: every table.
         request = receiver_service_pb2.PushMetricsRequest(metrics=readings(sensor))
         assert (await receiver.PushMetrics(request, timeout=10)).accepted_count == 8
 
@@ -59,15 +68,16 @@ async def test_removing_a_fleet_takes_all_of_its_rows_and_keys_and_nothing_else(
 
     removed = await prune.remove_sensors(stack_settings.load(), prefix)
     assert removed.rows["readings"] == 16
-    assert removed.rows["events"] == 4
-    assert removed.redis_keys == 4
+    assert removed.rows["events"] == 6
+    assert removed.rows["alarms"] == 2
+    assert removed.redis_keys == 6
 
     for sensor in fleet:
         assert set((await rows_per_table(db, sensor)).values()) == {0}
         assert await redis_keys(redis_client, sensor) == []
     for sensor in others:
         assert await rows_per_table(db, sensor) == before[sensor]
-        assert len(await redis_keys(redis_client, sensor)) == 2
+        assert len(await redis_keys(redis_client, sensor)) == 3
 
 
 async def test_a_prefix_that_would_match_too_much_is_refused(redis_client: aioredis.Redis) -> None:

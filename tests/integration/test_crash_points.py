@@ -9,22 +9,27 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import grpc
 import pytest
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from metrics.v1 import event_pb2, metric_pb2, rule_pb2, rules_service_pb2
+from metrics.v1 import alarms_service_pb2, event_pb2, metric_pb2, rule_pb2, rules_service_pb2
+from metrics.v1.alarms_service_pb2_grpc import AlarmsServiceStub
 from metrics.v1.rules_service_pb2_grpc import RulesServiceStub
+from processor import alarms, alarms_api
+from processor.counters import alarms_key
 from runtime import kafka
 from runtime.kafka import client_options
 from stack import credentials
-from tests.helpers import eventually, read_topic, wait_consumed
+from tests.helpers import eventually, only_alarm, read_topic, send, wait_consumed
 from tests.services import Topics, private_topics, service_env, start_service, stop_service
 from tests.target import Target
 
@@ -36,7 +41,11 @@ BASE_US = 1_790_000_000_000_000
 
 
 async def produce_scenario(
-    target: Target, topics: Topics, sensor_id: str, garbage_first: bool = False
+    target: Target,
+    topics: Topics,
+    sensor_id: str,
+    garbage_first: bool = False,
+    values: tuple[float, ...] = SCENARIO,
 ) -> None:
     """One record per reading, as a sensor sending one reading at a time would cause."""
     producer = AIOKafkaProducer(**client_options(target.kafka()), acks="all")
@@ -46,7 +55,7 @@ async def produce_scenario(
             await producer.send_and_wait(
                 topics.metrics, b"\xff\xfe not protobuf", key=sensor_id.encode(), headers=BATCH_HEADERS
             )
-        for i, value in enumerate(SCENARIO):
+        for i, value in enumerate(values):
             metric = metric_pb2.Metric(sensor_id=sensor_id, metric_type="temperature", value=value)
             metric.reading_time.FromMicroseconds(BASE_US + i * 1_000_000)
             batch = metric_pb2.MetricBatch(metrics=[metric])
@@ -91,13 +100,7 @@ async def test_processor_killed_at(
         finally:
             assert await stop_service(healthy) == 0, log.read_text()
 
-        first: dict[str, bytes] = {}
-        for record in records:
-            event = event_pb2.Event.FromString(record.value)
-            assert first.setdefault(event.event_id, record.value) == record.value, (
-                "a repeat is the same event"
-            )
-        events = [event_pb2.Event.FromString(v) for v in first.values()]
+        events = distinct_events(records)
         assert [(e.value, e.reading_time.ToMicroseconds()) for e in events] == [
             (99.0, BASE_US + 3_000_000),
             (98.0, BASE_US + 7_000_000),
@@ -106,6 +109,115 @@ async def test_processor_killed_at(
         assert await redis_client.hgetall(f"warnings:{{{sensor_id}}}") == {b"temperature": b"3"}
         for partition in range(2):
             assert await redis_client.llen(f"processor:pending:{topics.metrics}:{partition}") == 0
+
+
+# For a rule with alarms (temperature >= 95 twice, cleared by two readings below): raised at 97,
+# cleared at 5, raised again at 107 and updated by 99.
+ALARM_SCENARIO = (10.0, 100.0, 97.0, 10.0, 5.0, 100.0, 107.0, 10.0, 99.0)
+
+
+@pytest.fixture
+async def rules_topic(target: Target) -> AsyncIterator[str]:
+    """A private rules topic: a processor started with it takes every rule PostgreSQL holds."""
+    topic = f"test-rules-{uuid.uuid4().hex[:10]}"
+    admin = AIOKafkaAdminClient(**client_options(target.kafka()))
+    await admin.start()
+    await admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"cleanup.policy": "compact"})])
+    try:
+        yield topic
+    finally:
+        await admin.delete_topics([topic])
+        await admin.close()
+
+
+@pytest.mark.parametrize(
+    "failpoint", ["processor.after_apply", "processor.after_produce", "processor.before_commit"]
+)
+async def test_processor_killed_while_alarms_are_raised_and_cleared(
+    failpoint: str,
+    target: Target,
+    redis_client: aioredis.Redis,
+    rules: Callable[..., Awaitable[dict[str, Any]]],
+    rules_topic: str,
+    sensor_id: str,
+    tmp_path: Path,
+) -> None:
+    rule = await rules(
+        metricType="temperature", sensorIdPrefix=sensor_id, threshold=95, count=2, clearCount=2
+    )
+    log = tmp_path / "processor.log"
+    async with private_topics(target) as topics:
+        await produce_scenario(target, topics, sensor_id, values=ALARM_SCENARIO)
+        own = {"METRICS_PROCESSOR_RULES_TOPIC": rules_topic}
+        armed = service_env(target, topics, "processor", {**own, "METRICS_PROCESSOR_FAILPOINTS": failpoint})
+        crashing = await start_service("processor", armed, log)
+        assert await asyncio.wait_for(crashing.wait(), 60) == -9, log.read_text()
+        healthy = await start_service("processor", service_env(target, topics, "processor", own), log)
+        try:
+            await wait_consumed(target.kafka_bootstrap_servers, topics.group, topics.metrics)
+            records = await read_topic(target.kafka_bootstrap_servers, topics.events, {}, sensor_id.encode())
+        finally:
+            assert await stop_service(healthy) == 0, log.read_text()
+        events = distinct_events(records)
+        assert [(e.kind, e.value, e.rule_id) for e in events] == [
+            (event_pb2.EVENT_KIND_THRESHOLD_EXCEEDED, 97.0, rule["ruleId"]),
+            (event_pb2.EVENT_KIND_ALARM_CLEARED, 5.0, rule["ruleId"]),
+            (event_pb2.EVENT_KIND_THRESHOLD_EXCEEDED, 107.0, rule["ruleId"]),
+        ]
+        assert events[1].alarm_id == events[0].alarm_id != events[2].alarm_id
+        active = alarms.Active.parse(await redis_client.hget(alarms_key(sensor_id), rule["ruleId"]))
+        assert (active.alarm_id, active.clears, active.matches) == (events[2].alarm_id, 0, 2)
+        for partition in range(2):
+            assert await redis_client.llen(f"processor:pending:{topics.metrics}:{partition}") == 0
+
+
+async def test_a_clear_by_hand_killed_before_its_event_is_produced_is_produced_at_the_next_start(
+    target: Target,
+    redis_client: aioredis.Redis,
+    rules: Callable[..., Awaitable[dict[str, Any]]],
+    rules_topic: str,
+    sensor_id: str,
+    tmp_path: Path,
+) -> None:
+    # An alarm raised by the stack; a private processor clears it by hand and dies after ending it in
+    # Redis, before producing its event: the next processor to start produces it.
+    await rules(metricType="temperature", sensorIdPrefix=sensor_id, threshold=95, count=1)
+    await asyncio.sleep(1.0)  # RulesService's documented bound for a change to apply
+    await send(target.envoy_url, sensor_id, "temperature", 99.0)
+
+    alarm_id = await only_alarm(target.envoy_url, sensor_id)
+    log = tmp_path / "processor.log"
+    async with private_topics(target) as topics:
+        port = free_port()
+        own = {"METRICS_PROCESSOR_RULES_TOPIC": rules_topic, "METRICS_PROCESSOR_GRPC_PORT": str(port)}
+        armed = service_env(
+            target, topics, "processor", {**own, "METRICS_PROCESSOR_FAILPOINTS": "alarms.after_clear"}
+        )
+        crashing = await start_service("processor", armed, log)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await serving(channel)
+            with pytest.raises(grpc.aio.AioRpcError):
+                await AlarmsServiceStub(channel).ClearAlarm(
+                    alarms_service_pb2.ClearAlarmRequest(alarm_id=alarm_id)
+                )
+        assert await asyncio.wait_for(crashing.wait(), 60) == -9, log.read_text()
+        assert not await redis_client.hgetall(alarms_key(sensor_id)), "ended in Redis before the crash"
+        [pending] = await redis_client.lrange(alarms_api.MANUAL_PENDING, 0, -1)
+        assert event_pb2.Event.FromString(pending).alarm_id == alarm_id
+
+        healthy = await start_service("processor", service_env(target, topics, "processor", own), log)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                await serving(channel)  # it has produced the pending events of clears by hand
+            records = await read_topic(target.kafka_bootstrap_servers, topics.events, {}, sensor_id.encode())
+        finally:
+            assert await stop_service(healthy) == 0, log.read_text()
+        [record] = records
+        event = event_pb2.Event.FromString(record.value)
+        assert (event.kind, event.alarm_id, event.alarm.cleared_by) == (
+            event_pb2.EVENT_KIND_ALARM_CLEARED, alarm_id, "local",
+        )  # fmt: skip
+        assert await redis_client.llen(alarms_api.MANUAL_PENDING) == 0
 
 
 async def test_undecodable_record_is_dead_lettered_and_the_partition_flows_on(
@@ -133,58 +245,57 @@ async def test_undecodable_record_is_dead_lettered_and_the_partition_flows_on(
 
 
 async def test_a_rule_change_published_but_not_committed_is_taken_back(
-    target: Target, sensor_id: str, tmp_path: Path
+    target: Target, rules_topic: str, sensor_id: str, tmp_path: Path
 ) -> None:
     # A processor dies between publishing a new rule on its rules topic and committing it to
     # PostgreSQL; the next one to start makes the topic hold what PostgreSQL does: no such rule.
     log = tmp_path / "processor.log"
-    rules_topic = f"test-rules-{uuid.uuid4().hex[:10]}"
-    admin = AIOKafkaAdminClient(**client_options(target.kafka()))
-    await admin.start()
-    await admin.create_topics([NewTopic(rules_topic, 1, 1, topic_configs={"cleanup.policy": "compact"})])
-    try:
-        async with private_topics(target) as topics:
-            port = free_port()
-            own = {"METRICS_PROCESSOR_RULES_TOPIC": rules_topic, "METRICS_PROCESSOR_GRPC_PORT": str(port)}
-            armed = service_env(
-                target, topics, "processor", {**own, "METRICS_PROCESSOR_FAILPOINTS": "rules.before_commit"}
-            )
-            crashing = await start_service("processor", armed, log)
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                await serving(channel)
-                rule = rule_pb2.Rule(metric_type="temperature", threshold=1000, sensor_id_prefix=sensor_id)
-                with pytest.raises(grpc.aio.AioRpcError):
-                    await RulesServiceStub(channel).CreateRule(rules_service_pb2.CreateRuleRequest(rule=rule))
-            assert await asyncio.wait_for(crashing.wait(), 60) == -9, log.read_text()
-            published = [
-                r for r in await read_topic(target.kafka_bootstrap_servers, rules_topic, {}) if r.value
-            ]
-            made = [
-                r.key.decode()
-                for r in published
-                if rule_pb2.Rule.FromString(r.value).sensor_id_prefix == sensor_id
-            ]
-            assert len(made) == 1, "the rule was published before the crash"
-            async with asyncpg.create_pool(
-                target.postgres_dsn, password=target.password(credentials.POSTGRES_READER)
-            ) as db:
-                assert await db.fetchval("SELECT count(*) FROM rules WHERE rule_id = $1", made[0]) == 0
+    async with private_topics(target) as topics:
+        port = free_port()
+        own = {"METRICS_PROCESSOR_RULES_TOPIC": rules_topic, "METRICS_PROCESSOR_GRPC_PORT": str(port)}
+        armed = service_env(
+            target, topics, "processor", {**own, "METRICS_PROCESSOR_FAILPOINTS": "rules.before_commit"}
+        )
+        crashing = await start_service("processor", armed, log)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await serving(channel)
+            rule = rule_pb2.Rule(metric_type="temperature", threshold=1000, sensor_id_prefix=sensor_id)
+            with pytest.raises(grpc.aio.AioRpcError):
+                await RulesServiceStub(channel).CreateRule(rules_service_pb2.CreateRuleRequest(rule=rule))
+        assert await asyncio.wait_for(crashing.wait(), 60) == -9, log.read_text()
+        published = [r for r in await read_topic(target.kafka_bootstrap_servers, rules_topic, {}) if r.value]
+        made = [
+            r.key.decode()
+            for r in published
+            if rule_pb2.Rule.FromString(r.value).sensor_id_prefix == sensor_id
+        ]
+        assert len(made) == 1, "the rule was published before the crash"
+        async with asyncpg.create_pool(
+            target.postgres_dsn, password=target.password(credentials.POSTGRES_READER)
+        ) as db:
+            assert await db.fetchval("SELECT count(*) FROM rules WHERE rule_id = $1", made[0]) == 0
 
-            healthy = await start_service("processor", service_env(target, topics, "processor", own), log)
-            try:
-                async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                    await serving(channel)  # it serves once its rules topic holds what PostgreSQL does
-            finally:
-                assert await stop_service(healthy) == 0
-            last = [
-                r
-                for r in await read_topic(target.kafka_bootstrap_servers, rules_topic, {})
-                if r.key == made[0].encode()
-            ][-1]
-            assert last.value is None, "the topic's last word on the rule is its deletion"
-    finally:
-        await admin.delete_topics([rules_topic])
-        await admin.close()
+        healthy = await start_service("processor", service_env(target, topics, "processor", own), log)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                await serving(channel)  # it serves once its rules topic holds what PostgreSQL does
+        finally:
+            assert await stop_service(healthy) == 0
+        last = [
+            r
+            for r in await read_topic(target.kafka_bootstrap_servers, rules_topic, {})
+            if r.key == made[0].encode()
+        ][-1]
+        assert last.value is None, "the topic's last word on the rule is its deletion"
+
+
+def distinct_events(records: list[ConsumerRecord[bytes, bytes]]) -> list[event_pb2.Event]:
+    """The events on the topic, each once: an event produced again must be the same bytes."""
+    first: dict[str, bytes] = {}
+    for record in records:
+        event = event_pb2.Event.FromString(record.value)
+        assert first.setdefault(event.event_id, record.value) == record.value, "a repeat is the same event"
+    return [event_pb2.Event.FromString(value) for value in first.values()]
 
 
 async def serving(channel: grpc.aio.Channel) -> None:

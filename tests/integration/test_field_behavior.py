@@ -4,6 +4,7 @@ INVALID_ARGUMENT naming that field, and the same request with the field is accep
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -13,15 +14,19 @@ import pytest
 from google.api import field_behavior_pb2
 from google.protobuf import descriptor, message, timestamp_pb2
 
+from metrics.v1 import alarms_service_pb2 as alpb
 from metrics.v1 import assessor_service_pb2 as apb
 from metrics.v1 import metric_pb2, rule_pb2, subscription_pb2
 from metrics.v1 import notifier_service_pb2 as npb
 from metrics.v1 import receiver_service_pb2 as rpb
 from metrics.v1 import rules_service_pb2 as rspb
+from metrics.v1.alarms_service_pb2_grpc import AlarmsServiceStub
 from metrics.v1.assessor_service_pb2_grpc import AssessorServiceStub
 from metrics.v1.notifier_service_pb2_grpc import SubscriptionsServiceStub
 from metrics.v1.receiver_service_pb2_grpc import ReceiverServiceStub
 from metrics.v1.rules_service_pb2_grpc import RulesServiceStub
+from tests.helpers import only_alarm, send
+from tests.target import Target
 
 T0 = 1_790_640_000  # 2026-09-29T00:00:00Z
 # A reading's value is REQUIRED, but proto3 cannot tell an unset number from 0 (metric.proto says so):
@@ -34,8 +39,11 @@ SERVICES = (
     rpb.DESCRIPTOR.services_by_name["ReceiverService"],
     apb.DESCRIPTOR.services_by_name["AssessorService"],
     rspb.DESCRIPTOR.services_by_name["RulesService"],
+    alpb.DESCRIPTOR.services_by_name["AlarmsService"],
     npb.DESCRIPTOR.services_by_name["SubscriptionsService"],
 )
+# These need an alarm of the test's sensor (raised for the test, which is slower than the rest).
+ALARM_METHODS = {"GetAlarm", "AcknowledgeAlarm", "ClearAlarm"}
 
 
 def ts(seconds: int) -> timestamp_pb2.Timestamp:
@@ -43,10 +51,10 @@ def ts(seconds: int) -> timestamp_pb2.Timestamp:
 
 
 def valid_requests(
-    sensor_id: str, rule_id: str = "r-0", subscription_id: str = "0" * 32
+    sensor_id: str, rule_id: str = "r-0", subscription_id: str = "0" * 32, alarm_id: str = "0" * 32
 ) -> dict[str, message.Message]:
-    """A request each unary RPC accepts, with every REQUIRED field set (`rule_id` and
-    `subscription_id` name existing ones, of the sensor)."""
+    """A request each unary RPC accepts, with every REQUIRED field set (`rule_id`,
+    `subscription_id` and `alarm_id` name existing ones, of the sensor)."""
     window: dict[str, Any] = {"start_time": ts(T0), "end_time": ts(T0 + 3600)}
     reading = metric_pb2.Metric(sensor_id=sensor_id, metric_type="temperature", value=20.5)
     rule = rule_pb2.Rule(metric_type="temperature", threshold=1000, sensor_id_prefix=sensor_id)
@@ -57,6 +65,10 @@ def valid_requests(
         "GetRule": rspb.GetRuleRequest(rule_id=rule_id),
         "UpdateRule": rspb.UpdateRuleRequest(rule_id=rule_id, rule=rule_pb2.Rule(threshold=2000)),
         "DeleteRule": rspb.DeleteRuleRequest(rule_id=rule_id),
+        "ListAlarms": alpb.ListAlarmsRequest(sensor_id=sensor_id),
+        "GetAlarm": alpb.GetAlarmRequest(alarm_id=alarm_id),
+        "AcknowledgeAlarm": alpb.AcknowledgeAlarmRequest(alarm_id=alarm_id),
+        "ClearAlarm": alpb.ClearAlarmRequest(alarm_id=alarm_id),
         "CreateSubscription": npb.CreateSubscriptionRequest(subscription=subscription),
         "ListSubscriptions": npb.ListSubscriptionsRequest(),
         "GetSubscription": npb.GetSubscriptionRequest(subscription_id=subscription_id),
@@ -131,7 +143,7 @@ def test_every_unary_rpc_has_a_valid_request_here() -> None:
 def call(envoy_channel: grpc.aio.Channel) -> Callable[[str, message.Message], Any]:
     stubs = [
         ReceiverServiceStub(envoy_channel), AssessorServiceStub(envoy_channel),
-        RulesServiceStub(envoy_channel), SubscriptionsServiceStub(envoy_channel),
+        RulesServiceStub(envoy_channel), AlarmsServiceStub(envoy_channel), SubscriptionsServiceStub(envoy_channel),
     ]  # fmt: skip
 
     def invoke(method: str, request: message.Message) -> Any:
@@ -143,14 +155,21 @@ def call(envoy_channel: grpc.aio.Channel) -> Callable[[str, message.Message], An
 
 @pytest.fixture
 async def made(
-    call: Callable[[str, message.Message], Any], sensor_id: str
+    call: Callable[[str, message.Message], Any],
+    sensor_id: str,
+    target: Target,
+    request: pytest.FixtureRequest,
 ) -> AsyncIterator[dict[str, message.Message]]:
-    """The valid requests, naming a rule and a subscription of the test's sensor (deleted after)."""
+    """The valid requests, naming a rule, a subscription and (for the methods that need one) an alarm
+    of the test's sensor (deleted after)."""
     rule = await call("CreateRule", valid_requests(sensor_id)["CreateRule"])
     subscription = (
         await call("CreateSubscription", valid_requests(sensor_id)["CreateSubscription"])
     ).subscription
-    yield valid_requests(sensor_id, rule.rule_id, subscription.subscription_id)
+    alarm_id = "0" * 32
+    if request.node.callspec.params["method"] in ALARM_METHODS:
+        alarm_id = await raise_alarm(call, target, sensor_id)
+    yield valid_requests(sensor_id, rule.rule_id, subscription.subscription_id, alarm_id)
     for method, request in [
         ("DeleteRule", rspb.DeleteRuleRequest(rule_id=rule.rule_id)),
         ("DeleteSubscription", npb.DeleteSubscriptionRequest(subscription_id=subscription.subscription_id)),
@@ -167,6 +186,15 @@ async def made(
             await call(
                 "DeleteSubscription", npb.DeleteSubscriptionRequest(subscription_id=found.subscription_id)
             )
+
+
+async def raise_alarm(call: Callable[[str, message.Message], Any], target: Target, sensor_id: str) -> str:
+    """An alarm of the sensor: a rule for its "pressure" readings that the first one raises."""
+    rule = rule_pb2.Rule(metric_type="pressure", threshold=0, sensor_id_prefix=sensor_id)
+    await call("CreateRule", rspb.CreateRuleRequest(rule=rule))
+    await asyncio.sleep(1.0)  # RulesService's documented bound for a change to apply
+    await send(target.envoy_url, sensor_id, "pressure", 1.0)
+    return await only_alarm(target.envoy_url, sensor_id)
 
 
 @pytest.mark.parametrize("method", sorted(valid_requests("s")))

@@ -14,9 +14,10 @@ from google.protobuf import timestamp_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from metrics.v1 import event_pb2, metric_pb2
-from processor.counters import Counters, counter_key
-from processor.rules import apply, apply_as_arrived, parse_rules
+from metrics.v1 import event_pb2, metric_pb2, rule_pb2
+from processor import alarms
+from processor.counters import Counters, alarms_key, counter_key, warning_since_key
+from processor.rules import Rule, apply, apply_as_arrived, parse_rules
 from processor.service import script_args
 from runtime import kafka
 from runtime.kafka import client_options
@@ -43,6 +44,30 @@ readings = st.lists(
 )
 
 
+def as_metrics(
+    readings: list[tuple[str, str, float, int | None]], sensors: dict[str, str]
+) -> list[metric_pb2.Metric]:
+    """The drawn readings as the processor reads them: a time drawn, or two µs apart in order."""
+    metrics = []
+    for i, (sensor, metric_type, value, time) in enumerate(readings):
+        metric = metric_pb2.Metric(sensor_id=sensors[sensor], metric_type=metric_type, value=value)
+        metric.reading_time.FromMicroseconds(BASE_US + (2 * i if time is None else time))
+        metrics.append(metric)
+    return metrics
+
+
+def rounds_of(count: int, cuts: list[int], replays: list[int]) -> list[tuple[int, int]]:
+    """(start, end) of the rounds `count` readings are applied in, split at `cuts`; a round in
+    `replays` is applied again right after itself (Kafka's redelivery, a client's resend)."""
+    bounds = sorted({0, count, *(c for c in cuts if c < count)})
+    rounds = list(itertools.pairwise(bounds))
+    order = [*range(len(rounds))]
+    for r in replays:
+        if r < len(rounds):
+            order.insert(order.index(r) + 1, r)
+    return [rounds[r] for r in order]
+
+
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     readings=readings,
@@ -62,25 +87,14 @@ async def test_script_matches_the_model_through_redelivery_and_late_readings(
     run = uuid.uuid4().hex[:8]
     counters = Counters(redis_client, f"test-{run}")
     sensors = {s: f"prop-{run}-{s}" for s in ("a", "b")}
-    metrics = []
-    for i, (sensor, metric_type, value, time) in enumerate(readings):
-        metric = metric_pb2.Metric(sensor_id=sensors[sensor], metric_type=metric_type, value=value)
-        metric.reading_time.FromMicroseconds(BASE_US + (2 * i if time is None else time))
-        metrics.append(metric)
-    bounds = sorted({0, len(metrics), *(c for c in cuts if c < len(metrics))})
-    rounds = list(itertools.pairwise(bounds))
-    order = [*range(len(rounds))]
-    for r in replays:
-        if r < len(rounds):
-            order.insert(order.index(r) + 1, r)  # the same round again, right after it
+    metrics = as_metrics(readings, sensors)
     detect = timestamp_pb2.Timestamp()
     try:
-        for r in order:
-            start, end = rounds[r]
+        for start, end in rounds_of(len(metrics), cuts, replays):
             args: list[object] = []
             script_args(args, metrics[start:end], RULES, detect, {})
             if args:
-                await counters.apply(0, args)
+                await counters.apply(0, 0, args)
         events = [event_pb2.Event.FromString(e) for e in await counters.pending(0)]
         model: dict[tuple[str, str], int] = {}
         timed = [(m.sensor_id, m.metric_type, m.value, m.reading_time.ToMicroseconds()) for m in metrics]
@@ -97,6 +111,76 @@ async def test_script_matches_the_model_through_redelivery_and_late_readings(
     finally:
         await redis_client.delete(*(counter_key(s) for s in sensors.values()), counters.pending_key(0),
                                   *(f"last-reading:{{{s}}}" for s in sensors.values()))  # fmt: skip
+
+
+# Rules made at run time raise alarms: one with a count and a clear count, one with a duration.
+ALARM_RULES = [
+    Rule("temperature", 95, 2, rule_id="r-hot", clear_count=2),
+    Rule(
+        "temperature",
+        80,
+        1,
+        comparison=rule_pb2.COMPARISON_LESS,
+        rule_id="r-cold",
+        duration_us=20,
+        clear_count=1,
+    ),
+    *RULES.values(),
+]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    readings=readings,
+    cuts=st.lists(st.integers(0, 40), max_size=4),
+    replays=st.lists(st.integers(0, 4), max_size=3),
+)
+async def test_alarms_match_the_model_through_redelivery_and_late_readings(
+    redis_client: aioredis.Redis,
+    readings: list[tuple[str, str, float, int | None]],
+    cuts: list[int],
+    replays: list[int],
+) -> None:
+    # As above, with rules that raise alarms: the events raised and cleared, in order, and the
+    # active alarms left in Redis (consecutive clears, matches) are the model's.
+    run = uuid.uuid4().hex[:8]
+    counters = Counters(redis_client, f"test-{run}")
+    sensors = {s: f"prop-{run}-{s}" for s in ("a", "b")}
+    metrics = as_metrics(readings, sensors)
+    detect = timestamp_pb2.Timestamp()
+    keys = [k for s in sensors.values() for k in (counter_key(s), alarms_key(s), warning_since_key(s),
+                                                  f"last-reading:{{{s}}}")]  # fmt: skip
+    try:
+        for start, end in rounds_of(len(metrics), cuts, replays):
+            args: list[object] = []
+            script_args(args, metrics[start:end], ALARM_RULES, detect, {})
+            if args:
+                await counters.apply(0, 0, args)
+        events = [event_pb2.Event.FromString(alarms.produced(e)) for e in await counters.pending(0)]
+        timed = [(m.sensor_id, m.metric_type, m.value, m.reading_time.ToMicroseconds()) for m in metrics]
+        model_alarms: dict[tuple[str, str], list[int]] = {}
+        cleared: list[int] = []
+        raised = apply_as_arrived({}, {}, ALARM_RULES, timed, {}, model_alarms, cleared)
+        # The model lists raises and clears apart; the script stores them in the order they happen.
+        expected = sorted(
+            [(i, event_pb2.EVENT_KIND_THRESHOLD_EXCEEDED) for i in raised]
+            + [(i, event_pb2.EVENT_KIND_ALARM_CLEARED) for i in cleared]
+        )
+        got = [(e.kind, e.sensor_id, e.reading_time.ToMicroseconds()) for e in events]
+        assert sorted(got) == sorted((kind, timed[i][0], timed[i][3]) for i, kind in expected)
+        for event in events:
+            if event.rule_id.startswith("r-"):
+                assert event.alarm_id and event.alarm.alarm_id == event.alarm_id
+            else:
+                assert not event.alarm_id and not event.HasField("alarm"), "configured rules raise no alarms"
+        active = {}
+        for sensor in sensors.values():
+            for rule_id, state in (await redis_client.hgetall(alarms_key(sensor))).items():
+                kept = alarms.Active.parse(state)
+                active[(sensor, rule_id.decode())] = [kept.clears, kept.matches]
+        assert active == model_alarms
+    finally:
+        await redis_client.delete(*keys, counters.pending_key(0))
 
 
 async def test_several_rules_sensors_and_types_end_to_end(

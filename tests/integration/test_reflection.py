@@ -23,6 +23,7 @@ FRONT_DOOR = {
     "metrics.v1.ReceiverService",
     "metrics.v1.AssessorService",
     "metrics.v1.RulesService",
+    "metrics.v1.AlarmsService",
     "metrics.v1.SubscriptionsService",
     REFLECTION,
 }
@@ -87,20 +88,20 @@ def test_the_tls_port_lists_nothing_without_a_token(target: Target) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "service"),
+    ("name", "services"),
     [
-        ("receiver", "metrics.v1.ReceiverService"),
-        ("processor", "metrics.v1.RulesService"),
-        ("assessor", "metrics.v1.AssessorService"),
-        ("notifier", "metrics.v1.SubscriptionsService"),
+        ("receiver", {"metrics.v1.ReceiverService"}),
+        ("processor", {"metrics.v1.RulesService", "metrics.v1.AlarmsService"}),
+        ("assessor", {"metrics.v1.AssessorService"}),
+        ("notifier", {"metrics.v1.SubscriptionsService"}),
     ],
 )
 def test_a_service_named_by_the_header_lists_itself_with_health(
-    target: Target, name: str, service: str
+    target: Target, name: str, services: set[str]
 ) -> None:
     with plaintext(target.envoy) as channel:
         names = listed(channel, (("x-metrics-service", name),))
-    assert names == {service, "grpc.health.v1.Health", REFLECTION}
+    assert names == {*services, "grpc.health.v1.Health", REFLECTION}
 
 
 @pytest.mark.parametrize("name", ["saver"])

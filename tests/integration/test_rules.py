@@ -12,48 +12,22 @@ import asyncpg
 import pytest
 from google.protobuf import duration_pb2
 
-from metrics.v1 import rule_pb2
+from metrics.v1 import event_pb2, rule_pb2
 from processor.rules import Rule, apply_as_arrived
 from tests import front_door
-from tests.helpers import eventually, http
+from tests.helpers import eventually, http, rfc3339, send
 from tests.target import Target
 
 # RulesService promises a change applies within this long of its acknowledgement.
 APPLIED_WITHIN_S = 1.0
 
 
-@pytest.fixture
-async def rules(target: Target) -> Any:
-    """Creates rules through Envoy; deletes them after the test (a left-over rule would look at
-    sensors no other test uses, but costs every processor a little)."""
-    made: list[str] = []
-
-    async def create(**fields: Any) -> dict[str, Any]:
-        status, body = await http("POST", f"{target.envoy_url}/v1/rules", fields)
-        assert status == 200, body
-        made.append(body["ruleId"])
-        return body  # type: ignore[no-any-return]
-
-    yield create
-    for rule_id in made:
-        await http("DELETE", f"{target.envoy_url}/v1/rules/{rule_id}")
-
-
-async def send(target: Target, sensor: str, metric_type: str, *values: float, start: float = 0.0) -> None:
-    """Readings a millisecond apart from `start` (by default: so that the last is now), in one batch."""
-    base = start or time.time() - len(values) / 1000
-    metrics = [
-        {"sensorId": sensor, "metricType": metric_type, "value": v, "readingTime": _rfc3339(base + i / 1000)}
-        for i, v in enumerate(values)
-    ]
-    status, body = await http("POST", f"{target.envoy_url}/v1/metrics:push", {"metrics": metrics})
-    assert status == 200, body
-
-
 async def events_of(db: asyncpg.Pool, sensor: str) -> list[asyncpg.Record]:
     return await db.fetch(  # type: ignore[no-any-return]
-        "SELECT rule_id, severity, value, threshold, count FROM events WHERE sensor_id = $1 ORDER BY reading_time",
+        "SELECT rule_id, severity, value, threshold, count FROM events WHERE sensor_id = $1 AND kind = $2 "
+        "ORDER BY reading_time",
         sensor,
+        event_pb2.EVENT_KIND_THRESHOLD_EXCEEDED,
     )
 
 
@@ -68,7 +42,7 @@ async def test_a_rule_made_at_run_time_raises_events_within_a_second(
     assert rule["ruleId"].startswith("r-") and rule["version"] == "1" and rule["enabled"] is True
     # The documented bound, then readings: two below 2.5 in a row raise one event.
     await asyncio.sleep(max(0.0, acknowledged + APPLIED_WITHIN_S - time.monotonic()))
-    await send(target, sensor_id, "pressure", 3.0, 2.0, 1.9, 1.8)
+    await send(target.envoy_url, sensor_id, "pressure", 3.0, 2.0, 1.9, 1.8)
 
     async def raised() -> None:
         rows = await events_of(db, sensor_id)
@@ -77,7 +51,7 @@ async def test_a_rule_made_at_run_time_raises_events_within_a_second(
         ]
 
     await eventually(raised, timeout=10, what="the rule's event")
-    window = f"startTime={_rfc3339(time.time() - 3600)}&endTime={_rfc3339(time.time() + 60)}"
+    window = f"startTime={rfc3339(time.time() - 3600)}&endTime={rfc3339(time.time() + 60)}"
     status, body = await http("GET", f"{target.envoy_url}/v1/events?sensorId={sensor_id}&{window}")
     assert status == 200, body
     assert [(e["ruleId"], e["severity"]) for e in body["events"]] == [(rule["ruleId"], "SEVERITY_CRITICAL")]
@@ -90,7 +64,7 @@ async def test_several_rules_look_at_one_reading_each_with_its_own_counter(
     higher = await rules(metricType="vibration", sensorIdPrefix=sensor_id, threshold=20, count=2)
     await asyncio.sleep(APPLIED_WITHIN_S)  # the documented bound
     # 15, 25, 25: three over 10 (one event of `high`), two over 20 (one of `higher`).
-    await send(target, sensor_id, "vibration", 15, 25, 25)
+    await send(target.envoy_url, sensor_id, "vibration", 15, 25, 25)
 
     async def raised() -> None:
         rows = await events_of(db, sensor_id)
@@ -111,10 +85,9 @@ async def test_a_disabled_or_deleted_rule_raises_nothing_more(
     )
     assert status == 200 and body["enabled"] is False and body["version"] == "2", body
     await asyncio.sleep(APPLIED_WITHIN_S)
-    await send(target, sensor_id, "noise", 5)
-    await send(
-        target, sensor_id, "marker", 5
-    )  # after the noise: once its event is stored, so would be the noise's
+    await send(target.envoy_url, sensor_id, "noise", 5)
+    # After the noise: once the marker's event is stored, so would be the noise's.
+    await send(target.envoy_url, sensor_id, "marker", 5)
 
     async def marked() -> None:
         assert [r["rule_id"] for r in await events_of(db, sensor_id)] == [marker["ruleId"]]
@@ -215,7 +188,9 @@ async def test_readings_are_counted_once_while_their_rule_changes(
         # Times in order across the batches: a reading older than one applied would be skipped.
         start = time.time() - 10
         for batch in range(20):
-            await send(target, sensor_id, "load", *[11, 12, 13, 1] * 5, start=start + batch * 20 / 1000)
+            await send(
+                target.envoy_url, sensor_id, "load", *[11, 12, 13, 1] * 5, start=start + batch * 20 / 1000
+            )
 
     await asyncio.gather(change(), readings())
 
@@ -224,11 +199,6 @@ async def test_readings_are_counted_once_while_their_rule_changes(
         assert len(rows) == 100 and {r["value"] for r in rows} == {13.0}
 
     await eventually(counted, timeout=20, what="one event per run of three")
-
-
-def _rfc3339(seconds: float) -> str:
-    whole = int(seconds)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((seconds - whole) * 1e6):06d}Z"
 
 
 async def test_a_rule_with_a_duration_raises_once_the_condition_has_held_that_long(
@@ -243,7 +213,7 @@ async def test_a_rule_with_a_duration_raises_once_the_condition_has_held_that_lo
     readings = [(0, 60), (1, 61), (1.5, 62), (2, 10), (3, 63), (4, 64), (5, 65), (6, 10), (7, 66), (20, 67)]
     t0 = time.time() - 60
     metrics = [
-        {"sensorId": sensor_id, "metricType": "heat", "value": v, "readingTime": _rfc3339(t0 + s)}
+        {"sensorId": sensor_id, "metricType": "heat", "value": v, "readingTime": rfc3339(t0 + s)}
         for s, v in readings
     ]
     status, body = await http("POST", f"{target.envoy_url}/v1/metrics:push", {"metrics": metrics})

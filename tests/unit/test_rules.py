@@ -128,9 +128,11 @@ def test_a_stored_rule_becomes_the_rule_applied() -> None:
         rule_id="r-9", metric_type="t", threshold=1.5, severity=event_pb2.SEVERITY_MINOR, sensor_id_prefix="p"
     )
     rule = Rule.of(stored)
-    assert (rule.count, rule.comparison, rule.severity, rule.rule_id) == (
-        1, rule_pb2.COMPARISON_GREATER_OR_EQUAL, event_pb2.SEVERITY_MINOR, "r-9"
+    assert (rule.count, rule.comparison, rule.severity, rule.rule_id, rule.clear_count) == (
+        1, rule_pb2.COMPARISON_GREATER_OR_EQUAL, event_pb2.SEVERITY_MINOR, "r-9", 1
     )  # fmt: skip
+    configured = Rule.of(rule_pb2.Rule(rule_id="t", metric_type="t", threshold=1.5, count=3, clear_count=4))
+    assert configured.clear_count == 0, "the original configuration's rules raise no alarms"
     assert event_id("s", "t", 1, 1) != event_id("s", "t", 1, 1, "r-9")
 
 
@@ -144,3 +146,19 @@ def test_a_rule_with_a_duration_raises_once_a_run_has_held_it_and_has_its_count(
     assert apply_as_arrived({}, {}, [rule], timed, since) == [6, 9]
     assert since == {("x", "r-1"): None}  # raised: the run raises nothing more
     assert rule.describe() == "t >= 50 x2 for 2 s"
+
+
+def test_an_alarm_is_raised_once_updated_while_active_and_cleared_by_readings_in_a_row() -> None:
+    rule = Rule("t", 50.0, 2, rule_id="r-1", clear_count=2)
+    values = [60, 61, 62, 10, 63, 64, 10, 11, 65, 66]
+    timed = [("x", "t", float(v), i) for i, v in enumerate(values)]
+    alarms: dict[tuple[str, str], list[int]] = {}
+    cleared: list[int] = []
+    # Raised at 61; 63 and 64 make a second run of two, which updates the active alarm; 10, 11 clear
+    # it; 65, 66 raise a new one.
+    assert apply_as_arrived({}, {}, [rule], timed, alarms=alarms, cleared=cleared) == [1, 9]
+    assert cleared == [7]
+    assert alarms == {("x", "r-1"): [0, 1]}
+    assert rule.describe() == "t >= 50 x2, alarm cleared after 2"
+    # Without alarms (clear_count 0), the same readings raise once per run, as the original rules do.
+    assert apply_as_arrived({}, {}, [Rule("t", 50.0, 2)], timed) == [1, 5, 9]

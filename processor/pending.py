@@ -1,0 +1,25 @@
+"""Producing what the processor stored to be produced (its pending lists, processor/counters.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaProducer
+
+from metrics.v1 import event_pb2
+from processor import alarms
+from runtime import kafka
+
+EVENT_HEADERS = kafka.headers(kafka.EVENT_TYPE)
+
+
+async def produce(producer: AIOKafkaProducer, topic: str, entries: Iterable[bytes]) -> None:
+    """Produces pending entries as the events they are, keyed by sensor; returns once Kafka has
+    them all."""
+    acks = []
+    for entry in entries:
+        value = alarms.produced(entry)
+        key = event_pb2.Event.FromString(value).sensor_id.encode()
+        acks.append(await producer.send(topic, value, key=key, headers=EVENT_HEADERS))
+    await asyncio.gather(*acks)
