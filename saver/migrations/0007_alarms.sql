@@ -1,0 +1,2 @@
+-- Alarms: the version is taken; its tables arrive with the alarms.
+SELECT;
