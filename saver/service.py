@@ -24,8 +24,9 @@ from runtime.lifecycle import Stopped, retry_until_stopped
 from runtime.logging import setup_logging
 from runtime.partitions import FailingPartitions
 from runtime.records import Unusable, read_event, read_metric_batch
-from saver import instruments, store
+from saver import history, instruments, store
 from saver.migrate import migrate
+from saver.retention import retention
 from saver.settings import SaverSettings
 
 log = logging.getLogger(__name__)
@@ -63,12 +64,18 @@ class Saver:
         self._conns: list[asyncpg.Connection] = []
         self._failpoint = Failpoints(config.failpoints)
 
-    async def migrate(self) -> None:
-        """Applies the pending migrations as the schema's owner, on a connection of their own: the
-        writers' role cannot change the schema."""
-        conn = await asyncpg.connect(
-            self._config.migrations_dsn, password=self._config.migrations_password or None, timeout=5
+    async def connect_owner(self) -> asyncpg.Connection:
+        """A connection as the schema's owner (the writers' role cannot change the schema)."""
+        return await asyncpg.connect(
+            self._config.migrations_dsn,
+            password=self._config.migrations_password or None,
+            server_settings=postgres.SERVER_SETTINGS,
+            timeout=5,
         )
+
+    async def migrate(self) -> None:
+        """Applies the pending migrations as the schema's owner, on a connection of their own."""
+        conn = await self.connect_owner()
         try:
             await migrate(conn)
         finally:
@@ -237,6 +244,10 @@ async def main(stop: asyncio.Event) -> None:
     config = settings.load(SaverSettings, "saver")
     setup_logging("saver", config.log_level)
     log.info("starting: %s", settings.describe(config))
+    kept = retention(
+        config.readings_retention_days, config.readings_retention_by_type,
+        config.rollups_retention_days, config.events_retention_days,
+    )  # fmt: skip
     producer = kafka.make_producer(config, "saver")
     consumer = kafka.make_consumer(config, "saver")
     server = GrpcServer(config.grpc_address, [], metrics_port=config.metrics_port)
@@ -252,10 +263,16 @@ async def main(stop: asyncio.Event) -> None:
         await server.set_serving()
         log.info("serving")
         lag = asyncio.create_task(consumer_lag.watch(consumer, config.consumer_group, stop))
+        kept_bounded = asyncio.create_task(
+            history.keep_bounded(
+                saver.connect_owner, kept, config.partitions_ahead_days, config.history_interval_s, stop
+            )
+        )
         try:
             await saver.run()
         finally:
             lag.cancel()
+            kept_bounded.cancel()
     except Stopped:
         pass
     finally:

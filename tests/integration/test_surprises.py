@@ -3,8 +3,6 @@ an oversized Kafka record, a database whose schema does not match its migration 
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -16,8 +14,6 @@ from metrics.v1 import event_pb2, metric_pb2
 from runtime import kafka
 from runtime.kafka import MAX_RECORD_READINGS, client_options
 from saver.migrate import MigrationError, migrate, migrations
-from stack import access, credentials
-from stack import settings as stack_settings
 from tests.helpers import eventually, read_topic, wait_consumed
 from tests.services import Topics, private_topics, service_env, start_service, stop_service
 from tests.target import Target
@@ -101,23 +97,6 @@ async def test_an_oversized_record_is_dead_lettered_and_the_partition_flows_on(
             assert await stop_service(processor) == 0
     [record] = dead
     assert dict(record.headers)["dead-letter-reason"].startswith(b"oversized: 100001 readings")
-
-
-@pytest.fixture
-async def scratch_database() -> AsyncIterator[asyncpg.Connection]:
-    """The schema's owner connected to a database of its own, dropped after (migrations name schemas
-    of their own, such as the notifier's, so a scratch schema of the stack's database would not do)."""
-    stack = stack_settings.load()
-    name = f"test_{uuid.uuid4().hex[:10]}"
-    admin = await access.postgres_superuser(stack)
-    await admin.execute(f"CREATE DATABASE {name} OWNER {credentials.POSTGRES_OWNER.user}")
-    conn = await access.postgres(stack, credentials.POSTGRES_OWNER, database=name)
-    try:
-        yield conn
-    finally:
-        await conn.close()
-        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
-        await admin.close()
 
 
 @pytest.mark.local_stack

@@ -1,0 +1,191 @@
+"""History that stays bounded: the migration to day partitions on a populated database, ingest
+during and after it, partitions made ahead, retention per metric type (saver/history.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from runtime import postgres
+from saver import history, partitions, store
+from saver.migrate import MIGRATIONS, migrate
+from saver.retention import retention
+from tests.integration.conftest import Connect
+
+pytestmark = pytest.mark.local_stack  # a database of their own: the stack's superuser makes it
+
+DAY_US = 86_400_000_000
+TYPES = ("temperature", "humidity", "vibration", "energy")
+# The migrations before the readings were partitioned.
+UNPARTITIONED = 7
+# What a migration or a retention pass must leave as it was, as digests: the rollups and events
+# (of the sensors given), the readings.
+KEPT = """
+SELECT (SELECT md5(string_agg(r::text, ',' ORDER BY r::text)) FROM rollups_minute r WHERE {where}),
+       (SELECT md5(string_agg(r::text, ',' ORDER BY r::text)) FROM rollups_hour r WHERE {where}),
+       (SELECT md5(string_agg(r::text, ',' ORDER BY r::text)) FROM histogram_hour r WHERE {where}),
+       (SELECT md5(string_agg(r::text, ',' ORDER BY r::text)) FROM events r WHERE {where})
+"""
+READINGS = "SELECT count(*), md5(string_agg(r::text, ',' ORDER BY r::text)) FROM readings r WHERE {where}"
+OLD = "sensor_id LIKE 's-%'"
+PER_TYPE = """
+SELECT metric_type, count(*) AS count, min(reading_time) AS first FROM readings GROUP BY 1 ORDER BY 1
+"""
+PART_OF = "SELECT tableoid::regclass::text FROM readings WHERE sensor_id = $1 AND reading_time = $2"
+
+
+def readings(sensors: int, start_us: int, days: int, per_day: int) -> list[store.ReadingRow]:
+    """Every type of every sensor, `per_day` readings a day from `start_us`."""
+    step = DAY_US // per_day
+    return [
+        (f"s-{s}", metric_type, start_us + i * step + s, float(i % 97), "u", None)
+        for s in range(sensors)
+        for metric_type in TYPES
+        for i in range(days * per_day)
+    ]
+
+
+def events(start_us: int, count: int) -> list[store.EventRow]:
+    return [
+        (f"{i:032x}", 1, "s-0", "temperature", 99.0, start_us + i * DAY_US, 95.0, 3, start_us, "", 0)
+        for i in range(count)
+    ]
+
+
+async def test_the_migration_keeps_every_reading_and_rollup_and_ingest_goes_on(
+    scratch_connect: Connect, tmp_path: Path
+) -> None:
+    owner = await scratch_connect(server_settings=postgres.SERVER_SETTINGS)
+    conn = await writer_after(scratch_connect, owner, first_migrations(tmp_path, UNPARTITIONED))
+    now_us = time.time_ns() // 1000
+    # Four months of four metric types of five sensors, 24 readings a day each: 57,600 readings.
+    await write_in_batches(conn, readings(5, now_us - 120 * DAY_US, 120, 24))
+    await store.write(conn, [], events(now_us - 120 * DAY_US, 50))
+    before = await owner.fetchrow(READINGS.format(where=OLD)), await owner.fetchrow(KEPT.format(where=OLD))
+
+    # Ingest goes on meanwhile, a batch at a time as the saver writes, each timed: the longest an
+    # insert waited is the lock the migration held (printed, not asserted: it depends on the machine).
+    waits: list[float] = []
+
+    async def ingest(migrating: asyncio.Task[list[int]]) -> None:
+        while not migrating.done():
+            at = now_us + len(waits) * 1000
+            began = time.perf_counter()
+            await store.write(
+                conn, [("live", "temperature", at + i, 1.0, None, None) for i in range(100)], []
+            )
+            waits.append(time.perf_counter() - began)
+
+    began = time.perf_counter()
+    migrating = asyncio.create_task(migrate(owner))
+    await asyncio.gather(migrating, ingest(migrating))
+    print(
+        f"\nmigration of {before[0]['count']:,} readings: {time.perf_counter() - began:.3f} s; "
+        f"{len(waits)} ingest batches of 100 meanwhile, the slowest {max(waits) * 1000:.1f} ms "
+        f"(median {sorted(waits)[len(waits) // 2] * 1000:.1f} ms)"
+    )
+    assert migrating.result() == [8, 9, 10]
+    assert await owner.fetchval("SELECT relkind::text FROM pg_class WHERE relname = 'readings'") == "p"
+    assert await owner.fetchrow(READINGS.format(where=OLD)) == before[0], "every reading kept"
+    assert await owner.fetchrow(KEPT.format(where=OLD)) == before[1], "rollups and events as they were"
+    live = await owner.fetchval("SELECT count(*) FROM readings WHERE sensor_id = 'live'")
+    assert live == len(waits) * 100
+
+    # After: the first pass makes the partitions ahead; the saver's write path stores a reading
+    # of any time, in a day partition, the legacy one (before the migration's day) or the default.
+    today = datetime.now(UTC)
+    done = await history.maintain(owner, retention(90, (), 1095, 1095), 7, today)
+    made, _ = await partitions.existing(owner)
+    first = await partitions.partitioned_from(owner)
+    assert made == {first + timedelta(days=n) for n in range((today.date() - first).days + 8)}
+    assert done.made == [partitions.partition_name(d) for d in sorted(made)]
+    ahead = now_us + 3 * DAY_US
+    places = {
+        now_us + 5 * 60_000_000: partitions.LEGACY,  # as far ahead as the receiver allows
+        946_684_800_000_001: partitions.LEGACY,  # 2000-01-01, the receiver's earliest
+        ahead: partitions.partition_name((today + timedelta(days=3)).date()),
+        now_us + 20 * 365 * DAY_US: partitions.DEFAULT,  # a clock 20 years ahead
+    }
+    assert await store.write(conn, [("after", "t", at, 1.0, None, None) for at in places], []) == (4, 0)
+    assert {at: await conn.fetchval(PART_OF, "after", at) for at in places} == places
+    await conn.close()
+    await owner.close()
+
+
+async def test_retention_deletes_exactly_the_expired_readings_of_each_type(scratch_connect: Connect) -> None:
+    owner = await scratch_connect(server_settings=postgres.SERVER_SETTINGS)
+    conn = await writer_after(scratch_connect, owner)
+    start = datetime.combine(await partitions.partitioned_from(owner), datetime.min.time(), UTC)
+    start_us = int(start.timestamp()) * 1_000_000
+    now = start + timedelta(days=60, hours=12)  # the passes' clock: 60 days after the migration
+    await history.maintain(owner, retention(90, (), 1095, 1095), 7, now)
+
+    # 70 days of readings (10 before the migration: readings_legacy), two sensors, four types.
+    rows = readings(2, start_us - 10 * DAY_US, 70, 24)
+    await write_in_batches(conn, rows)
+    await store.write(conn, [], events(start_us - 10 * DAY_US, 70))
+    kept_before = await owner.fetchrow(KEPT.format(where="true"))
+
+    # temperature and humidity 30 days, vibration 7, energy 45: the longest decides the partitions.
+    kept = retention(30, ("vibration:7", "energy:45"), 1095, 1095)
+    done = await history.maintain(owner, kept, 7, now)
+    print(f"\nretention pass over {len(rows):,} readings: {done.seconds:.3f} s, {done}")
+    cutoffs = {t: start + timedelta(days=d) for t, d in (("temperature", 30), ("humidity", 30),
+                                                        ("vibration", 53), ("energy", 15))}  # fmt: skip
+    cutoffs_us = {t: int(c.timestamp()) * 1_000_000 for t, c in cutoffs.items()}
+    expected = {t: sum(1 for r in rows if r[1] == t and r[2] >= cutoffs_us[t]) for t in TYPES}
+    assert {r["metric_type"]: r["count"] for r in await conn.fetch(PER_TYPE)} == expected
+    assert all(r["first"] >= cutoffs_us[r["metric_type"]] for r in await conn.fetch(PER_TYPE))
+    assert done.dropped == [partitions.LEGACY] + [
+        partitions.partition_name((start + timedelta(days=n)).date()) for n in range(15)
+    ]
+    assert await owner.fetchrow(KEPT.format(where="true")) == kept_before, "rollups and events untouched"
+    horizons = await owner.fetch(
+        "SELECT metric_type, kept_from FROM history_horizons WHERE kind = 'readings'"
+    )
+    assert {r["metric_type"]: r["kept_from"] for r in horizons} == {
+        "": cutoffs["temperature"], "vibration": cutoffs["vibration"], "energy": cutoffs["energy"]
+    }  # fmt: skip
+
+    # Done for the day: a second pass deletes nothing. A reading from long ago is stored (in the
+    # default partition now that readings_legacy is gone), counted in the rollups, and expires.
+    again = await history.maintain(owner, kept, 7, now)
+    assert (again.dropped, again.made, again.deleted) == ([], [], {"readings:default partition": 0})
+    old = start_us - 3000 * DAY_US
+    assert await store.write(conn, [("s-0", "temperature", old, 5.0, None, None)], []) == (1, 0)
+    assert await conn.fetchval(PART_OF, "s-0", old) == partitions.DEFAULT
+    assert (await history.maintain(owner, kept, 7, now)).deleted == {"readings:default partition": 1}
+    minute = """
+    SELECT count FROM rollups_minute WHERE sensor_id = 's-0' AND minute = date_trunc('minute', $1::timestamptz, 'UTC')
+    """
+    assert await conn.fetchval(minute, old) == 1
+    await conn.close()
+    await owner.close()
+
+
+async def writer_after(
+    connect: Connect, owner: asyncpg.Connection, migrations: Path = MIGRATIONS
+) -> asyncpg.Connection:
+    """Migrates, then opens a connection set up as the saver's writers are (times as microseconds,
+    staging tables)."""
+    await migrate(owner, migrations)
+    conn = await connect(server_settings=postgres.SERVER_SETTINGS)
+    await store.setup_connection(conn)
+    return conn
+
+
+async def write_in_batches(conn: asyncpg.Connection, rows: list[store.ReadingRow]) -> None:
+    for i in range(0, len(rows), 10_000):
+        await store.write(conn, rows[i : i + 10_000], [])
+
+
+def first_migrations(tmp_path: Path, count: int) -> Path:
+    for path in sorted(MIGRATIONS.glob("*.sql"))[:count]:
+        shutil.copy(path, tmp_path)
+    return tmp_path
