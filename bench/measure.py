@@ -31,6 +31,8 @@ from simulator.fleet import Fleet
 from simulator.load import Plan, Progress, Result, run
 from stack import access, consumers, credentials, procfs, prune
 from stack.settings import StackSettings
+from tests.helpers import http
+from tests.webhooks import webhook
 
 Say = Callable[[str], None]
 
@@ -222,6 +224,102 @@ async def alert_latency(env: Env, rate: float, seconds: float, probes_per_s: flo
     if missing:
         env.say(f"warning: {len(missing)} of {len(acked)} alert probes raised no event within 10 s")
     return [(seen[s] - acked[s]) * 1000 for s in acked if s in seen]
+
+
+async def alarm_latency(
+    env: Env, rate: float, seconds: float, probes_per_s: float = 5
+) -> dict[str, list[float]]:
+    """Milliseconds from the acknowledgement of a sensor's third warning to its alarm's raise on Kafka
+    ("event") and to the webhook of a subscription to it ("webhook"), for a rule made at run time that
+    is changed every 200 ms meanwhile (its threshold between two values the probes exceed), while a
+    steady load of `rate` readings/s flows."""
+    base = f"http://{env.envoy}"
+    scope = f"{env.prefix}alarm-"
+    status, rule = await http("POST", f"{base}/v1/rules", {
+        "metricType": "temperature", "sensorIdPrefix": scope, "threshold": 100, "count": 3,
+        "severity": "SEVERITY_MAJOR",
+    })  # fmt: skip
+    assert status == 200, rule
+    background = Plan(env.fleet(1000, above=0.0), path="stream", rate=rate, duration_s=seconds, batch=100,
+                      connections=2, target=env.envoy)  # fmt: skip
+    raised: dict[str, float] = {}
+    acked: dict[str, float] = {}
+    changes = 0
+    consumer = AIOKafkaConsumer(**kafka.client_options(access.kafka(env.stack)), fetch_max_wait_ms=5)
+    await consumer.start()
+    admin = AIOKafkaAdminClient(**kafka.client_options(access.kafka(env.stack)))
+    await admin.start()
+    partitions = await consumers.topic_partitions(admin, "events")
+    await admin.close()
+    consumer.assign(partitions)
+    await consumer.seek_to_end(*partitions)
+
+    async def tail() -> None:
+        while True:
+            batches = await consumer.getmany(timeout_ms=50)
+            now = time.monotonic()
+            for records in batches.values():
+                for record in records:
+                    event = event_pb2.Event.FromString(record.value)
+                    if (
+                        event.rule_id == rule["ruleId"]
+                        and event.kind == event_pb2.EVENT_KIND_THRESHOLD_EXCEEDED
+                    ):
+                        raised.setdefault(event.sensor_id, now)
+
+    async def change_rule() -> None:
+        nonlocal changes
+        while True:
+            await asyncio.sleep(0.2)
+            threshold = 101 if changes % 2 == 0 else 100
+            await http("PATCH", f"{base}/v1/rules/{rule['ruleId']}", {"threshold": threshold})
+            changes += 1
+
+    async def probe(stub: receiver_service_pb2_grpc.ReceiverServiceAsyncStub) -> None:
+        await asyncio.sleep(1.0)  # RulesService's documented bound for the new rule to apply
+        started = time.monotonic()
+        i = 0
+        while time.monotonic() - started < seconds - 3:
+            sensor = f"{scope}{i}"
+            for _ in range(3):
+                metric = metric_pb2.Metric(sensor_id=sensor, metric_type="temperature", value=120.0)
+                await stub.PushMetrics(receiver_service_pb2.PushMetricsRequest(metrics=[metric]), timeout=10)
+            acked[sensor] = time.monotonic()
+            i += 1
+            await asyncio.sleep(1 / probes_per_s)
+
+    async with webhook() as hook:
+        status, made = await http("POST", f"{base}/v1/subscriptions", {
+            "url": hook.url("/alarms"), "secret": "bench-" + "s" * 26, "sensorIdPrefix": scope,
+            "kinds": ["EVENT_KIND_THRESHOLD_EXCEEDED"],
+        })  # fmt: skip
+        assert status == 200, made
+        helpers = [asyncio.create_task(tail()), asyncio.create_task(change_rule())]
+        try:
+            async with grpc.aio.insecure_channel(env.envoy) as channel:
+                stub = receiver_service_pb2_grpc.ReceiverServiceStub(channel)
+                await asyncio.gather(run(background), probe(stub))
+            deadline = time.monotonic() + 10
+            while (
+                set(acked) - set(raised) or len(hook.on("/alarms")) < len(acked)
+            ) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        finally:
+            for task in helpers:
+                task.cancel()
+            await consumer.stop()
+            await http("DELETE", f"{base}/v1/subscriptions/{made['subscription']['subscriptionId']}")
+            await http("DELETE", f"{base}/v1/rules/{rule['ruleId']}")
+        # The webhook's receive times are wall-clock; the acknowledgements monotonic: both as offsets.
+        offset = time.time() - time.monotonic()
+        delivered = {r.notification["event"]["sensorId"]: r.time - offset for r in hook.on("/alarms")}
+    env.say(f"the rule changed {changes} times while {len(acked)} alarms were raised")
+    if missing := set(acked) - set(raised):
+        env.say(f"warning: {len(missing)} of {len(acked)} alarm probes raised no alarm within 10 s")
+    return {
+        "event": [(raised[s] - acked[s]) * 1000 for s in acked if s in raised],
+        "webhook": [(delivered[s] - acked[s]) * 1000 for s in acked if s in delivered],
+    }
 
 
 # --- statistics query --------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 
+from runtime import postgres
 from saver import partitions
 from saver.retention import Retention, cutoff
 
@@ -64,7 +65,8 @@ OTHER_HISTORY = {
         "DELETE FROM rollups_hour WHERE hour < $1",
         "DELETE FROM histogram_hour WHERE hour < $1",
     ),
-    "events": ("DELETE FROM events WHERE reading_time < $1",),
+    # An alarm goes with the events of its changes once it is cleared; an active one stays.
+    "events": ("DELETE FROM events WHERE reading_time < $1", "DELETE FROM alarms WHERE clear_time < $1"),
 }
 
 
@@ -173,7 +175,7 @@ async def keep_bounded(
                 done = await maintain(conn, retention, ahead_days, datetime.now(UTC))
             finally:
                 await conn.close()
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except postgres.OUTAGE as exc:
             log.warning("history: the pass failed, trying again in %.0f s: %s", interval_s, exc)
         else:
             log.info(

@@ -53,7 +53,21 @@ def readings(sensors: int, start_us: int, days: int, per_day: int) -> list[store
 
 def events(start_us: int, count: int) -> list[store.EventRow]:
     return [
-        (f"{i:032x}", 1, "s-0", "temperature", 99.0, start_us + i * DAY_US, 95.0, 3, start_us, "", 0)
+        (
+            f"{i:032x}",
+            1,
+            "s-0",
+            "temperature",
+            99.0,
+            start_us + i * DAY_US,
+            95.0,
+            3,
+            start_us,
+            "",
+            0,
+            "",
+            None,
+        )
         for i in range(count)
     ]
 
