@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import grpc
 
-from assessor import requests
+from assessor import horizons, requests
 from assessor.aggregates import HOUR_US, MINUTE_US, range_aggregate
 from assessor.settings import AssessorSettings
 from assessor.stats import Reading, bucket_count, sensor_stats
@@ -199,6 +199,8 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
             out = stats.buckets.add(count=bucket.count)
             out.start_time.FromMicroseconds(bucket.start_us)
             _set_present(out, min=bucket.min, max=bucket.max, mean=bucket.mean)
+        if found.raw_from_us is not None:
+            stats.raw_start_time.FromMicroseconds(found.raw_from_us)
         return pb.GetSensorStatsResponse(stats=stats)
 
     @grpc_errors
@@ -228,7 +230,10 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
                 f"SELECT * FROM ({branches}) r ORDER BY reading_time, metric_type LIMIT $6",  # noqa: S608
                 request.sensor_id, start, end, after_time, after_type, size + 1, *types,
             )  # fmt: skip
+            raw_from_us = await horizons.raw_from(conn, types, start)
         response = pb.ListReadingsResponse()
+        if raw_from_us is not None:
+            response.raw_start_time.FromMicroseconds(raw_from_us)
         for row in rows[:size]:
             metric = response.metrics.add(sensor_id=request.sensor_id, metric_type=row["metric_type"],
                                           value=row["value"], unit=row["unit"] or "")  # fmt: skip

@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 
+from assessor import horizons
 from assessor.aggregates import HOUR_US, Aggregate, range_aggregate, split
 
 EXACT_PERCENTILES_MAX = 20_000
@@ -103,6 +104,8 @@ class Stats:
     last: Reading | None
     percentiles: tuple[float, ...] | None
     buckets: list[Bucket]
+    # Raw readings before this (µs) have expired (horizons.raw_from); None: all of the range's are kept.
+    raw_from_us: int | None = None
 
 
 async def sensor_stats(
@@ -112,11 +115,12 @@ async def sensor_stats(
     # One round of queries in parallel. The histogram is only read for ranges with whole hours; a
     # range small enough for exact percentiles takes a second, cheap query instead.
     h1, h2 = -(-start_us // HOUR_US) * HOUR_US, end_us // HOUR_US * HOUR_US
-    aggregate, edges, buckets, histogram = await asyncio.gather(
+    aggregate, edges, buckets, histogram, raw_from_us = await asyncio.gather(
         range_aggregate(pool, *key, start_us, end_us),
         pool.fetch(EDGES, *key, start_us, end_us),
         _buckets(pool, *key, start_us, end_us, width_us) if width_us else _nothing(),
         pool.fetch(HISTOGRAM, *key, start_us, h1, h2, end_us) if h1 < h2 else _nothing(),
+        horizons.raw_from(pool, [metric_type], start_us),
     )
     first = last = None
     if edges:
@@ -124,13 +128,15 @@ async def sensor_stats(
             Reading(r["value"], r["reading_time"], r["unit"], r["labels"]) for r in (edges[0], edges[-1])
         )
     percentiles = None
-    if 0 < aggregate.count <= EXACT_PERCENTILES_MAX or (aggregate.count and not histogram):
+    # Exact percentiles need every raw reading of the range; the histograms outlive them.
+    exact = raw_from_us is None and aggregate.count <= EXACT_PERCENTILES_MAX
+    if aggregate.count and (exact or not histogram):
         percentiles = tuple(await pool.fetchval(EXACT_PERCENTILES, *key, start_us, end_us))
     elif aggregate.count:
         assert aggregate.min is not None and aggregate.max is not None
         bins = [(r["bin"], r["count"]) for r in histogram]
         percentiles = histogram_percentiles(bins, aggregate.min, aggregate.max)
-    return Stats(aggregate, first, last, percentiles, buckets)
+    return Stats(aggregate, first, last, percentiles, buckets, raw_from_us)
 
 
 async def _nothing() -> list[Any]:

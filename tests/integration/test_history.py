@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,7 +17,11 @@ from runtime import postgres
 from saver import history, partitions, store
 from saver.migrate import MIGRATIONS, migrate
 from saver.retention import retention
+from stack import access, credentials
+from stack import settings as stack_settings
+from tests.helpers import http, rfc3339, send
 from tests.integration.conftest import Connect
+from tests.target import Target
 
 pytestmark = pytest.mark.local_stack  # a database of their own: the stack's superuser makes it
 
@@ -203,3 +208,35 @@ def first_migrations(tmp_path: Path, count: int) -> Path:
     for path in sorted(MIGRATIONS.glob("*.sql"))[:count]:
         shutil.copy(path, tmp_path)
     return tmp_path
+
+
+async def test_queries_say_from_when_raw_readings_are_kept(target: Target, sensor_id: str) -> None:
+    # A metric type whose raw readings before an hour ago have expired, as the saver's retention
+    # records it: statistics and listings over a range reaching before that say so; later ranges don't.
+    metric_type = f"expiring_{uuid.uuid4().hex[:8]}"
+    now = int(time.time())
+    kept_from = now - 3600
+    owner = await access.postgres(stack_settings.load(), credentials.POSTGRES_OWNER)
+    await owner.execute(
+        "INSERT INTO history_horizons (kind, metric_type, kept_from) VALUES ('readings', $1, to_timestamp($2))",
+        metric_type, kept_from,
+    )  # fmt: skip
+    try:
+        await send(target.envoy_url, sensor_id, metric_type, 1.0, 2.0, start=now - 60)
+        queries = {
+            "stats": f"/v1/sensors/{sensor_id}/stats?metricType={metric_type}",
+            "readings": f"/v1/sensors/{sensor_id}/readings?metricType={metric_type}",
+        }
+        for name, query in queries.items():
+            for start, expected in ((now - 7200, rfc3339(kept_from)), (now - 1800, None)):
+                url = f"{target.envoy_url}{query}&startTime={rfc3339(start)}&endTime={rfc3339(now + 60)}"
+                status, body = await http("GET", url)
+                assert status == 200, body
+                answer = body["stats"] if name == "stats" else body
+                assert answer.get("rawStartTime") == (expected and expected.replace(".000000Z", "Z")), (
+                    name,
+                    start,
+                )
+    finally:
+        await owner.execute("DELETE FROM history_horizons WHERE metric_type = $1", metric_type)
+        await owner.close()
