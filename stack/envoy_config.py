@@ -100,7 +100,7 @@ def render(
     tls: tuple[str, int],
     plaintext: tuple[str, int] | None,
     admin: tuple[str, int],
-    upstreams: Mapping[str, tuple[str, int]],
+    upstreams: Mapping[str, Sequence[tuple[str, int]]],
     descriptor: Path | str,
     certificate: Path | str,
     private_key: Path | str,
@@ -109,7 +109,8 @@ def render(
     sites: Sequence[StaticSite] = (),
     template: Path = TEMPLATE,
 ) -> str:
-    """envoy/envoy.yaml with the given addresses and files; upstreams maps a service to (host, port).
+    """envoy/envoy.yaml with the given addresses and files; upstreams maps a service to the (host,
+    port) of each of its instances (Envoy balances over them, checks their health and ejects a dead one).
     `plaintext` None leaves out the plaintext listener; `client_ca` None, device certificates;
     an optional upstream left out of `upstreams`, its routes; `sites` are served on both listeners,
     without a token.
@@ -153,11 +154,17 @@ def render(
     clusters = _without_upstreams(listeners, clusters, services - set(upstreams))
     config["static_resources"]["clusters"] = clusters
     for cluster in clusters:
-        host, port = upstreams[cluster["name"].partition("-")[0]]
-        cluster["type"] = "STATIC" if _is_ip(host) else "STRICT_DNS"
-        endpoint = {"endpoint": {"address": {"socket_address": _address((host, port))}}}
-        cluster["load_assignment"]["endpoints"] = [{"lb_endpoints": [endpoint]}]
+        _point(cluster, upstreams[cluster["name"].partition("-")[0]])
     return yaml.dump(config, Dumper=_NoAliases, sort_keys=False)
+
+
+def _point(cluster: dict[str, Any], instances: Sequence[tuple[str, int]]) -> None:
+    """Makes the cluster's endpoints the service's instances."""
+    if not instances:
+        raise ValueError(f"upstreams: {cluster['name']} has no instance")
+    cluster["type"] = "STATIC" if all(_is_ip(host) for host, _ in instances) else "STRICT_DNS"
+    endpoints = [{"endpoint": {"address": {"socket_address": _address(a)}}} for a in instances]
+    cluster["load_assignment"]["endpoints"] = [{"lb_endpoints": endpoints}]
 
 
 def _without_upstreams(

@@ -271,8 +271,8 @@ def envoy_file(path: Path, settings: StackSettings) -> None:
             plaintext=(local, settings.envoy_port) if settings.envoy_plaintext else None,
             admin=(local, settings.envoy_admin_port),
             upstreams={
-                **{name: (local, getattr(settings, f"{name}_grpc_port")) for name in PUBLIC_SERVICES},
-                "prometheus": (local, settings.prometheus_port),
+                **{name: [(local, getattr(settings, f"{name}_grpc_port"))] for name in PUBLIC_SERVICES},
+                "prometheus": [(local, settings.prometheus_port)],
             },
             descriptor=ROOT / "gen" / "metrics.binpb",
             certificate=tls.certificate,

@@ -4,6 +4,7 @@ what the services and the token tool assume about it."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 import subprocess
 import sys
@@ -23,10 +24,10 @@ ROOT = Path(__file__).resolve().parents[2]
 DESCRIPTOR = ROOT / "gen" / "metrics.binpb"
 ENVOY = shutil.which("envoy", path=str(Path(sys.executable).parent))
 PUBLIC = {
-    "receiver": ("receiver", 1),
-    "processor": ("processor", 2),
-    "assessor": ("10.0.0.4", 4),
-    "notifier": ("notifier", 5),
+    "receiver": [("receiver", 1)],
+    "processor": [("processor", 2)],
+    "assessor": [("10.0.0.4", 4)],
+    "notifier": [("notifier", 5)],
 }
 
 
@@ -80,7 +81,7 @@ def test_rendered_config_is_valid_and_points_where_asked(tmp_path: Path, files: 
     assert result.returncode == 0, result.stdout + result.stderr
     loaded = yaml.safe_load(text)
     clusters = {c["name"]: c for c in loaded["static_resources"]["clusters"]}
-    # Only the public services (the processor for its RulesService): the saver's health stays inside.
+    # Only the public services (the processor for RulesService and AlarmsService): the saver stays inside.
     assert set(clusters) == {"receiver", "receiver-calls", "processor", "assessor", "notifier"}
     assert clusters["receiver"]["type"] == "STRICT_DNS"
     # The receiver's second cluster (single calls, a limit of their own) goes to the receiver too.
@@ -167,7 +168,7 @@ def test_a_descriptor_without_the_services_is_refused(tmp_path: Path, files: dic
 
 def test_upstreams_must_name_the_routed_services(files: dict[str, Path]) -> None:
     with pytest.raises(ValueError, match="do not match"):
-        rendered(files, upstreams={**PUBLIC, "saver": ("saver", 3)})
+        rendered(files, upstreams={**PUBLIC, "saver": [("saver", 3)]})
 
 
 def routes_of(text: str) -> dict[str, list[dict[str, Any]]]:
@@ -179,7 +180,7 @@ def routes_of(text: str) -> dict[str, list[dict[str, Any]]]:
 def test_prometheus_is_routed_for_get_only_and_for_an_admin_token_on_the_tls_port(
     tmp_path: Path, files: dict[str, Path]
 ) -> None:
-    text = rendered(files, upstreams={**PUBLIC, "prometheus": ("127.0.0.1", 19090)})
+    text = rendered(files, upstreams={**PUBLIC, "prometheus": [("127.0.0.1", 19090)]})
     config = tmp_path / "envoy.yaml"
     config.write_text(text)
     result = validate(config)
@@ -314,3 +315,61 @@ def test_the_api_page_s_paths_do_not_clash_with_the_api_or_the_console() -> None
     assert not [p for p in paths if p.startswith(api) or p in CONSOLE.pages], paths
     assert API_DOCS.pages["/openapi.yaml"] == "openapi.yaml"  # put there by `make run`
     assert (API_DOCS.directory / "index.html").is_file()
+
+
+def test_several_instances_of_a_service_are_balanced_checked_and_ejected_when_dead(
+    tmp_path: Path, files: dict[str, Path]
+) -> None:
+    two = {name: [(f"{name}-1", port), (f"{name}-2", port)] for name, ((_, port),) in PUBLIC.items()}
+    text = rendered(files, upstreams=two)
+    config = tmp_path / "envoy.yaml"
+    config.write_text(text)
+    result = validate(config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for cluster in yaml.safe_load(text)["static_resources"]["clusters"]:
+        service = cluster["name"].partition("-")[0]
+        (endpoints,) = cluster["load_assignment"]["endpoints"]
+        addresses = [e["endpoint"]["address"]["socket_address"]["address"] for e in endpoints["lb_endpoints"]]
+        assert addresses == [f"{service}-1", f"{service}-2"], cluster["name"]
+        (check,) = cluster["health_checks"]
+        assert "grpc_health_check" in check, cluster["name"]
+        ejection = cluster["outlier_detection"]
+        # Only a dead instance (connections refused, reset, timed out) is ejected: an instance that
+        # answers UNAVAILABLE or RESOURCE_EXHAUSTED is shedding load, not dead.
+        assert ejection["enforcing_consecutive_local_origin_failure"] == 100
+        assert ejection["enforcing_consecutive_5xx"] == ejection["enforcing_consecutive_gateway_failure"] == 0
+    with pytest.raises(ValueError, match="no instance"):
+        rendered(files, upstreams={**PUBLIC, "assessor": []})
+
+
+def test_only_calls_that_change_nothing_when_made_twice_are_retried(files: dict[str, Path]) -> None:
+    listeners = yaml.safe_load(rendered(files))["static_resources"]["listeners"]
+    routes = http_manager(listeners[0])["route_config"]["virtual_hosts"][0]["routes"]
+
+    def retried(path: str) -> bool:
+        for route in routes:
+            match = route["match"]
+            if match.get("headers"):
+                continue
+            if (
+                match.get("path") == path
+                or ("prefix" in match and path.startswith(match["prefix"]))
+                or ("safe_regex" in match and re.fullmatch(match["safe_regex"]["regex"], path))
+            ):
+                return "retry_policy" in route.get("route", {})
+        raise AssertionError(f"no route for {path}")
+
+    idempotent = [
+        "/metrics.v1.AssessorService/ListEvents", "/metrics.v1.AssessorService/WatchEvents",
+        "/metrics.v1.AssessorService/GetSensorStats", "/metrics.v1.RulesService/GetRule",
+        "/metrics.v1.RulesService/ListRules", "/metrics.v1.AlarmsService/ListAlarms",
+        "/metrics.v1.AlarmsService/AcknowledgeAlarm", "/metrics.v1.AlarmsService/ClearAlarm",
+        "/metrics.v1.SubscriptionsService/ListSubscriptions", "/metrics.v1.SubscriptionsService/GetSubscription",
+    ]  # fmt: skip
+    not_idempotent = [
+        "/metrics.v1.ReceiverService/PushMetrics", "/metrics.v1.ReceiverService/StreamMetrics",
+        "/metrics.v1.RulesService/CreateRule", "/metrics.v1.RulesService/UpdateRule",
+        "/metrics.v1.RulesService/DeleteRule", "/metrics.v1.SubscriptionsService/CreateSubscription",
+    ]  # fmt: skip
+    assert [p for p in idempotent if not retried(p)] == []
+    assert [p for p in not_idempotent if retried(p)] == []
