@@ -20,7 +20,7 @@ from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 
 from stack import system
 from tests import front_door
-from tests.helpers import eventually, http, http_bytes
+from tests.helpers import eventually, http, http_bytes, only_alarm
 from tests.target import Target
 
 # The default rule: temperature at or above 95, three times in a row, raises an event.
@@ -192,6 +192,48 @@ async def test_a_sensor_page_charts_its_buckets_and_marks_its_events(
 async def event_stored(target: Target, sensor_id: str) -> None:
     status, body = await http("GET", f"{target.envoy_url}/api/v1/sensors/{sensor_id}/events")
     assert status == 200 and len(body["events"]) == 1, body
+
+
+async def test_a_sensor_page_lists_the_changes_of_its_alarms_and_charts_only_raises(
+    tab: Tab, target: Target, sensor_id: str, rules: Any
+) -> None:
+    # A rule with alarms on "pressure": raised at 5.5, acknowledged, cleared by the reading below.
+    await rules(metricType="pressure", sensorIdPrefix=sensor_id, threshold=5, count=2)
+    await asyncio.sleep(1.0)  # RulesService's documented bound for a change to apply
+    now = datetime.now(UTC)
+    pressure = [(5.2, 40), (5.5, 39), (1.0, 38)]
+    metrics = [{"sensorId": sensor_id, "metricType": "pressure", "value": value,
+                "readingTime": iso(minutes_ago(now, minutes))} for value, minutes in pressure[:2]]  # fmt: skip
+    assert (await http("POST", f"{target.envoy_url}/v1/metrics:push", {"metrics": metrics}))[0] == 200
+    alarm_id = await only_alarm(target.envoy_url, sensor_id)
+    status, _ = await http("POST", f"{target.envoy_url}/v1/alarms/{alarm_id}:acknowledge", {})
+    assert status == 200
+    value, minutes = pressure[2]
+    clear = {
+        "sensorId": sensor_id,
+        "metricType": "pressure",
+        "value": value,
+        "readingTime": iso(minutes_ago(now, minutes)),
+    }
+    assert (await http("POST", f"{target.envoy_url}/v1/metrics:push", {"metrics": [clear]}))[0] == 200
+
+    async def three_events() -> None:
+        status, body = await http(
+            "GET", f"{target.envoy_url}/v1/events?sensorId={sensor_id}&startTime={iso(now - timedelta(hours=1))}"
+            f"&endTime={iso(now + timedelta(minutes=5))}",
+        )  # fmt: skip
+        assert status == 200 and len(body["events"]) == 3, body
+
+    await eventually(three_events, what="the raise, acknowledgement and clear stored")
+    page = tab.page
+    await page.goto(f"/sensors/{sensor_id}?type=pressure")
+    events = page.locator("table.events tbody tr")
+    await expect(events).to_have_count(3)
+    await expect(events.filter(has_text="alarm acknowledged by local")).to_have_count(1)
+    await expect(events.filter(has_text="alarm cleared by rule")).to_have_count(1)
+    await expect(events.filter(has_text="\u2265 5 \u00d7 2")).to_have_count(1)  # the rule: ≥ 5, twice
+    await expect(page.locator("figcaption")).to_contain_text("1 event.")
+    assert tab.problems == []
 
 
 async def test_zooming_narrows_the_range_and_keeps_it_in_the_address(

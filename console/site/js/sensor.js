@@ -4,7 +4,7 @@
 import { get, rfc3339 } from "./api.js";
 import { drawChart } from "./chart.js";
 import { empty, h, heading, time } from "./dom.js";
-import { eventRow, eventTable } from "./events.js";
+import { RAISED, eventRow, eventTable } from "./events.js";
 import { ago, number, reading, when } from "./format.js";
 import { problem } from "./problem.js";
 import * as ranges from "./range.js";
@@ -52,7 +52,9 @@ export async function sensorPage(main, { signal, params: [sensorId], query }) {
       chart?.destroy();
       chart = null;
       parts.summary.replaceChildren(summary(stats.stats, sensor));
-      const eventTimes = events.events.filter((e) => e.metricType === view.type).map((e) => Date.parse(e.readingTime));
+      // The chart marks what was raised; the changes of alarms are in the list below it.
+      const eventTimes = events.events.filter((e) => e.metricType === view.type && e.kind === RAISED)
+        .map((e) => Date.parse(e.readingTime));
       chart = await chartOf(parts.chart, stats.stats, width, eventTimes, view, own, (a, b) => {
         view.range = ranges.between(a, b);
         show();
