@@ -363,10 +363,10 @@ async def main(stop: asyncio.Event) -> None:
 
     pool: asyncpg.Pool | None = None
     server: GrpcServer | None = None
-    hub = EventHub(config.postgres_dsn, config.watch_queue_size, config.postgres_password or None)
+    hub = EventHub(config, config.watch_queue_size)
     try:
         pool = await retry_until_stopped("PostgreSQL", connect, stop)
-        await retry_until_stopped("PostgreSQL (LISTEN)", hub.start, stop)
+        hub.start()
         assessor = Assessor(pool, hub)
         server = GrpcServer(
             config.grpc_address,

@@ -1,30 +1,51 @@
-"""Live events: one PostgreSQL LISTEN connection, fanned out to every WatchEvents stream.
+"""Live events: one Kafka consumer of the events topic per assessor process, fanned out to every
+WatchEvents stream.
 
-The saver announces each newly stored event when its transaction commits (runtime.postgres
-EVENTS_CHANNEL), so a watcher sees exactly the events that queries see, once each. Each watcher has
-a bounded queue: a client that reads too slowly is cut off with RESOURCE_EXHAUSTED (it can catch up
-with ListEvents) instead of holding memory or slowing the others.
+The feed is the events topic, as the processors raise events, not the database: a read replica
+delivers no NOTIFY, and the assessor is to read from one. A watcher gets each event once, possibly
+milliseconds before ListEvents finds it (the saver stores it meanwhile).
+
+The consumer is in no group and commits nothing (each assessor process sees every event): it
+assigns itself every partition of the topic and starts at their ends. The hub takes subscribers
+once those positions are known, and fetches continuously, so an event produced after a watcher got
+its response headers reaches that watcher. A broker outage does not end the feed: the consumer keeps
+its positions and goes on from them (and no event is raised meanwhile). When the consumer fails (a
+position lost, the topic gone), the watchers end with UNAVAILABLE and the hub starts again from the
+ends. Partitions added to the topic later are read from the assessor's next start.
+
+A processor that crashes after producing an event produces it again (same event id, same bytes):
+the hub remembers the ids of the last RECENT_EVENT_IDS events and passes each on once. A record
+that is not a valid metrics.v1.Event is skipped with a warning; dead-lettering it is the saver's job.
+
+Each watcher has a bounded queue: a client that reads too slowly is cut off with RESOURCE_EXHAUSTED
+(it can catch up with ListEvents) instead of holding memory or slowing the others.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
-import asyncpg
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import UnknownTopicOrPartitionError
 
 from metrics.v1 import event_pb2
+from runtime import kafka
 from runtime.errors import ResourceExhausted, ServiceError, Unavailable
 from runtime.lifecycle import Stopped, retry_until_stopped
-from runtime.postgres import EVENTS_CHANNEL
+from runtime.records import Unusable, read_event
 
 log = logging.getLogger(__name__)
+
+# A processor's repeat follows the original within its next round (seconds, a few thousand events):
+# this many ids cover it many times over, in about 1 MB.
+RECENT_EVENT_IDS = 10_000
 
 
 @dataclass(frozen=True)
@@ -74,20 +95,37 @@ class Watcher:
         return item
 
 
+class RecentIds:
+    """The last `size` event ids seen."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def first_time(self, event_id: str) -> bool:
+        """Remembers `event_id`; False if it is among the last `size` already."""
+        if event_id in self._ids:
+            return False
+        self._ids[event_id] = None
+        if len(self._ids) > self._size:
+            self._ids.popitem(last=False)
+        return True
+
+
 class EventHub:
-    def __init__(self, dsn: str, queue_size: int = 1_000, password: str | None = None) -> None:
-        self._dsn = dsn
-        self._password = password
+    def __init__(self, settings: kafka.KafkaSettings, queue_size: int = 1_000) -> None:
+        self._settings = settings
         self._queue_size = queue_size
         self._watchers: set[Watcher] = set()
-        self._conn: asyncpg.Connection | None = None
-        self._reconnecting: asyncio.Task[None] | None = None
+        self._recent = RecentIds(RECENT_EVENT_IDS)
+        self._live = False
+        self._following: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
-    async def start(self) -> None:
-        self._conn = await asyncpg.connect(self._dsn, password=self._password, timeout=5)
-        self._conn.add_termination_listener(self._on_lost)
-        await self._conn.add_listener(EVENTS_CHANNEL, self._on_notify)
+    def start(self) -> None:
+        """Follows the topic in the background, connecting again after a failure, until stop();
+        until it is live, subscribers get UNAVAILABLE (queries do not wait for Kafka)."""
+        self._following = asyncio.get_running_loop().create_task(self._follow_until_stopped())
 
     def end_all_for_shutdown(self) -> None:
         self.end_all(Unavailable("the assessor is shutting down; reconnect"))
@@ -95,9 +133,10 @@ class EventHub:
     async def stop(self) -> None:
         self._stopping.set()
         self.end_all_for_shutdown()
-        if self._conn is not None and not self._conn.is_closed():
-            self._conn.remove_termination_listener(self._on_lost)
-            await self._conn.close(timeout=5)
+        if self._following is not None:
+            self._following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._following
 
     def end_all(self, error: ServiceError) -> None:
         for watcher in list(self._watchers):
@@ -105,7 +144,7 @@ class EventHub:
 
     @asynccontextmanager
     async def subscribe(self, where: Filter) -> AsyncIterator[Watcher]:
-        if self._conn is None or self._conn.is_closed():
+        if not self._live:
             raise Unavailable("the live event feed is reconnecting; try again shortly")
         watcher = Watcher(where, self._queue_size)
         self._watchers.add(watcher)
@@ -114,35 +153,65 @@ class EventHub:
         finally:
             self._watchers.discard(watcher)
 
-    def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
-        event = parse(payload)
+    async def _follow_until_stopped(self) -> None:
+        with contextlib.suppress(Stopped):
+            await retry_until_stopped("Kafka (live events)", self._follow, self._stopping, first_delay=0.5)
+
+    async def _follow(self) -> None:
+        """Reads the topic from its ends and passes the events on; returns only by failing."""
+        consumer = AIOKafkaConsumer(
+            **kafka.client_options(self._settings),
+            client_id="assessor-watch",
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            # A lost position is a failure (the watchers are told), never a silent jump.
+            auto_offset_reset="none",
+        )
+        try:
+            await consumer.start()
+            await self._start_at_ends(consumer)
+            self._live = True
+            log.info("live event feed: following %s", kafka.describe(list(consumer.assignment())))
+            while True:
+                for records in (await consumer.getmany(timeout_ms=1_000)).values():
+                    for record in records:
+                        self._pass_on(record)
+        finally:
+            if self._live and not self._stopping.is_set():
+                log.warning("the live event feed failed; ending %d watch stream(s)", len(self._watchers))
+                self.end_all(Unavailable("the live event feed was interrupted; reconnect"))
+            self._live = False
+            await consumer.stop()
+
+    async def _start_at_ends(self, consumer: AIOKafkaConsumer) -> None:
+        partitions = await self._partitions()
+        consumer.assign(partitions)
+        await consumer.seek_to_end(*partitions)
+        for partition in partitions:
+            await consumer.position(partition)  # known before the first subscriber
+
+    async def _partitions(self) -> list[TopicPartition]:
+        """Every partition of the events topic (the consumer knows only the topics it follows)."""
+        topic = self._settings.events_topic
+        admin = AIOKafkaAdminClient(**kafka.client_options(self._settings), request_timeout_ms=10_000)
+        await admin.start()
+        try:
+            (description,) = await admin.describe_topics([topic])
+        finally:
+            await admin.close()
+        if description["error_code"] or not description["partitions"]:
+            raise UnknownTopicOrPartitionError(f"no topic {topic}")
+        return [TopicPartition(topic, p["partition"]) for p in description["partitions"]]
+
+    def _pass_on(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        try:
+            event = read_event(record)
+        except Unusable as exc:
+            log.warning("%s[%d]@%d: skipped, %s", record.topic, record.partition, record.offset, exc)
+            return
+        if not self._recent.first_time(event.event_id):
+            return
         for watcher in list(self._watchers):
             if watcher.filter.matches(event):
                 watcher.offer(event)
-
-    def _on_lost(self, conn: Any) -> None:
-        log.warning(
-            "lost the LISTEN connection; ending %d watch stream(s) and reconnecting", len(self._watchers)
-        )
-        self.end_all(Unavailable("the live event feed was interrupted; reconnect"))
-        self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
-
-    async def _reconnect(self) -> None:
-        with contextlib.suppress(Stopped):
-            await retry_until_stopped("PostgreSQL (LISTEN)", self.start, self._stopping, first_delay=0.5)
-            log.info("LISTEN connection restored")
-
-
-def parse(payload: str) -> event_pb2.Event:
-    fields = json.loads(payload)
-    event = event_pb2.Event(
-        event_id=fields["event_id"], kind=fields["kind"], sensor_id=fields["sensor_id"],
-        metric_type=fields["metric_type"], value=fields["value"], threshold=fields["threshold"],
-        count=fields["count"], rule_id=fields.get("rule_id", ""), severity=fields.get("severity", 0),
-        alarm_id=fields.get("alarm_id", ""),
-    )  # fmt: skip
-    event.reading_time.FromMicroseconds(fields["reading_time_us"])
-    event.detect_time.FromMicroseconds(fields["detect_time_us"])
-    if alarm := fields.get("alarm"):
-        event.alarm.ParseFromString(bytes.fromhex(alarm))
-    return event

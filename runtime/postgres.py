@@ -31,5 +31,3 @@ SERVER_SETTINGS = {"timezone": "UTC"}
 # (InternalClientError: asyncpg's state on a connection the server dropped mid-operation, seen when
 # PostgreSQL was stopped under a running notifier: "cannot switch to state 12".)
 OUTAGE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
-# The saver announces each newly stored event on this channel, as JSON, when its transaction commits.
-EVENTS_CHANNEL = "metrics_events"

@@ -132,19 +132,7 @@ WHERE excluded.reading_time > l.reading_time
 FOLD_ALL = fold("staging_readings")
 FOLD_NEW = fold("new_readings")
 
-# New events are also announced to listeners (the assessor's WatchEvents) when the transaction commits.
-INSERT_EVENTS = f"""
-WITH new AS (
-    INSERT INTO events SELECT * FROM staging_events ON CONFLICT DO NOTHING RETURNING *
-)
-SELECT count(pg_notify('{postgres.EVENTS_CHANNEL}', json_build_object(
-    'event_id', replace(event_id::text, '-', ''), 'kind', kind, 'sensor_id', sensor_id,
-    'metric_type', metric_type, 'value', value, 'threshold', threshold, 'count', count,
-    'reading_time_us', (extract(epoch FROM reading_time) * 1000000)::bigint,
-    'detect_time_us', (extract(epoch FROM detect_time) * 1000000)::bigint,
-    'rule_id', rule_id, 'severity', severity, 'alarm_id', alarm_id, 'alarm', encode(alarm, 'hex')
-)::text)) FROM new
-"""  # noqa: S608 - the channel name is a constant
+INSERT_EVENTS = "INSERT INTO events SELECT * FROM staging_events ON CONFLICT DO NOTHING"
 
 # The events of an alarm's changes may come in any order (a change by hand is produced by another
 # process than the rule's): each merges what it knows; the first clear and acknowledgement stay.
@@ -229,7 +217,7 @@ async def delete_sensors(conn: asyncpg.Connection, prefix: str) -> dict[str, int
     async with conn.transaction():
         for table in SENSOR_TABLES:
             status = await conn.execute(f"DELETE FROM {table} WHERE {where}", prefix, upper)  # noqa: S608
-            deleted[table] = int(status.split()[-1])
+            deleted[table] = _rows(status)
     return deleted
 
 
@@ -243,7 +231,7 @@ async def write(
             new_readings = await _write_readings(conn, readings)
         if events:
             await conn.copy_records_to_table("staging_events", records=events)
-            new_events = await conn.fetchval(INSERT_EVENTS)
+            new_events = _rows(await conn.execute(INSERT_EVENTS))
             if alarms := alarm_rows(events):
                 await conn.copy_records_to_table("staging_alarms", records=alarms)
                 await conn.execute(UPSERT_ALARMS)
@@ -256,8 +244,13 @@ async def _write_readings(conn: asyncpg.Connection, readings: Sequence[ReadingRo
         async with conn.transaction():  # a savepoint
             await conn.execute(INSERT_ALL)
     except asyncpg.UniqueViolationError:
-        status = await conn.execute(INSERT_NEW)
+        new_readings = _rows(await conn.execute(INSERT_NEW))
         await conn.execute(FOLD_NEW)
-        return int(status.rsplit(" ", 1)[1])
+        return new_readings
     await conn.execute(FOLD_ALL)
     return len(readings)
+
+
+def _rows(status: str) -> int:
+    """The rows a command changed, from its status ('INSERT 0 42')."""
+    return int(status.rsplit(" ", 1)[1])

@@ -89,6 +89,8 @@ KAFKA_ACLS: tuple[tuple[Account, str, str, str], ...] = (
     (credentials.KAFKA_NOTIFIER, "TOPIC", "events", "READ"),
     (credentials.KAFKA_NOTIFIER, "GROUP", "notifier", "READ"),
     (credentials.KAFKA_NOTIFIER, "TOPIC", "metrics.dlq", "WRITE"),
+    # The live watch: every assessor reads every partition from its end (no group, no offsets).
+    (credentials.KAFKA_ASSESSOR, "TOPIC", "events", "READ"),
 )
 
 

@@ -116,7 +116,7 @@ def parts(settings: StackSettings) -> list[Part]:
             **postgres(credentials.POSTGRES_WRITER),
             **postgres(credentials.POSTGRES_OWNER, "SAVER_MIGRATIONS"),
         },
-        "assessor": postgres(credentials.POSTGRES_READER),
+        "assessor": {**kafka(credentials.KAFKA_ASSESSOR), **postgres(credentials.POSTGRES_READER)},
         "notifier": {
             **kafka(credentials.KAFKA_NOTIFIER),
             **postgres(credentials.POSTGRES_NOTIFIER),

@@ -6,18 +6,25 @@ import asyncio
 import json
 import math
 import random
+import socket
+import time
 import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import grpc
 import pytest
+from aiokafka import AIOKafkaProducer
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from metrics.v1 import assessor_service_pb2 as pb
 from metrics.v1 import event_pb2, metric_pb2, receiver_service_pb2
 from metrics.v1.assessor_service_pb2_grpc import AssessorServiceStub
 from metrics.v1.receiver_service_pb2_grpc import ReceiverServiceStub
+from runtime import kafka
 from tests.helpers import eventually, http, wait_consumed
+from tests.services import Topics, private_topics, service_env, start_service, stop_service
 from tests.target import Target
 
 HOUR_US = 3_600_000_000
@@ -359,6 +366,148 @@ async def test_watch_events_as_server_sent_events_through_envoy(
     finally:
         writer.close()
     assert received == [99, 98]
+
+
+# --- the live feed: the events topic as produced -------------------------------------------------
+
+
+class PrivateAssessor:
+    """An assessor of its own that watches a private events topic, and its log."""
+
+    def __init__(self, target: Target, topics: Topics, channel: grpc.aio.Channel, log: Path) -> None:
+        self.target, self.topics, self.channel, self.log = target, topics, channel, log
+
+    def watch(
+        self, sensor_id: str
+    ) -> grpc.aio.UnaryStreamCall[pb.WatchEventsRequest, pb.WatchEventsResponse]:
+        return AssessorServiceStub(self.channel).WatchEvents(
+            pb.WatchEventsRequest(sensor_id=sensor_id), timeout=60
+        )
+
+    async def wait_logged(self, text: str, what: str) -> None:
+        async def logged() -> None:
+            assert text in self.log.read_text(), self.log.read_text()[-2000:]
+
+        await eventually(logged, what=what)
+
+    async def produce(self, sensor_id: str, values: list[bytes], headers: list[tuple[str, bytes]]) -> None:
+        """Writes the values to its events topic in this order, keyed by the sensor (one partition)."""
+        producer = AIOKafkaProducer(**kafka.client_options(self.target.kafka()))
+        await producer.start()
+        try:
+            for value in values:
+                await producer.send_and_wait(
+                    self.topics.events, value, key=sensor_id.encode(), headers=headers
+                )
+        finally:
+            await producer.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+async def private_assessor(target: Target, tmp_path: Path) -> AsyncIterator[PrivateAssessor]:
+    async with private_topics(target) as topics:
+        port = free_port()
+        env = service_env(target, topics, "assessor", {"METRICS_ASSESSOR_GRPC_PORT": str(port)})
+        log = tmp_path / "assessor.log"
+        process = await start_service("assessor", env, log)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                assessor = PrivateAssessor(target, topics, channel, log)
+                await assessor.wait_logged("live event feed: following", "the assessor's feed is live")
+                yield assessor
+        finally:
+            assert await stop_service(process) == 0, log.read_text()[-2000:]
+
+
+def made_event(sensor_id: str, value: float) -> event_pb2.Event:
+    event = event_pb2.Event(
+        event_id=uuid.uuid4().hex, kind=event_pb2.EVENT_KIND_THRESHOLD_EXCEEDED, sensor_id=sensor_id,
+        metric_type="temperature", value=value, threshold=95.0, count=3,
+    )  # fmt: skip
+    now_us = time.time_ns() // 1000
+    event.reading_time.FromMicroseconds(now_us)
+    event.detect_time.FromMicroseconds(now_us)
+    return event
+
+
+async def watched(call: grpc.aio.UnaryStreamCall[pb.WatchEventsRequest, pb.WatchEventsResponse],
+                  count: int) -> list[event_pb2.Event]:  # fmt: skip
+    events = []
+    async for reply in call:
+        events.append(reply.event)
+        if len(events) == count:
+            break
+    return events
+
+
+async def test_an_event_produced_twice_reaches_a_watcher_once(
+    private_assessor: PrivateAssessor, sensor_id: str
+) -> None:
+    call = private_assessor.watch(sensor_id)
+    await asyncio.wait_for(call.initial_metadata(), 10)  # subscribed: events from now on reach it
+    twice, after = made_event(sensor_id, 99.0), made_event(sensor_id, 98.0)
+    # As a processor that crashed after producing it: the same bytes again, then its next event.
+    again = twice.SerializeToString()
+    await private_assessor.produce(
+        sensor_id, [again, again, after.SerializeToString()], kafka.headers(kafka.EVENT_TYPE)
+    )
+    # In one partition, in order: once the next event is here, the repeat has been passed over.
+    assert await asyncio.wait_for(watched(call, 2), 30) == [twice, after]
+    call.cancel()
+
+
+async def test_a_record_that_is_not_an_event_does_not_break_the_watch(
+    private_assessor: PrivateAssessor, sensor_id: str
+) -> None:
+    call = private_assessor.watch(sensor_id)
+    await asyncio.wait_for(call.initial_metadata(), 10)
+    no_id = made_event(sensor_id, 97.0)
+    no_id.event_id = ""
+    event_type = kafka.headers(kafka.EVENT_TYPE)
+    await private_assessor.produce(
+        sensor_id, [b"\xff\xfe not protobuf", no_id.SerializeToString()], event_type
+    )
+    await private_assessor.produce(
+        sensor_id, [made_event(sensor_id, 96.0).SerializeToString()], []
+    )  # no type
+    good = made_event(sensor_id, 99.0)
+    await private_assessor.produce(sensor_id, [good.SerializeToString()], event_type)
+    assert await asyncio.wait_for(watched(call, 1), 30) == [good]
+    call.cancel()
+    # Each bad record was read and skipped, with its place and reason.
+    for offset, reason in enumerate(
+        ("value is not a metrics.v1.Event", "event.event_id", "no message-type header")
+    ):
+        await private_assessor.wait_logged(f"@{offset}: skipped, {reason}", f"record {offset} skipped")
+
+
+async def test_the_watch_is_unavailable_while_the_feed_is_not_live(
+    target: Target, sensor_id: str, tmp_path: Path
+) -> None:
+    # A topic that does not exist: the feed never becomes live, and says so to each watcher.
+    port = free_port()
+    env = service_env(target, None, "assessor", {
+        "METRICS_ASSESSOR_GRPC_PORT": str(port), "METRICS_EVENTS_TOPIC": f"no-such-topic-{sensor_id}",
+    })  # fmt: skip
+    log = tmp_path / "assessor.log"
+    process = await start_service("assessor", env, log)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await asyncio.wait_for(channel.channel_ready(), 30)
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                async for _ in AssessorServiceStub(channel).WatchEvents(pb.WatchEventsRequest(), timeout=10):
+                    pass
+        assert error.value.code() == grpc.StatusCode.UNAVAILABLE, error.value.details()
+        assert "live event feed" in (error.value.details() or "")
+    finally:
+        assert await stop_service(process) == 0, log.read_text()[-2000:]
 
 
 # --- the original system's routes ---------------------------------------------------------------

@@ -342,7 +342,7 @@ async def test_the_live_watch_delivers_only_covered_sensors_events(
     )
     await asyncio.wait_for(call.initial_metadata(), 10)  # subscribed: events from now on reach it
     first = asyncio.ensure_future(call.read())
-    # The foreign sensor's event is stored (so announced to watchers) before the covered one's exists.
+    # The foreign sensor's event is raised (and stored) before the covered one's exists.
     hot = [reading(foreign, i, 96.0) for i in range(3)]
     await receiver.PushMetrics(receiver_service_pb2.PushMetricsRequest(metrics=hot), timeout=10)
 

@@ -4,6 +4,7 @@ may do what its service needs and nothing more."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import asyncpg
@@ -18,8 +19,11 @@ from aiokafka.errors import (
 )
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
+from metrics.v1 import metric_pb2, receiver_service_pb2
+from metrics.v1.receiver_service_pb2_grpc import ReceiverServiceStub
 from runtime.kafka import KafkaSettings, client_options
 from stack import credentials
+from tests.helpers import end_offsets, eventually
 from tests.target import Target
 
 # --- Kafka ---------------------------------------------------------------------------------------
@@ -185,6 +189,57 @@ async def test_the_notifier_may_read_events_but_write_no_topic_of_the_pipeline(t
             await asyncio.wait_for(member.start(), 30)
     finally:
         await member.stop()
+
+
+async def test_the_assessor_may_read_every_partition_of_events_and_nothing_else(
+    target: Target, receiver: ReceiverServiceStub, sensor_id: str
+) -> None:
+    assessor = client_options(target.kafka(credentials.KAFKA_ASSESSOR))
+    producer = AIOKafkaProducer(**assessor)
+    await producer.start()
+    try:
+        for topic in (
+            target.metrics_topic,
+            target.events_topic,
+            target.dead_letter_topic,
+            target.rules_topic,
+        ):
+            with pytest.raises(TopicAuthorizationFailedError):
+                await producer.send_and_wait(topic, b"not allowed")
+    finally:
+        await producer.stop()
+    member = AIOKafkaConsumer(target.events_topic, group_id=target.notifier_group, **assessor)
+    try:
+        with pytest.raises(GroupAuthorizationFailedError):
+            await asyncio.wait_for(member.start(), 30)
+    finally:
+        await member.stop()
+    reader = AIOKafkaConsumer(**assessor, enable_auto_commit=False)
+    await reader.start()
+    try:
+        # Of the pipeline's topics it may not even see that metrics exists.
+        visible = await reader.topics()
+        assert target.events_topic in visible and target.metrics_topic not in visible, visible
+        # What it is for: every partition of events from their ends, as the live watch reads them.
+        events = list(await end_offsets(target.kafka_bootstrap_servers, target.events_topic))
+        reader.assign(events)
+        await reader.seek_to_end(*events)
+        for partition in events:
+            await reader.position(partition)
+        hot = [
+            metric_pb2.Metric(sensor_id=sensor_id, metric_type="temperature", value=99.0) for _ in range(3)
+        ]
+        for i, metric in enumerate(hot):  # three warnings in a row raise an event
+            metric.reading_time.FromMilliseconds(time.time_ns() // 1_000_000 - 1_000 + i)
+        await receiver.PushMetrics(receiver_service_pb2.PushMetricsRequest(metrics=hot), timeout=10)
+
+        async def read_its_event() -> None:
+            batches = await reader.getmany(timeout_ms=1000)
+            assert any(r.key == sensor_id.encode() for records in batches.values() for r in records)
+
+        await eventually(read_its_event, what="the sensor's event read as the assessor")
+    finally:
+        await reader.stop()
 
 
 async def test_only_the_notifier_reaches_the_subscriptions_and_it_nothing_else(target: Target) -> None:

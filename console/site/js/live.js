@@ -1,4 +1,4 @@
-// Live events: the events of the last hour, then each new one as it is stored (Server-Sent Events
+// Live events: the events of the last hour, then each new one as it is raised (Server-Sent Events
 // from /v1/events:watch), newest first, without reloading.
 import { get, rfc3339, watch } from "./api.js";
 import { h, heading } from "./dom.js";
@@ -45,7 +45,7 @@ export async function livePage(main, { signal }) {
     onMessage: (message) => add(message.event, true),
     onState: (name, error) => {
       if (name === "open") {
-        state.textContent = "Live: new events appear at the top as they are stored.";
+        state.textContent = "Live: new events appear at the top as they are raised.";
         state.dataset.state = "open";
         fill().catch((failure) => signal.aborted || main.append(problem(failure, () => fill())));
       } else if (name === "retrying") {
