@@ -14,6 +14,7 @@ import grpc
 
 from assessor import horizons, requests
 from assessor.aggregates import HOUR_US, MINUTE_US, range_aggregate
+from assessor.database import Database
 from assessor.settings import AssessorSettings
 from assessor.stats import Reading, bucket_count, sensor_stats
 from assessor.watch import EventHub, Filter
@@ -36,6 +37,14 @@ DAY_US = 24 * HOUR_US
 MAX_BUCKETS = 1_000
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+# The best plan of a range query depends on the range: plan each with its values. The name shows in
+# pg_stat_activity, on the primary and on a replica.
+SERVER_SETTINGS = {
+    **postgres.SERVER_SETTINGS,
+    "plan_cache_mode": "force_custom_plan",
+    "application_name": "assessor",
+}
 
 EVENT_COLUMNS = (
     "event_id, kind, sensor_id, metric_type, value, reading_time, threshold, count, detect_time, "
@@ -75,8 +84,8 @@ READINGS_OF_TYPE = """
 
 
 class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
-    def __init__(self, pool: asyncpg.Pool, hub: EventHub) -> None:
-        self._pool = pool
+    def __init__(self, db: Database, hub: EventHub) -> None:
+        self._db = db
         self._hub = hub
 
     @grpc_errors
@@ -107,7 +116,7 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
             args += [position[0], position[1]]
             conditions.append(f"(reading_time, event_id) < (${len(args) - 1}, ${len(args)}::uuid)")
         args.append(size + 1)
-        rows = await self._pool.fetch(
+        rows = await self._db.pool().fetch(
             f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(conditions)}"  # noqa: S608 - columns are ours
             f" ORDER BY reading_time DESC, event_id DESC LIMIT ${len(args)}",
             *args,
@@ -144,7 +153,7 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
             return pb.ListSensorsResponse()  # no sensor id the caller may see has such a prefix
         upper = postgres.prefix_upper_bound(prefix) if prefix else ID_CEILING
         allowed = None if caller is None or caller.all_sensors else list(caller.sensor_prefixes)
-        rows = await self._pool.fetch(
+        rows = await self._db.pool().fetch(
             SENSORS, position[0] if position else "", prefix, upper, size + 1, allowed
         )
         sensors: list[sensor_pb2.Sensor] = []
@@ -184,7 +193,7 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
                 raise InvalidArgument(
                     [Violation("bucket_width", f"gives {count} buckets, more than {MAX_BUCKETS}")]
                 )
-        found = await sensor_stats(self._pool, request.sensor_id, request.metric_type, start, end, width)
+        found = await sensor_stats(self._db.pool(), request.sensor_id, request.metric_type, start, end, width)
         stats = stats_pb2.SensorStats(sensor_id=request.sensor_id, metric_type=request.metric_type,
                                start_time=request.start_time, end_time=request.end_time,
                                count=found.aggregate.count)  # fmt: skip
@@ -217,7 +226,7 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
         digest = paging.filters_digest("readings", request.sensor_id, request.metric_type, start, end)
         position = paging.decode(request.page_token, digest, 2)
         after_time, after_type = position if position else (start - 1, "")
-        async with self._pool.acquire() as conn:
+        async with self._db.pool().acquire() as conn:
             types = [request.metric_type] if request.metric_type else [
                 r["metric_type"] for r in await conn.fetch(METRIC_TYPES, request.sensor_id)
             ]  # fmt: skip
@@ -252,7 +261,7 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
         _reader(context, request.sensor_uuid, "sensor_uuid")
         requests.required(sensor_uuid=request.sensor_uuid)
         requests.text(sensor_uuid=request.sensor_uuid)
-        rows = await self._pool.fetch(
+        rows = await self._db.pool().fetch(
             LEGACY_EVENTS, request.sensor_uuid, LEGACY_METRIC_TYPE, event_pb2.EVENT_KIND_THRESHOLD_EXCEEDED
         )
         response = pb.GetLegacyEventsResponse(sensor_uuid=request.sensor_uuid)
@@ -270,10 +279,11 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
         requests.text(sensor_uuid=request.sensor_uuid)
         now = time.time_ns() // 1000
         sensor = request.sensor_uuid
+        pool = self._db.pool()
         hour, week, month = await asyncio.gather(
-            range_aggregate(self._pool, sensor, LEGACY_METRIC_TYPE, now - HOUR_US, now + 1),
-            range_aggregate(self._pool, sensor, LEGACY_METRIC_TYPE, now - 7 * DAY_US, now + 1),
-            range_aggregate(self._pool, sensor, LEGACY_METRIC_TYPE, now - 30 * DAY_US, now + 1),
+            range_aggregate(pool, sensor, LEGACY_METRIC_TYPE, now - HOUR_US, now + 1),
+            range_aggregate(pool, sensor, LEGACY_METRIC_TYPE, now - 7 * DAY_US, now + 1),
+            range_aggregate(pool, sensor, LEGACY_METRIC_TYPE, now - 30 * DAY_US, now + 1),
         )
         response = pb.GetLegacyMeasurementsResponse(sensor_uuid=sensor)
         if hour.mean is not None:
@@ -348,26 +358,35 @@ async def main(stop: asyncio.Event) -> None:
     setup_logging("assessor", config.log_level)
     log.info("starting: %s", settings.describe(config))
 
-    async def connect() -> asyncpg.Pool:
+    async def connect(dsn: str, password: str, min_size: int = 1) -> asyncpg.Pool:
         return await asyncpg.create_pool(
-            config.postgres_dsn,
-            password=config.postgres_password or None,
-            min_size=1,
+            dsn,
+            password=password or None,
+            min_size=min_size,
             max_size=config.postgres_pool_size,
-            # The best plan of a range query depends on the range: plan each with its values.
-            server_settings={**postgres.SERVER_SETTINGS, "plan_cache_mode": "force_custom_plan"},
+            server_settings=SERVER_SETTINGS,
             init=postgres.setup_connection,
             command_timeout=config.query_timeout_s,
             timeout=5,
         )
 
     pool: asyncpg.Pool | None = None
+    replica: asyncpg.Pool | None = None
     server: GrpcServer | None = None
+    following: asyncio.Task[None] | None = None
     hub = EventHub(config, config.watch_queue_size)
     try:
-        pool = await retry_until_stopped("PostgreSQL", connect, stop)
+        pool = await retry_until_stopped(
+            "PostgreSQL", lambda: connect(config.postgres_dsn, config.postgres_password), stop
+        )
+        if config.replica_dsn:
+            # Connections made when a query needs one: a replica down at start only means queries go
+            # to the primary until it answers.
+            replica = await connect(config.replica_dsn, config.replica_password, min_size=0)
+        db = Database(pool, replica, config.replica_max_lag_s)
+        following = asyncio.create_task(db.follow(stop))
         hub.start()
-        assessor = Assessor(pool, hub)
+        assessor = Assessor(db, hub)
         server = GrpcServer(
             config.grpc_address,
             [SERVICE.full_name],
@@ -389,6 +408,9 @@ async def main(stop: asyncio.Event) -> None:
         if server is not None:
             await server.stop(config.shutdown_grace_s)
         await hub.stop()
-        if pool is not None:
-            await pool.close()
+        if following is not None:
+            following.cancel()
+        for opened in (replica, pool):
+            if opened is not None:
+                await opened.close()
         log.info("stopped")

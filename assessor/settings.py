@@ -16,6 +16,11 @@ class AssessorSettings(KafkaSettings, ServiceSettings):
     postgres_dsn: str = secret("postgresql://metrics_reader@127.0.0.1:55432/metrics")
     postgres_password: str = secret("")
     postgres_pool_size: int = 10
+    # A streaming replica to run the queries on (the same role, replicated); empty: none. Queries go
+    # to the primary while it does not answer or is more than replica_max_lag_s behind.
+    replica_dsn: str = secret("")
+    replica_password: str = secret("")
+    replica_max_lag_s: float = 5.0
     # Longest a query may run before the client gets DEADLINE_EXCEEDED.
     query_timeout_s: float = 10.0
     # Events a WatchEvents client may fall behind by before it is cut off.

@@ -118,6 +118,7 @@ PG_HBA = """\
 # Written by `make run` at each start (stack/prepare.py): edits here are lost.
 # TYPE  DATABASE  USER      ADDRESS        METHOD
 local   all       postgres                 peer map=stack
+local   replication postgres               peer map=stack
 host    all       all       127.0.0.1/32   scram-sha-256
 """
 
@@ -127,7 +128,10 @@ def postgres_access(data: Path) -> None:
     me = pwd.getpwuid(os.geteuid()).pw_name
     files = {
         "pg_hba.conf": PG_HBA,
-        "pg_ident.conf": f"# MAPNAME  SYSTEM-USERNAME  PG-USERNAME\nstack  {me}  postgres\n",
+        # The stack's own account, and the server's (a streaming replica's walreceiver logs in as it).
+        "pg_ident.conf": (
+            f"# MAPNAME  SYSTEM-USERNAME  PG-USERNAME\nstack  {me}  postgres\nstack  postgres  postgres\n"
+        ),
     }
     for name, text in files.items():
         private_file(data / name, text, run_as("postgres"))
