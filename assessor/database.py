@@ -78,7 +78,3 @@ class Database:
                     self._max_lag_s,
                 )
         self._use_replica = use
-
-    @property
-    def on_replica(self) -> bool:
-        return self._use_replica
