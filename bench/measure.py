@@ -173,78 +173,30 @@ async def raw_copy(env: Env, fleet: Fleet, rows_total: int, chunk: int) -> float
 # --- alert latency -----------------------------------------------------------------------------
 
 
-async def alert_latency(env: Env, rate: float, seconds: float, probes_per_s: float = 5) -> list[float]:
-    """Milliseconds from the acknowledgement of a sensor's N-th warning to its event in Kafka, while
-    a steady load of `rate` readings/s (no warnings) flows."""
+@dataclass
+class Probes:
+    """Sensors that each send three warnings, one per call, while a steady background load flows:
+    when the third was acknowledged (`acked`) and when its event was first on `events` (`seen`)."""
+
+    acked: dict[str, float] = field(default_factory=dict)
+    seen: dict[str, float] = field(default_factory=dict)
+
+    def latencies(self, other: dict[str, float] | None = None) -> list[float]:
+        """Milliseconds from each acknowledgement to its event (or to the times in `other`)."""
+        until = self.seen if other is None else other
+        return [(until[s] - self.acked[s]) * 1000 for s in self.acked if s in until]
+
+
+async def probe_alerts(
+    env: Env, scope: str, rate: float, seconds: float, probes_per_s: float,
+    raised: Callable[[event_pb2.Event], bool], done: Callable[[Probes], bool] = lambda _: True,
+) -> Probes:  # fmt: skip
+    """Runs the probes (sensors `scope` + a number) under `rate` readings/s of background load for
+    `seconds`, noting the first event of each probe for which `raised` holds; then waits up to 10 s
+    for the events still missing (and for `done`)."""
     background = Plan(env.fleet(1000, above=0.0), path="stream", rate=rate, duration_s=seconds, batch=100,
                       connections=2, target=env.envoy)  # fmt: skip
-    seen: dict[str, float] = {}
-    acked: dict[str, float] = {}
-    consumer = AIOKafkaConsumer(**kafka.client_options(access.kafka(env.stack)), fetch_max_wait_ms=5)
-    await consumer.start()
-    admin = AIOKafkaAdminClient(**kafka.client_options(access.kafka(env.stack)))
-    await admin.start()
-    partitions = await consumers.topic_partitions(admin, "events")
-    await admin.close()
-    consumer.assign(partitions)
-    await consumer.seek_to_end(*partitions)
-
-    async def tail() -> None:
-        while True:
-            batches = await consumer.getmany(timeout_ms=50)
-            now = time.monotonic()
-            for records in batches.values():
-                for record in records:
-                    seen.setdefault(event_pb2.Event.FromString(record.value).sensor_id, now)
-
-    async def probe(stub: receiver_service_pb2_grpc.ReceiverServiceAsyncStub) -> None:
-        started = time.monotonic()
-        i = 0
-        while time.monotonic() - started < seconds - 2:
-            sensor = f"{env.prefix}alert-{i}"
-            for _ in range(3):
-                metric = metric_pb2.Metric(sensor_id=sensor, metric_type="temperature", value=120.0)
-                await stub.PushMetrics(receiver_service_pb2.PushMetricsRequest(metrics=[metric]), timeout=10)
-            acked[sensor] = time.monotonic()
-            i += 1
-            await asyncio.sleep(1 / probes_per_s)
-
-    tailer = asyncio.create_task(tail())
-    try:
-        async with grpc.aio.insecure_channel(env.envoy) as channel:
-            stub = receiver_service_pb2_grpc.ReceiverServiceStub(channel)
-            await asyncio.gather(run(background), probe(stub))
-        deadline = time.monotonic() + 10
-        while set(acked) - set(seen) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-    finally:
-        tailer.cancel()
-        await consumer.stop()
-    missing = set(acked) - set(seen)
-    if missing:
-        env.say(f"warning: {len(missing)} of {len(acked)} alert probes raised no event within 10 s")
-    return [(seen[s] - acked[s]) * 1000 for s in acked if s in seen]
-
-
-async def alarm_latency(
-    env: Env, rate: float, seconds: float, probes_per_s: float = 5
-) -> dict[str, list[float]]:
-    """Milliseconds from the acknowledgement of a sensor's third warning to its alarm's raise on Kafka
-    ("event") and to the webhook of a subscription to it ("webhook"), for a rule made at run time that
-    is changed every 200 ms meanwhile (its threshold between two values the probes exceed), while a
-    steady load of `rate` readings/s flows."""
-    base = f"http://{env.envoy}"
-    scope = f"{env.prefix}alarm-"
-    status, rule = await http("POST", f"{base}/v1/rules", {
-        "metricType": "temperature", "sensorIdPrefix": scope, "threshold": 100, "count": 3,
-        "severity": "SEVERITY_MAJOR",
-    })  # fmt: skip
-    assert status == 200, rule
-    background = Plan(env.fleet(1000, above=0.0), path="stream", rate=rate, duration_s=seconds, batch=100,
-                      connections=2, target=env.envoy)  # fmt: skip
-    raised: dict[str, float] = {}
-    acked: dict[str, float] = {}
-    changes = 0
+    probes = Probes()
     consumer = AIOKafkaConsumer(**kafka.client_options(access.kafka(env.stack)), fetch_max_wait_ms=5)
     await consumer.start()
     admin = AIOKafkaAdminClient(**kafka.client_options(access.kafka(env.stack)))
@@ -261,11 +213,60 @@ async def alarm_latency(
             for records in batches.values():
                 for record in records:
                     event = event_pb2.Event.FromString(record.value)
-                    if (
-                        event.rule_id == rule["ruleId"]
-                        and event.kind == event_pb2.EVENT_KIND_THRESHOLD_EXCEEDED
-                    ):
-                        raised.setdefault(event.sensor_id, now)
+                    if raised(event):
+                        probes.seen.setdefault(event.sensor_id, now)
+
+    async def probe(stub: receiver_service_pb2_grpc.ReceiverServiceAsyncStub) -> None:
+        started = time.monotonic()
+        i = 0
+        while time.monotonic() - started < seconds - 2:
+            sensor = f"{scope}{i}"
+            for _ in range(3):
+                metric = metric_pb2.Metric(sensor_id=sensor, metric_type="temperature", value=120.0)
+                await stub.PushMetrics(receiver_service_pb2.PushMetricsRequest(metrics=[metric]), timeout=10)
+            probes.acked[sensor] = time.monotonic()
+            i += 1
+            await asyncio.sleep(1 / probes_per_s)
+
+    tailer = asyncio.create_task(tail())
+    try:
+        async with grpc.aio.insecure_channel(env.envoy) as channel:
+            stub = receiver_service_pb2_grpc.ReceiverServiceStub(channel)
+            await asyncio.gather(run(background), probe(stub))
+        deadline = time.monotonic() + 10
+        while (set(probes.acked) - set(probes.seen) or not done(probes)) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    finally:
+        tailer.cancel()
+        await consumer.stop()
+    if missing := set(probes.acked) - set(probes.seen):
+        env.say(f"warning: {len(missing)} of {len(probes.acked)} probes raised nothing within 10 s")
+    return probes
+
+
+async def alert_latency(env: Env, rate: float, seconds: float, probes_per_s: float = 5) -> list[float]:
+    """Milliseconds from the acknowledgement of a sensor's N-th warning to its event in Kafka, while
+    a steady load of `rate` readings/s (no warnings) flows."""
+    probes = await probe_alerts(env, f"{env.prefix}alert-", rate, seconds, probes_per_s, lambda _: True)
+    return probes.latencies()
+
+
+async def alarm_latency(
+    env: Env, rate: float, seconds: float, probes_per_s: float = 5
+) -> dict[str, list[float]]:
+    """Milliseconds from the acknowledgement of a sensor's third warning to its alarm's raise on Kafka
+    ("event") and to the webhook of a subscription to it ("webhook"), for a rule made at run time that
+    is changed every 200 ms meanwhile (its threshold between two values the probes exceed), while a
+    steady load of `rate` readings/s flows."""
+    base = f"http://{env.envoy}"
+    scope = f"{env.prefix}alarm-"
+    status, rule = await http("POST", f"{base}/v1/rules", {
+        "metricType": "temperature", "sensorIdPrefix": scope, "threshold": 100, "count": 3,
+        "severity": "SEVERITY_MAJOR",
+    })  # fmt: skip
+    assert status == 200, rule
+    await asyncio.sleep(1.0)  # RulesService's documented bound for the new rule to apply
+    changes = 0
 
     async def change_rule() -> None:
         nonlocal changes
@@ -275,18 +276,8 @@ async def alarm_latency(
             await http("PATCH", f"{base}/v1/rules/{rule['ruleId']}", {"threshold": threshold})
             changes += 1
 
-    async def probe(stub: receiver_service_pb2_grpc.ReceiverServiceAsyncStub) -> None:
-        await asyncio.sleep(1.0)  # RulesService's documented bound for the new rule to apply
-        started = time.monotonic()
-        i = 0
-        while time.monotonic() - started < seconds - 3:
-            sensor = f"{scope}{i}"
-            for _ in range(3):
-                metric = metric_pb2.Metric(sensor_id=sensor, metric_type="temperature", value=120.0)
-                await stub.PushMetrics(receiver_service_pb2.PushMetricsRequest(metrics=[metric]), timeout=10)
-            acked[sensor] = time.monotonic()
-            i += 1
-            await asyncio.sleep(1 / probes_per_s)
+    def raised(event: event_pb2.Event) -> bool:
+        return event.rule_id == rule["ruleId"] and event.kind == event_pb2.EVENT_KIND_THRESHOLD_EXCEEDED
 
     async with webhook() as hook:
         status, made = await http("POST", f"{base}/v1/subscriptions", {
@@ -294,32 +285,21 @@ async def alarm_latency(
             "kinds": ["EVENT_KIND_THRESHOLD_EXCEEDED"],
         })  # fmt: skip
         assert status == 200, made
-        helpers = [asyncio.create_task(tail()), asyncio.create_task(change_rule())]
+        changing = asyncio.create_task(change_rule())
         try:
-            async with grpc.aio.insecure_channel(env.envoy) as channel:
-                stub = receiver_service_pb2_grpc.ReceiverServiceStub(channel)
-                await asyncio.gather(run(background), probe(stub))
-            deadline = time.monotonic() + 10
-            while (
-                set(acked) - set(raised) or len(hook.on("/alarms")) < len(acked)
-            ) and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            probes = await probe_alerts(
+                env, scope, rate, seconds, probes_per_s, raised,
+                done=lambda p: len(hook.on("/alarms")) >= len(p.acked),
+            )  # fmt: skip
         finally:
-            for task in helpers:
-                task.cancel()
-            await consumer.stop()
+            changing.cancel()
             await http("DELETE", f"{base}/v1/subscriptions/{made['subscription']['subscriptionId']}")
             await http("DELETE", f"{base}/v1/rules/{rule['ruleId']}")
         # The webhook's receive times are wall-clock; the acknowledgements monotonic: both as offsets.
         offset = time.time() - time.monotonic()
         delivered = {r.notification["event"]["sensorId"]: r.time - offset for r in hook.on("/alarms")}
-    env.say(f"the rule changed {changes} times while {len(acked)} alarms were raised")
-    if missing := set(acked) - set(raised):
-        env.say(f"warning: {len(missing)} of {len(acked)} alarm probes raised no alarm within 10 s")
-    return {
-        "event": [(raised[s] - acked[s]) * 1000 for s in acked if s in raised],
-        "webhook": [(delivered[s] - acked[s]) * 1000 for s in acked if s in delivered],
-    }
+    env.say(f"the rule changed {changes} times while {len(probes.acked)} alarms were raised")
+    return {"event": probes.latencies(), "webhook": probes.latencies(delivered)}
 
 
 # --- statistics query --------------------------------------------------------------------------

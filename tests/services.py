@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -11,9 +12,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from runtime.kafka import client_options
+from tests.helpers import eventually
 from tests.target import Target
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,3 +94,25 @@ async def stop_service(process: asyncio.subprocess.Process, timeout: float = 20.
     if process.returncode is None:
         process.terminate()
     return await asyncio.wait_for(process.wait(), timeout)
+
+
+def free_port() -> int:
+    """A port nothing listens on now, for a private instance."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def serving(channel: grpc.aio.Channel) -> None:
+    """Waits until the service behind `channel` reports SERVING (gRPC health)."""
+
+    async def check() -> None:
+        try:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=5
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise AssertionError(exc.code()) from None
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    await eventually(check, timeout=60, what="the service serving")

@@ -6,7 +6,6 @@ import asyncio
 import json
 import math
 import random
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -24,7 +23,7 @@ from metrics.v1.assessor_service_pb2_grpc import AssessorServiceStub
 from metrics.v1.receiver_service_pb2_grpc import ReceiverServiceStub
 from runtime import kafka
 from tests.helpers import eventually, http, wait_consumed
-from tests.services import Topics, private_topics, service_env, start_service, stop_service
+from tests.services import Topics, free_port, private_topics, service_env, start_service, stop_service
 from tests.target import Target
 
 HOUR_US = 3_600_000_000
@@ -401,13 +400,6 @@ class PrivateAssessor:
                 )
         finally:
             await producer.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture

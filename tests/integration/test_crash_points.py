@@ -7,7 +7,6 @@ armed, lets it die there, starts a healthy one, and checks the events and the co
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -19,7 +18,6 @@ import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from metrics.v1 import alarms_service_pb2, event_pb2, metric_pb2, rule_pb2, rules_service_pb2
 from metrics.v1.alarms_service_pb2_grpc import AlarmsServiceStub
@@ -29,8 +27,16 @@ from processor.counters import alarms_key
 from runtime import kafka
 from runtime.kafka import client_options
 from stack import credentials
-from tests.helpers import eventually, only_alarm, read_topic, send, wait_consumed
-from tests.services import Topics, private_topics, service_env, start_service, stop_service
+from tests.helpers import only_alarm, read_topic, send, wait_consumed
+from tests.services import (
+    Topics,
+    free_port,
+    private_topics,
+    service_env,
+    serving,
+    start_service,
+    stop_service,
+)
 from tests.target import Target
 
 # Records as the contract says they are written: the consumers check the header.
@@ -148,9 +154,8 @@ async def test_processor_killed_while_alarms_are_raised_and_cleared(
     log = tmp_path / "processor.log"
     async with private_topics(target) as topics:
         await produce_scenario(target, topics, sensor_id, values=ALARM_SCENARIO)
-        own = {"METRICS_PROCESSOR_RULES_TOPIC": rules_topic}
-        armed = service_env(target, topics, "processor", {**own, "METRICS_PROCESSOR_FAILPOINTS": failpoint})
-        crashing = await start_service("processor", armed, log)
+        own, _ = processor_of(rules_topic)
+        crashing = await start_service("processor", armed(target, topics, own, failpoint), log)
         assert await asyncio.wait_for(crashing.wait(), 60) == -9, log.read_text()
         healthy = await start_service("processor", service_env(target, topics, "processor", own), log)
         try:
@@ -188,12 +193,8 @@ async def test_a_clear_by_hand_killed_before_its_event_is_produced_is_produced_a
     alarm_id = await only_alarm(target.envoy_url, sensor_id)
     log = tmp_path / "processor.log"
     async with private_topics(target) as topics:
-        port = free_port()
-        own = {"METRICS_PROCESSOR_RULES_TOPIC": rules_topic, "METRICS_PROCESSOR_GRPC_PORT": str(port)}
-        armed = service_env(
-            target, topics, "processor", {**own, "METRICS_PROCESSOR_FAILPOINTS": "alarms.after_clear"}
-        )
-        crashing = await start_service("processor", armed, log)
+        own, port = processor_of(rules_topic)
+        crashing = await start_service("processor", armed(target, topics, own, "alarms.after_clear"), log)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             await serving(channel)
             with pytest.raises(grpc.aio.AioRpcError):
@@ -251,12 +252,8 @@ async def test_a_rule_change_published_but_not_committed_is_taken_back(
     # PostgreSQL; the next one to start makes the topic hold what PostgreSQL does: no such rule.
     log = tmp_path / "processor.log"
     async with private_topics(target) as topics:
-        port = free_port()
-        own = {"METRICS_PROCESSOR_RULES_TOPIC": rules_topic, "METRICS_PROCESSOR_GRPC_PORT": str(port)}
-        armed = service_env(
-            target, topics, "processor", {**own, "METRICS_PROCESSOR_FAILPOINTS": "rules.before_commit"}
-        )
-        crashing = await start_service("processor", armed, log)
+        own, port = processor_of(rules_topic)
+        crashing = await start_service("processor", armed(target, topics, own, "rules.before_commit"), log)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             await serving(channel)
             rule = rule_pb2.Rule(metric_type="temperature", threshold=1000, sensor_id_prefix=sensor_id)
@@ -289,6 +286,18 @@ async def test_a_rule_change_published_but_not_committed_is_taken_back(
         assert last.value is None, "the topic's last word on the rule is its deletion"
 
 
+def processor_of(rules_topic: str) -> tuple[dict[str, str], int]:
+    """The settings of a private processor that takes its rules from `rules_topic` and serves its
+    API on a port of its own, and that port."""
+    port = free_port()
+    return {"METRICS_PROCESSOR_RULES_TOPIC": rules_topic, "METRICS_PROCESSOR_GRPC_PORT": str(port)}, port
+
+
+def armed(target: Target, topics: Topics, own: dict[str, str], failpoint: str) -> dict[str, str]:
+    """The environment of that processor with `failpoint` armed."""
+    return service_env(target, topics, "processor", {**own, "METRICS_PROCESSOR_FAILPOINTS": failpoint})
+
+
 def distinct_events(records: list[ConsumerRecord[bytes, bytes]]) -> list[event_pb2.Event]:
     """The events on the topic, each once: an event produced again must be the same bytes."""
     first: dict[str, bytes] = {}
@@ -296,22 +305,3 @@ def distinct_events(records: list[ConsumerRecord[bytes, bytes]]) -> list[event_p
         event = event_pb2.Event.FromString(record.value)
         assert first.setdefault(event.event_id, record.value) == record.value, "a repeat is the same event"
     return [event_pb2.Event.FromString(value) for value in first.values()]
-
-
-async def serving(channel: grpc.aio.Channel) -> None:
-    async def check() -> None:
-        try:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=5
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise AssertionError(exc.code()) from None
-        assert reply.status == health_pb2.HealthCheckResponse.SERVING
-
-    await eventually(check, timeout=60, what="the processor serving")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -22,8 +22,7 @@ from stack import certs, envoy_config, tokens
 from stack import settings as stack_settings
 from stack.settings import PUBLIC_SERVICES
 from tests.helpers import eventually, http_bytes
-from tests.integration.test_crash_points import free_port, serving
-from tests.services import service_env, start_service, stop_service
+from tests.services import free_port, service_env, serving, start_service, stop_service
 from tests.target import Target
 
 pytestmark = pytest.mark.local_stack  # it renders the local stack's Envoy with a second assessor

@@ -9,7 +9,6 @@ import asyncio
 import calendar
 import os
 import signal
-import socket
 import statistics
 import time
 import uuid
@@ -30,7 +29,7 @@ from stack import settings as stack_settings
 from stack.supervisor import Supervisor
 from tests import front_door
 from tests.helpers import eventually, http
-from tests.services import service_env, start_service, stop_service
+from tests.services import free_port, service_env, start_service, stop_service
 from tests.target import Target
 from tests.webhooks import Received, Webhook, webhook
 
@@ -394,12 +393,6 @@ async def test_a_kill_9_mid_delivery_delivers_afterwards_with_the_same_ids(
     for sensor in sensors:
         firsts = [r.event_id for r in attempts if r.notification["event"]["sensorId"] == sensor]
         assert list(dict.fromkeys(firsts)) == await stored_events(db, sensor, 2)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.local_stack

@@ -7,6 +7,7 @@ import itertools
 import random
 import uuid
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
@@ -56,6 +57,19 @@ def as_metrics(
     return metrics
 
 
+async def applied(
+    counters: Counters, metrics: list[metric_pb2.Metric], rules: Any, rounds: list[tuple[int, int]]
+) -> list[bytes]:
+    """Applies the readings round by round, as the processor does; the entries left to produce."""
+    detect = timestamp_pb2.Timestamp()
+    for start, end in rounds:
+        args: list[object] = []
+        script_args(args, metrics[start:end], rules, detect, {})
+        if args:
+            await counters.apply(0, 0, args)
+    return await counters.pending(0)
+
+
 def rounds_of(count: int, cuts: list[int], replays: list[int]) -> list[tuple[int, int]]:
     """(start, end) of the rounds `count` readings are applied in, split at `cuts`; a round in
     `replays` is applied again right after itself (Kafka's redelivery, a client's resend)."""
@@ -88,14 +102,9 @@ async def test_script_matches_the_model_through_redelivery_and_late_readings(
     counters = Counters(redis_client, f"test-{run}")
     sensors = {s: f"prop-{run}-{s}" for s in ("a", "b")}
     metrics = as_metrics(readings, sensors)
-    detect = timestamp_pb2.Timestamp()
     try:
-        for start, end in rounds_of(len(metrics), cuts, replays):
-            args: list[object] = []
-            script_args(args, metrics[start:end], RULES, detect, {})
-            if args:
-                await counters.apply(0, 0, args)
-        events = [event_pb2.Event.FromString(e) for e in await counters.pending(0)]
+        pending = await applied(counters, metrics, RULES, rounds_of(len(metrics), cuts, replays))
+        events = [event_pb2.Event.FromString(e) for e in pending]
         model: dict[tuple[str, str], int] = {}
         timed = [(m.sensor_id, m.metric_type, m.value, m.reading_time.ToMicroseconds()) for m in metrics]
         raised = apply_as_arrived(model, {}, RULES, timed)
@@ -147,21 +156,16 @@ async def test_alarms_match_the_model_through_redelivery_and_late_readings(
     counters = Counters(redis_client, f"test-{run}")
     sensors = {s: f"prop-{run}-{s}" for s in ("a", "b")}
     metrics = as_metrics(readings, sensors)
-    detect = timestamp_pb2.Timestamp()
     keys = [k for s in sensors.values() for k in (counter_key(s), alarms_key(s), warning_since_key(s),
                                                   f"last-reading:{{{s}}}")]  # fmt: skip
     try:
-        for start, end in rounds_of(len(metrics), cuts, replays):
-            args: list[object] = []
-            script_args(args, metrics[start:end], ALARM_RULES, detect, {})
-            if args:
-                await counters.apply(0, 0, args)
-        events = [event_pb2.Event.FromString(alarms.produced(e)) for e in await counters.pending(0)]
+        pending = await applied(counters, metrics, ALARM_RULES, rounds_of(len(metrics), cuts, replays))
+        events = [event_pb2.Event.FromString(alarms.produced(e)) for e in pending]
         timed = [(m.sensor_id, m.metric_type, m.value, m.reading_time.ToMicroseconds()) for m in metrics]
         model_alarms: dict[tuple[str, str], list[int]] = {}
         cleared: list[int] = []
         raised = apply_as_arrived({}, {}, ALARM_RULES, timed, {}, model_alarms, cleared)
-        # The model lists raises and clears apart; the script stores them in the order they happen.
+        # The model lists raises and clears apart: compared as a multiset of (kind, sensor, time).
         expected = sorted(
             [(i, event_pb2.EVENT_KIND_THRESHOLD_EXCEEDED) for i in raised]
             + [(i, event_pb2.EVENT_KIND_ALARM_CLEARED) for i in cleared]

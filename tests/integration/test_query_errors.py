@@ -4,7 +4,6 @@ database that is down is UNAVAILABLE (HTTP 503) with a retry hint. Neither is a 
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 import grpc
@@ -18,17 +17,10 @@ from stack import access, credentials
 from stack import settings as stack_settings
 from stack.supervisor import Supervisor
 from tests.helpers import eventually, http
-from tests.services import service_env, start_service, stop_service
+from tests.services import free_port, service_env, start_service, stop_service
 from tests.target import Target
 
 pytestmark = pytest.mark.local_stack
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def list_events(sensor: str) -> assessor_service_pb2.ListEventsRequest:

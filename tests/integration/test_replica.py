@@ -23,8 +23,7 @@ from metrics.v1.assessor_service_pb2_grpc import AssessorServiceStub
 from stack import credentials, prepare
 from stack import settings as stack_settings
 from tests.helpers import eventually, send
-from tests.integration.test_crash_points import free_port, serving
-from tests.services import service_env, start_service, stop_service
+from tests.services import free_port, service_env, serving, start_service, stop_service
 from tests.target import Target
 
 pytestmark = pytest.mark.local_stack  # a base backup of the local stack's PostgreSQL
