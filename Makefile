@@ -138,8 +138,12 @@ clients: $(GO_CLIENT)/bin/.built $(TS_CLIENT)/dist/.stamp $(JAVA_CLIENT)/target/
 run: proto ## Start the whole system locally (PostgreSQL, Redis, Kafka, Envoy, the services)
 	@$(PY) -m stack up
 
+.PHONY: run-cluster
+run-cluster: proto ## Start the cluster topology: 3 Kafka brokers, a Redis Cluster (3 masters, 3 replicas), a PostgreSQL replica, two of each service
+	@METRICS_TOPOLOGY=cluster $(PY) -m stack up
+
 .PHONY: stop
-stop: ## Stop everything `make run` started
+stop: ## Stop everything `make run` or `make run-cluster` started
 	@if [ -x $(PY) ]; then $(PY) -m stack down; else echo "nothing to stop (no $(VENV))"; fi
 
 .PHONY: status

@@ -33,6 +33,7 @@ from processor.counters import alarms_key
 from processor.rules import Rule, apply, apply_as_arrived
 from stack import probes
 from stack import settings as stack_settings
+from stack.parts import parts
 from stack.settings import PUBLIC_SERVICES, SERVICES
 from stack.supervisor import Supervisor
 from tests.helpers import end_offsets, eventually, http, wait_consumed
@@ -42,6 +43,7 @@ from tests.target import Target
 pytestmark = pytest.mark.local_stack
 
 RULES = {"temperature": Rule("temperature", 95.0, 3)}
+PARTS = {part.name: part for part in parts(stack_settings.load())}
 # A rule with alarms over the same readings (made through RulesService for each load's sensors).
 ALARM_RULE = {"metricType": "temperature", "threshold": 99, "count": 2, "clearCount": 2}
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
@@ -171,10 +173,11 @@ class Load:
 
 
 async def healthy(name: str) -> None:
+    settings = stack_settings.load()
     try:
-        await probes.probe(stack_settings.load(), name)
+        await probes.probe(settings, PARTS[name])
         if name in PUBLIC_SERVICES:
-            await probes.service_via_envoy(stack_settings.load(), name)
+            await probes.service_via_envoy(settings, name)
     except Exception as error:
         raise AssertionError(f"{name}: {error}") from error
 
