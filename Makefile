@@ -171,13 +171,20 @@ logs: ## Follow the logs of the local stack
 	@$(PY) -m stack logs
 
 # The test suite and the benchmark write a few GB: ask `make run` (a prerequisite) for that much room.
-test test-faults bench bench-short: export METRICS_MIN_FREE_MB ?= 6144
+test test-cluster test-faults bench bench-short: export METRICS_MIN_FREE_MB ?= 6144
 
 .PHONY: test
 test: run ## Run all tests against the local stack (starts it if needed)
 	@# The web console's tests drive Debian's Chromium: installed here, not within a test's time limit.
 	@$(PY) -m stack browser
-	@$(PY) -m pytest $(PYTEST_ARGS)
+	@$(PY) -m pytest -m "not cluster" $(PYTEST_ARGS)
+
+# The same ports as `make run`: stop the single-node stack first (make stop).
+.PHONY: test-cluster
+test-cluster: export METRICS_TOPOLOGY := cluster
+test-cluster: export METRICS_TEST_TARGET := tests/targets/cluster.toml
+test-cluster: run-cluster ## Run the cluster topology's fault tests (starts make run-cluster; make stop the single node first)
+	@$(PY) -m pytest -m cluster tests/integration/test_cluster.py $(PYTEST_ARGS)
 
 .PHONY: test-faults
 test-faults: run ## Run the fault tests: kill -9 of every part, stalls, rebalances, crash points, outages, poison records
