@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import devices, measure, processes
+from bench import devices, measure, processes, topology
 from bench.measure import Env, median, percentile
-from runtime import cli, postgres
+from runtime import cli
 from simulator.__main__ import progress as print_progress
 from stack import certs, procfs, tokens
 from stack import settings as stack_settings
@@ -134,7 +134,7 @@ async def suite(env: Env, short: bool) -> dict[str, Any]:
     }
     cpu_parts["load generator"] = procfs.cpu_seconds(os.getpid()) - bench_before
     cpu = sum(cpu_parts[name] for name in SERVICES)
-    stored = await _stored(env, fleet.prefix)
+    stored = await measure.stored(env, fleet.prefix)
     if stored != ingest.acked:
         say(f"warning: {ingest.acked} readings acknowledged but {stored} stored")
     results["e2e_readings_per_s"] = stored / (drained - ingest.first_send)
@@ -180,6 +180,10 @@ async def suite(env: Env, short: bool) -> dict[str, Any]:
     results |= await _fleet_stored(env, fleet_loads)
     results["max_service_rss_mb"] = max(rss.values())
     results["service_rss_mb"] = rss
+    if short:
+        say("the cluster topology's figures: make bench (not --short) measures them")
+    else:
+        results |= await topology.figures(env, results, seconds, e2e_seconds)
     return results
 
 
@@ -195,7 +199,7 @@ async def _fleet_stored(env: Env, loads: devices.Fleet) -> dict[str, Any]:
     for name, load in loads.loads.items():
         if name.startswith("noop-"):
             continue
-        rows = await _stored(env, f"{loads.prefix}{name}-")
+        rows = await measure.stored(env, f"{loads.prefix}{name}-")
         if rows != load.acked:
             # More rows than acknowledgements can be honest (a refused or abandoned call may still
             # have been written); fewer never is.
@@ -204,21 +208,6 @@ async def _fleet_stored(env: Env, loads: devices.Fleet) -> dict[str, Any]:
         stored += rows
     say(f"fleet: {acked:,} readings acknowledged, {stored:,} stored")
     return {"fleet_acknowledged": acked, "fleet_stored": stored}
-
-
-async def _stored(env: Env, prefix: str) -> int:
-    from stack import access, credentials  # noqa: PLC0415
-
-    conn = await access.postgres(env.stack, credentials.POSTGRES_READER)
-    try:
-        count: int = await conn.fetchval(
-            "SELECT count(*) FROM readings WHERE sensor_id >= $1 AND sensor_id < $2",
-            prefix,
-            postgres.prefix_upper_bound(prefix),
-        )
-        return count
-    finally:
-        await conn.close()
 
 
 def table(results: dict[str, Any]) -> str:

@@ -90,16 +90,31 @@ async def wait_drained(
     raise TimeoutError(f"{groups} did not catch up within {timeout} s")
 
 
+async def stored(env: Env, prefix: str) -> int:
+    """Readings in PostgreSQL of the sensors whose ids start with `prefix`."""
+    conn = await access.postgres(env.stack, credentials.POSTGRES_READER)
+    try:
+        count: int = await conn.fetchval(
+            "SELECT count(*) FROM readings WHERE sensor_id >= $1 AND sensor_id < $2",
+            prefix,
+            postgres.prefix_upper_bound(prefix),
+        )
+        return count
+    finally:
+        await conn.close()
+
+
 # --- receiver vs raw produce ---------------------------------------------------------------------
 
 
-async def raw_produce(env: Env, fleet: Fleet, batch: int, seconds: float) -> float:
+async def raw_produce(env: Env, fleet: Fleet, batch: int, seconds: float, replicas: int = 1) -> float:
     """Readings/s of producing the receiver's records (one MetricBatch per sensor batch) straight to
-    Kafka with the receiver's client settings, to a scratch topic of the same partition count."""
+    Kafka with the receiver's client settings (acks=all), to a scratch topic of the same partition
+    count with `replicas` replicas."""
     topic = f"bench-raw-{uuid.uuid4().hex[:8]}"
     admin = AIOKafkaAdminClient(**kafka.client_options(access.kafka(env.stack)))
     await admin.start()
-    await admin.create_topics([NewTopic(topic, env.stack.metrics_partitions, 1)])
+    await admin.create_topics([NewTopic(topic, env.stack.metrics_partitions, replicas)])
     records = []
     for _ in range(200):
         metrics = fleet.batch(batch)

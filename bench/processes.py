@@ -12,9 +12,12 @@ from stack.supervisor import Supervisor
 
 
 def pids() -> dict[str, int]:
+    """The services' PIDs by part name (receiver; receiver-1 and receiver-2 in the cluster topology)."""
     with Supervisor(stack_settings.load()) as supervisor:
         info = supervisor.processes()
-    return {name: int(info[name]["pid"]) for name in SERVICES if info[name]["pid"]}
+    return {
+        name: int(p["pid"]) for name, p in info.items() if name.rsplit("-", 1)[0] in SERVICES and p["pid"]
+    }
 
 
 def services_cpu() -> float:

@@ -3,7 +3,7 @@ passwords `make run` generated (stack/credentials.py)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -39,9 +39,12 @@ async def postgres_superuser(
 def redis(
     settings: StackSettings, account: Account = credentials.REDIS_ADMIN, **options: Any
 ) -> aioredis.Redis:
-    return aioredis.Redis.from_url(
-        settings.redis_url(account.user), password=password(settings, account), **options
-    )
+    """A client of the stack's Redis; of the cluster topology's Redis Cluster, a cluster client (the
+    same commands, each sent to the node serving its key's slot)."""
+    url, secret = settings.redis_url(account.user), password(settings, account)
+    if settings.cluster:
+        return cast(aioredis.Redis, aioredis.RedisCluster.from_url(url, password=secret, **options))
+    return aioredis.Redis.from_url(url, password=secret, **options)
 
 
 def redis_node(settings: StackSettings, port: int, **options: Any) -> aioredis.Redis:
