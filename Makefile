@@ -138,8 +138,12 @@ clients: $(GO_CLIENT)/bin/.built $(TS_CLIENT)/dist/.stamp $(JAVA_CLIENT)/target/
 run: proto ## Start the whole system locally (PostgreSQL, Redis, Kafka, Envoy, the services)
 	@$(PY) -m stack up
 
+.PHONY: run-cluster
+run-cluster: proto ## Start the cluster topology: 3 Kafka brokers, a Redis Cluster (3 masters, 3 replicas), a PostgreSQL replica, two of each service
+	@METRICS_TOPOLOGY=cluster $(PY) -m stack up
+
 .PHONY: stop
-stop: ## Stop everything `make run` started
+stop: ## Stop everything `make run` or `make run-cluster` started
 	@if [ -x $(PY) ]; then $(PY) -m stack down; else echo "nothing to stop (no $(VENV))"; fi
 
 .PHONY: status
@@ -167,13 +171,20 @@ logs: ## Follow the logs of the local stack
 	@$(PY) -m stack logs
 
 # The test suite and the benchmark write a few GB: ask `make run` (a prerequisite) for that much room.
-test test-faults bench bench-short: export METRICS_MIN_FREE_MB ?= 6144
+test test-cluster test-faults bench bench-short: export METRICS_MIN_FREE_MB ?= 6144
 
 .PHONY: test
 test: run ## Run all tests against the local stack (starts it if needed)
 	@# The web console's tests drive Debian's Chromium: installed here, not within a test's time limit.
 	@$(PY) -m stack browser
-	@$(PY) -m pytest $(PYTEST_ARGS)
+	@$(PY) -m pytest -m "not cluster" $(PYTEST_ARGS)
+
+# The same ports as `make run`: stop the single-node stack first (make stop).
+.PHONY: test-cluster
+test-cluster: export METRICS_TOPOLOGY := cluster
+test-cluster: export METRICS_TEST_TARGET := tests/targets/cluster.toml
+test-cluster: run-cluster ## Run the cluster topology's fault tests (starts make run-cluster; make stop the single node first)
+	@$(PY) -m pytest -m cluster tests/integration/test_cluster.py $(PYTEST_ARGS)
 
 .PHONY: test-faults
 test-faults: run ## Run the fault tests: kill -9 of every part, stalls, rebalances, crash points, outages, poison records

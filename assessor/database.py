@@ -4,7 +4,9 @@ at most `max_lag_s` behind the primary; the primary otherwise.
 The lag is the time since the replica last had replayed everything the primary had written (the
 primary's WAL position, then the replica's replayed one, every CHECK_EVERY_S): an idle pair is not
 behind, however long ago the last write was. A replica that does not answer is left until it does;
-with the primary away, the replica answers (as fresh as it is).
+with the primary away, the replica answers (as fresh as it is). A query the replica fails (it went
+away since the last check, or cancelled the query for a conflict with recovery) is run again on the
+primary: queries only read.
 """
 
 from __future__ import annotations
@@ -13,12 +15,16 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import asyncpg
 
 from runtime import postgres
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 CHECK_EVERY_S = 0.5
 # The WAL positions as byte counts.
@@ -34,9 +40,17 @@ class Database:
         self._use_replica = False
         self._caught_up_at = time.monotonic()
 
-    def pool(self) -> asyncpg.Pool:
-        """The pool to run the next query on."""
-        return self._replica if self._use_replica and self._replica is not None else self._primary
+    async def query(self, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+        """`work` on the replica when it is the one to use, else (or when the replica fails it) on
+        the primary."""
+        if not self._use_replica or self._replica is None:
+            return await work(self._primary)
+        try:
+            return await work(self._replica)
+        except postgres.OUTAGE as error:
+            log.warning("a query failed on the replica (%s): run on the primary", type(error).__name__)
+            self._use_replica = False  # until the next check finds it fine
+            return await work(self._primary)
 
     async def follow(self, stop: asyncio.Event) -> None:
         """Decides every CHECK_EVERY_S where queries go, until `stop`."""

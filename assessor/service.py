@@ -116,11 +116,11 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
             args += [position[0], position[1]]
             conditions.append(f"(reading_time, event_id) < (${len(args) - 1}, ${len(args)}::uuid)")
         args.append(size + 1)
-        rows = await self._db.pool().fetch(
+        query = (
             f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(conditions)}"  # noqa: S608 - columns are ours
-            f" ORDER BY reading_time DESC, event_id DESC LIMIT ${len(args)}",
-            *args,
+            f" ORDER BY reading_time DESC, event_id DESC LIMIT ${len(args)}"
         )
+        rows = await self._db.query(lambda pool: pool.fetch(query, *args))
         response = pb.ListEventsResponse(events=[_event(r) for r in rows[:size]])
         if len(rows) > size:
             last = rows[size - 1]
@@ -153,9 +153,8 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
             return pb.ListSensorsResponse()  # no sensor id the caller may see has such a prefix
         upper = postgres.prefix_upper_bound(prefix) if prefix else ID_CEILING
         allowed = None if caller is None or caller.all_sensors else list(caller.sensor_prefixes)
-        rows = await self._db.pool().fetch(
-            SENSORS, position[0] if position else "", prefix, upper, size + 1, allowed
-        )
+        after = position[0] if position else ""
+        rows = await self._db.query(lambda pool: pool.fetch(SENSORS, after, prefix, upper, size + 1, allowed))
         sensors: list[sensor_pb2.Sensor] = []
         for row in rows:
             if not sensors or sensors[-1].sensor_id != row["sensor_id"]:
@@ -193,7 +192,9 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
                 raise InvalidArgument(
                     [Violation("bucket_width", f"gives {count} buckets, more than {MAX_BUCKETS}")]
                 )
-        found = await sensor_stats(self._db.pool(), request.sensor_id, request.metric_type, start, end, width)
+        found = await self._db.query(
+            lambda pool: sensor_stats(pool, request.sensor_id, request.metric_type, start, end, width)
+        )
         stats = stats_pb2.SensorStats(sensor_id=request.sensor_id, metric_type=request.metric_type,
                                start_time=request.start_time, end_time=request.end_time,
                                count=found.aggregate.count)  # fmt: skip
@@ -226,20 +227,24 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
         digest = paging.filters_digest("readings", request.sensor_id, request.metric_type, start, end)
         position = paging.decode(request.page_token, digest, 2)
         after_time, after_type = position if position else (start - 1, "")
-        async with self._db.pool().acquire() as conn:
-            types = [request.metric_type] if request.metric_type else [
-                r["metric_type"] for r in await conn.fetch(METRIC_TYPES, request.sensor_id)
-            ]  # fmt: skip
-            if not types:
-                return pb.ListReadingsResponse()
-            branches = " UNION ALL ".join(
-                READINGS_OF_TYPE.replace("${t}", f"${7 + i}") for i in range(len(types))
-            )
-            rows = await conn.fetch(
-                f"SELECT * FROM ({branches}) r ORDER BY reading_time, metric_type LIMIT $6",  # noqa: S608
-                request.sensor_id, start, end, after_time, after_type, size + 1, *types,
-            )  # fmt: skip
-            raw_from_us = await horizons.raw_from(conn, types, start)
+
+        async def read(pool: asyncpg.Pool) -> tuple[list[asyncpg.Record], int | None]:
+            async with pool.acquire() as conn:
+                types = [request.metric_type] if request.metric_type else [
+                    r["metric_type"] for r in await conn.fetch(METRIC_TYPES, request.sensor_id)
+                ]  # fmt: skip
+                if not types:
+                    return [], None
+                branches = " UNION ALL ".join(
+                    READINGS_OF_TYPE.replace("${t}", f"${7 + i}") for i in range(len(types))
+                )
+                rows = await conn.fetch(
+                    f"SELECT * FROM ({branches}) r ORDER BY reading_time, metric_type LIMIT $6",  # noqa: S608
+                    request.sensor_id, start, end, after_time, after_type, size + 1, *types,
+                )  # fmt: skip
+                return rows, await horizons.raw_from(conn, types, start)
+
+        rows, raw_from_us = await self._db.query(read)
         response = pb.ListReadingsResponse()
         if raw_from_us is not None:
             response.raw_start_time.FromMicroseconds(raw_from_us)
@@ -261,8 +266,13 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
         _reader(context, request.sensor_uuid, "sensor_uuid")
         requests.required(sensor_uuid=request.sensor_uuid)
         requests.text(sensor_uuid=request.sensor_uuid)
-        rows = await self._db.pool().fetch(
-            LEGACY_EVENTS, request.sensor_uuid, LEGACY_METRIC_TYPE, event_pb2.EVENT_KIND_THRESHOLD_EXCEEDED
+        rows = await self._db.query(
+            lambda pool: pool.fetch(
+                LEGACY_EVENTS,
+                request.sensor_uuid,
+                LEGACY_METRIC_TYPE,
+                event_pb2.EVENT_KIND_THRESHOLD_EXCEEDED,
+            )
         )
         response = pb.GetLegacyEventsResponse(sensor_uuid=request.sensor_uuid)
         for row in rows:
@@ -279,11 +289,12 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
         requests.text(sensor_uuid=request.sensor_uuid)
         now = time.time_ns() // 1000
         sensor = request.sensor_uuid
-        pool = self._db.pool()
-        hour, week, month = await asyncio.gather(
-            range_aggregate(pool, sensor, LEGACY_METRIC_TYPE, now - HOUR_US, now + 1),
-            range_aggregate(pool, sensor, LEGACY_METRIC_TYPE, now - 7 * DAY_US, now + 1),
-            range_aggregate(pool, sensor, LEGACY_METRIC_TYPE, now - 30 * DAY_US, now + 1),
+        hour, week, month = await self._db.query(
+            lambda pool: asyncio.gather(
+                range_aggregate(pool, sensor, LEGACY_METRIC_TYPE, now - HOUR_US, now + 1),
+                range_aggregate(pool, sensor, LEGACY_METRIC_TYPE, now - 7 * DAY_US, now + 1),
+                range_aggregate(pool, sensor, LEGACY_METRIC_TYPE, now - 30 * DAY_US, now + 1),
+            )
         )
         response = pb.GetLegacyMeasurementsResponse(sensor_uuid=sensor)
         if hour.mean is not None:

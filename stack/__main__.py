@@ -14,9 +14,21 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 
 from runtime import cli
-from stack import access, bootstrap, certs, consumers, credentials, prepare, probes, procfs, shell_env
+from stack import (
+    access,
+    bootstrap,
+    certs,
+    consumers,
+    credentials,
+    prepare,
+    probes,
+    procfs,
+    redis_cluster,
+    roles,
+    shell_env,
+)
 from stack.parts import Part, parts, supervisord_conf
-from stack.settings import PUBLIC_SERVICES, ROOT, StackSettings, load
+from stack.settings import PUBLIC_SERVICES, ROOT, TOPOLOGIES, StackSettings, load
 from stack.supervisor import Supervisor
 from stack.system import (
     SetupError,
@@ -45,9 +57,9 @@ def main() -> int:
         if args.command == "up":
             return up(settings)
         if args.command == "down":
-            return down(settings)
+            return down()
         if args.command == "status":
-            return status(settings)
+            return status()
         if args.command == "packages":
             ensure_packages(settings)
             return 0
@@ -67,6 +79,9 @@ def up(settings: StackSettings) -> int:
     started = time.monotonic()
     if not (ROOT / "gen" / "metrics.binpb").exists():
         raise SetupError("generated code missing: run `make proto` (make run does it for you)")
+    other = next((s for s in _running() if s.topology != settings.topology), None)
+    if other is not None:
+        raise SetupError(f"the {other.topology} topology is running (same ports): make stop first")
     ensure_packages(settings)
     check_disk(settings)
     reserve_ports(settings)
@@ -84,25 +99,13 @@ def up(settings: StackSettings) -> int:
         sup.start()
     else:
         sup.update()
-    by_stage = {stage: [p for p in all_parts if p.stage == stage] for stage in ("server", "service")}
-    for stage, stage_parts in by_stage.items():
-        for part in stage_parts:
-            sup.start_process(part.name)
-        if stage == "server" and prepare.kafka_users_missing(settings):
-            _enrol_kafka_users(settings, sup)
-        deadline = SERVER_DEADLINE_S if stage == "server" else SERVICE_DEADLINE_S
-        checks = {p.name: _probe(settings, p.name) for p in stage_parts}
-        if stage == "service":
-            checks |= {f"{n} via envoy": _via_envoy(settings, n) for n in PUBLIC_SERVICES}
-        failed = asyncio.run(_wait_all(checks, deadline, started))
-        if failed:
-            _explain(settings, sup, failed, deadline)
+    for stage in STAGES:
+        if not _start_stage(settings, sup, [p for p in all_parts if p.stage == stage], started):
             return 1
-        if stage == "server":
-            asyncio.run(bootstrap.database(settings))
-            bootstrap.kafka_acls(settings)
-            asyncio.run(bootstrap.topics(settings))
-    say(f"Metrics is up in {time.monotonic() - started:.1f} s")
+    say(
+        f"Metrics is up in {time.monotonic() - started:.1f} s"
+        + (" (cluster topology)" if settings.cluster else "")
+    )
     _print_table(settings, sup, all_parts)
     ca = certs.paths(settings).ca
     print(f"\nHTTP/JSON and gRPC with a token (make token): https://127.0.0.1:{settings.envoy_tls_port}"
@@ -114,41 +117,86 @@ def up(settings: StackSettings) -> int:
     return 0
 
 
+# The servers; PostgreSQL's replica (cluster topology) once the primary holds the database; the rest.
+STAGES = ("server", "replica", "service")
+
+
+def _start_stage(settings: StackSettings, sup: Supervisor, stage_parts: list[Part], started: float) -> bool:
+    """Starts a stage's parts and waits until they answer; prepares what the next stage needs."""
+    if not stage_parts:
+        return True
+    stage = stage_parts[0].stage
+    if stage == "replica":
+        prepare.postgres_replica(settings)
+    for part in stage_parts:
+        sup.start_process(part.name)
+    if stage == "server" and prepare.kafka_users_missing(settings):
+        _enrol_kafka_users(settings, sup)
+    deadline = SERVICE_DEADLINE_S if stage == "service" else SERVER_DEADLINE_S
+    checks = {p.name: _probe(settings, p) for p in stage_parts}
+    if stage == "service":
+        checks |= {f"{n} via envoy": _via_envoy(settings, n) for n in PUBLIC_SERVICES}
+    failed = asyncio.run(_wait_all(checks, deadline, started))
+    if failed:
+        _explain(settings, sup, failed, deadline)
+        return False
+    if stage == "server":
+        asyncio.run(bootstrap.database(settings))
+        bootstrap.kafka_acls(settings)
+        asyncio.run(bootstrap.topics(settings))
+        if settings.cluster:
+            asyncio.run(redis_cluster.form(settings))
+    return True
+
+
 def _enrol_kafka_users(settings: StackSettings, sup: Supervisor) -> None:
     """Adds the SCRAM users to a Kafka made without them, then restarts it without PLAIN logins."""
     bootstrap.kafka_users(settings)
     prepare.kafka_users_made(settings)
-    where = prepare.paths(settings)
-    prepare.kafka_config(where.kafka_properties, where.kafka_libs, settings)
-    sup.stop_process("kafka")
+    prepare.kafka_config(prepare.paths(settings).kafka_libs, settings)
+    brokers = [p.name for p in parts(settings) if p.what == "kafka"]
+    for name in brokers:
+        sup.stop_process(name)
     sup.conf.write_text(supervisord_conf(settings, parts(settings)))
     sup.update()
-    sup.start_process("kafka")
+    for name in brokers:
+        sup.start_process(name)
 
 
-def down(settings: StackSettings) -> int:
-    sup = Supervisor(settings)
-    if sup.pid() is None:
+def _running() -> list[StackSettings]:
+    """The settings of each topology whose stack runs (one at most, unless started by hand)."""
+    return [s for s in (load(t) for t in TOPOLOGIES) if Supervisor(s).pid() is not None]
+
+
+def down() -> int:
+    """Stops whichever topology runs."""
+    running = _running()
+    if not running:
         say("The stack is not running")
         return 0
-    say("Stopping the stack")
-    started = time.monotonic()
-    sup.shutdown(timeout_s=180)
-    busy = [p for p in settings.ports if _port_in_use(p)]
-    if busy:
-        print(f"warning: still listening after stop: ports {busy}", file=sys.stderr)
-        return 1
-    say(f"Stopped in {time.monotonic() - started:.1f} s")
+    for settings in running:
+        say("Stopping the stack" + (" (cluster topology)" if settings.cluster else ""))
+        started = time.monotonic()
+        Supervisor(settings).shutdown(timeout_s=180)
+        busy = [p for p in settings.ports if _port_in_use(p)]
+        if busy:
+            print(f"warning: still listening after stop: ports {busy}", file=sys.stderr)
+            return 1
+        say(f"Stopped in {time.monotonic() - started:.1f} s")
     return 0
 
 
-def status(settings: StackSettings) -> int:
-    sup = Supervisor(settings)
-    if sup.pid() is None:
-        say("The stack is not running (make run starts it)")
+def status() -> int:
+    running = _running()
+    if not running:
+        say("The stack is not running (make run or make run-cluster starts it)")
         return 3
-    all_parts = parts(settings)
-    return 0 if _print_table(settings, sup, all_parts) else 1
+    healthy = True
+    for settings in running:
+        if settings.cluster:
+            say("Cluster topology (make run-cluster)")
+        healthy &= _print_table(settings, Supervisor(settings), parts(settings))
+    return 0 if healthy else 1
 
 
 def logs(settings: StackSettings) -> int:
@@ -161,8 +209,10 @@ def logs(settings: StackSettings) -> int:
 
 def _print_table(settings: StackSettings, sup: Supervisor, all_parts: list[Part]) -> bool:
     infos = sup.processes()
-    health = asyncio.run(_health_all(settings, [p.name for p in all_parts]))
-    print(f"{'part':<14} {'state':<9} {'pid':>7} {'port':>6} {'rss MB':>7}  health")
+    health = asyncio.run(_health_all(settings, all_parts))
+    role = asyncio.run(roles.of(settings, all_parts)) if settings.cluster else {}
+    role_header = f" {'role':<34}" if role else ""
+    print(f"{'part':<17} {'state':<9} {'pid':>7} {'port':>6} {'rss MB':>7}{role_header}  health")
     healthy = True
     for part in all_parts:
         info = infos.get(part.name, {})
@@ -170,12 +220,14 @@ def _print_table(settings: StackSettings, sup: Supervisor, all_parts: list[Part]
         pid = info.get("pid") or 0
         answer = health[part.name]
         healthy &= answer == "ok"
-        print(f"{part.name:<14} {state:<9} {pid or '-':>7} {part.port:>6} {_rss_mb(part, pid):>7}  {answer}")
+        shown_role = f" {role.get(part.name, '-'):<34}" if role else ""
+        rss = _rss_mb(part, pid)
+        print(f"{part.name:<17} {state:<9} {pid or '-':>7} {part.port:>6} {rss:>7}{shown_role}  {answer}")
     free, data = free_disk_mb(settings.state_dir), used_mb(settings.state_dir)
     low = free < settings.min_free_mb
     warning = f" -- below the {settings.min_free_mb:,} MB minimum" if low else ""
     print(f"\ndisk: {free:,} MB free, the stack's data takes {data:,} MB ({settings.state_dir}){warning}")
-    if health["kafka"] == "ok":
+    if any(health[p.name] == "ok" for p in all_parts if p.what == "kafka"):
         print(asyncio.run(_consumers(settings)))
     if health["prometheus"] == "ok":
         print(asyncio.run(_live_rates(settings)))
@@ -245,20 +297,20 @@ def _rss_mb(part: Part, pid: int) -> str:
         return "-"
 
 
-async def _health_all(settings: StackSettings, names: list[str]) -> dict[str, str]:
-    async def one(name: str) -> str:
+async def _health_all(settings: StackSettings, all_parts: list[Part]) -> dict[str, str]:
+    async def one(part: Part) -> str:
         try:
-            await asyncio.wait_for(_probe(settings, name)(), 5)
+            await asyncio.wait_for(_probe(settings, part)(), 5)
         except Exception as exc:  # noqa: BLE001 - shown to the operator as the part's health
             return f"not answering: {exc or type(exc).__name__}"
         return "ok"
 
-    answers = await asyncio.gather(*(one(n) for n in names))
-    return dict(zip(names, answers, strict=True))
+    answers = await asyncio.gather(*(one(p) for p in all_parts))
+    return {p.name: answer for p, answer in zip(all_parts, answers, strict=True)}
 
 
-def _probe(settings: StackSettings, name: str) -> Callable[[], Awaitable[None]]:
-    return lambda: probes.probe(settings, name)
+def _probe(settings: StackSettings, part: Part) -> Callable[[], Awaitable[None]]:
+    return lambda: probes.probe(settings, part)
 
 
 def _via_envoy(settings: StackSettings, name: str) -> Callable[[], Awaitable[None]]:

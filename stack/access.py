@@ -25,10 +25,13 @@ async def postgres(settings: StackSettings, account: Account, **options: Any) ->
     )
 
 
-async def postgres_superuser(settings: StackSettings, database: str = "postgres") -> asyncpg.Connection:
-    """The superuser, through the unix socket that only the stack's own account may use (pg_hba.conf)."""
+async def postgres_superuser(
+    settings: StackSettings, database: str = "postgres", port: int | None = None
+) -> asyncpg.Connection:
+    """The superuser, through the unix socket that only the stack's own account may use (pg_hba.conf),
+    of the primary or of the server on another port (the replica)."""
     return await asyncpg.connect(
-        host=str(settings.postgres_socket_dir), port=settings.postgres_port, user="postgres",
+        host=str(settings.postgres_socket_dir), port=port or settings.postgres_port, user="postgres",
         database=database, timeout=2,
     )  # fmt: skip
 
@@ -38,6 +41,14 @@ def redis(
 ) -> aioredis.Redis:
     return aioredis.Redis.from_url(
         settings.redis_url(account.user), password=password(settings, account), **options
+    )
+
+
+def redis_node(settings: StackSettings, port: int, **options: Any) -> aioredis.Redis:
+    """The admin on one Redis node (of a cluster: that node only, no redirection)."""
+    admin = credentials.REDIS_ADMIN
+    return aioredis.Redis(
+        host="127.0.0.1", port=port, username=admin.user, password=password(settings, admin), **options
     )
 
 

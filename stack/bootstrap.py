@@ -111,7 +111,8 @@ def kafka_acls(settings: StackSettings) -> None:
     changed since the last time."""
     admin = access.password(settings, credentials.KAFKA_ADMIN)
     orders = [
-        f"config bootstrap.controllers=127.0.0.1:{settings.kafka_controller_port}",
+        "config bootstrap.controllers="
+        + ",".join(f"127.0.0.1:{b.controller_port}" for b in settings.kafka_brokers),
         "config sasl.mechanism=PLAIN",
         f"config sasl.jaas.config={_plain_login(admin)}",
         *(f"acl {a.user} {kind} {name} {operation}" for a, kind, name, operation in KAFKA_ACLS),
@@ -161,12 +162,14 @@ async def topics(settings: StackSettings) -> None:
     }
     # Only the latest record of each rule is kept (processor/rule_feed.py).
     configs = {"rules": {"cleanup.policy": "compact"}}
+    # Every broker has a copy (min.insync.replicas, in the brokers' configuration, is 2 of 3).
+    replicas = len(settings.kafka_brokers)
     admin = AIOKafkaAdminClient(**kafka.client_options(access.kafka(settings)), request_timeout_ms=10_000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [
-            NewTopic(name, n, 1, topic_configs=configs.get(name, {}))
+            NewTopic(name, n, replicas, topic_configs=configs.get(name, {}))
             for name, n in wanted.items()
             if name not in existing
         ]

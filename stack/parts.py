@@ -9,7 +9,7 @@ from pathlib import Path
 
 from stack import certs, credentials, envoy_config, prepare, prometheus_config, tokens
 from stack.credentials import Account
-from stack.settings import ROOT, SERVICES, StackSettings
+from stack.settings import ROOT, SERVICES, Instance, KafkaBroker, RedisNode, StackSettings
 
 
 @dataclass(frozen=True)
@@ -17,12 +17,19 @@ class Part:
     name: str
     command: tuple[str, ...]
     port: int
-    # "server" parts start first; the services and Envoy once the servers answer.
+    # "server" parts start first; in the cluster topology the "replica" (PostgreSQL's) once the
+    # primary holds the database; the services and Envoy once the servers answer.
     stage: str
     user: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     stop_signal: str = "TERM"
     stop_wait_s: int = 30
+    # What it is (its name, or of one of several: "kafka" for kafka-2): how it is probed.
+    kind: str = ""
+
+    @property
+    def what(self) -> str:
+        return self.kind or self.name
 
 
 # A digest of the code and configuration a process runs: when it changes, `make run` restarts it.
@@ -41,48 +48,94 @@ def digest(*paths: Path) -> str:
     return sha.hexdigest()[:16]
 
 
+def numbered(settings: StackSettings, kind: str, number: int) -> str:
+    """A part's name: its kind, or in the cluster topology its kind and number (kafka-2)."""
+    return f"{kind}-{number}" if settings.cluster else kind
+
+
 def parts(settings: StackSettings) -> list[Part]:
     """The parts and their commands; `prepare.everything` creates what the commands refer to."""
     paths = prepare.paths(settings)
-    pg, redis, kafka_libs = paths.postgres_data, paths.redis_dir, paths.kafka_libs
-    kafka_properties, envoy_yaml = paths.kafka_properties, paths.envoy_yaml
-    venv_bin = Path(sys.executable).parent
-    kafka_metrics = (
-        f"-javaagent:{prepare.jmx_agent(kafka_libs)}="
-        f"127.0.0.1:{settings.kafka_metrics_port}:{prepare.JMX_EXPORTER}"
-    )
     servers = [
-        Part(
-            "postgres",
-            (str(settings.postgres_bin / "postgres"), "-D", str(pg),
-             "-c", "listen_addresses=127.0.0.1", "-c", f"port={settings.postgres_port}",
-             "-c", f"unix_socket_directories={settings.postgres_socket_dir}",
-             "-c", "password_encryption=scram-sha-256",
-             "-c", "shared_buffers=256MB", "-c", "max_connections=200",
-             "-c", "synchronous_commit=on", "-c", "max_wal_size=2GB"),
-            settings.postgres_port, "server", user=prepare.run_as("postgres"),
-            # SIGINT is PostgreSQL's "fast" shutdown: roll back open transactions, checkpoint, exit.
-            stop_signal="INT", stop_wait_s=60,
-        ),
-        Part(
-            "redis",
-            ("redis-server", "--bind", "127.0.0.1", "--port", str(settings.redis_port), "--dir", str(redis),
-             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--protected-mode", "yes",
-             "--aclfile", str(paths.redis_acl)),
-            settings.redis_port, "server", user=prepare.run_as("redis"),
-            env={DIGEST: digest(paths.redis_acl)},
-        ),
-        Part(
-            "kafka",
-            ("java", f"-Xms{settings.kafka_heap}", f"-Xmx{settings.kafka_heap}", "-XX:+UseG1GC",
-             "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
-             kafka_metrics,
-             *prepare.kafka_java_options(kafka_libs), "kafka.Kafka", str(kafka_properties)),
-            settings.kafka_port, "server", stop_wait_s=60,
-            env={DIGEST: digest(kafka_properties, prepare.KAFKA_DIR / "log4j2.properties",
-                                prepare.JMX_EXPORTER)},
-        ),
-    ]  # fmt: skip
+        _postgres(settings, "postgres", paths.postgres_data, settings.postgres_port, "server"),
+        *(_redis(settings, node) for node in settings.redis_nodes),
+        *(_kafka(settings, broker) for broker in settings.kafka_brokers),
+    ]
+    if settings.cluster:
+        replica = prepare.postgres_replica_data(settings)
+        servers.append(
+            _postgres(settings, "postgres-replica", replica, settings.postgres_replica_port, "replica")
+        )
+    services = [
+        _service(settings, name, instance) for name in SERVICES for instance in settings.instances(name)
+    ]
+    envoy = Part(
+        "envoy",
+        (str(VENV_BIN / "envoy"), "-c", str(paths.envoy_yaml), "--disable-hot-restart", "--log-level", "warn",
+         "--concurrency", str(settings.envoy_threads)),
+        settings.envoy_tls_port, "service",
+        # Envoy reads certificates, keys and the files it serves at its start: a new one restarts it.
+        env={DIGEST: digest(paths.envoy_yaml, ROOT / "gen" / "metrics.binpb", *_envoy_files(settings))},
+    )  # fmt: skip
+    return [*servers, *services, envoy, *_observers(settings, paths)]
+
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def _postgres(settings: StackSettings, name: str, data: Path, port: int, stage: str) -> Part:
+    return Part(
+        name,
+        (str(settings.postgres_bin / "postgres"), "-D", str(data),
+         "-c", "listen_addresses=127.0.0.1", "-c", f"port={port}",
+         "-c", f"unix_socket_directories={settings.postgres_socket_dir}",
+         "-c", "password_encryption=scram-sha-256",
+         "-c", "shared_buffers=256MB", "-c", "max_connections=200",
+         "-c", "synchronous_commit=on", "-c", "max_wal_size=2GB"),
+        port, stage, user=prepare.run_as("postgres"),
+        # SIGINT is PostgreSQL's "fast" shutdown: roll back open transactions, checkpoint, exit.
+        stop_signal="INT", stop_wait_s=60, kind="postgres",
+    )  # fmt: skip
+
+
+def _redis(settings: StackSettings, node: RedisNode) -> Part:
+    paths = prepare.paths(settings)
+    cluster = (
+        ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+         "--cluster-port", str(node.bus_port), "--cluster-node-timeout", str(REDIS_NODE_TIMEOUT_MS))
+        if settings.cluster else ()
+    )  # fmt: skip
+    return Part(
+        numbered(settings, "redis", node.number),
+        ("redis-server", "--bind", "127.0.0.1", "--port", str(node.port),
+         "--dir", str(prepare.redis_node_dir(settings, node)),
+         "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--protected-mode", "yes",
+         "--aclfile", str(paths.redis_acl), *cluster),
+        node.port, "server", user=prepare.run_as("redis"),
+        env={DIGEST: digest(paths.redis_acl)}, kind="redis",
+    )  # fmt: skip
+
+
+# How long a Redis Cluster master may not answer before its replica takes over.
+REDIS_NODE_TIMEOUT_MS = 3000
+
+
+def _kafka(settings: StackSettings, broker: KafkaBroker) -> Part:
+    libs = prepare.paths(settings).kafka_libs
+    properties = prepare.kafka_broker_paths(settings, broker)[0]
+    agent = f"-javaagent:{prepare.jmx_agent(libs)}=127.0.0.1:{broker.metrics_port}:{prepare.JMX_EXPORTER}"
+    return Part(
+        numbered(settings, "kafka", broker.node_id),
+        ("java", f"-Xms{settings.kafka_heap}", f"-Xmx{settings.kafka_heap}", "-XX:+UseG1GC",
+         "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true", agent,
+         *prepare.kafka_java_options(libs), "kafka.Kafka", str(properties)),
+        broker.port, "server", stop_wait_s=60,
+        env={DIGEST: digest(properties, prepare.KAFKA_DIR / "log4j2.properties", prepare.JMX_EXPORTER)},
+        kind="kafka",
+    )  # fmt: skip
+
+
+def _service(settings: StackSettings, name: str, instance: Instance) -> Part:
     secrets = settings.secrets_dir
 
     def kafka(account: Account) -> dict[str, str]:
@@ -92,9 +145,9 @@ def parts(settings: StackSettings) -> list[Part]:
             "METRICS_KAFKA_PASSWORD_FILE": str(credentials.password_file(secrets, account)),
         }
 
-    def postgres(account: Account, setting: str = "POSTGRES") -> dict[str, str]:
+    def postgres(account: Account, setting: str = "POSTGRES", port: int | None = None) -> dict[str, str]:
         return {
-            f"METRICS_{setting}_DSN": settings.postgres_dsn(account.user),
+            f"METRICS_{setting}_DSN": settings.postgres_dsn(account.user, port),
             f"METRICS_{setting}_PASSWORD_FILE": str(credentials.password_file(secrets, account)),
         }
 
@@ -116,42 +169,39 @@ def parts(settings: StackSettings) -> list[Part]:
             **postgres(credentials.POSTGRES_WRITER),
             **postgres(credentials.POSTGRES_OWNER, "SAVER_MIGRATIONS"),
         },
-        "assessor": {**kafka(credentials.KAFKA_ASSESSOR), **postgres(credentials.POSTGRES_READER)},
+        "assessor": {
+            **kafka(credentials.KAFKA_ASSESSOR),
+            **postgres(credentials.POSTGRES_READER),
+            # Queries go to the streaming replica while it is up and close behind.
+            **(
+                postgres(credentials.POSTGRES_READER, "ASSESSOR_REPLICA", settings.postgres_replica_port)
+                if settings.cluster else {}
+            ),
+        },
         "notifier": {
             **kafka(credentials.KAFKA_NOTIFIER),
             **postgres(credentials.POSTGRES_NOTIFIER),
             "METRICS_NOTIFIER_ALLOWED_NETWORKS": ",".join(settings.notifier_allowed_networks),
         },
-    }
-    services = [
-        Part(
-            name,
-            (str(venv_bin / "python"), "-m", name),
-            getattr(settings, f"{name}_grpc_port"),
-            "service",
-            env={
-                **service_env[name],
-                "PYTHONUNBUFFERED": "1",
-                # glibc gives each thread that allocates an arena of its own (up to 8 a core); the
-                # services' allocations are Python's and gRPC's, and two arenas keep the receivers'
-                # peak under overload lower (test_overload: 265-289 MB over 7 runs, 260-305 without).
-                "MALLOC_ARENA_MAX": "2",
-                f"METRICS_{name.upper()}_GRPC_PORT": str(getattr(settings, f"{name}_grpc_port")),
-                f"METRICS_{name.upper()}_METRICS_PORT": str(getattr(settings, f"{name}_metrics_port")),
-                DIGEST: digest(ROOT / name, ROOT / "runtime", ROOT / "gen", ROOT / "uv.lock"),
-            },
-        )
-        for name in SERVICES
-    ]
-    envoy = Part(
-        "envoy",
-        (str(venv_bin / "envoy"), "-c", str(envoy_yaml), "--disable-hot-restart", "--log-level", "warn",
-         "--concurrency", str(settings.envoy_threads)),
-        settings.envoy_tls_port, "service",
-        # Envoy reads certificates, keys and the files it serves at its start: a new one restarts it.
-        env={DIGEST: digest(envoy_yaml, ROOT / "gen" / "metrics.binpb", *_envoy_files(settings))},
-    )  # fmt: skip
-    return [*servers, *services, envoy, *_observers(settings, paths)]
+    }  # fmt: skip
+    return Part(
+        numbered(settings, name, instance.number),
+        (str(VENV_BIN / "python"), "-m", name),
+        instance.grpc_port,
+        "service",
+        env={
+            **service_env[name],
+            "PYTHONUNBUFFERED": "1",
+            # glibc gives each thread that allocates an arena of its own (up to 8 a core); the
+            # services' allocations are Python's and gRPC's, and two arenas keep the receivers'
+            # peak under overload lower (test_overload: 265-289 MB over 7 runs, 260-305 without).
+            "MALLOC_ARENA_MAX": "2",
+            f"METRICS_{name.upper()}_GRPC_PORT": str(instance.grpc_port),
+            f"METRICS_{name.upper()}_METRICS_PORT": str(instance.metrics_port),
+            DIGEST: digest(ROOT / name, ROOT / "runtime", ROOT / "gen", ROOT / "uv.lock"),
+        },
+        kind=name,
+    )
 
 
 def _observers(settings: StackSettings, paths: prepare.Paths) -> list[Part]:
@@ -199,6 +249,9 @@ def _envoy_files(settings: StackSettings) -> list[Path]:
             envoy_config.CONSOLE.directory, envoy_config.API_DOCS.directory]  # fmt: skip
 
 
+STOP_ORDER = {"server": 100, "replica": 200, "service": 300}
+
+
 def supervisord_conf(settings: StackSettings, all_parts: list[Part]) -> str:
     """supervisord's configuration: every part, started on request (not at supervisord's start)."""
     state, logs = settings.state_dir, settings.logs_dir
@@ -221,6 +274,8 @@ def supervisord_conf(settings: StackSettings, all_parts: list[Part]) -> str:
             "startretries=10",
             f"stopsignal={part.stop_signal}",
             f"stopwaitsecs={part.stop_wait_s}",
+            # Lower starts first and stops last: the services stop before the servers they use.
+            f"priority={STOP_ORDER[part.stage]}",
             "stopasgroup=true",
             "killasgroup=true",
             "redirect_stderr=true",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stack import certs, credentials, envoy_config, prometheus_config, tokens
-from stack.settings import PUBLIC_SERVICES, ROOT, StackSettings
+from stack.settings import PUBLIC_SERVICES, ROOT, KafkaBroker, RedisNode, StackSettings
 from stack.system import SetupError, fetch_console_libs, fetch_docs_libs, fetch_kafka_libs, say
 
 KAFKA_DIR = ROOT / "stack" / "kafka"
@@ -44,13 +44,32 @@ def paths(settings: StackSettings) -> Paths:
         redis_dir=state / "redis",
         redis_acl=state / "redis" / "users.acl",
         kafka_libs=state / "kafka" / "libs",
-        kafka_properties=state / "kafka" / "server.properties",
-        kafka_data=state / "kafka" / "data",
+        # The first broker's.
+        kafka_properties=kafka_broker_paths(settings, settings.kafka_brokers[0])[0],
+        kafka_data=kafka_broker_paths(settings, settings.kafka_brokers[0])[1],
         envoy_yaml=state / "envoy.yaml",
         prometheus_yml=state / "prometheus" / "prometheus.yml",
         prometheus_data=state / "prometheus" / "data",
         redis_exporter_passwords=state / "prometheus" / "redis-passwords.json",
     )
+
+
+def kafka_broker_paths(settings: StackSettings, broker: KafkaBroker) -> tuple[Path, Path]:
+    """A broker's server.properties and log directory (the single node's where they always were)."""
+    base = settings.state_dir / "kafka"
+    if settings.cluster:
+        base = base / f"broker-{broker.node_id}"
+    return base / "server.properties", base / "data"
+
+
+def redis_node_dir(settings: StackSettings, node: RedisNode) -> Path:
+    base = paths(settings).redis_dir
+    return base / f"node-{node.number}" if settings.cluster else base
+
+
+def postgres_replica_data(settings: StackSettings) -> Path:
+    """The streaming replica's data directory (cluster topology), made by postgres_replica()."""
+    return settings.state_dir / "postgres" / "replica"
 
 
 def everything(settings: StackSettings) -> None:
@@ -61,9 +80,11 @@ def everything(settings: StackSettings) -> None:
     postgres_data(where.postgres_data, settings)
     postgres_access(where.postgres_data)
     redis_dir(where.redis_dir)
+    for node in settings.redis_nodes:
+        redis_dir(redis_node_dir(settings, node))
     redis_acl(where.redis_acl, settings)
     libs = fetch_kafka_libs(where.kafka_libs)
-    kafka_config(where.kafka_properties, libs, settings)
+    kafka_config(libs, settings)
     fetch_console_libs(envoy_config.CONSOLE.directory / "vendor")
     api_docs(envoy_config.API_DOCS.directory)
     envoy_file(where.envoy_yaml, settings)
@@ -206,23 +227,33 @@ def kafka_cluster_id() -> str:
             return cluster_id
 
 
-def kafka_config(properties: Path, libs: Path, settings: StackSettings) -> None:
-    """Writes server.properties and formats the KRaft log directory once."""
-    data = paths(settings).kafka_data
+def kafka_config(libs: Path, settings: StackSettings) -> None:
+    """Writes each broker's server.properties and formats its KRaft log directory once."""
     admin_password = credentials.password(settings.secrets_dir, credentials.KAFKA_ADMIN)
     template = (KAFKA_DIR / "server.properties.in").read_text()
     if kafka_users_missing(settings):
         template += KAFKA_ENROLMENT
-    private_file(
-        properties,
-        template.format(
-            port=settings.kafka_port, controller_port=settings.kafka_controller_port, data_dir=data,
-            admin_password=admin_password,
-        ),
-    )  # fmt: skip
-    if not (data / "meta.properties").exists():
-        say("Formatting Kafka's log directory (KRaft)")
-        cluster_id = kafka_cluster_id()
+    brokers = settings.kafka_brokers
+    voters = ",".join(f"{b.node_id}@127.0.0.1:{b.controller_port}" for b in brokers)
+    # Replicated: a record is acknowledged once 2 of its 3 replicas have it (producers ask acks=all).
+    replicas, in_sync = (3, 2) if len(brokers) >= 3 else (1, 1)
+    cluster_id = None
+    for broker in brokers:
+        properties, data = kafka_broker_paths(settings, broker)
+        properties.parent.mkdir(parents=True, exist_ok=True)
+        private_file(
+            properties,
+            template.format(
+                node_id=broker.node_id, voters=voters, port=broker.port,
+                controller_port=broker.controller_port, data_dir=data, admin_password=admin_password,
+                replication_factor=replicas, min_insync_replicas=in_sync,
+            ),
+        )  # fmt: skip
+        if (data / "meta.properties").exists():
+            continue
+        # Every broker of a cluster is formatted with the same id (one formatted before, if any).
+        cluster_id = cluster_id or _formatted_cluster_id(settings) or kafka_cluster_id()
+        say(f"Formatting Kafka's log directory (KRaft, node {broker.node_id})")
         command = ["java", *kafka_java_options(libs), "kafka.tools.StorageTool", "format",
                    "--cluster-id", cluster_id, "--config", str(properties)]  # fmt: skip
         # The SCRAM users are made with the cluster, at once. (Their passwords show in `ps` for the
@@ -233,7 +264,18 @@ def kafka_config(properties: Path, libs: Path, settings: StackSettings) -> None:
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise SetupError(f"formatting Kafka's log directory failed:\n{result.stdout}{result.stderr}")
+    if cluster_id is not None:
         kafka_users_made(settings)
+
+
+def _formatted_cluster_id(settings: StackSettings) -> str | None:
+    for broker in settings.kafka_brokers:
+        meta = kafka_broker_paths(settings, broker)[1] / "meta.properties"
+        if meta.exists():
+            for line in meta.read_text().splitlines():
+                if line.startswith("cluster.id="):
+                    return line.removeprefix("cluster.id=")
+    return None
 
 
 def _kafka_users_digest(settings: StackSettings) -> str:
@@ -275,7 +317,9 @@ def envoy_file(path: Path, settings: StackSettings) -> None:
             plaintext=(local, settings.envoy_port) if settings.envoy_plaintext else None,
             admin=(local, settings.envoy_admin_port),
             upstreams={
-                **{name: [(local, getattr(settings, f"{name}_grpc_port"))] for name in PUBLIC_SERVICES},
+                **{
+                    name: [(local, i.grpc_port) for i in settings.instances(name)] for name in PUBLIC_SERVICES
+                },
                 "prometheus": [(local, settings.prometheus_port)],
             },
             descriptor=ROOT / "gen" / "metrics.binpb",
@@ -294,5 +338,26 @@ def prometheus_files(where: Paths, settings: StackSettings) -> None:
     where.prometheus_data.mkdir(parents=True, exist_ok=True)
     where.prometheus_yml.write_text(prometheus_config.render(settings))
     password = credentials.password(settings.secrets_dir, credentials.REDIS_MONITOR)
-    address = f"redis://127.0.0.1:{settings.redis_port}"
-    private_file(where.redis_exporter_passwords, json.dumps({address: password}))
+    addresses = [f"redis://127.0.0.1:{node.port}" for node in settings.redis_nodes]
+    private_file(where.redis_exporter_passwords, json.dumps(dict.fromkeys(addresses, password)))
+
+
+def postgres_replica(settings: StackSettings) -> None:
+    """Makes the streaming replica's data directory once, a base backup of the running primary that
+    follows it (-R: standby.signal and primary_conninfo; WAL streamed through the unix socket as the
+    server's account, which pg_hba.conf and pg_ident.conf allow)."""
+    data = postgres_replica_data(settings)
+    if (data / "PG_VERSION").exists():
+        return
+    say("Making the PostgreSQL replica (a base backup of the primary)")
+    shutil.rmtree(data, ignore_errors=True)  # what a failed backup left
+    user = run_as("postgres")
+    command = [str(settings.postgres_bin / "pg_basebackup"), "-h", str(settings.postgres_socket_dir),
+               "-p", str(settings.postgres_port), "-U", "postgres", "-D", str(data),
+               "-R", "-X", "stream", "-c", "fast"]  # fmt: skip
+    if user is not None:
+        command = ["runuser", "-u", user, "--", *command]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        shutil.rmtree(data, ignore_errors=True)
+        raise SetupError(f"pg_basebackup failed:\n{result.stdout}{result.stderr}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import urllib.error
 import urllib.request
 
@@ -12,30 +13,33 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from runtime.kafka import client_options
 from stack import access, certs, tokens
+from stack.parts import Part
 from stack.settings import StackSettings
 
 # Through Envoy, this header picks the service whose health (or reflection) is asked.
 SERVICE_HEADER = "x-metrics-service"
 
 
-async def postgres(settings: StackSettings) -> None:
-    conn = await access.postgres_superuser(settings)
+async def postgres(settings: StackSettings, port: int) -> None:
+    conn = await access.postgres_superuser(settings, port=port)
     try:
         await conn.fetchval("SELECT 1")
     finally:
         await conn.close()
 
 
-async def redis(settings: StackSettings) -> None:
-    client = access.redis(settings, socket_timeout=2, socket_connect_timeout=2)
+async def redis(settings: StackSettings, port: int) -> None:
+    client = access.redis_node(settings, port, socket_timeout=2, socket_connect_timeout=2)
     try:
         await client.ping()
     finally:
         await client.aclose()
 
 
-async def kafka(settings: StackSettings) -> None:
-    admin = AIOKafkaAdminClient(**client_options(access.kafka(settings)), request_timeout_ms=3000)
+async def kafka(settings: StackSettings, port: int) -> None:
+    """The broker at `port` answers (alone: not another of the cluster's)."""
+    only = dataclasses.replace(access.kafka(settings), kafka_bootstrap_servers=f"127.0.0.1:{port}")
+    admin = AIOKafkaAdminClient(**client_options(only), request_timeout_ms=3000)
     await admin.start()
     try:
         await admin.list_topics()
@@ -94,11 +98,6 @@ async def grpc_health(
         raise RuntimeError(f"health is {health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}")
 
 
-async def service(settings: StackSettings, name: str) -> None:
-    """The service answers SERVING directly and through Envoy."""
-    await grpc_health(f"127.0.0.1:{getattr(settings, f'{name}_grpc_port')}")
-
-
 async def service_via_envoy(settings: StackSettings, name: str) -> None:
     """Through the TLS port, with a token of the stack's key: what an outside client does."""
     await grpc_health(f"127.0.0.1:{settings.envoy_tls_port}", name, front_door_credentials(settings))
@@ -117,14 +116,15 @@ def front_door_credentials(settings: StackSettings, token: str | None = None) ->
     )
 
 
-async def probe(settings: StackSettings, name: str) -> None:
-    """The readiness check of part `name`."""
+async def probe(settings: StackSettings, part: Part) -> None:
+    """The readiness check of a part."""
+    name = part.what
     if name == "postgres":
-        await postgres(settings)
+        await postgres(settings, part.port)
     elif name == "redis":
-        await redis(settings)
+        await redis(settings, part.port)
     elif name == "kafka":
-        await kafka(settings)
+        await kafka(settings, part.port)
     elif name == "envoy":
         await envoy(settings)
     elif name == "prometheus":
@@ -134,4 +134,4 @@ async def probe(settings: StackSettings, name: str) -> None:
     elif name == "redis-exporter":
         await exporter(settings.redis_exporter_port, "redis_up")
     else:
-        await service(settings, name)
+        await grpc_health(f"127.0.0.1:{part.port}")

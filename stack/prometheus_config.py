@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -17,21 +18,37 @@ INTERVAL = "5s"
 
 def render(settings: StackSettings, rules: Path = RULES) -> str:
     local = "127.0.0.1"
-    jobs: list[tuple[str, int, str]] = [
-        *((name, getattr(settings, f"{name}_metrics_port"), "/metrics") for name in SERVICES),
-        ("envoy", settings.envoy_admin_port, "/stats/prometheus"),
-        ("kafka", settings.kafka_metrics_port, "/metrics"),
-        ("postgres", settings.postgres_exporter_port, "/metrics"),
-        ("redis", settings.redis_exporter_port, "/metrics"),
-        ("prometheus", settings.prometheus_port, "/metrics"),
+    jobs: list[tuple[str, list[int], str]] = [
+        *((name, [i.metrics_port for i in settings.instances(name)], "/metrics") for name in SERVICES),
+        ("envoy", [settings.envoy_admin_port], "/stats/prometheus"),
+        ("kafka", [b.metrics_port for b in settings.kafka_brokers], "/metrics"),
+        ("postgres", [settings.postgres_exporter_port], "/metrics"),
+        ("prometheus", [settings.prometheus_port], "/metrics"),
     ]
+    scrapes: list[dict[str, Any]] = [
+        {
+            "job_name": job,
+            "metrics_path": path,
+            "static_configs": [{"targets": [f"{local}:{p}" for p in ports]}],
+        }
+        for job, ports, path in jobs
+    ]
+    # The Redis exporter scrapes each node on request (/scrape?target=), named by its address.
+    exporter = f"{local}:{settings.redis_exporter_port}"
+    scrapes.append({
+        "job_name": "redis",
+        "metrics_path": "/scrape",
+        "static_configs": [{"targets": [f"redis://{local}:{n.port}" for n in settings.redis_nodes]}],
+        "relabel_configs": [
+            {"source_labels": ["__address__"], "target_label": "__param_target"},
+            {"source_labels": ["__param_target"], "target_label": "instance"},
+            {"target_label": "__address__", "replacement": exporter},
+        ],
+    })  # fmt: skip
     config = {
         "global": {"scrape_interval": INTERVAL, "evaluation_interval": INTERVAL},
         "rule_files": [str(rules)],
-        "scrape_configs": [
-            {"job_name": job, "metrics_path": path, "static_configs": [{"targets": [f"{local}:{port}"]}]}
-            for job, port, path in jobs
-        ],
+        "scrape_configs": scrapes,
     }
     return "# Written by `make run` (stack/prometheus_config.py): edits here are lost.\n" + yaml.safe_dump(
         config, sort_keys=False

@@ -3,19 +3,33 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from runtime import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("receiver", "processor", "saver", "assessor", "notifier")
+# `make run` is one node of each server; `make run-cluster` (topology "cluster") runs 3 Kafka
+# brokers, a Redis Cluster of 3 masters with a replica each, a PostgreSQL primary with a streaming
+# replica, and two instances of the services but the notifier, behind the same front door.
+TOPOLOGIES = ("single", "cluster")
+CLUSTER_INSTANCES = {"receiver": 2, "processor": 2, "saver": 2, "assessor": 2, "notifier": 1}
+KAFKA_BROKERS, REDIS_NODES = 3, 6
+# In the cluster topology, the n-th Kafka broker's ports are the first's + (n - 1) * KAFKA_STEP
+# (59092 and 59093, 59094 and 59095, ...), the n-th Redis node's the first's + (n - 1), a second
+# instance's the first's + INSTANCE_STEP.
+KAFKA_STEP, INSTANCE_STEP = 2, 10
+# A Redis node's cluster bus port is its port - REDIS_BUS_OFFSET (Redis's default, + 10,000, would
+# pass 65,535 for the stack's ports).
+REDIS_BUS_OFFSET = 10_000
 # Those Envoy routes to (the processor for its RulesService); the saver's health stays inside.
 PUBLIC_SERVICES = ("receiver", "processor", "assessor", "notifier")
 
 
 @dataclass(frozen=True)
 class StackSettings:
+    topology: str = "single"
     # The front door: TLS with tokens (to expose), and plaintext without (loopback, development;
     # METRICS_ENVOY_PLAINTEXT=off switches it off).
     envoy_tls_port: int = 8443
@@ -62,7 +76,7 @@ class StackSettings:
     # Envoy's worker threads; 0 = one per core but one, which the receivers need more (measured on
     # 2 cores: one Envoy thread passes more single calls than two, 3,850 vs 2,900-3,700 a second).
     envoy_concurrency: int = 0
-    # State and logs of every part.
+    # State and logs of every part; the cluster topology's default is ROOT / ".stack-cluster".
     state_dir: Path = ROOT / ".stack"
     # `make run` refuses to start with less free disk than this: PostgreSQL and Kafka stop when it is full.
     min_free_mb: int = 2048
@@ -70,12 +84,60 @@ class StackSettings:
     postgres_bin: Path = Path("/usr/lib/postgresql/15/bin")
 
     @property
+    def cluster(self) -> bool:
+        return self.topology == "cluster"
+
+    @property
     def ports(self) -> list[int]:
         """Every port the stack listens on."""
-        return [
+        single = [
             value
             for name, value in vars(self).items()
             if name.endswith("_port") and (name != "envoy_port" or self.envoy_plaintext)
+        ]
+        if not self.cluster:
+            return single
+        extra = [p for b in self.kafka_brokers[1:] for p in (b.port, b.controller_port, b.metrics_port)]
+        extra += [n.port for n in self.redis_nodes[1:]] + [n.bus_port for n in self.redis_nodes]
+        extra += [self.postgres_replica_port]
+        extra += [i.grpc_port for s in SERVICES for i in self.instances(s)[1:]]
+        extra += [i.metrics_port for s in SERVICES for i in self.instances(s)[1:]]
+        return single + extra
+
+    @property
+    def kafka_brokers(self) -> list[KafkaBroker]:
+        count = KAFKA_BROKERS if self.cluster else 1
+        return [
+            KafkaBroker(
+                n + 1,
+                self.kafka_port + n * KAFKA_STEP,
+                self.kafka_controller_port + n * KAFKA_STEP,
+                self.kafka_metrics_port + n,
+            )
+            for n in range(count)
+        ]
+
+    @property
+    def redis_nodes(self) -> list[RedisNode]:
+        count = REDIS_NODES if self.cluster else 1
+        return [
+            RedisNode(n + 1, self.redis_port + n, self.redis_port + n - REDIS_BUS_OFFSET)
+            for n in range(count)
+        ]
+
+    @property
+    def postgres_replica_port(self) -> int:
+        """The streaming replica's, in the cluster topology."""
+        return self.postgres_port + 1
+
+    def instances(self, service: str) -> list[Instance]:
+        """The service's instances: one, or in the cluster topology CLUSTER_INSTANCES[service]."""
+        grpc_port = getattr(self, f"{service}_grpc_port")
+        metrics_port = getattr(self, f"{service}_metrics_port")
+        count = CLUSTER_INSTANCES[service] if self.cluster else 1
+        return [
+            Instance(n + 1, grpc_port + n * INSTANCE_STEP, metrics_port + n * INSTANCE_STEP)
+            for n in range(count)
         ]
 
     @property
@@ -96,9 +158,9 @@ class StackSettings:
         """Where PostgreSQL's unix socket is: the stack's own way in as the superuser."""
         return self.state_dir / "postgres" / "run"
 
-    def postgres_dsn(self, role: str) -> str:
-        """A DSN without the password (stack/access.py adds it)."""
-        return f"postgresql://{role}@127.0.0.1:{self.postgres_port}/metrics"
+    def postgres_dsn(self, role: str, port: int | None = None) -> str:
+        """A DSN without the password (stack/access.py adds it), of the primary or another port."""
+        return f"postgresql://{role}@127.0.0.1:{port or self.postgres_port}/metrics"
 
     def redis_url(self, user: str) -> str:
         """A URL without the password (stack/access.py adds it)."""
@@ -106,8 +168,40 @@ class StackSettings:
 
     @property
     def kafka_bootstrap(self) -> str:
-        return f"127.0.0.1:{self.kafka_port}"
+        return ",".join(f"127.0.0.1:{b.port}" for b in self.kafka_brokers)
 
 
-def load() -> StackSettings:
-    return settings.load(StackSettings, "stack")
+@dataclass(frozen=True)
+class KafkaBroker:
+    node_id: int
+    port: int
+    controller_port: int
+    metrics_port: int
+
+
+@dataclass(frozen=True)
+class RedisNode:
+    number: int
+    port: int
+    bus_port: int
+
+
+@dataclass(frozen=True)
+class Instance:
+    number: int
+    grpc_port: int
+    metrics_port: int
+
+
+def load(topology: str | None = None) -> StackSettings:
+    """The settings of the environment; `topology` overrides METRICS_TOPOLOGY."""
+    loaded = settings.load(StackSettings, "stack")
+    if topology is not None:
+        loaded = replace(loaded, topology=topology)
+    if loaded.topology not in TOPOLOGIES:
+        raise settings.SettingsError(
+            f"METRICS_TOPOLOGY: {loaded.topology!r} is not one of {', '.join(TOPOLOGIES)}"
+        )
+    if loaded.cluster and loaded.state_dir == StackSettings.state_dir:
+        loaded = replace(loaded, state_dir=ROOT / ".stack-cluster")
+    return loaded

@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import grpc
@@ -101,10 +101,18 @@ async def db(target: Target) -> AsyncIterator[asyncpg.Pool]:
 @pytest.fixture(scope="session")
 async def redis_client(target: Target) -> AsyncIterator[aioredis.Redis]:
     # Fault tests restart Redis under this client: it reconnects and retries instead of failing.
+    retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=30)
+    password = target.password(credentials.REDIS_ADMIN)
+    if target.redis_cluster:
+        # The cluster client has the same commands; it follows the slots to the node serving them.
+        cluster = aioredis.RedisCluster.from_url(target.redis_url, password=password, retry=retry)
+        yield cast(aioredis.Redis, cluster)
+        await cluster.aclose()
+        return
     client = aioredis.Redis.from_url(
         target.redis_url,
-        password=target.password(credentials.REDIS_ADMIN),
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=30),
+        password=password,
+        retry=retry,
         retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
     )
     yield client

@@ -42,6 +42,8 @@ class Target:
     credentials_dir: str = ""
     # The compacted topic the processors take their rules from.
     rules_topic: str = "rules"
+    # Whether redis_url is a node of a Redis Cluster (the cluster topology).
+    redis_cluster: bool = False
     # Where each service serves its Prometheus metrics (host:port), and Prometheus (host:port); the
     # local stack's. Empty: the deployment runs none.
     metrics: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,161 @@
+"""Faults in the cluster topology (make run-cluster; make test-cluster runs these) under a steady load
+(tests/faults.py): a Kafka broker, a Redis master, the PostgreSQL replica, a processor and a saver
+killed. Afterwards every acknowledged reading is stored exactly once, and the events, alarms and
+Redis counters are the rules model's."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from typing import Any
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+from aiokafka.admin import AIOKafkaAdminClient
+
+from runtime.kafka import client_options
+from stack import access
+from stack import settings as stack_settings
+from tests.faults import Load, during_load, healthy, pid_of
+from tests.helpers import eventually, http
+from tests.target import Target
+
+pytestmark = [pytest.mark.local_stack, pytest.mark.cluster]
+
+SETTINGS = stack_settings.load()
+
+
+def test_the_stack_under_test_is_the_cluster_topology(target: Target) -> None:
+    assert SETTINGS.cluster, "run these with make test-cluster (METRICS_TOPOLOGY=cluster)"
+    assert target.redis_cluster, "METRICS_TEST_TARGET must be tests/targets/cluster.toml"
+
+
+async def kill_and_wait(name: str) -> float:
+    """kill -9, then the seconds until supervisord has it back and it answers."""
+    os.kill(pid_of(name), signal.SIGKILL)
+    started = time.monotonic()
+    await eventually(lambda: healthy(name), timeout=120, what=f"{name} back")
+    return time.monotonic() - started
+
+
+async def test_kill_9_of_a_kafka_broker_ingest_goes_on(
+    target: Target, db: asyncpg.Pool, redis_client: aioredis.Redis
+) -> None:
+    load = Load(batches=120)
+    admin = AIOKafkaAdminClient(**client_options(target.kafka()))
+    await admin.start()
+    try:
+        (metrics,) = await admin.describe_topics([target.metrics_topic])
+    finally:
+        await admin.close()
+    # The broker leading partition 0: its partitions must get new leaders on the other two.
+    leader = next(p["leader"] for p in metrics["partitions"] if p["partition"] == 0)
+    victim = f"kafka-{leader}"
+    acked: dict[str, int] = {}
+
+    async def kill() -> None:
+        acked["at kill"] = load.acked
+        back_in = await kill_and_wait(victim)
+        acked["when back"] = load.acked
+        print(f"{victim}: killed, back in {back_in:.1f} s; acknowledged meanwhile: {acked}")
+
+    await during_load(target, db, redis_client, kill, load)
+    assert acked["when back"] > acked["at kill"], f"ingest stopped while {victim} was down: {acked}"
+
+
+async def cluster_role(port: int) -> str:
+    client = access.redis_node(SETTINGS, port, socket_timeout=2, socket_connect_timeout=1)
+    try:
+        role: Any = (await client.execute_command("ROLE"))[0]  # type: ignore[no-untyped-call]
+    finally:
+        await client.aclose()
+    return str(role.decode() if isinstance(role, bytes) else role)
+
+
+async def test_a_redis_master_that_goes_away_is_replaced_by_its_replica(
+    target: Target, db: asyncpg.Pool, redis_client: aioredis.Redis
+) -> None:
+    load = Load(batches=80)
+    # The master of the first sensor's slot, and its replica, as the cluster says now.
+    key = f"warnings:{{{load.ids[0]}}}"
+    slot = int(await redis_client.execute_command("CLUSTER", "KEYSLOT", key))  # type: ignore[no-untyped-call]
+    ranges: Any = await redis_client.execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]
+    (served,) = [r for r in ranges if int(r[0]) <= slot <= int(r[1])]
+    master_port, replica_port = int(served[2][1]), int(served[3][1])
+    victim = f"redis-{master_port - SETTINGS.redis_port + 1}"
+
+    async def fail_over() -> None:
+        # A master that stops answering (frozen, as a machine that is gone) and is then killed:
+        # after the node timeout its replica is elected, and the killed node, restarted by
+        # supervisord, joins again as the new master's replica.
+        pid = pid_of(victim)
+        os.kill(pid, signal.SIGSTOP)
+        started = time.monotonic()
+        try:
+
+            async def promoted() -> None:
+                assert await cluster_role(replica_port) == "master"
+
+            await eventually(promoted, timeout=60, what=f"the replica on {replica_port} promoted")
+            took = time.monotonic() - started
+        finally:
+            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGCONT)
+        await eventually(lambda: healthy(victim), timeout=120, what=f"{victim} back")
+
+        async def rejoined() -> None:
+            assert await cluster_role(master_port) == "slave"
+
+        await eventually(rejoined, timeout=60, what=f"{victim} a replica of the new master")
+        print(f"{victim} (port {master_port}): frozen; replica {replica_port} master after {took:.1f} s")
+
+    await during_load(target, db, redis_client, fail_over, load)
+
+
+async def test_kill_9_of_the_postgres_replica_queries_go_on_against_the_primary(
+    target: Target, db: asyncpg.Pool, redis_client: aioredis.Redis
+) -> None:
+    replica = await access.postgres_superuser(SETTINGS, port=SETTINGS.postgres_replica_port)
+    try:
+        readers = await replica.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'metrics_reader'"
+        )
+    finally:
+        await replica.close()
+    assert readers > 0, "the assessors do not read from the replica: nothing to fall back from"
+    answered: list[tuple[float, int]] = []
+    stop = asyncio.Event()
+
+    async def query() -> None:
+        # What an HTTP client of the assessor asks again and again; every answer must be a 200.
+        while not stop.is_set():
+            status, body = await http("GET", f"{target.envoy_url}/v1/sensors?pageSize=5")
+            answered.append((time.monotonic(), status))
+            assert status == 200, body
+
+    async def kill() -> None:
+        querying = asyncio.create_task(query())
+        try:
+            killed_at = time.monotonic()
+            back_in = await kill_and_wait("postgres-replica")
+        finally:
+            stop.set()
+            await querying
+        during = [s for t, s in answered if killed_at <= t <= killed_at + back_in]
+        print(f"postgres-replica: back in {back_in:.1f} s; {len(during)} queries answered meanwhile")
+        assert during, "no query was answered while the replica was down"
+
+    await during_load(target, db, redis_client, kill)
+
+
+async def test_kill_9_of_a_processor_and_a_saver(
+    target: Target, db: asyncpg.Pool, redis_client: aioredis.Redis
+) -> None:
+    async def kill() -> None:
+        took = await asyncio.gather(kill_and_wait("processor-1"), kill_and_wait("saver-2"))
+        print(f"processor-1 and saver-2 killed; back in {took[0]:.1f} s and {took[1]:.1f} s")
+
+    await during_load(target, db, redis_client, kill)
