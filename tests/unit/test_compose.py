@@ -15,6 +15,7 @@ import importlib.metadata
 import json
 import re
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,7 +26,14 @@ from jsonschema.validators import validator_for
 
 from stack import bootstrap, compose_secrets, credentials, parts, prepare
 from stack.envoy_config import render
-from stack.settings import PUBLIC_SERVICES, SERVICES, StackSettings
+from stack.settings import (
+    CLUSTER_INSTANCES,
+    KAFKA_BROKERS,
+    PUBLIC_SERVICES,
+    REDIS_NODES,
+    SERVICES,
+    StackSettings,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -37,6 +45,7 @@ COMPOSE_TARGET = ROOT / "tests" / "targets" / "compose.toml"
 SCHEMA_DIST = "check-jsonschema"
 SCHEMA_FILE = "check_jsonschema/builtin_schemas/vendor/compose-spec.json"
 DEFAULTS = StackSettings()
+CLUSTER_DEFAULTS = StackSettings(topology="cluster")
 # The settings the cluster profile changes, with their single-node values (what the services do
 # without them). The Redis ones are the processor's cluster client and the replicas a round waits for.
 CLUSTER_SETTINGS = {
@@ -449,7 +458,7 @@ def test_envoy_mounts_what_make_compose_secrets_makes_where_the_image_reads_it(r
 # --- The cluster deployment (deploy/compose/cluster.env) ---
 
 BROKER_IMAGE = "apache/kafka"
-REDIS_CLUSTER_NODES = 6
+SECOND_INSTANCES = [f"{name}-2" for name, count in CLUSTER_INSTANCES.items() if count == 2]
 
 
 def named(services: dict[str, Any], image: str) -> dict[str, dict[str, Any]]:
@@ -492,7 +501,7 @@ def test_the_single_node_deployment_has_none_of_the_cluster(compose: dict[str, A
 
 def test_the_cluster_has_three_brokers_in_one_controller_quorum(cluster: dict[str, Any]) -> None:
     brokers = named(cluster["services"], BROKER_IMAGE)
-    assert len(brokers) == 3
+    assert len(brokers) == KAFKA_BROKERS == 3
     envs = {name: env_of(broker) for name, broker in brokers.items()}
     ids = {name: int(env["KAFKA_NODE_ID"]) for name, env in envs.items()}
     assert len(set(ids.values())) == 3, f"node ids not distinct: {ids}"
@@ -513,7 +522,7 @@ def test_the_cluster_has_three_brokers_in_one_controller_quorum(cluster: dict[st
         assert [v.split(":")[1] for v in brokers[name]["volumes"]] == ["/var/lib/kafka/data"], name
     # The services and kafka-init start from every broker.
     servers = {f"{b['hostname']}:9092" for b in brokers.values()}
-    for name in (*SERVICES, *(f"{s}-2" for s in SERVICES)):
+    for name in (*SERVICES, *SECOND_INSTANCES):
         assert (
             set(env_of(cluster["services"][name])["METRICS_KAFKA_BOOTSTRAP_SERVERS"].split(",")) == servers
         ), name
@@ -528,13 +537,16 @@ def test_the_cluster_publishes_each_broker_where_it_advertises_it(
     brokers = named(cluster["services"], BROKER_IMAGE)
     host_ports = []
     for name, broker in brokers.items():
+        number = int(env_of(broker)["KAFKA_NODE_ID"])
         advertised = dict(x.split("://", 1) for x in env_of(broker)["KAFKA_ADVERTISED_LISTENERS"].split(","))
         (mapping,) = broker["ports"]
         host, port, container = mapping.rsplit(":", 2)
         assert (host, f"{host}:{port}") == ("127.0.0.1", advertised["HOST"]), name
         assert container == "59092", name
+        # By default where `make run-cluster` has the broker (tests/targets/cluster.toml).
+        assert with_defaults(port) == str(CLUSTER_DEFAULTS.kafka_brokers[number - 1].port), name
         host_ports.append(port)
-    assert len(set(host_ports)) == 3, host_ports
+    assert len(set(host_ports)) == KAFKA_BROKERS, host_ports
     # Nothing else of the cluster is published: a second instance is reached through Envoy.
     for name, service in cluster["services"].items():
         if name not in brokers and name not in compose["services"]:
@@ -560,7 +572,7 @@ def test_every_topic_of_the_cluster_has_three_replicas_two_in_sync(cluster: dict
 def test_the_cluster_has_six_redis_nodes_and_makes_a_cluster_of_them(cluster: dict[str, Any]) -> None:
     services = cluster["services"]
     nodes = named(services, "redis")
-    assert len(nodes) == REDIS_CLUSTER_NODES
+    assert len(nodes) == REDIS_NODES == 6
     for name, node in nodes.items():
         text = script(node)
         assert '[ "yes" = yes ]' in text and "--cluster-enabled yes" in text, name
@@ -639,15 +651,19 @@ def test_the_assessors_read_from_the_replica(cluster: dict[str, Any]) -> None:
         assert env["METRICS_ASSESSOR_REPLICA_PASSWORD_FILE"] == env["METRICS_POSTGRES_PASSWORD_FILE"], name
 
 
-def test_the_cluster_runs_two_of_each_service(compose: dict[str, Any], cluster: dict[str, Any]) -> None:
-    for deployed, count in ((compose, 1), (cluster, 2)):
+def test_the_cluster_runs_the_instances_of_the_local_cluster(
+    compose: dict[str, Any], cluster: dict[str, Any]
+) -> None:
+    # Two of each service but the notifier, as `make run-cluster` (stack/settings.py).
+    for deployed, counts in ((compose, dict.fromkeys(SERVICES, 1)), (cluster, CLUSTER_INSTANCES)):
         instances = {
             name: [n for n, s in deployed["services"].items() if s.get("command") == ["python", "-m", name]]
             for name in SERVICES
         }
-        assert {name: len(found) for name, found in instances.items()} == dict.fromkeys(SERVICES, count)
-    for name in SERVICES:
-        first, second = cluster["services"][name], cluster["services"][f"{name}-2"]
+        assert {name: len(found) for name, found in instances.items()} == counts
+    for second_name in SECOND_INSTANCES:
+        name = second_name.removesuffix("-2")
+        first, second = cluster["services"][name], cluster["services"][second_name]
         # The same container but for its published ports and the name Envoy finds it by.
         assert {k: v for k, v in second.items() if k not in {"ports", "networks", "profiles"}} == {
             k: v for k, v in first.items() if k != "ports"
@@ -690,9 +706,23 @@ def test_envoy_reaches_both_instances_of_each_public_service(cluster: dict[str, 
             for n, s in services.items()
             if n == host or host in s.get("networks", {}).get("default", {}).get("aliases", [])
         ]
-        assert len(answering) == 2, f"{host}: {answering}"
+        assert len(answering) == CLUSTER_INSTANCES[service], f"{host}: {answering}"
         for instance in answering:
             env = env_of(services[instance])
             assert services[instance]["command"] == ["python", "-m", service], instance
             assert env[f"METRICS_{service.upper()}_GRPC_PORT"] == str(port), instance
             assert env[f"METRICS_{service.upper()}_GRPC_HOST"] == "0.0.0.0", instance
+
+
+def test_the_cluster_services_get_the_variables_the_local_cluster_gives_them(
+    cluster: dict[str, Any], tmp_path: Path
+) -> None:
+    local = {part.name: part for part in parts.parts(replace(CLUSTER_DEFAULTS, state_dir=tmp_path))}
+    for name in SERVICES:
+        for number in range(1, CLUSTER_INSTANCES[name] + 1):
+            env = env_of(cluster["services"][name if number == 1 else f"{name}-{number}"])
+            expected = set(local[f"{name}-{number}"].env) - {parts.DIGEST} | {
+                f"METRICS_{name.upper()}_GRPC_HOST"
+            }
+            # The processor's Redis Cluster client: settings the local cluster does not give yet.
+            assert set(env) == expected | set(CLUSTER_SETTINGS.get(name, {})), f"{name}-{number}"
