@@ -36,6 +36,8 @@ POSTGRES_READER = Account("postgres", "metrics_reader")
 POSTGRES_NOTIFIER = Account("postgres", "metrics_notifier")
 # The exporters' (Prometheus): statistics only (pg_monitor; Redis INFO and the like).
 POSTGRES_MONITOR = Account("postgres", "metrics_monitor")
+# docker-compose.yml's cluster profile: its streaming replica's login (replication only).
+POSTGRES_REPLICATOR = Account("postgres", "replicator")
 REDIS_MONITOR = Account("redis", "monitor")
 # Redis: operators, tools and tests; the processor (its counters only).
 REDIS_ADMIN = Account("redis", "admin")
@@ -50,6 +52,7 @@ KAFKA_ASSESSOR = Account("kafka", "assessor")
 KAFKA_ACCOUNTS = (KAFKA_ADMIN, KAFKA_RECEIVER, KAFKA_PROCESSOR, KAFKA_SAVER, KAFKA_NOTIFIER, KAFKA_ASSESSOR)
 POSTGRES_ACCOUNTS = (
     POSTGRES_SUPERUSER, POSTGRES_OWNER, POSTGRES_WRITER, POSTGRES_READER, POSTGRES_NOTIFIER, POSTGRES_MONITOR,
+    POSTGRES_REPLICATOR,
 )  # fmt: skip
 ACCOUNTS = (*POSTGRES_ACCOUNTS, REDIS_ADMIN, REDIS_PROCESSOR, REDIS_MONITOR, *KAFKA_ACCOUNTS)
 

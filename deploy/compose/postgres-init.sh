@@ -34,3 +34,10 @@ ALTER DEFAULT PRIVILEGES FOR ROLE metrics IN SCHEMA public
     GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO metrics_writer;
 ALTER DEFAULT PRIVILEGES FOR ROLE metrics IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO metrics_writer;
 SQL
+
+# The cluster profile (docker-compose.yml, METRICS_REPLICATION=on): the streaming replica's role,
+# replicator, may stream WAL from the Compose network with its password (postgres-replica-init makes
+# the role; a replication connection matches no `all` line of pg_hba.conf, so it needs its own).
+if [ "${METRICS_REPLICATION:-off}" = on ]; then
+  echo "host replication replicator all scram-sha-256" >> "$PGDATA/pg_hba.conf"
+fi

@@ -3,6 +3,10 @@
 No Docker engine is needed: the file is checked against the Compose Specification's JSON schema (the
 copy that the check-jsonschema wheel ships), then against what a schema cannot know: the Dockerfile's
 stages, and stack/ (settings, parts, bootstrap) as the source of ports, variables and topics.
+
+Two deployments come from the file: the single node (no variable set, no profile: `docker compose
+up`), and the cluster (the variables and the profile of deploy/compose/cluster.env), whose topology
+the tests at the end check.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import importlib.metadata
 import json
 import re
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,47 +25,111 @@ import yaml
 from jsonschema.validators import validator_for
 
 from stack import bootstrap, compose_secrets, credentials, parts, prepare
-from stack.settings import SERVICES, StackSettings
+from stack.envoy_config import render
+from stack.settings import (
+    CLUSTER_INSTANCES,
+    KAFKA_BROKERS,
+    PUBLIC_SERVICES,
+    REDIS_NODES,
+    SERVICES,
+    StackSettings,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 POSTGRES_INIT = ROOT / "deploy" / "compose" / "postgres-init.sh"
+CLUSTER_ENV = ROOT / "deploy" / "compose" / "cluster.env"
 SECRETS = "/run/secrets/"
 COMPOSE_TARGET = ROOT / "tests" / "targets" / "compose.toml"
 SCHEMA_DIST = "check-jsonschema"
 SCHEMA_FILE = "check_jsonschema/builtin_schemas/vendor/compose-spec.json"
 DEFAULTS = StackSettings()
+CLUSTER_DEFAULTS = StackSettings(topology="cluster")
+# The settings the cluster profile changes, with their single-node values (what the services do
+# without them). The Redis ones are the processor's cluster client and the replicas a round waits for.
+CLUSTER_SETTINGS = {
+    "processor": {"METRICS_PROCESSOR_REDIS_CLUSTER": "no", "METRICS_PROCESSOR_REDIS_REPLICAS": "0"},
+    "assessor": {
+        "METRICS_ASSESSOR_REPLICA_DSN": "",
+        "METRICS_ASSESSOR_REPLICA_PASSWORD_FILE": SECRETS + credentials.POSTGRES_READER.file_name,
+    },
+}
 
 # Compose interpolation: $$ is a literal $; ${NAME:-default} and ${NAME-default} take the default here.
 VARIABLE = re.compile(r"\$(?:(?P<escaped>\$)|\{(?P<name>\w+)(?::?-(?P<default>[^}]*))?\}|(?P<bare>\w+))")
 
 
-def with_defaults(text: str) -> str:
-    """The file as Compose reads it when no variable is set; every variable must have a default."""
+def with_variables(text: str, variables: dict[str, str]) -> str:
+    """The file as Compose reads it with `variables` set; every variable must have a default."""
 
     def value(match: re.Match[str]) -> str:
         if match["escaped"]:
             return "$"
         if match["default"] is None:
             pytest.fail(f"{match[0]} has no default: docker-compose.yml must work with no variable set")
-        return match["default"]
+        given = variables.get(match["name"])
+        unset = given is None or (given == "" and match[0].startswith(f"${{{match['name']}:-"))
+        return match["default"] if unset else str(given)
 
     return VARIABLE.sub(value, text)
 
 
+def with_defaults(text: str) -> str:
+    """The file as Compose reads it when no variable is set."""
+    return with_variables(text, {})
+
+
+def env_file(path: Path) -> dict[str, str]:
+    """A Compose env file: NAME=value lines, # comments."""
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def deployment(doc: dict[str, Any], profiles: set[str]) -> dict[str, Any]:
+    """What Compose starts with `profiles` enabled: the services of no profile or of one of those."""
+    services = {
+        n: s for n, s in doc["services"].items() if not s.get("profiles") or profiles & set(s["profiles"])
+    }
+    return doc | {"services": services}
+
+
 @pytest.fixture(scope="module")
 def raw() -> dict[str, Any]:
-    """docker-compose.yml as written, ${...} and all."""
+    """docker-compose.yml as written, ${...} and all, every service."""
     doc: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
     return doc
 
 
 @pytest.fixture(scope="module")
-def compose() -> dict[str, Any]:
-    """docker-compose.yml as Compose reads it with no variable set."""
+def whole() -> dict[str, Any]:
+    """docker-compose.yml as Compose reads it with no variable set, every service (profiles too)."""
     doc: dict[str, Any] = yaml.safe_load(with_defaults(COMPOSE.read_text()))
     return doc
+
+
+@pytest.fixture(scope="module")
+def compose(whole: dict[str, Any]) -> dict[str, Any]:
+    """The single-node deployment: `docker compose up` with no variable set and no profile."""
+    return deployment(whole, set())
+
+
+@pytest.fixture(scope="module")
+def cluster_env() -> dict[str, str]:
+    return env_file(CLUSTER_ENV)
+
+
+@pytest.fixture(scope="module")
+def cluster(cluster_env: dict[str, str]) -> dict[str, Any]:
+    """The cluster deployment: `docker compose --env-file deploy/compose/cluster.env up`."""
+    doc: dict[str, Any] = yaml.safe_load(with_variables(COMPOSE.read_text(), cluster_env))
+    return deployment(doc, set(cluster_env["COMPOSE_PROFILES"].split(",")))
+
+
+@pytest.fixture(scope="module", params=["single node", "cluster"])
+def each(request: pytest.FixtureRequest, compose: dict[str, Any], cluster: dict[str, Any]) -> dict[str, Any]:
+    """Each deployment the file makes, for the checks that hold for both."""
+    return compose if request.param == "single node" else cluster
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +185,11 @@ def postgres_password_files() -> dict[str, str]:
     }
 
 
-def test_the_file_follows_the_compose_specification(compose: dict[str, Any], schema: dict[str, Any]) -> None:
-    assert schema_errors(schema, compose) == []
+def test_the_file_follows_the_compose_specification(
+    whole: dict[str, Any], cluster: dict[str, Any], schema: dict[str, Any]
+) -> None:
+    assert schema_errors(schema, whole) == []
+    assert schema_errors(schema, cluster) == []
 
 
 def test_the_schema_refuses_what_compose_refuses(schema: dict[str, Any]) -> None:
@@ -127,9 +199,9 @@ def test_the_schema_refuses_what_compose_refuses(schema: dict[str, Any]) -> None
     assert schema_errors(schema, {"services": {"a": {"image": "x", "depends_on": unknown_condition}}})
 
 
-def test_every_build_target_is_a_stage_of_the_dockerfile(compose: dict[str, Any]) -> None:
+def test_every_build_target_is_a_stage_of_the_dockerfile(each: dict[str, Any]) -> None:
     stages = dockerfile_stages()
-    for name, service in compose["services"].items():
+    for name, service in each["services"].items():
         assert ("image" in service) != ("build" in service), f"{name}: either an image or a build"
         if "build" in service:
             build = service["build"]
@@ -155,7 +227,9 @@ def test_the_services_get_the_variables_the_local_stack_gives_them(
         env = env_of(compose["services"][name])
         # The digest only tells `make run` when to restart a process; the host is 127.0.0.1 by default.
         expected = set(local[name].env) - {parts.DIGEST} | {f"METRICS_{name.upper()}_GRPC_HOST"}
-        assert set(env) == expected, name
+        off = CLUSTER_SETTINGS.get(name, {})
+        assert set(env) == expected | set(off), name
+        assert {variable: env[variable] for variable in off} == off, f"{name}: the single node's values"
         assert env[f"METRICS_{name.upper()}_GRPC_HOST"] == "0.0.0.0"
         assert env[f"METRICS_{name.upper()}_GRPC_PORT"] == str(getattr(DEFAULTS, f"{name}_grpc_port"))
         assert env[f"METRICS_{name.upper()}_METRICS_PORT"] == str(getattr(DEFAULTS, f"{name}_metrics_port"))
@@ -180,24 +254,45 @@ def test_the_services_reach_the_servers_by_their_compose_names(
 
 
 def test_passwords_come_from_the_secret_files_of_the_local_stacks_accounts(
-    compose: dict[str, Any], tmp_path: Path
+    each: dict[str, Any], tmp_path: Path
 ) -> None:
     # Each ..._PASSWORD_FILE names, under /run/secrets, the file the local stack gives for the same
     # setting (the same account), mounted from deploy/compose/secrets.
     names = {account.file_name for account in credentials.ACCOUNTS}
-    declared = compose["secrets"]
+    declared = each["secrets"]
     assert declared == {name: {"file": f"./deploy/compose/secrets/{name}"} for name in names}
     local_parts = {part.name: part for part in parts.parts(StackSettings(state_dir=tmp_path))}
-    for name, service in compose["services"].items():
+    for name, service in each["services"].items():
         for variable, value in env_of(service).items():
             if variable.endswith("_PASSWORD_FILE"):
                 assert value.startswith(SECRETS), f"{name} {variable}"
                 secret = value.removeprefix(SECRETS)
                 assert secret in service.get("secrets", []), f"{name}: {secret} is not mounted"
-                if name in SERVICES:
+                if name in SERVICES and variable in local_parts[name].env:
                     assert secret == Path(local_parts[name].env[variable]).name, f"{name} {variable}"
         for secret in service.get("secrets", []):
             assert secret in declared, f"{name}: no secret {secret}"
+
+
+def test_services_use_only_the_secrets_volumes_and_networks_the_file_defines(each: dict[str, Any]) -> None:
+    volumes, networks = set(each.get("volumes", {})), {"default", *each.get("networks", {})}
+    for name, service in each["services"].items():
+        for secret in service.get("secrets", []):
+            assert secret in each["secrets"], f"{name}: no secret {secret}"
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            if not source.startswith((".", "/")):  # a named volume, not a bind mount
+                assert source in volumes, f"{name}: no volume {source}"
+        for network in service.get("networks", {}):
+            assert network in networks, f"{name}: no network {network}"
+    # A named volume holds one server's data: no two services share one.
+    named = [
+        v.split(":", 1)[0]
+        for s in each["services"].values()
+        for v in s.get("volumes", [])
+        if not v.startswith((".", "/"))
+    ]
+    assert len(named) == len(set(named)), named
 
 
 def test_no_password_is_written_in_the_file(raw: dict[str, Any]) -> None:
@@ -249,8 +344,9 @@ def test_kafka_init_makes_the_acls_of_the_local_stack(compose: dict[str, Any]) -
     assert acls == {(a.user, kind, name, op) for a, kind, name, op in bootstrap.KAFKA_ACLS}
 
 
-def test_depends_on_names_services_with_conditions_they_can_meet(compose: dict[str, Any]) -> None:
-    services = compose["services"]
+def test_depends_on_names_services_with_conditions_they_can_meet(each: dict[str, Any]) -> None:
+    # Within the deployment: a service depending on one of a profile not enabled would not start.
+    services = each["services"]
     for name, service in services.items():
         for dependency, condition in dependencies(service).items():
             assert dependency in services and dependency != name, f"{name} depends on {dependency}"
@@ -284,13 +380,14 @@ def test_host_ports_are_the_local_stack_defaults_on_loopback(raw: dict[str, Any]
     unpublished |= {f"{name}_metrics_port" for name in SERVICES}
     unpublished |= {"prometheus_port", "postgres_exporter_port", "redis_exporter_port", "kafka_metrics_port"}
     assert set(services) == {f for f in vars(DEFAULTS) if f.endswith("_port")} - unpublished
-    expected: dict[str, list[str]] = {name: [] for name in raw["services"]}
+    expected: dict[str, list[str]] = {name: [] for name in deployment(raw, set())["services"]}
     for field, service in services.items():
         default = getattr(DEFAULTS, field)
         container = container_ports.get(field, default)
         expected[service].append(f"127.0.0.1:${{METRICS_{field.upper()}:-{default}}}:{container}")
-    published = {name: service.get("ports", []) for name, service in raw["services"].items()}
-    assert published == expected
+    single = deployment(raw, set())
+    published = {name: service.get("ports", []) for name, service in single["services"].items()}
+    assert {name: published[name] for name in expected} == expected
 
 
 def test_kafka_advertises_where_it_is_reached(raw: dict[str, Any], compose: dict[str, Any]) -> None:
@@ -356,3 +453,276 @@ def test_envoy_mounts_what_make_compose_secrets_makes_where_the_image_reads_it(r
     for target in mounts:
         assert f'"{target}"' in dockerfile, f"the image's Envoy does not read {target}"
     assert (ROOT / ".gitignore").read_text().count("deploy/compose/secrets/") == 1
+
+
+# --- The cluster deployment (deploy/compose/cluster.env) ---
+
+BROKER_IMAGE = "apache/kafka"
+SECOND_INSTANCES = [f"{name}-2" for name, count in CLUSTER_INSTANCES.items() if count == 2]
+
+
+def named(services: dict[str, Any], image: str) -> dict[str, dict[str, Any]]:
+    """The long-running servers of an image (not its one-shot jobs)."""
+    return {
+        n: s
+        for n, s in services.items()
+        if s.get("image", "").startswith(f"{image}:") and s.get("restart") != "no"
+    }
+
+
+def script(service: dict[str, Any]) -> str:
+    return "\n".join(service["command"])
+
+
+def test_the_cluster_env_file_sets_what_the_file_reads(
+    cluster_env: dict[str, str], whole: dict[str, Any]
+) -> None:
+    text = COMPOSE.read_text()
+    read = {m["name"] for m in VARIABLE.finditer(text) if m["name"]}
+    assert set(cluster_env) - {"COMPOSE_PROJECT_NAME", "COMPOSE_PROFILES"} <= read, (
+        "a variable the file never reads"
+    )
+    # A project of its own (volumes apart from the single node's), and the one profile of the file.
+    assert cluster_env["COMPOSE_PROJECT_NAME"] not in {"", ROOT.name}
+    profiles = {p for s in whole["services"].values() for p in s.get("profiles", [])}
+    assert set(cluster_env["COMPOSE_PROFILES"].split(",")) == profiles == {"cluster"}
+
+
+def test_the_single_node_deployment_has_none_of_the_cluster(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) == {"postgres", "redis", "kafka", "kafka-init", "envoy", *SERVICES}
+    kafka = env_of(services["kafka"])
+    assert kafka["KAFKA_CONTROLLER_QUORUM_VOTERS"] == "1@localhost:9093"
+    assert "--replication-factor $replicas" in script(services["kafka-init"])
+    assert "replicas=1\n" in script(services["kafka-init"])
+    assert '[ "no" = yes ]' in script(services["redis"])
+    assert env_of(services["postgres"])["METRICS_REPLICATION"] == "off"
+
+
+def test_the_cluster_has_three_brokers_in_one_controller_quorum(cluster: dict[str, Any]) -> None:
+    brokers = named(cluster["services"], BROKER_IMAGE)
+    assert len(brokers) == KAFKA_BROKERS == 3
+    envs = {name: env_of(broker) for name, broker in brokers.items()}
+    ids = {name: int(env["KAFKA_NODE_ID"]) for name, env in envs.items()}
+    assert len(set(ids.values())) == 3, f"node ids not distinct: {ids}"
+    for name, env in envs.items():
+        assert env["KAFKA_PROCESS_ROLES"] == "broker,controller", name
+        controller = dict(x.split("://", 1) for x in env["KAFKA_LISTENERS"].split(","))["CONTROLLER"]
+        # Every node has the same voters: each node by its id, at its name's controller port.
+        voters = {f"{ids[n]}@{brokers[n]['hostname']}{controller}" for n in brokers}
+        assert set(env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")) == voters, name
+        assert env["CLUSTER_ID"] == envs["kafka"]["CLUSTER_ID"], name
+        advertised = dict(x.split("://", 1) for x in env["KAFKA_ADVERTISED_LISTENERS"].split(","))
+        assert advertised["INTERNAL"] == f"{brokers[name]['hostname']}:9092", name
+        # The internal topics (group offsets, transactions) survive a broker too.
+        for setting in ("OFFSETS_TOPIC", "TRANSACTION_STATE_LOG", "SHARE_COORDINATOR_STATE_TOPIC"):
+            assert env[f"KAFKA_{setting}_REPLICATION_FACTOR"] == "3", f"{name} {setting}"
+        assert env["KAFKA_MIN_INSYNC_REPLICAS"] == env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == "2", name
+        # Its own data: a node formatted once, with its own id.
+        assert [v.split(":")[1] for v in brokers[name]["volumes"]] == ["/var/lib/kafka/data"], name
+    # The services and kafka-init start from every broker.
+    servers = {f"{b['hostname']}:9092" for b in brokers.values()}
+    for name in (*SERVICES, *SECOND_INSTANCES):
+        assert (
+            set(env_of(cluster["services"][name])["METRICS_KAFKA_BOOTSTRAP_SERVERS"].split(",")) == servers
+        ), name
+    listed = re.search(r"--bootstrap-server (\S+)", script(cluster["services"]["kafka-init"]))
+    assert listed and set(listed[1].split(",")) == servers
+
+
+def test_the_cluster_publishes_each_broker_where_it_advertises_it(
+    compose: dict[str, Any], cluster: dict[str, Any]
+) -> None:
+    # A client on the host is sent to each partition's leader: every broker's HOST listener answers.
+    brokers = named(cluster["services"], BROKER_IMAGE)
+    host_ports = []
+    for name, broker in brokers.items():
+        number = int(env_of(broker)["KAFKA_NODE_ID"])
+        advertised = dict(x.split("://", 1) for x in env_of(broker)["KAFKA_ADVERTISED_LISTENERS"].split(","))
+        (mapping,) = broker["ports"]
+        host, port, container = mapping.rsplit(":", 2)
+        assert (host, f"{host}:{port}") == ("127.0.0.1", advertised["HOST"]), name
+        assert container == "59092", name
+        # By default where `make run-cluster` has the broker (tests/targets/cluster.toml).
+        assert with_defaults(port) == str(CLUSTER_DEFAULTS.kafka_brokers[number - 1].port), name
+        host_ports.append(port)
+    assert len(set(host_ports)) == KAFKA_BROKERS, host_ports
+    # Nothing else of the cluster is published: a second instance is reached through Envoy.
+    for name, service in cluster["services"].items():
+        if name not in brokers and name not in compose["services"]:
+            assert not service.get("ports"), f"{name} publishes a port"
+
+
+def test_every_topic_of_the_cluster_has_three_replicas_two_in_sync(cluster: dict[str, Any]) -> None:
+    text = script(cluster["services"]["kafka-init"])
+    definition = re.search(r'topics="([^"]*)"', text)
+    assert definition, "kafka-init defines no topics command"
+    creates = re.findall(r"^\s*\$topics (.*)$", text, re.MULTILINE)
+    made = {m[1] for c in creates if (m := re.search(r"--topic (\S+)", c))}
+    assert made == {"metrics", "events", "metrics.dlq", "rules"}
+    for command in (definition[1] + " " + c for c in creates):
+        assert re.findall(r"--replication-factor (\S+)", command) == ["$replicas"], command
+        in_sync = re.findall(r"--config min\.insync\.replicas=(\d+)", command)
+        assert in_sync == ["2"], command
+    assert re.search(r"^replicas=3$", text, re.MULTILINE), "replicas is not 3"
+    # The topics are made once that many brokers are up: a replica per broker.
+    assert re.search(r'\[ "\$brokers" -ge "\$replicas" \] && break', text)
+
+
+def test_the_cluster_has_six_redis_nodes_and_makes_a_cluster_of_them(cluster: dict[str, Any]) -> None:
+    services = cluster["services"]
+    nodes = named(services, "redis")
+    assert len(nodes) == REDIS_NODES == 6
+    for name, node in nodes.items():
+        text = script(node)
+        assert '[ "yes" = yes ]' in text and "--cluster-enabled yes" in text, name
+        # Every node has the ACL of the local stack: any may be a master of some sensors.
+        assert f"user processor on #$(digest processor) {prepare.REDIS_PROCESSOR_RULES}" in text, name
+        assert prepare.REDIS_DEFAULT_USER in text and "--aclfile" in text, name
+        assert node["hostname"] == name and '--cluster-announce-hostname "$(hostname)"' in text, name
+        assert [v.split(":")[1] for v in node["volumes"]] == ["/data"], name
+    init = services["redis-cluster-init"]
+    text = script(init)
+    assert re.search(r"--cluster create .* --cluster-replicas 1 --cluster-yes", text)
+    (listed,) = re.findall(r"for node in ([\w\- ]+); do", text)
+    assert sorted(listed.split()) == sorted(nodes)
+    assert dependencies(init) == dict.fromkeys(nodes, "service_healthy")
+    # The processors use the cluster client and wait for a replica per master (one each here).
+    for name in ("processor", "processor-2"):
+        env = env_of(services[name])
+        assert (env["METRICS_PROCESSOR_REDIS_CLUSTER"], env["METRICS_PROCESSOR_REDIS_REPLICAS"]) == (
+            "yes",
+            "1",
+        )
+        assert urlsplit(env["METRICS_REDIS_URL"]).hostname in nodes
+
+
+def test_the_replica_follows_the_primary(cluster: dict[str, Any]) -> None:
+    services = cluster["services"]
+    primary, replica, init = (
+        services["postgres"],
+        services["postgres-replica"],
+        services["postgres-replica-init"],
+    )
+    assert replica["image"] == init["image"] == primary["image"]
+    replicator = credentials.POSTGRES_REPLICATOR
+    secret = replicator.file_name
+    # The primary lets the role stream (pg_hba.conf, by the init script); the init job makes the role
+    # and the slot; the replica copies the primary, then streams from it through the slot.
+    assert env_of(primary)["METRICS_REPLICATION"] == "on"
+    assert f"host replication {replicator.user} all scram-sha-256" in POSTGRES_INIT.read_text()
+    sql = script(init)
+    assert f"CREATE ROLE {replicator.user} REPLICATION LOGIN" in sql
+    assert f"\\set replicator `cat {SECRETS}{secret}`" in sql
+    assert "pg_create_physical_replication_slot('replica_1')" in sql
+    assert dependencies(init) == {"postgres": "service_healthy"}
+    text = script(replica)
+    assert f"pg_basebackup -h postgres -U {replicator.user}" in text and "-S replica_1" in text
+    assert "-c primary_slot_name=replica_1" in text and "-c hot_standby=on" in text
+    conninfo = re.search(r'"primary_conninfo=([^"]+)"', text)
+    assert conninfo, "no primary_conninfo"
+    fields = dict(f.split("=", 1) for f in conninfo[1].split())
+    assert (fields["host"], fields["user"]) == ("postgres", replicator.user)
+    assert f"cat {SECRETS}{secret}" in text and secret in replica["secrets"] and secret in init["secrets"]
+    assert dependencies(replica) == {"postgres-replica-init": "service_completed_successfully"}
+    # A standby refuses to start with fewer connections than its primary allows.
+    primary_max = int(next(o.split("=")[1] for o in primary["command"] if o.startswith("max_connections=")))
+    replica_max = re.search(r"-c max_connections=(\d+)", text)
+    assert replica_max and int(replica_max[1]) >= primary_max
+    assert [v.split(":")[1] for v in replica["volumes"]] == ["/var/lib/postgresql/data"]
+
+
+def test_the_assessors_read_from_the_replica(cluster: dict[str, Any]) -> None:
+    services = cluster["services"]
+    for name in ("assessor", "assessor-2"):
+        env = env_of(services[name])
+        replica, primary = (
+            urlsplit(env["METRICS_ASSESSOR_REPLICA_DSN"]),
+            urlsplit(env["METRICS_POSTGRES_DSN"]),
+        )
+        assert replica.hostname == "postgres-replica" and replica.hostname in services, name
+        # The same role and database as on the primary (the replica has the primary's roles).
+        assert (replica.scheme, replica.username, replica.path) == (
+            primary.scheme,
+            primary.username,
+            primary.path,
+        )
+        assert replica.password is None
+        assert env["METRICS_ASSESSOR_REPLICA_PASSWORD_FILE"] == env["METRICS_POSTGRES_PASSWORD_FILE"], name
+
+
+def test_the_cluster_runs_the_instances_of_the_local_cluster(
+    compose: dict[str, Any], cluster: dict[str, Any]
+) -> None:
+    # Two of each service but the notifier, as `make run-cluster` (stack/settings.py).
+    for deployed, counts in ((compose, dict.fromkeys(SERVICES, 1)), (cluster, CLUSTER_INSTANCES)):
+        instances = {
+            name: [n for n, s in deployed["services"].items() if s.get("command") == ["python", "-m", name]]
+            for name in SERVICES
+        }
+        assert {name: len(found) for name, found in instances.items()} == counts
+    for second_name in SECOND_INSTANCES:
+        name = second_name.removesuffix("-2")
+        first, second = cluster["services"][name], cluster["services"][second_name]
+        # The same container but for its published ports and the name Envoy finds it by.
+        assert {k: v for k, v in second.items() if k not in {"ports", "networks", "profiles"}} == {
+            k: v for k, v in first.items() if k != "ports"
+        }, name
+        assert second["ports"] == []
+
+
+def test_envoy_reaches_both_instances_of_each_public_service(cluster: dict[str, Any]) -> None:
+    # The image's Envoy finds each service by its Compose name (Dockerfile), a cluster that resolves
+    # the name (STRICT_DNS: every address the name has is an endpoint) ...
+    upstreams = {name: [(name, getattr(DEFAULTS, f"{name}_grpc_port"))] for name in PUBLIC_SERVICES}
+    assert (
+        'upstreams={name: [(name, getattr(defaults, f"{name}_grpc_port"))] for name in PUBLIC_SERVICES}'
+        in DOCKERFILE.read_text()
+    )
+    rendered = yaml.safe_load(
+        render(
+            tls=("0.0.0.0", 8443),
+            plaintext=None,
+            admin=("127.0.0.1", 9901),
+            upstreams=upstreams,
+            descriptor="d",
+            certificate="c",
+            private_key="k",
+            jwks="j",
+            client_ca=None,
+        )
+    )
+    services = cluster["services"]
+    for c in rendered["static_resources"]["clusters"]:
+        service = c["name"].partition("-")[0]
+        (endpoints,) = c["load_assignment"]["endpoints"]
+        addresses = [e["endpoint"]["address"]["socket_address"] for e in endpoints["lb_endpoints"]]
+        assert c["type"] == "STRICT_DNS", c["name"]
+        assert "health_checks" in c and "outlier_detection" in c, c["name"]
+        ((host, port),) = [(a["address"], a["port_value"]) for a in addresses]
+        # ... and on the Compose network the name is both instances': the service's and an alias.
+        answering = [
+            n
+            for n, s in services.items()
+            if n == host or host in s.get("networks", {}).get("default", {}).get("aliases", [])
+        ]
+        assert len(answering) == CLUSTER_INSTANCES[service], f"{host}: {answering}"
+        for instance in answering:
+            env = env_of(services[instance])
+            assert services[instance]["command"] == ["python", "-m", service], instance
+            assert env[f"METRICS_{service.upper()}_GRPC_PORT"] == str(port), instance
+            assert env[f"METRICS_{service.upper()}_GRPC_HOST"] == "0.0.0.0", instance
+
+
+def test_the_cluster_services_get_the_variables_the_local_cluster_gives_them(
+    cluster: dict[str, Any], tmp_path: Path
+) -> None:
+    local = {part.name: part for part in parts.parts(replace(CLUSTER_DEFAULTS, state_dir=tmp_path))}
+    for name in SERVICES:
+        for number in range(1, CLUSTER_INSTANCES[name] + 1):
+            env = env_of(cluster["services"][name if number == 1 else f"{name}-{number}"])
+            expected = set(local[f"{name}-{number}"].env) - {parts.DIGEST} | {
+                f"METRICS_{name.upper()}_GRPC_HOST"
+            }
+            # The processor's Redis Cluster client: settings the local cluster does not give yet.
+            assert set(env) == expected | set(CLUSTER_SETTINGS.get(name, {})), f"{name}-{number}"
