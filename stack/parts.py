@@ -163,6 +163,11 @@ def _service(settings: StackSettings, name: str, instance: Instance) -> Part:
             ),
             # The rules RulesService stores.
             **postgres(credentials.POSTGRES_WRITER),
+            # On the Redis Cluster, a round is committed once a replica has its writes.
+            **(
+                {"METRICS_PROCESSOR_REDIS_CLUSTER": "true", "METRICS_PROCESSOR_REDIS_REPLICAS": "1"}
+                if settings.cluster else {}
+            ),
         },
         "saver": {
             **kafka(credentials.KAFKA_SAVER),

@@ -66,6 +66,13 @@ def test_the_services_use_every_broker_and_the_assessor_the_replica() -> None:
     assert f":{CLUSTER.postgres_replica_port}/" in replica
     assert "METRICS_ASSESSOR_REPLICA_DSN" not in next(p for p in parts(SINGLE) if p.name == "assessor").env
     assert by_name["postgres-replica"].stage == "replica"
+    processor = by_name["processor-2"].env
+    assert (processor["METRICS_PROCESSOR_REDIS_CLUSTER"], processor["METRICS_PROCESSOR_REDIS_REPLICAS"]) == (
+        "true", "1",
+    )  # fmt: skip
+    assert (
+        "METRICS_PROCESSOR_REDIS_CLUSTER" not in next(p for p in parts(SINGLE) if p.name == "processor").env
+    )
 
 
 def test_brokers_are_one_quorum_replicating_three_times(tmp_path: Path) -> None:
