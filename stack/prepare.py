@@ -142,8 +142,10 @@ def redis_dir(path: Path) -> None:
     own(path, run_as("redis"))
 
 
-# The processor's user may run its counters' script and read and trim its pending events, on its keys
-# only (processor/counters.py); `admin` is the operators', the tools' and the tests'. `default` is off:
+# The processor's user may run its counters' scripts, read and remove its pending events and keep the
+# index of clears by hand, on its keys only (processor/counters.py); wait for replicas (WAIT); and
+# read a Redis Cluster's slot map and command table, as redis-py's cluster client does when it
+# connects (CLUSTER SLOTS, COMMAND); `admin` is the operators', the tools' and the tests'. `default` is off:
 # no connection is it, and nobody can log in as it. It keeps all permissions because Redis 7.0 replays
 # the append-only file's transactions (how a script's writes are logged) as `default`, checking its
 # ACL: with none, a restarted Redis drops every script's writes (seen here; NOPERM in its log).
@@ -155,7 +157,8 @@ REDIS_MONITOR_RULES = (
 )
 REDIS_PROCESSOR_RULES = (
     "resetchannels ~warnings:{* ~last-reading:{* ~warning-since:{* ~alarms:{* ~processor:pending:* "
-    "-@all +ping +evalsha +script|load +hget +hset +hdel +hincrby +rpush +lrange +ltrim +lrem"
+    "~processor:cleared-by-hand -@all +ping +evalsha +script|load +hget +hset +hdel +hincrby +rpush "
+    "+rpop +lrange +lrem +sadd +srem +smembers +wait +cluster|slots +command"
 )
 
 
