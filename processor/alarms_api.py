@@ -3,24 +3,27 @@
 Alarms are listed from PostgreSQL (`alarms`, which the saver keeps from the events of their
 changes); an active one's match count and latest match come from Redis, where the counter script
 keeps them. A change by hand is made in PostgreSQL and produced as its event before it commits; a
-clear by hand also ends the alarm in Redis, with its event stored in the same script (the pending
-list `processor:pending:alarms`), so a crash at any point loses no event and makes none twice.
+clear by hand also ends the alarm in Redis, with its event stored in the same script (the sensor's
+pending list, processor/counters.py), so a crash at any point loses no event and makes none twice.
+Until that event is produced, `processor:cleared-by-hand` names the clear, and every processor
+produces what the pending lists of the sensors it names hold when it starts.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from typing import Any
 
 import asyncpg
 import grpc
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
 from metrics.v1 import alarms_service_pb2, alarms_service_pb2_grpc, event_pb2
 from processor import alarms, pending
-from processor.counters import alarms_key, counter_key, warning_since_key
+from processor.counters import CLEARED_BY_HAND, alarms_key, pending_key, sensor_keys
+from processor.redis_nodes import RedisNodes
 from runtime import paging
 from runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Violation, grpc_errors
 from runtime.failpoints import Failpoints
@@ -30,7 +33,8 @@ SERVICE = alarms_service_pb2.DESCRIPTOR.services_by_name["AlarmsService"]
 Context = grpc.aio.ServicerContext[Any, Any]
 pb = alarms_service_pb2
 
-MANUAL_PENDING = "processor:pending:alarms"
+# The pending list of clears by hand of the previous version (drained once: processor/service.py).
+LEGACY_PENDING = "processor:pending:alarms"
 ALARM_ID = re.compile(r"[0-9a-f]{32}")
 COLUMNS = (
     "alarm_id, sensor_id, rule_id, metric_type, severity, threshold, raise_time, raise_value, match_count, "
@@ -40,7 +44,8 @@ COLUMNS = (
 LOCAL_CALLER = "local"
 
 # Ends an active alarm by hand if it is still the one read (ARGV[1]): its counter starts afresh, and
-# the event of its clearing (ARGV[2]) is stored to be produced.
+# the event of its clearing (ARGV[2]) is stored to be produced. KEYS: the sensor's alarms, warnings,
+# warning-since and pending keys (one hash slot).
 CLEAR = """
 if redis.call('HGET', KEYS[1], ARGV[3]) ~= ARGV[1] then
   return 0
@@ -59,26 +64,39 @@ class AlarmsApi(alarms_service_pb2_grpc.AlarmsServiceServicer):
     def __init__(
         self,
         pool: asyncpg.Pool | None,
-        redis: aioredis.Redis,
+        redis: RedisNodes,
         producer: AIOKafkaProducer,
         events_topic: str,
         failpoint: Failpoints | None = None,
     ) -> None:
         self._pool = pool
         self._failpoint = failpoint or Failpoints()
-        self._redis = redis
+        self._nodes = redis
+        self._redis = redis.client
         self._producer = producer
         self._events_topic = events_topic
-        self._clear = redis.register_script(CLEAR)
+        self._clear_sha = hashlib.sha1(CLEAR.encode(), usedforsecurity=False).hexdigest()
 
     async def flush(self) -> None:
-        """Produces the events of clears by hand that a crash kept from Kafka; each is removed once
-        produced (by value: another processor may be flushing the same list)."""
-        entries: list[bytes] = await self._redis.lrange(MANUAL_PENDING, 0, -1)  # type: ignore[assignment]
+        """Produces the events of clears by hand that a crash kept from Kafka (at start)."""
+        members = await self._redis.smembers(CLEARED_BY_HAND)
+        for member in members:
+            await self._produce_cleared(member.decode() if isinstance(member, bytes) else member)
+
+    async def _produce_cleared(self, member: str) -> None:
+        """Produces what the pending list of the sensor of a clear by hand holds, removes each entry
+        once produced (by value: a round of the processor may be producing the same list), then
+        the clear from the index."""
+        sensor_id = member.partition("|")[0]
+        key = pending_key(sensor_id)
+        entries: list[bytes] = await self._redis.lrange(key, 0, -1)  # type: ignore[assignment]
         if entries:
             await pending.produce(self._producer, self._events_topic, entries)
-            for entry in entries:
-                await self._redis.lrem(MANUAL_PENDING, 1, entry)  # type: ignore[arg-type]
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for entry in entries:
+                    pipe.lrem(key, 0, entry)  # type: ignore[arg-type]
+                await pipe.execute()
+        await self._redis.srem(CLEARED_BY_HAND, member)
 
     @grpc_errors
     async def ListAlarms(self, request: pb.ListAlarmsRequest, context: Context) -> pb.ListAlarmsResponse:
@@ -154,8 +172,14 @@ class AlarmsApi(alarms_service_pb2_grpc.AlarmsServiceServicer):
                 event.alarm.acknowledged = True
                 event.alarm.acknowledged_by = alarm.acknowledged_by
                 event.alarm.acknowledge_time.CopyFrom(alarm.acknowledge_time)
-            keys = [key, counter_key(alarm.sensor_id), warning_since_key(alarm.sensor_id), MANUAL_PENDING]
-            if not await self._clear(keys=keys, args=[state, event.SerializeToString(), alarm.rule_id]):
+            member = f"{alarm.sensor_id}|{alarm.alarm_id}"
+            await self._nodes.write(CLEARED_BY_HAND, "SADD", CLEARED_BY_HAND, member)
+            warnings, _, since, _, pending_list = sensor_keys(alarm.sensor_id)
+            keys = [key, warnings, since, pending_list]
+            args = [state, event.SerializeToString(), alarm.rule_id]
+            if not await self._nodes.script(CLEAR, self._clear_sha, keys, args):
+                # (What an earlier attempt whose reply was lost stored, if any, is produced.)
+                await self._produce_cleared(member)
                 raise FailedPrecondition(
                     f"alarm {alarm.alarm_id} changed while it was being cleared; read it again in a moment"
                 )
@@ -167,7 +191,7 @@ class AlarmsApi(alarms_service_pb2_grpc.AlarmsServiceServicer):
                 alarm.alarm_id, now, cleared.cleared_by, cleared.match_count,
                 cleared.last_match_time.ToMicroseconds(), cleared.last_match_value,
             )  # fmt: skip
-        await self.flush()
+        await self._produce_cleared(member)
         return cleared
 
     async def _live(self, stored: list[event_pb2.Alarm]) -> list[event_pb2.Alarm]:

@@ -1,9 +1,9 @@
-"""Producing what the processor stored to be produced (its pending lists, processor/counters.py)."""
+"""Producing what the processor stored to be produced (the sensors' pending lists, processor/counters.py)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from aiokafka import AIOKafkaProducer
 
@@ -23,3 +23,9 @@ async def produce(producer: AIOKafkaProducer, topic: str, entries: Iterable[byte
         key = event_pb2.Event.FromString(value).sensor_id.encode()
         acks.append(await producer.send(topic, value, key=key, headers=EVENT_HEADERS))
     await asyncio.gather(*acks)
+
+
+def entries(pending: Iterable[tuple[str, list[bytes]]]) -> Iterator[bytes]:
+    """The entries of (sensor, entries) pairs, in order."""
+    for _, sensor_entries in pending:
+        yield from sensor_entries

@@ -1,12 +1,15 @@
 """The processor's process: consume readings, count warnings in Redis, produce events.
 
 Per round of records, in this order (a crash between any two steps loses and duplicates nothing):
-  1. one Redis script per partition: counters, the latest reading counted per counter, events raised;
-  2. produce the stored events to Kafka and wait for the acknowledgements;
-  3. drop the stored events that are now in Kafka;
+  1. per partition, one Redis script per node: counters, the latest reading counted per counter,
+     events raised appended to their sensors' pending lists; it returns those lists (and with
+     METRICS_PROCESSOR_REDIS_REPLICAS, returns once the node's replicas have its writes);
+  2. produce the pending events to Kafka and wait for the acknowledgements;
+  3. remove the events that are now in Kafka from the pending lists;
   4. commit the consumed offsets.
-After a crash, step 1 skips the readings it had counted and step 2 re-produces what may be missing;
-an event produced twice carries the same event_id both times, and the saver stores it once.
+After a crash, step 1 skips the readings it had counted and returns the events still pending (the
+redelivered records name their sensors again: processor/counters.py), and step 2 produces them; an
+event produced twice carries the same event_id both times, and the saver stores it once.
 """
 
 from __future__ import annotations
@@ -17,14 +20,14 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError
 from google.protobuf import timestamp_pb2
 
 from metrics.v1 import event_pb2, metric_pb2
-from processor import alarms, alarms_api, instruments, pending, rules_api
-from processor.counters import Counters, field_of
+from processor import alarms, alarms_api, counters, instruments, pending, rules_api
+from processor.counters import Counters, field_of, legacy_pending_key
+from processor.redis_nodes import RedisNodes
 from processor.rule_source import RuleSource
 from processor.rules import Rule, RuleBook, event_id
 from processor.settings import ProcessorSettings
@@ -92,15 +95,11 @@ class Processor:
                 await self._commit(done)
             instruments.ROUND_SECONDS.observe(time.perf_counter() - began)
 
-    async def flush_pending(self, partitions: Sequence[int]) -> None:
-        """Produces events stored but maybe not produced before a crash or a rebalance."""
-        for partition in partitions:
-            await self._produce_pending(partition)
-
     async def _process(
         self, tp: TopicPartition, records: Sequence[ConsumerRecord[bytes, bytes]], book: RuleBook
     ) -> None:
         args: list[Any] = []
+        sensors: dict[str, None] = {}
         resets: dict[str, int] = {}
         dead: list[tuple[ConsumerRecord[bytes, bytes], Unusable]] = []
         detect_time = timestamp_pb2.Timestamp()
@@ -112,25 +111,23 @@ class Processor:
                 dead.append((record, exc))
                 continue
             instruments.READINGS.inc(len(batch.metrics))
+            # Every sensor of the round, with a rule or not: its events pending from a round
+            # that crashed come back with it (processor/counters.py).
+            sensors.update(dict.fromkeys(m.sensor_id for m in batch.metrics))
             script_args(args, batch.metrics, book, detect_time, resets)
         if dead:
             await self._dead_letters.send(dead)
-        if not args:
+        if not sensors:
             return
-        raised = await self._counters.apply(tp.partition, detect_time.ToMicroseconds(), args)
-        if raised:
+        entries = await self._counters.apply(detect_time.ToMicroseconds(), sensors, args)
+        if entries:
             self._failpoint("processor.after_apply")
-            await self._produce_pending(tp.partition)
-
-    async def _produce_pending(self, partition: int) -> None:
-        events = await self._counters.pending(partition)
-        if not events:
-            return
-        await pending.produce(self._producer, self._config.events_topic, events)
-        self._failpoint("processor.after_produce")
-        await self._counters.confirm(partition, len(events))
-        instruments.EVENTS.inc(len(events))
-        log.info("produced %d event(s) of partition %d", len(events), partition)
+            await pending.produce(self._producer, self._config.events_topic, pending.entries(entries))
+            self._failpoint("processor.after_produce")
+            await self._counters.confirm(entries)
+            produced = sum(len(e) for _, e in entries)
+            instruments.EVENTS.inc(produced)
+            log.info("produced %d event(s) of %s[%d]", produced, tp.topic, tp.partition)
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         try:
@@ -200,30 +197,39 @@ def raised_event(metric: metric_pb2.Metric, rule: Rule, detect_time: timestamp_p
     return event.SerializeToString()
 
 
-class _FlushOnAssign(kafka.LogAssignment):
-    def __init__(self) -> None:
-        self.processor: Processor | None = None
+async def drain_legacy(redis: RedisNodes, producer: AIOKafkaProducer, config: ProcessorSettings) -> None:
+    """Produces what the pending lists of the previous version (one per partition, and one of
+    clears by hand) still hold: once, at start; on a cluster they never exist."""
+    if redis.cluster:
+        return
+    partitions = await producer.partitions_for(config.metrics_topic)
+    keys = [legacy_pending_key(config.metrics_topic, p) for p in sorted(partitions)]
 
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        await super().on_partitions_assigned(assigned)
-        if self.processor is not None and assigned:
-            await self.processor.flush_pending([tp.partition for tp in assigned])
+    async def produce(entries: list[bytes]) -> None:
+        await pending.produce(producer, config.events_topic, entries)
+
+    await counters.drain_legacy(redis.client, [*keys, alarms_api.LEGACY_PENDING], produce)
 
 
 async def main(stop: asyncio.Event) -> None:
     config = settings.load(ProcessorSettings, "processor")
     setup_logging("processor", config.log_level)
     log.info("starting: %s", settings.describe(config))
-    redis_client = aioredis.Redis.from_url(
-        config.redis_url, password=config.redis_password or None, socket_timeout=10, socket_connect_timeout=2
+    redis = RedisNodes.connect(
+        config.redis_url,
+        config.redis_password or None,
+        cluster=config.redis_cluster,
+        replicas=config.redis_replicas,
+        replica_timeout_ms=config.redis_replica_timeout_ms,
+        socket_timeout=10,
+        socket_connect_timeout=2,
     )
     producer = kafka.make_producer(config, "processor")
     consumer = kafka.make_consumer(config, "processor")
     rules = RuleSource(config, producer)
     await rules.open()
-    listener = _FlushOnAssign()
     alarm_api = alarms_api.AlarmsApi(
-        rules.pool, redis_client, producer, config.events_topic, Failpoints(config.failpoints)
+        rules.pool, redis, producer, config.events_topic, Failpoints(config.failpoints)
     )
     server = GrpcServer(
         config.grpc_address,
@@ -236,23 +242,26 @@ async def main(stop: asyncio.Event) -> None:
     )
     await server.start()
     try:
-        await retry_until_stopped("Redis", redis_client.ping, stop)
+        await retry_until_stopped("Redis", redis.start, stop)
         await retry_until_stopped("Kafka (producer)", producer.start, stop)
         await retry_until_stopped("Kafka (consumer)", consumer.start, stop)
         await rules.start(stop)
         await retry_until_stopped("Redis (alarms cleared by hand)", alarm_api.flush, stop)
-        counters = Counters(redis_client, config.metrics_topic)
+        await retry_until_stopped(
+            "Redis (the previous version's pending lists)",
+            lambda: drain_legacy(redis, producer, config),
+            stop,
+        )
         processor = Processor(
             consumer,
             producer,
-            counters,
+            Counters(redis),
             DeadLetters(producer, config, config.consumer_group),
             rules.book,
             config,
             server.set_serving,
         )
-        listener.processor = processor
-        consumer.subscribe([config.metrics_topic], listener=listener)
+        consumer.subscribe([config.metrics_topic], listener=kafka.LogAssignment())
         await server.set_serving()
         log.info("serving; rules: %s", "; ".join(r.describe() for r in rules.book()) or "none")
         lag = asyncio.create_task(consumer_lag.watch(consumer, config.consumer_group, stop))
@@ -269,5 +278,5 @@ async def main(stop: asyncio.Event) -> None:
         await rules.close()
         await consumer.stop()
         await producer.stop()
-        await redis_client.aclose()
+        await redis.aclose()
         log.info("stopped")

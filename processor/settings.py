@@ -16,6 +16,16 @@ class ProcessorSettings(ConsumerSettings, ServiceSettings):
     # An ACL user allowed the counters' commands and keys only (the local stack's `processor`).
     redis_url: str = "redis://processor@127.0.0.1:56379/0"
     redis_password: str = secret("")
+    # true: redis_url names one node of a Redis Cluster (the client learns the others and their
+    # slots from it); each round then runs one script per node (processor/redis_nodes.py).
+    redis_cluster: bool = False
+    # How many replicas of a node must have a round's writes before its offsets are committed (WAIT):
+    # 1 on a Redis Cluster with a replica per master, so that a replica promoted after its master
+    # died holds every round committed. 0: do not wait (a single server). While a node has fewer
+    # replicas, the rounds of its sensors fail and are read again until it has them.
+    redis_replicas: int = 0
+    # How long a round waits for those replicas before it counts as failed.
+    redis_replica_timeout_ms: int = 2000
     # The first rules, "type:threshold:count" (one per type), e.g. "temperature:95:3,humidity:80:5":
     # stored once, in an empty rules table; RulesService changes them from then on.
     rules: tuple[str, ...] = ("temperature:95:3",)
@@ -26,7 +36,7 @@ class ProcessorSettings(ConsumerSettings, ServiceSettings):
     # Where the rules are stored (RulesService); the saver's writer role in the local stack.
     postgres_dsn: str = secret("postgresql://metrics_writer@127.0.0.1:55432/metrics")
     postgres_password: str = secret("")
-    # Most records taken from Kafka per round; a round is one Redis script per partition.
+    # Most records taken from Kafka per round; a round is one Redis script per partition and node.
     max_records_per_round: int = 2_000
     # Fuller fetches (runtime/kafka.py); an alert waits at most fetch_max_wait_ms longer.
     fetch_min_bytes: int = 65536

@@ -145,7 +145,7 @@ def _start_stage(settings: StackSettings, sup: Supervisor, stage_parts: list[Par
         bootstrap.kafka_acls(settings)
         asyncio.run(bootstrap.topics(settings))
         if settings.cluster:
-            asyncio.run(redis_cluster.form(settings))
+            redis_cluster.form(settings)
     return True
 
 

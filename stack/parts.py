@@ -105,14 +105,16 @@ def _redis(settings: StackSettings, node: RedisNode) -> Part:
          "--cluster-port", str(node.bus_port), "--cluster-node-timeout", str(REDIS_NODE_TIMEOUT_MS))
         if settings.cluster else ()
     )  # fmt: skip
+    # A configuration file comes first, before the options.
+    replication = (str(prepare.redis_replication_conf(settings)),) if settings.cluster else ()
     return Part(
         numbered(settings, "redis", node.number),
-        ("redis-server", "--bind", "127.0.0.1", "--port", str(node.port),
+        ("redis-server", *replication, "--bind", "127.0.0.1", "--port", str(node.port),
          "--dir", str(prepare.redis_node_dir(settings, node)),
          "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--protected-mode", "yes",
          "--aclfile", str(paths.redis_acl), *cluster),
         node.port, "server", user=prepare.run_as("redis"),
-        env={DIGEST: digest(paths.redis_acl)}, kind="redis",
+        env={DIGEST: digest(paths.redis_acl, *map(Path, replication))}, kind="redis",
     )  # fmt: skip
 
 

@@ -83,6 +83,8 @@ def everything(settings: StackSettings) -> None:
     for node in settings.redis_nodes:
         redis_dir(redis_node_dir(settings, node))
     redis_acl(where.redis_acl, settings)
+    if settings.cluster:
+        redis_replication(settings)
     libs = fetch_kafka_libs(where.kafka_libs)
     kafka_config(libs, settings)
     fetch_console_libs(envoy_config.CONSOLE.directory / "vendor")
@@ -163,8 +165,10 @@ def redis_dir(path: Path) -> None:
     own(path, run_as("redis"))
 
 
-# The processor's user may run its counters' script and read and trim its pending events, on its keys
-# only (processor/counters.py); `admin` is the operators', the tools' and the tests'. `default` is off:
+# The processor's user may run its counters' scripts, read and remove its pending events and keep the
+# index of clears by hand, on its keys only (processor/counters.py); wait for replicas (WAIT); and
+# read a Redis Cluster's slot map and command table, as redis-py's cluster client does when it
+# connects (CLUSTER SLOTS, COMMAND); `admin` is the operators', the tools' and the tests'. `default` is off:
 # no connection is it, and nobody can log in as it. It keeps all permissions because Redis 7.0 replays
 # the append-only file's transactions (how a script's writes are logged) as `default`, checking its
 # ACL: with none, a restarted Redis drops every script's writes (seen here; NOPERM in its log).
@@ -176,7 +180,8 @@ REDIS_MONITOR_RULES = (
 )
 REDIS_PROCESSOR_RULES = (
     "resetchannels ~warnings:{* ~last-reading:{* ~warning-since:{* ~alarms:{* ~processor:pending:* "
-    "-@all +ping +evalsha +script|load +hget +hset +hdel +hincrby +rpush +lrange +ltrim +lrem"
+    "~processor:cleared-by-hand -@all +ping +evalsha +script|load +hget +hset +hdel +hincrby +rpush "
+    "+rpop +lrange +lrem +sadd +srem +smembers +wait +cluster|slots +command"
 )
 
 
@@ -196,6 +201,19 @@ def redis_acl(path: Path, settings: StackSettings) -> None:
         f"user {monitor.user} on #{digest(monitor)} {REDIS_MONITOR_RULES}\n",
         run_as("redis"),
     )
+
+
+def redis_replication_conf(settings: StackSettings) -> Path:
+    return paths(settings).redis_dir / "replication.conf"
+
+
+def redis_replication(settings: StackSettings) -> None:
+    """A Redis Cluster's replicas log in to their masters as admin (`default` is off): its password
+    in a configuration file the nodes read first, not in their command lines."""
+    admin = credentials.REDIS_ADMIN
+    password = credentials.password(settings.secrets_dir, admin)
+    text = f"masteruser {admin.user}\nmasterauth {password}\n"
+    private_file(redis_replication_conf(settings), text, run_as("redis"))
 
 
 def private_file(path: Path, text: str, user: str | None = None) -> None:

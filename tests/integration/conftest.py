@@ -1,16 +1,21 @@
-"""Fixtures of the integration tests that need a database of their own."""
+"""Fixtures of the integration tests that need a database or a Redis Cluster of their own."""
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import pytest
 
-from stack import access, credentials
+from processor.redis_nodes import RedisNodes
+from stack import access, credentials, prepare
 from stack import settings as stack_settings
+from stack.redis_cluster import LocalCluster
 
 Connect = Callable[..., Awaitable[asyncpg.Connection]]
 
@@ -43,3 +48,82 @@ async def scratch_database(scratch_connect: Connect) -> AsyncIterator[asyncpg.Co
         yield conn
     finally:
         await conn.close()
+
+
+# A Redis Cluster of the tests' own (stack/redis_cluster.py): 3 masters with a replica each, on
+# ports 57100-57105, with the local stack's ACL (admin, and the processor's user limited as there).
+CLUSTER_PORTS = range(57100, 57106)
+
+
+@dataclass(frozen=True)
+class ClusterUnderTest:
+    cluster: LocalCluster
+    admin_url: str
+    processor_url: str
+    admin_password: str
+    processor_password: str
+
+    def nodes(self, *, processor: bool = False, replicas: int = 1) -> RedisNodes:
+        """A client of the cluster as the processor makes it (processor/service.py)."""
+        url, password = (
+            (self.processor_url, self.processor_password)
+            if processor
+            else (self.admin_url, self.admin_password)
+        )
+        return RedisNodes.connect(
+            url, password, cluster=True, replicas=replicas, socket_timeout=10, socket_connect_timeout=2
+        )
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterUnderTest]:
+    admin_password, processor_password = secrets.token_hex(16), secrets.token_hex(16)
+
+    def digest(password: str) -> str:
+        return hashlib.sha256(password.encode()).hexdigest()
+
+    cluster = LocalCluster(
+        CLUSTER_PORTS,
+        tmp_path_factory.mktemp("redis-cluster"),
+        node_timeout_ms=1000,
+        users=[
+            prepare.REDIS_DEFAULT_USER,
+            f"user admin on #{digest(admin_password)} ~* &* +@all",
+            f"user processor on #{digest(processor_password)} {prepare.REDIS_PROCESSOR_RULES}",
+        ],
+        admin_password=admin_password,
+    )
+    try:
+        cluster.start()
+        first = cluster.nodes[0].address
+        yield ClusterUnderTest(
+            cluster,
+            f"redis://admin@{first}/0",
+            f"redis://processor@{first}/0",
+            admin_password,
+            processor_password,
+        )
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+async def cluster_redis(redis_cluster: ClusterUnderTest) -> AsyncIterator[RedisNodes]:
+    """The test cluster as the processor's user sees it, waiting for a replica of each write."""
+    nodes = redis_cluster.nodes(processor=True)
+    await nodes.start()
+    try:
+        yield nodes
+    finally:
+        await nodes.aclose()
+
+
+@pytest.fixture
+async def cluster_admin(redis_cluster: ClusterUnderTest) -> AsyncIterator[RedisNodes]:
+    """The test cluster as its admin: to look at what the processor's user wrote."""
+    nodes = redis_cluster.nodes()
+    await nodes.start()
+    try:
+        yield nodes
+    finally:
+        await nodes.aclose()

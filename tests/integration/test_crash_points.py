@@ -23,7 +23,7 @@ from metrics.v1 import alarms_service_pb2, event_pb2, metric_pb2, rule_pb2, rule
 from metrics.v1.alarms_service_pb2_grpc import AlarmsServiceStub
 from metrics.v1.rules_service_pb2_grpc import RulesServiceStub
 from processor import alarms, alarms_api
-from processor.counters import alarms_key
+from processor.counters import CLEARED_BY_HAND, alarms_key, legacy_pending_key, pending_key
 from runtime import kafka
 from runtime.kafka import client_options
 from stack import credentials
@@ -113,8 +113,7 @@ async def test_processor_killed_at(
         ]
         assert (len(records) > len(events)) is reproduced
         assert await redis_client.hgetall(f"warnings:{{{sensor_id}}}") == {b"temperature": b"3"}
-        for partition in range(2):
-            assert await redis_client.llen(f"processor:pending:{topics.metrics}:{partition}") == 0
+        assert await redis_client.llen(pending_key(sensor_id)) == 0
 
 
 # For a rule with alarms (temperature >= 95 twice, cleared by two readings below): raised at 97,
@@ -172,8 +171,7 @@ async def test_processor_killed_while_alarms_are_raised_and_cleared(
         assert events[1].alarm_id == events[0].alarm_id != events[2].alarm_id
         active = alarms.Active.parse(await redis_client.hget(alarms_key(sensor_id), rule["ruleId"]))
         assert (active.alarm_id, active.clears, active.matches) == (events[2].alarm_id, 0, 2)
-        for partition in range(2):
-            assert await redis_client.llen(f"processor:pending:{topics.metrics}:{partition}") == 0
+        assert await redis_client.llen(pending_key(sensor_id)) == 0
 
 
 async def test_a_clear_by_hand_killed_before_its_event_is_produced_is_produced_at_the_next_start(
@@ -203,8 +201,10 @@ async def test_a_clear_by_hand_killed_before_its_event_is_produced_is_produced_a
                 )
         assert await asyncio.wait_for(crashing.wait(), 60) == -9, log.read_text()
         assert not await redis_client.hgetall(alarms_key(sensor_id)), "ended in Redis before the crash"
-        [pending] = await redis_client.lrange(alarms_api.MANUAL_PENDING, 0, -1)
+        [pending] = await redis_client.lrange(pending_key(sensor_id), 0, -1)
         assert event_pb2.Event.FromString(pending).alarm_id == alarm_id
+        clear = f"{sensor_id}|{alarm_id}".encode()
+        assert await redis_client.sismember(CLEARED_BY_HAND, clear), "the clear is in the index"
 
         healthy = await start_service("processor", service_env(target, topics, "processor", own), log)
         try:
@@ -218,7 +218,40 @@ async def test_a_clear_by_hand_killed_before_its_event_is_produced_is_produced_a
         assert (event.kind, event.alarm_id, event.alarm.cleared_by) == (
             event_pb2.EVENT_KIND_ALARM_CLEARED, alarm_id, "local",
         )  # fmt: skip
-        assert await redis_client.llen(alarms_api.MANUAL_PENDING) == 0
+        assert await redis_client.llen(pending_key(sensor_id)) == 0
+        assert not await redis_client.sismember(CLEARED_BY_HAND, clear)
+
+
+async def test_events_left_by_the_previous_version_are_produced_at_start(
+    target: Target, redis_client: aioredis.Redis, sensor_id: str, tmp_path: Path
+) -> None:
+    # The previous version kept pending events per partition, and clears by hand in one list: a
+    # processor that starts produces what they still hold, and empties them.
+    raised = event_pb2.Event(
+        event_id=uuid.uuid4().hex, sensor_id=sensor_id, kind=event_pb2.EVENT_KIND_THRESHOLD_EXCEEDED
+    )
+    cleared = event_pb2.Event(
+        event_id=uuid.uuid4().hex, sensor_id=sensor_id, kind=event_pb2.EVENT_KIND_ALARM_CLEARED
+    )
+    log = tmp_path / "processor.log"
+    async with private_topics(target) as topics:
+        partition_list = legacy_pending_key(topics.metrics, 1)
+        await redis_client.rpush(partition_list, raised.SerializeToString())
+        await redis_client.rpush(alarms_api.LEGACY_PENDING, cleared.SerializeToString())
+        own, port = processor_of("")
+        processor = await start_service("processor", service_env(target, topics, "processor", own), log)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                await serving(channel)  # it serves once it has produced them
+            records = await read_topic(target.kafka_bootstrap_servers, topics.events, {}, sensor_id.encode())
+        finally:
+            assert await stop_service(processor) == 0, log.read_text()
+            await redis_client.delete(partition_list)
+        assert sorted(event_pb2.Event.FromString(r.value).event_id for r in records) == sorted(
+            [raised.event_id, cleared.event_id]
+        )
+        assert await redis_client.llen(partition_list) == 0
+        assert cleared.SerializeToString() not in await redis_client.lrange(alarms_api.LEGACY_PENDING, 0, -1)
 
 
 async def test_undecodable_record_is_dead_lettered_and_the_partition_flows_on(

@@ -1,14 +1,19 @@
 """The processor's counters in the real Redis hold to the reference model of the rules
-(processor/rules.py), with several rules, sensors and types, and when batches are redelivered."""
+(processor/rules.py), with several rules, sensors and types, and when batches are redelivered: in
+the stack's Redis, and in a Redis Cluster of the tests' own (tests/integration/conftest.py), with
+the sensors on every master."""
 
 from __future__ import annotations
 
 import itertools
 import random
 import uuid
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from google.protobuf import timestamp_pb2
@@ -17,11 +22,13 @@ from hypothesis import strategies as st
 
 from metrics.v1 import event_pb2, metric_pb2, rule_pb2
 from processor import alarms
-from processor.counters import Counters, alarms_key, counter_key, warning_since_key
+from processor.counters import Counters, alarms_key, counter_key, pending_key, sensor_keys
+from processor.redis_nodes import RedisNodes
 from processor.rules import Rule, apply, apply_as_arrived, parse_rules
 from processor.service import script_args
 from runtime import kafka
 from runtime.kafka import client_options
+from stack import credentials
 from tests.helpers import read_topic, wait_consumed
 from tests.services import private_topics, service_env, start_service, stop_service
 from tests.target import Target
@@ -32,9 +39,10 @@ BATCH_HEADERS = kafka.headers(kafka.METRIC_BATCH_TYPE)
 RULES = parse_rules(["temperature:95:3", "humidity:80:2"])
 BASE_US = 1_770_000_000_000_000
 
+SENSORS = ("a", "b", "c")
 readings = st.lists(
     st.tuples(
-        st.sampled_from(["a", "b"]),
+        st.sampled_from(SENSORS),
         st.sampled_from(["temperature", "humidity", "pressure"]),
         st.sampled_from([10.0, 79.9, 80.0, 94.9, 95.0, 120.0]),
         # Mostly increasing, with repeated and late times among them.
@@ -58,28 +66,82 @@ def as_metrics(
 
 
 async def applied(
-    counters: Counters, metrics: list[metric_pb2.Metric], rules: Any, rounds: list[tuple[int, int]]
+    counters: Counters, metrics: list[metric_pb2.Metric], rules: Any, rounds: list[tuple[int, int, bool]]
 ) -> list[bytes]:
-    """Applies the readings round by round, as the processor does; the entries left to produce."""
+    """Applies the readings round by round, as the processor does, and returns the entries it would
+    produce, each once (the same bytes again are the same event). A round not `confirmed` dies after
+    producing, before removing what it produced: the next round (its redelivery) returns them again."""
     detect = timestamp_pb2.Timestamp()
-    for start, end in rounds:
+    produced: dict[bytes, None] = {}
+    for start, end, confirmed in rounds:
         args: list[object] = []
         script_args(args, metrics[start:end], rules, detect, {})
-        if args:
-            await counters.apply(0, 0, args)
-    return await counters.pending(0)
+        entries = await counters.apply(0, dict.fromkeys(m.sensor_id for m in metrics[start:end]), args)  # type: ignore[arg-type]
+        produced.update(dict.fromkeys(e for _, sensor_entries in entries for e in sensor_entries))
+        if confirmed:
+            await counters.confirm(entries)
+    return list(produced)
 
 
-def rounds_of(count: int, cuts: list[int], replays: list[int]) -> list[tuple[int, int]]:
-    """(start, end) of the rounds `count` readings are applied in, split at `cuts`; a round in
-    `replays` is applied again right after itself (Kafka's redelivery, a client's resend)."""
+def rounds_of(count: int, cuts: list[int], replays: list[int]) -> list[tuple[int, int, bool]]:
+    """(start, end, confirmed) of the rounds `count` readings are applied in, split at `cuts`; a
+    round in `replays` dies before confirming what it produced and is applied again right after
+    itself (Kafka's redelivery; or a client's resend)."""
     bounds = sorted({0, count, *(c for c in cuts if c < count)})
     rounds = list(itertools.pairwise(bounds))
     order = [*range(len(rounds))]
     for r in replays:
         if r < len(rounds):
             order.insert(order.index(r) + 1, r)
-    return [rounds[r] for r in order]
+    return [(*rounds[r], i + 1 == len(order) or order[i + 1] != r) for i, r in enumerate(order)]
+
+
+@pytest.fixture(params=["server", "cluster"])
+async def store(
+    request: pytest.FixtureRequest, redis_client: aioredis.Redis, target: Target
+) -> AsyncIterator[Store]:
+    """The counters' Redis as the processor uses it, and an admin's client of it: the stack's
+    Redis, or the tests' Redis Cluster as the processor's user, waiting for a replica of each write."""
+    if request.param == "server":
+        yield Store(
+            RedisNodes(redis_client, target.redis_url, target.password(credentials.REDIS_ADMIN)), redis_client
+        )
+        return
+    cluster = request.getfixturevalue("redis_cluster")
+    nodes, admin = cluster.nodes(processor=True), cluster.nodes()
+    await nodes.start()
+    await admin.start()
+    try:
+        yield Store(nodes, admin.client)
+    finally:
+        await nodes.aclose()
+        await admin.aclose()
+
+
+@dataclass(frozen=True)
+class Store:
+    nodes: RedisNodes
+    admin: Any  # a plain or a cluster client
+
+    def sensors(self, prefix: str) -> dict[str, str]:
+        """Ids for the drawn sensors; on a cluster, each on another master."""
+        if not self.nodes.cluster:
+            return {s: f"{prefix}-{s}" for s in SENSORS}
+        ids: dict[str, str] = {}
+        taken: set[str] = set()
+        i = 0
+        while len(ids) < len(SENSORS):
+            sensor = f"{prefix}-{i}"
+            [node] = self.nodes.group([sensor])
+            if node not in taken:
+                taken.add(node)
+                ids[SENSORS[len(ids)]] = sensor
+            i += 1
+        return ids
+
+    async def delete(self, sensors: Iterable[str]) -> None:
+        for sensor in sensors:
+            await self.admin.delete(*sensor_keys(sensor))
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -89,18 +151,18 @@ def rounds_of(count: int, cuts: list[int], replays: list[int]) -> list[tuple[int
     replays=st.lists(st.integers(0, 4), max_size=3),
 )
 async def test_script_matches_the_model_through_redelivery_and_late_readings(
-    redis_client: aioredis.Redis,
+    store: Store,
     readings: list[tuple[str, str, float, int | None]],
     cuts: list[int],
     replays: list[int],
 ) -> None:
-    # Readings applied in rounds split at `cuts` as the processor does; some rounds are applied
-    # again, as Kafka redelivers after a failure or a client resends: they change nothing. Some
-    # readings repeat an earlier time or come late (older than one already applied). Events and
-    # counters: the model's (rules.apply_as_arrived), however the readings were batched.
-    run = uuid.uuid4().hex[:8]
-    counters = Counters(redis_client, f"test-{run}")
-    sensors = {s: f"prop-{run}-{s}" for s in ("a", "b")}
+    # Readings applied in rounds split at `cuts` as the processor does; some rounds die after
+    # producing their events and are applied again, as Kafka redelivers them: they change nothing
+    # and their events are produced again, the same. Some readings repeat an earlier time or come
+    # late (older than one already applied). Events (in each sensor's order) and counters: the
+    # model's (rules.apply_as_arrived), however the readings were batched; nothing left pending.
+    counters = Counters(store.nodes)
+    sensors = store.sensors(f"prop-{uuid.uuid4().hex[:8]}")
     metrics = as_metrics(readings, sensors)
     try:
         pending = await applied(counters, metrics, RULES, rounds_of(len(metrics), cuts, replays))
@@ -108,18 +170,19 @@ async def test_script_matches_the_model_through_redelivery_and_late_readings(
         model: dict[tuple[str, str], int] = {}
         timed = [(m.sensor_id, m.metric_type, m.value, m.reading_time.ToMicroseconds()) for m in metrics]
         raised = apply_as_arrived(model, {}, RULES, timed)
-        assert [(e.sensor_id, e.metric_type, e.reading_time.ToMicroseconds()) for e in events] == [
-            (timed[i][0], timed[i][1], timed[i][3]) for i in raised
-        ]
         for sensor in sensors.values():
-            stored = await redis_client.hgetall(counter_key(sensor))
+            assert [
+                (e.metric_type, e.reading_time.ToMicroseconds()) for e in events if e.sensor_id == sensor
+            ] == [(timed[i][1], timed[i][3]) for i in raised if timed[i][0] == sensor]
+            stored = await store.admin.hgetall(counter_key(sensor))
             expected = {t: n for (s, t), n in model.items() if s == sensor}
             assert {k.decode(): int(v) for k, v in stored.items()} == {
                 t: n for t, n in expected.items() if n or t.encode() in stored
             }
+            assert await store.admin.llen(pending_key(sensor)) == 0
+        assert len(events) == len(raised)
     finally:
-        await redis_client.delete(*(counter_key(s) for s in sensors.values()), counters.pending_key(0),
-                                  *(f"last-reading:{{{s}}}" for s in sensors.values()))  # fmt: skip
+        await store.delete(sensors.values())
 
 
 # Rules made at run time raise alarms: one with a count and a clear count, one with a duration.
@@ -145,19 +208,16 @@ ALARM_RULES = [
     replays=st.lists(st.integers(0, 4), max_size=3),
 )
 async def test_alarms_match_the_model_through_redelivery_and_late_readings(
-    redis_client: aioredis.Redis,
+    store: Store,
     readings: list[tuple[str, str, float, int | None]],
     cuts: list[int],
     replays: list[int],
 ) -> None:
     # As above, with rules that raise alarms: the events raised and cleared, in order, and the
     # active alarms left in Redis (consecutive clears, matches) are the model's.
-    run = uuid.uuid4().hex[:8]
-    counters = Counters(redis_client, f"test-{run}")
-    sensors = {s: f"prop-{run}-{s}" for s in ("a", "b")}
+    counters = Counters(store.nodes)
+    sensors = store.sensors(f"prop-{uuid.uuid4().hex[:8]}")
     metrics = as_metrics(readings, sensors)
-    keys = [k for s in sensors.values() for k in (counter_key(s), alarms_key(s), warning_since_key(s),
-                                                  f"last-reading:{{{s}}}")]  # fmt: skip
     try:
         pending = await applied(counters, metrics, ALARM_RULES, rounds_of(len(metrics), cuts, replays))
         events = [event_pb2.Event.FromString(alarms.produced(e)) for e in pending]
@@ -179,12 +239,13 @@ async def test_alarms_match_the_model_through_redelivery_and_late_readings(
                 assert not event.alarm_id and not event.HasField("alarm"), "configured rules raise no alarms"
         active = {}
         for sensor in sensors.values():
-            for rule_id, state in (await redis_client.hgetall(alarms_key(sensor))).items():
+            for rule_id, state in (await store.admin.hgetall(alarms_key(sensor))).items():
                 kept = alarms.Active.parse(state)
                 active[(sensor, rule_id.decode())] = [kept.clears, kept.matches]
+            assert await store.admin.llen(pending_key(sensor)) == 0
         assert active == model_alarms
     finally:
-        await redis_client.delete(*keys, counters.pending_key(0))
+        await store.delete(sensors.values())
 
 
 async def test_several_rules_sensors_and_types_end_to_end(

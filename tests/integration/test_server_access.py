@@ -122,6 +122,11 @@ async def test_the_processors_redis_user_has_its_keys_and_commands_only(
             await processor.hget(f"elsewhere:{sensor_id}", "temperature")
         with pytest.raises(NoPermissionError):  # a command outside its list, on its own keys
             await processor.delete("warnings:{" + sensor_id + "}")
+        # Its index of clears by hand, and WAIT for replicas (none here), but no other set.
+        assert isinstance(await processor.smembers("processor:cleared-by-hand"), set)
+        assert await processor.execute_command("WAIT", 0, 0) == 0
+        with pytest.raises(NoPermissionError):
+            await processor.smembers(f"elsewhere:{sensor_id}")
         # It may load and run scripts (its counters are one), but a script may do no more than it.
         script = await processor.script_load("return redis.call('FLUSHALL')")
         with pytest.raises(ResponseError, match="can't run this command"):
