@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 from aiokafka.admin import AIOKafkaAdminClient
+from redis.crc import key_slot
 
 from runtime.kafka import client_options
 from stack import access
@@ -80,9 +81,12 @@ async def test_a_redis_master_that_goes_away_is_replaced_by_its_replica(
 ) -> None:
     load = Load(batches=80)
     # The master of the first sensor's slot, and its replica, as the cluster says now.
-    key = f"warnings:{{{load.ids[0]}}}"
-    slot = int(await redis_client.execute_command("CLUSTER", "KEYSLOT", key))  # type: ignore[no-untyped-call]
-    ranges: Any = await redis_client.execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]
+    slot = key_slot(f"warnings:{{{load.ids[0]}}}".encode())
+    node = access.redis_node(SETTINGS, SETTINGS.redis_port)
+    try:
+        ranges: Any = await node.execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]
+    finally:
+        await node.aclose()
     (served,) = [r for r in ranges if int(r[0]) <= slot <= int(r[1])]
     master_port, replica_port = int(served[2][1]), int(served[3][1])
     victim = f"redis-{master_port - SETTINGS.redis_port + 1}"
