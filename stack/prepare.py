@@ -123,15 +123,21 @@ def postgres_data(data: Path, settings: StackSettings) -> None:
     if not (data / "PG_VERSION").exists():
         say("Creating the PostgreSQL cluster")
         # postgres_access() replaces the access rules before the first start.
-        initdb = [str(settings.postgres_bin / "initdb"), "-D", str(data), "-U", "postgres",
-                  "--auth-local=peer", "--auth-host=reject",
-                  "--encoding=UTF8", "--locale=C.UTF-8"]  # fmt: skip
-        if user is not None:
-            initdb = ["runuser", "-u", user, "--", *initdb]
-        result = subprocess.run(initdb, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            shutil.rmtree(data, ignore_errors=True)
-            raise SetupError(f"initdb failed:\n{result.stdout}{result.stderr}")
+        _postgres_tool(settings, data, "initdb", "-D", str(data), "-U", "postgres", "--auth-local=peer",
+                       "--auth-host=reject", "--encoding=UTF8", "--locale=C.UTF-8")  # fmt: skip
+
+
+def _postgres_tool(settings: StackSettings, data: Path, tool: str, *args: str) -> None:
+    """Runs one of PostgreSQL's tools that makes the data directory `data`, as the server's account;
+    removes what it left if it fails."""
+    command = [str(settings.postgres_bin / tool), *args]
+    user = run_as("postgres")
+    if user is not None:
+        command = ["runuser", "-u", user, "--", *command]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        shutil.rmtree(data, ignore_errors=True)
+        raise SetupError(f"{tool} failed:\n{result.stdout}{result.stderr}")
 
 
 # Who may connect to PostgreSQL, and how: the superuser only through the unix socket and only from
@@ -369,13 +375,6 @@ def postgres_replica(settings: StackSettings) -> None:
         return
     say("Making the PostgreSQL replica (a base backup of the primary)")
     shutil.rmtree(data, ignore_errors=True)  # what a failed backup left
-    user = run_as("postgres")
-    command = [str(settings.postgres_bin / "pg_basebackup"), "-h", str(settings.postgres_socket_dir),
-               "-p", str(settings.postgres_port), "-U", "postgres", "-D", str(data),
-               "-R", "-X", "stream", "-c", "fast"]  # fmt: skip
-    if user is not None:
-        command = ["runuser", "-u", user, "--", *command]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        shutil.rmtree(data, ignore_errors=True)
-        raise SetupError(f"pg_basebackup failed:\n{result.stdout}{result.stderr}")
+    _postgres_tool(settings, data, "pg_basebackup", "-h", str(settings.postgres_socket_dir),
+                   "-p", str(settings.postgres_port), "-U", "postgres", "-D", str(data),
+                   "-R", "-X", "stream", "-c", "fast")  # fmt: skip
