@@ -54,6 +54,8 @@ JOBS = {"receiver", "processor", "saver", "assessor", "notifier", "envoy", "kafk
         "prometheus"}  # fmt: skip
 ALERTS = {
     "MetricsTargetDown",
+    "MetricsRedisDown",
+    "MetricsKafkaUnderMinIsr",
     "MetricsConsumerLagGrowing",
     "MetricsDeadLettersGrowing",
     "MetricsReceiverRefusing",
