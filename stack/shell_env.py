@@ -40,7 +40,11 @@ def lines(settings: StackSettings) -> list[str]:
         "REDISCLI_AUTH": access.password(settings, redis_admin),
         "KCAT_CONFIG": str(kcat),
     }
+    # -c: a Redis Cluster node answers MOVED for another's keys, which redis-cli then follows.
+    redis_cli = (
+        f"redis-cli{' -c' if settings.cluster else ''} -p {settings.redis_port} --user {redis_admin.user}"
+    )
     return [
         *(f"export {name}={shlex.quote(value)}" for name, value in variables.items()),
-        f"# psql; redis-cli -p {settings.redis_port} --user {redis_admin.user}; kcat -L",
+        f"# psql; {redis_cli}; kcat -L",
     ]
