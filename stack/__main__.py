@@ -63,11 +63,13 @@ def main() -> int:
         if args.command == "packages":
             ensure_packages(settings)
             return 0
-        if args.command == "shell-env":
-            print(*shell_env.lines(settings), sep="\n")
-            return 0
         if args.command == "browser":
             ensure_browser()
+            return 0
+        # Of the topology that runs, whichever was asked for.
+        settings = next(iter(_running()), settings)
+        if args.command == "shell-env":
+            print(*shell_env.lines(settings), sep="\n")
             return 0
         return logs(settings)
     except (SetupError, credentials.MissingCredentials) as exc:
