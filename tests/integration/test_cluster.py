@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -20,6 +22,8 @@ from redis.crc import key_slot
 from runtime.kafka import client_options
 from stack import access
 from stack import settings as stack_settings
+from stack.parts import parts
+from stack.settings import ROOT
 from tests.faults import Load, during_load, healthy, pid_of
 from tests.helpers import eventually, http
 from tests.target import Target
@@ -32,6 +36,34 @@ SETTINGS = stack_settings.load()
 def test_the_stack_under_test_is_the_cluster_topology(target: Target) -> None:
     assert SETTINGS.cluster, "run these with make test-cluster (METRICS_TOPOLOGY=cluster)"
     assert target.redis_cluster, "METRICS_TEST_TARGET must be tests/targets/cluster.toml"
+
+
+async def test_status_lists_every_part_with_its_role() -> None:
+    async def roles() -> dict[str, str]:
+        result = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "stack", "status"], cwd=ROOT, capture_output=True, text=True,
+            check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        rows = {line.split()[0]: line for line in result.stdout.splitlines() if " RUNNING " in line}
+        assert set(rows) == {p.name for p in parts(SETTINGS)}
+        return {name: line.split(maxsplit=5)[5].rsplit("  ", 1)[0].strip() for name, line in rows.items()}
+
+    found = await roles()
+    assert (found["postgres"], found["postgres-replica"]) == ("primary", "replica")
+    redis = [found[f"redis-{n.number}"] for n in SETTINGS.redis_nodes]
+    masters = [r for r in redis if r.startswith("master, ")]
+    assert len(masters) == 3 and redis.count("replica") == 3, redis
+    assert sum(int(r.split()[1].replace(",", "")) for r in masters) == 16_384, masters
+
+    async def spread() -> None:
+        # After a restart the broker up first leads all; the controller gives each partition back
+        # to its preferred replica (leader.imbalance.check.interval.seconds).
+        brokers = [(await roles())[f"kafka-{b.node_id}"] for b in SETTINGS.kafka_brokers]
+        assert sum(r.endswith(", controller") for r in brokers) == 1, brokers
+        assert all(int(r.split()[1].split("/")[0]) > 0 for r in brokers), brokers
+
+    await eventually(spread, timeout=90, what="every broker leading partitions")
 
 
 async def kill_and_wait(name: str) -> float:
