@@ -51,8 +51,10 @@ async def scratch_database(scratch_connect: Connect) -> AsyncIterator[asyncpg.Co
 
 
 # A Redis Cluster of the tests' own (stack/redis_cluster.py): 3 masters with a replica each, on
-# ports 57100-57105, with the local stack's ACL (admin, and the processor's user limited as there).
-CLUSTER_PORTS = range(57100, 57106)
+# ports 27100-27105 (bus ports 17100-17105), with the local stack's ACL (admin, and the processor's
+# user limited as there). Below Linux's ephemeral ports (32768-60999): at 57100 a client connection's
+# local port once took a node's port first ("Address already in use").
+CLUSTER_PORTS = range(27100, 27106)
 
 
 @dataclass(frozen=True)
