@@ -11,7 +11,6 @@ produces what the pending lists of the sensors it names hold when it starts.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 from typing import Any
@@ -22,7 +21,7 @@ from aiokafka import AIOKafkaProducer
 
 from metrics.v1 import alarms_service_pb2, alarms_service_pb2_grpc, event_pb2
 from processor import alarms, pending
-from processor.counters import CLEARED_BY_HAND, alarms_key, pending_key, sensor_keys
+from processor.counters import CLEARED_BY_HAND, Counters, alarms_key, pending_key, sensor_keys
 from processor.redis_nodes import RedisNodes
 from runtime import paging
 from runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Violation, grpc_errors
@@ -75,7 +74,7 @@ class AlarmsApi(alarms_service_pb2_grpc.AlarmsServiceServicer):
         self._redis = redis.client
         self._producer = producer
         self._events_topic = events_topic
-        self._clear_sha = hashlib.sha1(CLEAR.encode(), usedforsecurity=False).hexdigest()
+        self._counters = Counters(redis)
 
     async def flush(self) -> None:
         """Produces the events of clears by hand that a crash kept from Kafka (at start)."""
@@ -88,14 +87,10 @@ class AlarmsApi(alarms_service_pb2_grpc.AlarmsServiceServicer):
         once produced (by value: a round of the processor may be producing the same list), then
         the clear from the index."""
         sensor_id = member.partition("|")[0]
-        key = pending_key(sensor_id)
-        entries: list[bytes] = await self._redis.lrange(key, 0, -1)  # type: ignore[assignment]
+        entries: list[bytes] = await self._redis.lrange(pending_key(sensor_id), 0, -1)  # type: ignore[assignment]
         if entries:
             await pending.produce(self._producer, self._events_topic, entries)
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for entry in entries:
-                    pipe.lrem(key, 0, entry)  # type: ignore[arg-type]
-                await pipe.execute()
+            await self._counters.confirm([(sensor_id, entries)])
         await self._redis.srem(CLEARED_BY_HAND, member)
 
     @grpc_errors
@@ -177,7 +172,7 @@ class AlarmsApi(alarms_service_pb2_grpc.AlarmsServiceServicer):
             warnings, _, since, _, pending_list = sensor_keys(alarm.sensor_id)
             keys = [key, warnings, since, pending_list]
             args = [state, event.SerializeToString(), alarm.rule_id]
-            if not await self._nodes.script(CLEAR, self._clear_sha, keys, args):
+            if not await self._nodes.script(CLEAR, keys, args):
                 # (What an earlier attempt whose reply was lost stored, if any, is produced.)
                 await self._produce_cleared(member)
                 raise FailedPrecondition(

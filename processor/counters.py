@@ -40,7 +40,6 @@ partition (processor:pending:<topic>:<p>), still hold.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -192,13 +191,12 @@ def pending_key(sensor_id: str) -> str:
 
 def sensor_keys(sensor_id: str) -> tuple[str, str, str, str, str]:
     """The keys of a sensor, in the order the scripts declare them."""
-    tag = "{" + sensor_id + "}"
     return (
-        "warnings:" + tag,
-        "last-reading:" + tag,
-        "warning-since:" + tag,
-        "alarms:" + tag,
-        "processor:pending:" + tag,
+        counter_key(sensor_id),
+        last_reading_key(sensor_id),
+        warning_since_key(sensor_id),
+        alarms_key(sensor_id),
+        pending_key(sensor_id),
     )
 
 
@@ -233,7 +231,6 @@ class Counters:
     def __init__(self, nodes: RedisNodes) -> None:
         self._nodes = nodes
         self._client = nodes.client
-        self._sha = _sha1(APPLY)
 
     async def apply(
         self, detect_us: int, sensors: Iterable[str], args: Sequence[bytes | str | int]
@@ -260,7 +257,7 @@ class Counters:
         if len(groups) == 1 and len(calls := next(iter(groups.values()))) == 1:
             [node] = groups
             [reply] = await self._nodes.run_scripts(
-                node, APPLY, self._sha, [(self._keys(calls[0]), [detect_us, wait, *args])]
+                node, APPLY, [(self._keys(calls[0]), [detect_us, wait, *args])]
             )
             return self._pending(calls[0], reply)
         where: dict[str, list[Any]] = {}
@@ -278,7 +275,6 @@ class Counters:
                 self._nodes.run_scripts(
                     node,
                     APPLY,
-                    self._sha,
                     [(self._keys(m), a) for m, a in zip(node_calls, per_call[node], strict=True)],
                 )
                 for node, node_calls in groups.items()
@@ -322,7 +318,3 @@ async def drain_legacy(redis: Any, keys: Iterable[str], produce: Any) -> int:
             drained += len(entries)
             log.info("produced %d event(s) left in %s by the previous version", len(entries), key)
     return drained
-
-
-def _sha1(script: str) -> str:
-    return hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()

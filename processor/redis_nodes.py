@@ -21,6 +21,8 @@ processor committed. The cost: while a node has fewer replicas than that, its se
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -132,11 +134,12 @@ class RedisNodes:
             await self.client.nodes_manager.initialize()
 
     async def run_scripts(
-        self, node: str, script: str, sha: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
+        self, node: str, script: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
     ) -> list[Any]:
         """Runs a script once per (keys, args) on `node`, in one pipeline (loading the script there
         first if it is not); with `replicas`, returns once that many replicas have their writes
         (else raises NotReplicated). Each call is atomic; a failed one fails the whole."""
+        sha = script_sha(script)
         commands = [("EVALSHA", sha, len(keys), *keys, *args) for keys, args in calls]
         try:
             return await self._write(node, commands)
@@ -144,11 +147,9 @@ class RedisNodes:
             await self._connection(node).script_load(script)
             return await self._write(node, commands)
 
-    async def script(self, script: str, sha: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def script(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """A script on keys of one slot, on the node that serves them (as run_scripts)."""
-        [reply] = await self.retried(
-            lambda: self.run_scripts(self.node_of(keys[0]), script, sha, [(keys, args)])
-        )
+        [reply] = await self.retried(lambda: self.run_scripts(self.node_of(keys[0]), script, [(keys, args)]))
         return reply
 
     async def write(self, key: str, *command: Any) -> Any:
@@ -203,6 +204,12 @@ class RedisNodes:
             )
             self._nodes[node] = connection
         return connection
+
+
+@functools.cache
+def script_sha(script: str) -> str:
+    """What EVALSHA names a script by."""
+    return hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
 
 
 def _hash_tag(key: str) -> str:

@@ -17,7 +17,8 @@ class ProcessorSettings(ConsumerSettings, ServiceSettings):
     redis_url: str = "redis://processor@127.0.0.1:56379/0"
     redis_password: str = secret("")
     # true: redis_url names one node of a Redis Cluster (the client learns the others and their
-    # slots from it); each round then runs one script per node (processor/redis_nodes.py).
+    # slots from it); each round then runs one script per hash slot of its sensors, in one pipeline
+    # per node (processor/redis_nodes.py).
     redis_cluster: bool = False
     # How many replicas of a node must have a round's writes before its offsets are committed (WAIT):
     # 1 on a Redis Cluster with a replica per master, so that a replica promoted after its master
@@ -36,7 +37,8 @@ class ProcessorSettings(ConsumerSettings, ServiceSettings):
     # Where the rules are stored (RulesService); the saver's writer role in the local stack.
     postgres_dsn: str = secret("postgresql://metrics_writer@127.0.0.1:55432/metrics")
     postgres_password: str = secret("")
-    # Most records taken from Kafka per round; a round is one Redis script per partition and node.
+    # Most records taken from Kafka per round; a round is one Redis script per partition (on a
+    # Redis Cluster, per hash slot of its sensors).
     max_records_per_round: int = 2_000
     # Fuller fetches (runtime/kafka.py); an alert waits at most fetch_max_wait_ms longer.
     fetch_min_bytes: int = 65536
