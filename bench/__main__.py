@@ -47,7 +47,6 @@ TARGETS = {
     "fleet_receiver_rss_mb": ("<=", 300),
     "fleet_overload_accepted_ack_p99_ms": ("<=", 1_000),
 }
-BATCH = 500
 
 
 def say(message: str) -> None:
@@ -92,9 +91,9 @@ async def suite(env: Env, short: bool) -> dict[str, Any]:
             supervisor.stop_process(name)
         try:
             fleet = env.fleet(500, above=0.01, arrival_times=True)
-            raw = await measure.raw_produce(env, env.fleet(500, above=0.01), BATCH, seconds)
+            raw = await measure.raw_produce(env, env.fleet(500, above=0.01), measure.BATCH, seconds)
             say(f"raw produce: {raw:,.0f} readings/s")
-            ingest = await measure.receiver_ingest(env, fleet, BATCH, seconds)
+            ingest = await measure.receiver_ingest(env, fleet, measure.BATCH, seconds)
             sample_rss()
             say(
                 f"receiver: {ingest.acked / ingest.elapsed_s:,.0f} readings/s, errors {dict(ingest.errors) or 'none'}"
@@ -106,7 +105,7 @@ async def suite(env: Env, short: bool) -> dict[str, Any]:
             copy = await measure.raw_copy(env, env.fleet(1000), min(ingest.acked, 500_000), 50_000)
             say(f"raw COPY: {copy:,.0f} rows/s")
             supervisor.start_process("saver")
-            saver, saver_cpu = await measure.saver_drain(env, BATCH)
+            saver, saver_cpu = await measure.saver_drain(env, measure.BATCH)
             sample_rss()
             say(f"saver: {saver:,.0f} rows/s ({saver_cpu:.1f} CPU s per million)")
             results |= {
@@ -121,24 +120,19 @@ async def suite(env: Env, short: bool) -> dict[str, Any]:
 
     e2e_seconds = 20.0 if short else 60.0
     say(f"end to end: as fast as accepted for {e2e_seconds:.0f} s, until every reading is stored")
-    # Readings without times (stamped on arrival), so that making the load costs little CPU.
-    fleet = env.fleet(500, above=0.01, arrival_times=True)
     cpu_before = processes.all_parts_cpu()
     bench_before = procfs.cpu_seconds(os.getpid())
     sampler = asyncio.create_task(_every(1.0, sample_rss))
-    ingest = await measure.receiver_ingest(env, fleet, BATCH, e2e_seconds)
-    drained = await measure.wait_drained(env)
+    e2e = await measure.end_to_end(env, e2e_seconds)
     sampler.cancel()
     cpu_parts = {
         name: seconds - cpu_before.get(name, 0.0) for name, seconds in processes.all_parts_cpu().items()
     }
     cpu_parts["load generator"] = procfs.cpu_seconds(os.getpid()) - bench_before
     cpu = sum(cpu_parts[name] for name in SERVICES)
-    stored = await measure.stored(env, fleet.prefix)
-    if stored != ingest.acked:
-        say(f"warning: {ingest.acked} readings acknowledged but {stored} stored")
-    results["e2e_readings_per_s"] = stored / (drained - ingest.first_send)
-    results["e2e_acknowledged"] = ingest.acked
+    stored = e2e.stored
+    results["e2e_readings_per_s"] = e2e.readings_per_s
+    results["e2e_acknowledged"] = e2e.acked
     results["e2e_stored"] = stored
     results["cpu_seconds_per_million"] = cpu / max(stored, 1) * 1e6
     per_million = {name: seconds / max(stored, 1) * 1e6 for name, seconds in cpu_parts.items()}

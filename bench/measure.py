@@ -104,6 +104,30 @@ async def stored(env: Env, prefix: str) -> int:
         await conn.close()
 
 
+# Readings per record (per client-stream message) of the large-batch figures.
+BATCH = 500
+
+
+@dataclass(frozen=True)
+class EndToEnd:
+    acked: int
+    stored: int
+    readings_per_s: float
+
+
+async def end_to_end(env: Env, seconds: float) -> EndToEnd:
+    """500 sensors streaming batches of BATCH readings through Envoy as fast as they are accepted for
+    `seconds`: readings stored per second from the first send until every one is stored."""
+    # Readings without times (stamped on arrival), so that making the load costs little CPU.
+    fleet = env.fleet(500, above=0.01, arrival_times=True)
+    ingest = await receiver_ingest(env, fleet, BATCH, seconds)
+    drained = await wait_drained(env)
+    count = await stored(env, fleet.prefix)
+    if count != ingest.acked:
+        env.say(f"warning: {ingest.acked} readings acknowledged but {count} stored")
+    return EndToEnd(ingest.acked, count, count / (drained - ingest.first_send))
+
+
 # --- receiver vs raw produce ---------------------------------------------------------------------
 
 

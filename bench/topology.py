@@ -19,8 +19,6 @@ from bench.measure import Env
 from stack import settings as stack_settings
 from stack.settings import ROOT
 
-BATCH = 500
-
 
 async def figures(single: Env, results: dict[str, Any], seconds: float, e2e_seconds: float) -> dict[str, Any]:
     """Runs the cluster topology in place of the single node, measures it, and leaves the single node
@@ -44,13 +42,10 @@ async def figures(single: Env, results: dict[str, Any], seconds: float, e2e_seco
 
 async def _measure(env: Env, single: dict[str, Any], seconds: float, e2e_seconds: float) -> dict[str, Any]:
     say = env.say
-    rf3 = await measure.raw_produce(env, env.fleet(500, above=0.01), BATCH, seconds, replicas=3)
-    rf1 = await measure.raw_produce(env, env.fleet(500, above=0.01), BATCH, seconds, replicas=1)
+    rf3 = await measure.raw_produce(env, env.fleet(500, above=0.01), measure.BATCH, seconds, replicas=3)
+    rf1 = await measure.raw_produce(env, env.fleet(500, above=0.01), measure.BATCH, seconds, replicas=1)
     say(f"cluster: produce with acks=all to 3 replicas {rf3:,.0f} readings/s, to 1 replica {rf1:,.0f}")
-    fleet = env.fleet(500, above=0.01, arrival_times=True)
-    ingest = await measure.receiver_ingest(env, fleet, BATCH, e2e_seconds)
-    drained = await measure.wait_drained(env)
-    e2e = await measure.stored(env, fleet.prefix) / (drained - ingest.first_send)
+    e2e = (await measure.end_to_end(env, e2e_seconds)).readings_per_s
     say(f"cluster: end to end {e2e:,.0f} readings/s")
     devices_fleet = devices.Fleet(env.envoy, f"{env.prefix}fleet-", say)
     unary = await devices_fleet.run("cluster-unary", "unary", seconds, concurrency=64)
