@@ -218,6 +218,14 @@ simulate: run ## Stream a simulated sensor fleet to the stack (ARGS="--sensors 1
 deadletters: proto ## List or replay dead-lettered records (ARGS="list", ARGS="replay --offsets 3,7-9")
 	@$(PY) -m deadletters $(ARGS)
 
+.PHONY: generate
+generate: proto ## Rewrite every committed generated file from its generator (stack/generated.py)
+	@$(PY) -m stack.generated write
+
+.PHONY: check-generated
+check-generated: proto ## Fail, naming the file, when a committed generated file differs from its generator's output
+	@$(PY) -m stack.generated check
+
 .PHONY: lint
 lint: proto packages ## ruff, mypy, buf lint, promtool on Prometheus's configuration and rules (with their tests), and the web console's scripts
 	@$(VENV)/bin/ruff check .
