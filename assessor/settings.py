@@ -14,12 +14,17 @@ class AssessorSettings(KafkaSettings, ServiceSettings):
     metrics_port: int = 51054
     # A role that can only read (the local stack's metrics_reader).
     postgres_dsn: str = secret("postgresql://metrics_reader@127.0.0.1:55432/metrics")
+    # postgres_dsn's role's password (as a file: METRICS_ASSESSOR_POSTGRES_PASSWORD_FILE); empty: the DSN's.
     postgres_password: str = secret("")
+    # Most connections open at once to the primary, and as many to the replica: queries run in parallel
+    # up to this.
     postgres_pool_size: int = 10
     # A streaming replica to run the queries on (the same role, replicated); empty: none. Queries go
     # to the primary while it does not answer or is more than replica_max_lag_s behind.
     replica_dsn: str = secret("")
+    # replica_dsn's role's password (as a file: METRICS_ASSESSOR_REPLICA_PASSWORD_FILE); empty: the DSN's.
     replica_password: str = secret("")
+    # How far behind the primary the replica may be, in seconds, for queries to go to it.
     replica_max_lag_s: float = 5.0
     # Longest a query may run before the client gets DEADLINE_EXCEEDED.
     query_timeout_s: float = 10.0

@@ -15,24 +15,31 @@ class NotifierSettings(ConsumerSettings, ServiceSettings):
     kafka_username: str = "notifier"
     # A role that may use the subscriptions' tables and nothing else (the local stack's metrics_notifier).
     postgres_dsn: str = secret("postgresql://metrics_notifier@127.0.0.1:55432/metrics")
+    # postgres_dsn's role's password (as a file: METRICS_NOTIFIER_POSTGRES_PASSWORD_FILE); empty: the DSN's.
     postgres_password: str = secret("")
+    # Most PostgreSQL connections open at once.
     postgres_pool_size: int = 8
+    # The consumer group of the events topic: the notifiers share its partitions.
     consumer_group: str = "notifier"
-    # Events are few: a round is what is there, without waiting for more.
+    # Most events taken from Kafka per round; below 65,536 (notifier/store.py).
     max_records_per_round: int = 1_000
+    # The longest Kafka holds a fetch waiting for more events, in ms: events are few, so a round is
+    # what is there, without waiting for more.
     fetch_max_wait_ms: int = 20
     # Where webhooks may go. Public addresses (globally routable), unless public_destinations is off;
     # loopback, private, link-local and other special addresses only within these networks (CIDRs,
     # e.g. "127.0.0.0/8,::1/128"): a subscription must not make the notifier reach inside.
     allowed_networks: tuple[str, ...] = ()
+    # false: webhooks go to allowed_networks only, never to public addresses.
     public_destinations: bool = True
     # An attempt (connect, send, the answer's status line) that takes longer has failed.
     delivery_timeout_s: float = 5.0
     # Attempts under way at once, over all subscriptions.
     max_in_flight: int = 32
     # Retries: the wait before attempt n+1 is uniformly random in [0, min(retry_max_s,
-    # retry_base_s * 2^(n-1))] ("full jitter").
+    # retry_base_s * 2^(n-1))] seconds ("full jitter").
     retry_base_s: float = 1.0
+    # The longest wait before a retry, in seconds.
     retry_max_s: float = 300.0
     # A subscription whose attempts failed this many times in a row is dead-lettered.
     dead_letter_after: int = 10

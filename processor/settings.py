@@ -15,6 +15,7 @@ class ProcessorSettings(ConsumerSettings, ServiceSettings):
     kafka_username: str = "processor"
     # An ACL user allowed the counters' commands and keys only (the local stack's `processor`).
     redis_url: str = "redis://processor@127.0.0.1:56379/0"
+    # redis_url's user's password (as a file: METRICS_PROCESSOR_REDIS_PASSWORD_FILE); empty: the URL's.
     redis_password: str = secret("")
     # true: redis_url names one node of a Redis Cluster (the client learns the others and their
     # slots from it); each round then runs one script per hash slot of its sensors, in one pipeline
@@ -30,16 +31,21 @@ class ProcessorSettings(ConsumerSettings, ServiceSettings):
     # The first rules, "type:threshold:count" (one per type), e.g. "temperature:95:3,humidity:80:5":
     # stored once, in an empty rules table; RulesService changes them from then on.
     rules: tuple[str, ...] = ("temperature:95:3",)
+    # The consumer group of the metrics topic: the processors share its partitions.
     consumer_group: str = "processor"
     # The compacted topic of the rules (processor/rule_feed.py); empty: apply `rules` only, without
     # RulesService (private instances of the tests, deployments with fixed rules).
     rules_topic: str = "rules"
     # Where the rules are stored (RulesService); the saver's writer role in the local stack.
     postgres_dsn: str = secret("postgresql://metrics_writer@127.0.0.1:55432/metrics")
+    # postgres_dsn's role's password (as a file: METRICS_PROCESSOR_POSTGRES_PASSWORD_FILE); empty: the DSN's.
     postgres_password: str = secret("")
     # Most records taken from Kafka per round; a round is one Redis script per partition (on a
     # Redis Cluster, per hash slot of its sensors).
     max_records_per_round: int = 2_000
-    # Fuller fetches (runtime/kafka.py); an alert waits at most fetch_max_wait_ms longer.
+    # Kafka answers a fetch once it has this many bytes, or after fetch_max_wait_ms: fuller fetches
+    # (runtime/kafka.py), fewer rounds.
     fetch_min_bytes: int = 65536
+    # The longest Kafka holds a fetch waiting for fetch_min_bytes, in ms: an alert waits at most this
+    # much longer.
     fetch_max_wait_ms: int = 20

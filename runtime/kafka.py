@@ -31,16 +31,24 @@ DEAD_LETTER_CONSUMER_HEADER = "dead-letter-consumer"
 class KafkaSettings:
     """Where Kafka is and what the topics are called; a mixin of the services' settings."""
 
+    # Kafka brokers to start from, "host:port" comma-separated: the client learns the others from them.
     kafka_bootstrap_servers: str = "127.0.0.1:59092"
+    # The readings' topic: the receiver writes it, the processor and the saver read it.
     metrics_topic: str = "metrics"
+    # The events' topic: the processor writes it; the saver, the assessor's watchers and the notifier read it.
     events_topic: str = "events"
+    # Where a consumer puts a record it cannot use, with headers saying why (python -m deadletters).
     dead_letter_topic: str = "metrics.dlq"
-    # Who the client is: SASL with SCRAM, one principal per service (its ACLs say what it may do).
-    # SASL_PLAINTEXT sends no password (SCRAM is a challenge) but does not encrypt the records: fine on
-    # the loopback of the local stack or a private network; SASL_SSL where the network is not trusted.
+    # How the client talks to Kafka and says who it is: SASL with SCRAM, one principal per service (its
+    # ACLs say what it may do). SASL_PLAINTEXT sends no password (SCRAM is a challenge) but does not
+    # encrypt the records: fine on the loopback of the local stack or a private network; SASL_SSL where
+    # the network is not trusted.
     kafka_security_protocol: str = "SASL_PLAINTEXT"
+    # The SASL mechanism the brokers know the users by (with a SASL_* protocol).
     kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    # The SASL user: the service's principal. With a SASL_* protocol it is required, as is the password.
     kafka_username: str = ""
+    # kafka_username's password; give it as a file (METRICS_KAFKA_PASSWORD_FILE).
     kafka_password: str = secret("")
 
 
@@ -93,12 +101,14 @@ def make_producer(settings: KafkaSettings, client_id: str, **overrides: object) 
 class ConsumerSettings(KafkaSettings):
     """What a consumer group member has; the processor and the saver set their own defaults."""
 
+    # The consumer group: the service's instances share its topics' partitions, and its committed offsets.
     consumer_group: str = ""
     # Most records taken from Kafka per round.
     max_records_per_round: int = 2_000
-    # Kafka answers a fetch once it has this many bytes or this many ms have passed: at a trickle
-    # of small records a round is not a record or two.
+    # Kafka answers a fetch once it has this many bytes, or after fetch_max_wait_ms: at a trickle of
+    # small records, more bytes make a round more than a record or two.
     fetch_min_bytes: int = 1
+    # The longest Kafka holds a fetch waiting for fetch_min_bytes, in ms.
     fetch_max_wait_ms: int = 500
     # A partition whose rounds keep failing for this long while records wait is reported in the
     # log (once) and in the health (NOT_SERVING), until it flows again (runtime/partitions.py).

@@ -148,10 +148,15 @@ _SCALARS: dict[Any, Any] = {
 class ServiceSettings:
     """What every service has: where its gRPC server listens, how it logs, how long it drains."""
 
+    # The address the gRPC server listens on: 127.0.0.1 for this machine only (Envoy in front), 0.0.0.0
+    # for every interface (a container).
     grpc_host: str = "127.0.0.1"
+    # The gRPC server's port (health, reflection and the service's API); each service has its own.
     grpc_port: int = 0
     # Prometheus metrics over HTTP (/metrics) on grpc_host; 0 = none (and no per-call counting).
     metrics_port: int = 0
+    # The least severe log records written to stderr: DEBUG, INFO, WARNING or ERROR (the Kafka
+    # client's: WARNING and up, whatever this says).
     log_level: str = "INFO"
     # On SIGTERM: how long running calls and in-flight batches get to finish.
     shutdown_grace_s: float = 10.0

@@ -15,25 +15,34 @@ class SaverSettings(ConsumerSettings, ServiceSettings):
     kafka_username: str = "saver"
     # The data path: a role that may read and write the tables, not change them.
     postgres_dsn: str = secret("postgresql://metrics_writer@127.0.0.1:55432/metrics")
+    # postgres_dsn's role's password (as a file: METRICS_SAVER_POSTGRES_PASSWORD_FILE); empty: the DSN's.
     postgres_password: str = secret("")
     # Migrations (at start) and the history's partitions (saver/history.py): the schema's owner.
     migrations_dsn: str = secret("postgresql://metrics@127.0.0.1:55432/metrics")
+    # migrations_dsn's role's password (as a file: METRICS_SAVER_MIGRATIONS_PASSWORD_FILE); empty: the DSN's.
     migrations_password: str = secret("")
+    # The consumer group of the metrics and events topics: the savers share their partitions.
     consumer_group: str = "saver"
     # Most records written per transaction (a round also stops at 4 MB of records, runtime/kafka.py).
     max_records_per_round: int = 5_000
     # PostgreSQL connections writing each round, in parallel, split by partition.
     writers: int = 2
-    # Fuller fetches (runtime/kafka.py): stored a little later, in fewer, larger transactions.
+    # Kafka answers a fetch once it has this many bytes, or after fetch_max_wait_ms: fuller fetches
+    # (runtime/kafka.py), so readings are stored a little later, in fewer, larger transactions.
     fetch_min_bytes: int = 524288
+    # The longest Kafka holds a fetch waiting for fetch_min_bytes, in ms.
     fetch_max_wait_ms: int = 100
-    # How long history is kept, in days (0: forever); see README "History and retention". Raw
-    # readings: by default, and per metric type ("type:days", e.g. "vibration:7,energy:730").
+    # How long raw readings are kept, in days (0: forever); see README "History and retention".
     readings_retention_days: int = 90
+    # How long raw readings of some metric types are kept instead, "type:days" (0 days: forever),
+    # e.g. "vibration:7,energy:730".
     readings_retention_by_type: tuple[str, ...] = ()
-    # Rollups (statistics over expired days read them): at least as long as any raw readings.
+    # How long rollups are kept, in days (0: forever); statistics over expired days read them, so at
+    # least as long as any raw readings.
     rollups_retention_days: int = 1095
+    # How long events (and cleared alarms) are kept, in days (0: forever).
     events_retention_days: int = 1095
-    # Day partitions of readings made this many days ahead, and how often the history is kept up.
+    # Day partitions of readings are made this many days ahead.
     partitions_ahead_days: int = 7
+    # How often the history is kept up (partitions made ahead, expired ones dropped), in seconds.
     history_interval_s: float = 3600.0

@@ -29,54 +29,81 @@ PUBLIC_SERVICES = ("receiver", "processor", "assessor", "notifier")
 
 @dataclass(frozen=True)
 class StackSettings:
+    # "single" (`make run`: one node of each server) or "cluster" (`make run-cluster`: 3 Kafka brokers,
+    # a Redis Cluster, a PostgreSQL replica, two instances of each service but the notifier).
     topology: str = "single"
-    # The front door: TLS with tokens (to expose), and plaintext without (loopback, development;
-    # METRICS_ENVOY_PLAINTEXT=off switches it off).
+    # The front door's TLS listener, a token or device certificate on every request: the one to expose.
     envoy_tls_port: int = 8443
+    # The front door's plaintext listener, without tokens: loopback, development.
     envoy_port: int = 8080
+    # false (off): no plaintext listener, only the TLS one.
     envoy_plaintext: bool = True
+    # Envoy's admin interface (readiness, its Prometheus statistics), on loopback.
     envoy_admin_port: int = 9901
-    # The TLS listener's certificate and key (PEM); unset, `make run` makes a local CA and a
-    # certificate it signs, in <state_dir>/tls.
+    # The TLS listener's certificate (PEM); unset, `make run` makes a local CA and a certificate it
+    # signs, in <state_dir>/tls.
     tls_certificate_file: Path | None = None
+    # The private key of tls_certificate_file (PEM): both are set, or neither.
     tls_private_key_file: Path | None = None
     # The CA of device certificates (mutual TLS instead of a token); unset: the local CA when the
     # certificate is the local one, else no device certificates.
     tls_client_ca_file: Path | None = None
+    # PostgreSQL; in the cluster topology its streaming replica listens on the next port.
     postgres_port: int = 55432
+    # Redis; in the cluster topology the 6 nodes of the Redis Cluster are on this port and the next 5.
     redis_port: int = 56379
+    # Kafka's broker; in the cluster topology the n-th broker's is this + 2 * (n - 1).
     kafka_port: int = 59092
+    # Kafka's KRaft controller; in the cluster topology the n-th broker's is this + 2 * (n - 1).
     kafka_controller_port: int = 59093
+    # The receiver's gRPC port, handed to it as METRICS_RECEIVER_GRPC_PORT (each service's likewise);
+    # in the cluster topology a second instance's is this + 10.
     receiver_grpc_port: int = 50051
+    # The processor's gRPC port (its second instance's: + 10).
     processor_grpc_port: int = 50052
+    # The saver's gRPC port (its second instance's: + 10).
     saver_grpc_port: int = 50053
+    # The assessor's gRPC port (its second instance's: + 10).
     assessor_grpc_port: int = 50054
+    # The notifier's gRPC port.
     notifier_grpc_port: int = 50055
-    # Each service's Prometheus metrics (/metrics), and Prometheus itself with the exporters of
-    # PostgreSQL and Redis (Debian's packages); Envoy routes /prometheus/api/v1/ to Prometheus's API
-    # (the console's health page).
+    # The receiver's Prometheus metrics (/metrics), handed to it as METRICS_RECEIVER_METRICS_PORT (each
+    # service's likewise); in the cluster topology a second instance's is this + 10.
     receiver_metrics_port: int = 51051
+    # The processor's Prometheus metrics (its second instance's: + 10).
     processor_metrics_port: int = 51052
+    # The saver's Prometheus metrics (its second instance's: + 10).
     saver_metrics_port: int = 51053
+    # The assessor's Prometheus metrics (its second instance's: + 10).
     assessor_metrics_port: int = 51054
+    # The notifier's Prometheus metrics.
     notifier_metrics_port: int = 51055
+    # Prometheus (Debian's package), scraping the services, Envoy and the exporters; Envoy routes
+    # /prometheus/api/v1/ to its API (the console's health page).
     prometheus_port: int = 9090
-    # The broker's metrics (the JMX exporter's agent in Kafka's process).
+    # The broker's metrics (the JMX exporter's agent in Kafka's process); in the cluster topology the
+    # n-th broker's is this + n - 1.
     kafka_metrics_port: int = 9404
+    # PostgreSQL's Prometheus exporter (Debian's package).
     postgres_exporter_port: int = 9187
+    # Redis's Prometheus exporter (Debian's package), which scrapes each node on request.
     redis_exporter_port: int = 9121
     # How long Prometheus keeps its samples.
     prometheus_retention: str = "15d"
     # Where the notifier may deliver webhooks besides public addresses: this machine.
     notifier_allowed_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
-    # Partitions bound how many processor and saver processes can share the work.
+    # Partitions of the metrics topic, made with it (`make run` does not change an existing topic): at
+    # most this many processors and savers share the work.
     metrics_partitions: int = 8
+    # Partitions of the events topic, made with it: at most this many members of each group reading
+    # it (savers, notifiers) share the work.
     events_partitions: int = 4
+    # The Kafka broker's JVM heap (-Xms and -Xmx), e.g. 512m or 1g.
     kafka_heap: str = "512m"
     # Envoy's worker threads; 0 = one per core but one, which the receivers need more (measured on
     # 2 cores: one Envoy thread passes more single calls than two, 3,850 vs 2,900-3,700 a second).
     envoy_concurrency: int = 0
-    # State and logs of every part; the cluster topology's default is ROOT / ".stack-cluster".
+    # State and logs of every part; the cluster topology's default is <checkout>/.stack-cluster.
     state_dir: Path = ROOT / ".stack"
     # `make run` refuses to start with less free disk than this: PostgreSQL and Kafka stop when it is full.
     min_free_mb: int = 2048
