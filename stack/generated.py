@@ -22,7 +22,13 @@ Renderer = Callable[[], str]
 
 
 def generated() -> dict[Path, Renderer]:
-    return {}
+    return {Path("docs/configuration.md"): configuration_reference}
+
+
+def configuration_reference() -> str:
+    from stack import configuration_reference  # noqa: PLC0415
+
+    return configuration_reference.render()
 
 
 def check(files: dict[Path, Renderer]) -> list[str]:
