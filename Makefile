@@ -226,6 +226,10 @@ generate: proto ## Rewrite every committed generated file from its generator (st
 check-generated: proto ## Fail, naming the file, when a committed generated file differs from its generator's output
 	@$(PY) -m stack.generated check
 
+.PHONY: check-docs
+check-docs: venv ## Check every relative link and anchor in the Markdown files
+	@$(PY) -m stack.doclinks
+
 .PHONY: lint
 lint: proto packages ## ruff, mypy, buf lint, promtool on Prometheus's configuration and rules (with their tests), and the web console's scripts
 	@$(VENV)/bin/ruff check .

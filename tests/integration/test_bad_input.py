@@ -50,7 +50,7 @@ from tests.target import Target
 
 T = TypeVar("T")
 
-# --- the rules, as README.md documents them ----------------------------------------------------
+# --- the rules, as docs/api.md documents them --------------------------------------------------
 
 SENSOR_ID_RULE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 METRIC_TYPE_RULE = re.compile(r"[a-z][a-z0-9_.]{0,63}")
@@ -124,7 +124,7 @@ LEDGER = Ledger()
 
 
 # What Envoy's gRPC-JSON transcoder (its JSON parser) does, not this project's code, and no option of
-# it changes: known, written down in the README, and still checked: strict, so each test fails again
+# it changes: known, written down in docs/api.md, and still checked: strict, so each test fails again
 # (XPASS) the day the behaviour changes.
 TRANSCODER_QUIRKS = {
     "test_http_metrics_must_be_a_list_of_reading_objects": (
@@ -1318,7 +1318,7 @@ async def test_http_malformed_json_is_refused(
 async def test_http_json_only_a_lenient_parser_accepts_is_refused(
     envoy: Envoy, route: str, sloppiness: list[str]
 ) -> None:
-    # Not JSON (RFC 8259) either, though a lenient parser takes it: README promises malformed JSON a 400.
+    # Not JSON (RFC 8259) either, though a lenient parser takes it: docs/api.md promises malformed JSON a 400.
     new_case()
     sensor = refused((route, sloppiness))
     reading = f'{{"sensorId":"{sensor}","metricType":"temperature","value":20,"readingTime":"{iso(BASE_S)}","unit":"c"}}'
@@ -1431,7 +1431,7 @@ async def test_http_body_over_the_16_mb_limit_is_413_not_retry_later(
     envoy: Envoy, kind: str, megabytes: int
 ) -> None:
     # A body over Envoy's 16 MB limit is refused for good (413, or 400 naming the batch), never with
-    # 429 RESOURCE_EXHAUSTED, which README tells clients to retry; if a valid batch is accepted, all of it.
+    # 429 RESOURCE_EXHAUSTED, which docs/api.md tells clients to retry; if a valid batch is accepted, all of it.
     new_case()
     sensor = refused((kind, megabytes))
     if kind == "one huge sensor id":
@@ -1813,7 +1813,7 @@ async def test_http_long_ids_in_the_url_get_a_final_answer(
     envoy: Envoy, where: tuple[str, str, list[str]], length: int
 ) -> None:
     # A long id in the URL: a final answer (200 for a query, 400 naming the id, 414 or 431), never
-    # 429 RESOURCE_EXHAUSTED (README: retry later) or a 5xx.
+    # 429 RESOURCE_EXHAUSTED (docs/api.md: retry later) or a 5xx.
     new_case()
     name, param, names = where
     text = ("long-" + "x" * length)[:length]

@@ -1,4 +1,4 @@
-"""What operators watch: every service's Prometheus series (README: Metrics) exist and move when
+"""What operators watch: every service's Prometheus series (docs/metrics-and-alerts.md) exist and move when
 readings flow, by reason where they have one; Prometheus scrapes every part of the stack and has
 loaded the pipeline's recording and alerting rules."""
 

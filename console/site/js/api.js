@@ -1,4 +1,4 @@
-// The public HTTP/JSON API (README, "HTTP/JSON"), on the origin that served the page: no other backend.
+// The public HTTP/JSON API (docs/api.md, "HTTP/JSON"), on the origin that served the page: no other backend.
 
 // On the TLS port every API call needs a token; one pasted into the console is kept for this tab
 // only (sessionStorage), never in the page's URL or in localStorage.

@@ -7,7 +7,7 @@
 // header "message-type" = "metrics.v1.Event". The consumer reads every partition from the first
 // record at or after -since ago up to the end the topic had when it started (and on, while fewer than
 // -events events of the sensor were seen), keeps the records whose key is the sensor id and drops
-// duplicate events by event_id, as the README asks consumers to. It commits nothing (no group).
+// duplicate events by event_id, as docs/api.md (Kafka topics) asks consumers to. It commits nothing (no group).
 package main
 
 import (
