@@ -231,7 +231,7 @@ check-docs: venv ## Check every relative link and anchor in the Markdown files
 	@$(PY) -m stack.doclinks
 
 .PHONY: lint
-lint: proto packages ## ruff, mypy, buf lint, promtool on Prometheus's configuration and rules (with their tests), and the web console's scripts
+lint: proto packages ## ruff, mypy, buf lint, promtool on Prometheus's configuration and rules (with their tests), the web console's scripts and the Redis scripts
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
 	@$(VENV)/bin/mypy
@@ -240,6 +240,8 @@ lint: proto packages ## ruff, mypy, buf lint, promtool on Prometheus's configura
 	@# page's as a script; the browser tests run them.
 	@command -v node >/dev/null || { echo "make lint needs Node.js for the web console's scripts"; exit 1; }
 	@for script in console/site/js/*.js apidocs/site/*.js; do node --check "$$script"; done
+	@# The processor's Redis scripts, in Redis's Lua (5.1).
+	@luac5.1 -p processor/stream/*.lua
 	@promtool check rules --lint-fatal prometheus/rules.yml
 	@cd prometheus && promtool test rules rules.test.yml
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \

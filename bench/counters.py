@@ -10,32 +10,22 @@ from __future__ import annotations
 import asyncio
 import random
 import sys
-import time
 import uuid
-from typing import Any
-
-from google.protobuf import timestamp_pb2
 
 from metrics.v1 import metric_pb2
-from processor.counters import Counters, delete_sensors
-from processor.redis_nodes import RedisNodes
-from processor.rules import parse_rules
-from processor.service import script_args
+from processor import admin
 from stack import access, credentials, settings
 
-RULES = parse_rules(["temperature:95:3"])
 BASE_US = 1_770_000_000_000_000
 
 
 async def rounds(
-    nodes: RedisNodes, sensors: int, readings: int = 5_000, count: int = 6
+    nodes: admin.RedisNodes, sensors: int, readings: int = 5_000, count: int = 6
 ) -> tuple[float, float]:
     """µs per reading of the best round: Redis alone, and with making the script's arguments."""
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    counters = Counters(nodes)
     rng = random.Random(1)
     best = best_total = float("inf")
-    detect = timestamp_pb2.Timestamp()
     try:
         for r in range(count):
             metrics = []
@@ -47,29 +37,21 @@ async def rounds(
                 )
                 metric.reading_time.FromMicroseconds(BASE_US + r * readings + i)
                 metrics.append(metric)
-            began = time.perf_counter()
-            args: list[Any] = []
-            script_args(args, metrics, RULES, detect, {})
-            named = dict.fromkeys(m.sensor_id for m in metrics)
-            applying = time.perf_counter()
-            entries = await counters.apply(0, named, args)
-            if entries:
-                await counters.confirm(entries)
-            end = time.perf_counter()
+            making, in_redis = await admin.timed_round(nodes, metrics)
             if r:  # the first loads the script
-                best, best_total = min(best, end - applying), min(best_total, end - began)
+                best, best_total = min(best, in_redis), min(best_total, making + in_redis)
     finally:
-        await delete_sensors(nodes.client, prefix)
+        await admin.delete_sensors(nodes.client, prefix)
     return best / readings * 1e6, best_total / readings * 1e6
 
 
 async def main(argv: list[str]) -> None:
     if argv:
         url, password, replicas = argv[0], argv[1] or None, int(argv[2]) if len(argv) > 2 else 0
-        nodes = RedisNodes.connect(url, password, cluster=True, replicas=replicas)
+        nodes = admin.connect_redis(url, password, cluster=True, replicas=replicas)
     else:
         stack = settings.load()
-        nodes = RedisNodes.connect(stack.redis_url("admin"), access.password(stack, credentials.REDIS_ADMIN))
+        nodes = admin.connect_redis(stack.redis_url("admin"), access.password(stack, credentials.REDIS_ADMIN))
     await nodes.start()
     try:
         for sensors in (5_000, 10):

@@ -26,13 +26,13 @@ from metrics.v1 import (
     receiver_service_pb2_grpc,
 )
 from runtime import kafka, postgres
-from saver import store
+from saver import admin as saver_admin
 from simulator.fleet import Fleet
 from simulator.load import Plan, Progress, Result, run
 from stack import access, consumers, credentials, procfs, prune
 from stack.settings import StackSettings
-from tests.helpers import http
-from tests.webhooks import webhook
+from testkit.http import http
+from testkit.webhooks import webhook
 
 Say = Callable[[str], None]
 
@@ -192,9 +192,9 @@ async def saver_drain(env: Env, batch: int) -> tuple[float, float]:
 
 async def raw_copy(env: Env, fleet: Fleet, rows_total: int, chunk: int) -> float:
     """Rows/s of a plain binary COPY of readings rows into the readings table, `chunk` rows per transaction."""
-    rows: list[store.ReadingRow] = []
+    rows: list[saver_admin.ReadingRow] = []
     while len(rows) < rows_total:
-        store.reading_rows(metric_pb2.MetricBatch(metrics=fleet.batch(500)), rows)
+        rows += saver_admin.reading_rows(fleet.batch(500))
     conn = await access.postgres(
         env.stack, credentials.POSTGRES_WRITER, server_settings=postgres.SERVER_SETTINGS
     )
@@ -355,7 +355,7 @@ async def ensure_history(env: Env, days: int) -> None:
         env.stack, credentials.POSTGRES_WRITER, server_settings=postgres.SERVER_SETTINGS
     )
     try:
-        await store.setup_connection(conn)
+        await postgres.setup_connection(conn)  # times as µs
         have = await conn.fetchval(
             "SELECT coalesce(sum(count), 0) FROM rollups_hour WHERE sensor_id = $1 AND hour >= $2 AND hour < $3",
             HISTORY_SENSOR, start_us, HISTORY_END_US,
@@ -366,7 +366,7 @@ async def ensure_history(env: Env, days: int) -> None:
         started = time.monotonic()
         chunk = 50_000
         for first in range(start_us, HISTORY_END_US, chunk * 1_000_000):
-            rows: list[store.ReadingRow] = []
+            rows: list[saver_admin.ReadingRow] = []
             for i in range(chunk):
                 t = first + i * 1_000_000
                 if t >= HISTORY_END_US:
@@ -374,14 +374,14 @@ async def ensure_history(env: Env, days: int) -> None:
                 # A daily cycle with noise: realistic spread for percentiles.
                 value = 20 + 8 * ((t // 1_000_000 % 86_400) / 86_400) + (t // 1_000_000 % 97) / 19
                 rows.append((HISTORY_SENSOR, "temperature", t, round(value, 2), "celsius", None))
-            await store.write(conn, rows, [])
+            await saver_admin.write_readings(conn, rows)
     finally:
         await conn.close()
     # What autovacuum would do a little later: statistics for the planner, the visibility map for
     # index-only scans. Only a table's owner may vacuum it; the writer's VACUUM is skipped.
     owner = await access.postgres(env.stack, credentials.POSTGRES_OWNER)
     try:
-        await owner.execute("VACUUM (ANALYZE) readings, rollups_minute, rollups_hour, histogram_hour")
+        await saver_admin.vacuum(owner, analyze=True)
     finally:
         await owner.close()
     env.say(f"loaded in {time.monotonic() - started:.0f} s")

@@ -1,214 +1,26 @@
-"""The processor's process: consume readings, count warnings in Redis, produce events.
-
-Per round of records, in this order (a crash between any two steps loses and duplicates nothing):
-  1. per partition, one Redis script per node: counters, the latest reading counted per counter,
-     events raised appended to their sensors' pending lists; it returns those lists (and with
-     METRICS_PROCESSOR_REDIS_REPLICAS, returns once the node's replicas have its writes);
-  2. produce the pending events to Kafka and wait for the acknowledgements;
-  3. remove the events that are now in Kafka from the pending lists;
-  4. commit the consumed offsets.
-After a crash, step 1 skips the readings it had counted and returns the events still pending (the
-redelivered records name their sensors again: processor/counters.py), and step 2 produces them; an
-event produced twice carries the same event_id both times, and the saver stores it once.
-"""
+"""The processor's process: the stream processor (processor/stream: readings, counters in Redis,
+events) and the control plane it serves (processor/control: RulesService and AlarmsService, with
+PostgreSQL), started and stopped together."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError
-from google.protobuf import timestamp_pb2
-
-from metrics.v1 import event_pb2, metric_pb2
-from processor import alarms, alarms_api, counters, instruments, pending, rules_api
-from processor.counters import Counters, field_of, legacy_pending_key
-from processor.redis_nodes import RedisNodes
-from processor.rule_source import RuleSource
-from processor.rules import Rule, RuleBook, event_id
+from processor.control import alarms_api, rules_api
+from processor.control.rule_source import RuleSource
 from processor.settings import ProcessorSettings
+from processor.stream.counters import Counters
+from processor.stream.redis_nodes import RedisNodes
+from processor.stream.rounds import Processor, drain_legacy
 from runtime import consumer_lag, kafka, settings
 from runtime.dead_letters import DeadLetters
 from runtime.failpoints import Failpoints
 from runtime.grpc_server import GrpcServer, add_servicer
 from runtime.lifecycle import Stopped, retry_until_stopped
 from runtime.logging import setup_logging
-from runtime.partitions import FailingPartitions
-from runtime.records import Unusable, read_metric_batch
 
 log = logging.getLogger(__name__)
-
-THRESHOLD_EXCEEDED = event_pb2.EVENT_KIND_THRESHOLD_EXCEEDED
-# After a partition's round failed, the wait before it is read again from its committed offset.
-RETRY_DELAY_S = 1.0
-
-
-class Processor:
-    def __init__(
-        self,
-        consumer: AIOKafkaConsumer,
-        producer: AIOKafkaProducer,
-        counters: Counters,
-        dead_letters: DeadLetters,
-        rules: Callable[[], RuleBook],
-        config: ProcessorSettings,
-        serving: Callable[[bool], Awaitable[None]],
-    ) -> None:
-        self._consumer = consumer
-        self._producer = producer
-        self._counters = counters
-        self._dead_letters = dead_letters
-        # The rules in force, asked once a round: a change applies from the next round on.
-        self._rules = rules
-        self._config = config
-        self._failpoint = Failpoints(config.failpoints)
-        self._failing = FailingPartitions(consumer, RETRY_DELAY_S, config.stall_after_s, serving)
-
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            await self._failing.tick()
-            rounds = await self._consumer.getmany(
-                timeout_ms=200, max_records=self._config.max_records_per_round
-            )
-            if not rounds:
-                continue
-            began = time.perf_counter()
-            # Each partition on its own: one that fails is read again from its commit (and what
-            # was counted is skipped then); the others are committed.
-            book = self._rules()
-            outcomes = await asyncio.gather(
-                *(self._process(tp, records, book) for tp, records in rounds.items()), return_exceptions=True
-            )
-            done: dict[TopicPartition, int] = {}
-            for (tp, records), outcome in zip(rounds.items(), outcomes, strict=True):
-                if isinstance(outcome, BaseException):
-                    await self._failing.failed(tp, outcome)
-                else:
-                    await self._failing.succeeded(tp)
-                    done[tp] = records[-1].offset + 1
-            if done:
-                self._failpoint("processor.before_commit")
-                await self._commit(done)
-            instruments.ROUND_SECONDS.observe(time.perf_counter() - began)
-
-    async def _process(
-        self, tp: TopicPartition, records: Sequence[ConsumerRecord[bytes, bytes]], book: RuleBook
-    ) -> None:
-        args: list[Any] = []
-        sensors: dict[str, None] = {}
-        resets: dict[str, int] = {}
-        dead: list[tuple[ConsumerRecord[bytes, bytes], Unusable]] = []
-        detect_time = timestamp_pb2.Timestamp()
-        detect_time.GetCurrentTime()
-        for record in records:
-            try:
-                batch = read_metric_batch(record)
-            except Unusable as exc:
-                dead.append((record, exc))
-                continue
-            instruments.READINGS.inc(len(batch.metrics))
-            # Every sensor of the round, with a rule or not: its events pending from a round
-            # that crashed come back with it (processor/counters.py).
-            sensors.update(dict.fromkeys(m.sensor_id for m in batch.metrics))
-            script_args(args, batch.metrics, book, detect_time, resets)
-        if dead:
-            await self._dead_letters.send(dead)
-        if not sensors:
-            return
-        entries = await self._counters.apply(detect_time.ToMicroseconds(), sensors, args)
-        if entries:
-            self._failpoint("processor.after_apply")
-            await pending.produce(self._producer, self._config.events_topic, pending.entries(entries))
-            self._failpoint("processor.after_produce")
-            await self._counters.confirm(entries)
-            produced = sum(len(e) for _, e in entries)
-            instruments.EVENTS.inc(produced)
-            log.info("produced %d event(s) of %s[%d]", produced, tp.topic, tp.partition)
-
-    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
-        try:
-            await self._consumer.commit(offsets)
-        except CommitFailedError as exc:
-            # The partitions moved to another processor, which skips what this one applied.
-            log.warning("offsets not committed after a rebalance: %s", exc)
-
-
-def script_args(
-    args: list[Any],
-    metrics: Iterable[metric_pb2.Metric],
-    rules: RuleBook | Mapping[str, Rule],
-    detect_time: timestamp_pb2.Timestamp,
-    resets: dict[str, int],
-) -> None:
-    """Appends the counter script's quintuple for each reading and rule that looks at it (see
-    Counters.apply).
-
-    A run of readings that do not meet one rule's condition, with no warning of it between them,
-    becomes one reset at the run's latest time (`resets`: counter -> index of the pending reset's
-    time in `args`): applied one by one, they would leave the same counter and latest time. Not for
-    a rule with alarms: each such reading counts towards clearing its alarm.
-    """
-    book = RuleBook.of(rules)
-    for metric in metrics:
-        for rule in book.matching(metric.sensor_id, metric.metric_type):
-            counter = field_of(metric.sensor_id, rule.field)
-            time_us = metric.reading_time.ToMicroseconds()
-            if rule.is_warning(metric.value):
-                args += (
-                    metric.sensor_id,
-                    rule.field,
-                    f"{rule.warning_arg}{metric.value!r}" if rule.clear_count else rule.warning_arg,
-                    time_us,
-                    raised_event(metric, rule, detect_time),
-                )
-                resets.pop(counter, None)
-            elif rule.clear_count:
-                args += (metric.sensor_id, rule.field, f"{rule.reset_arg}{metric.value!r}", time_us, b"")
-            elif (pending := resets.get(counter)) is not None:
-                args[pending] = max(args[pending], time_us)
-            else:
-                resets[counter] = len(args) + 3
-                args += (metric.sensor_id, rule.field, rule.reset_arg, time_us, b"")
-
-
-def raised_event(metric: metric_pb2.Metric, rule: Rule, detect_time: timestamp_pb2.Timestamp) -> bytes:
-    """The event the reading raises if it meets the rule's condition (and the raise of its alarm,
-    for a rule with alarms)."""
-    reading_ns = metric.reading_time.ToNanoseconds()
-    event = event_pb2.Event(
-        event_id=event_id(metric.sensor_id, metric.metric_type, reading_ns, THRESHOLD_EXCEEDED, rule.rule_id),
-        kind=THRESHOLD_EXCEEDED,
-        sensor_id=metric.sensor_id,
-        metric_type=metric.metric_type,
-        value=metric.value,
-        reading_time=metric.reading_time,
-        threshold=rule.threshold,
-        count=rule.count,
-        detect_time=detect_time,
-        severity=rule.severity,  # type: ignore[arg-type]
-        rule_id=rule.field,
-    )
-    if rule.clear_count:
-        alarms.raised(event)
-    return event.SerializeToString()
-
-
-async def drain_legacy(redis: RedisNodes, producer: AIOKafkaProducer, config: ProcessorSettings) -> None:
-    """Produces what the pending lists of the previous version (one per partition, and one of
-    clears by hand) still hold: once, at start; on a cluster they never exist."""
-    if redis.cluster:
-        return
-    partitions = await producer.partitions_for(config.metrics_topic)
-    keys = [legacy_pending_key(config.metrics_topic, p) for p in sorted(partitions)]
-
-    async def produce(entries: list[bytes]) -> None:
-        await pending.produce(producer, config.events_topic, entries)
-
-    await counters.drain_legacy(redis.client, [*keys, alarms_api.LEGACY_PENDING], produce)
 
 
 async def main(stop: asyncio.Event) -> None:

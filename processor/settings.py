@@ -19,7 +19,7 @@ class ProcessorSettings(ConsumerSettings, ServiceSettings):
     redis_password: str = secret("")
     # true: redis_url names one node of a Redis Cluster (the client learns the others and their
     # slots from it); each round then runs one script per hash slot of its sensors, in one pipeline
-    # per node (processor/redis_nodes.py).
+    # per node (processor/stream/redis_nodes.py).
     redis_cluster: bool = False
     # How many replicas of a node must have a round's writes before its offsets are committed (WAIT):
     # 1 on a Redis Cluster with a replica per master, so that a replica promoted after its master
@@ -33,7 +33,7 @@ class ProcessorSettings(ConsumerSettings, ServiceSettings):
     rules: tuple[str, ...] = ("temperature:95:3",)
     # The consumer group of the metrics topic: the processors share its partitions.
     consumer_group: str = "processor"
-    # The compacted topic of the rules (processor/rule_feed.py); empty: apply `rules` only, without
+    # The compacted topic of the rules (processor/control/rule_feed.py); empty: apply `rules` only, without
     # RulesService (private instances of the tests, deployments with fixed rules).
     rules_topic: str = "rules"
     # Where the rules are stored (RulesService); the saver's writer role in the local stack.

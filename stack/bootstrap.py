@@ -160,7 +160,7 @@ async def topics(settings: StackSettings) -> None:
         "metrics.dlq": 1,
         "rules": 1,
     }
-    # Only the latest record of each rule is kept (processor/rule_feed.py).
+    # Only the latest record of each rule is kept (processor/control/rule_feed.py).
     configs = {"rules": {"cleanup.policy": "compact"}}
     # Every broker has a copy (min.insync.replicas, in the brokers' configuration, is 2 of 3).
     replicas = len(settings.kafka_brokers)

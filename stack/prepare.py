@@ -172,7 +172,7 @@ def redis_dir(path: Path) -> None:
 
 
 # The processor's user may run its counters' scripts, read and remove its pending events and keep the
-# index of clears by hand, on its keys only (processor/counters.py); wait for replicas (WAIT); and
+# index of clears by hand, on its keys only (processor/stream/counters.py); wait for replicas (WAIT); and
 # read a Redis Cluster's slot map and command table, as redis-py's cluster client does when it
 # connects (CLUSTER SLOTS, COMMAND); `admin` is the operators', the tools' and the tests'. `default` is off:
 # no connection is it, and nobody can log in as it. It keeps all permissions because Redis 7.0 replays

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from processor import counters
-from saver import store
+from processor import admin as processor_admin
+from saver import admin as saver_admin
 from stack import access, credentials
 from stack.settings import StackSettings
 
@@ -21,18 +21,18 @@ async def remove_sensors(settings: StackSettings, prefix: str, *, vacuum: bool =
     makes the space reusable at once rather than when autovacuum gets to it."""
     conn = await access.postgres(settings, credentials.POSTGRES_WRITER)
     try:
-        rows = await store.delete_sensors(conn, prefix)
+        rows = await saver_admin.delete_sensors(conn, prefix)
     finally:
         await conn.close()
     if vacuum:  # only a table's owner may vacuum it
         conn = await access.postgres(settings, credentials.POSTGRES_OWNER)
         try:
-            await conn.execute(f"VACUUM {', '.join(store.SENSOR_TABLES)}")
+            await saver_admin.vacuum(conn)
         finally:
             await conn.close()
     client = access.redis(settings)
     try:
-        keys = await counters.delete_sensors(client, prefix)
+        keys = await processor_admin.delete_sensors(client, prefix)
     finally:
         await client.aclose()
     return Removed(rows, keys)

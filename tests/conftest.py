@@ -22,7 +22,7 @@ from redis.backoff import ExponentialBackoff
 from metrics.v1 import assessor_service_pb2_grpc, receiver_service_pb2_grpc
 from runtime import postgres
 from stack import credentials
-from tests.helpers import http
+from testkit.http import http
 from tests.target import Target, load
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -24,15 +24,17 @@ from google.protobuf import json_format
 
 from metrics.v1 import event_pb2, metric_pb2, receiver_service_pb2, rule_pb2
 from metrics.v1.receiver_service_pb2_grpc import ReceiverServiceStub
-from processor import alarms
-from processor.counters import alarms_key
-from processor.rules import Rule, apply, apply_as_arrived
+from processor.rules import Rule
+from processor.stream import alarms
+from processor.stream.counters import alarms_key
 from stack import probes
 from stack import settings as stack_settings
 from stack.parts import parts
 from stack.settings import PUBLIC_SERVICES
 from stack.supervisor import Supervisor
-from tests.helpers import end_offsets, http, wait_consumed
+from testkit.http import http
+from testkit.rules_model import apply, apply_as_arrived
+from tests.helpers import end_offsets, wait_consumed
 from tests.target import Target
 
 RULES = {"temperature": Rule("temperature", 95.0, 3)}

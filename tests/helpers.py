@@ -1,13 +1,9 @@
-"""Helpers of the integration tests: waiting on conditions, HTTP, Kafka offsets."""
+"""Helpers of the integration tests: waiting on conditions, Kafka offsets (HTTP: testkit/http.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import ssl
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -15,6 +11,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from runtime.kafka import client_options
+from testkit.http import http
 from tests.target import load
 
 T = TypeVar("T")
@@ -39,56 +36,6 @@ async def eventually(
                 raise
         await asyncio.sleep(delay)
         delay = min(delay * 1.5, 0.5)
-
-
-def _request(
-    method: str,
-    url: str,
-    body: Any = None,
-    *,
-    raw: bytes | None = None,
-    headers: dict[str, str] | None = None,
-    tls: ssl.SSLContext | None = None,
-) -> tuple[int, dict[str, str], bytes]:
-    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    request = urllib.request.Request(
-        url, data=data, method=method, headers={"content-type": "application/json", **(headers or {})}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30, context=tls) as response:
-            return response.status, _lowered(response.headers), response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, _lowered(error.headers), error.read()
-
-
-def _lowered(headers: Any) -> dict[str, str]:
-    """Header names in lower case, as HTTP/2 has them (HTTP/1.1 servers may capitalise them)."""
-    return {name.lower(): value for name, value in headers.items()}
-
-
-def http_bytes(method: str, url: str, **options: Any) -> tuple[int, dict[str, str], bytes]:
-    """(status, response headers, body) of an HTTP request whose answer need not be JSON (options:
-    as _request)."""
-    return _request(method, url, **options)
-
-
-async def http_full(
-    method: str, url: str, body: Any = None, **options: Any
-) -> tuple[int, dict[str, str], Any]:
-    """(status, response headers, parsed JSON body) of an HTTP request (raw, headers, tls: as
-    _request); the body is None when empty."""
-    status, response_headers, payload = await asyncio.to_thread(_request, method, url, body, **options)
-    if not payload:
-        return status, response_headers, None
-    content_type = response_headers.get("content-type", "")
-    assert content_type.startswith("application/json"), (status, response_headers, payload[:200])
-    return status, response_headers, json.loads(payload)
-
-
-async def http(method: str, url: str, body: Any = None, **options: Any) -> tuple[int, Any]:
-    """(status, parsed JSON body) of an HTTP request (raw, headers, tls: as _request)."""
-    status, _, parsed = await http_full(method, url, body, **options)
-    return status, parsed
 
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:

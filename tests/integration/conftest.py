@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from processor.redis_nodes import RedisNodes
+from processor.stream.redis_nodes import RedisNodes
 from stack import access, credentials, prepare
 from stack import settings as stack_settings
 from stack.redis_cluster import LocalCluster

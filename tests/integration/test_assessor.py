@@ -22,7 +22,8 @@ from metrics.v1 import event_pb2, metric_pb2, receiver_service_pb2
 from metrics.v1.assessor_service_pb2_grpc import AssessorServiceStub
 from metrics.v1.receiver_service_pb2_grpc import ReceiverServiceStub
 from runtime import kafka
-from tests.helpers import eventually, http, wait_consumed
+from testkit.http import http
+from tests.helpers import eventually, wait_consumed
 from tests.services import Topics, free_port, private_topics, service_env, start_service, stop_service
 from tests.target import Target
 

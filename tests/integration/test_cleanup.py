@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 
 from metrics.v1 import receiver_service_pb2
 from metrics.v1.receiver_service_pb2_grpc import ReceiverServiceStub
-from processor import counters
+from processor.stream import counters
 from saver import store
 from stack import prune
 from stack import settings as stack_settings

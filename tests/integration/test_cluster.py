@@ -24,8 +24,9 @@ from stack import access
 from stack import settings as stack_settings
 from stack.parts import parts
 from stack.settings import ROOT
+from testkit.http import http
 from tests.faults import Load, during_load, healthy, pid_of
-from tests.helpers import eventually, http
+from tests.helpers import eventually
 from tests.target import Target
 
 pytestmark = [pytest.mark.local_stack, pytest.mark.cluster]

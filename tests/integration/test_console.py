@@ -19,8 +19,9 @@ import yaml
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
 from stack import system
+from testkit.http import http, http_bytes
 from tests import front_door
-from tests.helpers import eventually, http, http_bytes, only_alarm
+from tests.helpers import eventually, only_alarm
 from tests.target import Target
 
 # The default rule: temperature at or above 95, three times in a row, raises an event.

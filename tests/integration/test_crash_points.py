@@ -22,8 +22,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from metrics.v1 import alarms_service_pb2, event_pb2, metric_pb2, rule_pb2, rules_service_pb2
 from metrics.v1.alarms_service_pb2_grpc import AlarmsServiceStub
 from metrics.v1.rules_service_pb2_grpc import RulesServiceStub
-from processor import alarms, alarms_api
-from processor.counters import CLEARED_BY_HAND, alarms_key, legacy_pending_key, pending_key
+from processor.stream import alarms, counters
+from processor.stream.counters import CLEARED_BY_HAND, alarms_key, legacy_pending_key, pending_key
 from runtime import kafka
 from runtime.kafka import client_options
 from stack import credentials
@@ -237,7 +237,7 @@ async def test_events_left_by_the_previous_version_are_produced_at_start(
     async with private_topics(target) as topics:
         partition_list = legacy_pending_key(topics.metrics, 1)
         await redis_client.rpush(partition_list, raised.SerializeToString())
-        await redis_client.rpush(alarms_api.LEGACY_PENDING, cleared.SerializeToString())
+        await redis_client.rpush(counters.LEGACY_CLEARED_PENDING, cleared.SerializeToString())
         own, port = processor_of("")
         processor = await start_service("processor", service_env(target, topics, "processor", own), log)
         try:
@@ -251,7 +251,9 @@ async def test_events_left_by_the_previous_version_are_produced_at_start(
             [raised.event_id, cleared.event_id]
         )
         assert await redis_client.llen(partition_list) == 0
-        assert cleared.SerializeToString() not in await redis_client.lrange(alarms_api.LEGACY_PENDING, 0, -1)
+        assert cleared.SerializeToString() not in await redis_client.lrange(
+            counters.LEGACY_CLEARED_PENDING, 0, -1
+        )
 
 
 async def test_undecodable_record_is_dead_lettered_and_the_partition_flows_on(

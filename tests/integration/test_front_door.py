@@ -26,9 +26,10 @@ from metrics.v1.receiver_service_pb2_grpc import ReceiverServiceStub
 from runtime.identity import IDENTITY_HEADER, TIERS
 from stack import certs
 from stack.settings import StackSettings
+from testkit.http import http, http_bytes, http_full
 from tests import front_door
 from tests.front_door import auth, bearer, claims, foreign_token, signed, token
-from tests.helpers import eventually, http, http_bytes, http_full
+from tests.helpers import eventually
 from tests.target import Target
 
 BASE_US = 1_790_000_000_000_000  # a fixed past time (2026-09-21)

@@ -19,7 +19,8 @@ from saver.migrate import MIGRATIONS, migrate
 from saver.retention import retention
 from stack import access, credentials
 from stack import settings as stack_settings
-from tests.helpers import http, rfc3339, send
+from testkit.http import http
+from tests.helpers import rfc3339, send
 from tests.integration.conftest import Connect
 from tests.target import Target
 

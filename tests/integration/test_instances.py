@@ -21,7 +21,8 @@ from metrics.v1.assessor_service_pb2_grpc import AssessorServiceStub
 from stack import certs, envoy_config, tokens
 from stack import settings as stack_settings
 from stack.settings import PUBLIC_SERVICES
-from tests.helpers import eventually, http_bytes
+from testkit.http import http_bytes
+from tests.helpers import eventually
 from tests.services import free_port, service_env, serving, start_service, stop_service
 from tests.target import Target
 

@@ -10,9 +10,9 @@ import pytest
 
 from stack import settings as stack_settings
 from stack import tokens
+from testkit.http import http
 from tests import front_door
 from tests.conftest import ROOT
-from tests.helpers import http
 from tests.target import Target
 
 # Rewrites the local stack's keys and restarts its Envoy.

@@ -15,9 +15,10 @@ import redis.asyncio as aioredis
 
 from metrics.v1 import metric_pb2, receiver_service_pb2
 from metrics.v1.receiver_service_pb2_grpc import ReceiverServiceStub
-from processor.rules import Rule, apply
+from processor.rules import Rule
 from stack import settings as stack_settings
 from stack.supervisor import Supervisor
+from testkit.rules_model import apply
 from tests.helpers import eventually, wait_consumed
 from tests.target import Target
 

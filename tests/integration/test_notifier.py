@@ -27,11 +27,12 @@ from runtime import kafka
 from runtime.kafka import client_options
 from stack import settings as stack_settings
 from stack.supervisor import Supervisor
+from testkit.http import http
+from testkit.webhooks import Received, Webhook, webhook
 from tests import front_door
-from tests.helpers import eventually, http
+from tests.helpers import eventually
 from tests.services import free_port, service_env, start_service, stop_service
 from tests.target import Target
-from tests.webhooks import Received, Webhook, webhook
 
 SECRET = "a-secret-of-the-test-0123456789"
 # A reading below the threshold, then three at or above it: one event, at the third.

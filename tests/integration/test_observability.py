@@ -18,7 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from metrics.v1 import metric_pb2, receiver_service_pb2
 from metrics.v1.receiver_service_pb2_grpc import ReceiverServiceStub
 from runtime.kafka import client_options
-from tests.helpers import eventually, http
+from testkit.http import http
+from tests.helpers import eventually
 from tests.target import Target
 
 # The local stack runs Prometheus and serves the services' metrics; the compose deployment does not yet.

@@ -19,7 +19,8 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.helpers import eventually, http, http_bytes, http_full, only_alarm, send
+from testkit.http import http, http_bytes, http_full
+from tests.helpers import eventually, only_alarm, send
 from tests.target import Target
 
 ROOT = Path(__file__).resolve().parents[2]

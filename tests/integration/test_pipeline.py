@@ -12,7 +12,8 @@ import redis.asyncio as aioredis
 
 from metrics.v1 import event_pb2, metric_pb2, receiver_service_pb2
 from metrics.v1.receiver_service_pb2_grpc import ReceiverServiceStub
-from tests.helpers import end_offsets, eventually, http, read_topic, wait_consumed
+from testkit.http import http
+from tests.helpers import end_offsets, eventually, read_topic, wait_consumed
 from tests.target import Target
 
 SCENARIO = (10.0, 100.0, 97.0, 99.0, 10.0, 100.0, 107.0, 98.0)

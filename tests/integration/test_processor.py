@@ -21,14 +21,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from metrics.v1 import event_pb2, metric_pb2, rule_pb2
-from processor import alarms
-from processor.counters import Counters, alarms_key, counter_key, pending_key, sensor_keys
-from processor.redis_nodes import RedisNodes
-from processor.rules import Rule, apply, apply_as_arrived, parse_rules
-from processor.service import script_args
+from processor.rules import Rule, parse_rules
+from processor.stream import alarms
+from processor.stream.counters import Counters, alarms_key, counter_key, pending_key, sensor_keys
+from processor.stream.redis_nodes import RedisNodes
+from processor.stream.rounds import script_args
 from runtime import kafka
 from runtime.kafka import client_options
 from stack import credentials
+from testkit.rules_model import apply, apply_as_arrived
 from tests.helpers import read_topic, wait_consumed
 from tests.services import private_topics, service_env, start_service, stop_service
 from tests.target import Target

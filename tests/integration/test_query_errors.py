@@ -16,7 +16,8 @@ from metrics.v1.assessor_service_pb2_grpc import AssessorServiceStub
 from stack import access, credentials
 from stack import settings as stack_settings
 from stack.supervisor import Supervisor
-from tests.helpers import eventually, http
+from testkit.http import http
+from tests.helpers import eventually
 from tests.services import free_port, service_env, start_service, stop_service
 from tests.target import Target
 

@@ -12,8 +12,8 @@ from google.protobuf import timestamp_pb2
 from redis.exceptions import RedisError
 
 from metrics.v1 import event_pb2, metric_pb2
-from processor import alarms_api
-from processor.counters import (
+from processor.rules import Rule, parse_rules
+from processor.stream.counters import (
     CLEARED_BY_HAND,
     Counters,
     alarms_key,
@@ -22,10 +22,10 @@ from processor.counters import (
     pending_key,
     sensor_keys,
 )
-from processor.redis_nodes import RedisNodes
-from processor.rules import Rule, apply, parse_rules
-from processor.service import script_args
+from processor.stream.redis_nodes import RedisNodes
+from processor.stream.rounds import script_args
 from stack.redis_cluster import Node
+from testkit.rules_model import apply
 from tests.integration.conftest import ClusterUnderTest
 
 RULES = parse_rules(["temperature:95:3"])
@@ -92,10 +92,7 @@ async def test_a_clear_by_hand_on_a_cluster(cluster_redis: RedisNodes, cluster_a
     await counters.confirm([(sensor, [raised])])
     state = await cluster_admin.client.hget(alarms_key(sensor), rule.field)
     member = f"{sensor}|{event_pb2.Event.FromString(raised).alarm_id}"
-    await cluster_redis.write(CLEARED_BY_HAND, "SADD", CLEARED_BY_HAND, member)
-    warnings, _, since, alarms_hash, pending = sensor_keys(sensor)
-    keys = [alarms_hash, warnings, since, pending]
-    assert await cluster_redis.script(alarms_api.CLEAR, keys, [state, b"cleared-event", rule.field]) == 1
+    assert await counters.clear_by_hand(member, rule.field, state, b"cleared-event")
     assert await cluster_admin.client.sismember(CLEARED_BY_HAND, member)
     args = []
     script_args(args, readings([sensor], [10.0], start=10), [rule], detect, {})

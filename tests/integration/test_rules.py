@@ -13,9 +13,11 @@ import pytest
 from google.protobuf import duration_pb2
 
 from metrics.v1 import event_pb2, rule_pb2
-from processor.rules import Rule, apply_as_arrived
+from processor.rules import Rule
+from testkit.http import http
+from testkit.rules_model import apply_as_arrived
 from tests import front_door
-from tests.helpers import eventually, http, rfc3339, send
+from tests.helpers import eventually, rfc3339, send
 from tests.target import Target
 
 # RulesService promises a change applies within this long of its acknowledgement.

@@ -5,9 +5,9 @@ from __future__ import annotations
 import itertools
 
 from metrics.v1 import event_pb2, metric_pb2
-from processor import alarms
 from processor.rules import Rule
-from processor.service import raised_event
+from processor.stream import alarms
+from processor.stream.rounds import raised_event
 from saver import store
 
 RULE = Rule("temperature", 50.0, 2, rule_id="r-1", clear_count=2, severity=event_pb2.SEVERITY_MAJOR)

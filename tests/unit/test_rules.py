@@ -7,7 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from metrics.v1 import event_pb2, rule_pb2
-from processor.rules import Rule, RuleBook, apply, apply_as_arrived, event_id, parse_rules
+from processor.rules import Rule, RuleBook, event_id, parse_rules
+from testkit.rules_model import apply, apply_as_arrived
 
 TEMPERATURE = {"temperature": Rule("temperature", 95.0, 3)}
 

@@ -1,6 +1,6 @@
 """Alarms: what the counter script keeps of an active one, and the events of its changes.
 
-The script (processor/counters.py) keeps a sensor's active alarm of a rule in `alarms:{<sensor>}`
+The script (processor/stream/counters.py) keeps a sensor's active alarm of a rule in `alarms:{<sensor>}`
 as "<consecutive clears>|<matches>|<latest matching value>|<its time µs>|<raising event>", and when
 a rule's clear condition is met stores "cleared|<detect µs>|<value>|<time µs>|" and that state in
 the pending list. Such an entry becomes its event here, when it is produced: deterministically, so

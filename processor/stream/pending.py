@@ -1,4 +1,4 @@
-"""Producing what the processor stored to be produced (the sensors' pending lists, processor/counters.py)."""
+"""Producing what the processor stored to be produced (the sensors' pending lists, counters.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 from aiokafka import AIOKafkaProducer
 
 from metrics.v1 import event_pb2
-from processor import alarms
+from processor.stream import alarms
 from runtime import kafka
 
 EVENT_HEADERS = kafka.headers(kafka.EVENT_TYPE)

@@ -1,4 +1,4 @@
-"""A webhook receiver for the notifier's tests: an HTTP server on a free loopback port that records
+"""A webhook receiver for the tests and the benchmark: an HTTP server on a free loopback port that records
 every POST and answers as told, and checks signatures as a subscriber would."""
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ import grpc
 from google.protobuf import empty_pb2
 
 from metrics.v1 import rule_pb2, rules_service_pb2, rules_service_pb2_grpc
-from processor import rule_checks
-from processor.rule_store import MUTABLE, RuleStore
+from processor.control import rule_checks
+from processor.control.rule_store import MUTABLE, RuleStore
 from runtime import paging
 from runtime.errors import FailedPrecondition, InvalidArgument, Violation, grpc_errors
 from runtime.identity import caller

@@ -11,8 +11,8 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from metrics.v1 import rule_pb2
-from processor.rule_feed import RuleFeed
-from processor.rule_store import RuleStore
+from processor.control.rule_feed import RuleFeed
+from processor.control.rule_store import RuleStore
 from processor.rules import Rule, RuleBook, parse_rules
 from processor.settings import ProcessorSettings
 from runtime import postgres

@@ -4,7 +4,7 @@ Alarms are listed from PostgreSQL (`alarms`, which the saver keeps from the even
 changes); an active one's match count and latest match come from Redis, where the counter script
 keeps them. A change by hand is made in PostgreSQL and produced as its event before it commits; a
 clear by hand also ends the alarm in Redis, with its event stored in the same script (the sensor's
-pending list, processor/counters.py), so a crash at any point loses no event and makes none twice.
+pending list, processor/stream/counters.py), so a crash at any point loses no event and makes none twice.
 Until that event is produced, `processor:cleared-by-hand` names the clear, and every processor
 produces what the pending lists of the sensors it names hold when it starts.
 """
@@ -20,9 +20,9 @@ import grpc
 from aiokafka import AIOKafkaProducer
 
 from metrics.v1 import alarms_service_pb2, alarms_service_pb2_grpc, event_pb2
-from processor import alarms, pending
-from processor.counters import CLEARED_BY_HAND, Counters, alarms_key, pending_key, sensor_keys
-from processor.redis_nodes import RedisNodes
+from processor.stream import alarms, pending
+from processor.stream.counters import CLEARED_BY_HAND, Counters, alarms_key, pending_key
+from processor.stream.redis_nodes import RedisNodes
 from runtime import paging
 from runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Violation, grpc_errors
 from runtime.failpoints import Failpoints
@@ -32,8 +32,6 @@ SERVICE = alarms_service_pb2.DESCRIPTOR.services_by_name["AlarmsService"]
 Context = grpc.aio.ServicerContext[Any, Any]
 pb = alarms_service_pb2
 
-# The pending list of clears by hand of the previous version (drained once: processor/service.py).
-LEGACY_PENDING = "processor:pending:alarms"
 ALARM_ID = re.compile(r"[0-9a-f]{32}")
 COLUMNS = (
     "alarm_id, sensor_id, rule_id, metric_type, severity, threshold, raise_time, raise_value, match_count, "
@@ -41,20 +39,6 @@ COLUMNS = (
 )
 # Who acknowledged or cleared an alarm on the plain-text door, where callers carry no token.
 LOCAL_CALLER = "local"
-
-# Ends an active alarm by hand if it is still the one read (ARGV[1]): its counter starts afresh, and
-# the event of its clearing (ARGV[2]) is stored to be produced. KEYS: the sensor's alarms, warnings,
-# warning-since and pending keys (one hash slot).
-CLEAR = """
-if redis.call('HGET', KEYS[1], ARGV[3]) ~= ARGV[1] then
-  return 0
-end
-redis.call('HDEL', KEYS[1], ARGV[3])
-redis.call('HSET', KEYS[2], ARGV[3], 0)
-redis.call('HDEL', KEYS[3], ARGV[3])
-redis.call('RPUSH', KEYS[4], ARGV[2])
-return 1
-"""
 
 
 class AlarmsApi(alarms_service_pb2_grpc.AlarmsServiceServicer):
@@ -70,7 +54,6 @@ class AlarmsApi(alarms_service_pb2_grpc.AlarmsServiceServicer):
     ) -> None:
         self._pool = pool
         self._failpoint = failpoint or Failpoints()
-        self._nodes = redis
         self._redis = redis.client
         self._producer = producer
         self._events_topic = events_topic
@@ -156,7 +139,7 @@ class AlarmsApi(alarms_service_pb2_grpc.AlarmsServiceServicer):
             key = alarms_key(alarm.sensor_id)
             state = await self._redis.hget(key, alarm.rule_id)
             active = alarms.Active.parse(state) if isinstance(state, bytes) else None
-            if state is None or active is None or active.alarm_id != alarm.alarm_id:
+            if not isinstance(state, bytes) or active is None or active.alarm_id != alarm.alarm_id:
                 # Its rule cleared it: the event that says so is on its way to this table.
                 raise FailedPrecondition(
                     f"alarm {alarm.alarm_id} was just cleared by its rule; read it again in a moment"
@@ -168,11 +151,8 @@ class AlarmsApi(alarms_service_pb2_grpc.AlarmsServiceServicer):
                 event.alarm.acknowledged_by = alarm.acknowledged_by
                 event.alarm.acknowledge_time.CopyFrom(alarm.acknowledge_time)
             member = f"{alarm.sensor_id}|{alarm.alarm_id}"
-            await self._nodes.write(CLEARED_BY_HAND, "SADD", CLEARED_BY_HAND, member)
-            warnings, _, since, _, pending_list = sensor_keys(alarm.sensor_id)
-            keys = [key, warnings, since, pending_list]
-            args = [state, event.SerializeToString(), alarm.rule_id]
-            if not await self._nodes.script(CLEAR, keys, args):
+            cleared_event = event.SerializeToString()
+            if not await self._counters.clear_by_hand(member, alarm.rule_id, state, cleared_event):
                 # (What an earlier attempt whose reply was lost stored, if any, is produced.)
                 await self._produce_cleared(member)
                 raise FailedPrecondition(

@@ -2,8 +2,8 @@
 the rules it holds from its next round on.
 
 Records: key = rule id, value = metrics.v1.Rule (header message-type = metrics.v1.Rule), or no value
-for a deleted rule. Changes are published by RuleStore before it commits them (processor/rule_store.py),
-and at start whatever PostgreSQL holds that the topic does not (a crash between the two).
+for a deleted rule. Changes are published by RuleStore before it commits them (rule_store.py), and
+at start whatever PostgreSQL holds that the topic does not (a crash between the two).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from google.protobuf.message import DecodeError
 
 from metrics.v1 import rule_pb2
-from processor import rule_checks
+from processor.control import rule_checks
 from processor.rules import Rule, RuleBook
 from runtime import kafka
 from runtime.errors import Violation
