@@ -31,6 +31,7 @@ from simulator.fleet import Fleet
 from simulator.load import Plan, Progress, Result, run
 from stack import access, consumers, credentials, procfs, prune
 from stack.settings import StackSettings
+from testkit import reported
 from testkit.http import http
 from testkit.webhooks import webhook
 
@@ -46,6 +47,11 @@ class Env:
     # Every sensor of this run has an id starting with this, so its data can be removed afterwards.
     prefix: str = field(default_factory=lambda: f"bench-{uuid.uuid4().hex[:8]}-")
     fleets: int = 0
+
+    @property
+    def processor_metrics(self) -> list[str]:
+        """Where every processor serves its metrics."""
+        return [f"127.0.0.1:{i.metrics_port}" for i in self.stack.instances("processor")]
 
     def fleet(self, sensors: int, **options: Any) -> Fleet:
         """A new simulated fleet of this run."""
@@ -304,7 +310,9 @@ async def alarm_latency(
         "severity": "SEVERITY_MAJOR",
     })  # fmt: skip
     assert status == 200, rule
-    await asyncio.sleep(1.0)  # RulesService's documented bound for the new rule to apply
+    await reported.rules_in_force(
+        kafka.client_options(access.kafka(env.stack)), "rules", env.processor_metrics
+    )
     changes = 0
 
     async def change_rule() -> None:

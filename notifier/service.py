@@ -19,7 +19,7 @@ from notifier.dispatch import Dispatcher
 from notifier.intake import Intake
 from notifier.settings import NotifierSettings
 from notifier.webhook import Sender
-from runtime import consumer_lag, kafka, postgres, settings
+from runtime import consumer_lag, kafka, migrations, postgres, settings
 from runtime.dead_letters import DeadLetters
 from runtime.grpc_server import GrpcServer, add_servicer
 from runtime.lifecycle import Stopped, retry_until_stopped
@@ -45,14 +45,12 @@ async def main(stop: asyncio.Event) -> None:
             server_settings={**postgres.SERVER_SETTINGS, "search_path": store.SCHEMA},
             init=postgres.setup_connection, command_timeout=10, timeout=5,
         )  # fmt: skip
-        try:
-            await store.ready(created)  # the saver may not have made the tables yet
-        except BaseException:
-            await created.close()
-            raise
         return created
 
     try:
+        await retry_until_stopped(
+            "PostgreSQL (migrations)", lambda: migrations.apply(config, "notifier"), stop
+        )
         pool = await retry_until_stopped("PostgreSQL (the notifier's tables)", connect, stop)
         server = GrpcServer(
             config.grpc_address,

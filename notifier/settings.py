@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from runtime.kafka import ConsumerSettings
+from runtime.migrations import MigrationSettings
 from runtime.settings import ServiceSettings, SettingsError, secret
 
 
 @dataclass(frozen=True)
-class NotifierSettings(ConsumerSettings, ServiceSettings):
+class NotifierSettings(MigrationSettings, ConsumerSettings, ServiceSettings):
     grpc_port: int = 50055
     metrics_port: int = 51055
     kafka_username: str = "notifier"

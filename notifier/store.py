@@ -1,4 +1,4 @@
-"""The notifier's tables (schema notifier, saver/migrations/0005_subscriptions.sql): subscriptions,
+"""The notifier's tables (schema notifier, notifier/migrations): subscriptions,
 and deliveries, an outbox of (subscription, event) pairs that the dispatcher works off.
 
 Queueing matches events against the subscriptions in PostgreSQL, in the transaction that queues
@@ -273,8 +273,3 @@ async def resume(pool: asyncpg.Pool, subscription_id: str) -> asyncpg.Record | N
             f"SELECT {COLUMNS} FROM subscriptions s WHERE s.subscription_id = $1",  # noqa: S608 - ours
             subscription_id,
         )
-
-
-async def ready(pool: asyncpg.Pool) -> None:
-    """Raises until the saver has applied the migration that makes the tables."""
-    await pool.fetchval("SELECT 1 FROM subscriptions, deliveries LIMIT 1")

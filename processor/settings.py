@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from runtime.kafka import ConsumerSettings
+from runtime.migrations import MigrationSettings
 from runtime.settings import ServiceSettings, secret
 
 
 @dataclass(frozen=True)
-class ProcessorSettings(ConsumerSettings, ServiceSettings):
+class ProcessorSettings(MigrationSettings, ConsumerSettings, ServiceSettings):
     grpc_port: int = 50052
     metrics_port: int = 51052
     kafka_username: str = "processor"
@@ -33,11 +34,12 @@ class ProcessorSettings(ConsumerSettings, ServiceSettings):
     rules: tuple[str, ...] = ("temperature:95:3",)
     # The consumer group of the metrics topic: the processors share its partitions.
     consumer_group: str = "processor"
-    # The compacted topic of the rules (processor/control/rule_feed.py); empty: apply `rules` only, without
-    # RulesService (private instances of the tests, deployments with fixed rules).
+    # The compacted topic of the rules (processor/control/rule_feed.py); empty: apply `rules` only,
+    # without RulesService (private instances of the tests, deployments with fixed rules).
     rules_topic: str = "rules"
-    # Where the rules are stored (RulesService); the saver's writer role in the local stack.
-    postgres_dsn: str = secret("postgresql://metrics_writer@127.0.0.1:55432/metrics")
+    # The control plane's tables (processor/control/migrations: the rules, the acts on alarms) and the
+    # saver's alarms (read): the processor's own role, metrics_processor.
+    postgres_dsn: str = secret("postgresql://metrics_processor@127.0.0.1:55432/metrics")
     # postgres_dsn's role's password (as a file: METRICS_PROCESSOR_POSTGRES_PASSWORD_FILE); empty: the DSN's.
     postgres_password: str = secret("")
     # Most records taken from Kafka per round; a round is one Redis script per partition (on a

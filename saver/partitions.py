@@ -1,4 +1,4 @@
-"""The readings' day partitions (saver/migrations/0010): names, bounds, making and dropping them.
+"""The readings' day partitions (saver/migrations/0008): names, bounds, making and dropping them.
 
 `readings` is partitioned by reading_time: readings_pYYYYMMDD holds one UTC day, readings_legacy
 everything before the table was partitioned, readings_default whatever no other partition covers.

@@ -16,7 +16,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError
 
-from runtime import consumer_lag, kafka, postgres, settings
+from runtime import consumer_lag, kafka, migrations, postgres, settings
 from runtime.dead_letters import DeadLetters
 from runtime.failpoints import Failpoints
 from runtime.grpc_server import GrpcServer
@@ -25,7 +25,6 @@ from runtime.logging import setup_logging
 from runtime.partitions import FailingPartitions
 from runtime.records import Unusable, read_event, read_metric_batch
 from saver import history, instruments, store
-from saver.migrate import migrate
 from saver.retention import retention
 from saver.settings import SaverSettings
 
@@ -74,12 +73,8 @@ class Saver:
         )
 
     async def migrate(self) -> None:
-        """Applies the pending migrations as the schema's owner, on a connection of their own."""
-        conn = await self.connect_owner()
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
+        """Applies the saver's pending migrations as the schema's owner."""
+        await migrations.apply(self._config, "saver")
 
     async def connect(self) -> asyncpg.Connection:
         conn = await asyncpg.connect(

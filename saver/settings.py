@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from runtime.kafka import ConsumerSettings
+from runtime.migrations import MigrationSettings
 from runtime.settings import ServiceSettings, secret
 
 
 @dataclass(frozen=True)
-class SaverSettings(ConsumerSettings, ServiceSettings):
+class SaverSettings(MigrationSettings, ConsumerSettings, ServiceSettings):
     grpc_port: int = 50053
     metrics_port: int = 51053
     kafka_username: str = "saver"
@@ -17,10 +18,6 @@ class SaverSettings(ConsumerSettings, ServiceSettings):
     postgres_dsn: str = secret("postgresql://metrics_writer@127.0.0.1:55432/metrics")
     # postgres_dsn's role's password (as a file: METRICS_SAVER_POSTGRES_PASSWORD_FILE); empty: the DSN's.
     postgres_password: str = secret("")
-    # Migrations (at start) and the history's partitions (saver/history.py): the schema's owner.
-    migrations_dsn: str = secret("postgresql://metrics@127.0.0.1:55432/metrics")
-    # migrations_dsn's role's password (as a file: METRICS_SAVER_MIGRATIONS_PASSWORD_FILE); empty: the DSN's.
-    migrations_password: str = secret("")
     # The consumer group of the metrics and events topics: the savers share their partitions.
     consumer_group: str = "saver"
     # Most records written per transaction (a round also stops at 4 MB of records, runtime/kafka.py).

@@ -15,10 +15,11 @@ from stack.credentials import Account
 from stack.settings import StackSettings
 from stack.system import SetupError, say
 
-# The owner of the schema (the saver's migrations), the saver's writer, the assessor's reader, the
-# notifier's (the schema notifier only: the migration that makes it grants it).
+# The owner of the schema (every service's migrations), and the services' roles: the saver's writer,
+# the assessor's reader, the processor's, the notifier's. What each may do in the database, the
+# migrations of the tables' owners grant (runtime/migrations.py).
 OWNER, WRITER, READER = credentials.POSTGRES_OWNER, credentials.POSTGRES_WRITER, credentials.POSTGRES_READER
-NOTIFIER = credentials.POSTGRES_NOTIFIER
+PROCESSOR, NOTIFIER = credentials.POSTGRES_PROCESSOR, credentials.POSTGRES_NOTIFIER
 MONITOR = credentials.POSTGRES_MONITOR
 
 
@@ -28,7 +29,7 @@ async def database(settings: StackSettings) -> None:
     conn = await access.postgres_superuser(settings)
     try:
         roles = {r["rolname"] for r in await conn.fetch("SELECT rolname FROM pg_roles")}
-        for account in (OWNER, WRITER, READER, NOTIFIER, MONITOR):
+        for account in (OWNER, WRITER, READER, PROCESSOR, NOTIFIER, MONITOR):
             if account.user not in roles:
                 await conn.execute(f"CREATE ROLE {account.user} LOGIN")
             # A utility statement takes no parameters: format() quotes the password as a literal.
@@ -48,23 +49,14 @@ async def database(settings: StackSettings) -> None:
         await conn.fetchval("SELECT pg_reload_conf()")
     finally:
         await conn.close()
-    # The reader may read, the writer read and write, whatever the owner's migrations create; neither
-    # may create anything in the schema (temporary tables, which the saver stages rows in, are not in it).
+    # Only the owner may create anything in the schema (temporary tables, which the saver stages rows
+    # in, are not in it); what the services' roles may do with the tables, their owners' migrations say.
     conn = await access.postgres_superuser(settings, "metrics")
     try:
         await conn.execute(
             f"""
             REVOKE CREATE ON SCHEMA public FROM PUBLIC;
-            GRANT USAGE ON SCHEMA public TO {READER.user}, {WRITER.user};
-            GRANT SELECT ON ALL TABLES IN SCHEMA public TO {READER.user};
-            GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {WRITER.user};
-            GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {WRITER.user};
-            ALTER DEFAULT PRIVILEGES FOR ROLE {OWNER.user} IN SCHEMA public
-                GRANT SELECT ON TABLES TO {READER.user};
-            ALTER DEFAULT PRIVILEGES FOR ROLE {OWNER.user} IN SCHEMA public
-                GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {WRITER.user};
-            ALTER DEFAULT PRIVILEGES FOR ROLE {OWNER.user} IN SCHEMA public
-                GRANT USAGE, SELECT ON SEQUENCES TO {WRITER.user};
+            GRANT USAGE ON SCHEMA public TO {READER.user}, {WRITER.user}, {PROCESSOR.user};
             """
         )
     finally:

@@ -27,6 +27,7 @@ from notifier.settings import NotifierSettings
 from processor.settings import ProcessorSettings
 from receiver.settings import ReceiverSettings
 from runtime.kafka import KafkaSettings
+from runtime.migrations import MigrationSettings
 from runtime.settings import PREFIX
 from saver.settings import SaverSettings
 from stack.settings import ROOT, StackSettings
@@ -63,8 +64,8 @@ SECTIONS = (
     ),
     Section(
         "Saver", "saver", SaverSettings,
-        "Stores readings and events in PostgreSQL, runs the migrations and keeps the history's "
-        "partitions and retention.",
+        "Stores readings and events in PostgreSQL, applies the migrations of its tables and keeps the "
+        "history's partitions and retention.",
     ),
     Section(
         "Assessor", "assessor", AssessorSettings,
@@ -75,6 +76,12 @@ SECTIONS = (
         "Notifier", "notifier", NotifierSettings,
         "Keeps the webhook subscriptions (SubscriptionsService) and delivers events to them, with "
         "retries and dead-lettering.",
+    ),
+    Section(
+        "Migrations", "migrations", MigrationSettings,
+        "`python -m runtime.migrations`: applies every owner's migrations (the saver's, the "
+        "processor's, the notifier's) at once, as each service does with its own when it starts. "
+        "The services read the same variables: `METRICS_MIGRATIONS_DSN` serves them all.",
     ),
     Section(
         "Dead-letter tool", "deadletters", KafkaSettings,

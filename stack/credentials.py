@@ -26,13 +26,15 @@ class Account:
         return f"{self.server}-{self.user}"
 
 
-# PostgreSQL: the owner of the schema (runs the migrations), the saver's writer, the assessor's reader;
-# the superuser's is for docker-compose.yml's image (the local stack's superuser logs in by peer only).
+# PostgreSQL: the owner of the schema (every service's migrations run as it), and one role per service
+# that uses the database, which may use only its own tables and what other owners grant it
+# (runtime/migrations.py): the saver's writer, the assessor's reader, the processor's, the notifier's.
+# The superuser's is for docker-compose.yml's image (the local stack's superuser logs in by peer only).
 POSTGRES_SUPERUSER = Account("postgres", "postgres")
 POSTGRES_OWNER = Account("postgres", "metrics")
 POSTGRES_WRITER = Account("postgres", "metrics_writer")
 POSTGRES_READER = Account("postgres", "metrics_reader")
-# The notifier's: its subscriptions' tables only.
+POSTGRES_PROCESSOR = Account("postgres", "metrics_processor")
 POSTGRES_NOTIFIER = Account("postgres", "metrics_notifier")
 # The exporters' (Prometheus): statistics only (pg_monitor; Redis INFO and the like).
 POSTGRES_MONITOR = Account("postgres", "metrics_monitor")
@@ -51,8 +53,8 @@ KAFKA_NOTIFIER = Account("kafka", "notifier")
 KAFKA_ASSESSOR = Account("kafka", "assessor")
 KAFKA_ACCOUNTS = (KAFKA_ADMIN, KAFKA_RECEIVER, KAFKA_PROCESSOR, KAFKA_SAVER, KAFKA_NOTIFIER, KAFKA_ASSESSOR)
 POSTGRES_ACCOUNTS = (
-    POSTGRES_SUPERUSER, POSTGRES_OWNER, POSTGRES_WRITER, POSTGRES_READER, POSTGRES_NOTIFIER, POSTGRES_MONITOR,
-    POSTGRES_REPLICATOR,
+    POSTGRES_SUPERUSER, POSTGRES_OWNER, POSTGRES_WRITER, POSTGRES_READER, POSTGRES_PROCESSOR,
+    POSTGRES_NOTIFIER, POSTGRES_MONITOR, POSTGRES_REPLICATOR,
 )  # fmt: skip
 ACCOUNTS = (*POSTGRES_ACCOUNTS, REDIS_ADMIN, REDIS_PROCESSOR, REDIS_MONITOR, *KAFKA_ACCOUNTS)
 

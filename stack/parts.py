@@ -154,7 +154,7 @@ def _service(settings: StackSettings, name: str, instance: Instance) -> Part:
         }
 
     # Each service gets the addresses it uses and logs in as itself; passwords travel as file names.
-    # Only the saver may change the schema (its migrations, as the owner).
+    # Those that own tables apply their migrations as the schema's owner.
     service_env = {
         "receiver": kafka(credentials.KAFKA_RECEIVER),
         "processor": {
@@ -163,8 +163,9 @@ def _service(settings: StackSettings, name: str, instance: Instance) -> Part:
             "METRICS_REDIS_PASSWORD_FILE": str(
                 credentials.password_file(secrets, credentials.REDIS_PROCESSOR)
             ),
-            # The rules RulesService stores.
-            **postgres(credentials.POSTGRES_WRITER),
+            # Its control plane's tables (the rules, the acts on alarms), made by its migrations.
+            **postgres(credentials.POSTGRES_PROCESSOR),
+            **postgres(credentials.POSTGRES_OWNER, "MIGRATIONS"),
             # On the Redis Cluster, a round is committed once a replica has its writes.
             **(
                 {"METRICS_PROCESSOR_REDIS_CLUSTER": "true", "METRICS_PROCESSOR_REDIS_REPLICAS": "1"}
@@ -174,7 +175,7 @@ def _service(settings: StackSettings, name: str, instance: Instance) -> Part:
         "saver": {
             **kafka(credentials.KAFKA_SAVER),
             **postgres(credentials.POSTGRES_WRITER),
-            **postgres(credentials.POSTGRES_OWNER, "SAVER_MIGRATIONS"),
+            **postgres(credentials.POSTGRES_OWNER, "MIGRATIONS"),
         },
         "assessor": {
             **kafka(credentials.KAFKA_ASSESSOR),
@@ -188,6 +189,7 @@ def _service(settings: StackSettings, name: str, instance: Instance) -> Part:
         "notifier": {
             **kafka(credentials.KAFKA_NOTIFIER),
             **postgres(credentials.POSTGRES_NOTIFIER),
+            **postgres(credentials.POSTGRES_OWNER, "MIGRATIONS"),
             "METRICS_NOTIFIER_ALLOWED_NETWORKS": ",".join(settings.notifier_allowed_networks),
         },
     }  # fmt: skip

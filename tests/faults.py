@@ -34,7 +34,7 @@ from stack.settings import PUBLIC_SERVICES
 from stack.supervisor import Supervisor
 from testkit.http import http
 from testkit.rules_model import apply, apply_as_arrived
-from tests.helpers import end_offsets, wait_consumed
+from tests.helpers import end_offsets, rules_in_force, wait_consumed
 from tests.target import Target
 
 RULES = {"temperature": Rule("temperature", 95.0, 3)}
@@ -193,7 +193,7 @@ async def during_load(
     )
     assert status == 200, rule
     load.alarm_rule = Rule.of(json_format.ParseDict(rule, rule_pb2.Rule()))
-    await asyncio.sleep(1.0)  # RulesService's documented bound for a change to apply
+    await rules_in_force(target)
 
     async def inject() -> None:
         await progress.wait()

@@ -11,8 +11,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from runtime.kafka import client_options
+from testkit import reported
 from testkit.http import http
-from tests.target import load
+from tests.target import Target, load
 
 T = TypeVar("T")
 
@@ -130,3 +131,9 @@ async def only_alarm(envoy_url: str, sensor_id: str) -> str:
         return str(body["alarms"][0]["alarmId"])
 
     return await eventually(listed, timeout=10, what=f"an alarm of {sensor_id} listed")
+
+
+async def rules_in_force(target: Target) -> None:
+    """Waits until every processor of the target applies the rules as the rules topic holds them now."""
+    await reported.rules_in_force(kafka_options(target.kafka_bootstrap_servers), target.rules_topic,
+                                  target.processor_metrics)  # fmt: skip

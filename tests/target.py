@@ -49,6 +49,13 @@ class Target:
     metrics: dict[str, str] = field(default_factory=dict)
     prometheus: str = ""
     notifier_group: str = "notifier"
+    # Every processor's metrics (host:port), when there are several; by default metrics' processor.
+    processors_metrics: list[str] = field(default_factory=list)
+
+    @property
+    def processor_metrics(self) -> list[str]:
+        """Where every processor serves its metrics."""
+        return self.processors_metrics or [a for a in [self.metrics.get("processor")] if a]
 
     @property
     def envoy_url(self) -> str:
@@ -95,14 +102,12 @@ class Target:
             "METRICS_REDIS_URL": self.redis_url,
             "METRICS_REDIS_PASSWORD_FILE": str(self.password_file(credentials.REDIS_ADMIN)),
         }
+        owner = credentials.POSTGRES_OWNER  # the migrations of the tables a service owns
         roles = {
-            "processor": {"POSTGRES": credentials.POSTGRES_WRITER},  # the rules RulesService stores
-            "saver": {
-                "POSTGRES": credentials.POSTGRES_WRITER,
-                "SAVER_MIGRATIONS": credentials.POSTGRES_OWNER,
-            },
+            "processor": {"POSTGRES": credentials.POSTGRES_PROCESSOR, "MIGRATIONS": owner},
+            "saver": {"POSTGRES": credentials.POSTGRES_WRITER, "MIGRATIONS": owner},
             "assessor": {"POSTGRES": credentials.POSTGRES_READER},
-            "notifier": {"POSTGRES": credentials.POSTGRES_NOTIFIER},
+            "notifier": {"POSTGRES": credentials.POSTGRES_NOTIFIER, "MIGRATIONS": owner},
         }
         for setting, account in roles.get(service, {}).items():
             env[f"METRICS_{setting}_DSN"] = self.postgres_dsn_of(account)

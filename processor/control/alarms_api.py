@@ -1,10 +1,12 @@
 """AlarmsService: the alarms of rules made at run time (routed by Envoy to here, with RulesService).
 
-Alarms are listed from PostgreSQL (`alarms`, which the saver keeps from the events of their
-changes); an active one's match count and latest match come from Redis, where the counter script
-keeps them. A change by hand is made in PostgreSQL and produced as its event before it commits; a
-clear by hand also ends the alarm in Redis, with its event stored in the same script (the sensor's
-pending list, processor/stream/counters.py), so a crash at any point loses no event and makes none twice.
+Alarms are listed from PostgreSQL: the saver's `alarms`, which it keeps from the events of their
+changes (read through its grant), merged with the acts of operators that this service records in
+its own `alarm_actions`; an active one's match count and latest match come from Redis, where the
+counter script keeps them. An act is recorded in alarm_actions and produced as its event before it
+commits; a clear by hand also ends the alarm in Redis, with its event stored in the same script (the
+sensor's pending list, processor/stream/counters.py), so a crash at any point loses no event and
+makes none twice.
 Until that event is produced, `processor:cleared-by-hand` names the clear, and every processor
 produces what the pending lists of the sensors it names hold when it starts.
 """
@@ -37,6 +39,19 @@ COLUMNS = (
     "alarm_id, sensor_id, rule_id, metric_type, severity, threshold, raise_time, raise_value, match_count, "
     "last_match_time, last_match_value, clear_time, cleared_by, acknowledge_time, acknowledged_by"
 )
+# The alarms as shown: the saver's rows (kept from the events of their changes) merged with the acts
+# of operators recorded here (alarm_actions), as the saver merges those acts' events once it has them.
+ALARMS = """(
+SELECT a.alarm_id, a.sensor_id, a.rule_id, a.metric_type, a.severity, a.threshold, a.raise_time,
+       a.raise_value, greatest(a.match_count, h.match_count) AS match_count,
+       greatest(a.last_match_time, h.last_match_time) AS last_match_time,
+       CASE WHEN h.last_match_time > a.last_match_time THEN h.last_match_value
+            ELSE a.last_match_value END AS last_match_value,
+       coalesce(a.clear_time, h.clear_time) AS clear_time, coalesce(a.cleared_by, h.cleared_by) AS cleared_by,
+       coalesce(a.acknowledge_time, h.acknowledge_time) AS acknowledge_time,
+       coalesce(a.acknowledged_by, h.acknowledged_by) AS acknowledged_by
+FROM alarms a LEFT JOIN alarm_actions h USING (alarm_id)
+) AS alarm"""
 # Who acknowledged or cleared an alarm on the plain-text door, where callers carry no token.
 LOCAL_CALLER = "local"
 
@@ -89,7 +104,7 @@ class AlarmsApi(alarms_service_pb2_grpc.AlarmsServiceServicer):
             args += position
             conditions.append(f"(raise_time, alarm_id) < (${len(args) - 1}, ${len(args)})")
         rows = await pool.fetch(
-            f"SELECT {COLUMNS} FROM alarms WHERE {' AND '.join(conditions)} "  # noqa: S608 - ours
+            f"SELECT {COLUMNS} FROM {ALARMS} WHERE {' AND '.join(conditions)} "  # noqa: S608 - ours
             f"ORDER BY raise_time DESC, alarm_id DESC LIMIT {size + 1}",
             *args,
         )
@@ -122,7 +137,7 @@ class AlarmsApi(alarms_service_pb2_grpc.AlarmsServiceServicer):
             alarm.acknowledged_by = _name(who)
             alarm.acknowledge_time.FromMicroseconds(now)
             await conn.execute(
-                "UPDATE alarms SET acknowledge_time = $2, acknowledged_by = $3 WHERE alarm_id = $1",
+                "UPDATE alarm_actions SET acknowledge_time = $2, acknowledged_by = $3 WHERE alarm_id = $1",
                 alarm.alarm_id, now, alarm.acknowledged_by,
             )  # fmt: skip
             event = alarms.transition(alarm, alarms.ACKNOWLEDGED, alarm.last_match_value, now, now)
@@ -161,8 +176,8 @@ class AlarmsApi(alarms_service_pb2_grpc.AlarmsServiceServicer):
             self._failpoint("alarms.after_clear")  # ended in Redis, its event stored, not produced
             cleared = event.alarm
             await conn.execute(
-                "UPDATE alarms SET clear_time = $2, cleared_by = $3, match_count = $4, last_match_time = $5, "
-                "last_match_value = $6 WHERE alarm_id = $1",
+                "UPDATE alarm_actions SET clear_time = $2, cleared_by = $3, match_count = $4, "
+                "last_match_time = $5, last_match_value = $6 WHERE alarm_id = $1",
                 alarm.alarm_id, now, cleared.cleared_by, cleared.match_count,
                 cleared.last_match_time.ToMicroseconds(), cleared.last_match_value,
             )  # fmt: skip
@@ -231,10 +246,13 @@ async def _stored(
         raise InvalidArgument(
             [Violation("alarm_id", f"{alarm_id[:70]!r} is not an alarm id (32 hex digits)")]
         )
-    row = await conn.fetchrow(
-        f"SELECT {COLUMNS} FROM alarms WHERE alarm_id = $1{' FOR UPDATE' if lock else ''}",  # noqa: S608 - ours
-        alarm_id,
-    )
+    if lock:
+        # The row of its acts, made if need be, locked: one act at a time on an alarm.
+        await conn.execute(
+            "INSERT INTO alarm_actions (alarm_id) VALUES ($1) ON CONFLICT DO NOTHING", alarm_id
+        )
+        await conn.execute("SELECT FROM alarm_actions WHERE alarm_id = $1 FOR UPDATE", alarm_id)
+    row = await conn.fetchrow(f"SELECT {COLUMNS} FROM {ALARMS} WHERE alarm_id = $1", alarm_id)  # noqa: S608 - ours
     if row is None:
         raise NotFound(f"no alarm {alarm_id!r}")
     if who is not None:

@@ -16,6 +16,7 @@ from google.protobuf.message import DecodeError
 from metrics.v1 import rule_pb2
 from processor.control import rule_checks
 from processor.rules import Rule, RuleBook
+from processor.stream import instruments
 from runtime import kafka
 from runtime.errors import Violation
 from runtime.kafka import KafkaSettings
@@ -50,11 +51,18 @@ class RuleFeed:
         ends = await self._consumer.end_offsets(partitions)
         while [tp for tp, end in ends.items() if await self._consumer.position(tp) < end]:
             self._take(await self._consumer.getmany(timeout_ms=500))
+        await self._read_to(partitions[0])
 
     async def follow(self) -> None:
         """Applies changes as they come (within a fetch, 100 ms), until cancelled."""
+        partition = TopicPartition(self._topic, 0)
         while True:
             self._take(await self._consumer.getmany(timeout_ms=1000))
+            await self._read_to(partition)
+
+    async def _read_to(self, partition: TopicPartition) -> None:
+        """Says how far the rules in force are read (the next round applies them)."""
+        instruments.RULES_OFFSET.set(await self._consumer.position(partition))
 
     async def stop(self) -> None:
         await self._consumer.stop()

@@ -15,7 +15,7 @@ from processor.control.rule_feed import RuleFeed
 from processor.control.rule_store import RuleStore
 from processor.rules import Rule, RuleBook, parse_rules
 from processor.settings import ProcessorSettings
-from runtime import postgres
+from runtime import migrations, postgres
 from runtime.failpoints import Failpoints
 from runtime.lifecycle import retry_until_stopped
 
@@ -48,9 +48,13 @@ class RuleSource:
         self.store = RuleStore(self.pool, self.feed.publish, Failpoints(self._config.failpoints))
 
     async def start(self, stop: asyncio.Event) -> None:
-        """Reads the rules topic, then follows it; waits until it holds what PostgreSQL does."""
+        """Applies the control plane's migrations, reads the rules topic, then follows it; waits until
+        it holds what PostgreSQL does."""
         if self.feed is None or self.store is None:
             return
+        await retry_until_stopped(
+            "PostgreSQL (migrations)", lambda: migrations.apply(self._config, "processor"), stop
+        )
         await retry_until_stopped("Kafka (rules)", self.feed.start, stop)
         self._following = asyncio.create_task(self.feed.follow())
         sync = functools.partial(_sync, self.store, self.feed, self._configured)

@@ -1,4 +1,4 @@
-"""The rules in PostgreSQL (table `rules`, saver/migrations/0004_rules.sql): the record of every
+"""The rules in PostgreSQL (table `rules`, processor/control/migrations): the record of every
 change. Each change is made in a transaction that publishes it on the rules topic before it
 commits (RuleStore.change), so what is stored is what the processors apply."""
 

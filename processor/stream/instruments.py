@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from runtime.telemetry import LATENCY_BUCKETS
 
@@ -12,4 +12,10 @@ ROUND_SECONDS = Histogram(
     "metrics_processor_round_seconds",
     "A round: from records in hand to their offsets committed (counters, events, commit).",
     buckets=LATENCY_BUCKETS,
+)
+# Tests and operators wait on it after a change of the rules (RulesService acknowledges a change
+# once it is on the topic; each processor applies it from its next round on).
+RULES_OFFSET = Gauge(
+    "metrics_processor_rules_offset",
+    "The rules topic's offset up to which the rules in force here are read (its next record's).",
 )

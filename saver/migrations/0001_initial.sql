@@ -1,3 +1,4 @@
+-- adopts: legacy 1
 -- Readings, events, per-minute rollups and each sensor's latest reading per metric type.
 -- Times are stored with microsecond resolution (PostgreSQL's), in UTC.
 

@@ -1,3 +1,4 @@
+-- adopts: legacy 2
 -- Hourly aggregates and value histograms, so statistics over months read hundreds of rows, not millions.
 
 -- The histogram bin of a value: logarithmic bins with 1% relative accuracy (gamma = 1.01 / 0.99).

@@ -1,3 +1,4 @@
+-- adopts: legacy 3
 -- value_bin as first written ran per row as a function call doing numeric arithmetic (~3 µs a row):
 -- STRICT kept the planner from inlining it and 1.01 / 0.99 was numeric. The same bins, inlined,
 -- in double precision (as assessor/stats.py computes them).

@@ -3,7 +3,6 @@ Redis key of the sensors with the fleet's id prefix, and nothing of any other se
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
@@ -17,8 +16,9 @@ from processor.stream import counters
 from saver import store
 from stack import prune
 from stack import settings as stack_settings
-from tests.helpers import eventually
+from tests.helpers import eventually, rules_in_force
 from tests.integration.test_pipeline import readings
+from tests.target import Target
 
 pytestmark = pytest.mark.local_stack
 
@@ -43,7 +43,7 @@ async def redis_keys(client: aioredis.Redis, sensor: str) -> list[bytes]:
 
 
 async def test_removing_a_fleet_takes_all_of_its_rows_and_keys_and_nothing_else(
-    receiver: ReceiverServiceStub, db: asyncpg.Pool, redis_client: aioredis.Redis, rules: Any
+    target: Target, receiver: ReceiverServiceStub, db: asyncpg.Pool, redis_client: aioredis.Redis, rules: Any
 ) -> None:
     run = uuid.uuid4().hex[:8]
     prefix = f"sim-{run}-"
@@ -52,7 +52,7 @@ async def test_removing_a_fleet_takes_all_of_its_rows_and_keys_and_nothing_else(
     others = [f"sim-{run}", f"sim-{run}."]
     # An alarm per sensor too: the default rule's condition, raised once and still active.
     await rules(metricType="temperature", sensorIdPrefix=f"sim-{run}", threshold=95, count=3, clearCount=100)
-    await asyncio.sleep(1.0)  # RulesService's documented bound for a change to apply
+    await rules_in_force(target)
     for sensor in fleet + others:
         # The original scenario: eight readings and two events per sensor, and the alarm's: every table.
         request = receiver_service_pb2.PushMetricsRequest(metrics=readings(sensor))

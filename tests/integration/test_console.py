@@ -21,7 +21,7 @@ from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 from stack import system
 from testkit.http import http, http_bytes
 from tests import front_door
-from tests.helpers import eventually, only_alarm
+from tests.helpers import eventually, only_alarm, rules_in_force
 from tests.target import Target
 
 # The default rule: temperature at or above 95, three times in a row, raises an event.
@@ -200,7 +200,7 @@ async def test_a_sensor_page_lists_the_changes_of_its_alarms_and_charts_only_rai
 ) -> None:
     # A rule with alarms on "pressure": raised at 5.5, acknowledged, cleared by the reading below.
     await rules(metricType="pressure", sensorIdPrefix=sensor_id, threshold=5, count=2)
-    await asyncio.sleep(1.0)  # RulesService's documented bound for a change to apply
+    await rules_in_force(target)
     now = datetime.now(UTC)
     pressure = [(5.2, 40), (5.5, 39), (1.0, 38)]
     metrics = [{"sensorId": sensor_id, "metricType": "pressure", "value": value,

@@ -27,7 +27,7 @@ from processor.stream.counters import CLEARED_BY_HAND, alarms_key, legacy_pendin
 from runtime import kafka
 from runtime.kafka import client_options
 from stack import credentials
-from tests.helpers import only_alarm, read_topic, send, wait_consumed
+from tests.helpers import only_alarm, read_topic, rules_in_force, send, wait_consumed
 from tests.services import (
     Topics,
     free_port,
@@ -185,7 +185,7 @@ async def test_a_clear_by_hand_killed_before_its_event_is_produced_is_produced_a
     # An alarm raised by the stack; a private processor clears it by hand and dies after ending it in
     # Redis, before producing its event: the next processor to start produces it.
     await rules(metricType="temperature", sensorIdPrefix=sensor_id, threshold=95, count=1)
-    await asyncio.sleep(1.0)  # RulesService's documented bound for a change to apply
+    await rules_in_force(target)
     await send(target.envoy_url, sensor_id, "temperature", 99.0)
 
     alarm_id = await only_alarm(target.envoy_url, sensor_id)

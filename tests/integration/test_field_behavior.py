@@ -4,7 +4,6 @@ INVALID_ARGUMENT naming that field, and the same request with the field is accep
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -25,7 +24,7 @@ from metrics.v1.assessor_service_pb2_grpc import AssessorServiceStub
 from metrics.v1.notifier_service_pb2_grpc import SubscriptionsServiceStub
 from metrics.v1.receiver_service_pb2_grpc import ReceiverServiceStub
 from metrics.v1.rules_service_pb2_grpc import RulesServiceStub
-from tests.helpers import only_alarm, send
+from tests.helpers import only_alarm, rules_in_force, send
 from tests.target import Target
 
 T0 = 1_790_640_000  # 2026-09-29T00:00:00Z
@@ -192,7 +191,7 @@ async def raise_alarm(call: Callable[[str, message.Message], Any], target: Targe
     """An alarm of the sensor: a rule for its "pressure" readings that the first one raises."""
     rule = rule_pb2.Rule(metric_type="pressure", threshold=0, sensor_id_prefix=sensor_id)
     await call("CreateRule", rspb.CreateRuleRequest(rule=rule))
-    await asyncio.sleep(1.0)  # RulesService's documented bound for a change to apply
+    await rules_in_force(target)
     await send(target.envoy_url, sensor_id, "pressure", 1.0)
     return await only_alarm(target.envoy_url, sensor_id)
 

@@ -14,8 +14,8 @@ import asyncpg
 import pytest
 
 from runtime import postgres
+from runtime.migrations import OWNERS, migrate
 from saver import history, partitions, store
-from saver.migrate import MIGRATIONS, migrate
 from saver.retention import retention
 from stack import access, credentials
 from stack import settings as stack_settings
@@ -28,8 +28,9 @@ pytestmark = pytest.mark.local_stack  # a database of their own: the stack's sup
 
 DAY_US = 86_400_000_000
 TYPES = ("temperature", "humidity", "vibration", "energy")
-# The migrations before the readings were partitioned.
-UNPARTITIONED = 7
+# The saver's migrations before the readings were partitioned.
+UNPARTITIONED = 5
+MIGRATIONS = OWNERS["saver"]
 # What a migration or a retention pass must leave as it was, as digests: the rollups and events
 # (of the sensors given), the readings.
 KEPT = """
@@ -103,14 +104,14 @@ async def test_the_migration_keeps_every_reading_and_rollup_and_ingest_goes_on(
             waits.append(time.perf_counter() - began)
 
     began = time.perf_counter()
-    migrating = asyncio.create_task(migrate(owner))
+    migrating = asyncio.create_task(migrate(owner, "saver"))
     await asyncio.gather(migrating, ingest(migrating))
     print(
         f"\nmigration of {before[0]['count']:,} readings: {time.perf_counter() - began:.3f} s; "
         f"{len(waits)} ingest batches of 100 meanwhile, the slowest {max(waits) * 1000:.1f} ms "
         f"(median {sorted(waits)[len(waits) // 2] * 1000:.1f} ms)"
     )
-    assert migrating.result() == [8, 9, 10]
+    assert migrating.result() == [6, 7, 8, 9]
     assert await owner.fetchval("SELECT relkind::text FROM pg_class WHERE relname = 'readings'") == "p"
     assert await owner.fetchrow(READINGS.format(where=OLD)) == before[0], "every reading kept"
     assert await owner.fetchrow(KEPT.format(where=OLD)) == before[1], "rollups and events as they were"
@@ -194,7 +195,7 @@ async def writer_after(
 ) -> asyncpg.Connection:
     """Migrates, then opens a connection set up as the saver's writers are (times as microseconds,
     staging tables)."""
-    await migrate(owner, migrations)
+    await migrate(owner, "saver", migrations)
     conn = await connect(server_settings=postgres.SERVER_SETTINGS)
     await store.setup_connection(conn)
     return conn

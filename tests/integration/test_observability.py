@@ -4,7 +4,6 @@ loaded the pipeline's recording and alerting rules."""
 
 from __future__ import annotations
 
-import asyncio
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator
@@ -13,19 +12,18 @@ import grpc
 import pytest
 from aiokafka import AIOKafkaProducer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from prometheus_client.parser import text_string_to_metric_families
 
 from metrics.v1 import metric_pb2, receiver_service_pb2
 from metrics.v1.receiver_service_pb2_grpc import ReceiverServiceStub
 from runtime.kafka import client_options
 from testkit.http import http
+from testkit.reported import Samples, scrape
 from tests.helpers import eventually
 from tests.target import Target
 
 # The local stack runs Prometheus and serves the services' metrics; the compose deployment does not yet.
 pytestmark = pytest.mark.local_stack
 
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 # What each service exports from the start (series with labels appear with their first value).
 SERIES = {
@@ -64,21 +62,6 @@ ALERTS = {
     "MetricsWebhooksDeadLettered",
 }
 PUSH = {"grpc_service": "metrics.v1.ReceiverService", "grpc_method": "PushMetrics"}
-
-
-async def scrape(address: str) -> Samples:
-    """Every sample a /metrics page holds, as Prometheus would read it."""
-
-    def get() -> str:
-        with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
-            return response.read().decode()
-
-    text = await asyncio.to_thread(get)
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from testkit.http import http, http_bytes, http_full
-from tests.helpers import eventually, only_alarm, send
+from tests.helpers import eventually, only_alarm, rules_in_force, send
 from tests.target import Target
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -251,7 +251,7 @@ async def alarm_id(target: Target, sensor_id: str, rule_id: str, request: pytest
     rule = {"metricType": "pressure", "threshold": 0, "sensorIdPrefix": sensor_id}
     status, body = await http("POST", f"{target.envoy_url}/v1/rules", rule)
     assert status == 200, body
-    await asyncio.sleep(1.0)  # RulesService's documented bound for a change to apply
+    await rules_in_force(target)
     await send(target.envoy_url, sensor_id, "pressure", 1.0)
     return await only_alarm(target.envoy_url, sensor_id)
 

@@ -178,6 +178,53 @@ async def test_the_reader_may_not_write_and_the_writer_may_not_change_the_schema
         await writer.close()
 
 
+# Statements a role may or may not run, each rolled back: (statement, allowed). A service writes
+# only the tables it owns (their migrations say who may use them: runtime/migrations.py).
+WRITE = "DELETE FROM {} WHERE false"
+READ = "SELECT count(*) FROM {}"
+MAY = {
+    credentials.POSTGRES_WRITER: {  # the saver
+        WRITE.format("readings"): True,
+        WRITE.format("alarms"): True,
+        READ.format("history_horizons"): False,
+        READ.format("rules"): False,
+        WRITE.format("rules"): False,
+        WRITE.format("alarm_actions"): False,
+    },
+    credentials.POSTGRES_PROCESSOR: {
+        WRITE.format("rules"): True,
+        WRITE.format("alarm_actions"): True,
+        READ.format("alarms"): True,
+        WRITE.format("alarms"): False,
+        READ.format("readings"): False,
+        WRITE.format("events"): False,
+    },
+    credentials.POSTGRES_READER: {  # the assessor
+        READ.format("readings"): True,
+        READ.format("history_horizons"): True,
+        READ.format("rules"): False,
+        READ.format("alarm_actions"): False,
+    },
+}
+
+
+@pytest.mark.parametrize("account", list(MAY), ids=lambda a: a.user)
+async def test_a_service_writes_only_the_tables_it_owns(target: Target, account: credentials.Account) -> None:
+    conn = await asyncpg.connect(target.postgres_dsn_of(account), password=target.password(account))
+    try:
+        for statement, allowed in MAY[account].items():
+            try:
+                async with conn.transaction(readonly=False):
+                    await conn.execute("SET TRANSACTION READ WRITE")
+                    await conn.execute(statement)
+            except asyncpg.InsufficientPrivilegeError:
+                assert not allowed, f"{account.user} may not: {statement}"
+            else:
+                assert allowed, f"{account.user} may: {statement}"
+    finally:
+        await conn.close()
+
+
 async def test_the_notifier_may_read_events_but_write_no_topic_of_the_pipeline(target: Target) -> None:
     notifier = client_options(target.kafka(credentials.KAFKA_NOTIFIER))
     producer = AIOKafkaProducer(**notifier)

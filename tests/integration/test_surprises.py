@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaProducer
 from metrics.v1 import event_pb2, metric_pb2
 from runtime import kafka
 from runtime.kafka import MAX_RECORD_READINGS, client_options
-from saver.migrate import MigrationError, migrate, migrations
+from runtime.migrations import LEGACY, OWNERS, Migration, MigrationError, migrate, migrations
 from tests.helpers import eventually, read_topic, wait_consumed
 from tests.services import Topics, private_topics, service_env, start_service, stop_service
 from tests.target import Target
@@ -104,28 +104,83 @@ async def test_migrations_apply_once_and_refuse_a_schema_they_do_not_know(
     scratch_database: asyncpg.Connection,
 ) -> None:
     conn = scratch_database
-    everything = [m.version for m in migrations()]
-    assert await migrate(conn) == everything
-    assert await migrate(conn) == []  # applied already: nothing to do
+    saver = [m.version for m in migrations(OWNERS["saver"])]
+    assert await migrate(conn, "saver") == saver
+    assert await migrate(conn, "saver") == []  # applied already: nothing to do
+    assert await migrate(conn, "notifier") == [1]  # each owner its own record
+    first = migrations(OWNERS["saver"])[0]
 
     # A migration edited after it was applied.
-    await conn.execute("UPDATE schema_migrations SET checksum = 'x' WHERE version = 1")
-    with pytest.raises(MigrationError, match="0001_initial was changed after it was applied"):
-        await migrate(conn)
+    await conn.execute("UPDATE schema_migrations SET checksum = 'x' WHERE owner = 'saver' AND version = 1")
+    with pytest.raises(MigrationError, match="saver migration 0001_initial was changed after it was applied"):
+        await migrate(conn, "saver")
     await conn.execute(
-        "UPDATE schema_migrations SET checksum = $1 WHERE version = 1", migrations()[0].checksum
+        "UPDATE schema_migrations SET checksum = $1 WHERE owner = 'saver' AND version = 1", first.checksum
     )
 
     # A database from a newer saver.
-    await conn.execute("INSERT INTO schema_migrations (version, name, checksum) VALUES (999, 'later', 'x')")
-    with pytest.raises(MigrationError, match=r"migrations \[999\] that this saver does not know"):
-        await migrate(conn)
+    await conn.execute(
+        "INSERT INTO schema_migrations (owner, version, name, checksum) VALUES ('saver', 999, 'later', 'x')"
+    )
+    with pytest.raises(MigrationError, match=r"saver migrations \[999\] that this saver does not know"):
+        await migrate(conn, "saver")
     await conn.execute("DELETE FROM schema_migrations WHERE version = 999")
 
     # Tables made by other means, the record of them lost: not silently skipped, nor half-applied.
-    await conn.execute("DELETE FROM schema_migrations")
+    await conn.execute("DELETE FROM schema_migrations WHERE owner = 'saver'")
     with pytest.raises(
-        MigrationError, match="0001_initial is not recorded as applied, but the database already has"
+        MigrationError,
+        match="saver migration 0001_initial is not recorded as applied, but the database already has",
     ):
-        await migrate(conn)
-    assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 0
+        await migrate(conn, "saver")
+    assert await conn.fetchval("SELECT count(*) FROM schema_migrations WHERE owner = 'saver'") == 0
+
+
+# What the saver's old list of every table's migrations (legacy versions 1-10) held, by owner: the
+# migrations of each owner that hold the work of the first `n` legacy ones.
+def holding(owner: str, legacy: int) -> list[Migration]:
+    return [m for m in migrations(OWNERS[owner]) if m.adopts and max(m.adopts) <= legacy]
+
+
+@pytest.mark.local_stack
+@pytest.mark.parametrize("legacy", [10, 5])
+async def test_a_database_migrated_before_each_service_had_its_migrations_is_taken_over(
+    scratch_database: asyncpg.Connection, tmp_path: Path, legacy: int
+) -> None:
+    # A database as the saver left it when it applied every table's migrations, the first `legacy`
+    # of the old list, in one record without owners: the work of those is recorded as done and not
+    # run again (it would fail: the tables exist); what came after, and what is new, is applied.
+    conn = scratch_database
+    for owner in OWNERS:
+        folder = tmp_path / owner
+        folder.mkdir()
+        for migration in holding(owner, legacy):
+            (folder / f"{migration}.sql").write_text(migration.sql)
+        await migrate(conn, owner, folder)
+    await conn.execute(
+        f"""
+        DROP TABLE schema_migrations;
+        CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,
+                                        checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());
+        INSERT INTO schema_migrations (version, name, checksum)
+        SELECT v, 'old_' || v, 'x' FROM generate_series(1, {legacy}) v;
+        """
+    )
+    for owner in OWNERS:
+        everything = migrations(OWNERS[owner])
+        # (Running one whose work is there would fail: what it creates exists.)
+        assert await migrate(conn, owner) == [m.version for m in everything]
+        recorded = await conn.fetch(
+            "SELECT version, checksum FROM schema_migrations WHERE owner = $1 ORDER BY version", owner
+        )
+        assert [(r["version"], r["checksum"]) for r in recorded] == [
+            (m.version, m.checksum) for m in everything
+        ]
+    legacy_rows = await conn.fetch("SELECT version FROM schema_migrations WHERE owner = $1", LEGACY)
+    assert sorted(r["version"] for r in legacy_rows) == list(range(1, legacy + 1))
+    # What the later ones make is there: the alarms (legacy 7), the acts on them (new).
+    for table in ("alarms", "alarm_actions"):
+        assert await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table), table
+    assert await conn.fetchval(
+        "SELECT count(*) FROM information_schema.columns WHERE table_name = 'rules' AND column_name = 'clear_count'"
+    )

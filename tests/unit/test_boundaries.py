@@ -2,8 +2,9 @@
 
 - A service (receiver, processor, saver, assessor, notifier) imports no other service and no tool.
 - Tools (the stack, the benchmark, the simulator, the dead-letter command, testkit) reach a service
-  only through its `admin` module, its small public surface (and `processor.rules`, what a rule is,
-  which the model of the rules in testkit/ is a model of).
+  only through its public surface: its `admin` module, its settings (its configuration, which the
+  configuration reference documents), and `processor.rules` (what a rule is, which the model of the
+  rules in testkit/ is a model of).
 - The processor's data path (processor/stream) does not depend on its control plane (processor/control).
 """
 
@@ -52,12 +53,12 @@ def test_a_service_imports_no_other_service_and_no_tool(service: str) -> None:
 
 
 @pytest.mark.parametrize("tool", TOOLS)
-def test_tools_reach_a_service_only_through_its_admin_module(tool: str) -> None:
+def test_tools_reach_a_service_only_through_its_public_surface(tool: str) -> None:
     wrong = [
         f"{where(path, line)}: {module}"
         for path, line, module in imports(tool)
         if top(module) in SERVICES
-        and not module.startswith(f"{top(module)}.admin")
+        and not any(module.startswith(f"{top(module)}.{public}") for public in ("admin", "settings"))
         and not any(module == p or module.startswith(p + ".") for p in PUBLIC)
     ]
     assert not wrong, "\n".join(wrong)

@@ -1,3 +1,4 @@
+-- adopts: legacy 10
 -- Readings partitioned by reading_time: one partition a day (readings_pYYYYMMDD, made ahead and
 -- dropped past their retention by the saver, saver/history.py), readings_legacy for everything
 -- before readings_partitioning.partitioned_from (the table as it was: no row moves), and a
@@ -18,7 +19,7 @@ CREATE TABLE readings (
     PRIMARY KEY (sensor_id, metric_type, reading_time)
 ) PARTITION BY RANGE (reading_time);
 
--- The validated constraint (0009) spares the scan; the primary key's index is adopted, not built.
+-- The validated constraint (0007) spares the scan; the primary key's index is adopted, not built.
 DO $$
 BEGIN
     EXECUTE format(

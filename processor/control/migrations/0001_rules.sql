@@ -1,4 +1,5 @@
--- Threshold rules changed at run time (processor/rule_store.py). A deleted rule keeps its row
+-- adopts: legacy 4
+-- Threshold rules changed at run time (rule_store.py). A deleted rule keeps its row
 -- (delete_time): the processors publish its deletion on the rules topic from it.
 CREATE TABLE rules (
     rule_id          text             PRIMARY KEY,
@@ -21,7 +22,3 @@ CREATE TABLE rules_seeded (
     seeded_at timestamptz NOT NULL DEFAULT now(),
     only_row  boolean     PRIMARY KEY DEFAULT true CHECK (only_row)
 );
--- Which rule raised an event, and how urgent it is (0: unspecified, the original configuration's).
-ALTER TABLE events
-    ADD COLUMN rule_id  text     NOT NULL DEFAULT '',
-    ADD COLUMN severity smallint NOT NULL DEFAULT 0;

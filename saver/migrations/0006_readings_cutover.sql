@@ -1,7 +1,8 @@
--- Readings move to a table partitioned by day (0010). The rows stored so far stay where they are and
+-- adopts: legacy 8
+-- Readings move to a table partitioned by day (0008). The rows stored so far stay where they are and
 -- become its first partition, readings_legacy, covering every time before `partitioned_from`. Attaching
 -- a table as a partition needs proof that its rows fit: a CHECK constraint, added here NOT VALID (a
--- moment's lock), validated by 0009 without blocking writes, so that 0010 only swaps names.
+-- moment's lock), validated by 0007 without blocking writes, so that 0008 only swaps names.
 -- partitioned_from is the start of the day after tomorrow (UTC): the savers still writing this table
 -- meanwhile store nothing that late (the receiver accepts readings at most minutes ahead).
 SET LOCAL lock_timeout = '2s';  -- behind a long transaction: fail and be retried, not queue every insert

@@ -1,3 +1,4 @@
+-- adopts: legacy 5
 -- Webhook subscriptions and what they have yet to deliver: the notifier's tables (notifier/store.py).
 -- They hold the subscriptions' secrets: a schema of their own, which only the notifier's role
 -- (metrics_notifier) may use. The grants on the schema public (stack/bootstrap.py, the default

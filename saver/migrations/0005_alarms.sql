@@ -1,14 +1,13 @@
--- Alarms (processor/alarms.py): rules made at run time raise them, clear them after clear_count
--- readings in a row that no longer meet their condition (0: a rule of the original configuration,
--- which raises events only).
-ALTER TABLE rules ADD COLUMN clear_count integer NOT NULL DEFAULT 0;
+-- adopts: legacy 7
+-- Alarms (processor/stream/alarms.py): rules with a clear count raise them and clear them.
 -- The alarm an event is a change of, and the alarm as it left it (metrics.v1.Alarm, protobuf).
 ALTER TABLE events
     ADD COLUMN alarm_id text NOT NULL DEFAULT '',
     ADD COLUMN alarm    bytea;
 -- Every alarm, from the events of its changes (saver/store.py merges them, in any order). While an
 -- alarm is active its match count and latest match are those of the raise, or of a change by hand;
--- AlarmsService reads the live ones from Redis.
+-- AlarmsService reads the live ones from Redis, and the acts of operators from its own table
+-- (processor/control/migrations).
 CREATE TABLE alarms (
     alarm_id         text             PRIMARY KEY,
     sensor_id        text             NOT NULL,
