@@ -1,7 +1,7 @@
 """The notifier's process: SubscriptionsService over gRPC, the consumer of the events topic, and the
 dispatcher that delivers the queued events to the subscriptions' webhooks.
 
-Start: PostgreSQL (and the saver's migration of the notifier's tables), Kafka, then serving. Stop
+Start: PostgreSQL (the notifier's migrations, then its pool), Kafka, then serving. Stop
 (SIGTERM), in reverse: no new calls or rounds (the round under way is committed), the attempts under
 way finish within the shutdown grace, then the clients close.
 """
