@@ -25,7 +25,7 @@ from runtime.errors import InvalidArgument, Violation, grpc_errors, grpc_stream_
 from runtime.grpc_server import GrpcServer, add_servicer
 from runtime.identity import Identity
 from runtime.identity import caller as caller_of
-from runtime.lifecycle import Stopped, retry_until_stopped
+from runtime.lifecycle import Stopped, retry_until_stopped, shut_down
 from runtime.logging import setup_logging
 from runtime.validation import LEGACY_METRIC_TYPE
 
@@ -414,14 +414,11 @@ async def main(stop: asyncio.Event) -> None:
         pass
     finally:
         # Watch streams never end by themselves: end them first, then drain the other calls.
-        log.info("stopping")
         hub.end_all_for_shutdown()
-        if server is not None:
-            await server.stop(config.shutdown_grace_s)
-        await hub.stop()
-        if following is not None:
-            following.cancel()
-        for opened in (replica, pool):
-            if opened is not None:
-                await opened.close()
-        log.info("stopped")
+
+        async def stop_following() -> None:
+            if following is not None:
+                following.cancel()
+
+        closers = (hub.stop, stop_following, *(db.close for db in (replica, pool) if db is not None))
+        await shut_down(server, config.shutdown_grace_s, *closers)

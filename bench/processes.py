@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from stack import settings as stack_settings
-from stack.procfs import cpu_seconds, tree_cpu_seconds
+from stack.procfs import tree_cpu_seconds
 from stack.settings import SERVICES
 from stack.supervisor import Supervisor
 
@@ -18,10 +18,6 @@ def pids() -> dict[str, int]:
     return {
         name: int(p["pid"]) for name, p in info.items() if name.rsplit("-", 1)[0] in SERVICES and p["pid"]
     }
-
-
-def services_cpu() -> float:
-    return sum(cpu_seconds(pid) for pid in pids().values())
 
 
 @contextmanager

@@ -22,7 +22,7 @@ from notifier.webhook import Sender
 from runtime import consumer_lag, kafka, migrations, postgres, settings
 from runtime.dead_letters import DeadLetters
 from runtime.grpc_server import GrpcServer, add_servicer
-from runtime.lifecycle import Stopped, retry_until_stopped
+from runtime.lifecycle import Stopped, retry_until_stopped, shut_down
 from runtime.logging import setup_logging
 
 log = logging.getLogger(__name__)
@@ -71,14 +71,8 @@ async def main(stop: asyncio.Event) -> None:
     except Stopped:
         pass
     finally:
-        log.info("stopping")
-        if server is not None:
-            await server.stop(config.shutdown_grace_s)
-        await consumer.stop()
-        await producer.stop()
-        if pool is not None:
-            await pool.close()
-        log.info("stopped")
+        closers = (consumer.stop, producer.stop, pool.close if pool is not None else None)
+        await shut_down(server, config.shutdown_grace_s, *closers)
 
 
 async def _run(

@@ -17,7 +17,7 @@ from runtime import consumer_lag, kafka, settings
 from runtime.dead_letters import DeadLetters
 from runtime.failpoints import Failpoints
 from runtime.grpc_server import GrpcServer, add_servicer
-from runtime.lifecycle import Stopped, retry_until_stopped
+from runtime.lifecycle import Stopped, retry_until_stopped, shut_down
 from runtime.logging import setup_logging
 
 log = logging.getLogger(__name__)
@@ -84,11 +84,6 @@ async def main(stop: asyncio.Event) -> None:
     except Stopped:
         pass
     finally:
-        # Finish the round in progress (run() returns between rounds), then close in reverse order.
-        log.info("stopping")
-        await server.stop(config.shutdown_grace_s)
-        await rules.close()
-        await consumer.stop()
-        await producer.stop()
-        await redis.aclose()
-        log.info("stopped")
+        # The round in progress is finished (run() returns between rounds); then in reverse order.
+        closers = (rules.close, consumer.stop, producer.stop, redis.aclose)
+        await shut_down(server, config.shutdown_grace_s, *closers)

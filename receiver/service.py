@@ -28,7 +28,7 @@ from runtime.errors import (
 from runtime.grpc_server import GrpcServer, add_servicer
 from runtime.identity import Identity
 from runtime.identity import caller as caller_of
-from runtime.lifecycle import Stopped, retry_until_stopped
+from runtime.lifecycle import Stopped, retry_until_stopped, shut_down
 from runtime.logging import setup_logging
 from runtime.validation import LEGACY_METRIC_TYPE, ArrivalClock, Limits, check_batch
 
@@ -291,7 +291,4 @@ async def main(stop: asyncio.Event) -> None:
         pass
     finally:
         # Stop intake, let running calls finish (they wait for Kafka), then flush and close.
-        log.info("stopping")
-        await server.stop(config.shutdown_grace_s)
-        await producer.stop()
-        log.info("stopped")
+        await shut_down(server, config.shutdown_grace_s, producer.stop)

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import uvloop
 
@@ -59,3 +59,27 @@ async def retry_until_stopped(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), delay)
         delay = min(delay * 2, max_delay)
+
+
+class Server(Protocol):
+    async def stop(self, grace: float) -> None: ...
+
+
+async def shut_down(
+    server: Server | None, grace_s: float, *closers: Callable[[], Awaitable[object]] | None
+) -> None:
+    """How every service ends: no new calls, and the running ones finished within `grace_s`
+    (runtime.grpc_server: NOT_SERVING first), then the `closers` awaited in the order given, each
+    after what uses it is done (consumers and producers before the connections they need). A closer
+    that fails is logged and the next one still runs; None stands for what was never opened."""
+    log.info("stopping")
+    if server is not None:
+        await server.stop(grace_s)
+    for close in closers:
+        if close is None:
+            continue
+        try:
+            await close()
+        except Exception:
+            log.exception("while stopping")
+    log.info("stopped")

@@ -20,7 +20,7 @@ from runtime import consumer_lag, kafka, migrations, postgres, settings
 from runtime.dead_letters import DeadLetters
 from runtime.failpoints import Failpoints
 from runtime.grpc_server import GrpcServer
-from runtime.lifecycle import Stopped, retry_until_stopped
+from runtime.lifecycle import Stopped, retry_until_stopped, shut_down
 from runtime.logging import setup_logging
 from runtime.partitions import FailingPartitions
 from runtime.records import Unusable, read_event, read_metric_batch
@@ -271,9 +271,4 @@ async def main(stop: asyncio.Event) -> None:
     except Stopped:
         pass
     finally:
-        log.info("stopping")
-        await server.stop(config.shutdown_grace_s)
-        await consumer.stop()
-        await producer.stop()
-        await saver.close()
-        log.info("stopped")
+        await shut_down(server, config.shutdown_grace_s, consumer.stop, producer.stop, saver.close)

@@ -23,15 +23,6 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def pss_mb(pid: int) -> float:
-    """Proportional set size: resident memory with each shared page split among its sharers."""
-    with open(f"/proc/{pid}/smaps_rollup") as f:
-        for line in f:
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def tree(root: int) -> list[int]:
     """A process and its live descendants (PostgreSQL's backends, the receiver's workers)."""
     children: dict[int, list[int]] = {}
@@ -60,11 +51,6 @@ def tree_rss_mb(root: int) -> float:
     """Resident memory of a process and its live descendants, added up: a page they share (the
     interpreter, libraries, what a forked worker still shares with its parent) counts once each."""
     return sum(_or_zero(rss_mb, pid) for pid in tree(root))
-
-
-def tree_pss_mb(root: int) -> float:
-    """The memory a process and its live descendants hold, each page counted once."""
-    return sum(_or_zero(pss_mb, pid) for pid in tree(root))
 
 
 def _or_zero(measure: Callable[[int], float], pid: int) -> float:
