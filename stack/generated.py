@@ -22,7 +22,12 @@ Renderer = Callable[[], str]
 
 
 def generated() -> dict[Path, Renderer]:
-    return {}
+    from stack import compose
+
+    return {
+        Path("docker-compose.yml"): compose.render,
+        Path("deploy/compose/cluster.env"): compose.render_cluster_env,
+    }
 
 
 def check(files: dict[Path, Renderer]) -> list[str]:
