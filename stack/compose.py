@@ -233,14 +233,14 @@ def _own(service: object) -> Mapping[str, object]:
     return value
 
 
-def _published(variable: str, default: int, container: int) -> str:
-    """A port on the host's loopback, moved by the variable the local stack reads."""
-    return f"127.0.0.1:${{{variable}:-{default}}}:{container}"
+def _on_host(variable: str, default: int) -> str:
+    """An address on the host's loopback, its port moved by the variable the local stack reads."""
+    return f"127.0.0.1:${{{variable}:-{default}}}"
 
 
 def _port_of(field_name: str, container: int | None = None) -> str:
     default = getattr(SINGLE, field_name)
-    return _published(f"METRICS_{field_name.upper()}", default, container or default)
+    return f"{_on_host(f'METRICS_{field_name.upper()}', default)}:{container or default}"
 
 
 def _secrets(*accounts: Account) -> list[str]:
@@ -564,7 +564,7 @@ def _kafka(variables: Variables) -> dict[str, object]:
 def _kafka_node(broker: KafkaBroker, variables: Variables) -> dict[str, object]:
     name = _numbered("kafka", broker.node_id)
     host_port = f"METRICS_KAFKA_{broker.node_id}_PORT" if broker.node_id > 1 else "METRICS_KAFKA_PORT"
-    host = f"127.0.0.1:${{{host_port}:-{broker.port}}}"
+    host = _on_host(host_port, broker.port)
     env = _kafka_env(broker, host, variables)
     script = _script(
         "secret() { cat /run/secrets/kafka-$$1; }",
@@ -632,16 +632,12 @@ def _kafka_node(broker: KafkaBroker, variables: Variables) -> dict[str, object]:
 
 
 def _kafka_env(broker: KafkaBroker, host: str, variables: Variables) -> dict[str, object]:
-    replication = {s: prepare.kafka_replication(s) for s in (SINGLE, CLUSTER)}
+    replicas, in_sync = _replication(variables)
     placeholders = {
         "node_id": str(broker.node_id),
         "voters": variables.ref("KAFKA_VOTERS", _voters(SINGLE), _voters(CLUSTER)),
-        "replication_factor": variables.ref(
-            "KAFKA_REPLICAS", replication[SINGLE][0], replication[CLUSTER][0]
-        ),
-        "min_insync_replicas": variables.ref(
-            "KAFKA_MIN_ISR", replication[SINGLE][1], replication[CLUSTER][1]
-        ),
+        "replication_factor": replicas,
+        "min_insync_replicas": in_sync,
     }
     template = _broker_template()
     local = {
@@ -663,6 +659,13 @@ def _kafka_env(broker: KafkaBroker, host: str, variables: Variables) -> dict[str
         "KAFKA_LOG_DIRS": KAFKA_DATA,
         "KAFKA_HEAP_OPTS": f"-Xms{SINGLE.kafka_heap} -Xmx{SINGLE.kafka_heap}",
     }
+
+
+def _replication(variables: Variables) -> tuple[str, str]:
+    """The replicas of every partition and how many in sync a write needs, as the local stack's."""
+    single, cluster = prepare.kafka_replication(SINGLE), prepare.kafka_replication(CLUSTER)
+    return (variables.ref("KAFKA_REPLICAS", single[0], cluster[0]),
+            variables.ref("KAFKA_MIN_ISR", single[1], cluster[1]))  # fmt: skip
 
 
 def _note(comment: str | None, value: object) -> object:
@@ -691,9 +694,7 @@ def _admin_properties(password: str) -> str:
 
 def _kafka_init(variables: Variables) -> object:
     servers = variables.ref("KAFKA_SERVERS", *(_deployment(s).kafka for s in (SINGLE, CLUSTER)))
-    replication = {s: prepare.kafka_replication(s) for s in (SINGLE, CLUSTER)}
-    replicas = variables.ref("KAFKA_REPLICAS", replication[SINGLE][0], replication[CLUSTER][0])
-    in_sync = variables.ref("KAFKA_MIN_ISR", replication[SINGLE][1], replication[CLUSTER][1])
+    replicas, in_sync = _replication(variables)
     users = [a.user for a in credentials.KAFKA_ACCOUNTS if a != ADMIN]
     script = _script(
         "umask 077",
@@ -753,8 +754,6 @@ def _acl_lines() -> list[str]:
 
 # --- The services ---
 
-# The services' healthcheck: SERVING from the service's own gRPC health service, on its
-# METRICS_<NAME>_GRPC_PORT.
 HEALTH_SCRIPT = """\
 import os, grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc

@@ -22,12 +22,19 @@ Renderer = Callable[[], str]
 
 
 def generated() -> dict[Path, Renderer]:
-    from stack import compose
+    return {Path("docker-compose.yml"): compose_file, Path("deploy/compose/cluster.env"): compose_cluster_env}
 
-    return {
-        Path("docker-compose.yml"): compose.render,
-        Path("deploy/compose/cluster.env"): compose.render_cluster_env,
-    }
+
+def compose_file() -> str:
+    from stack import compose  # noqa: PLC0415
+
+    return compose.render()
+
+
+def compose_cluster_env() -> str:
+    from stack import compose  # noqa: PLC0415
+
+    return compose.render_cluster_env()
 
 
 def check(files: dict[Path, Renderer]) -> list[str]:
