@@ -144,16 +144,24 @@ def _security(settings: StackSettings, what: str, orders: list[str]) -> None:
         raise SetupError(f"creating {what} failed:\n{result.stdout}{result.stderr}")
 
 
-async def topics(settings: StackSettings) -> None:
-    """Creates the topics with explicit partition counts; warns when an existing one differs."""
-    wanted = {
+def topic_partitions(settings: StackSettings) -> dict[str, int]:
+    """The topics and their partitions (which bound how many processors and savers share the work)."""
+    return {
         "metrics": settings.metrics_partitions,
         "events": settings.events_partitions,
         "metrics.dlq": 1,
         "rules": 1,
     }
-    # Only the latest record of each rule is kept (processor/control/rule_feed.py).
-    configs = {"rules": {"cleanup.policy": "compact"}}
+
+
+# Only the latest record of each rule is kept (processor/control/rule_feed.py).
+TOPIC_CONFIGS = {"rules": {"cleanup.policy": "compact"}}
+
+
+async def topics(settings: StackSettings) -> None:
+    """Creates the topics with explicit partition counts; warns when an existing one differs."""
+    wanted = topic_partitions(settings)
+    configs = TOPIC_CONFIGS
     # Every broker has a copy (min.insync.replicas, in the brokers' configuration, is 2 of 3).
     replicas = len(settings.kafka_brokers)
     admin = AIOKafkaAdminClient(**kafka.client_options(access.kafka(settings)), request_timeout_ms=10_000)

@@ -23,8 +23,14 @@ from stack.settings import ROOT, StackSettings
 from stack.system import say
 
 FOLDER = ROOT / "deploy" / "compose" / "secrets"
-# What docker-compose.yml mounts into the containers.
-MOUNTED = ("tls/server.pem", "tls/server-key.pem", "tls/ca.pem", "jwt/jwks.json")
+# What docker-compose.yml mounts into Envoy's container, and where (the Dockerfile renders the
+# image's envoy.yaml with these paths). Device certificates are those the CA signs.
+MOUNTED = {
+    "tls/server.pem": "/etc/metrics/tls/server.pem",
+    "tls/server-key.pem": "/etc/metrics/tls/server-key.pem",
+    "tls/ca.pem": "/etc/metrics/tls/client-ca.pem",
+    "jwt/jwks.json": "/etc/metrics/jwt/jwks.json",
+}
 
 
 def make(folder: Path = FOLDER) -> None:

@@ -13,7 +13,8 @@ import os
 import secrets
 import sys
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
+from typing import TypeVar
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,8 @@ POSTGRES_ACCOUNTS = (
     POSTGRES_SUPERUSER, POSTGRES_OWNER, POSTGRES_WRITER, POSTGRES_READER, POSTGRES_PROCESSOR,
     POSTGRES_NOTIFIER, POSTGRES_MONITOR, POSTGRES_REPLICATOR,
 )  # fmt: skip
-ACCOUNTS = (*POSTGRES_ACCOUNTS, REDIS_ADMIN, REDIS_PROCESSOR, REDIS_MONITOR, *KAFKA_ACCOUNTS)
+REDIS_ACCOUNTS = (REDIS_ADMIN, REDIS_PROCESSOR, REDIS_MONITOR)
+ACCOUNTS = (*POSTGRES_ACCOUNTS, *REDIS_ACCOUNTS, *KAFKA_ACCOUNTS)
 
 
 class MissingCredentials(RuntimeError):
@@ -77,7 +79,11 @@ def ensure(folder: Path, file_mode: int = 0o600) -> None:
             f.write(secrets.token_urlsafe(24) + "\n")
 
 
-def password_file(folder: Path, account: Account) -> Path:
+# A folder on this machine (Path), or in a container (PurePosixPath: /run/secrets).
+Folder = TypeVar("Folder", bound=PurePath)
+
+
+def password_file(folder: Folder, account: Account) -> Folder:
     return folder / account.file_name
 
 

@@ -22,7 +22,23 @@ Renderer = Callable[[], str]
 
 
 def generated() -> dict[Path, Renderer]:
-    return {Path("docs/configuration.md"): configuration_reference}
+    return {
+        Path("docker-compose.yml"): compose_file,
+        Path("deploy/compose/cluster.env"): compose_cluster_env,
+        Path("docs/configuration.md"): configuration_reference,
+    }
+
+
+def compose_file() -> str:
+    from stack import compose  # noqa: PLC0415
+
+    return compose.render()
+
+
+def compose_cluster_env() -> str:
+    from stack import compose  # noqa: PLC0415
+
+    return compose.render_cluster_env()
 
 
 def configuration_reference() -> str:

@@ -7,9 +7,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stack import certs, credentials, envoy_config, prepare, prometheus_config, tokens
-from stack.credentials import Account
+from stack import certs, credentials, envoy_config, prepare, prometheus_config, service_env, tokens
 from stack.settings import ROOT, SERVICES, Instance, KafkaBroker, RedisNode, StackSettings
+
+# How long a part may take to stop once signalled (the services drain for up to shutdown_grace_s,
+# 10 s), and the servers, which write their data out first.
+STOP_WAIT_S, SERVER_STOP_WAIT_S = 30, 60
 
 
 @dataclass(frozen=True)
@@ -23,7 +26,7 @@ class Part:
     user: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     stop_signal: str = "TERM"
-    stop_wait_s: int = 30
+    stop_wait_s: int = STOP_WAIT_S
     # What it is (its name, or of one of several: "kafka" for kafka-2): how it is probed.
     kind: str = ""
 
@@ -83,6 +86,12 @@ def parts(settings: StackSettings) -> list[Part]:
 VENV_BIN = Path(sys.executable).parent
 
 
+# The server's settings of every deployment (docker-compose.yml's too).
+POSTGRES_OPTIONS = (
+    "shared_buffers=256MB", "max_connections=200", "synchronous_commit=on", "max_wal_size=2GB",
+)  # fmt: skip
+
+
 def _postgres(settings: StackSettings, name: str, data: Path, port: int, stage: str) -> Part:
     return Part(
         name,
@@ -90,11 +99,10 @@ def _postgres(settings: StackSettings, name: str, data: Path, port: int, stage: 
          "-c", "listen_addresses=127.0.0.1", "-c", f"port={port}",
          "-c", f"unix_socket_directories={settings.postgres_socket_dir}",
          "-c", "password_encryption=scram-sha-256",
-         "-c", "shared_buffers=256MB", "-c", "max_connections=200",
-         "-c", "synchronous_commit=on", "-c", "max_wal_size=2GB"),
+         *(arg for option in POSTGRES_OPTIONS for arg in ("-c", option))),
         port, stage, user=prepare.run_as("postgres"),
         # SIGINT is PostgreSQL's "fast" shutdown: roll back open transactions, checkpoint, exit.
-        stop_signal="INT", stop_wait_s=60, kind="postgres",
+        stop_signal="INT", stop_wait_s=SERVER_STOP_WAIT_S, kind="postgres",
     )  # fmt: skip
 
 
@@ -131,82 +139,20 @@ def _kafka(settings: StackSettings, broker: KafkaBroker) -> Part:
         ("java", f"-Xms{settings.kafka_heap}", f"-Xmx{settings.kafka_heap}", "-XX:+UseG1GC",
          "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true", agent,
          *prepare.kafka_java_options(libs), "kafka.Kafka", str(properties)),
-        broker.port, "server", stop_wait_s=60,
+        broker.port, "server", stop_wait_s=SERVER_STOP_WAIT_S,
         env={DIGEST: digest(properties, prepare.KAFKA_DIR / "log4j2.properties", prepare.JMX_EXPORTER)},
         kind="kafka",
     )  # fmt: skip
 
 
 def _service(settings: StackSettings, name: str, instance: Instance) -> Part:
-    secrets = settings.secrets_dir
-
-    def kafka(account: Account) -> dict[str, str]:
-        return {
-            "METRICS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
-            "METRICS_KAFKA_USERNAME": account.user,
-            "METRICS_KAFKA_PASSWORD_FILE": str(credentials.password_file(secrets, account)),
-        }
-
-    def postgres(account: Account, setting: str = "POSTGRES", port: int | None = None) -> dict[str, str]:
-        return {
-            f"METRICS_{setting}_DSN": settings.postgres_dsn(account.user, port),
-            f"METRICS_{setting}_PASSWORD_FILE": str(credentials.password_file(secrets, account)),
-        }
-
-    # Each service gets the addresses it uses and logs in as itself; passwords travel as file names.
-    # Those that own tables apply their migrations as the schema's owner.
-    service_env = {
-        "receiver": kafka(credentials.KAFKA_RECEIVER),
-        "processor": {
-            **kafka(credentials.KAFKA_PROCESSOR),
-            "METRICS_REDIS_URL": settings.redis_url(credentials.REDIS_PROCESSOR.user),
-            "METRICS_REDIS_PASSWORD_FILE": str(
-                credentials.password_file(secrets, credentials.REDIS_PROCESSOR)
-            ),
-            # Its control plane's tables (the rules, the acts on alarms), made by its migrations.
-            **postgres(credentials.POSTGRES_PROCESSOR),
-            **postgres(credentials.POSTGRES_OWNER, "MIGRATIONS"),
-            # On the Redis Cluster, a round is committed once a replica has its writes.
-            **(
-                {"METRICS_PROCESSOR_REDIS_CLUSTER": "true", "METRICS_PROCESSOR_REDIS_REPLICAS": "1"}
-                if settings.cluster else {}
-            ),
-        },
-        "saver": {
-            **kafka(credentials.KAFKA_SAVER),
-            **postgres(credentials.POSTGRES_WRITER),
-            **postgres(credentials.POSTGRES_OWNER, "MIGRATIONS"),
-        },
-        "assessor": {
-            **kafka(credentials.KAFKA_ASSESSOR),
-            **postgres(credentials.POSTGRES_READER),
-            # Queries go to the streaming replica while it is up and close behind.
-            **(
-                postgres(credentials.POSTGRES_READER, "ASSESSOR_REPLICA", settings.postgres_replica_port)
-                if settings.cluster else {}
-            ),
-        },
-        "notifier": {
-            **kafka(credentials.KAFKA_NOTIFIER),
-            **postgres(credentials.POSTGRES_NOTIFIER),
-            **postgres(credentials.POSTGRES_OWNER, "MIGRATIONS"),
-            "METRICS_NOTIFIER_ALLOWED_NETWORKS": ",".join(settings.notifier_allowed_networks),
-        },
-    }  # fmt: skip
     return Part(
         numbered(settings, name, instance.number),
         (str(VENV_BIN / "python"), "-m", name),
         instance.grpc_port,
         "service",
         env={
-            **service_env[name],
-            "PYTHONUNBUFFERED": "1",
-            # glibc gives each thread that allocates an arena of its own (up to 8 a core); the
-            # services' allocations are Python's and gRPC's, and two arenas keep the receivers'
-            # peak under overload lower (test_overload: 265-289 MB over 7 runs, 260-305 without).
-            "MALLOC_ARENA_MAX": "2",
-            f"METRICS_{name.upper()}_GRPC_PORT": str(instance.grpc_port),
-            f"METRICS_{name.upper()}_METRICS_PORT": str(instance.metrics_port),
+            **service_env.service_env(name, service_env.local(settings), instance),
             DIGEST: digest(ROOT / name, ROOT / "runtime", ROOT / "gen", ROOT / "uv.lock"),
         },
         kind=name,

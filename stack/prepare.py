@@ -10,6 +10,7 @@ import pwd
 import shutil
 import subprocess
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,16 +198,24 @@ def redis_acl(path: Path, settings: StackSettings) -> None:
     def digest(account: credentials.Account) -> str:
         return hashlib.sha256(credentials.password(settings.secrets_dir, account).encode()).hexdigest()
 
-    admin, processor = credentials.REDIS_ADMIN, credentials.REDIS_PROCESSOR
-    monitor = credentials.REDIS_MONITOR
-    private_file(
-        path,
-        f"{REDIS_DEFAULT_USER}\n"
-        f"user {admin.user} on #{digest(admin)} ~* &* +@all\n"
-        f"user {processor.user} on #{digest(processor)} {REDIS_PROCESSOR_RULES}\n"
-        f"user {monitor.user} on #{digest(monitor)} {REDIS_MONITOR_RULES}\n",
-        run_as("redis"),
-    )
+    lines = redis_users(credentials.REDIS_ACCOUNTS, digest)
+    private_file(path, "".join(f"{line}\n" for line in lines), run_as("redis"))
+
+
+# What each Redis account may do.
+REDIS_RULES = {
+    credentials.REDIS_ADMIN: "~* &* +@all",
+    credentials.REDIS_PROCESSOR: REDIS_PROCESSOR_RULES,
+    credentials.REDIS_MONITOR: REDIS_MONITOR_RULES,
+}
+
+
+def redis_users(
+    accounts: Sequence[credentials.Account], digest: Callable[[credentials.Account], str]
+) -> list[str]:
+    """The ACL lines of `default` (off) and of `accounts`, each with its password's SHA-256 as
+    `digest` gives it."""
+    return [REDIS_DEFAULT_USER, *(f"user {a.user} on #{digest(a)} {REDIS_RULES[a]}" for a in accounts)]
 
 
 def redis_replication_conf(settings: StackSettings) -> Path:
@@ -251,6 +260,12 @@ def kafka_cluster_id() -> str:
             return cluster_id
 
 
+def kafka_replication(settings: StackSettings) -> tuple[int, int]:
+    """The replicas of every partition and how many must be in sync: replicated, a record is
+    acknowledged once 2 of its 3 replicas have it (producers ask acks=all)."""
+    return (3, 2) if len(settings.kafka_brokers) >= 3 else (1, 1)
+
+
 def kafka_config(libs: Path, settings: StackSettings) -> None:
     """Writes each broker's server.properties and formats its KRaft log directory once."""
     admin_password = credentials.password(settings.secrets_dir, credentials.KAFKA_ADMIN)
@@ -259,8 +274,7 @@ def kafka_config(libs: Path, settings: StackSettings) -> None:
         template += KAFKA_ENROLMENT
     brokers = settings.kafka_brokers
     voters = ",".join(f"{b.node_id}@127.0.0.1:{b.controller_port}" for b in brokers)
-    # Replicated: a record is acknowledged once 2 of its 3 replicas have it (producers ask acks=all).
-    replicas, in_sync = (3, 2) if len(brokers) >= 3 else (1, 1)
+    replicas, in_sync = kafka_replication(settings)
     cluster_id = None
     for broker in brokers:
         properties, data = kafka_broker_paths(settings, broker)

@@ -187,15 +187,25 @@ class StackSettings:
 
     def postgres_dsn(self, role: str, port: int | None = None) -> str:
         """A DSN without the password (stack/access.py adds it), of the primary or another port."""
-        return f"postgresql://{role}@127.0.0.1:{port or self.postgres_port}/metrics"
+        return postgres_dsn(role, f"127.0.0.1:{port or self.postgres_port}")
 
     def redis_url(self, user: str) -> str:
         """A URL without the password (stack/access.py adds it)."""
-        return f"redis://{user}@127.0.0.1:{self.redis_port}/0"
+        return redis_url(user, f"127.0.0.1:{self.redis_port}")
 
     @property
     def kafka_bootstrap(self) -> str:
         return ",".join(f"127.0.0.1:{b.port}" for b in self.kafka_brokers)
+
+
+def postgres_dsn(role: str, address: str) -> str:
+    """The metrics database at `address` (host:port) as `role`, without the password."""
+    return f"postgresql://{role}@{address}/metrics"
+
+
+def redis_url(user: str, address: str) -> str:
+    """Redis at `address` (host:port) as `user`, without the password."""
+    return f"redis://{user}@{address}/0"
 
 
 @dataclass(frozen=True)

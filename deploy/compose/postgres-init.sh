@@ -2,13 +2,15 @@
 # PostgreSQL of docker-compose.yml, on its first start (an empty data volume): the roles and the
 # database that stack/bootstrap.py makes for the local stack, with their passwords read from the
 # Docker secrets (psql reads them itself, with \set and backquotes: no password on a command line).
-#   metrics           owns the database and the schema; the saver's migrations
-#   metrics_writer    reads and writes the tables, changes no schema; the saver
-#   metrics_reader    read-only; the assessor
-#   metrics_notifier  the schema notifier only (the migration that makes it grants it)
+#   metrics            owns the database and the schema; every service's migrations run as it
+#   metrics_writer     the saver: reads and writes its tables, changes no schema
+#   metrics_reader     the assessor: read-only
+#   metrics_processor  the processor: its tables (the rules, the acts on alarms), reads the alarms
+#   metrics_notifier   the notifier: the schema notifier only
+# What each may do with the tables, their owners' migrations grant (runtime/migrations.py).
 set -euo pipefail
 # psql would set an empty password (no login) if it could not read one: stop instead.
-for role in metrics metrics_writer metrics_reader metrics_notifier; do
+for role in metrics metrics_writer metrics_reader metrics_processor metrics_notifier; do
   [ -r "/run/secrets/postgres-$role" ] && [ -s "/run/secrets/postgres-$role" ] \
     || { echo "cannot read a password in /run/secrets/postgres-$role" >&2; exit 1; }
 done
@@ -16,23 +18,20 @@ psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres <<'SQL'
 \set owner `cat /run/secrets/postgres-metrics`
 \set writer `cat /run/secrets/postgres-metrics_writer`
 \set reader `cat /run/secrets/postgres-metrics_reader`
+\set processor `cat /run/secrets/postgres-metrics_processor`
 \set notifier `cat /run/secrets/postgres-metrics_notifier`
 CREATE ROLE metrics LOGIN PASSWORD :'owner';
 CREATE ROLE metrics_writer LOGIN PASSWORD :'writer';
 CREATE ROLE metrics_reader LOGIN PASSWORD :'reader';
+CREATE ROLE metrics_processor LOGIN PASSWORD :'processor';
 CREATE ROLE metrics_notifier LOGIN PASSWORD :'notifier';
 ALTER ROLE metrics_reader SET default_transaction_read_only = on;
 CREATE DATABASE metrics OWNER metrics;
 
 \connect metrics
--- The reader may read, the writer read and write, whatever the owner's migrations create; neither
--- may create anything in the schema.
+-- Only the owner may create anything in the schema.
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
-GRANT USAGE ON SCHEMA public TO metrics_reader, metrics_writer;
-ALTER DEFAULT PRIVILEGES FOR ROLE metrics IN SCHEMA public GRANT SELECT ON TABLES TO metrics_reader;
-ALTER DEFAULT PRIVILEGES FOR ROLE metrics IN SCHEMA public
-    GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO metrics_writer;
-ALTER DEFAULT PRIVILEGES FOR ROLE metrics IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO metrics_writer;
+GRANT USAGE ON SCHEMA public TO metrics_reader, metrics_writer, metrics_processor;
 SQL
 
 # The cluster profile (docker-compose.yml, METRICS_REPLICATION=on): the streaming replica's role,
