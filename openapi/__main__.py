@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from google.protobuf import descriptor_pb2
 
-from openapi import generate
+from openapi.document import generate
 from runtime import cli
 
 HEADER = "# The HTTP/JSON API of Metrics, generated from protos/ by `make proto` (python -m openapi).\n"

@@ -25,8 +25,9 @@ from metrics.v1 import (
     receiver_service_pb2,
     rules_service_pb2,
 )
-from openapi import UnsupportedError, generate
 from openapi.__main__ import dump
+from openapi.document import generate
+from openapi.unsupported import UnsupportedError
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE = sysconfig.get_paths()["purelib"]
