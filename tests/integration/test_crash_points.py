@@ -302,8 +302,10 @@ async def test_a_rule_change_published_but_not_committed_is_taken_back(
             if rule_pb2.Rule.FromString(r.value).sensor_id_prefix == sensor_id
         ]
         assert len(made) == 1, "the rule was published before the crash"
+        # The rules are the processor's: only its role reads them.
+        processor_role = credentials.POSTGRES_PROCESSOR
         async with asyncpg.create_pool(
-            target.postgres_dsn, password=target.password(credentials.POSTGRES_READER)
+            target.postgres_dsn_of(processor_role), password=target.password(processor_role)
         ) as db:
             assert await db.fetchval("SELECT count(*) FROM rules WHERE rule_id = $1", made[0]) == 0
 
