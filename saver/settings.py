@@ -29,7 +29,7 @@ class SaverSettings(MigrationSettings, ConsumerSettings, ServiceSettings):
     fetch_min_bytes: int = 524288
     # The longest Kafka holds a fetch waiting for fetch_min_bytes, in ms.
     fetch_max_wait_ms: int = 100
-    # How long raw readings are kept, in days (0: forever); see README "History and retention".
+    # How long raw readings are kept, in days (0: forever); see docs/operations.md, History and retention.
     readings_retention_days: int = 90
     # How long raw readings of some metric types are kept instead, "type:days" (0 days: forever),
     # e.g. "vibration:7,energy:730".

@@ -159,7 +159,7 @@ def _header() -> str:
         "stack's). The services read theirs through ..._PASSWORD_FILE settings; no password is written here "
         "or in an environment variable.",
         "",
-        "The cluster topology, on one Docker host (README, Scaling past one machine):",
+        "The cluster topology, on one Docker host (docs/operations/scaling.md):",
         "  make compose-secrets && docker compose --env-file deploy/compose/cluster.env up --build",
         f"{KAFKA_BROKERS} Kafka brokers (one KRaft quorum, topics with {replicas} replicas, {in_sync} in "
         f"sync), a Redis Cluster of {masters} masters with {REPLICAS_PER_MASTER} replica each, a PostgreSQL "
