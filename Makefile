@@ -174,10 +174,10 @@ logs: ## Follow the logs of the local stack
 test test-cluster test-faults bench bench-short: export METRICS_MIN_FREE_MB ?= 6144
 
 .PHONY: test
-test: run ## Run all tests against the local stack (starts it if needed)
+test: run ## Run all tests against the local stack (starts it if needed): two phases, tests/__main__.py
 	@# The web console's tests drive Debian's Chromium: installed here, not within a test's time limit.
 	@$(PY) -m stack browser
-	@$(PY) -m pytest -m "not cluster" $(PYTEST_ARGS)
+	@$(PY) -m tests $(PYTEST_ARGS)
 
 # The same ports as `make run`: stop the single-node stack first (make stop).
 .PHONY: test-cluster
@@ -193,8 +193,8 @@ test-faults: run ## Run the fault tests: kill -9 of every part, stalls, rebalanc
 		tests/integration/test_poison.py tests/integration/test_query_errors.py $(PYTEST_ARGS)
 
 .PHONY: test-unit
-test-unit: proto ## Run the tests that need no running servers
-	@$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+test-unit: proto ## Run the tests that need no running servers (two processes)
+	@$(PY) -m pytest -m "not integration" -n 2 $(PYTEST_ARGS)
 
 .PHONY: test-live
 test-live: proto ## Run the tests against the deployment in METRICS_TEST_TARGET (a TOML file)
