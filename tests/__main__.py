@@ -1,11 +1,10 @@
 """python -m tests [PYTEST ARGS]: every test but the cluster topology's, in two phases (`make test`).
 
 1. What shares nothing with other tests but the running stack (the unit tests, and the integration
-   tests that use sensors, topics, databases and instances of their own) runs in two processes
-   (pytest-xdist). Tests that share something else, say a Redis Cluster on fixed ports, name it with
-   `@pytest.mark.xdist_group(...)` and run in one process.
+   tests that use sensors, topics, databases, instances and a Redis Cluster of their own) runs in
+   two processes (pytest-xdist), a module at a time each.
 2. What kills or restarts the stack's processes, or reads what only it runs (marker local_stack),
-   runs alone, after.
+   and what other tests' processes would disturb (marker alone), runs alone, after.
 
 Extra arguments go to both phases. A phase that the arguments leave without tests is skipped, but
 no test at all is a failure (pytest's exit code 5), as is any failure in either phase.
@@ -20,10 +19,10 @@ import time
 NO_TESTS = 5
 PHASES = (
     (
-        "shared stack, two processes",
-        ["-m", "not cluster and not local_stack", "-n", "2", "--dist", "loadgroup"],
+        "in two processes",
+        ["-m", "not cluster and not local_stack and not alone", "-n", "2", "--dist", "loadfile"],
     ),
-    ("the stack's processes, alone", ["-m", "not cluster and local_stack"]),
+    ("alone", ["-m", "not cluster and (local_stack or alone)"]),
 )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -52,9 +53,12 @@ async def scratch_database(scratch_connect: Connect) -> AsyncIterator[asyncpg.Co
 
 # A Redis Cluster of the tests' own (stack/redis_cluster.py): 3 masters with a replica each, on
 # ports 27100-27105 (bus ports 17100-17105), with the local stack's ACL (admin, and the processor's
-# user limited as there). Below Linux's ephemeral ports (32768-60999): at 57100 a client connection's
-# local port once took a node's port first ("Address already in use").
-CLUSTER_PORTS = range(27100, 27106)
+# user limited as there); each process of a parallel run (python -m tests) has its own, 10 ports
+# further per process (PYTEST_XDIST_WORKER gw0, gw1, ...). Below Linux's ephemeral ports
+# (32768-60999): at 57100 a client connection's local port once took a node's port first ("Address
+# already in use").
+WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+CLUSTER_PORTS = range(27100 + 10 * WORKER, 27106 + 10 * WORKER)
 
 
 @dataclass(frozen=True)

@@ -34,9 +34,6 @@ from tests.helpers import read_topic, wait_consumed
 from tests.services import private_topics, service_env, start_service, stop_service
 from tests.target import Target
 
-# The Redis Cluster of the tests (conftest.py) is on fixed ports: one process at a time uses it.
-pytestmark = pytest.mark.xdist_group("redis-cluster")
-
 # Records as the contract says they are written: the consumers check the header.
 BATCH_HEADERS = kafka.headers(kafka.METRIC_BATCH_TYPE)
 

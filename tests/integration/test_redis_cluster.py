@@ -8,7 +8,6 @@ import asyncio
 import uuid
 from collections.abc import Callable
 
-import pytest
 from google.protobuf import timestamp_pb2
 from redis.exceptions import RedisError
 
@@ -28,9 +27,6 @@ from processor.stream.rounds import script_args
 from stack.redis_cluster import Node
 from testkit.rules_model import apply
 from tests.integration.conftest import ClusterUnderTest
-
-# The Redis Cluster of the tests (conftest.py) is on fixed ports: one process at a time uses it.
-pytestmark = pytest.mark.xdist_group("redis-cluster")
 
 RULES = parse_rules(["temperature:95:3"])
 BASE_US = 1_770_000_000_000_000
