@@ -139,12 +139,15 @@ COPY processor/ processor/
 COPY saver/ saver/
 COPY assessor/ assessor/
 COPY notifier/ notifier/
+COPY bridge/ bridge/
 COPY deadletters/ deadletters/
-# Compiled now: the code is read-only to the user the services run as.
-RUN python -m compileall -q /app
+# Compiled now: the code is read-only to the user the services run as. The MQTT bridge keeps its
+# arrival stamps in /var/lib/metrics/bridge (a volume, which starts as this folder: the user's).
+RUN python -m compileall -q /app \
+    && mkdir -p /var/lib/metrics/bridge && chown 10001:10001 /var/lib/metrics/bridge
 USER 10001:10001
 # docker-compose.yml sets the command of each container; this one only says which to give.
-CMD ["python", "-c", "raise SystemExit('run one service: python -m receiver|processor|saver|assessor|notifier')"]
+CMD ["python", "-c", "raise SystemExit('run one service: python -m receiver|processor|saver|assessor|notifier|bridge')"]
 
 # --- the envoy configuration, checked by the Envoy of the image with throwaway files ---
 FROM ${ENVOY_IMAGE} AS envoy-check

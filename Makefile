@@ -158,6 +158,10 @@ token: venv ## Mint a bearer token for the TLS port (ARGS="--scope ingest --sens
 device-cert: venv ## Make a device's client certificate for the TLS port (ARGS="--sensors plant-7- --out plant-7")
 	@$(PY) -m stack.certs $(ARGS)
 
+.PHONY: device-credentials
+device-credentials: venv ## An MQTT account for a device, publishing under its sensors only (ARGS="--sensors plant-7-")
+	@$(PY) -m stack.mqtt_devices $(ARGS)
+
 .PHONY: compose-secrets
 compose-secrets: venv ## Make the secrets docker-compose.yml mounts (deploy/compose/secrets), once
 	@$(PY) -m stack.compose_secrets

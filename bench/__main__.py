@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import devices, measure, processes, topology
+from bench import devices, measure, mqtt, processes, topology
 from bench.measure import Env, median, percentile
 from runtime import cli
 from simulator.__main__ import progress as print_progress
@@ -46,6 +46,11 @@ TARGETS = {
     "fleet_stream_ack_p99_ms": ("<=", 200),
     "fleet_receiver_rss_mb": ("<=", 300),
     "fleet_overload_accepted_ack_p99_ms": ("<=", 1_000),
+    "mqtt_qos1_readings_per_s": (">=", 20_000),
+    "mqtt_devices_held": (">=", 10_000),
+    "mqtt_puback_p99_ms": ("<=", 50),
+    "mqtt_broker_bridge_rss_mb": ("<=", 150),
+    "mqtt_cpu_us_per_reading": ("<=", 100),
 }
 
 
@@ -169,6 +174,7 @@ async def suite(env: Env, short: bool) -> dict[str, Any]:
         env.envoy, door, env.prefix, say, short, lambda: measure.wait_drained(env)
     )
     results |= fleet_results
+    results |= await mqtt.suite(env, fleet_loads, short)
 
     await measure.wait_drained(env)
     results |= await _fleet_stored(env, fleet_loads)

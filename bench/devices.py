@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import signal
 import socket
 import sys
@@ -35,6 +36,8 @@ class Load:
 
     result: dict[str, Any]
     receiver_rss_mb: float = 0.0
+    # CPU seconds fleet-load itself spent.
+    cpu_s: float = 0.0
 
     @property
     def acked(self) -> int:
@@ -84,6 +87,7 @@ async def run_load(args: list[str]) -> Load:
             await asyncio.sleep(0.5)
 
     sampler = asyncio.create_task(sample())
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         out, _ = await proc.communicate()
     except BaseException:
@@ -95,7 +99,9 @@ async def run_load(args: list[str]) -> Load:
         sampler.cancel()
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} exited with {proc.returncode}")
-    return Load(json.loads(out), rss)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+    return Load(json.loads(out), rss, cpu)
 
 
 class NoopReceiver:

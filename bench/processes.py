@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from stack import settings as stack_settings
@@ -11,12 +11,15 @@ from stack.settings import SERVICES
 from stack.supervisor import Supervisor
 
 
-def pids() -> dict[str, int]:
-    """The services' PIDs by part name (receiver; receiver-1 and receiver-2 in the cluster topology)."""
+def pids(kinds: Sequence[str] = SERVICES) -> dict[str, int]:
+    """The PIDs of the parts of `kinds` (by default the services) by part name (receiver; receiver-1
+    and receiver-2 in the cluster topology)."""
     with Supervisor(stack_settings.load()) as supervisor:
         info = supervisor.processes()
     return {
-        name: int(p["pid"]) for name, p in info.items() if name.rsplit("-", 1)[0] in SERVICES and p["pid"]
+        name: int(p["pid"])
+        for name, p in info.items()
+        if (name in kinds or name.rsplit("-", 1)[0] in kinds) and p["pid"]
     }
 
 

@@ -15,7 +15,6 @@ from receiver import instruments
 from receiver.admission import Admission
 from receiver.budgets import StreamBudgets
 from receiver.settings import ReceiverSettings
-from receiver.writer import KafkaWatch, MetricsWriter, ProducerSlot
 from runtime import kafka, settings, workers
 from runtime.errors import (
     InvalidArgument,
@@ -31,6 +30,7 @@ from runtime.identity import caller as caller_of
 from runtime.lifecycle import Stopped, retry_until_stopped, shut_down
 from runtime.logging import setup_logging
 from runtime.validation import LEGACY_METRIC_TYPE, ArrivalClock, Limits, check_batch
+from runtime.writer import KafkaWatch, MetricsWriter, ProducerSlot
 
 log = logging.getLogger(__name__)
 
@@ -265,8 +265,9 @@ async def main(stop: asyncio.Event) -> None:
     admission = Admission(config.max_in_flight_readings, config.admission_wait_s)
     watch = KafkaWatch(producer)
     writer = MetricsWriter(
-        producer, config.metrics_topic, watch, config.kafka_ack_timeout_s, linger_s=config.linger_ms / 1000
-    )
+        producer, config.metrics_topic, watch, config.kafka_ack_timeout_s, instruments.PRODUCE_SECONDS,
+        linger_s=config.linger_ms / 1000,
+    )  # fmt: skip
     server = GrpcServer(
         config.grpc_address,
         [SERVICE.full_name],

@@ -30,7 +30,7 @@ class ReceiverSettings(KafkaSettings, ServiceSettings):
     # How long a request waits for room under that bound before RESOURCE_EXHAUSTED.
     admission_wait_s: float = 1.0
     # How long an idle partition's lane waits for more readings before it writes a record
-    # (receiver/writer.py): fewer, larger records for Kafka, the processor and the saver.
+    # (runtime/writer.py): fewer, larger records for Kafka, the processor and the saver.
     linger_ms: float = 5.0
     # How long Kafka gets to acknowledge a batch before the client is told UNAVAILABLE.
     kafka_ack_timeout_s: float = 5.0

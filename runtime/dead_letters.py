@@ -35,18 +35,28 @@ class DeadLetters:
 
     async def send(self, records: Sequence[tuple[ConsumerRecord[bytes, bytes], Unusable]]) -> None:
         """Produces each (record, why) to the dead-letter topic and waits for the acknowledgements."""
+        await self.send_payloads([
+            (record.value, record.key, f"{record.topic}[{record.partition}]@{record.offset}",
+             list(record.headers or ()), why)
+            for record, why in records
+        ])  # fmt: skip
+
+    async def send_payloads(
+        self, payloads: Sequence[tuple[bytes | None, bytes | None, str, list[tuple[str, bytes]], Unusable]]
+    ) -> None:
+        """Produces each (value, key, source, headers, why) to the dead-letter topic, `source` saying
+        where it came from (topic[partition]@offset for a record), and waits for the acknowledgements."""
         acks = []
-        for record, why in records:
+        for value, key, source, their_headers, why in payloads:
             reason = str(why)
-            source = f"{record.topic}[{record.partition}]@{record.offset}"
             log.warning("dead-lettering %s: %s", source, reason)
             headers = [
-                *(record.headers or ()),
+                *their_headers,
                 (DEAD_LETTER_REASON_HEADER, reason.encode()),
                 (DEAD_LETTER_SOURCE_HEADER, source.encode()),
                 (DEAD_LETTER_CONSUMER_HEADER, self._group),
             ]
-            acks.append(await self._producer.send(self._topic, record.value, key=record.key, headers=headers))
+            acks.append(await self._producer.send(self._topic, value, key=key, headers=headers))
         await asyncio.gather(*acks)
-        for _, why in records:
+        for *_, why in payloads:
             DEAD_LETTERS.labels(self._group_name, why.kind).inc()

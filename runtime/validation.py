@@ -69,6 +69,13 @@ class ArrivalClock:
         self._last_us = max(now_us, self._last_us + self._workers)
         return self._last_us * 1000
 
+    def reserve(self, count: int) -> tuple[int, int]:
+        """`count` arrival times at once, as (first µs, step): first + i * step for i < count, each
+        this clock's alone (a message's readings stamped together, and again alike if it comes back)."""
+        first = self.next_nanos() // 1000
+        self._last_us += (count - 1) * self._workers
+        return first, self._workers
+
 
 def check_batch(
     metrics: Sequence[metric_pb2.Metric], limits: Limits, clock: ArrivalClock, field: str = "metrics"

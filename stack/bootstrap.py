@@ -67,6 +67,9 @@ async def database(settings: StackSettings) -> None:
 # READ and WRITE imply DESCRIBE; WRITE on a topic also lets an idempotent producer get its id.
 KAFKA_ACLS: tuple[tuple[Account, str, str, str], ...] = (
     (credentials.KAFKA_RECEIVER, "TOPIC", "metrics", "WRITE"),
+    # The MQTT bridge writes readings as the receiver does, and dead-letters the payloads it cannot use.
+    (credentials.KAFKA_BRIDGE, "TOPIC", "metrics", "WRITE"),
+    (credentials.KAFKA_BRIDGE, "TOPIC", "metrics.dlq", "WRITE"),
     (credentials.KAFKA_PROCESSOR, "TOPIC", "metrics", "READ"),
     (credentials.KAFKA_PROCESSOR, "GROUP", "processor", "READ"),
     (credentials.KAFKA_PROCESSOR, "TOPIC", "events", "WRITE"),

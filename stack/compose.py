@@ -17,11 +17,12 @@ from itertools import groupby
 from pathlib import PurePosixPath
 
 from assessor.settings import AssessorSettings
+from bridge.settings import BridgeSettings
 from notifier.settings import NotifierSettings
 from processor.settings import ProcessorSettings
 from receiver.settings import ReceiverSettings
 from saver.settings import SaverSettings
-from stack import bootstrap, compose_secrets, credentials, prepare
+from stack import bootstrap, compose_secrets, credentials, mosquitto, prepare
 from stack.commented_yaml import Anchor, Note, comment, dump, unwrapped, variant
 from stack.credentials import Account
 from stack.parts import POSTGRES_OPTIONS, SERVER_STOP_WAIT_S, STOP_WAIT_S
@@ -59,6 +60,7 @@ SETTINGS_CLASSES: Mapping[str, type] = {
     "saver": SaverSettings,
     "assessor": AssessorSettings,
     "notifier": NotifierSettings,
+    "bridge": BridgeSettings,
 }
 
 # --- The topology variables and deploy/compose/cluster.env ---
@@ -77,6 +79,7 @@ VARIABLES = {
     "REDIS_REPLICAS": "",
     "POSTGRES_REPLICATION": "PostgreSQL: the primary lets the replica stream; the assessors read from it.",
     "ASSESSOR_REPLICA_DSN": "",
+    "BRIDGES": "MQTT: {bridges} bridges share the subscription, each its share of arrival microseconds.",
 }
 # The services' settings that differ between the topologies, and the variable each reads.
 SETTING_VARIABLES = {
@@ -84,6 +87,7 @@ SETTING_VARIABLES = {
     "METRICS_PROCESSOR_REDIS_CLUSTER": "REDIS_CLUSTER",
     "METRICS_PROCESSOR_REDIS_REPLICAS": "REDIS_REPLICAS",
     "METRICS_ASSESSOR_REPLICA_DSN": "ASSESSOR_REPLICA_DSN",
+    "METRICS_BRIDGE_ARRIVAL_SLOTS": "BRIDGES",
 }
 
 
@@ -111,6 +115,7 @@ def render_cluster_env() -> str:
         "brokers": len(CLUSTER.kafka_brokers),
         "in_sync": replication[1],
         "replicas": REPLICAS_PER_MASTER,
+        "bridges": len(CLUSTER.instances("bridge")),
     }
     lines = [
         *comment(GENERATED),
@@ -184,6 +189,7 @@ def _document(variables: Variables) -> dict[str, object]:
         **_postgres(variables),
         **_redis(variables),
         **_kafka(variables),
+        "mosquitto": _mosquitto(),
         **_services(variables),
         "envoy": _envoy(),
     }
@@ -791,6 +797,7 @@ DEPENDS_ON: Mapping[str, Mapping[str, str]] = {
         "saver": "The saver reports SERVING once its migrations are applied: the tables the assessor reads.",
     },
     "notifier": {"postgres": ""},
+    "bridge": {"mosquitto": ""},
 }
 ENV_NOTES = {
     "METRICS_PROCESSOR_REDIS_CLUSTER": "The cluster profile: a Redis Cluster (the URL names a seed node), "
@@ -811,6 +818,9 @@ def _deployment(settings: StackSettings) -> Deployment:
         postgres=f"postgres:{POSTGRES_PORT}",
         secrets=SECRETS,
         webhook_networks=(),
+        mqtt=f"mosquitto:{settings.mqtt_internal_port}",
+        bridge_state=PurePosixPath("/var/lib/metrics/bridge"),
+        bridges=len(settings.instances("bridge")),
         postgres_replica=f"{REPLICA}:{POSTGRES_PORT}" if settings.cluster else None,
         redis_cluster=settings.cluster,
     )
@@ -829,7 +839,7 @@ def _services(variables: Variables) -> dict[str, object]:
 def _service(name: str, number: int, variables: Variables) -> dict[str, object]:
     """A container of the service: the first is the single node's; the others, the cluster's, are the
     same container but for the published ports and the name Envoy finds them by."""
-    env = _service_env(name, variables)
+    env = _service_env(name, number, variables)
     secrets = [str(v).removeprefix(f"{SECRETS}/") for k, v in env.items() if k.endswith("_PASSWORD_FILE")]
     depends: dict[str, object] = {"kafka-init": {"condition": "service_completed_successfully"}}
     depends |= {
@@ -845,13 +855,16 @@ def _service(name: str, number: int, variables: Variables) -> dict[str, object]:
     }
     if number > 1 and name in PUBLIC_SERVICES:
         definition["networks"] = {"default": {"aliases": [name]}}
+    if name == "bridge":  # its arrival stamps outlive the container (bridge/stamps.py)
+        definition["volumes"] = [f"bridge-{number}-state:{_deployment(SINGLE).bridge_state}"]
     return _cluster_profile(definition, number)
 
 
-def _service_env(name: str, variables: Variables) -> dict[str, object]:
-    """The settings of stack/service_env.py with the Compose network's names; where the topologies
-    differ, a variable."""
-    instance = SINGLE.instances(name)[0]  # each container has the ports to itself
+def _service_env(name: str, number: int, variables: Variables) -> dict[str, object]:
+    """The settings of stack/service_env.py with the Compose network's names for the `number`-th
+    instance; where the topologies differ, a variable."""
+    # Each container has the ports to itself: the first instance's.
+    instance = dataclasses.replace(SINGLE.instances(name)[0], number=number)
     single, cluster = (service_env(name, _deployment(s), instance) for s in (SINGLE, CLUSTER))
     if extra := set(single) - set(cluster):
         raise ValueError(f"{name}: {sorted(extra)} only in the single node")
@@ -881,6 +894,81 @@ def _setting(name: str, setting: str, settings: StackSettings) -> str:
     field_name = setting.removeprefix("METRICS_").removeprefix(f"{name.upper()}_").lower()
     (default,) = [f.default for f in dataclasses.fields(SETTINGS_CLASSES[name]) if f.name == field_name]
     return str(default).lower() if isinstance(default, bool) else str(default)
+
+
+# --- Mosquitto ---
+
+MOSQUITTO_IMAGE = "eclipse-mosquitto:2.0"
+MOSQUITTO_CONF = "deploy/compose/mosquitto.conf"
+MOSQUITTO_DATA = PurePosixPath("/mosquitto/data")
+MOSQUITTO_FILES = mosquitto.Files(
+    state=MOSQUITTO_DATA,
+    certificate=PurePosixPath(compose_secrets.MOUNTED["tls/server.pem"]),
+    private_key=PurePosixPath(compose_secrets.MOUNTED["tls/server-key.pem"]),
+    services_passwords=MOSQUITTO_DATA / "services.passwd",
+    services_acl=MOSQUITTO_DATA / "services.acl",
+    plaintext_acl=MOSQUITTO_DATA / "plaintext.acl",
+    plugin=PurePosixPath("/usr/lib/mosquitto_dynamic_security.so"),
+)
+
+
+def render_mosquitto_conf() -> str:
+    """deploy/compose/mosquitto.conf: the local stack's, on every address of the container, without
+    the plaintext listener (as Envoy's image has none)."""
+    settings = dataclasses.replace(SINGLE, envoy_plaintext=False)
+    return mosquitto.render(settings, MOSQUITTO_FILES, host="0.0.0.0")  # noqa: S104 - the container's
+
+
+def _mosquitto() -> dict[str, object]:
+    where, bridge, admin = MOSQUITTO_FILES, credentials.MQTT_BRIDGE, credentials.MQTT_ADMIN
+    acl = mosquitto.SERVICES_ACL.replace("$", "$$").replace("\n", "\\n")
+    script = [
+        "umask 077",
+        # The bridges' password, hashed by mosquitto_passwd: none in clear on the volume.
+        f'printf "%s:%s\\n" {bridge.user} "$$(cat {_file(bridge)})" > {where.services_passwords}',
+        f"mosquitto_passwd -U {where.services_passwords}",
+        f"printf '{acl}' > {where.services_acl}",
+        # The device registry (dynamic security), made once with its admin (its password on the
+        # command line for that moment, inside the container); the broker keeps it.
+        f"[ -f {where.dynsec} ] ||",
+        f'  mosquitto_ctrl dynsec init {where.dynsec} {admin.user} "$$(cat {_file(admin)})"',
+        f"chown -R mosquitto:mosquitto {MOSQUITTO_DATA}",
+        # As root, the broker drops to the mosquitto user once its listeners are open.
+        "exec mosquitto -c /mosquitto/config/mosquitto.conf",
+    ]
+    return {
+        "image": MOSQUITTO_IMAGE,
+        "restart": "unless-stopped",
+        "command": Note(
+            "The image has sh (no bash): the bridges' password file, the device registry, the broker.",
+            ["sh", "-ec", "".join(f"{line}\n" for line in script)],
+        ),
+        "secrets": _secrets(bridge, admin),
+        "ports": Note(
+            "Only the TLS port (devices, a username and password each: make device-credentials); the "
+            "services' port is on the Compose network only.",
+            [_port_of("mqtt_tls_port")],
+        ),
+        "volumes": [
+            f"./{MOSQUITTO_CONF}:/mosquitto/config/mosquitto.conf:ro",
+            f"{SECRETS_FOLDER}/tls/server.pem:{where.certificate}:ro",
+            f"{SECRETS_FOLDER}/tls/server-key.pem:{where.private_key}:ro",
+            f"mosquitto-data:{MOSQUITTO_DATA}",
+        ],
+        "healthcheck": {
+            "test": Note(
+                "The bridges' account answered on the services' port, as stack/probes.py asks.",
+                [
+                    "CMD-SHELL",
+                    f"mosquitto_sub -V mqttv5 -p {SINGLE.mqtt_internal_port} -u {bridge.user} "
+                    f"-P \"$$(cat {_file(bridge)})\" -t '$$SYS/broker/uptime' -C 1 -W 5",
+                ],
+            ),
+            "interval": "5s",
+            "timeout": "10s",
+            "retries": 12,
+        },
+    }
 
 
 # --- Envoy ---

@@ -52,13 +52,21 @@ KAFKA_PROCESSOR = Account("kafka", "processor")
 KAFKA_SAVER = Account("kafka", "saver")
 KAFKA_NOTIFIER = Account("kafka", "notifier")
 KAFKA_ASSESSOR = Account("kafka", "assessor")
-KAFKA_ACCOUNTS = (KAFKA_ADMIN, KAFKA_RECEIVER, KAFKA_PROCESSOR, KAFKA_SAVER, KAFKA_NOTIFIER, KAFKA_ASSESSOR)
+KAFKA_BRIDGE = Account("kafka", "bridge")
+KAFKA_ACCOUNTS = (
+    KAFKA_ADMIN, KAFKA_RECEIVER, KAFKA_PROCESSOR, KAFKA_SAVER, KAFKA_NOTIFIER, KAFKA_ASSESSOR, KAFKA_BRIDGE,
+)  # fmt: skip
+# MQTT (Mosquitto): the dynamic-security plugin's admin (devices' accounts are made with it: make
+# device-credentials), and the bridges' (the services' listener).
+MQTT_ADMIN = Account("mqtt", "admin")
+MQTT_BRIDGE = Account("mqtt", "bridge")
+MQTT_ACCOUNTS = (MQTT_ADMIN, MQTT_BRIDGE)
 POSTGRES_ACCOUNTS = (
     POSTGRES_SUPERUSER, POSTGRES_OWNER, POSTGRES_WRITER, POSTGRES_READER, POSTGRES_PROCESSOR,
     POSTGRES_NOTIFIER, POSTGRES_MONITOR, POSTGRES_REPLICATOR,
 )  # fmt: skip
 REDIS_ACCOUNTS = (REDIS_ADMIN, REDIS_PROCESSOR, REDIS_MONITOR)
-ACCOUNTS = (*POSTGRES_ACCOUNTS, *REDIS_ACCOUNTS, *KAFKA_ACCOUNTS)
+ACCOUNTS = (*POSTGRES_ACCOUNTS, *REDIS_ACCOUNTS, *KAFKA_ACCOUNTS, *MQTT_ACCOUNTS)
 
 
 class MissingCredentials(RuntimeError):

@@ -25,6 +25,7 @@ def generated() -> dict[Path, Renderer]:
     return {
         Path("docker-compose.yml"): compose_file,
         Path("deploy/compose/cluster.env"): compose_cluster_env,
+        Path("deploy/compose/mosquitto.conf"): compose_mosquitto_conf,
         Path("docs/configuration.md"): configuration_reference,
     }
 
@@ -39,6 +40,12 @@ def compose_cluster_env() -> str:
     from stack import compose  # noqa: PLC0415
 
     return compose.render_cluster_env()
+
+
+def compose_mosquitto_conf() -> str:
+    from stack import compose  # noqa: PLC0415
+
+    return compose.render_mosquitto_conf()
 
 
 def configuration_reference() -> str:

@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stack import certs, credentials, envoy_config, prepare, prometheus_config, service_env, tokens
+from stack import certs, credentials, envoy_config, mosquitto, prepare, prometheus_config, service_env, tokens
 from stack.settings import ROOT, SERVICES, Instance, KafkaBroker, RedisNode, StackSettings
 
 # How long a part may take to stop once signalled (the services drain for up to shutdown_grace_s,
@@ -63,6 +63,7 @@ def parts(settings: StackSettings) -> list[Part]:
         _postgres(settings, "postgres", paths.postgres_data, settings.postgres_port, "server"),
         *(_redis(settings, node) for node in settings.redis_nodes),
         *(_kafka(settings, broker) for broker in settings.kafka_brokers),
+        _mosquitto(settings),
     ]
     if settings.cluster:
         replica = prepare.postgres_replica_data(settings)
@@ -142,6 +143,20 @@ def _kafka(settings: StackSettings, broker: KafkaBroker) -> Part:
         broker.port, "server", stop_wait_s=SERVER_STOP_WAIT_S,
         env={DIGEST: digest(properties, prepare.KAFKA_DIR / "log4j2.properties", prepare.JMX_EXPORTER)},
         kind="kafka",
+    )  # fmt: skip
+
+
+def _mosquitto(settings: StackSettings) -> Part:
+    where = mosquitto.files(settings)
+    conf = mosquitto.conf_path(settings)
+    return Part(
+        "mosquitto",
+        ("mosquitto", "-c", str(conf)),
+        settings.mqtt_tls_port, "server", user=prepare.run_as("mosquitto"),
+        # It reads its configuration, certificate and password files at its start (the plugin's
+        # state is its own: it writes it).
+        env={DIGEST: digest(conf, Path(where.certificate), Path(where.services_passwords))},
+        kind="mosquitto",
     )  # fmt: skip
 
 

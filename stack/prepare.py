@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from stack import certs, credentials, envoy_config, prometheus_config, tokens
+from stack import certs, credentials, envoy_config, mosquitto, prometheus_config, tokens
 from stack.settings import PUBLIC_SERVICES, ROOT, KafkaBroker, RedisNode, StackSettings
 from stack.system import SetupError, fetch_console_libs, fetch_docs_libs, fetch_kafka_libs, say
 
@@ -92,6 +92,8 @@ def everything(settings: StackSettings) -> None:
     api_docs(envoy_config.API_DOCS.directory)
     envoy_file(where.envoy_yaml, settings)
     prometheus_files(where, settings)
+    mosquitto.prepare(settings, run_as("mosquitto"))
+    (settings.state_dir / "bridge").mkdir(exist_ok=True)
 
 
 def api_docs(site: Path) -> None:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import socket
 import urllib.error
 import urllib.request
+import uuid
 
 import grpc
 from aiokafka.admin import AIOKafkaAdminClient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from runtime.kafka import client_options
-from stack import access, certs, tokens
+from stack import access, certs, credentials, tokens
 from stack.parts import Part
 from stack.settings import StackSettings
 
@@ -45,6 +47,47 @@ async def kafka(settings: StackSettings, port: int) -> None:
         await admin.list_topics()
     finally:
         await admin.close()
+
+
+async def mosquitto(settings: StackSettings) -> None:
+    """The broker lets the bridges' account in on the services' listener: an MQTT 5 CONNECT, and
+    its CONNACK's reason code (one packet each way, on a socket closed whatever happens)."""
+    bridge = credentials.MQTT_BRIDGE
+    connect = connect_packet(f"probe-{uuid.uuid4().hex[:12]}", bridge.user, access.password(settings, bridge))
+
+    def ask() -> int:
+        with socket.create_connection(("127.0.0.1", settings.mqtt_internal_port), timeout=3) as sock:
+            sock.sendall(connect)
+            connack = sock.recv(5)
+            sock.sendall(b"\xe0\x00")  # DISCONNECT
+        if len(connack) < 4 or connack[0] != 0x20:
+            raise RuntimeError(f"not a CONNACK: {connack!r}")
+        return connack[3]  # after the type, the length and the session-present flag
+
+    if (reason := await asyncio.to_thread(ask)) != 0:
+        raise RuntimeError(f"CONNACK reason code {reason:#x}")
+
+
+def connect_packet(client_id: str, username: str, password: str) -> bytes:
+    """An MQTT 5 CONNECT: clean start, no session kept, a username and password."""
+
+    def field(value: str) -> bytes:
+        data = value.encode()
+        return len(data).to_bytes(2, "big") + data
+
+    flags = 0b1100_0010  # username, password, clean start
+    variable = (
+        field("MQTT") + bytes([5, flags]) + (10).to_bytes(2, "big") + b"\x00"
+    )  # keepalive 10 s, no properties
+    rest = variable + field(client_id) + field(username) + field(password)
+    length = bytearray()
+    remaining = len(rest)
+    while True:  # the remaining length: 7 bits a byte, the high bit says more follow
+        remaining, byte = divmod(remaining, 128)
+        length.append(byte | (0x80 if remaining else 0))
+        if not remaining:
+            break
+    return b"\x10" + bytes(length) + rest
 
 
 async def http_get(port: int, path: str) -> tuple[int, str]:
@@ -127,6 +170,8 @@ async def probe(settings: StackSettings, part: Part) -> None:
         await kafka(settings, part.port)
     elif name == "envoy":
         await envoy(settings)
+    elif name == "mosquitto":
+        await mosquitto(settings)
     elif name == "prometheus":
         await prometheus(settings)
     elif name == "pg-exporter":

@@ -23,6 +23,11 @@ class Deployment:
     postgres: str  # the primary
     secrets: PurePath
     webhook_networks: tuple[str, ...]
+    mqtt: str  # the MQTT brokers' listeners for the services, host:port,...
+    # Where the MQTT bridges keep their arrival stamps (bridge/stamps.py), one file each.
+    bridge_state: PurePath
+    # How many MQTT bridges share the subscription (and the microseconds of arrival times).
+    bridges: int
     # The cluster topology's: the assessors' streaming replica and a Redis Cluster.
     postgres_replica: str | None = None
     redis_cluster: bool = False
@@ -39,6 +44,9 @@ def local(settings: StackSettings) -> Deployment:
         postgres=f"{LOCAL}:{settings.postgres_port}",
         secrets=settings.secrets_dir,
         webhook_networks=settings.notifier_allowed_networks,
+        mqtt=f"{LOCAL}:{settings.mqtt_internal_port}",
+        bridge_state=settings.state_dir / "bridge",
+        bridges=len(settings.instances("bridge")),
         postgres_replica=f"{LOCAL}:{settings.postgres_replica_port}" if settings.cluster else None,
         redis_cluster=settings.cluster,
     )
@@ -66,6 +74,7 @@ def service_env(name: str, deployment: Deployment, instance: Instance) -> dict[s
         }
 
     replica = deployment.postgres_replica
+    bridges = deployment.bridges
     service_settings = {
         "receiver": kafka(credentials.KAFKA_RECEIVER),
         "processor": {
@@ -98,6 +107,18 @@ def service_env(name: str, deployment: Deployment, instance: Instance) -> dict[s
             **postgres(credentials.POSTGRES_NOTIFIER),
             **postgres(credentials.POSTGRES_OWNER, "MIGRATIONS"),
             "METRICS_NOTIFIER_ALLOWED_NETWORKS": ",".join(deployment.webhook_networks),
+        },
+        "bridge": {
+            **kafka(credentials.KAFKA_BRIDGE),
+            "METRICS_BRIDGE_BROKERS": deployment.mqtt,
+            "METRICS_BRIDGE_MQTT_USERNAME": credentials.MQTT_BRIDGE.user,
+            "METRICS_BRIDGE_MQTT_PASSWORD_FILE": password_file(credentials.MQTT_BRIDGE),
+            # Its session at the brokers (the messages they keep for it while it is away) and its
+            # arrival stamps are its own: one name per instance.
+            "METRICS_BRIDGE_CLIENT_ID": f"bridge-{instance.number}",
+            "METRICS_BRIDGE_ARRIVAL_SLOT": str(instance.number - 1),
+            "METRICS_BRIDGE_ARRIVAL_SLOTS": str(bridges),
+            "METRICS_BRIDGE_STATE_DIR": str(deployment.bridge_state),
         },
     }  # fmt: skip
     return {

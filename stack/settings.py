@@ -9,12 +9,12 @@ from pathlib import Path
 from runtime import settings
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICES = ("receiver", "processor", "saver", "assessor", "notifier")
+SERVICES = ("receiver", "processor", "saver", "assessor", "notifier", "bridge")
 # `make run` is one node of each server; `make run-cluster` (topology "cluster") runs 3 Kafka
 # brokers, a Redis Cluster of 3 masters with a replica each, a PostgreSQL primary with a streaming
 # replica, and two instances of the services but the notifier, behind the same front door.
 TOPOLOGIES = ("single", "cluster")
-CLUSTER_INSTANCES = {"receiver": 2, "processor": 2, "saver": 2, "assessor": 2, "notifier": 1}
+CLUSTER_INSTANCES = {"receiver": 2, "processor": 2, "saver": 2, "assessor": 2, "notifier": 1, "bridge": 2}
 KAFKA_BROKERS, REDIS_NODES = 3, 6
 # In the cluster topology, the n-th Kafka broker's ports are the first's + (n - 1) * KAFKA_STEP
 # (59092 and 59093, 59094 and 59095, ...), the n-th Redis node's the first's + (n - 1), a second
@@ -36,10 +36,17 @@ class StackSettings:
     envoy_tls_port: int = 8443
     # The front door's plaintext listener, without tokens: loopback, development.
     envoy_port: int = 8080
-    # false (off): no plaintext listener, only the TLS one.
+    # false (off): no plaintext listener, only the TLS ones (Envoy's and the MQTT broker's).
     envoy_plaintext: bool = True
     # Envoy's admin interface (readiness, its Prometheus statistics), on loopback.
     envoy_admin_port: int = 9901
+    # The MQTT broker's TLS listener (Mosquitto): devices, each with a username and password (make
+    # device-credentials): the one to expose.
+    mqtt_tls_port: int = 8883
+    # The MQTT broker's plaintext listener, without credentials: loopback, development.
+    mqtt_port: int = 1883
+    # The MQTT broker's listener for the services (the bridges subscribe there): never exposed.
+    mqtt_internal_port: int = 1884
     # The TLS listener's certificate (PEM); unset, `make run` makes a local CA and a certificate it
     # signs, in <state_dir>/tls.
     tls_certificate_file: Path | None = None
@@ -67,6 +74,8 @@ class StackSettings:
     assessor_grpc_port: int = 50054
     # The notifier's gRPC port.
     notifier_grpc_port: int = 50055
+    # The MQTT bridge's gRPC port (its health only; its second instance's: + 10).
+    bridge_grpc_port: int = 50056
     # The receiver's Prometheus metrics (/metrics), handed to it as METRICS_RECEIVER_METRICS_PORT (each
     # service's likewise); in the cluster topology a second instance's is this + 10.
     receiver_metrics_port: int = 51051
@@ -78,6 +87,9 @@ class StackSettings:
     assessor_metrics_port: int = 51054
     # The notifier's Prometheus metrics.
     notifier_metrics_port: int = 51055
+    # The MQTT bridge's Prometheus metrics, and the broker's $SYS figures it reads (its second
+    # instance's: + 10).
+    bridge_metrics_port: int = 51056
     # Prometheus (Debian's package), scraping the services, Envoy and the exporters; Envoy routes
     # /prometheus/api/v1/ to its API (the console's health page).
     prometheus_port: int = 9090
@@ -120,7 +132,7 @@ class StackSettings:
         single = [
             value
             for name, value in vars(self).items()
-            if name.endswith("_port") and (name != "envoy_port" or self.envoy_plaintext)
+            if name.endswith("_port") and (name not in ("envoy_port", "mqtt_port") or self.envoy_plaintext)
         ]
         if not self.cluster:
             return single

@@ -40,6 +40,9 @@ def ensure_packages(settings: StackSettings) -> None:
             "prometheus": shutil.which("prometheus") is not None and shutil.which("promtool") is not None,
             "prometheus-postgres-exporter": shutil.which("prometheus-postgres-exporter") is not None,
             "prometheus-redis-exporter": shutil.which("prometheus-redis-exporter") is not None,
+            # The MQTT broker, and its command-line clients (the documentation's walk-through).
+            "mosquitto": shutil.which("mosquitto") is not None,
+            "mosquitto-clients": shutil.which("mosquitto_pub") is not None,
             # Redis's Lua (5.1): `make lint` parses the processor's scripts with its compiler.
             "lua5.1": shutil.which("luac5.1") is not None,
         }

@@ -49,6 +49,9 @@ class Target:
     metrics: dict[str, str] = field(default_factory=dict)
     prometheus: str = ""
     notifier_group: str = "notifier"
+    # The MQTT broker on this machine: its plaintext port (no credentials) and its TLS port (devices).
+    mqtt_port: int = 1883
+    mqtt_tls_port: int = 8883
     # Every processor's metrics (host:port), when there are several; by default metrics' processor.
     processors_metrics: list[str] = field(default_factory=list)
 

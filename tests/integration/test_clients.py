@@ -20,6 +20,7 @@ import asyncpg
 import pytest
 
 from stack import credentials
+from tests.helpers import eventually
 from tests.target import Target
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -181,3 +182,26 @@ async def test_kafka_consumer_decodes_the_events(
         for event_id, value, time in events
     ]  # fmt: skip
     assert all(micros(e["detectTime"]) >= micros(e["readingTime"]) for e in summary["events"])
+
+
+async def test_an_mqtt_device_in_typescript_publishes_the_scenario_with_its_own_times(
+    clients_built: None, target: Target, db: asyncpg.Pool, sensor_id: str
+) -> None:
+    # MQTT.js (clients/typescript/src/mqtt-device.ts) on the broker's plaintext port: the scenario,
+    # one reading per message, each with its own time: stored as sent, with the events at 99 and 98.
+    device = [
+        "node",
+        str(ROOT / "clients/typescript/dist/mqtt-device.js"),
+        "--broker",
+        f"mqtt://127.0.0.1:{target.mqtt_port}",
+    ]
+    code, stdout, stderr = await run(*device, sensor_id)
+    assert code == 0, f"mqtt-device exited with {code}:\n{stderr}\n{stdout}"
+    summary = json.loads(stdout)
+    assert (summary["topic"], summary["reasonCodes"]) == (f"metrics/v1/{sensor_id}", [0] * len(SCENARIO))
+
+    async def stored_once() -> None:
+        assert [v for _, v, _ in await stored_readings(db, sensor_id)] == SCENARIO
+        assert [v for _, v, _ in await stored_events(db, sensor_id)] == [SCENARIO[i] for i in EVENT_READINGS]
+
+    await eventually(stored_once, what="the scenario stored")

@@ -306,7 +306,7 @@ def test_the_hosts_reach_the_published_ports_on_loopback(raw: dict[str, Any], si
             host, port, _ = mapping.split(":")
             assert host == "127.0.0.1", f"{name}: {mapping}"
             assert int(port) in DEFAULTS.ports, f"{name}: {mapping}"
-    assert set(published) == {"postgres", "redis", "kafka", "envoy", *SERVICES}
+    assert set(published) == {"postgres", "redis", "kafka", "mosquitto", "envoy", *SERVICES}
     # Kafka sends clients where it advertises: the published port.
     kafka = raw["services"]["kafka"]
     advertised = dict(x.split("://", 1) for x in env_of(kafka)["KAFKA_ADVERTISED_LISTENERS"].split(","))
@@ -376,7 +376,15 @@ def test_each_deployment_runs_the_topology_of_the_local_stack(
 ) -> None:
     for deployed, counts in ((single, dict.fromkeys(SERVICES, 1)), (cluster, CLUSTER_INSTANCES)):
         assert {name: len(instances_of(deployed, name)) for name in SERVICES} == counts
-    assert set(single["services"]) == {"postgres", "redis", "kafka", "kafka-init", "envoy", *SERVICES}
+    assert set(single["services"]) == {
+        "postgres",
+        "redis",
+        "kafka",
+        "kafka-init",
+        "mosquitto",
+        "envoy",
+        *SERVICES,
+    }
 
     def servers(deployed: dict[str, Any], image: str) -> dict[str, dict[str, Any]]:
         return {n: s for n, s in deployed["services"].items()

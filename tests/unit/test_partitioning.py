@@ -8,7 +8,7 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from metrics.v1 import metric_pb2
-from receiver.writer import sensor_batches
+from runtime.writer import sensor_batches
 
 
 @pytest.mark.parametrize(

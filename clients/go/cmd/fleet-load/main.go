@@ -1,10 +1,11 @@
 // Command fleet-load is a load generator for fleets of devices: many sensors, each sending one
 // reading per message, to the receiver through Envoy (or straight to a receiver).
 //
-//	fleet-load --mode unary|http|legacy|sync [flags]
+//	fleet-load --mode unary|http|legacy|sync|mqtt [flags]
 //
 // Modes: unary (PushMetrics, native gRPC), http (POST /v1/metrics:push, HTTP/1.1 JSON), legacy
-// (POST /api/v1/sensors/{id}/measurements) and sync (SyncMetrics bidi streams, one per device).
+// (POST /api/v1/sensors/{id}/measurements), sync (SyncMetrics bidi streams, one per device) and
+// mqtt (a connection per device to the MQTT broker, one reading per PUBLISH at QoS 1, docs/mqtt.md).
 // It prints one JSON object on stdout at the end (rate, latency, errors, what was acknowledged);
 // progress goes to stderr every 2 s. SIGINT/SIGTERM stop it early (it still prints the JSON); a
 // second signal abandons the calls in flight.
@@ -64,6 +65,8 @@ type config struct {
 	clientTime  bool // resolved from readingTime: the client sets every reading's time
 	caFile      string
 	token       string
+	username    string
+	password    string
 	tls         *tls.Config // from caFile: TLS to the target, trusting that CA
 }
 
@@ -111,8 +114,8 @@ func parseFlags(args []string) (config, error) {
 		fs.PrintDefaults()
 	}
 	cfg := config{}
-	fs.StringVar(&cfg.mode, "mode", "", "unary (PushMetrics), http (POST /v1/metrics:push), legacy (POST /api/v1/sensors/{id}/measurements) or sync (SyncMetrics streams); required")
-	fs.StringVar(&cfg.target, "target", "127.0.0.1:8080", "host:port of Envoy (or of a receiver, for unary and sync)")
+	fs.StringVar(&cfg.mode, "mode", "", "unary (PushMetrics), http (POST /v1/metrics:push), legacy (POST /api/v1/sensors/{id}/measurements), sync (SyncMetrics streams) or mqtt (PUBLISH to the broker); required")
+	fs.StringVar(&cfg.target, "target", "127.0.0.1:8080", "host:port of Envoy (or of a receiver, for unary and sync; of the MQTT broker for mqtt)")
 	fs.IntVar(&cfg.concurrency, "concurrency", 64, "unary/http/legacy: concurrent workers, one call at a time each")
 	fs.IntVar(&cfg.connections, "connections", 8, "unary/sync: gRPC connections to spread workers or streams over (sync: default max(8, ceil(streams/500)))")
 	cfg.duration.Duration = 10 * time.Second
@@ -122,14 +125,16 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&cfg.sensors, "sensors", 0, "distinct sensor ids (default: --concurrency, or --streams in sync mode)")
 	fs.StringVar(&cfg.prefix, "prefix", "fleet-", "sensor id prefix: the ids are PREFIX0 ... PREFIX<sensors-1>")
 	fs.IntVar(&cfg.batch, "batch", 1, "readings per message, all of one sensor (legacy: 1)")
-	fs.IntVar(&cfg.streams, "streams", 1000, "sync: concurrent SyncMetrics streams, one device (sensor) each")
-	fs.IntVar(&cfg.window, "window", 1, "sync: most unacknowledged batches per stream")
-	fs.Float64Var(&cfg.openRate, "open-rate", 2000, "sync: most streams opened per second")
+	fs.IntVar(&cfg.streams, "streams", 1000, "sync: concurrent SyncMetrics streams, one device (sensor) each; mqtt: devices, a connection each")
+	fs.IntVar(&cfg.window, "window", 1, "sync: most unacknowledged batches per stream; mqtt: most messages awaiting their PUBACK per device")
+	fs.Float64Var(&cfg.openRate, "open-rate", 2000, "sync, mqtt: most streams (connections) opened per second")
 	cfg.backoff.Duration = 10 * time.Millisecond
 	fs.Var(&cfg.backoff, "backoff", "unary/http/legacy: a worker's pause after a failed call")
 	fs.StringVar(&cfg.readingTime, "reading-time", "auto", "client (each reading carries a time, strictly increasing per sensor), server (none: the receiver sets the arrival time) or auto (server when paced at <= 1 reading/s per sensor with --batch 1, else client)")
 	fs.StringVar(&cfg.caFile, "ca", "", "TLS to --target, trusting the CA in this PEM file (e.g. .stack/tls/ca.pem for 127.0.0.1:8443)")
 	fs.StringVar(&cfg.token, "token", "", "a bearer token sent with every call and stream (make token); needs --ca")
+	fs.StringVar(&cfg.username, "username", "", "mqtt: the devices' username at the broker (make device-credentials)")
+	fs.StringVar(&cfg.password, "password", "", "mqtt: its password")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -153,18 +158,18 @@ func parseFlags(args []string) (config, error) {
 		return cfg, errors.New("--token needs --ca: a token goes over TLS only")
 	}
 	switch cfg.mode {
-	case "unary", "http", "legacy", "sync":
+	case "unary", "http", "legacy", "sync", "mqtt":
 	case "":
-		return cfg, errors.New("--mode is required (unary, http, legacy or sync)")
+		return cfg, errors.New("--mode is required (unary, http, legacy, sync or mqtt)")
 	default:
-		return cfg, fmt.Errorf("--mode must be unary, http, legacy or sync, got %q", cfg.mode)
+		return cfg, fmt.Errorf("--mode must be unary, http, legacy, sync or mqtt, got %q", cfg.mode)
 	}
 	if cfg.mode == "sync" && !set["connections"] {
 		cfg.connections = max(8, (cfg.streams+499)/500)
 	}
 	if !set["sensors"] {
 		cfg.sensors = cfg.concurrency
-		if cfg.mode == "sync" {
+		if cfg.mode == "sync" || cfg.mode == "mqtt" {
 			cfg.sensors = cfg.streams
 		}
 	}
@@ -183,6 +188,8 @@ func parseFlags(args []string) (config, error) {
 		return cfg, errors.New("--batch must be 1 to 10000")
 	case cfg.mode == "legacy" && cfg.batch != 1:
 		return cfg, errors.New("--batch must be 1 in legacy mode (one reading per request)")
+	case cfg.mode == "mqtt" && cfg.batch != 1:
+		return cfg, errors.New("--batch must be 1 in mqtt mode (one reading per message)")
 	case cfg.duration.Duration <= 0:
 		return cfg, errors.New("--duration must be positive")
 	case cfg.warmup.Duration < 0:
@@ -286,7 +293,8 @@ func run(cfg config) (result, uint64, error) {
 		r.ids[i] = cfg.prefix + strconv.Itoa(i)
 		r.values[i] = float64(20 + i%10)
 	}
-	r.clock = sensorClock{last: make([]atomic.Int64, cfg.sensors), milli: cfg.mode == "legacy"}
+	// The legacy route and MQTT's compact JSON ("ts") take milliseconds.
+	r.clock = sensorClock{last: make([]atomic.Int64, cfg.sensors), milli: cfg.mode == "legacy" || cfg.mode == "mqtt"}
 
 	var conns []*grpc.ClientConn
 	if cfg.mode == "unary" || cfg.mode == "sync" {
@@ -329,6 +337,9 @@ func run(cfg config) (result, uint64, error) {
 	}
 	began := time.Now()
 	switch cfg.mode {
+	case "mqtt":
+		fmt.Fprintf(os.Stderr, "fleet-load: mqtt to %s: %d devices, window %d, rate %s, %d sensors %q, reading time %s\n",
+			cfg.target, cfg.streams, cfg.window, rateText(cfg.rate), cfg.sensors, cfg.prefix, clientTime)
 	case "sync":
 		fmt.Fprintf(os.Stderr, "fleet-load: sync to %s: %d streams over %d connections, window %d, rate %s, %d sensors %q, batch %d, reading time %s\n",
 			cfg.target, cfg.streams, cfg.connections, cfg.window, rateText(cfg.rate), cfg.sensors, cfg.prefix, cfg.batch, clientTime)
@@ -357,6 +368,12 @@ func run(cfg config) (result, uint64, error) {
 			defer r.wg.Done()
 			r.openStreams(conns, allOpen)
 		}()
+	case "mqtt":
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.openMQTT(allOpen)
+		}()
 	}
 
 	ran := true
@@ -365,7 +382,7 @@ func run(cfg config) (result, uint64, error) {
 	case <-interrupted:
 		ran = false
 	}
-	if ran && cfg.mode == "sync" {
+	if ran && (cfg.mode == "sync" || cfg.mode == "mqtt") {
 		fmt.Fprintf(os.Stderr, "fleet-load: %d streams opened in %.1fs, %d open\n", cfg.streams, time.Since(began).Seconds(), r.st.open.Load())
 	}
 	if ran && cfg.warmup.Duration > 0 {
@@ -444,7 +461,7 @@ func (r *runner) progress(began time.Time, done <-chan struct{}) {
 			phase := [...]string{"warmup", "measuring", "draining"}[r.st.phase.Load()]
 			line := fmt.Sprintf("fleet-load: %5.1fs %-9s %8.1f OK calls/s, %d sent, %d errors",
 				now.Sub(began).Seconds(), phase, float64(ok-lastOK)/now.Sub(lastAt).Seconds(), r.st.sent.Load(), r.st.errorCount.Load())
-			if r.cfg.mode == "sync" {
+			if r.cfg.mode == "sync" || r.cfg.mode == "mqtt" {
 				line += fmt.Sprintf(", %d streams open, %d reopened", r.st.open.Load(), r.st.reopened.Load())
 			}
 			fmt.Fprintln(os.Stderr, line)

@@ -1,4 +1,5 @@
-"""Writes validated readings to the "metrics" topic and tells each caller when Kafka has all of its."""
+"""Writes validated readings to the "metrics" topic and tells each caller when Kafka has all of its:
+the one way into Kafka of every door (the receiver's gRPC and HTTP, the MQTT bridge)."""
 
 from __future__ import annotations
 
@@ -20,9 +21,9 @@ from aiokafka.errors import (
     UnknownProducerId,
 )
 from aiokafka.partitioner import murmur2
+from prometheus_client import Histogram
 
 from metrics.v1 import metric_pb2
-from receiver.instruments import PRODUCE_SECONDS
 from runtime import kafka
 from runtime.errors import InvalidArgument, ServiceError, Unavailable, Violation
 
@@ -133,11 +134,14 @@ class MetricsWriter:
         topic: str,
         watch: KafkaWatch,
         ack_timeout_s: float,
+        produce_seconds: Histogram,
         max_record_bytes: int = 1024 * 1024,
         max_record_readings: int = 10_000,
         linger_s: float = 0.0,
     ) -> None:
         self._producer = producer
+        # The door's own series: from a record's send to Kafka's acknowledgement.
+        self._produce_seconds = produce_seconds
         self._topic = topic
         self._watch = watch
         self._ack_timeout_s = ack_timeout_s
@@ -214,7 +218,7 @@ class MetricsWriter:
         except Exception as exc:  # noqa: BLE001 - every failure is told to the callers, as a status
             record.settle(await self._error(exc, producer))
         else:
-            PRODUCE_SECONDS.observe(time.perf_counter() - began)
+            self._produce_seconds.observe(time.perf_counter() - began)
             record.settle(None)
 
     async def _error(self, exc: Exception, producer: AIOKafkaProducer) -> Exception:

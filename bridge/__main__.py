@@ -1,0 +1,4 @@
+from bridge.service import main
+from runtime.lifecycle import run
+
+run(main)
