@@ -326,6 +326,7 @@ async def test_pipeline_health_shows_prometheus_s_figures(tab: Tab) -> None:
         sample("metrics:consumer_lag:sum", 7, group="processor"),
         sample("metrics:consumer_lag:sum", 42, group="saver"),
         sample("metrics:dead_letters:increase5m", 0),
+        sample("metrics:mqtt_clients:sum", 10002),
     ]
     body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}})
     page = tab.page
@@ -339,6 +340,7 @@ async def test_pipeline_health_shows_prometheus_s_figures(tab: Tab) -> None:
     await expect(lag).to_contain_text(re.compile("processor\\s*7"))
     await expect(lag).to_contain_text(re.compile("saver\\s*42"))
     await expect(page.get_by_role("region", name="Events raised")).to_contain_text("no data")
+    await expect(page.get_by_role("region", name="MQTT clients")).to_contain_text("10,002")
     assert tab.problems == []
 
 

@@ -12,8 +12,10 @@ const FIGURES = [
   { rule: "metrics:events_raised:rate1m", label: "Events raised", unit: "per second", digits: 2 },
   { rule: "metrics:consumer_lag:sum", label: "Consumer lag", unit: "records not yet processed", by: "group", digits: 0 },
   { rule: "metrics:dead_letters:increase5m", label: "Dead letters", unit: "in the last 5 minutes", digits: 0 },
+  { rule: "metrics:mqtt_clients:sum", label: "MQTT clients", unit: "connected to the brokers", digits: 0 },
+  { rule: "metrics:mqtt_messages:rate1m", label: "MQTT messages", unit: "per second, to Kafka", digits: 1 },
 ];
-// All of them in one query (one request each time, not five): their series carry their names.
+// All of them in one query (one request each time, not one each): their series carry their names.
 const QUERY = `{__name__=~"${FIGURES.map((f) => f.rule).join("|")}"}`;
 const EVERY_MS = 5000;
 // Envoy's answers when Prometheus is not routed (404), not running (503) or failing (502, 504).
