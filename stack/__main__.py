@@ -257,6 +257,8 @@ LIVE = {
     "events_raised:rate1m": "events/s",
     "consumer_lag:sum": "lag",
     "dead_letters:increase5m": "dead letters in 5 min",
+    "mqtt_clients:sum": "MQTT clients",
+    "mqtt_messages:rate1m": "MQTT messages/s",
 }
 
 
