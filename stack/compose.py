@@ -36,6 +36,7 @@ from stack.settings import (
     ROOT,
     SERVICES,
     KafkaBroker,
+    MqttBroker,
     StackSettings,
 )
 
@@ -79,7 +80,10 @@ VARIABLES = {
     "REDIS_REPLICAS": "",
     "POSTGRES_REPLICATION": "PostgreSQL: the primary lets the replica stream; the assessors read from it.",
     "ASSESSOR_REPLICA_DSN": "",
-    "BRIDGES": "MQTT: {bridges} bridges share the subscription, each its share of arrival microseconds.",
+    "MQTT_BROKERS": "MQTT: {mqtt_brokers} brokers (devices are given both; Mosquitto has no clustering), "
+    "each bridge subscribed to both; {bridges} bridges share the subscription, each its share of arrival "
+    "microseconds.",
+    "BRIDGES": "",
 }
 # The services' settings that differ between the topologies, and the variable each reads.
 SETTING_VARIABLES = {
@@ -87,6 +91,7 @@ SETTING_VARIABLES = {
     "METRICS_PROCESSOR_REDIS_CLUSTER": "REDIS_CLUSTER",
     "METRICS_PROCESSOR_REDIS_REPLICAS": "REDIS_REPLICAS",
     "METRICS_ASSESSOR_REPLICA_DSN": "ASSESSOR_REPLICA_DSN",
+    "METRICS_BRIDGE_BROKERS": "MQTT_BROKERS",
     "METRICS_BRIDGE_ARRIVAL_SLOTS": "BRIDGES",
 }
 
@@ -116,6 +121,7 @@ def render_cluster_env() -> str:
         "in_sync": replication[1],
         "replicas": REPLICAS_PER_MASTER,
         "bridges": len(CLUSTER.instances("bridge")),
+        "mqtt_brokers": len(CLUSTER.mqtt_brokers),
     }
     lines = [
         *comment(GENERATED),
@@ -189,7 +195,7 @@ def _document(variables: Variables) -> dict[str, object]:
         **_postgres(variables),
         **_redis(variables),
         **_kafka(variables),
-        "mosquitto": _mosquitto(),
+        **_mosquittos(),
         **_services(variables),
         "envoy": _envoy(),
     }
@@ -818,7 +824,9 @@ def _deployment(settings: StackSettings) -> Deployment:
         postgres=f"postgres:{POSTGRES_PORT}",
         secrets=SECRETS,
         webhook_networks=(),
-        mqtt=f"mosquitto:{settings.mqtt_internal_port}",
+        mqtt=",".join(
+            f"{_numbered('mosquitto', b.number)}:{SINGLE.mqtt_internal_port}" for b in settings.mqtt_brokers
+        ),
         bridge_state=PurePosixPath("/var/lib/metrics/bridge"),
         bridges=len(settings.instances("bridge")),
         postgres_replica=f"{REPLICA}:{POSTGRES_PORT}" if settings.cluster else None,
@@ -915,11 +923,21 @@ MOSQUITTO_FILES = mosquitto.Files(
 def render_mosquitto_conf() -> str:
     """deploy/compose/mosquitto.conf: the local stack's, on every address of the container, without
     the plaintext listener (as Envoy's image has none)."""
-    settings = dataclasses.replace(SINGLE, envoy_plaintext=False)
-    return mosquitto.render(settings, MOSQUITTO_FILES, host="0.0.0.0")  # noqa: S104 - the container's
+    (broker,) = SINGLE.mqtt_brokers  # each container has the ports to itself: the first broker's
+    return mosquitto.render(broker, False, MOSQUITTO_FILES, host="0.0.0.0")  # noqa: S104 - the container's
 
 
-def _mosquitto() -> dict[str, object]:
+def _mosquittos() -> dict[str, object]:
+    """The broker, and in the cluster profile the second: the same container but for its volume and
+    published port."""
+    first, *others = (_mosquitto(b) for b in CLUSTER.mqtt_brokers)
+    numbered = {_numbered("mosquitto", n): variant("mosquitto", first, o) for n, o in enumerate(others, 2)}
+    return {"mosquitto": Anchor("mosquitto", first), **numbered}
+
+
+def _mosquitto(broker: MqttBroker) -> dict[str, object]:
+    name = _numbered("mosquitto", broker.number)
+    host_port = "METRICS_MQTT_TLS_PORT" if broker.number == 1 else f"METRICS_MQTT_{broker.number}_TLS_PORT"
     where, bridge, admin = MOSQUITTO_FILES, credentials.MQTT_BRIDGE, credentials.MQTT_ADMIN
     acl = mosquitto.SERVICES_ACL.replace("$", "$$").replace("\n", "\\n")
     script = [
@@ -936,7 +954,7 @@ def _mosquitto() -> dict[str, object]:
         # As root, the broker drops to the mosquitto user once its listeners are open.
         "exec mosquitto -c /mosquitto/config/mosquitto.conf",
     ]
-    return {
+    definition = {
         "image": MOSQUITTO_IMAGE,
         "restart": "unless-stopped",
         "command": Note(
@@ -947,13 +965,13 @@ def _mosquitto() -> dict[str, object]:
         "ports": Note(
             "Only the TLS port (devices, a username and password each: make device-credentials); the "
             "services' port is on the Compose network only.",
-            [_port_of("mqtt_tls_port")],
+            [f"{_on_host(host_port, broker.tls_port)}:{SINGLE.mqtt_tls_port}"],
         ),
         "volumes": [
             f"./{MOSQUITTO_CONF}:/mosquitto/config/mosquitto.conf:ro",
             f"{SECRETS_FOLDER}/tls/server.pem:{where.certificate}:ro",
             f"{SECRETS_FOLDER}/tls/server-key.pem:{where.private_key}:ro",
-            f"mosquitto-data:{MOSQUITTO_DATA}",
+            f"{name}-data:{MOSQUITTO_DATA}",
         ],
         "healthcheck": {
             "test": Note(
@@ -969,6 +987,7 @@ def _mosquitto() -> dict[str, object]:
             "retries": 12,
         },
     }
+    return _cluster_profile(definition, broker.number)
 
 
 # --- Envoy ---

@@ -29,7 +29,7 @@ import gmqtt
 from gmqtt.mqtt.constants import MQTTv50
 
 from stack import certs, credentials
-from stack.settings import StackSettings
+from stack.settings import MqttBroker, StackSettings
 from stack.system import say
 
 DYNSEC_PLUGIN = PurePath("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
@@ -64,9 +64,10 @@ class Files:
         return self.state / "dynamic-security.json"
 
 
-def files(settings: StackSettings) -> Files:
-    """The local stack's: all in <state_dir>/mosquitto, owned by the broker's account."""
-    base = settings.state_dir / "mosquitto"
+def files(settings: StackSettings, broker: MqttBroker) -> Files:
+    """The local stack's: all in <state_dir>/mosquitto (the second broker's: mosquitto-2), owned by
+    the broker's account."""
+    base = settings.state_dir / ("mosquitto" if broker.number == 1 else f"mosquitto-{broker.number}")
     return Files(
         state=base,
         certificate=base / "server.pem",
@@ -77,8 +78,9 @@ def files(settings: StackSettings) -> Files:
     )
 
 
-def render(settings: StackSettings, where: Files, host: str = "127.0.0.1") -> str:
-    """mosquitto.conf: the listeners (on `host`), persistence and limits."""
+def render(broker: MqttBroker, plaintext: bool, where: Files, host: str = "127.0.0.1") -> str:
+    """mosquitto.conf: the listeners (on `host`; the plaintext one if `plaintext`), persistence and
+    limits."""
     lines = [
         "# Written by `make run` from stack/mosquitto.py: edits here are lost.",
         "per_listener_settings true",
@@ -100,7 +102,7 @@ def render(settings: StackSettings, where: Files, host: str = "127.0.0.1") -> st
         f"max_inflight_messages {MAX_INFLIGHT_MESSAGES}",
         "",
         "# Devices: TLS, a username and password each (the dynamic-security plugin).",
-        f"listener {settings.mqtt_tls_port} {host}",
+        f"listener {broker.tls_port} {host}",
         "allow_anonymous false",
         f"certfile {where.certificate}",
         f"keyfile {where.private_key}",
@@ -109,16 +111,16 @@ def render(settings: StackSettings, where: Files, host: str = "127.0.0.1") -> st
         f"plugin_opt_config_file {where.dynsec}",
         "",
         "# The services: the bridges, with their own password.",
-        f"listener {settings.mqtt_internal_port} {host}",
+        f"listener {broker.internal_port} {host}",
         "allow_anonymous false",
         f"password_file {where.services_passwords}",
         f"acl_file {where.services_acl}",
     ]
-    if settings.envoy_plaintext:
+    if plaintext:
         lines += [
             "",
             "# This machine only, without credentials: publish readings, nothing else.",
-            f"listener {settings.mqtt_port} {host}",
+            f"listener {broker.port} {host}",
             "allow_anonymous true",
             f"acl_file {where.plaintext_acl}",
         ]
@@ -156,10 +158,10 @@ async def connected(
                 await connection.close()
 
 
-def prepare(settings: StackSettings, user: str | None) -> Path:
+def prepare(settings: StackSettings, broker: MqttBroker, user: str | None) -> None:
     """Writes the broker's files (its configuration each time; the plugin's state once) for it to
-    run as `user`; returns the configuration's path."""
-    where = files(settings)
+    run as `user`."""
+    where = files(settings, broker)
     base = Path(where.state)
     base.mkdir(parents=True, exist_ok=True)
     _own(base, user)
@@ -175,13 +177,11 @@ def prepare(settings: StackSettings, user: str | None) -> Path:
     if not Path(where.dynsec).exists():
         _dynsec_init(settings, Path(where.dynsec))
         _private(Path(where.dynsec), user)
-    conf = conf_path(settings)
-    conf.write_text(render(settings, where))
-    return conf
+    conf_path(settings, broker).write_text(render(broker, settings.envoy_plaintext, where))
 
 
-def conf_path(settings: StackSettings) -> Path:
-    return settings.state_dir / "mosquitto" / "mosquitto.conf"
+def conf_path(settings: StackSettings, broker: MqttBroker) -> Path:
+    return Path(files(settings, broker).state) / "mosquitto.conf"
 
 
 def _services_passwords(settings: StackSettings, path: Path) -> None:

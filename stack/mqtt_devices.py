@@ -1,10 +1,11 @@
 """make device-credentials ARGS="--sensors plant-7- [--device plant-7-gateway]": an account at the MQTT
 broker for a device, which may publish under its sensors only, and what the device needs to connect.
 
-The account is made in the broker's dynamic-security plugin, through its $CONTROL topic, as its
-admin: a role per sensor prefix (publish to metrics/v1/<prefix> and metrics/v1/<prefix>/pb|json),
-and a client with a new password (for an existing device: a new password, the old one no longer
-works). The password is shown once; the broker keeps only its hash.
+The account is made in each broker's dynamic-security plugin (the cluster topology's two brokers
+each keep their own), through its $CONTROL topic, as its admin: a role per sensor prefix (publish
+to metrics/v1/<prefix> and metrics/v1/<prefix>/pb|json), and a client with a new password (for an
+existing device: a new password, the old one no longer works). The password is shown once; the
+brokers keep only its hash.
 """
 
 from __future__ import annotations
@@ -44,11 +45,13 @@ class Broker:
     admin_password: str
 
     @classmethod
-    def of(cls, settings: StackSettings) -> Broker:
+    def every(cls, settings: StackSettings) -> list[Broker]:
+        """The stack's brokers."""
         ca = certs.paths(settings).ca
         if ca is None:
             raise DynsecError("the stack's TLS certificate is not its own CA's: give its CA")
-        return cls(settings.mqtt_tls_port, ca, access.password(settings, credentials.MQTT_ADMIN))
+        password = access.password(settings, credentials.MQTT_ADMIN)
+        return [cls(b.tls_port, ca, password) for b in settings.mqtt_brokers]
 
 
 async def control(broker: Broker, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -114,23 +117,33 @@ def main(argv: list[str] | None = None) -> int:
     settings = stack_settings.load()
     password = secrets.token_urlsafe(24)
     try:
-        asyncio.run(issue(Broker.of(settings), device, args.sensors, password))
-    except (OSError, TimeoutError) as exc:
-        print(f"error: the MQTT broker does not answer on 127.0.0.1:{settings.mqtt_tls_port} ({exc}): "
-              "is the stack up (make run)?", file=sys.stderr)  # fmt: skip
-        return 1
+        brokers = Broker.every(settings)
     except DynsecError as exc:
-        print(f"error: the broker refused: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 1
+    for broker in brokers:  # the same password at each: a device moves between them as it is
+        try:
+            asyncio.run(issue(broker, device, args.sensors, password))
+        except (OSError, TimeoutError) as exc:
+            why = exc or "no answer in time"
+            print(f"error: the MQTT broker does not answer on 127.0.0.1:{broker.tls_port} ({why}): "
+                  "is the stack up (make run)? Run this again once it is: the device's password is "
+                  "renewed at every broker.", file=sys.stderr)  # fmt: skip
+            return 1
+        except DynsecError as exc:
+            print(f"error: the broker on 127.0.0.1:{broker.tls_port} refused: {exc}", file=sys.stderr)
+            return 1
     ca = certs.paths(settings).ca
     topic = f"{TOPIC_ROOT}/{args.sensors}"
+    addresses = ", ".join(f"mqtts://127.0.0.1:{b.tls_port}" for b in brokers)
+    also = "  (any of them: give the device every one)" if len(brokers) > 1 else ""
     print(f"""\
-broker    mqtts://127.0.0.1:{settings.mqtt_tls_port}  (TLS; CA: {ca})
+broker    {addresses}  (TLS; CA: {ca}){also}
 username  {device}
 password  {password}   (shown once: the broker keeps only its hash)
 publishes {topic} (compact JSON), {topic}/pb, {topic}/json  (QoS 1)
 
-mosquitto_pub -V mqttv5 -h 127.0.0.1 -p {settings.mqtt_tls_port} --cafile {ca} -u {device} -P '{password}' \\
+mosquitto_pub -V mqttv5 -h 127.0.0.1 -p {brokers[0].tls_port} --cafile {ca} -u {device} -P '{password}' \\
   -q 1 -t {topic} -m '{{"temperature": 21.5}}'""")
     return 0
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stack import certs, credentials, envoy_config, mosquitto, prepare, prometheus_config, service_env, tokens
-from stack.settings import ROOT, SERVICES, Instance, KafkaBroker, RedisNode, StackSettings
+from stack.settings import ROOT, SERVICES, Instance, KafkaBroker, MqttBroker, RedisNode, StackSettings
 
 # How long a part may take to stop once signalled (the services drain for up to shutdown_grace_s,
 # 10 s), and the servers, which write their data out first.
@@ -63,7 +63,7 @@ def parts(settings: StackSettings) -> list[Part]:
         _postgres(settings, "postgres", paths.postgres_data, settings.postgres_port, "server"),
         *(_redis(settings, node) for node in settings.redis_nodes),
         *(_kafka(settings, broker) for broker in settings.kafka_brokers),
-        _mosquitto(settings),
+        *(_mosquitto(settings, broker) for broker in settings.mqtt_brokers),
     ]
     if settings.cluster:
         replica = prepare.postgres_replica_data(settings)
@@ -146,13 +146,13 @@ def _kafka(settings: StackSettings, broker: KafkaBroker) -> Part:
     )  # fmt: skip
 
 
-def _mosquitto(settings: StackSettings) -> Part:
-    where = mosquitto.files(settings)
-    conf = mosquitto.conf_path(settings)
+def _mosquitto(settings: StackSettings, broker: MqttBroker) -> Part:
+    where = mosquitto.files(settings, broker)
+    conf = mosquitto.conf_path(settings, broker)
     return Part(
-        "mosquitto",
+        numbered(settings, "mosquitto", broker.number),
         ("mosquitto", "-c", str(conf)),
-        settings.mqtt_tls_port, "server", user=prepare.run_as("mosquitto"),
+        broker.tls_port, "server", user=prepare.run_as("mosquitto"),
         # It reads its configuration, certificate and password files at its start (the plugin's
         # state is its own: it writes it).
         env={DIGEST: digest(conf, Path(where.certificate), Path(where.services_passwords))},

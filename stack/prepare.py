@@ -92,7 +92,8 @@ def everything(settings: StackSettings) -> None:
     api_docs(envoy_config.API_DOCS.directory)
     envoy_file(where.envoy_yaml, settings)
     prometheus_files(where, settings)
-    mosquitto.prepare(settings, run_as("mosquitto"))
+    for broker in settings.mqtt_brokers:
+        mosquitto.prepare(settings, broker, run_as("mosquitto"))
     (settings.state_dir / "bridge").mkdir(exist_ok=True)
 
 

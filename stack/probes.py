@@ -49,14 +49,14 @@ async def kafka(settings: StackSettings, port: int) -> None:
         await admin.close()
 
 
-async def mosquitto(settings: StackSettings) -> None:
+async def mosquitto(settings: StackSettings, internal_port: int) -> None:
     """The broker lets the bridges' account in on the services' listener: an MQTT 5 CONNECT, and
     its CONNACK's reason code (one packet each way, on a socket closed whatever happens)."""
     bridge = credentials.MQTT_BRIDGE
     connect = connect_packet(f"probe-{uuid.uuid4().hex[:12]}", bridge.user, access.password(settings, bridge))
 
     def ask() -> int:
-        with socket.create_connection(("127.0.0.1", settings.mqtt_internal_port), timeout=3) as sock:
+        with socket.create_connection(("127.0.0.1", internal_port), timeout=3) as sock:
             sock.sendall(connect)
             connack = sock.recv(5)
             sock.sendall(b"\xe0\x00")  # DISCONNECT
@@ -171,7 +171,8 @@ async def probe(settings: StackSettings, part: Part) -> None:
     elif name == "envoy":
         await envoy(settings)
     elif name == "mosquitto":
-        await mosquitto(settings)
+        (broker,) = [b for b in settings.mqtt_brokers if b.tls_port == part.port]
+        await mosquitto(settings, broker.internal_port)
     elif name == "prometheus":
         await prometheus(settings)
     elif name == "pg-exporter":

@@ -44,7 +44,7 @@ def local(settings: StackSettings) -> Deployment:
         postgres=f"{LOCAL}:{settings.postgres_port}",
         secrets=settings.secrets_dir,
         webhook_networks=settings.notifier_allowed_networks,
-        mqtt=f"{LOCAL}:{settings.mqtt_internal_port}",
+        mqtt=",".join(f"{LOCAL}:{b.internal_port}" for b in settings.mqtt_brokers),
         bridge_state=settings.state_dir / "bridge",
         bridges=len(settings.instances("bridge")),
         postgres_replica=f"{LOCAL}:{settings.postgres_replica_port}" if settings.cluster else None,

@@ -12,13 +12,14 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("receiver", "processor", "saver", "assessor", "notifier", "bridge")
 # `make run` is one node of each server; `make run-cluster` (topology "cluster") runs 3 Kafka
 # brokers, a Redis Cluster of 3 masters with a replica each, a PostgreSQL primary with a streaming
-# replica, and two instances of the services but the notifier, behind the same front door.
+# replica, 2 MQTT brokers (Mosquitto has no clustering: devices are given both, every bridge
+# subscribes to both), and two instances of the services but the notifier, behind the same front door.
 TOPOLOGIES = ("single", "cluster")
 CLUSTER_INSTANCES = {"receiver": 2, "processor": 2, "saver": 2, "assessor": 2, "notifier": 1, "bridge": 2}
-KAFKA_BROKERS, REDIS_NODES = 3, 6
+KAFKA_BROKERS, REDIS_NODES, MQTT_BROKERS = 3, 6, 2
 # In the cluster topology, the n-th Kafka broker's ports are the first's + (n - 1) * KAFKA_STEP
 # (59092 and 59093, 59094 and 59095, ...), the n-th Redis node's the first's + (n - 1), a second
-# instance's the first's + INSTANCE_STEP.
+# instance's (and a second MQTT broker's) the first's + INSTANCE_STEP.
 KAFKA_STEP, INSTANCE_STEP = 2, 10
 # A Redis node's cluster bus port is its port - REDIS_BUS_OFFSET (Redis's default, + 10,000, would
 # pass 65,535 for the stack's ports).
@@ -41,7 +42,8 @@ class StackSettings:
     # Envoy's admin interface (readiness, its Prometheus statistics), on loopback.
     envoy_admin_port: int = 9901
     # The MQTT broker's TLS listener (Mosquitto): devices, each with a username and password (make
-    # device-credentials): the one to expose.
+    # device-credentials): the one to expose. In the cluster topology the second broker's MQTT ports
+    # are its first's + 10.
     mqtt_tls_port: int = 8883
     # The MQTT broker's plaintext listener, without credentials: loopback, development.
     mqtt_port: int = 1883
@@ -139,6 +141,7 @@ class StackSettings:
         extra = [p for b in self.kafka_brokers[1:] for p in (b.port, b.controller_port, b.metrics_port)]
         extra += [n.port for n in self.redis_nodes[1:]] + [n.bus_port for n in self.redis_nodes]
         extra += [self.postgres_replica_port]
+        extra += [p for b in self.mqtt_brokers[1:] for p in b.ports(self.envoy_plaintext)]
         extra += [i.grpc_port for s in SERVICES for i in self.instances(s)[1:]]
         extra += [i.metrics_port for s in SERVICES for i in self.instances(s)[1:]]
         return single + extra
@@ -161,6 +164,19 @@ class StackSettings:
         count = REDIS_NODES if self.cluster else 1
         return [
             RedisNode(n + 1, self.redis_port + n, self.redis_port + n - REDIS_BUS_OFFSET)
+            for n in range(count)
+        ]
+
+    @property
+    def mqtt_brokers(self) -> list[MqttBroker]:
+        count = MQTT_BROKERS if self.cluster else 1
+        return [
+            MqttBroker(
+                n + 1,
+                self.mqtt_tls_port + n * INSTANCE_STEP,
+                self.mqtt_port + n * INSTANCE_STEP,
+                self.mqtt_internal_port + n * INSTANCE_STEP,
+            )
             for n in range(count)
         ]
 
@@ -226,6 +242,17 @@ class KafkaBroker:
     port: int
     controller_port: int
     metrics_port: int
+
+
+@dataclass(frozen=True)
+class MqttBroker:
+    number: int
+    tls_port: int  # devices, with credentials
+    port: int  # plaintext, loopback, without credentials (while envoy_plaintext)
+    internal_port: int  # the bridges'
+
+    def ports(self, plaintext: bool) -> list[int]:
+        return [self.tls_port, self.internal_port, *([self.port] if plaintext else [])]
 
 
 @dataclass(frozen=True)

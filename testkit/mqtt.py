@@ -1,6 +1,8 @@
 """A device at the MQTT broker, as the field's Python devices are written (paho-mqtt 2, MQTT 5): it
 connects, publishes at QoS 1 and learns each PUBACK's reason code (0: the broker holds the message;
-0x87: not authorized)."""
+0x87: not authorized) and which broker gave it. Given several brokers' ports (Mosquitto has no
+clustering: a device is given each), it moves to the next when its connection breaks or a broker
+will not have it."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import asyncio
 import ssl
 import threading
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +29,15 @@ class Refused(Exception):
 class Device:
     def __init__(
         self,
-        port: int,
+        port: int | Sequence[int],
         username: str | None = None,
         password: str | None = None,
         ca: Path | None = None,
         client_id: str | None = None,
     ) -> None:
-        self._port = port
+        self._ports = [port] if isinstance(port, int) else list(port)
+        self._at = 0
+        self._closing = False
         self._client = paho.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id or f"device-{uuid.uuid4().hex[:10]}",
             protocol=paho.MQTTv5,
@@ -42,7 +47,7 @@ class Device:
         if ca is not None:
             self._client.tls_set_context(ssl.create_default_context(cafile=str(ca)))
         self._lock = threading.Lock()
-        self._acks: dict[int, ReasonCode] = {}
+        self._acks: dict[int, tuple[ReasonCode, int]] = {}
         self._acked = threading.Condition(self._lock)
         self._connected = threading.Event()
         self._refusal: str | None = None
@@ -50,6 +55,8 @@ class Device:
         self.connections = 0
         self._client.on_connect = self._on_connect
         self._client.on_publish = self._on_publish
+        self._client.on_disconnect = self._next_broker
+        self._client.on_connect_fail = self._next_broker
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
         if reason.is_failure:
@@ -60,12 +67,12 @@ class Device:
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: ReasonCode, props: Any) -> None:
         with self._acked:
-            self._acks[mid] = reason
+            self._acks[mid] = (reason, self._client.port)
             self._acked.notify_all()
 
     async def connect(self, within_s: float = 10) -> None:
         """Raises Refused with the broker's reason if it will not have the device."""
-        await asyncio.to_thread(self._client.connect, "127.0.0.1", self._port, 30)
+        await asyncio.to_thread(self._client.connect, "127.0.0.1", self._ports[0], 30)
         self._client.loop_start()
         if not await asyncio.to_thread(self._connected.wait, within_s):
             raise TimeoutError("no CONNACK")
@@ -73,17 +80,30 @@ class Device:
             self._client.loop_stop()
             raise Refused(self._refusal)
 
+    def _next_broker(self, *_: Any) -> None:
+        """paho connects again by itself, to the port it has: with several, it is given the next."""
+        if len(self._ports) > 1 and not self._closing:
+            self._at = (self._at + 1) % len(self._ports)
+            self._client.connect_async("127.0.0.1", self._ports[self._at], 30)
+
     async def publish(self, topic: str, payload: bytes | str, within_s: float = 30) -> int:
         """Publishes at QoS 1; the PUBACK's reason code."""
+        return (await self.publish_to(topic, payload, within_s))[0]
+
+    async def publish_to(self, topic: str, payload: bytes | str, within_s: float = 30) -> tuple[int, int]:
+        """Publishes at QoS 1; the PUBACK's reason code, and the port of the broker that sent it (paho
+        sends again, once connected again, what had none)."""
         info = self._client.publish(topic, payload, qos=1)
         return await asyncio.to_thread(self._wait, info.mid, within_s)
 
-    def _wait(self, mid: int, timeout: float) -> int:
+    def _wait(self, mid: int, timeout: float) -> tuple[int, int]:
         with self._acked:
             if not self._acked.wait_for(lambda: mid in self._acks, timeout):
                 raise TimeoutError(f"no PUBACK for message {mid}")
-            return int(self._acks.pop(mid).value)
+            reason, port = self._acks.pop(mid)
+            return int(reason.value), port
 
     async def close(self) -> None:
+        self._closing = True
         await asyncio.to_thread(self._client.disconnect)
         self._client.loop_stop()

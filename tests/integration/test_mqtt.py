@@ -24,9 +24,9 @@ from testkit.mqtt import NOT_AUTHORIZED, SUCCESS, Device, Refused
 from testkit.reported import scrape
 from tests.faults import healthy, pid_of
 from tests.helpers import end_offsets, eventually, read_topic
+from tests.mqtt_fleet import TOPIC, Fleet, each_stored_once, stored
 from tests.target import ROOT, Target
 
-TOPIC = "metrics/v1/{}"
 Issue = Callable[[str], Awaitable[tuple[str, str]]]
 
 
@@ -58,14 +58,6 @@ async def device(target: Target, ca: Path, credentials_for: Issue, sensor_id: st
     await connected.connect()
     yield connected
     await connected.close()
-
-
-async def stored(db: asyncpg.Pool, sensor_id: str) -> list[tuple[str, float, int]]:
-    rows = await db.fetch(
-        "SELECT metric_type, value, reading_time FROM readings WHERE sensor_id = $1 ORDER BY reading_time, metric_type",
-        sensor_id,
-    )
-    return [(r["metric_type"], r["value"], r["reading_time"]) for r in rows]
 
 
 async def test_a_device_publishes_readings_in_every_form_and_they_are_stored(
@@ -169,59 +161,12 @@ async def test_a_bad_payload_is_dead_lettered_and_the_next_message_flows(
     await eventually(flows, what="the next message stored")
 
 
-class Fleet:
-    """Devices on the plaintext port, each publishing a new value per message (1, 2, 3, ...) as fast
-    as its PUBACKs come, and what the broker acknowledged of each. A device whose connection breaks
-    sends again, once paho has connected again by itself, what had no PUBACK (as paho devices do)."""
-
-    def __init__(self, target: Target, name: str, count: int) -> None:
-        run = uuid.uuid4().hex[:8]
-        self.sensors = [f"{name}-{run}-{i}" for i in range(count)]
-        self.devices = [Device(target.mqtt_port) for _ in self.sensors]
-        self.acknowledged: dict[str, list[float]] = {s: [] for s in self.sensors}
-        self._stop = asyncio.Event()
-        self._load: list[asyncio.Task[None]] = []
-
-    @property
-    def total(self) -> int:
-        return sum(map(len, self.acknowledged.values()))
-
-    async def start(self) -> None:
-        for device in self.devices:
-            await device.connect()
-        self._load = [
-            asyncio.create_task(self._publish(d, s)) for d, s in zip(self.devices, self.sensors, strict=True)
-        ]
-
-    async def _publish(self, device: Device, sensor: str) -> None:
-        value = 0
-        while not self._stop.is_set():
-            value += 1
-            if (
-                await device.publish(TOPIC.format(sensor), json.dumps({"temperature": value}), within_s=60)
-                == SUCCESS
-            ):
-                self.acknowledged[sensor].append(float(value))
-
-    async def acknowledged_at_least(self, count: int, what: str) -> None:
-        async def so_far() -> None:
-            assert self.total >= count
-
-        await eventually(so_far, timeout=60, what=what)
-
-    async def stop(self) -> None:
-        self._stop.set()
-        await asyncio.gather(*self._load)
-        for device in self.devices:
-            await device.close()
-
-
 @pytest.mark.local_stack
 async def test_a_bridge_killed_under_load_loses_and_doubles_nothing(target: Target, db: asyncpg.Pool) -> None:
     # 20 devices publish readings without a time (stamped on arrival); the bridge is killed with -9
     # in the middle and the supervisor starts it again. Every reading the broker acknowledged is
     # stored, once.
-    fleet = Fleet(target, "mqtt-kill", 20)
+    fleet = Fleet("mqtt-kill", 20, [target.mqtt_port])
     await fleet.start()
     try:
         await fleet.acknowledged_at_least(2_000, "the load under way")
@@ -240,12 +185,7 @@ async def test_a_bridge_killed_under_load_loses_and_doubles_nothing(target: Targ
     finally:
         await fleet.stop()
 
-    async def each_once() -> None:
-        for sensor in fleet.sensors:
-            values = [v for _, v, _ in await stored(db, sensor)]
-            assert sorted(values) == fleet.acknowledged[sensor], sensor
-
-    await eventually(each_once, timeout=60, what="every acknowledged reading stored once")
+    await each_stored_once(db, fleet)
     print(f"\n{fleet.total} readings acknowledged, {before} before the kill, {redeliveries:.0f} redelivered")
 
 
@@ -257,7 +197,7 @@ async def test_a_broker_killed_under_load_is_back_and_its_loss_window_is_counted
     # connect again and go on. What the broker had acknowledged to a device but neither saved nor
     # handed to a bridge is lost: counted and printed (docs/mqtt.md states the window), and bounded
     # by a second of the load (autosave_interval 1).
-    fleet = Fleet(target, "mqtt-broker", 10)
+    fleet = Fleet("mqtt-broker", 10, [target.mqtt_port])
     await fleet.start()
     try:
         await fleet.acknowledged_at_least(2_000, "the load under way")
@@ -288,7 +228,7 @@ async def test_a_broker_killed_under_load_is_back_and_its_loss_window_is_counted
     for sensor in fleet.sensors:
         rows = [v for _, v, _ in await stored(db, sensor) if v != -1.0]
         assert len(rows) == len(set(rows)), f"{sensor}: a reading stored twice"
-        lost += len(set(fleet.acknowledged[sensor]) - set(rows))
+        lost += len(set(fleet.values(sensor)) - set(rows))
     rate = fleet.total / max(load_s, 1e-9)
     print(
         f"\n{fleet.total} readings acknowledged by the broker, {lost} of them lost with it ({rate:.0f}/s offered)"

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from runtime.settings import SettingsError
-from stack import prometheus_config
+from stack import mosquitto, prometheus_config
 from stack.parts import parts
 from stack.settings import ROOT, SERVICES, StackSettings, load
 
@@ -36,7 +36,7 @@ def test_every_part_of_either_topology_has_a_port_of_its_own() -> None:
 
 def test_the_cluster_runs_three_brokers_six_redis_nodes_a_replica_and_two_of_each_service() -> None:
     kinds = Counter(p.what for p in parts(CLUSTER))
-    assert (kinds["kafka"], kinds["redis"], kinds["postgres"]) == (3, 6, 2)
+    assert (kinds["kafka"], kinds["redis"], kinds["postgres"], kinds["mosquitto"]) == (3, 6, 2, 2)
     assert {s: kinds[s] for s in SERVICES} == {
         "receiver": 2, "processor": 2, "saver": 2, "assessor": 2, "notifier": 1, "bridge": 2,
     }  # fmt: skip
@@ -74,6 +74,27 @@ def test_the_services_use_every_broker_and_the_assessor_the_replica() -> None:
     assert (
         "METRICS_PROCESSOR_REDIS_CLUSTER" not in next(p for p in parts(SINGLE) if p.name == "processor").env
     )
+
+
+def test_every_bridge_subscribes_to_both_mqtt_brokers_each_with_its_own_listeners_and_state() -> None:
+    by_name = {p.name: p for p in parts(CLUSTER)}
+    first, second = CLUSTER.mqtt_brokers
+    for bridge in ("bridge-1", "bridge-2"):
+        brokers = by_name[bridge].env["METRICS_BRIDGE_BROKERS"].split(",")
+        assert brokers == [f"127.0.0.1:{first.internal_port}", f"127.0.0.1:{second.internal_port}"]
+    confs = [mosquitto.conf_path(CLUSTER, b) for b in (first, second)]
+    assert [by_name[f"mosquitto-{n}"].command[-1] for n in (1, 2)] == [str(c) for c in confs]
+    assert confs[0].parent != confs[1].parent
+    for broker in (first, second):
+        where = mosquitto.files(CLUSTER, broker)
+        listeners = [
+            line for line in mosquitto.render(broker, True, where).splitlines() if line.startswith("listener")
+        ]
+        assert listeners == [
+            f"listener {p} 127.0.0.1" for p in (broker.tls_port, broker.internal_port, broker.port)
+        ]
+        assert f"persistence_location {where.state}/" in mosquitto.render(broker, True, where)
+    assert second.tls_port == first.tls_port + 10
 
 
 def test_brokers_are_one_quorum_replicating_three_times(tmp_path: Path) -> None:
