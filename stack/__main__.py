@@ -28,8 +28,8 @@ from stack import (
     shell_env,
 )
 from stack.parts import Part, parts, supervisord_conf
-from stack.settings import PUBLIC_SERVICES, ROOT, TOPOLOGIES, StackSettings, load
-from stack.supervisor import Supervisor
+from stack.settings import PUBLIC_SERVICES, ROOT, StackSettings, load
+from stack.supervisor import Supervisor, running
 from stack.system import (
     SetupError,
     check_disk,
@@ -67,7 +67,7 @@ def main() -> int:
             ensure_browser()
             return 0
         # Of the topology that runs, whichever was asked for.
-        settings = next(iter(_running()), settings)
+        settings = next(iter(running()), settings)
         if args.command == "shell-env":
             print(*shell_env.lines(settings), sep="\n")
             return 0
@@ -81,7 +81,7 @@ def up(settings: StackSettings) -> int:
     started = time.monotonic()
     if not (ROOT / "gen" / "metrics.binpb").exists():
         raise SetupError("generated code missing: run `make proto` (make run does it for you)")
-    other = next((s for s in _running() if s.topology != settings.topology), None)
+    other = next((s for s in running() if s.topology != settings.topology), None)
     if other is not None:
         raise SetupError(f"the {other.topology} topology is running (same ports): make stop first")
     ensure_packages(settings)
@@ -165,18 +165,13 @@ def _enrol_kafka_users(settings: StackSettings, sup: Supervisor) -> None:
         sup.start_process(name)
 
 
-def _running() -> list[StackSettings]:
-    """The settings of each topology whose stack runs (one at most, unless started by hand)."""
-    return [s for s in (load(t) for t in TOPOLOGIES) if Supervisor(s).pid() is not None]
-
-
 def down() -> int:
     """Stops whichever topology runs."""
-    running = _running()
-    if not running:
+    runs = running()
+    if not runs:
         say("The stack is not running")
         return 0
-    for settings in running:
+    for settings in runs:
         say("Stopping the stack" + (" (cluster topology)" if settings.cluster else ""))
         started = time.monotonic()
         Supervisor(settings).shutdown(timeout_s=180)
@@ -189,12 +184,12 @@ def down() -> int:
 
 
 def status() -> int:
-    running = _running()
-    if not running:
+    runs = running()
+    if not runs:
         say("The stack is not running (make run or make run-cluster starts it)")
         return 3
     healthy = True
-    for settings in running:
+    for settings in runs:
         if settings.cluster:
             say("Cluster topology (make run-cluster)")
         healthy &= _print_table(settings, Supervisor(settings), parts(settings))

@@ -19,7 +19,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from runtime import cli
 from runtime.identity import DEVICE_URI_PREFIX
-from stack.settings import StackSettings, load
+from stack.settings import StackSettings
+from stack.supervisor import in_use
 from stack.system import SetupError, say
 
 # The names clients of the local stack use; a deployment brings its own certificate.
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=VALID_DAYS, help=f"validity (default {VALID_DAYS})")
     args = parser.parse_args(argv)
     try:
-        cert, key = device_certificate(load(), args.sensors, args.days)
+        cert, key = device_certificate(in_use(), args.sensors, args.days)
     except SetupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -24,9 +24,9 @@ import gmqtt
 
 from runtime.validation import SENSOR_ID
 from stack import access, certs, credentials
-from stack import settings as stack_settings
 from stack.mosquitto import TOPIC_ROOT, connected
 from stack.settings import StackSettings
+from stack.supervisor import in_use
 
 CONTROL = "$CONTROL/dynamic-security/v1"
 
@@ -89,15 +89,16 @@ async def issue(broker: Broker, device: str, prefix: str, password: str) -> None
         {"command": "createRole", "rolename": role}, *acl,
         {"command": "createClient", "username": device, "password": password, "roles": [{"rolename": role}]},
     ])  # fmt: skip
-    client_made = made[-1]
-    if "already exists" in client_made.get("error", ""):
+    failed = [r for r in made if r.get("error") and "already exists" not in r["error"]]
+    if "already exists" in made[-1].get("error", ""):
+        (found,) = await control(broker, [{"command": "getClient", "username": device}])
+        has = {r["rolename"] for r in found.get("data", {}).get("client", {}).get("roles", [])}
+        # Mosquitto 2.0 answers "Internal error" to adding a role the client has: only what it lacks.
+        add = [] if role in has else [{"command": "addClientRole", "username": device, "rolename": role}]
         renewed = await control(broker, [
-            {"command": "setClientPassword", "username": device, "password": password},
-            {"command": "addClientRole", "username": device, "rolename": role},
+            {"command": "setClientPassword", "username": device, "password": password}, *add,
         ])  # fmt: skip
-        failed = [r for r in renewed if r.get("error") and "already" not in r["error"]]
-    else:
-        failed = [r for r in made if r.get("error") and "already exists" not in r["error"]]
+        failed += [r for r in [found, *renewed] if r.get("error")]
     if failed:
         raise DynsecError("; ".join(f"{r['command']}: {r['error']}" for r in failed))
 
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in (("--sensors", args.sensors), ("--device", device)):
         if SENSOR_ID.fullmatch(value) is None:
             parser.error(f"{name}: {value!r} is not an id (1-128 of A-Z a-z 0-9 . _ : -)")
-    settings = stack_settings.load()
+    settings = in_use()
     password = secrets.token_urlsafe(24)
     try:
         brokers = Broker.every(settings)

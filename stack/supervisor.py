@@ -12,7 +12,7 @@ from typing import Any
 
 from supervisor.xmlrpc import SupervisorTransport
 
-from stack.settings import StackSettings
+from stack.settings import TOPOLOGIES, StackSettings, load
 
 
 class Supervisor:
@@ -87,3 +87,17 @@ class Supervisor:
                 return
             time.sleep(0.1)
         raise RuntimeError(f"supervisord (PID {pid}) did not stop within {timeout_s:.0f} s")
+
+
+def running() -> list[StackSettings]:
+    """The settings of each topology whose stack runs (one at most, unless started by hand)."""
+    return [s for s in (load(t) for t in TOPOLOGIES) if Supervisor(s).pid() is not None]
+
+
+def in_use() -> StackSettings:
+    """The stack the tools (make token, device-cert, device-credentials) work with: METRICS_TOPOLOGY's
+    when it is set, else the topology that runs (make run-cluster's too), else the single node's."""
+    if "METRICS_TOPOLOGY" in os.environ:
+        return load()
+    runs = running()
+    return runs[0] if len(runs) == 1 else load()

@@ -29,7 +29,8 @@ from jwt.algorithms import ECAlgorithm
 from runtime import cli
 from runtime.identity import SCOPES, TIERS
 from stack import certs
-from stack.settings import StackSettings, load
+from stack.settings import StackSettings
+from stack.supervisor import in_use
 from stack.system import SetupError, say
 
 ISSUER = "metrics"
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     add("--rotate-key", action="store_true", help="make a new signing key")
     add("--retire-keys", action="store_true", help="keep only the newest key")
     args = parser.parse_args(argv)
-    settings = load()
+    settings = in_use()
     try:
         if args.rotate_key:
             kid = new_key(settings)

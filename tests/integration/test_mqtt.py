@@ -105,6 +105,20 @@ async def test_the_tls_port_wants_an_account_and_its_password(
     assert ok.returncode == 0, ok
 
 
+async def test_credentials_made_again_renew_the_password_and_the_old_one_is_refused(
+    target: Target, ca: Path, credentials_for: Issue
+) -> None:
+    username, first = await credentials_for(f"renew-{uuid.uuid4().hex[:8]}")
+    again, second = await credentials_for(username)
+    assert again == username and second != first
+    with pytest.raises(Refused, match=r"Bad user name or password|Not authorized"):
+        await Device(target.mqtt_tls_port, username, first, ca).connect()
+    renewed = Device(target.mqtt_tls_port, username, second, ca)
+    await renewed.connect()
+    assert await renewed.publish(TOPIC.format(username), b'{"temperature": 1}') == SUCCESS
+    await renewed.close()
+
+
 async def test_a_device_may_publish_under_its_own_sensors_only(
     device: Device, db: asyncpg.Pool, sensor_id: str
 ) -> None:
