@@ -17,9 +17,8 @@ RANGE_AGGREGATE = """
 WITH parts AS (
     SELECT count(*) AS count, sum(value) AS sum, sum(value * value) AS sum_squares,
            min(value) AS min, max(value) AS max
-    FROM readings
-    WHERE sensor_id = $1 AND metric_type = $2
-      AND ((reading_time >= $3 AND reading_time < $4) OR (reading_time >= $7 AND reading_time < $8))
+    FROM series_readings($1, $2)
+    WHERE (reading_time >= $3 AND reading_time < $4) OR (reading_time >= $7 AND reading_time < $8)
     UNION ALL
     SELECT sum(count), sum(sum), sum(sum_squares), min(min), max(max)
     FROM rollups_minute

@@ -76,9 +76,8 @@ METRIC_TYPES = "SELECT metric_type FROM latest_readings WHERE sensor_id = $1 ORD
 
 # One index range scan per metric type, merged in time order (no index on time alone is needed).
 READINGS_OF_TYPE = """
-(SELECT metric_type, reading_time, value, unit, labels FROM readings
- WHERE sensor_id = $1 AND metric_type = ${t} AND reading_time >= $2 AND reading_time < $3
-   AND (reading_time, metric_type) > ($4, $5)
+(SELECT ${t}::text AS metric_type, reading_time, value, unit, labels FROM series_readings($1, ${t})
+ WHERE reading_time >= $2 AND reading_time < $3 AND (reading_time, ${t}::text) > ($4, $5)
  ORDER BY reading_time, metric_type LIMIT $6)
 """
 

@@ -27,26 +27,25 @@ GAMMA = 1.01 / 0.99
 BIN_OFFSET = 10_000
 
 EDGES = """
-(SELECT value, reading_time, unit, labels FROM readings
- WHERE sensor_id = $1 AND metric_type = $2 AND reading_time >= $3 AND reading_time < $4
+(SELECT value, reading_time, unit, labels FROM series_readings($1, $2)
+ WHERE reading_time >= $3 AND reading_time < $4
  ORDER BY reading_time LIMIT 1)
 UNION ALL
-(SELECT value, reading_time, unit, labels FROM readings
- WHERE sensor_id = $1 AND metric_type = $2 AND reading_time >= $3 AND reading_time < $4
+(SELECT value, reading_time, unit, labels FROM series_readings($1, $2)
+ WHERE reading_time >= $3 AND reading_time < $4
  ORDER BY reading_time DESC LIMIT 1)
 """
 
 EXACT_PERCENTILES = """
 SELECT percentile_disc(ARRAY[0.5, 0.95, 0.99]::double precision[]) WITHIN GROUP (ORDER BY value) AS p
-FROM readings WHERE sensor_id = $1 AND metric_type = $2 AND reading_time >= $3 AND reading_time < $4
+FROM series_readings($1, $2) WHERE reading_time >= $3 AND reading_time < $4
 """
 
 # Readings of the partial hours at both ends, binned, plus the histograms of the whole hours between.
 HISTOGRAM = """
 SELECT bin, sum(count)::bigint AS count FROM (
-    SELECT value_bin(value) AS bin, count(*) AS count FROM readings
-    WHERE sensor_id = $1 AND metric_type = $2
-      AND ((reading_time >= $3 AND reading_time < $4) OR (reading_time >= $5 AND reading_time < $6))
+    SELECT value_bin(value) AS bin, count(*) AS count FROM series_readings($1, $2)
+    WHERE ((reading_time >= $3 AND reading_time < $4) OR (reading_time >= $5 AND reading_time < $6))
     GROUP BY 1
     UNION ALL
     SELECT bin, sum(count) FROM histogram_hour
@@ -59,9 +58,8 @@ BUCKETS = """
 WITH parts AS (
     SELECT (extract(epoch FROM reading_time) * 1000000)::bigint / $9 AS bucket,
            count(*) AS count, sum(value) AS sum, min(value) AS min, max(value) AS max
-    FROM readings
-    WHERE sensor_id = $1 AND metric_type = $2
-      AND ((reading_time >= $3 AND reading_time < $4) OR (reading_time >= $7 AND reading_time < $8))
+    FROM series_readings($1, $2)
+    WHERE (reading_time >= $3 AND reading_time < $4) OR (reading_time >= $7 AND reading_time < $8)
     GROUP BY 1
     UNION ALL
     SELECT (extract(epoch FROM minute) * 1000000)::bigint / $9, sum(count), sum(sum), min(min), max(max)

@@ -33,6 +33,7 @@ TARGETS = {
     "alert_latency_p99_ms": ("<=", 50),
     "alarm_event_latency_p99_ms": ("<=", 50),
     "stats_query_p99_ms": ("<=", 20),
+    "storage_bytes_per_reading_hot": ("<=", 80),
     "http_json_readings_per_s": (">=", 20_000),
     "max_service_rss_mb": ("<=", 200),
     "fleet_unary_calls_per_s": (">=", 4_000),
@@ -89,6 +90,14 @@ async def suite(env: Env, short: bool) -> dict[str, Any]:
     results["stats_query_p50_ms"] = median(dashboard)
     results["stats_query_p99_ms"] = percentile(dashboard, 0.99)
     results["stats_query_plain_p99_ms"] = percentile(times["whole range"], 0.99)
+    results["storage_bytes_per_reading_hot_history"] = await measure.history_storage(env, days)
+    results["storage_bytes_per_reading_hot"] = await measure.fleet_storage(
+        env, 1_000 if short else 10_000, 360
+    )
+    say(
+        f"storage: {results['storage_bytes_per_reading_hot']:.1f} bytes a reading (a fleet's second after "
+        f"second), {results['storage_bytes_per_reading_hot_history']:.1f} (one sensor's 30 days)"
+    )
     await measure.wait_drained(env)
     say("receiver alone, and the raw ceilings (processor and saver stopped)")
     with Supervisor(env.stack) as supervisor:

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -352,7 +353,10 @@ async def alarm_latency(
 # --- statistics query --------------------------------------------------------------------------
 
 HISTORY_SENSOR = "bench-history-1hz"
-HISTORY_END_US = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
+# The start of today (UTC): the history is within the raw readings' retention.
+HISTORY_END_US = (
+    int(datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()) * 1_000_000
+)
 
 
 async def ensure_history(env: Env, days: int) -> None:
@@ -393,6 +397,64 @@ async def ensure_history(env: Env, days: int) -> None:
     finally:
         await owner.close()
     env.say(f"loaded in {time.monotonic() - started:.0f} s")
+
+
+STORAGE_PREFIX = "bench-storage-"
+STORAGE_DAYS_AGO = 45  # a day of its own: before the history's 30, within the retention's 90
+
+
+async def history_storage(env: Env, days: int) -> float:
+    """Bytes per reading of the history sensor's days (heap, indexes, TOAST)."""
+    first = datetime.fromtimestamp(HISTORY_END_US / 1e6, UTC).date() - timedelta(days=days)
+    return await _bytes_per_reading(env, first, first + timedelta(days=days - 1))
+
+
+async def fleet_storage(env: Env, sensors: int, seconds: int) -> float:
+    """Bytes per reading of a fleet-shaped sample: `sensors` sensors at 1 Hz for `seconds`, stored
+    as a fleet's readings arrive (every sensor's reading of a second, then the next second), through
+    the saver's write path, on a day that holds nothing else."""
+    day = datetime.now(UTC).date() - timedelta(days=STORAGE_DAYS_AGO)
+    start_us = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) * 1_000_000
+    conn = await access.postgres(
+        env.stack, credentials.POSTGRES_WRITER, server_settings=postgres.SERVER_SETTINGS
+    )
+    try:
+        await postgres.setup_connection(conn)  # times as µs
+        have = await conn.fetchval(
+            "SELECT count(*) FROM readings WHERE reading_time >= $1 AND reading_time < $2",
+            start_us, start_us + 86_400_000_000,
+        )  # fmt: skip
+        if have != sensors * seconds:
+            if have:
+                await saver_admin.delete_sensors(conn, STORAGE_PREFIX)
+            env.say(f"storing a fleet-shaped sample: {sensors:,} sensors at 1 Hz for {seconds} s")
+            began = time.monotonic()
+            rows: list[saver_admin.ReadingRow] = []
+            for second in range(seconds):
+                t = start_us + second * 1_000_000
+                rows += [
+                    (f"{STORAGE_PREFIX}{s:05d}", "temperature", t + s, round(20 + (s % 50) / 7 + second / 600, 2),
+                     "celsius", None)
+                    for s in range(sensors)
+                ]  # fmt: skip
+                if len(rows) >= 50_000:
+                    await saver_admin.write_readings(conn, rows)
+                    rows = []
+            if rows:
+                await saver_admin.write_readings(conn, rows)
+            env.say(f"stored in {time.monotonic() - began:.0f} s")
+    finally:
+        await conn.close()
+    return await _bytes_per_reading(env, day, day)
+
+
+async def _bytes_per_reading(env: Env, first: date, last: date) -> float:
+    owner = await access.postgres(env.stack, credentials.POSTGRES_OWNER)
+    try:
+        readings, size = await saver_admin.stored_bytes(owner, first, last)
+    finally:
+        await owner.close()
+    return size / readings if readings else float("nan")
 
 
 async def stats_queries(env: Env, days: int, repeats: int) -> dict[str, list[float]]:

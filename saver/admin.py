@@ -5,11 +5,12 @@ breaking them. Everything else in saver/ is the saver's own."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import date, timedelta
 
 import asyncpg
 
 from metrics.v1 import metric_pb2
-from saver import store
+from saver import partitions, store
 
 # A reading as the saver stores it: sensor id, metric type, time (µs since 1970), value, unit,
 # labels (JSON text).
@@ -40,4 +41,21 @@ async def delete_sensors(conn: asyncpg.Connection, prefix: str) -> dict[str, int
 async def vacuum(conn: asyncpg.Connection, *, analyze: bool = False) -> None:
     """Makes the space of deleted rows reusable at once (and with `analyze`, refreshes the
     planner's statistics). `conn`: the owner of the tables (only an owner may vacuum)."""
-    await conn.execute(f"VACUUM {'(ANALYZE) ' if analyze else ''}{', '.join(store.SENSOR_TABLES)}")
+    tables = ("readings_raw", *store.SENSOR_TABLES)
+    await conn.execute(f"VACUUM {'(ANALYZE) ' if analyze else ''}{', '.join(tables)}")
+
+
+async def stored_bytes(conn: asyncpg.Connection, first_day: date, last_day: date) -> tuple[int, int]:
+    """(readings, bytes on disk: heap, indexes, TOAST) of the readings of the UTC days from
+    `first_day` to `last_day`, as their day partitions hold them. `conn`: the owner of the tables."""
+    names = [
+        partitions.partition_name(first_day + timedelta(days=n))
+        for n in range((last_day - first_day).days + 1)
+    ]
+    found = await conn.fetch(
+        "SELECT relname, pg_total_relation_size(oid) AS bytes FROM pg_class WHERE relname = ANY($1)", names
+    )
+    readings = 0
+    for row in found:
+        readings += await conn.fetchval(f"SELECT count(*) FROM {row['relname']}")  # noqa: S608 - our names
+    return readings, sum(row["bytes"] for row in found)

@@ -2,8 +2,9 @@
 
 The saver runs a pass at start and every history_interval_s, as the schema's owner, on a connection
 of its own (never one of the writers'). A pass, in this order:
-1. drops the day partitions, and readings_legacy, in which every metric type's readings have expired;
-2. makes the day partitions from the oldest day still kept to partitions_ahead_days after today;
+1. drops the day partitions in which every metric type's readings have expired;
+2. makes the day partitions from the oldest day still kept (with no retention: the oldest partition,
+   or today) to partitions_ahead_days after today;
 3. deletes the expired readings of each retention class (a metric type with a retention of its own,
    or all the others) that whole partitions cannot take away: a type kept shorter than others shares
    their partitions. Only the days that expired since the last pass are read, once a day;
@@ -47,15 +48,19 @@ UPDATE history_horizons SET kept_from = greatest(kept_from, $2)
 WHERE kind = 'readings' AND metric_type <> '' AND metric_type <> ALL($1::text[])
 """
 DELETE_TYPE = """
-DELETE FROM readings WHERE metric_type = $1 AND reading_time >= $2 AND reading_time < $3
+DELETE FROM readings_raw r USING series s
+WHERE r.series_id = s.series_id AND s.metric_type = $1 AND r.reading_time >= $2 AND r.reading_time < $3
 """
 DELETE_OTHER_TYPES = """
-DELETE FROM readings WHERE metric_type <> ALL($1::text[]) AND reading_time >= $2 AND reading_time < $3
+DELETE FROM readings_raw r USING series s
+WHERE r.series_id = s.series_id AND s.metric_type <> ALL($1::text[])
+  AND r.reading_time >= $2 AND r.reading_time < $3
 """
 DELETE_FROM_DEFAULT = """
-DELETE FROM readings_default d WHERE d.reading_time < coalesce(
+DELETE FROM readings_raw_default d USING series s
+WHERE d.series_id = s.series_id AND d.reading_time < coalesce(
     (SELECT c.cutoff FROM unnest($1::text[], $2::timestamptz[]) AS c (metric_type, cutoff)
-     WHERE c.metric_type = d.metric_type),
+     WHERE c.metric_type = s.metric_type),
     $3)
 """
 # Kind, then what to delete of it before $1.
@@ -87,7 +92,7 @@ async def maintain(conn: asyncpg.Connection, retention: Retention, ahead_days: i
     done = Pass()
     longest = retention.longest_readings_cutoff(now)
     await _drop_expired(conn, longest, done)
-    await _make_ahead(conn, longest, (now + timedelta(days=ahead_days)).date(), done)
+    await _make_ahead(conn, longest, now.date(), (now + timedelta(days=ahead_days)).date(), done)
     await _delete_expired_readings(conn, retention, now, done)
     for kind, days in (("rollups", retention.rollups_days), ("events", retention.events_days)):
         await _delete_other_history(conn, kind, cutoff(days, now), done)
@@ -98,20 +103,19 @@ async def maintain(conn: asyncpg.Connection, retention: Retention, ahead_days: i
 async def _drop_expired(conn: asyncpg.Connection, longest: datetime | None, done: Pass) -> None:
     if longest is None:
         return
-    days, legacy = await partitions.existing(conn)
+    days = await partitions.existing(conn)
     expired = [partitions.partition_name(d) for d in sorted(days) if partitions.day_bounds(d)[1] <= longest]
-    if legacy and await partitions.partitioned_from(conn) <= longest.date():
-        expired.insert(0, partitions.LEGACY)
     for name in expired:
         await partitions.drop(conn, name)
         done.dropped.append(name)
 
 
-async def _make_ahead(conn: asyncpg.Connection, longest: datetime | None, last: date, done: Pass) -> None:
-    first = await partitions.partitioned_from(conn)
-    if longest is not None:
-        first = max(first, longest.date())
-    days, _ = await partitions.existing(conn)
+async def _make_ahead(
+    conn: asyncpg.Connection, longest: datetime | None, today: date, last: date, done: Pass
+) -> None:
+    days = await partitions.existing(conn)
+    # Back to the oldest day kept, so that readings stored late (a backfill) find their day's.
+    first = longest.date() if longest is not None else min(days, default=today)
     for day in partitions.days_to_make(first, last, days):
         done.moved += await partitions.make(conn, day)
         done.made.append(partitions.partition_name(day))

@@ -1,7 +1,7 @@
-"""The readings' day partitions (saver/migrations/0008): names, bounds, making and dropping them.
+"""The readings' day partitions (saver/migrations/0010): names, bounds, making and dropping them.
 
-`readings` is partitioned by reading_time: readings_pYYYYMMDD holds one UTC day, readings_legacy
-everything before the table was partitioned, readings_default whatever no other partition covers.
+`readings_raw` is partitioned by reading_time: readings_raw_pYYYYMMDD holds one UTC day,
+readings_raw_default whatever no other partition covers.
 Every change here takes a lock that blocks inserts into `readings` only for as long as it takes to
 change the catalog; LOCK_TIMEOUT bounds the wait for it (a change that cannot get it in time fails
 and is tried again at the next run, rather than queueing every insert behind a long transaction).
@@ -14,21 +14,19 @@ from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 
-PARENT = "readings"
-DEFAULT = "readings_default"
-LEGACY = "readings_legacy"
+PARENT = "readings_raw"
+DEFAULT = "readings_raw_default"
 LOCK_TIMEOUT = "2s"
-NAME = re.compile(r"readings_p(\d{8})")
+NAME = re.compile(r"readings_raw_p(\d{8})")
 
 PARTITIONS = """
 SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-WHERE i.inhparent = 'readings'::regclass AND c.relkind = 'r'
+WHERE i.inhparent = 'readings_raw'::regclass AND c.relkind = 'r'
 """
-PARTITIONED_FROM = "SELECT partitioned_from FROM readings_partitioning"
 
 
 def partition_name(day: date) -> str:
-    return f"readings_p{day:%Y%m%d}"
+    return f"readings_raw_p{day:%Y%m%d}"
 
 
 def partition_day(name: str) -> date | None:
@@ -51,17 +49,10 @@ def days_to_make(first: date, last: date, made: set[date]) -> list[date]:
     return [day for day in days if day not in made]
 
 
-async def existing(conn: asyncpg.Connection) -> tuple[set[date], bool]:
-    """The days that have a partition, and whether readings_legacy is still there."""
+async def existing(conn: asyncpg.Connection) -> set[date]:
+    """The days that have a partition."""
     names = [r["relname"] for r in await conn.fetch(PARTITIONS)]
-    days = {d for name in names if (d := partition_day(name)) is not None}
-    return days, LEGACY in names
-
-
-async def partitioned_from(conn: asyncpg.Connection) -> date:
-    """The first day after readings_legacy's rows: day partitions start there."""
-    value: datetime = await conn.fetchval(PARTITIONED_FROM)
-    return value.astimezone(UTC).date()
+    return {d for name in names if (d := partition_day(name)) is not None}
 
 
 async def make(conn: asyncpg.Connection, day: date) -> int:

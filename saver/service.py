@@ -24,7 +24,7 @@ from runtime.lifecycle import Stopped, retry_until_stopped, shut_down
 from runtime.logging import setup_logging
 from runtime.partitions import FailingPartitions
 from runtime.records import Unusable, read_event, read_metric_batch
-from saver import history, instruments, store
+from saver import history, instruments, series_move, store
 from saver.retention import retention
 from saver.settings import SaverSettings
 
@@ -76,6 +76,14 @@ class Saver:
         """Applies the saver's pending migrations as the schema's owner."""
         await migrations.apply(self._config, "saver")
 
+    async def move_readings(self) -> None:
+        """Moves readings stored before series existed, if any are left (saver/series_move.py)."""
+        conn = await self.connect_owner()
+        try:
+            await series_move.finish(conn)
+        finally:
+            await conn.close()
+
     async def connect(self) -> asyncpg.Connection:
         conn = await asyncpg.connect(
             self._config.postgres_dsn,
@@ -93,6 +101,7 @@ class Saver:
     async def start(self) -> None:
         """Connects to PostgreSQL (waiting for it), applies pending migrations, opens the writers."""
         await retry_until_stopped("PostgreSQL (migrations)", self.migrate, self._stop)
+        await retry_until_stopped("PostgreSQL (moving readings to series)", self.move_readings, self._stop)
         for _ in range(self._config.writers):
             self._conns.append(await retry_until_stopped("PostgreSQL", self.connect, self._stop))
 

@@ -1,15 +1,16 @@
 """Writes rows to PostgreSQL in one transaction per round, idempotently, with the rollups.
 
-Readings: COPY into a per-connection staging table, then a plain INSERT into `readings` under a
+Readings are stored keyed by series (saver/series.py: the ids are made before the transaction):
+COPY into a per-connection staging table, then a plain INSERT into `readings_raw` under a
 savepoint. Almost always every row is new and that is the whole write. If a row was stored before
 (Kafka redelivered it, or a client resent it), the savepoint is rolled back and the rows go through
 INSERT … ON CONFLICT DO NOTHING instead, keeping only the new ones. Either way the rollups, the
-histograms and the latest readings are then updated from exactly the rows that were new.
+histograms and the latest readings are then updated from exactly the rows that were new; they are
+keyed by names, which the round's series bring along (staging_series).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -18,8 +19,11 @@ from google.protobuf import timestamp_pb2
 
 from metrics.v1 import event_pb2, metric_pb2
 from runtime import postgres
+from saver import series
 
 ReadingRow = tuple[str, str, int, float, str | None, str | None]
+KeyedRow = tuple[int, int, int, float]  # series id, attributes id, time, value: a row of readings_raw
+SeriesRow = tuple[int, str, str]  # series id, sensor id, metric type
 EventRow = tuple[str, int, str, str, float, int, float, int, int, str, int, str, bytes | None]
 
 
@@ -62,8 +66,10 @@ def _first(a: Any, b: Any) -> Any:
 
 STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS staging_readings (
-    sensor_id text, metric_type text, reading_time timestamptz, value double precision,
-    unit text, labels jsonb
+    series_id integer, attributes_id integer, reading_time timestamptz, value double precision
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS staging_series (
+    series_id integer PRIMARY KEY, sensor_id text, metric_type text
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS new_readings (LIKE staging_readings) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS staging_events (
@@ -74,11 +80,11 @@ CREATE TEMP TABLE IF NOT EXISTS staging_events (
 CREATE TEMP TABLE IF NOT EXISTS staging_alarms (LIKE alarms) ON COMMIT DELETE ROWS;
 """
 
-COLUMNS = "sensor_id, metric_type, reading_time, value, unit, labels"
-INSERT_ALL = f"INSERT INTO readings ({COLUMNS}) SELECT {COLUMNS} FROM staging_readings"  # noqa: S608
+COLUMNS = "series_id, attributes_id, reading_time, value"
+INSERT_ALL = f"INSERT INTO readings_raw ({COLUMNS}) SELECT {COLUMNS} FROM staging_readings"  # noqa: S608
 INSERT_NEW = f"""
 WITH new AS (
-    INSERT INTO readings ({COLUMNS}) SELECT {COLUMNS} FROM staging_readings
+    INSERT INTO readings_raw ({COLUMNS}) SELECT {COLUMNS} FROM staging_readings
     ON CONFLICT DO NOTHING RETURNING {COLUMNS}
 )
 INSERT INTO new_readings SELECT * FROM new
@@ -86,13 +92,17 @@ INSERT INTO new_readings SELECT * FROM new
 
 
 def fold(source: str) -> str:
-    """The statement that folds the rows of `source` (all new) into rollups, histograms and latest."""
+    """The statement that folds the rows of `source` (all new) into rollups, histograms and latest.
+    Rows are grouped by series id first; names join the groups (few), not the rows."""
     return f"""
 WITH minutes AS (
-    SELECT sensor_id, metric_type, date_trunc('minute', reading_time, 'UTC') AS minute,
-           count(*) AS count, sum(value) AS sum, sum(value * value) AS sum_squares,
-           min(value) AS min, max(value) AS max
-    FROM {source} GROUP BY 1, 2, 3
+    SELECT s.sensor_id, s.metric_type, m.minute, m.count, m.sum, m.sum_squares, m.min, m.max
+    FROM (
+        SELECT series_id, date_trunc('minute', reading_time, 'UTC') AS minute,
+               count(*) AS count, sum(value) AS sum, sum(value * value) AS sum_squares,
+               min(value) AS min, max(value) AS max
+        FROM {source} GROUP BY 1, 2
+    ) m JOIN staging_series s USING (series_id)
 ), rollup_minute AS (
     INSERT INTO rollups_minute AS r SELECT * FROM minutes
     ON CONFLICT (sensor_id, metric_type, minute) DO UPDATE SET
@@ -114,15 +124,20 @@ WITH minutes AS (
         max = greatest(r.max, excluded.max)
 ), histogram AS (
     INSERT INTO histogram_hour AS h
-    SELECT sensor_id, metric_type, date_trunc('hour', reading_time, 'UTC'), value_bin(value), count(*)
-    FROM {source} GROUP BY 1, 2, 3, 4
+    SELECT s.sensor_id, s.metric_type, b.hour, b.bin, b.count
+    FROM (
+        SELECT series_id, date_trunc('hour', reading_time, 'UTC') AS hour, value_bin(value) AS bin,
+               count(*) AS count
+        FROM {source} GROUP BY 1, 2, 3
+    ) b JOIN staging_series s USING (series_id)
     ON CONFLICT (sensor_id, metric_type, hour, bin) DO UPDATE SET count = h.count + excluded.count
 ), newest AS (
-    SELECT sensor_id, metric_type, max(reading_time) AS reading_time FROM {source} GROUP BY 1, 2
+    SELECT series_id, max(reading_time) AS reading_time FROM {source} GROUP BY 1
 )
 INSERT INTO latest_readings AS l (sensor_id, metric_type, reading_time, value, unit)
-SELECT s.sensor_id, s.metric_type, s.reading_time, s.value, s.unit
-FROM {source} s JOIN newest USING (sensor_id, metric_type, reading_time)
+SELECT s.sensor_id, s.metric_type, r.reading_time, r.value, a.unit
+FROM {source} r JOIN newest USING (series_id, reading_time) JOIN staging_series s USING (series_id)
+    JOIN reading_attributes a USING (attributes_id)
 ON CONFLICT (sensor_id, metric_type) DO UPDATE SET
     reading_time = excluded.reading_time, value = excluded.value, unit = excluded.unit
 WHERE excluded.reading_time > l.reading_time
@@ -163,7 +178,7 @@ def micros(t: timestamp_pb2.Timestamp) -> int:
 
 def reading_rows(batch: metric_pb2.MetricBatch, rows: list[ReadingRow]) -> None:
     for m in batch.metrics:
-        labels = json.dumps(dict(m.labels)) if m.labels else None
+        labels = series.labels_key(m.labels)
         rows.append((m.sensor_id, m.metric_type, micros(m.reading_time), m.value, m.unit or None, labels))
 
 
@@ -198,9 +213,9 @@ def alarm_rows(events: Sequence[EventRow]) -> list[AlarmRow]:
     return list(merged.values())
 
 
-# Every table that holds rows of a sensor.
+# Every table that holds rows of a sensor by name (readings_raw holds them by series).
 SENSOR_TABLES = (
-    "readings", "events", "alarms", "rollups_minute", "rollups_hour", "histogram_hour", "latest_readings",
+    "events", "alarms", "rollups_minute", "rollups_hour", "histogram_hour", "latest_readings",
 )  # fmt: skip
 
 
@@ -215,6 +230,16 @@ async def delete_sensors(conn: asyncpg.Connection, prefix: str) -> dict[str, int
     where = "sensor_id >= $1 AND sensor_id < $2 AND starts_with(sensor_id, $1)"
     deleted = {}
     async with conn.transaction():
+        # The series stay (their ids are remembered by savers): a sensor that comes back gets its own.
+        status = await conn.execute(
+            f"DELETE FROM readings_raw WHERE series_id IN (SELECT series_id FROM series WHERE {where})",  # noqa: S608
+            prefix, upper,
+        )  # fmt: skip
+        deleted["readings"] = _rows(status)
+        if await conn.fetchval("SELECT to_regclass('readings_rows') IS NOT NULL"):  # not yet moved
+            deleted["readings"] += _rows(
+                await conn.execute(f"DELETE FROM readings_rows WHERE {where}", prefix, upper)  # noqa: S608
+            )
         for table in SENSOR_TABLES:
             status = await conn.execute(f"DELETE FROM {table} WHERE {where}", prefix, upper)  # noqa: S608
             deleted[table] = _rows(status)
@@ -226,9 +251,10 @@ async def write(
 ) -> tuple[int, int]:
     """Stores the rows in one transaction; returns how many readings and events were new."""
     new_readings = new_events = 0
+    staged, named = await _keyed(conn, readings)
     async with conn.transaction():
         if readings:
-            new_readings = await _write_readings(conn, readings)
+            new_readings = await _write_readings(conn, staged, named)
         if events:
             await conn.copy_records_to_table("staging_events", records=events)
             new_events = _rows(await conn.execute(INSERT_EVENTS))
@@ -238,7 +264,23 @@ async def write(
     return new_readings, new_events
 
 
-async def _write_readings(conn: asyncpg.Connection, readings: Sequence[ReadingRow]) -> int:
+async def _keyed(
+    conn: asyncpg.Connection, readings: Sequence[ReadingRow]
+) -> tuple[list[KeyedRow], list[SeriesRow]]:
+    """The rows as readings_raw keeps them, and the names of their series."""
+    if not readings:
+        return [], []
+    keys = {(r[0], r[1]) for r in readings}
+    await series.IDS.learn(conn, keys, {(r[4], r[5]) for r in readings})
+    ids, attributes = series.IDS.series, series.IDS.attributes
+    staged = [(ids[s, m], attributes[u, labels], t, v) for s, m, t, v, u, labels in readings]
+    return staged, [(ids[key], *key) for key in keys]
+
+
+async def _write_readings(
+    conn: asyncpg.Connection, readings: Sequence[KeyedRow], named: Sequence[SeriesRow]
+) -> int:
+    await conn.copy_records_to_table("staging_series", records=named)
     await conn.copy_records_to_table("staging_readings", records=readings)
     try:
         async with conn.transaction():  # a savepoint

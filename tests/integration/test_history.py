@@ -1,9 +1,8 @@
-"""History that stays bounded: the migration to day partitions on a populated database, ingest
-during and after it, partitions made ahead, retention per metric type (saver/history.py)."""
+"""History that stays bounded: the move to readings by series on a populated database, partitions
+made ahead, retention per metric type (saver/history.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import time
 import uuid
@@ -15,7 +14,7 @@ import pytest
 
 from runtime import postgres
 from runtime.migrations import OWNERS, migrate
-from saver import history, partitions, store
+from saver import history, partitions, series_move, store
 from saver.retention import retention
 from stack import access, credentials
 from stack import settings as stack_settings
@@ -28,8 +27,8 @@ pytestmark = pytest.mark.local_stack  # a database of their own: the stack's sup
 
 DAY_US = 86_400_000_000
 TYPES = ("temperature", "humidity", "vibration", "energy")
-# The saver's migrations before the readings were partitioned.
-UNPARTITIONED = 5
+# The saver's migrations before readings were stored by series.
+BEFORE_SERIES = 9
 MIGRATIONS = OWNERS["saver"]
 # What a migration or a retention pass must leave as it was, as digests: the rollups and events
 # (of the sensors given), the readings.
@@ -39,12 +38,21 @@ SELECT (SELECT md5(string_agg(r::text, ',' ORDER BY r::text)) FROM rollups_minut
        (SELECT md5(string_agg(r::text, ',' ORDER BY r::text)) FROM histogram_hour r WHERE {where}),
        (SELECT md5(string_agg(r::text, ',' ORDER BY r::text)) FROM events r WHERE {where})
 """
-READINGS = "SELECT count(*), md5(string_agg(r::text, ',' ORDER BY r::text)) FROM readings r WHERE {where}"
+READINGS = """
+SELECT count(*), md5(string_agg(r::text, ',' ORDER BY r::text)) FROM (
+    SELECT sensor_id, metric_type, reading_time, value, nullif(unit, '') AS unit,
+           nullif(labels, '{{}}') AS labels
+    FROM readings
+) r WHERE {where}
+"""
 OLD = "sensor_id LIKE 's-%'"
 PER_TYPE = """
 SELECT metric_type, count(*) AS count, min(reading_time) AS first FROM readings GROUP BY 1 ORDER BY 1
 """
-PART_OF = "SELECT tableoid::regclass::text FROM readings WHERE sensor_id = $1 AND reading_time = $2"
+PART_OF = """
+SELECT r.tableoid::regclass::text FROM readings_raw r JOIN series s USING (series_id)
+WHERE s.sensor_id = $1 AND r.reading_time = $2
+"""
 
 
 def readings(sensors: int, start_us: int, days: int, per_day: int) -> list[store.ReadingRow]:
@@ -79,62 +87,71 @@ def events(start_us: int, count: int) -> list[store.EventRow]:
     ]
 
 
-async def test_the_migration_keeps_every_reading_and_rollup_and_ingest_goes_on(
+async def test_readings_move_to_series_whole_and_once_and_ingest_goes_on_after(
     scratch_connect: Connect, tmp_path: Path
 ) -> None:
     owner = await scratch_connect(server_settings=postgres.SERVER_SETTINGS)
-    conn = await writer_after(scratch_connect, owner, first_migrations(tmp_path, UNPARTITIONED))
+    await migrate(owner, "saver", first_migrations(tmp_path, BEFORE_SERIES))
     now_us = time.time_ns() // 1000
-    # Four months of four metric types of five sensors, 24 readings a day each: 57,600 readings.
-    await write_in_batches(conn, readings(5, now_us - 120 * DAY_US, 120, 24))
-    await store.write(conn, [], events(now_us - 120 * DAY_US, 50))
-    before = await owner.fetchrow(READINGS.format(where=OLD)), await owner.fetchrow(KEPT.format(where=OLD))
-
-    # Ingest goes on meanwhile, a batch at a time as the saver writes, each timed: the longest an
-    # insert waited is the lock the migration held (printed, not asserted: it depends on the machine).
-    waits: list[float] = []
-
-    async def ingest(migrating: asyncio.Task[list[int]]) -> None:
-        while not migrating.done():
-            at = now_us + len(waits) * 1000
-            began = time.perf_counter()
-            await store.write(
-                conn, [("live", "temperature", at + i, 1.0, None, None) for i in range(100)], []
-            )
-            waits.append(time.perf_counter() - began)
-
-    began = time.perf_counter()
-    migrating = asyncio.create_task(migrate(owner, "saver"))
-    await asyncio.gather(migrating, ingest(migrating))
-    print(
-        f"\nmigration of {before[0]['count']:,} readings: {time.perf_counter() - began:.3f} s; "
-        f"{len(waits)} ingest batches of 100 meanwhile, the slowest {max(waits) * 1000:.1f} ms "
-        f"(median {sorted(waits)[len(waits) // 2] * 1000:.1f} ms)"
+    # Four months of four metric types of five sensors, 24 readings a day each (57,600), as the
+    # saver stored them before series: in readings_legacy, the day partitions and the default one.
+    old = readings(5, now_us - 120 * DAY_US, 120, 24)
+    old += [("s-0", "temperature", now_us + 20 * 365 * DAY_US, 1.0, "", "{}")]  # a clock 20 years ahead
+    old += [("s-1", "humidity", now_us - 3 * DAY_US, 2.0, "%", '{"site": "plant \\\\7"}')]
+    # A day partition, as the saver made them then: the first day after readings_legacy.
+    first_day = await owner.fetchval("SELECT partitioned_from FROM readings_partitioning")
+    await owner.execute(
+        f"CREATE TABLE readings_p1 PARTITION OF readings FOR VALUES FROM ('{first_day.isoformat()}') "
+        f"TO ('{(first_day + timedelta(days=1)).isoformat()}')"
     )
-    assert migrating.result() == [6, 7, 8, 9]
-    assert await owner.fetchval("SELECT relkind::text FROM pg_class WHERE relname = 'readings'") == "p"
-    assert await owner.fetchrow(READINGS.format(where=OLD)) == before[0], "every reading kept"
-    assert await owner.fetchrow(KEPT.format(where=OLD)) == before[1], "rollups and events as they were"
-    live = await owner.fetchval("SELECT count(*) FROM readings WHERE sensor_id = 'live'")
-    assert live == len(waits) * 100
+    old += [("s-2", "vibration", int(first_day.timestamp()) * 1_000_000 + 1000, 3.0, None, None)]
+    micros = await scratch_connect(server_settings=postgres.SERVER_SETTINGS)
+    await postgres.setup_connection(micros)  # times as µs
+    await micros.copy_records_to_table("readings", records=old)
+    await micros.close()
+    old_parts = await owner.fetch(
+        "SELECT tableoid::regclass::text AS part, count(*) FROM readings GROUP BY 1"
+    )
+    assert len(old_parts) >= 3, old_parts
+    # Compared as the move stores them: an empty unit or labels as none.
+    before = await owner.fetchrow(READINGS.format(where=OLD))
+    assert before["count"] == len(old)
 
-    # After: the first pass makes the partitions ahead; the saver's write path stores a reading
-    # of any time, in a day partition, the legacy one (before the migration's day) or the default.
+    await migrate(owner, "saver")
+    assert await owner.fetchrow(READINGS.format(where=OLD)) == before, "all there while not yet moved"
+    # A move stopped after one partition (a transaction each) goes on from there.
+    await series_move._move_partition(owner, old_parts[0]["part"])
+    assert await owner.fetchrow(READINGS.format(where=OLD)) == before
+    began = time.perf_counter()
+    moved = await series_move.finish(owner)
+    print(f"\nmoved {moved:,} readings to series in {time.perf_counter() - began:.3f} s")
+    assert moved == len(old) - old_parts[0]["count"]
+    assert await series_move.finish(owner) == 0, "nothing left: a second start moves nothing"
+    assert await owner.fetchval("SELECT to_regclass('readings_rows')") is None
+    assert await owner.fetchrow(READINGS.format(where=OLD)) == before
+    # An empty unit and labels are stored as none, as the saver stores them.
+    ahead = await owner.fetchrow(
+        "SELECT unit, labels FROM readings WHERE reading_time > now() + interval '1 year'"
+    )
+    assert (ahead["unit"], ahead["labels"]) == (None, None)
+    labels = await owner.fetchval("SELECT labels FROM readings WHERE sensor_id = 's-1' AND unit = '%'")
+    assert labels == '{"site": "plant \\\\7"}'
+
+    # After: the saver's write path stores a reading of any time, in its day's partition or the
+    # default one, and the view and the assessor's function read readings_raw alone.
+    conn = await scratch_connect(server_settings=postgres.SERVER_SETTINGS)
+    await store.setup_connection(conn)
     today = datetime.now(UTC)
-    done = await history.maintain(owner, retention(90, (), 1095, 1095), 7, today)
-    made, _ = await partitions.existing(owner)
-    first = await partitions.partitioned_from(owner)
-    assert made == {first + timedelta(days=n) for n in range((today.date() - first).days + 8)}
-    assert done.made == [partitions.partition_name(d) for d in sorted(made)]
-    ahead = now_us + 3 * DAY_US
+    await history.maintain(owner, retention(90, (), 1095, 1095), 7, today)
     places = {
-        now_us + 5 * 60_000_000: partitions.LEGACY,  # as far ahead as the receiver allows
-        946_684_800_000_001: partitions.LEGACY,  # 2000-01-01, the receiver's earliest
-        ahead: partitions.partition_name((today + timedelta(days=3)).date()),
-        now_us + 20 * 365 * DAY_US: partitions.DEFAULT,  # a clock 20 years ahead
+        now_us + 3 * DAY_US: partitions.partition_name((today + timedelta(days=3)).date()),
+        now_us - 30 * DAY_US: partitions.partition_name((today - timedelta(days=30)).date()),
+        946_684_800_000_001: partitions.DEFAULT,  # 2000-01-01, the receiver's earliest
+        now_us + 20 * 365 * DAY_US: partitions.DEFAULT,
     }
     assert await store.write(conn, [("after", "t", at, 1.0, None, None) for at in places], []) == (4, 0)
     assert {at: await conn.fetchval(PART_OF, "after", at) for at in places} == places
+    assert await conn.fetchval("SELECT count(*) FROM series_readings('after', 't')") == 4
     await conn.close()
     await owner.close()
 
@@ -142,12 +159,13 @@ async def test_the_migration_keeps_every_reading_and_rollup_and_ingest_goes_on(
 async def test_retention_deletes_exactly_the_expired_readings_of_each_type(scratch_connect: Connect) -> None:
     owner = await scratch_connect(server_settings=postgres.SERVER_SETTINGS)
     conn = await writer_after(scratch_connect, owner)
-    start = datetime.combine(await partitions.partitioned_from(owner), datetime.min.time(), UTC)
+    start = datetime.combine(datetime.now(UTC).date() - timedelta(days=61), datetime.min.time(), UTC)
     start_us = int(start.timestamp()) * 1_000_000
-    now = start + timedelta(days=60, hours=12)  # the passes' clock: 60 days after the migration
+    now = start + timedelta(days=60, hours=12)  # the passes' clock: 60 days after the first pass
+    await history.maintain(owner, retention(90, (), 1095, 1095), 7, start)
     await history.maintain(owner, retention(90, (), 1095, 1095), 7, now)
 
-    # 70 days of readings (10 before the migration: readings_legacy), two sensors, four types.
+    # 70 days of readings (from 10 days before the first pass), two sensors, four types.
     rows = readings(2, start_us - 10 * DAY_US, 70, 24)
     await write_in_batches(conn, rows)
     await store.write(conn, [], events(start_us - 10 * DAY_US, 70))
@@ -163,8 +181,9 @@ async def test_retention_deletes_exactly_the_expired_readings_of_each_type(scrat
     expected = {t: sum(1 for r in rows if r[1] == t and r[2] >= cutoffs_us[t]) for t in TYPES}
     assert {r["metric_type"]: r["count"] for r in await conn.fetch(PER_TYPE)} == expected
     assert all(r["first"] >= cutoffs_us[r["metric_type"]] for r in await conn.fetch(PER_TYPE))
-    assert done.dropped == [partitions.LEGACY] + [
-        partitions.partition_name((start + timedelta(days=n)).date()) for n in range(15)
+    # Partitions were made back to the oldest day kept (those before `now` - 90 days are gone already).
+    assert done.dropped == [
+        partitions.partition_name((start + timedelta(days=n)).date()) for n in range(-30, 15)
     ]
     assert await owner.fetchrow(KEPT.format(where="true")) == kept_before, "rollups and events untouched"
     horizons = await owner.fetch(
@@ -175,7 +194,7 @@ async def test_retention_deletes_exactly_the_expired_readings_of_each_type(scrat
     }  # fmt: skip
 
     # Done for the day: a second pass deletes nothing. A reading from long ago is stored (in the
-    # default partition now that readings_legacy is gone), counted in the rollups, and expires.
+    # default partition), counted in the rollups, and expires.
     again = await history.maintain(owner, kept, 7, now)
     assert (again.dropped, again.made, again.deleted) == ([], [], {"readings:default partition": 0})
     old = start_us - 3000 * DAY_US

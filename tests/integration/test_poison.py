@@ -181,7 +181,7 @@ async def test_a_record_postgresql_refuses_is_found_and_dead_lettered_alone(
     owner = await access.postgres(stack, credentials.POSTGRES_OWNER)
     constraint = f"test_refuse_{run}"
     await owner.execute(
-        f"ALTER TABLE readings ADD CONSTRAINT {constraint} CHECK (value <> {refused_value}) NOT VALID"
+        f"ALTER TABLE readings_raw ADD CONSTRAINT {constraint} CHECK (value <> {refused_value}) NOT VALID"
     )
     try:
         async with private_topics(target) as topics:
@@ -205,7 +205,7 @@ async def test_a_record_postgresql_refuses_is_found_and_dead_lettered_alone(
             finally:
                 assert await stop_service(saver) == 0, (tmp_path / "saver.log").read_text()[-3000:]
     finally:
-        await owner.execute(f"ALTER TABLE readings DROP CONSTRAINT {constraint}")
+        await owner.execute(f"ALTER TABLE readings_raw DROP CONSTRAINT {constraint}")
         await owner.close()
     [record] = dead
     assert metric_pb2.MetricBatch.FromString(record.value).metrics[0].value == refused_value

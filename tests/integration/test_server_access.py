@@ -161,7 +161,7 @@ async def test_the_reader_may_not_write_and_the_writer_may_not_change_the_schema
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             async with reader.transaction(readonly=False):
                 await reader.execute("SET TRANSACTION READ WRITE")
-                await reader.execute("DELETE FROM readings WHERE false")
+                await reader.execute("DELETE FROM readings_raw WHERE false")
     finally:
         await reader.close()
     writer_account = credentials.POSTGRES_WRITER
@@ -169,11 +169,11 @@ async def test_the_reader_may_not_write_and_the_writer_may_not_change_the_schema
         target.postgres_dsn_of(writer_account), password=target.password(writer_account)
     )
     try:
-        await writer.execute("DELETE FROM readings WHERE false")  # what it is for
+        await writer.execute("DELETE FROM readings_raw WHERE false")  # what it is for
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await writer.execute("CREATE TABLE not_allowed (x int)")
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
-            await writer.execute("DROP TABLE readings")
+            await writer.execute("DROP TABLE readings_raw")
     finally:
         await writer.close()
 
@@ -184,7 +184,8 @@ WRITE = "DELETE FROM {} WHERE false"
 READ = "SELECT count(*) FROM {}"
 MAY = {
     credentials.POSTGRES_WRITER: {  # the saver
-        WRITE.format("readings"): True,
+        WRITE.format("readings_raw"): True,
+        WRITE.format("series"): False,  # series are made, never deleted (saver/series.py)
         WRITE.format("alarms"): True,
         READ.format("history_horizons"): False,
         READ.format("rules"): False,
@@ -197,10 +198,13 @@ MAY = {
         READ.format("alarms"): True,
         WRITE.format("alarms"): False,
         READ.format("readings"): False,
+        READ.format("readings_raw"): False,
         WRITE.format("events"): False,
     },
     credentials.POSTGRES_READER: {  # the assessor
         READ.format("readings"): True,
+        READ.format("series"): True,
+        WRITE.format("readings_raw"): False,
         READ.format("history_horizons"): True,
         READ.format("rules"): False,
         READ.format("alarm_actions"): False,

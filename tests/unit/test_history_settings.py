@@ -14,10 +14,10 @@ NOW = datetime(2026, 11, 30, 17, 45, tzinfo=UTC)
 
 
 def test_a_partition_is_named_by_its_day_and_holds_that_utc_day() -> None:
-    assert partition_name(date(2026, 3, 9)) == "readings_p20260309"
-    assert partition_day("readings_p20260309") == date(2026, 3, 9)
-    assert partition_day("readings_legacy") is None
-    assert partition_day("readings_default") is None
+    assert partition_name(date(2026, 3, 9)) == "readings_raw_p20260309"
+    assert partition_day("readings_raw_p20260309") == date(2026, 3, 9)
+    assert partition_day("readings_p20260309") is None
+    assert partition_day("readings_raw_default") is None
     assert day_bounds(date(2026, 12, 31)) == (
         datetime(2026, 12, 31, tzinfo=UTC),
         datetime(2027, 1, 1, tzinfo=UTC),
