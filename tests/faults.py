@@ -34,7 +34,7 @@ from stack.settings import PUBLIC_SERVICES
 from stack.supervisor import Supervisor
 from testkit.http import http
 from testkit.rules_model import apply, apply_as_arrived
-from tests.helpers import end_offsets, rules_in_force, wait_consumed
+from tests.helpers import end_offsets, past_us, rules_in_force, wait_consumed
 from tests.target import Target
 
 RULES = {"temperature": Rule("temperature", 95.0, 3)}
@@ -42,7 +42,7 @@ PARTS = {part.name: part for part in parts(stack_settings.load())}
 # A rule with alarms over the same readings (made through RulesService for each load's sensors).
 ALARM_RULE = {"metricType": "temperature", "threshold": 99, "count": 2, "clearCount": 2}
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
-BASE_US = 1_760_000_000_000_000
+BASE_US = past_us(0)
 RAISED = event_pb2.EVENT_KIND_THRESHOLD_EXCEEDED
 CLEARED = event_pb2.EVENT_KIND_ALARM_CLEARED
 

@@ -15,6 +15,17 @@ from testkit import reported
 from testkit.http import http
 from tests.target import Target, load
 
+HOUR_US = 3_600_000_000
+DAY_US = 24 * HOUR_US
+
+
+def past_us(hours: int) -> int:
+    """A fixed time of this run for readings of the past: the start of the UTC day before
+    yesterday plus `hours`. Within the raw readings' retention (a fixed date would expire and be
+    deleted by the saver's next history pass), never ahead."""
+    return (time.time_ns() // 1000 // DAY_US - 2) * DAY_US + hours * HOUR_US
+
+
 T = TypeVar("T")
 
 

@@ -23,12 +23,12 @@ from metrics.v1.assessor_service_pb2_grpc import AssessorServiceStub
 from metrics.v1.receiver_service_pb2_grpc import ReceiverServiceStub
 from runtime import kafka
 from testkit.http import http
-from tests.helpers import eventually, wait_consumed
+from tests.helpers import eventually, past_us, wait_consumed
 from tests.services import Topics, free_port, private_topics, service_env, start_service, stop_service
 from tests.target import Target
 
 HOUR_US = 3_600_000_000
-T0 = 1_790_640_000_000_000  # 2026-09-29T00:00:00Z, a whole hour
+T0 = past_us(16)  # a whole hour
 SCENARIO = (10.0, 100.0, 97.0, 99.0, 10.0, 100.0, 107.0, 98.0)
 
 

@@ -45,7 +45,7 @@ from hypothesis import strategies as st
 from metrics.v1 import metric_pb2
 from metrics.v1 import receiver_service_pb2 as rs
 from metrics.v1.receiver_service_pb2_grpc import ReceiverServiceStub
-from tests.helpers import end_offsets, eventually, read_topic, wait_consumed
+from tests.helpers import end_offsets, eventually, past_us, read_topic, wait_consumed
 from tests.target import Target
 
 T = TypeVar("T")
@@ -69,7 +69,7 @@ TS_MAX_S = 253_402_300_799
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The earliest reading time the receiver takes: 2000-01-01T00:00:00Z (earlier: an unset sensor clock).
 EARLIEST_S = 946_684_800
-BASE_S = 1_790_000_000  # 2026-09-21: valid readings are one second apart from here
+BASE_S = past_us(20) // 1_000_000  # valid readings are one second apart from here
 NOW_S = int(time.time())  # strategies keep hours of margin from the receiver's clock
 
 JSON_NAMES = {

@@ -27,7 +27,7 @@ from processor.stream.counters import CLEARED_BY_HAND, alarms_key, legacy_pendin
 from runtime import kafka
 from runtime.kafka import client_options
 from stack import credentials
-from tests.helpers import only_alarm, read_topic, rules_in_force, send, wait_consumed
+from tests.helpers import only_alarm, past_us, read_topic, rules_in_force, send, wait_consumed
 from tests.services import (
     Topics,
     free_port,
@@ -43,7 +43,7 @@ from tests.target import Target
 BATCH_HEADERS = kafka.headers(kafka.METRIC_BATCH_TYPE)
 
 SCENARIO = (10.0, 100.0, 97.0, 99.0, 10.0, 100.0, 107.0, 98.0)
-BASE_US = 1_790_000_000_000_000
+BASE_US = past_us(10)
 
 
 async def produce_scenario(

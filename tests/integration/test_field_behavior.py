@@ -24,10 +24,10 @@ from metrics.v1.assessor_service_pb2_grpc import AssessorServiceStub
 from metrics.v1.notifier_service_pb2_grpc import SubscriptionsServiceStub
 from metrics.v1.receiver_service_pb2_grpc import ReceiverServiceStub
 from metrics.v1.rules_service_pb2_grpc import RulesServiceStub
-from tests.helpers import only_alarm, rules_in_force, send
+from tests.helpers import only_alarm, past_us, rules_in_force, send
 from tests.target import Target
 
-T0 = 1_790_640_000  # 2026-09-29T00:00:00Z
+T0 = past_us(18) // 1_000_000  # a whole hour, in seconds
 # A reading's value is REQUIRED, but proto3 cannot tell an unset number from 0 (metric.proto says so):
 # a reading without one is a reading of 0, not an error.
 # A rule's threshold likewise: a rule without one compares with 0.

@@ -29,11 +29,11 @@ from stack.settings import StackSettings
 from testkit.http import http, http_bytes, http_full
 from tests import front_door
 from tests.front_door import auth, bearer, claims, foreign_token, signed, token
-from tests.helpers import eventually
+from tests.helpers import eventually, past_us, rfc3339
 from tests.target import Target
 
-BASE_US = 1_790_000_000_000_000  # a fixed past time (2026-09-21)
-SPAN = "startTime=2026-09-01T00:00:00Z&endTime=2026-10-01T00:00:00Z"
+BASE_US = past_us(8)  # a fixed past time
+SPAN = f"startTime={rfc3339(BASE_US / 1e6 - 10 * 86_400)}&endTime={rfc3339(BASE_US / 1e6 + 10 * 86_400)}"
 
 
 @pytest.fixture

@@ -19,13 +19,13 @@ from processor.rules import Rule
 from stack import settings as stack_settings
 from stack.supervisor import Supervisor
 from testkit.rules_model import apply
-from tests.helpers import eventually, wait_consumed
+from tests.helpers import eventually, past_us, wait_consumed
 from tests.target import Target
 
 SENSORS = 8
 BATCHES = 30
 BATCH = 10
-BASE_US = 1_780_000_000_000_000
+BASE_US = past_us(14)
 RULES = {"temperature": Rule("temperature", 95.0, 3)}
 
 pytestmark = pytest.mark.local_stack

@@ -23,7 +23,7 @@ from stack.mqtt_devices import Broker, issue
 from testkit.mqtt import NOT_AUTHORIZED, SUCCESS, Device, Refused
 from testkit.reported import scrape
 from tests.faults import healthy, pid_of
-from tests.helpers import end_offsets, eventually, read_topic
+from tests.helpers import end_offsets, eventually, past_us, read_topic, rfc3339
 from tests.mqtt_fleet import TOPIC, Fleet, each_stored_once, stored
 from tests.target import ROOT, Target
 
@@ -63,11 +63,16 @@ async def device(target: Target, ca: Path, credentials_for: Issue, sensor_id: st
 async def test_a_device_publishes_readings_in_every_form_and_they_are_stored(
     device: Device, db: asyncpg.Pool, sensor_id: str
 ) -> None:
-    stamped = 1_796_378_400_000_000
+    stamped = past_us(22)
     batch = {"metrics": [{"sensorId": f"{sensor_id}", "metricType": "pressure", "value": 3,
-                          "readingTime": "2026-12-04T10:00:01Z"}]}  # fmt: skip
+                          "readingTime": rfc3339(stamped / 1e6 + 1)}]}  # fmt: skip
     assert await device.publish(TOPIC.format(sensor_id), b'{"temperature": 21.5, "humidity": 40}') == SUCCESS
-    assert await device.publish(TOPIC.format(sensor_id), b'{"vibration": 2, "ts": 1796378400000}') == SUCCESS
+    assert (
+        await device.publish(
+            TOPIC.format(sensor_id), json.dumps({"vibration": 2, "ts": stamped // 1000}).encode()
+        )
+        == SUCCESS
+    )
     assert await device.publish(TOPIC.format(sensor_id) + "/json", json.dumps(batch)) == SUCCESS
 
     async def all_stored() -> list[tuple[str, float, int]]:

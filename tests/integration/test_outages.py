@@ -15,17 +15,18 @@ from metrics.v1 import metric_pb2, receiver_service_pb2
 from metrics.v1.receiver_service_pb2_grpc import ReceiverServiceStub
 from stack import settings as stack_settings
 from stack.supervisor import Supervisor
-from tests.helpers import eventually, wait_consumed
+from tests.helpers import eventually, past_us, wait_consumed
 from tests.target import Target
 
 pytestmark = pytest.mark.local_stack
+BASE_US = past_us(1)
 
 
 def batch(sensor: str, start: int, n: int = 10) -> receiver_service_pb2.PushMetricsRequest:
     metrics = []
     for i in range(start, start + n):
         metric = metric_pb2.Metric(sensor_id=sensor, metric_type="temperature", value=float(i % 50))
-        metric.reading_time.FromMicroseconds(1_780_000_000_000_000 + i * 1_000_000)
+        metric.reading_time.FromMicroseconds(BASE_US + i * 1_000_000)
         metrics.append(metric)
     return receiver_service_pb2.PushMetricsRequest(metrics=metrics)
 

@@ -13,11 +13,11 @@ import redis.asyncio as aioredis
 from metrics.v1 import event_pb2, metric_pb2, receiver_service_pb2
 from metrics.v1.receiver_service_pb2_grpc import ReceiverServiceStub
 from testkit.http import http
-from tests.helpers import end_offsets, eventually, read_topic, wait_consumed
+from tests.helpers import end_offsets, eventually, past_us, read_topic, wait_consumed
 from tests.target import Target
 
 SCENARIO = (10.0, 100.0, 97.0, 99.0, 10.0, 100.0, 107.0, 98.0)
-BASE_US = 1_790_000_000_000_000  # 2026-09-21: a fixed past time, one reading per second from it
+BASE_US = past_us(4)  # a fixed past time, one reading per second from it
 
 
 def readings(sensor_id: str, metric_type: str = "temperature") -> list[metric_pb2.Metric]:

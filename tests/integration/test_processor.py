@@ -30,7 +30,7 @@ from runtime import kafka
 from runtime.kafka import client_options
 from stack import credentials
 from testkit.rules_model import apply, apply_as_arrived
-from tests.helpers import read_topic, wait_consumed
+from tests.helpers import past_us, read_topic, wait_consumed
 from tests.services import private_topics, service_env, start_service, stop_service
 from tests.target import Target
 
@@ -38,7 +38,7 @@ from tests.target import Target
 BATCH_HEADERS = kafka.headers(kafka.METRIC_BATCH_TYPE)
 
 RULES = parse_rules(["temperature:95:3", "humidity:80:2"])
-BASE_US = 1_770_000_000_000_000
+BASE_US = past_us(6)
 
 SENSORS = ("a", "b", "c")
 readings = st.lists(

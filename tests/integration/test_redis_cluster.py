@@ -26,10 +26,11 @@ from processor.stream.redis_nodes import RedisNodes
 from processor.stream.rounds import script_args
 from stack.redis_cluster import Node
 from testkit.rules_model import apply
+from tests.helpers import past_us
 from tests.integration.conftest import ClusterUnderTest
 
 RULES = parse_rules(["temperature:95:3"])
-BASE_US = 1_770_000_000_000_000
+BASE_US = past_us(2)
 
 
 def spread(nodes: RedisNodes, prefix: str, per_node: int = 2) -> list[str]:

@@ -14,7 +14,7 @@ from metrics.v1 import event_pb2, metric_pb2
 from runtime import kafka
 from runtime.kafka import MAX_RECORD_READINGS, client_options
 from runtime.migrations import LEGACY, OWNERS, Migration, MigrationError, migrate, migrations
-from tests.helpers import eventually, read_topic, wait_consumed
+from tests.helpers import eventually, past_us, read_topic, wait_consumed
 from tests.services import Topics, private_topics, service_env, start_service, stop_service
 from tests.target import Target
 
@@ -22,7 +22,7 @@ from tests.target import Target
 BATCH_HEADERS = kafka.headers(kafka.METRIC_BATCH_TYPE)
 
 SCENARIO = (10.0, 100.0, 97.0, 99.0, 10.0, 100.0, 107.0, 98.0)
-BASE_US = 1_790_000_000_000_000
+BASE_US = past_us(12)
 
 
 def scenario(sensor: str) -> list[bytes]:
