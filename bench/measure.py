@@ -101,12 +101,7 @@ async def stored(env: Env, prefix: str) -> int:
     """Readings in PostgreSQL of the sensors whose ids start with `prefix`."""
     conn = await access.postgres(env.stack, credentials.POSTGRES_READER)
     try:
-        count: int = await conn.fetchval(
-            "SELECT count(*) FROM readings WHERE sensor_id >= $1 AND sensor_id < $2",
-            prefix,
-            postgres.prefix_upper_bound(prefix),
-        )
-        return count
+        return await saver_admin.stored_count(conn, prefix)
     finally:
         await conn.close()
 
@@ -198,7 +193,7 @@ async def saver_drain(env: Env, batch: int) -> tuple[float, float]:
 
 
 async def raw_copy(env: Env, fleet: Fleet, rows_total: int, chunk: int) -> float:
-    """Rows/s of a plain binary COPY of readings rows into the readings table, `chunk` rows per transaction."""
+    """Rows/s of a plain binary COPY of readings rows into readings_raw, `chunk` rows per transaction."""
     rows: list[saver_admin.ReadingRow] = []
     while len(rows) < rows_total:
         rows += saver_admin.reading_rows(fleet.batch(500))
@@ -207,10 +202,11 @@ async def raw_copy(env: Env, fleet: Fleet, rows_total: int, chunk: int) -> float
     )
     await postgres.setup_connection(conn)
     try:
+        keyed = await saver_admin.keyed_rows(conn, rows)
         started = time.monotonic()
-        for i in range(0, len(rows), chunk):
+        for i in range(0, len(keyed), chunk):
             async with conn.transaction():
-                await conn.copy_records_to_table("readings", records=rows[i : i + chunk])
+                await conn.copy_records_to_table("readings_raw", records=keyed[i : i + chunk])
         return len(rows) / (time.monotonic() - started)
     finally:
         await conn.close()

@@ -10,6 +10,7 @@ from datetime import date, timedelta
 import asyncpg
 
 from metrics.v1 import metric_pb2
+from runtime import postgres
 from saver import partitions, store
 
 # A reading as the saver stores it: sensor id, metric type, time (µs since 1970), value, unit,
@@ -22,6 +23,30 @@ def reading_rows(metrics: Iterable[metric_pb2.Metric]) -> list[ReadingRow]:
     rows: list[ReadingRow] = []
     store.reading_rows(metric_pb2.MetricBatch(metrics=metrics), rows)
     return rows
+
+
+async def keyed_rows(
+    conn: asyncpg.Connection, rows: Sequence[ReadingRow]
+) -> list[tuple[int, int, int, float]]:
+    """The rows as a row of readings_raw holds them: series id, attributes id, time, value (the ids
+    made if new). `conn`: the saver's writer role, not in a transaction."""
+    keyed, _ = await store.keyed(conn, rows)
+    return keyed
+
+
+# The series first, then the key's index per series (a join by a range of names can make the planner
+# read every reading).
+STORED_COUNT = """
+SELECT count(*) FROM readings_raw
+WHERE series_id = ANY(ARRAY(SELECT series_id FROM series WHERE sensor_id >= $1 AND sensor_id < $2))
+"""
+
+
+async def stored_count(conn: asyncpg.Connection, prefix: str) -> int:
+    """How many readings are stored of the sensors whose ids start with `prefix`. `conn`: the
+    saver's writer role or the assessor's reader."""
+    count: int = await conn.fetchval(STORED_COUNT, prefix, postgres.prefix_upper_bound(prefix))
+    return count
 
 
 async def write_readings(conn: asyncpg.Connection, rows: Sequence[ReadingRow]) -> int:

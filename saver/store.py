@@ -251,7 +251,7 @@ async def write(
 ) -> tuple[int, int]:
     """Stores the rows in one transaction; returns how many readings and events were new."""
     new_readings = new_events = 0
-    staged, named = await _keyed(conn, readings)
+    staged, named = await keyed(conn, readings)
     async with conn.transaction():
         if readings:
             new_readings = await _write_readings(conn, staged, named)
@@ -264,7 +264,7 @@ async def write(
     return new_readings, new_events
 
 
-async def _keyed(
+async def keyed(
     conn: asyncpg.Connection, readings: Sequence[ReadingRow]
 ) -> tuple[list[KeyedRow], list[SeriesRow]]:
     """The rows as readings_raw keeps them, and the names of their series."""
