@@ -5,29 +5,32 @@ sensor's total history."""
 
 from __future__ import annotations
 
+import asyncio
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncpg
+import numpy as np
+
+from assessor import readings
 
 MINUTE_US = 60_000_000
 HOUR_US = 60 * MINUTE_US
 
-RANGE_AGGREGATE = """
+# Rollups of the whole minutes and hours; the readings of the partial minutes at the ends are
+# added by range_aggregate (assessor/readings.py: they may be raw or packed).
+ROLLUPS = """
 WITH parts AS (
-    SELECT count(*) AS count, sum(value) AS sum, sum(value * value) AS sum_squares,
-           min(value) AS min, max(value) AS max
-    FROM series_readings($1, $2)
-    WHERE (reading_time >= $3 AND reading_time < $4) OR (reading_time >= $7 AND reading_time < $8)
-    UNION ALL
-    SELECT sum(count), sum(sum), sum(sum_squares), min(min), max(max)
+    SELECT sum(count) AS count, sum(sum) AS sum, sum(sum_squares) AS sum_squares, min(min) AS min,
+           max(max) AS max
     FROM rollups_minute
     WHERE sensor_id = $1 AND metric_type = $2
-      AND ((minute >= $4 AND minute < $5) OR (minute >= $6 AND minute < $7))
+      AND ((minute >= $3 AND minute < $4) OR (minute >= $5 AND minute < $6))
     UNION ALL
     SELECT sum(count), sum(sum), sum(sum_squares), min(min), max(max)
     FROM rollups_hour
-    WHERE sensor_id = $1 AND metric_type = $2 AND hour >= $5 AND hour < $6
+    WHERE sensor_id = $1 AND metric_type = $2 AND hour >= $4 AND hour < $5
 )
 SELECT coalesce(sum(count), 0)::bigint AS count, sum(sum) AS sum, sum(sum_squares) AS sum_squares,
        min(min) AS min, max(max) AS max
@@ -42,6 +45,15 @@ class Aggregate:
     sum_squares: float
     min: float | None
     max: float | None
+
+    def plus(self, other: Aggregate) -> Aggregate:
+        def pick(f: Callable[[float, float], float], a: float | None, b: float | None) -> float | None:
+            return b if a is None else a if b is None else f(a, b)
+
+        return Aggregate(
+            self.count + other.count, self.sum + other.sum, self.sum_squares + other.sum_squares,
+            pick(min, self.min, other.min), pick(max, self.max, other.max),
+        )  # fmt: skip
 
     @property
     def mean(self) -> float | None:
@@ -86,7 +98,25 @@ def split(start_us: int, end_us: int) -> Split:
 
 
 async def range_aggregate(
-    conn: asyncpg.Connection | asyncpg.Pool, sensor_id: str, metric_type: str, start_us: int, end_us: int
+    pool: asyncpg.Pool, sensor_id: str, metric_type: str, start_us: int, end_us: int
 ) -> Aggregate:
-    row = await conn.fetchrow(RANGE_AGGREGATE, sensor_id, metric_type, *split(start_us, end_us).bounds())
-    return Aggregate(row["count"], row["sum"] or 0.0, row["sum_squares"] or 0.0, row["min"], row["max"])
+    parts = split(start_us, end_us)
+    row, first, last = await asyncio.gather(
+        pool.fetchrow(ROLLUPS, sensor_id, metric_type, parts.m1, parts.h1, parts.h2, parts.m2),
+        readings.window(pool, sensor_id, metric_type, parts.start, parts.m1),
+        readings.window(pool, sensor_id, metric_type, parts.m2, parts.end),
+    )
+    total = Aggregate(row["count"], row["sum"] or 0.0, row["sum_squares"] or 0.0, row["min"], row["max"])
+    return total.plus(of_values(np.concatenate((first.values, last.values))))
+
+
+def of_values(values: np.ndarray) -> Aggregate:
+    if not len(values):
+        return Aggregate(0, 0.0, 0.0, None, None)
+    return Aggregate(
+        len(values),
+        float(values.sum()),
+        float((values * values).sum()),
+        float(values.min()),
+        float(values.max()),
+    )

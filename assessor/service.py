@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import grpc
 
-from assessor import horizons, requests
+from assessor import horizons, readings, requests
 from assessor.aggregates import HOUR_US, MINUTE_US, range_aggregate
 from assessor.database import Database
 from assessor.settings import AssessorSettings
@@ -74,12 +74,8 @@ ID_CEILING = "\x7f"
 
 METRIC_TYPES = "SELECT metric_type FROM latest_readings WHERE sensor_id = $1 ORDER BY metric_type"
 
-# One index range scan per metric type, merged in time order (no index on time alone is needed).
-READINGS_OF_TYPE = """
-(SELECT ${t}::text AS metric_type, reading_time, value, unit, labels FROM series_readings($1, ${t})
- WHERE reading_time >= $2 AND reading_time < $3 AND (reading_time, ${t}::text) > ($4, $5)
- ORDER BY reading_time, metric_type LIMIT $6)
-"""
+# A reading of ListReadings: time (µs), metric type, value, unit, labels (JSON).
+Row = tuple[int, str, float, str | None, str | None]
 
 
 class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
@@ -227,35 +223,37 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
         position = paging.decode(request.page_token, digest, 2)
         after_time, after_type = position if position else (start - 1, "")
 
-        async def read(pool: asyncpg.Pool) -> tuple[list[asyncpg.Record], int | None]:
-            async with pool.acquire() as conn:
-                types = [request.metric_type] if request.metric_type else [
-                    r["metric_type"] for r in await conn.fetch(METRIC_TYPES, request.sensor_id)
-                ]  # fmt: skip
-                if not types:
-                    return [], None
-                branches = " UNION ALL ".join(
-                    READINGS_OF_TYPE.replace("${t}", f"${7 + i}") for i in range(len(types))
-                )
-                rows = await conn.fetch(
-                    f"SELECT * FROM ({branches}) r ORDER BY reading_time, metric_type LIMIT $6",  # noqa: S608
-                    request.sensor_id, start, end, after_time, after_type, size + 1, *types,
+        async def read(pool: asyncpg.Pool) -> tuple[list[Row], int | None]:
+            # The pool, not a connection of it: readings.window remembers attributes per pool.
+            types = [request.metric_type] if request.metric_type else [
+                r["metric_type"] for r in await pool.fetch(METRIC_TYPES, request.sensor_id)
+            ]  # fmt: skip
+            rows: list[Row] = []
+            for metric_type in types:
+                # After the page's last (time, type): this type's readings from that time on, or
+                # after it when this type came before the last's.
+                first = max(start, after_time + (0 if metric_type > after_type else 1))
+                found = await readings.window(pool, request.sensor_id, metric_type, first, end, size + 1)
+                rows += zip(
+                    found.times.tolist(), [metric_type] * len(found), found.values.tolist(), found.units,
+                    found.labels, strict=True,
                 )  # fmt: skip
-                return rows, await horizons.raw_from(conn, types, start)
+            rows.sort(key=lambda r: (r[0], r[1]))
+            return rows[: size + 1], await horizons.raw_from(pool, types, start)
 
         rows, raw_from_us = await self._db.query(read)
         response = pb.ListReadingsResponse()
         if raw_from_us is not None:
             response.raw_start_time.FromMicroseconds(raw_from_us)
-        for row in rows[:size]:
-            metric = response.metrics.add(sensor_id=request.sensor_id, metric_type=row["metric_type"],
-                                          value=row["value"], unit=row["unit"] or "")  # fmt: skip
-            metric.reading_time.FromMicroseconds(row["reading_time"])
-            if row["labels"]:
-                metric.labels.update(_labels(row["labels"]))
+        for reading_time, metric_type, value, unit, labels in rows[:size]:
+            metric = response.metrics.add(sensor_id=request.sensor_id, metric_type=metric_type,
+                                          value=value, unit=unit or "")  # fmt: skip
+            metric.reading_time.FromMicroseconds(reading_time)
+            if labels:
+                metric.labels.update(_labels(labels))
         if len(rows) > size:
-            last = rows[size - 1]
-            response.next_page_token = paging.encode(digest, last["reading_time"], last["metric_type"])
+            reading_time, metric_type, *_ = rows[size - 1]
+            response.next_page_token = paging.encode(digest, reading_time, metric_type)
         return response
 
     @grpc_errors

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import numpy as np
 
-from assessor import horizons
-from assessor.aggregates import HOUR_US, Aggregate, range_aggregate, split
+from assessor import horizons, readings
+from assessor.aggregates import HOUR_US, Aggregate, of_values, range_aggregate, split
 
 EXACT_PERCENTILES_MAX = 20_000
 PERCENTILES = (0.50, 0.95, 0.99)
@@ -26,51 +28,28 @@ PERCENTILES = (0.50, 0.95, 0.99)
 GAMMA = 1.01 / 0.99
 BIN_OFFSET = 10_000
 
-EDGES = """
-(SELECT value, reading_time, unit, labels FROM series_readings($1, $2)
- WHERE reading_time >= $3 AND reading_time < $4
- ORDER BY reading_time LIMIT 1)
-UNION ALL
-(SELECT value, reading_time, unit, labels FROM series_readings($1, $2)
- WHERE reading_time >= $3 AND reading_time < $4
- ORDER BY reading_time DESC LIMIT 1)
-"""
-
-EXACT_PERCENTILES = """
-SELECT percentile_disc(ARRAY[0.5, 0.95, 0.99]::double precision[]) WITHIN GROUP (ORDER BY value) AS p
-FROM series_readings($1, $2) WHERE reading_time >= $3 AND reading_time < $4
-"""
-
-# Readings of the partial hours at both ends, binned, plus the histograms of the whole hours between.
+# The histograms of the whole hours; the readings of the partial hours at the ends are binned here
+# (assessor/readings.py: they may be raw or packed).
 HISTOGRAM = """
-SELECT bin, sum(count)::bigint AS count FROM (
-    SELECT value_bin(value) AS bin, count(*) AS count FROM series_readings($1, $2)
-    WHERE ((reading_time >= $3 AND reading_time < $4) OR (reading_time >= $5 AND reading_time < $6))
-    GROUP BY 1
-    UNION ALL
-    SELECT bin, sum(count) FROM histogram_hour
-    WHERE sensor_id = $1 AND metric_type = $2 AND hour >= $4 AND hour < $5
-    GROUP BY 1
-) parts GROUP BY bin ORDER BY bin
+SELECT bin, sum(count)::bigint AS count FROM histogram_hour
+WHERE sensor_id = $1 AND metric_type = $2 AND hour >= $3 AND hour < $4
+GROUP BY 1
 """
 
+# Rollups of the whole minutes and hours, per bucket; the readings of the partial minutes at the
+# ends are added by _buckets.
 BUCKETS = """
 WITH parts AS (
-    SELECT (extract(epoch FROM reading_time) * 1000000)::bigint / $9 AS bucket,
-           count(*) AS count, sum(value) AS sum, min(value) AS min, max(value) AS max
-    FROM series_readings($1, $2)
-    WHERE (reading_time >= $3 AND reading_time < $4) OR (reading_time >= $7 AND reading_time < $8)
-    GROUP BY 1
-    UNION ALL
-    SELECT (extract(epoch FROM minute) * 1000000)::bigint / $9, sum(count), sum(sum), min(min), max(max)
+    SELECT (extract(epoch FROM minute) * 1000000)::bigint / $7 AS bucket, sum(count) AS count,
+           sum(sum) AS sum, min(min) AS min, max(max) AS max
     FROM rollups_minute
     WHERE sensor_id = $1 AND metric_type = $2
-      AND ((minute >= $4 AND minute < $5) OR (minute >= $6 AND minute < $7))
+      AND ((minute >= $3 AND minute < $4) OR (minute >= $5 AND minute < $6))
     GROUP BY 1
     UNION ALL
-    SELECT (extract(epoch FROM hour) * 1000000)::bigint / $9, sum(count), sum(sum), min(min), max(max)
+    SELECT (extract(epoch FROM hour) * 1000000)::bigint / $7, sum(count), sum(sum), min(min), max(max)
     FROM rollups_hour
-    WHERE sensor_id = $1 AND metric_type = $2 AND hour >= $5 AND hour < $6
+    WHERE sensor_id = $1 AND metric_type = $2 AND hour >= $4 AND hour < $5
     GROUP BY 1
 )
 SELECT bucket, sum(count)::bigint AS count, sum(sum) AS sum, min(min) AS min, max(max) AS max
@@ -113,28 +92,59 @@ async def sensor_stats(
     # One round of queries in parallel. The histogram is only read for ranges with whole hours; a
     # range small enough for exact percentiles takes a second, cheap query instead.
     h1, h2 = -(-start_us // HOUR_US) * HOUR_US, end_us // HOUR_US * HOUR_US
-    aggregate, edges, buckets, histogram, raw_from_us = await asyncio.gather(
+    aggregate, first, last, buckets, histogram, raw_from_us = await asyncio.gather(
         range_aggregate(pool, *key, start_us, end_us),
-        pool.fetch(EDGES, *key, start_us, end_us),
+        readings.window(pool, *key, start_us, end_us, 1),
+        readings.window(pool, *key, start_us, end_us, 1, newest_first=True),
         _buckets(pool, *key, start_us, end_us, width_us) if width_us else _nothing(),
-        pool.fetch(HISTOGRAM, *key, start_us, h1, h2, end_us) if h1 < h2 else _nothing(),
+        _histogram(pool, *key, start_us, h1, h2, end_us) if h1 < h2 else _nothing(),
         horizons.raw_from(pool, [metric_type], start_us),
     )
-    first = last = None
-    if edges:
-        first, last = (
-            Reading(r["value"], r["reading_time"], r["unit"], r["labels"]) for r in (edges[0], edges[-1])
-        )
     percentiles = None
     # Exact percentiles need every raw reading of the range; the histograms outlive them.
     exact = raw_from_us is None and aggregate.count <= EXACT_PERCENTILES_MAX
     if aggregate.count and (exact or not histogram):
-        percentiles = tuple(await pool.fetchval(EXACT_PERCENTILES, *key, start_us, end_us))
+        percentiles = exact_percentiles((await readings.window(pool, *key, start_us, end_us)).values)
     elif aggregate.count:
         assert aggregate.min is not None and aggregate.max is not None
-        bins = [(r["bin"], r["count"]) for r in histogram]
-        percentiles = histogram_percentiles(bins, aggregate.min, aggregate.max)
-    return Stats(aggregate, first, last, percentiles, buckets, raw_from_us)
+        percentiles = histogram_percentiles(histogram, aggregate.min, aggregate.max)
+    return Stats(aggregate, _reading(first), _reading(last), percentiles, buckets, raw_from_us)
+
+
+def _reading(found: readings.Window) -> Reading | None:
+    if not len(found):
+        return None
+    return Reading(float(found.values[0]), int(found.times[0]), found.units[0], found.labels[0])
+
+
+def exact_percentiles(values: np.ndarray) -> tuple[float, ...]:
+    """Nearest rank, as PostgreSQL's percentile_disc: the first value, in order, at whose position
+    the share of values reaches p."""
+    ordered = np.sort(values)
+    return tuple(float(ordered[max(1, math.ceil(p * len(ordered))) - 1]) for p in PERCENTILES)
+
+
+def value_bins(values: np.ndarray) -> np.ndarray:
+    """value_bin (saver/migrations/0002) of each value."""
+    with np.errstate(divide="ignore"):
+        k = np.clip(np.ceil(np.log(np.abs(values)) / math.log(GAMMA)), -9999, 9999)
+    return np.where(np.abs(values) < 1e-300, 0, np.sign(values) * (BIN_OFFSET + k)).astype(np.int64)
+
+
+async def _histogram(
+    pool: asyncpg.Pool, sensor_id: str, metric_type: str, start_us: int, h1: int, h2: int, end_us: int
+) -> list[tuple[int, int]]:
+    """(bin, count) of the range's readings, sorted by bin: the histograms of its whole hours
+    [h1, h2), the readings of the partial hours at its ends."""
+    rows, head, tail = await asyncio.gather(
+        pool.fetch(HISTOGRAM, sensor_id, metric_type, h1, h2),
+        readings.window(pool, sensor_id, metric_type, start_us, h1),
+        readings.window(pool, sensor_id, metric_type, h2, end_us),
+    )
+    counts = Counter({r["bin"]: r["count"] for r in rows})
+    bins, found = np.unique(value_bins(np.concatenate((head.values, tail.values))), return_counts=True)
+    counts.update(dict(zip(bins.tolist(), found.tolist(), strict=True)))
+    return sorted(counts.items())
 
 
 async def _nothing() -> list[Any]:
@@ -171,17 +181,24 @@ async def _buckets(
     if width_us % HOUR_US:
         # An hour would straddle buckets: use minutes all the way through.
         parts = type(parts)(parts.start, parts.m1, parts.m2, parts.m2, parts.m2, parts.end)
-    rows = await pool.fetch(BUCKETS, sensor_id, metric_type, *parts.bounds(), width_us)
-    found = {r["bucket"]: r for r in rows}
+    rows, head, tail = await asyncio.gather(
+        pool.fetch(BUCKETS, sensor_id, metric_type, parts.m1, parts.h1, parts.h2, parts.m2, width_us),
+        readings.window(pool, sensor_id, metric_type, parts.start, parts.m1),
+        readings.window(pool, sensor_id, metric_type, parts.m2, parts.end),
+    )
+    found = {r["bucket"]: Aggregate(r["count"], r["sum"], 0.0, r["min"], r["max"]) for r in rows}
+    for part in (head, tail):
+        indexes = part.times // width_us
+        for index in np.unique(indexes).tolist():
+            more = of_values(part.values[indexes == index])
+            found[index] = found[index].plus(more) if index in found else more
     buckets = []
     for index in range(start_us // width_us, (end_us - 1) // width_us + 1):
-        row = found.get(index)
-        if row is None:
+        got = found.get(index)
+        if got is None:
             buckets.append(Bucket(index * width_us, 0, None, None, None))
         else:
-            buckets.append(
-                Bucket(index * width_us, row["count"], row["min"], row["max"], row["sum"] / row["count"])
-            )
+            buckets.append(Bucket(index * width_us, got.count, got.min, got.max, got.mean))
     return buckets
 
 

@@ -34,6 +34,9 @@ TARGETS = {
     "alarm_event_latency_p99_ms": ("<=", 50),
     "stats_query_p99_ms": ("<=", 20),
     "storage_bytes_per_reading_hot": ("<=", 80),
+    "storage_bytes_per_reading_compressed": ("<=", 8),
+    "compaction_cpu_us_per_reading": ("<=", 3),
+    "list_readings_day_vs_raw": ("<=", 1.0),
     "http_json_readings_per_s": (">=", 20_000),
     "max_service_rss_mb": ("<=", 200),
     "fleet_unary_calls_per_s": (">=", 4_000),
@@ -90,13 +93,30 @@ async def suite(env: Env, short: bool) -> dict[str, Any]:
     results["stats_query_p50_ms"] = median(dashboard)
     results["stats_query_p99_ms"] = percentile(dashboard, 0.99)
     results["stats_query_plain_p99_ms"] = percentile(times["whole range"], 0.99)
-    results["storage_bytes_per_reading_hot_history"] = await measure.history_storage(env, days)
-    results["storage_bytes_per_reading_hot"] = await measure.fleet_storage(
-        env, 1_000 if short else 10_000, 360
+    sample = 1_000 if short else 10_000
+    results["storage_bytes_per_reading_hot"] = await measure.fleet_storage(env, sample, 360, fresh=True)
+    say(
+        f"storage: {results['storage_bytes_per_reading_hot']:.1f} bytes a reading raw (a fleet, second after second)"
+    )
+    day_us = await measure.store_list_day(env)
+    listing = 5 if short else 20
+    raw_list = await measure.list_day(env, day_us, listing)
+    packed_readings, results["compaction_cpu_us_per_reading"] = await measure.compact_stored(env)
+    results["storage_bytes_per_reading_compressed"] = await measure.fleet_storage(
+        env, sample, 360, fresh=False
+    )
+    results["storage_bytes_per_reading_compressed_history"] = await measure.history_storage(env, days)
+    packed_list = await measure.list_day(env, day_us, listing)
+    results["list_readings_day_raw_p99_ms"] = percentile(raw_list, 0.99)
+    results["list_readings_day_p99_ms"] = percentile(packed_list, 0.99)
+    results["list_readings_day_vs_raw"] = (
+        results["list_readings_day_p99_ms"] / results["list_readings_day_raw_p99_ms"]
     )
     say(
-        f"storage: {results['storage_bytes_per_reading_hot']:.1f} bytes a reading (a fleet's second after "
-        f"second), {results['storage_bytes_per_reading_hot_history']:.1f} (one sensor's 30 days)"
+        f"compaction: {packed_readings:,} readings at {results['compaction_cpu_us_per_reading']:.2f} µs of CPU "
+        f"each; {results['storage_bytes_per_reading_compressed']:.2f} bytes a reading packed (fleet-shaped), "
+        f"{results['storage_bytes_per_reading_compressed_history']:.2f} (history); a day listed in "
+        f"{results['list_readings_day_p99_ms']:.0f} ms p99 packed, {results['list_readings_day_raw_p99_ms']:.0f} raw"
     )
     await measure.wait_drained(env)
     say("receiver alone, and the raw ceilings (processor and saver stopped)")

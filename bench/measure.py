@@ -405,24 +405,21 @@ async def history_storage(env: Env, days: int) -> float:
     return await _bytes_per_reading(env, first, first + timedelta(days=days - 1))
 
 
-async def fleet_storage(env: Env, sensors: int, seconds: int) -> float:
+async def fleet_storage(env: Env, sensors: int, seconds: int, *, fresh: bool) -> float:
     """Bytes per reading of a fleet-shaped sample: `sensors` sensors at 1 Hz for `seconds`, stored
     as a fleet's readings arrive (every sensor's reading of a second, then the next second), through
-    the saver's write path, on a day that holds nothing else."""
+    the saver's write path, on a day that holds nothing else. `fresh`: stored again (raw), else as
+    it is now (packed, once compacted)."""
     day = datetime.now(UTC).date() - timedelta(days=STORAGE_DAYS_AGO)
     start_us = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) * 1_000_000
-    conn = await access.postgres(
-        env.stack, credentials.POSTGRES_WRITER, server_settings=postgres.SERVER_SETTINGS
-    )
-    try:
-        await postgres.setup_connection(conn)  # times as µs
-        have = await conn.fetchval(
-            "SELECT count(*) FROM readings WHERE reading_time >= $1 AND reading_time < $2",
-            start_us, start_us + 86_400_000_000,
-        )  # fmt: skip
-        if have != sensors * seconds:
-            if have:
-                await saver_admin.delete_sensors(conn, STORAGE_PREFIX)
+    if fresh:
+        conn = await access.postgres(
+            env.stack, credentials.POSTGRES_WRITER, server_settings=postgres.SERVER_SETTINGS
+        )
+        try:
+            await postgres.setup_connection(conn)  # times as µs
+            await saver_admin.delete_sensors(conn, STORAGE_PREFIX)
+            await _reclaim(env)  # the day's raw partition as new
             env.say(f"storing a fleet-shaped sample: {sensors:,} sensors at 1 Hz for {seconds} s")
             began = time.monotonic()
             rows: list[saver_admin.ReadingRow] = []
@@ -439,9 +436,86 @@ async def fleet_storage(env: Env, sensors: int, seconds: int) -> float:
             if rows:
                 await saver_admin.write_readings(conn, rows)
             env.say(f"stored in {time.monotonic() - began:.0f} s")
+        finally:
+            await conn.close()
+    return await _bytes_per_reading(env, day, day)
+
+
+async def compact_stored(env: Env) -> tuple[int, float]:
+    """Packs every closed hour now (saver/compaction.py), as the saver would after its grace:
+    (readings packed, CPU µs a reading, of this process and PostgreSQL together)."""
+    postgres_pid = processes.pids(("postgres",))["postgres"]
+    conn = await access.postgres(
+        env.stack, credentials.POSTGRES_WRITER, server_settings=postgres.SERVER_SETTINGS
+    )
+    try:
+        before = procfs.tree_cpu_seconds(postgres_pid)
+        done = await saver_admin.compact(conn)
+        used = procfs.tree_cpu_seconds(postgres_pid) - before + done.cpu_s
     finally:
         await conn.close()
-    return await _bytes_per_reading(env, day, day)
+    await _reclaim(env)  # what the saver's next history pass does
+    env.say(f"compacted {done.readings:,} readings into {done.rows:,} rows in {done.seconds:.1f} s")
+    return done.readings, used / done.readings * 1e6 if done.readings else float("nan")
+
+
+LIST_SENSOR = "list-day"
+
+
+async def store_list_day(env: Env) -> int:
+    """Stores a day of 1 Hz readings (86,400) of this run's list sensor, on the day before the
+    history's first; returns the day's start (µs)."""
+    day_us = HISTORY_END_US - 40 * 86_400_000_000
+    conn = await access.postgres(
+        env.stack, credentials.POSTGRES_WRITER, server_settings=postgres.SERVER_SETTINGS
+    )
+    try:
+        await postgres.setup_connection(conn)
+        for first in range(0, 86_400, 43_200):
+            await saver_admin.write_readings(conn, [
+                (env.prefix + LIST_SENSOR, "temperature", day_us + s * 1_000_000, round(20 + (s % 600) / 60, 2),
+                 "celsius", None)
+                for s in range(first, first + 43_200)
+            ])  # fmt: skip
+    finally:
+        await conn.close()
+    return day_us
+
+
+async def list_day(env: Env, day_us: int, repeats: int) -> list[float]:
+    """Milliseconds to list the list sensor's day through Envoy (native gRPC), page after page of
+    10,000 readings."""
+    start, end = timestamp_pb2.Timestamp(), timestamp_pb2.Timestamp()
+    start.FromMicroseconds(day_us)
+    end.FromMicroseconds(day_us + 86_400_000_000)
+    times = []
+    async with grpc.aio.insecure_channel(env.envoy) as channel:
+        stub = assessor_service_pb2_grpc.AssessorServiceStub(channel)
+        for _ in range(repeats):
+            began, token, count = time.perf_counter(), "", 0
+            while True:
+                reply = await stub.ListReadings(
+                    assessor_service_pb2.ListReadingsRequest(
+                        sensor_id=env.prefix + LIST_SENSOR, metric_type="temperature", start_time=start,
+                        end_time=end, page_size=10_000, page_token=token,
+                    ),
+                    timeout=30,
+                )  # fmt: skip
+                count += len(reply.metrics)
+                if not (token := reply.next_page_token):
+                    break
+            times.append((time.perf_counter() - began) * 1000)
+            if count != 86_400:
+                raise RuntimeError(f"listed {count:,} readings of a day, not 86,400")
+    return times
+
+
+async def _reclaim(env: Env) -> None:
+    owner = await access.postgres(env.stack, credentials.POSTGRES_OWNER)
+    try:
+        await saver_admin.reclaim(owner)
+    finally:
+        await owner.close()
 
 
 async def _bytes_per_reading(env: Env, first: date, last: date) -> float:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
 import asyncpg
+
+T = TypeVar("T")
 
 # PostgreSQL counts time from 2000-01-01; the services use microseconds since 1970-01-01.
 PG_EPOCH_US = 946_684_800 * 1_000_000
@@ -31,3 +37,25 @@ SERVER_SETTINGS = {"timezone": "UTC"}
 # (InternalClientError: asyncpg's state on a connection the server dropped mid-operation, seen when
 # PostgreSQL was stopped under a running notifier: "cannot switch to state 12".)
 OUTAGE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+
+
+class PerConnection(Generic[T]):
+    """A value kept per connection (or pool), made by `make` on first use: what a process remembers
+    of a database (ids it gave out) stays with what talks to that database, so that two databases,
+    as in tests, never mix."""
+
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make = make
+        self._connections: weakref.WeakKeyDictionary[asyncpg.Connection, T] = weakref.WeakKeyDictionary()
+        self._pools: dict[int, T] = {}  # pools live as long as their process
+
+    def of(self, conn: asyncpg.Connection | asyncpg.Pool) -> T:
+        if isinstance(conn, asyncpg.Pool):
+            found = self._pools.get(id(conn))
+            if found is None:
+                found = self._pools[id(conn)] = self._make()
+            return found
+        found = self._connections.get(conn)
+        if found is None:
+            found = self._connections[conn] = self._make()
+        return found

@@ -47,22 +47,37 @@ FOLLOW_OTHERS = """
 UPDATE history_horizons SET kept_from = greatest(kept_from, $2)
 WHERE kind = 'readings' AND metric_type <> '' AND metric_type <> ALL($1::text[])
 """
-DELETE_TYPE = """
-DELETE FROM readings_raw r USING series s
-WHERE r.series_id = s.series_id AND s.metric_type = $1 AND r.reading_time >= $2 AND r.reading_time < $3
-"""
-DELETE_OTHER_TYPES = """
-DELETE FROM readings_raw r USING series s
-WHERE r.series_id = s.series_id AND s.metric_type <> ALL($1::text[])
-  AND r.reading_time >= $2 AND r.reading_time < $3
-"""
-DELETE_FROM_DEFAULT = """
-DELETE FROM readings_raw_default d USING series s
-WHERE d.series_id = s.series_id AND d.reading_time < coalesce(
+
+
+def _deleting(which: str, raw_time: str, packed_time: str) -> str:
+    """A statement deleting the raw and packed readings of the series `which` selects at the times
+    the conditions select; it returns how many readings it deleted. (Cutoffs fall on day
+    boundaries: a packed row, an hour, is deleted whole.)"""
+    return f"""
+WITH raw AS (
+    DELETE FROM readings_raw r USING series s
+    WHERE r.series_id = s.series_id AND {which} AND {raw_time.format(t="r.reading_time")} RETURNING 1
+), packed AS (
+    DELETE FROM readings_packed p USING series s
+    WHERE p.series_id = s.series_id AND {which} AND {packed_time.format(t="p.hour")} RETURNING p.count
+)
+SELECT (SELECT count(*) FROM raw) + (SELECT coalesce(sum(count), 0) FROM packed)
+"""  # noqa: S608 - conditions of this module
+
+
+IN_RANGE = "{t} >= $2 AND {t} < $3"
+DELETE_TYPE = _deleting("s.metric_type = $1", IN_RANGE, IN_RANGE)
+DELETE_OTHER_TYPES = _deleting("s.metric_type <> ALL($1::text[])", IN_RANGE, IN_RANGE)
+# Readings far in the past land in the default partitions; each type has its cutoff.
+BEFORE_CUTOFF = """{t} < coalesce(
     (SELECT c.cutoff FROM unnest($1::text[], $2::timestamptz[]) AS c (metric_type, cutoff)
      WHERE c.metric_type = s.metric_type),
-    $3)
-"""
+    $3)"""
+DELETE_FROM_DEFAULT = (
+    _deleting("true", BEFORE_CUTOFF, BEFORE_CUTOFF)
+    .replace("FROM readings_raw r", "FROM readings_raw_default r")
+    .replace("FROM readings_packed p", "FROM readings_packed_default p")
+)
 # Kind, then what to delete of it before $1.
 OTHER_HISTORY = {
     "rollups": (
@@ -83,6 +98,7 @@ class Pass:
     moved: int = 0
     dropped: list[str] = field(default_factory=list)
     deleted: dict[str, int] = field(default_factory=dict)
+    reclaimed: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -94,20 +110,26 @@ async def maintain(conn: asyncpg.Connection, retention: Retention, ahead_days: i
     await _drop_expired(conn, longest, done)
     await _make_ahead(conn, longest, now.date(), (now + timedelta(days=ahead_days)).date(), done)
     await _delete_expired_readings(conn, retention, now, done)
+    done.reclaimed = await partitions.reclaim(conn, await compacted_day(conn))
     for kind, days in (("rollups", retention.rollups_days), ("events", retention.events_days)):
         await _delete_other_history(conn, kind, cutoff(days, now), done)
     done.seconds = time.perf_counter() - began
     return done
 
 
+async def compacted_day(conn: asyncpg.Connection) -> date:
+    """The first day not wholly compacted (saver/compaction.py)."""
+    value: datetime = await conn.fetchval("SELECT compacted_before FROM compaction_state")
+    return value.astimezone(UTC).date()
+
+
 async def _drop_expired(conn: asyncpg.Connection, longest: datetime | None, done: Pass) -> None:
     if longest is None:
         return
     days = await partitions.existing(conn)
-    expired = [partitions.partition_name(d) for d in sorted(days) if partitions.day_bounds(d)[1] <= longest]
-    for name in expired:
-        await partitions.drop(conn, name)
-        done.dropped.append(name)
+    for day in sorted(d for d in days if partitions.day_bounds(d)[1] <= longest):
+        await partitions.drop(conn, day)
+        done.dropped.append(partitions.partition_name(day))
 
 
 async def _make_ahead(
@@ -136,16 +158,14 @@ async def _delete_expired_readings(
             since = await conn.fetchval(HORIZON, "readings", OTHER_TYPES)
         if since is not None and since >= until:
             continue  # done today
-        status = await conn.execute(statement, which, since or NEVER, until)
-        done.deleted[f"readings:{key or '*'}"] = int(status.rsplit(" ", 1)[1])
+        done.deleted[f"readings:{key or '*'}"] = await conn.fetchval(statement, which, since or NEVER, until)
         await conn.execute(RAISE_HORIZON, "readings", key, until)
     if retention.readings_days:
         await conn.execute(FOLLOW_OTHERS, own, cutoff(retention.readings_days, now))
     cutoffs = [retention.readings_cutoff(t, now) or NEVER for t in own]
-    status = await conn.execute(
+    done.deleted["readings:default partition"] = await conn.fetchval(
         DELETE_FROM_DEFAULT, own, cutoffs, cutoff(retention.readings_days, now) or NEVER
     )
-    done.deleted["readings:default partition"] = int(status.rsplit(" ", 1)[1])
 
 
 async def _delete_other_history(
@@ -183,9 +203,10 @@ async def keep_bounded(
             log.warning("history: the pass failed, trying again in %.0f s: %s", interval_s, exc)
         else:
             log.info(
-                "history: made %s (moved %d readings into them), dropped %s, deleted %s in %.3f s",
+                "history: made %s (moved %d readings into them), dropped %s, deleted %s, emptied the "
+                "packed days' raw partitions %s in %.3f s",
                 done.made or "no partitions", done.moved, done.dropped or "no partitions",
-                done.deleted, done.seconds,
+                done.deleted, done.reclaimed or "none", done.seconds,
             )  # fmt: skip
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval_s)

@@ -3,7 +3,7 @@ remembered by the process: a row of readings_raw carries these ids instead of th
 
 Ids are made in statements of their own, committed before the rows that use them are written (a
 rolled-back write leaves no id remembered that the table does not have), and never deleted, so a
-remembered id stays right for the life of the process.
+remembered id stays right for as long as the connection that learned it.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import asyncpg
+
+from runtime import postgres
 
 SeriesKey = tuple[str, str]  # sensor id, metric type
 AttributesKey = tuple[str | None, str | None]  # unit, labels as canonical JSON (sorted keys)
@@ -89,5 +91,5 @@ def _canonical(labels: str | None) -> str | None:
     return None if labels is None else json.dumps(json.loads(labels), sort_keys=True, separators=(",", ":"))
 
 
-# The process's ids, shared by its connections.
-IDS = Ids()
+# The ids a connection has learned (a saver's writers each learn them once).
+IDS: postgres.PerConnection[Ids] = postgres.PerConnection(Ids)

@@ -24,7 +24,7 @@ from runtime.lifecycle import Stopped, retry_until_stopped, shut_down
 from runtime.logging import setup_logging
 from runtime.partitions import FailingPartitions
 from runtime.records import Unusable, read_event, read_metric_batch
-from saver import history, instruments, series_move, store
+from saver import compaction, history, instruments, series_move, store
 from saver.retention import retention
 from saver.settings import SaverSettings
 
@@ -84,13 +84,17 @@ class Saver:
         finally:
             await conn.close()
 
-    async def connect(self) -> asyncpg.Connection:
-        conn = await asyncpg.connect(
+    async def connect_writer(self) -> asyncpg.Connection:
+        """A connection as the data path's role, set up by nothing here."""
+        return await asyncpg.connect(
             self._config.postgres_dsn,
             password=self._config.postgres_password or None,
             server_settings=postgres.SERVER_SETTINGS,
             timeout=5,
         )
+
+    async def connect(self) -> asyncpg.Connection:
+        conn = await self.connect_writer()
         try:
             await store.setup_connection(conn)
         except BaseException:
@@ -272,11 +276,17 @@ async def main(stop: asyncio.Event) -> None:
                 saver.connect_owner, kept, config.partitions_ahead_days, config.history_interval_s, stop
             )
         )
+        compacting = asyncio.create_task(
+            compaction.keep_compacting(
+                saver.connect_writer, config.compaction_grace_s, config.compaction_interval_s, stop
+            )
+        )
         try:
             await saver.run()
         finally:
             lag.cancel()
             kept_bounded.cancel()
+            compacting.cancel()
     except Stopped:
         pass
     finally:

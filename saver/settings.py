@@ -43,3 +43,8 @@ class SaverSettings(MigrationSettings, ConsumerSettings, ServiceSettings):
     partitions_ahead_days: int = 7
     # How often the history is kept up (partitions made ahead, expired ones dropped), in seconds.
     history_interval_s: float = 3600.0
+    # An hour's raw readings are packed (saver/compaction.py) once it ended this long ago, and
+    # readings stored into a packed hour this long after the last of them, in seconds.
+    compaction_grace_s: float = 600.0
+    # How often compaction looks for closed hours, in seconds.
+    compaction_interval_s: float = 60.0

@@ -19,10 +19,10 @@ from google.protobuf import timestamp_pb2
 
 from metrics.v1 import event_pb2, metric_pb2
 from runtime import postgres
-from saver import series
+from saver import closed_hours, series
 
 ReadingRow = tuple[str, str, int, float, str | None, str | None]
-KeyedRow = tuple[int, int, int, float]  # series id, attributes id, time, value: a row of readings_raw
+KeyedRow = closed_hours.Row  # series id, attributes id, time, value: a row of readings_raw
 SeriesRow = tuple[int, str, str]  # series id, sensor id, metric type
 EventRow = tuple[str, int, str, str, float, int, float, int, int, str, int, str, bytes | None]
 
@@ -91,6 +91,11 @@ INSERT INTO new_readings SELECT * FROM new
 """  # noqa: S608 - constants of this module
 
 
+# A square too small for a double is 0: PostgreSQL would refuse it as an underflow (1e-200 is a
+# valid reading).
+SQUARE = "CASE WHEN abs(value) < 1e-154 THEN 0 ELSE value * value END"
+
+
 def fold(source: str) -> str:
     """The statement that folds the rows of `source` (all new) into rollups, histograms and latest.
     Rows are grouped by series id first; names join the groups (few), not the rows."""
@@ -99,7 +104,7 @@ WITH minutes AS (
     SELECT s.sensor_id, s.metric_type, m.minute, m.count, m.sum, m.sum_squares, m.min, m.max
     FROM (
         SELECT series_id, date_trunc('minute', reading_time, 'UTC') AS minute,
-               count(*) AS count, sum(value) AS sum, sum(value * value) AS sum_squares,
+               count(*) AS count, sum(value) AS sum, sum({SQUARE}) AS sum_squares,
                min(value) AS min, max(value) AS max
         FROM {source} GROUP BY 1, 2
     ) m JOIN staging_series s USING (series_id)
@@ -230,12 +235,16 @@ async def delete_sensors(conn: asyncpg.Connection, prefix: str) -> dict[str, int
     where = "sensor_id >= $1 AND sensor_id < $2 AND starts_with(sensor_id, $1)"
     deleted = {}
     async with conn.transaction():
-        # The series stay (their ids are remembered by savers): a sensor that comes back gets its own.
-        status = await conn.execute(
-            f"DELETE FROM readings_raw WHERE series_id IN (SELECT series_id FROM series WHERE {where})",  # noqa: S608
+        # The series stay (savers remember their ids): a sensor that comes back has its id again.
+        of_series = f"series_id IN (SELECT series_id FROM series WHERE {where})"  # noqa: S608
+        status = await conn.execute(f"DELETE FROM readings_raw WHERE {of_series}", prefix, upper)  # noqa: S608
+        deleted["readings"] = _rows(status)
+        deleted["readings"] += await conn.fetchval(
+            f"WITH p AS (DELETE FROM readings_packed WHERE {of_series} RETURNING count) "  # noqa: S608
+            "SELECT coalesce(sum(count), 0) FROM p",
             prefix, upper,
         )  # fmt: skip
-        deleted["readings"] = _rows(status)
+        await conn.execute(f"DELETE FROM compaction_queue WHERE {of_series}", prefix, upper)  # noqa: S608
         if await conn.fetchval("SELECT to_regclass('readings_rows') IS NOT NULL"):  # not yet moved
             deleted["readings"] += _rows(
                 await conn.execute(f"DELETE FROM readings_rows WHERE {where}", prefix, upper)  # noqa: S608
@@ -253,8 +262,8 @@ async def write(
     new_readings = new_events = 0
     staged, named = await keyed(conn, readings)
     async with conn.transaction():
-        if readings:
-            new_readings = await _write_readings(conn, staged, named)
+        if readings and (kept := await closed_hours.unpacked(conn, staged)):
+            new_readings = await _write_readings(conn, kept, named)
         if events:
             await conn.copy_records_to_table("staging_events", records=events)
             new_events = _rows(await conn.execute(INSERT_EVENTS))
@@ -271,8 +280,9 @@ async def keyed(
     if not readings:
         return [], []
     keys = {(r[0], r[1]) for r in readings}
-    await series.IDS.learn(conn, keys, {(r[4], r[5]) for r in readings})
-    ids, attributes = series.IDS.series, series.IDS.attributes
+    known = series.IDS.of(conn)
+    await known.learn(conn, keys, {(r[4], r[5]) for r in readings})
+    ids, attributes = known.series, known.attributes
     staged = [(ids[s, m], attributes[u, labels], t, v) for s, m, t, v, u, labels in readings]
     return staged, [(ids[key], *key) for key in keys]
 

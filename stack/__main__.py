@@ -14,6 +14,7 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 
 from runtime import cli
+from saver import admin as saver_admin
 from stack import (
     access,
     bootstrap,
@@ -226,9 +227,32 @@ def _print_table(settings: StackSettings, sup: Supervisor, all_parts: list[Part]
     print(f"\ndisk: {free:,} MB free, the stack's data takes {data:,} MB ({settings.state_dir}){warning}")
     if any(health[p.name] == "ok" for p in all_parts if p.what == "kafka"):
         print(asyncio.run(_consumers(settings)))
+    if any(health[p.name] == "ok" for p in all_parts if p.what == "postgres"):
+        print(asyncio.run(_storage(settings)))
     if health["prometheus"] == "ok":
         print(asyncio.run(_live_rates(settings)))
     return healthy and not low
+
+
+async def _storage(settings: StackSettings) -> str:
+    """One line on the readings' storage: raw and packed (saver/compaction.py), bytes a reading."""
+    try:
+        conn = await access.postgres(settings, credentials.POSTGRES_OWNER)
+        try:
+            raw, raw_bytes, packed, packed_bytes = await saver_admin.storage(conn)
+        finally:
+            await conn.close()
+    except Exception as exc:  # noqa: BLE001 - shown to the operator, like a part's health
+        return f"readings: not known ({exc or type(exc).__name__})"
+
+    def part(readings: int, size: int) -> str:
+        each = f" ({size / readings:.1f} bytes each)" if readings else ""
+        return f"~{readings:,} in {size / 1e6:,.0f} MB{each}"
+
+    ratio = ""
+    if raw and packed and packed_bytes:
+        ratio = f" · packed {raw_bytes / raw / (packed_bytes / packed):,.0f}x smaller a reading"
+    return f"readings: raw {part(raw, raw_bytes)} · packed {part(packed, packed_bytes)}{ratio}"
 
 
 async def _live_rates(settings: StackSettings) -> str:

@@ -1,0 +1,210 @@
+"""Compaction: the raw readings of closed hours become packed rows, one per series and hour
+(saver/migrations/0011, runtime/packed.py).
+
+A pass (the saver runs one every compaction_interval_s, on a connection of its own):
+1. closes the hours that ended compaction_grace_s ago or more: moves closed_before forward, which
+   waits for the writes that saw the old value (saver/closed_hours.py);
+2. packs, hour after hour from compacted_before, the raw readings of closed hours, and moves
+   compacted_before past each;
+3. packs again the (series, hour) that writes into closed hours queued grace_s ago or more.
+An hour is packed in chunks of series, a transaction each, holding the hour's lock: the chunk's raw
+rows are deleted (their copy out is the read), merged into the series' packed row of the hour if
+there is one (a reading already packed wins: it was stored first), and the packed rows written. A
+pass stopped anywhere, kill -9 included, leaves every reading raw or packed, never both, never
+neither; the next pass goes on from there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import asyncpg
+import numpy as np
+
+from runtime import packed, postgres
+from saver.closed_hours import HOUR_LOCK, HOUR_US
+
+log = logging.getLogger(__name__)
+
+CHUNK_SERIES = 500  # series per transaction: an hour of 500 sensors at 1 Hz is 1.8 million readings
+QUEUE_BATCH = 5_000
+POSTGRES_EPOCH_US = 946_684_800_000_000  # binary COPY counts time from 2000-01-01
+
+STATE = "SELECT closed_before, compacted_before FROM compaction_state"
+CLOSE = "UPDATE compaction_state SET closed_before = $1 WHERE closed_before < $1"
+COMPACTED = "UPDATE compaction_state SET compacted_before = $1 WHERE compacted_before < $1"
+NEXT_RAW = "SELECT min(reading_time) FROM readings_raw WHERE reading_time >= $1 AND reading_time < $2"
+SERIES_OF_HOUR = """
+SELECT DISTINCT series_id FROM readings_raw WHERE reading_time >= $1 AND reading_time < $2
+  AND ($3::int[] IS NULL OR series_id = ANY($3::int[]))
+ORDER BY 1
+"""
+HOURS_OF = """
+SELECT DISTINCT date_trunc('hour', reading_time, 'UTC') AS hour FROM readings_raw
+WHERE series_id = ANY($1::int[]) AND reading_time < $2 ORDER BY 1
+"""
+QUEUED = """
+SELECT series_id, hour FROM compaction_queue
+WHERE queued_at <= now() - make_interval(secs => $1) AND ($2::int[] IS NULL OR series_id = ANY($2::int[]))
+ORDER BY hour, series_id LIMIT $3
+"""
+LOCK = "SELECT pg_advisory_xact_lock($1, $2)"
+TAKE_RAW = """
+DELETE FROM readings_raw WHERE series_id = ANY($1::int[]) AND reading_time >= $2 AND reading_time < $3
+RETURNING series_id, attributes_id, reading_time, value
+"""
+PACKED_ROWS = """
+SELECT series_id, readings FROM readings_packed WHERE series_id = ANY($1::int[]) AND hour = $2 FOR UPDATE
+"""
+STAGING = "CREATE TEMP TABLE IF NOT EXISTS staging_packed (LIKE readings_packed) ON COMMIT DELETE ROWS"
+WRITE_PACKED = """
+INSERT INTO readings_packed SELECT * FROM staging_packed
+ON CONFLICT (series_id, hour) DO UPDATE SET
+    first_time = excluded.first_time, last_time = excluded.last_time, count = excluded.count,
+    readings = excluded.readings
+"""
+DEQUEUE = "DELETE FROM compaction_queue WHERE series_id = ANY($1::int[]) AND hour = $2"
+
+# A row of TAKE_RAW in binary COPY: a field count, then each field's length and value (big-endian).
+_RAW_ROW = np.dtype([
+    ("fields", ">i2"), ("l1", ">i4"), ("series", ">i4"), ("l2", ">i4"), ("attributes", ">i4"),
+    ("l3", ">i4"), ("time", ">i8"), ("l4", ">i4"), ("value", ">f8"),
+])  # fmt: skip
+_COPY_HEADER = 19  # signature, flags, header extension length
+_COPY_TRAILER = 2
+
+
+@dataclass
+class Pass:
+    """What a pass did: hours closed and packed, (series, hour) rows written, readings packed, and
+    this process's CPU for them (PostgreSQL's own is not in it)."""
+
+    closed_before: int = 0
+    hours: int = 0
+    rows: int = 0
+    readings: int = 0
+    seconds: float = 0.0
+    cpu_s: float = 0.0
+
+
+async def setup_connection(conn: asyncpg.Connection) -> None:
+    await postgres.setup_connection(conn)  # times as µs
+    await conn.execute(STAGING)
+
+
+async def compact(
+    conn: asyncpg.Connection, grace_s: float, now_us: int, only: Sequence[int] | None = None
+) -> Pass:
+    """One pass (see the module's docstring) at `now_us`; with `only`, of those series alone
+    (compacted_before then stays where it is). `conn`: set up by setup_connection."""
+    began, cpu = time.perf_counter(), time.process_time()
+    done = Pass()
+    closing = (now_us - int(grace_s * 1e6)) // HOUR_US * HOUR_US
+    await conn.execute(CLOSE, closing)
+    closed_before, at = await conn.fetchrow(STATE)
+    done.closed_before = closed_before
+    # Another pass (with a shorter grace) may have closed later hours: their readings wait for ours.
+    until = min(closed_before, closing)
+    series = list(only) if only is not None else None
+    if series is None:
+        while (first := await conn.fetchval(NEXT_RAW, at, until)) is not None:
+            hour = first // HOUR_US * HOUR_US
+            await _pack_hour(conn, hour, None, done)
+            at = hour + HOUR_US
+            await conn.execute(COMPACTED, at)
+        await conn.execute(COMPACTED, until)
+    else:  # those series' hours alone, found through their key
+        for row in await conn.fetch(HOURS_OF, series, until):
+            await _pack_hour(conn, row["hour"], series, done)
+    while queued := await conn.fetch(QUEUED, grace_s, series, QUEUE_BATCH):
+        by_hour: dict[int, list[int]] = {}
+        for row in queued:
+            by_hour.setdefault(row["hour"], []).append(row["series_id"])
+        for hour, ids in by_hour.items():
+            await _pack(conn, hour, ids, done)
+    done.seconds, done.cpu_s = time.perf_counter() - began, time.process_time() - cpu
+    return done
+
+
+async def _pack_hour(conn: asyncpg.Connection, hour: int, series: list[int] | None, done: Pass) -> None:
+    """Packs the raw readings of an hour (of `series`, or all), a chunk of series at a time."""
+    ids = [r[0] for r in await conn.fetch(SERIES_OF_HOUR, hour, hour + HOUR_US, series)]
+    for i in range(0, len(ids), CHUNK_SERIES):
+        await _pack(conn, hour, ids[i : i + CHUNK_SERIES], done)
+    done.hours += 1
+
+
+async def _pack(conn: asyncpg.Connection, hour: int, series: list[int], done: Pass) -> None:
+    """Packs the raw readings of `series` in `hour` into their packed rows, in one transaction."""
+    async with conn.transaction():
+        await conn.execute(LOCK, HOUR_LOCK, hour // HOUR_US)
+        out = io.BytesIO()
+        await conn.copy_from_query(TAKE_RAW, series, hour, hour + HOUR_US, output=out, format="binary")
+        data = out.getbuffer()
+        raw = np.frombuffer(data, _RAW_ROW, (len(data) - _COPY_HEADER - _COPY_TRAILER) // _RAW_ROW.itemsize,
+                            _COPY_HEADER)  # fmt: skip
+        kept = {
+            r["series_id"]: packed.unpack(r["readings"]) for r in await conn.fetch(PACKED_ROWS, series, hour)
+        }
+        rows = []
+        for series_id, more in _by_series(raw):
+            merged = packed.merge(kept[series_id], more) if series_id in kept else more
+            rows.append((series_id, hour, int(merged.times[0]), int(merged.times[-1]), len(merged),
+                         packed.pack(merged)))  # fmt: skip
+        if rows:
+            await conn.copy_records_to_table("staging_packed", records=rows)
+            await conn.execute(WRITE_PACKED)
+        await conn.execute(DEQUEUE, series, hour)
+    done.rows += len(rows)
+    done.readings += len(raw)
+
+
+def _by_series(raw: np.ndarray) -> list[tuple[int, packed.Readings]]:
+    """The rows of a binary COPY of TAKE_RAW, per series in time order."""
+    if not len(raw):
+        return []
+    order = np.lexsort((raw["time"], raw["series"]))
+    series = raw["series"][order].astype(np.int64)
+    times = raw["time"][order].astype(np.int64) + POSTGRES_EPOCH_US
+    values = raw["value"][order].astype(np.float64)
+    attributes = raw["attributes"][order].astype(np.int64)
+    starts = np.concatenate(([0], np.flatnonzero(np.diff(series)) + 1, [len(series)]))
+    return [
+        (int(series[a]), packed.Readings(times[a:b], values[a:b], attributes[a:b]))
+        for a, b in itertools.pairwise(starts.tolist())
+    ]
+
+
+async def keep_compacting(
+    connect: Callable[[], Awaitable[asyncpg.Connection]],
+    grace_s: float,
+    interval_s: float,
+    stop: asyncio.Event,
+) -> None:
+    """A pass now and every `interval_s` until stopped; a failed pass is logged and tried again then
+    (nothing is lost meanwhile: readings stay raw)."""
+    while not stop.is_set():
+        try:
+            conn = await connect()
+            try:
+                await setup_connection(conn)
+                done = await compact(conn, grace_s, time.time_ns() // 1000)
+            finally:
+                await conn.close()
+            if done.readings:
+                log.info(
+                    "compaction: %s readings of %d hours into %s rows in %.1f s (%.2f µs CPU a reading here)",
+                    f"{done.readings:,}", done.hours, f"{done.rows:,}", done.seconds,
+                    done.cpu_s / done.readings * 1e6,
+                )  # fmt: skip
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            log.warning("compaction pass failed (tried again in %.0f s): %s", interval_s, error)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
