@@ -19,21 +19,22 @@ MINUTE_US = 60_000_000
 HOUR_US = 60 * MINUTE_US
 
 # Rollups of the whole minutes and hours; the readings of the partial minutes at the ends are
-# added by range_aggregate (assessor/readings.py: they may be raw or packed).
+# added by range_aggregate (assessor/readings.py: they may be raw or packed). Sums of doubles are
+# taken in time order: the same range gives the same answer, whatever plan PostgreSQL chooses.
 ROLLUPS = """
 WITH parts AS (
-    SELECT sum(count) AS count, sum(sum) AS sum, sum(sum_squares) AS sum_squares, min(min) AS min,
-           max(max) AS max
+    SELECT 1 AS part, sum(count) AS count, sum(sum ORDER BY minute) AS sum,
+           sum(sum_squares ORDER BY minute) AS sum_squares, min(min) AS min, max(max) AS max
     FROM rollups_minute
     WHERE sensor_id = $1 AND metric_type = $2
       AND ((minute >= $3 AND minute < $4) OR (minute >= $5 AND minute < $6))
     UNION ALL
-    SELECT sum(count), sum(sum), sum(sum_squares), min(min), max(max)
+    SELECT 2, sum(count), sum(sum ORDER BY hour), sum(sum_squares ORDER BY hour), min(min), max(max)
     FROM rollups_hour
     WHERE sensor_id = $1 AND metric_type = $2 AND hour >= $4 AND hour < $5
 )
-SELECT coalesce(sum(count), 0)::bigint AS count, sum(sum) AS sum, sum(sum_squares) AS sum_squares,
-       min(min) AS min, max(max) AS max
+SELECT coalesce(sum(count), 0)::bigint AS count, sum(sum ORDER BY part) AS sum,
+       sum(sum_squares ORDER BY part) AS sum_squares, min(min) AS min, max(max) AS max
 FROM parts
 """
 

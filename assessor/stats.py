@@ -40,19 +40,20 @@ GROUP BY 1
 # ends are added by _buckets.
 BUCKETS = """
 WITH parts AS (
-    SELECT (extract(epoch FROM minute) * 1000000)::bigint / $7 AS bucket, sum(count) AS count,
-           sum(sum) AS sum, min(min) AS min, max(max) AS max
+    SELECT (extract(epoch FROM minute) * 1000000)::bigint / $7 AS bucket, 1 AS part, sum(count) AS count,
+           sum(sum ORDER BY minute) AS sum, min(min) AS min, max(max) AS max
     FROM rollups_minute
     WHERE sensor_id = $1 AND metric_type = $2
       AND ((minute >= $3 AND minute < $4) OR (minute >= $5 AND minute < $6))
     GROUP BY 1
     UNION ALL
-    SELECT (extract(epoch FROM hour) * 1000000)::bigint / $7, sum(count), sum(sum), min(min), max(max)
+    SELECT (extract(epoch FROM hour) * 1000000)::bigint / $7, 2, sum(count), sum(sum ORDER BY hour), min(min),
+           max(max)
     FROM rollups_hour
     WHERE sensor_id = $1 AND metric_type = $2 AND hour >= $4 AND hour < $5
     GROUP BY 1
 )
-SELECT bucket, sum(count)::bigint AS count, sum(sum) AS sum, min(min) AS min, max(max) AS max
+SELECT bucket, sum(count)::bigint AS count, sum(sum ORDER BY part) AS sum, min(min) AS min, max(max) AS max
 FROM parts GROUP BY bucket ORDER BY bucket
 """
 
