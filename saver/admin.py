@@ -98,7 +98,11 @@ async def compact(
     await compaction.setup_connection(conn)
     only = None
     if prefix is not None:
-        rows = await conn.fetch("SELECT series_id FROM series WHERE starts_with(sensor_id, $1)", prefix)
+        rows = await conn.fetch(
+            "SELECT series_id FROM series"
+            " WHERE sensor_id >= $1 AND sensor_id < $2 AND starts_with(sensor_id, $1)",
+            prefix, postgres.prefix_upper_bound(prefix),
+        )  # fmt: skip
         only = [r["series_id"] for r in rows]
     return await compaction.compact(conn, grace_s, time.time_ns() // 1000, only)
 

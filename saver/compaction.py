@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 CHUNK_SERIES = 500  # series per transaction: an hour of 500 sensors at 1 Hz is 1.8 million readings
 QUEUE_BATCH = 5_000
-POSTGRES_EPOCH_US = 946_684_800_000_000  # binary COPY counts time from 2000-01-01
 
 STATE = "SELECT closed_before, compacted_before FROM compaction_state"
 CLOSE = "UPDATE compaction_state SET closed_before = $1 WHERE closed_before < $1"
@@ -83,10 +82,9 @@ _COPY_TRAILER = 2
 
 @dataclass
 class Pass:
-    """What a pass did: hours closed and packed, (series, hour) rows written, readings packed, and
-    this process's CPU for them (PostgreSQL's own is not in it)."""
+    """What a pass did: hours packed, (series, hour) rows written, readings packed, and this
+    process's CPU for them (PostgreSQL's own is not in it)."""
 
-    closed_before: int = 0
     hours: int = 0
     rows: int = 0
     readings: int = 0
@@ -109,7 +107,6 @@ async def compact(
     closing = (now_us - int(grace_s * 1e6)) // HOUR_US * HOUR_US
     await conn.execute(CLOSE, closing)
     closed_before, at = await conn.fetchrow(STATE)
-    done.closed_before = closed_before
     # Another pass (with a shorter grace) may have closed later hours: their readings wait for ours.
     until = min(closed_before, closing)
     series = list(only) if only is not None else None
@@ -172,7 +169,7 @@ def _by_series(raw: np.ndarray) -> list[tuple[int, packed.Readings]]:
         return []
     order = np.lexsort((raw["time"], raw["series"]))
     series = raw["series"][order].astype(np.int64)
-    times = raw["time"][order].astype(np.int64) + POSTGRES_EPOCH_US
+    times = raw["time"][order].astype(np.int64) + postgres.PG_EPOCH_US  # binary COPY counts from 2000-01-01
     values = raw["value"][order].astype(np.float64)
     attributes = raw["attributes"][order].astype(np.int64)
     starts = np.concatenate(([0], np.flatnonzero(np.diff(series)) + 1, [len(series)]))

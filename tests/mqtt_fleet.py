@@ -92,3 +92,24 @@ async def each_stored_once(db: asyncpg.Pool, fleet: Fleet) -> None:
             assert sorted(values) == sorted(fleet.values(sensor)), sensor
 
     await eventually(each_once, timeout=60, what="every acknowledged reading stored once")
+
+
+LAST = -1.0  # the value of after_a_last_reading's readings
+
+
+async def after_a_last_reading(db: asyncpg.Pool, fleet: Fleet, port: int) -> dict[str, list[float]]:
+    """Publishes a last reading (LAST) of each sensor through the broker at `port`, after everything
+    the devices sent, and waits until they are stored: a broker hands the bridges what it holds in
+    the order it took it, so the rest is stored by then. Returns each sensor's other stored values."""
+    last = Device(port)
+    await last.connect()
+    for sensor in fleet.sensors:
+        assert await last.publish(TOPIC.format(sensor), json.dumps({"temperature": LAST})) == SUCCESS
+    await last.close()
+
+    async def lasts_stored() -> None:
+        for sensor in fleet.sensors:
+            assert LAST in {v for _, v, _ in await stored(db, sensor)}, sensor
+
+    await eventually(lasts_stored, timeout=60, what="the last readings stored")
+    return {sensor: [v for _, v, _ in await stored(db, sensor) if v != LAST] for sensor in fleet.sensors}

@@ -7,7 +7,6 @@ and an MQTT broker killed."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -27,11 +26,10 @@ from stack import settings as stack_settings
 from stack.parts import parts
 from stack.settings import ROOT
 from testkit.http import http
-from testkit.mqtt import SUCCESS, Device
 from testkit.reported import scrape
 from tests.faults import Load, during_load, healthy, pid_of
 from tests.helpers import eventually
-from tests.mqtt_fleet import TOPIC, Fleet, each_stored_once, stored
+from tests.mqtt_fleet import Fleet, after_a_last_reading, each_stored_once
 from tests.target import Target
 
 pytestmark = [pytest.mark.local_stack, pytest.mark.cluster]
@@ -254,20 +252,10 @@ async def test_kill_9_of_an_mqtt_broker_its_devices_move_to_the_other(db: asyncp
     assert all(d.connections == 1 for d in fleet.devices[1::2]), "the second broker's devices stayed"
     # The first broker, back from its last save, hands the bridges what it kept; a last reading of
     # each sensor through it after everything else: once those are stored, so is what it kept.
-    last = Device(first.port)
-    await last.connect()
-    for sensor in fleet.sensors:
-        assert await last.publish(TOPIC.format(sensor), json.dumps({"temperature": -1})) == SUCCESS
-    await last.close()
-
-    async def lasts_stored() -> None:
-        for sensor in fleet.sensors:
-            assert -1.0 in {v for _, v, _ in await stored(db, sensor)}, sensor
-
-    await eventually(lasts_stored, timeout=60, what="the last readings stored")
+    values = await after_a_last_reading(db, fleet, first.port)
     lost = 0
     for sensor in fleet.sensors:
-        rows = [v for _, v, _ in await stored(db, sensor) if v != -1.0]
+        rows = values[sensor]
         assert len(rows) == len(set(rows)), f"{sensor}: a reading stored twice"
         assert set(rows) <= set(fleet.values(sensor)), f"{sensor}: a reading stored that was not sent"
         survived = set(fleet.values(sensor, second.port))

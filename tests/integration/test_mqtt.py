@@ -24,7 +24,7 @@ from testkit.mqtt import NOT_AUTHORIZED, SUCCESS, Device, Refused
 from testkit.reported import scrape
 from tests.faults import healthy, pid_of
 from tests.helpers import end_offsets, eventually, past_us, read_topic, rfc3339
-from tests.mqtt_fleet import TOPIC, Fleet, each_stored_once, stored
+from tests.mqtt_fleet import TOPIC, Fleet, after_a_last_reading, each_stored_once, stored
 from tests.target import ROOT, Target
 
 Issue = Callable[[str], Awaitable[tuple[str, str]]]
@@ -232,20 +232,10 @@ async def test_a_broker_killed_under_load_is_back_and_its_loss_window_is_counted
     # A last reading of each sensor, after everything the devices sent: once all are stored, so is
     # the rest (the broker hands the bridge what it holds in the order it took it, and the bridge
     # writes it so).
-    last = Device(target.mqtt_port)
-    await last.connect()
-    for sensor in fleet.sensors:
-        assert await last.publish(TOPIC.format(sensor), json.dumps({"temperature": -1})) == SUCCESS
-    await last.close()
-
-    async def lasts_stored() -> None:
-        for sensor in fleet.sensors:
-            assert -1.0 in {v for _, v, _ in await stored(db, sensor)}, sensor
-
-    await eventually(lasts_stored, timeout=60, what="the last readings stored")
+    values = await after_a_last_reading(db, fleet, target.mqtt_port)
     lost = 0
     for sensor in fleet.sensors:
-        rows = [v for _, v, _ in await stored(db, sensor) if v != -1.0]
+        rows = values[sensor]
         assert len(rows) == len(set(rows)), f"{sensor}: a reading stored twice"
         lost += len(set(fleet.values(sensor)) - set(rows))
     rate = fleet.total / max(load_s, 1e-9)
