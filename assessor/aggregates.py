@@ -102,13 +102,25 @@ async def range_aggregate(
     pool: asyncpg.Pool, sensor_id: str, metric_type: str, start_us: int, end_us: int
 ) -> Aggregate:
     parts = split(start_us, end_us)
-    row, first, last = await asyncio.gather(
-        pool.fetchrow(ROLLUPS, sensor_id, metric_type, parts.m1, parts.h1, parts.h2, parts.m2),
-        readings.window(pool, sensor_id, metric_type, parts.start, parts.m1),
-        readings.window(pool, sensor_id, metric_type, parts.m2, parts.end),
+    total, head, tail = await asyncio.gather(
+        rollups(pool, sensor_id, metric_type, parts),
+        readings.values(pool, sensor_id, metric_type, parts.start, parts.m1),
+        readings.values(pool, sensor_id, metric_type, parts.m2, parts.end),
     )
-    total = Aggregate(row["count"], row["sum"] or 0.0, row["sum_squares"] or 0.0, row["min"], row["max"])
-    return total.plus(of_values(np.concatenate((first.values, last.values))))
+    return with_ends(total, parts, head, tail)
+
+
+async def rollups(pool: asyncpg.Pool, sensor_id: str, metric_type: str, parts: Split) -> Aggregate:
+    """The aggregate of the whole minutes and hours of a range: [m1, m2)."""
+    row = await pool.fetchrow(ROLLUPS, sensor_id, metric_type, parts.m1, parts.h1, parts.h2, parts.m2)
+    return Aggregate(row["count"], row["sum"] or 0.0, row["sum_squares"] or 0.0, row["min"], row["max"])
+
+
+def with_ends(whole: Aggregate, parts: Split, head: readings.Values, tail: readings.Values) -> Aggregate:
+    """`whole` (of [m1, m2)) with the readings of [start, m1) and [m2, end), taken from head and tail
+    (which may hold more)."""
+    ends = (head.between(parts.start, parts.m1), tail.between(parts.m2, parts.end))
+    return whole.plus(of_values(np.concatenate([end.values for end in ends])))
 
 
 def of_values(values: np.ndarray) -> Aggregate:

@@ -4,6 +4,10 @@ function series_readings) and packed hours (readings_packed, unpacked here: runt
 One statement reads both, so one snapshot: compaction moves a reading from raw to packed in one
 transaction, and a statement sees it in exactly one of the two. With a limit, only as many packed
 rows are read as can hold that many readings (each row says how many it has).
+
+`window` gives each reading with its unit and labels (what ListReadings and the ends of a range
+show); `values` gives times and values only (what aggregates and percentiles read), the raw ones in
+one bytea of (time, value) pairs rather than a row each: half the time at an hour of 1 Hz readings.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ import numpy as np
 
 from runtime import packed, postgres
 
-# Oldest first. $5: at most this many (NULL: all). Packed rows are taken in time order while the
-# readings before them, less those of the first row (which may begin before the range), are fewer
-# than the limit.
+# Oldest first. $5: at most this many (NULL: all); $6: an hour before $3 (a constant, unlike
+# `$3 - interval '1 hour'`, so that the planner keeps only the range's partitions). Packed rows are
+# taken in time order while the readings before them, less those of the first row (which may begin
+# before the range), are fewer than the limit.
 OLDEST_FIRST = """
 (SELECT reading_time, value, unit, labels, NULL::bytea AS packed
  FROM series_readings($1, $2) WHERE reading_time >= $3 AND reading_time < $4
@@ -27,28 +32,49 @@ UNION ALL
     SELECT readings, sum(count) OVER w - count AS before, first_value(count) OVER w AS first
     FROM readings_packed
     WHERE series_id = (SELECT series_id FROM series WHERE sensor_id = $1 AND metric_type = $2)
-      AND hour > $3 - interval '1 hour' AND hour < $4 AND last_time >= $3 AND first_time < $4
+      AND hour > $6 AND hour < $4 AND last_time >= $3 AND first_time < $4
     WINDOW w AS (ORDER BY hour)
  ) p WHERE $5::bigint IS NULL OR before < $5 + first)
 """
 NEWEST_FIRST = OLDEST_FIRST.replace(
     "ORDER BY reading_time LIMIT", "ORDER BY reading_time DESC LIMIT"
 ).replace("WINDOW w AS (ORDER BY hour)", "WINDOW w AS (ORDER BY hour DESC)")
+# Times and values of the range, in no order: raw ones as 16-byte big-endian pairs (microseconds
+# since 2000, IEEE double), packed ones as their rows. $5: an hour before $3, as above.
+VALUES = """
+SELECT string_agg(timestamptz_send(reading_time) || float8send(value), '') AS readings, false AS packed
+FROM series_readings($1, $2) WHERE reading_time >= $3 AND reading_time < $4
+UNION ALL
+SELECT readings, true FROM readings_packed
+WHERE series_id = (SELECT series_id FROM series WHERE sensor_id = $1 AND metric_type = $2)
+  AND hour > $5 AND hour < $4 AND last_time >= $3 AND first_time < $4
+"""
+RAW_PAIR = np.dtype([("time", ">i8"), ("value", ">f8")])
 ATTRIBUTES = "SELECT attributes_id, unit, labels FROM reading_attributes WHERE attributes_id = ANY($1::int[])"
 
 
 @dataclass(frozen=True)
-class Window:
-    """Readings in time order (newest first if asked so): times (µs), values, and for each, its
-    unit and labels (JSON text) or, for a packed reading, its attributes' id to look up."""
+class Values:
+    """Readings in time order: times (µs) and values."""
 
     times: np.ndarray
     values: np.ndarray
-    units: list[str | None]
-    labels: list[str | None]
 
     def __len__(self) -> int:
         return len(self.times)
+
+    def between(self, start_us: int, end_us: int) -> Values:
+        """Those in [start_us, end_us)."""
+        first, end = np.searchsorted(self.times, (start_us, end_us))
+        return Values(self.times[first:end], self.values[first:end])
+
+
+@dataclass(frozen=True)
+class Window(Values):
+    """Readings in time order (newest first if asked so), each with its unit and labels (JSON text)."""
+
+    units: list[str | None]
+    labels: list[str | None]
 
 
 # Attributes never change once made (saver/series.py): remembered per pool (or connection).
@@ -63,7 +89,13 @@ async def window(
     if start_us >= end_us:
         return _empty()
     rows = await conn.fetch(
-        NEWEST_FIRST if newest_first else OLDEST_FIRST, sensor_id, metric_type, start_us, end_us, limit
+        NEWEST_FIRST if newest_first else OLDEST_FIRST,
+        sensor_id,
+        metric_type,
+        start_us,
+        end_us,
+        limit,
+        start_us - packed.HOUR_US,
     )
     raw = [r for r in rows if r["packed"] is None]
     unpacked = [packed.unpack(r["packed"]) for r in rows if r["packed"] is not None]
@@ -106,5 +138,37 @@ async def _learn(
     return known
 
 
+async def values(
+    conn: asyncpg.Connection | asyncpg.Pool, sensor_id: str, metric_type: str, start_us: int, end_us: int
+) -> Values:
+    """The times and values of the readings in [start_us, end_us)."""
+    if start_us >= end_us:
+        return Values(*_empty_arrays())
+    rows = await conn.fetch(VALUES, sensor_id, metric_type, start_us, end_us, start_us - packed.HOUR_US)
+    times, values = [], []
+    for row in rows:
+        if row["readings"] is None:  # no raw readings
+            continue
+        if row["packed"]:
+            found = packed.unpack(row["readings"])
+            times.append(found.times)
+            values.append(found.values)
+        else:
+            pairs = np.frombuffer(row["readings"], RAW_PAIR)
+            times.append(pairs["time"].astype(np.int64) + postgres.PG_EPOCH_US)
+            values.append(pairs["value"].astype(np.float64))
+    if not times:
+        return Values(*_empty_arrays())
+    all_times, all_values = np.concatenate(times), np.concatenate(values)
+    inside = (all_times >= start_us) & (all_times < end_us)
+    all_times, all_values = all_times[inside], all_values[inside]
+    order = np.argsort(all_times, kind="stable")
+    return Values(all_times[order], all_values[order])
+
+
+def _empty_arrays() -> tuple[np.ndarray, np.ndarray]:
+    return np.empty(0, np.int64), np.empty(0, np.float64)
+
+
 def _empty() -> Window:
-    return Window(np.empty(0, np.int64), np.empty(0, np.float64), [], [])
+    return Window(*_empty_arrays(), [], [])

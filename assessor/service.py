@@ -200,10 +200,14 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
         for reading, field in ((found.first, stats.first_reading), (found.last, stats.last_reading)):
             if reading is not None:
                 field.CopyFrom(_metric(request.sensor_id, request.metric_type, reading))
-        for bucket in found.buckets:
-            out = stats.buckets.add(count=bucket.count)
-            out.start_time.FromMicroseconds(bucket.start_us)
-            _set_present(out, min=bucket.min, max=bucket.max, mean=bucket.mean)
+        add = stats.buckets.add
+        for bucket in found.buckets:  # up to a thousand: what takes least time with upb
+            if bucket.count:
+                out = add(count=bucket.count, min=bucket.min, max=bucket.max, mean=bucket.mean)
+            else:
+                out = add()
+            out.start_time.seconds, micros = divmod(bucket.start_us, 1_000_000)
+            out.start_time.nanos = micros * 1000
         if found.raw_from_us is not None:
             stats.raw_start_time.FromMicroseconds(found.raw_from_us)
         return pb.GetSensorStatsResponse(stats=stats)
@@ -361,6 +365,12 @@ def _labels(raw: str) -> dict[str, str]:
     return labels
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """What a connection back in the pool resets (asyncpg rolls back an open transaction first):
+    nothing. The assessor sets no session state (no SET, LISTEN, advisory lock or open cursor), and
+    asyncpg's default reset would cost a round trip per query: 9 of them per GetSensorStats."""
+
+
 async def main(stop: asyncio.Event) -> None:
     config = settings.load(AssessorSettings, "assessor")
     setup_logging("assessor", config.log_level)
@@ -374,6 +384,7 @@ async def main(stop: asyncio.Event) -> None:
             max_size=config.postgres_pool_size,
             server_settings=SERVER_SETTINGS,
             init=postgres.setup_connection,
+            reset=_keep_session,
             command_timeout=config.query_timeout_s,
             timeout=5,
         )

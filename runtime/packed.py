@@ -22,6 +22,8 @@ import numpy as np
 from pcodec import ChunkConfig, DeltaSpec, standalone
 
 FORMAT = 1
+# A packed row holds at most an hour of one series (readings_packed.hour).
+HOUR_US = 3_600_000_000
 DOUBLES = 255
 MAX_DECIMALS = 9
 HEADER = struct.Struct("<BBII")

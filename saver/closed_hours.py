@@ -20,8 +20,8 @@ import asyncpg
 import numpy as np
 
 from runtime import packed
+from runtime.packed import HOUR_US
 
-HOUR_US = 3_600_000_000
 # The first key of an hour's advisory lock (the second is the hour's number since 1970).
 HOUR_LOCK = 0x706B6864  # "pkhd"
 

@@ -142,7 +142,7 @@ async def test_stats_are_exact_over_partial_minutes_and_hours(
     assert not stats.buckets
 
 
-@pytest.mark.parametrize("width_minutes", [10, 60])
+@pytest.mark.parametrize("width_minutes", [10, 60, 1440])  # a day: minutes, hours and readings
 async def test_buckets_are_aligned_and_exact(
     width_minutes: int, assessor: AssessorServiceStub, stats_sensor: tuple[str, list[tuple[int, float]]]
 ) -> None:
