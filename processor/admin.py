@@ -15,6 +15,7 @@ from processor.rules import parse_rules
 from processor.stream import counters
 from processor.stream.redis_nodes import RedisNodes
 from processor.stream.rounds import script_args
+from runtime import records
 
 __all__ = ["RedisNodes", "connect_redis", "delete_sensors", "timed_round"]
 
@@ -41,7 +42,7 @@ async def timed_round(
     book = parse_rules(rules)
     began = time.perf_counter()
     args: list[Any] = []
-    script_args(args, metrics, book, timestamp_pb2.Timestamp(), {})
+    script_args(args, records.checked(metrics), metrics, book, timestamp_pb2.Timestamp(), {})
     sensors = dict.fromkeys(m.sensor_id for m in metrics)
     applying = time.perf_counter()
     entries = await counters.Counters(nodes).apply(0, sensors, args)

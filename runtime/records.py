@@ -8,6 +8,7 @@ partition flows on; nothing a record holds can stall one.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TypeVar
 
 from aiokafka import ConsumerRecord
@@ -16,7 +17,7 @@ from google.protobuf.message import DecodeError
 from metrics.v1 import event_pb2, metric_pb2
 from runtime import kafka
 from runtime.errors import Violation
-from runtime.validation import FUTURE_SKEW_S, Limits, check_stored, event_violations
+from runtime.validation import FUTURE_SKEW_S, Checked, Limits, check_stored, event_violations
 
 # Readings in one record: the receiver writes at most 10,000; a record with many more came from
 # elsewhere and would hold a consumer's round (and memory) hostage.
@@ -36,13 +37,17 @@ class Unusable(Exception):
         self.kind = kind
 
 
-def read_metric_batch(record: ConsumerRecord[bytes, bytes]) -> metric_pb2.MetricBatch:
-    """The readings of a record of the metrics topic; raises Unusable."""
+def read_metric_batch(
+    record: ConsumerRecord[bytes, bytes], rows: list[Checked] | None = None
+) -> metric_pb2.MetricBatch:
+    """The readings of a record of the metrics topic; raises Unusable. Appends them to `rows` (if
+    given) as they are checked: one pass over the readings, and nothing of a record refused."""
     _check_type(record, kafka.METRIC_BATCH_TYPE)
     batch = _decode(metric_pb2.MetricBatch, record)
     if len(batch.metrics) > kafka.MAX_RECORD_READINGS:
         raise Unusable(kafka.oversized(len(batch.metrics)), "oversized")
-    sensors, violations = check_stored(batch.metrics, LIMITS)
+    checked: list[Checked] | None = [] if rows is not None else None
+    sensors, violations = check_stored(batch.metrics, LIMITS, checked)
     _check(violations)
     if record.key is not None:
         key = record.key.decode(errors="replace")
@@ -52,7 +57,17 @@ def read_metric_batch(record: ConsumerRecord[bytes, bytes]) -> metric_pb2.Metric
                 "(a record of several sensors has no key)",
                 "wrong_key",
             )
+    if rows is not None and checked is not None:
+        rows += checked
     return batch
+
+
+def checked(metrics: Sequence[metric_pb2.Metric]) -> list[Checked]:
+    """Readings as a consumer keeps them, checked as it checks them (for tools and tests: the
+    consumers check records with read_metric_batch); raises Unusable."""
+    rows: list[Checked] = []
+    _check(check_stored(metrics, LIMITS, rows)[1])
+    return rows
 
 
 def read_event(record: ConsumerRecord[bytes, bytes]) -> event_pb2.Event:

@@ -5,25 +5,23 @@ breaking them. Everything else in saver/ is the saver's own."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import date, timedelta
 
 import asyncpg
 
 from metrics.v1 import metric_pb2
-from runtime import postgres
+from runtime import postgres, records, validation
 from saver import compaction, history, partitions, store
 
 # A reading as the saver stores it: sensor id, metric type, time (µs since 1970), value, unit,
 # labels (JSON text).
-ReadingRow = store.ReadingRow
+ReadingRow = validation.Checked
 
 
-def reading_rows(metrics: Iterable[metric_pb2.Metric]) -> list[ReadingRow]:
-    """The rows of readings, as the saver makes them from a batch."""
-    rows: list[ReadingRow] = []
-    store.reading_rows(metric_pb2.MetricBatch(metrics=metrics), rows)
-    return rows
+def reading_rows(metrics: Sequence[metric_pb2.Metric]) -> list[ReadingRow]:
+    """The rows of readings, as the saver makes them from a batch (checked as it checks them)."""
+    return records.checked(metrics)
 
 
 async def keyed_rows(

@@ -29,7 +29,8 @@ import asyncpg
 import numpy as np
 
 from runtime import packed, postgres
-from saver.closed_hours import HOUR_LOCK, HOUR_US
+from runtime.packed import HOUR_US
+from saver.closed_hours import HOUR_LOCK
 
 log = logging.getLogger(__name__)
 

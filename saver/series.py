@@ -9,7 +9,7 @@ remembered id stays right for as long as the connection that learned it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import asyncpg
@@ -44,11 +44,6 @@ SELECT a.attributes_id, a.unit, a.labels::text FROM reading_attributes a JOIN wa
     ON a.unit IS NOT DISTINCT FROM w.unit AND a.labels IS NOT DISTINCT FROM w.labels
 """
 ATTEMPTS = 5
-
-
-def labels_key(labels: Mapping[str, str]) -> str | None:
-    """Labels as the key of their attributes: None for none."""
-    return json.dumps(dict(labels), sort_keys=True, separators=(",", ":")) if labels else None
 
 
 class Ids:
@@ -87,7 +82,7 @@ class Ids:
 
 
 def _canonical(labels: str | None) -> str | None:
-    """jsonb's text of labels in the form of labels_key (jsonb orders keys its own way)."""
+    """jsonb's text of labels in the form of runtime.validation.labels_key (jsonb orders keys its own way)."""
     return None if labels is None else json.dumps(json.loads(labels), sort_keys=True, separators=(",", ":"))
 
 

@@ -203,7 +203,7 @@ class Saver:
             for record in records:
                 try:
                     if tp.topic == metrics_topic:
-                        store.reading_rows(read_metric_batch(record), readings)
+                        read_metric_batch(record, readings)
                     else:
                         events.append(store.event_row(read_event(record)))
                 except Unusable as exc:

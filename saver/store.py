@@ -17,11 +17,11 @@ from typing import Any, NamedTuple
 import asyncpg
 from google.protobuf import timestamp_pb2
 
-from metrics.v1 import event_pb2, metric_pb2
-from runtime import postgres
+from metrics.v1 import event_pb2
+from runtime import postgres, validation
 from saver import closed_hours, series
 
-ReadingRow = tuple[str, str, int, float, str | None, str | None]
+ReadingRow = validation.Checked  # sensor id, metric type, time, value, unit, labels (JSON)
 KeyedRow = closed_hours.Row  # series id, attributes id, time, value: a row of readings_raw
 SeriesRow = tuple[int, str, str]  # series id, sensor id, metric type
 EventRow = tuple[str, int, str, str, float, int, float, int, int, str, int, str, bytes | None]
@@ -179,12 +179,6 @@ async def setup_connection(conn: asyncpg.Connection) -> None:
 def micros(t: timestamp_pb2.Timestamp) -> int:
     """A timestamp as microseconds since 1970, as the tables keep times (runtime.postgres)."""
     return t.seconds * 1_000_000 + t.nanos // 1000
-
-
-def reading_rows(batch: metric_pb2.MetricBatch, rows: list[ReadingRow]) -> None:
-    for m in batch.metrics:
-        labels = series.labels_key(m.labels)
-        rows.append((m.sensor_id, m.metric_type, micros(m.reading_time), m.value, m.unit or None, labels))
 
 
 def event_row(event: event_pb2.Event) -> EventRow:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -34,6 +34,7 @@ from runtime.dead_letters import DeadLetters
 from runtime.failpoints import Failpoints
 from runtime.partitions import FailingPartitions
 from runtime.records import Unusable, read_metric_batch
+from runtime.validation import Checked
 
 log = logging.getLogger(__name__)
 
@@ -100,16 +101,17 @@ class Processor:
         detect_time = timestamp_pb2.Timestamp()
         detect_time.GetCurrentTime()
         for record in records:
+            readings: list[Checked] = []
             try:
-                batch = read_metric_batch(record)
+                batch = read_metric_batch(record, readings)
             except Unusable as exc:
                 dead.append((record, exc))
                 continue
-            instruments.READINGS.inc(len(batch.metrics))
+            instruments.READINGS.inc(len(readings))
             # Every sensor of the round, with a rule or not: its events pending from a round
             # that crashed come back with it (processor/stream/counters.py).
-            sensors.update(dict.fromkeys(m.sensor_id for m in batch.metrics))
-            script_args(args, batch.metrics, book, detect_time, resets)
+            sensors.update(dict.fromkeys(r[0] for r in readings))
+            script_args(args, readings, batch.metrics, book, detect_time, resets)
         if dead:
             await self._dead_letters.send(dead)
         if not sensors:
@@ -134,13 +136,15 @@ class Processor:
 
 def script_args(
     args: list[Any],
-    metrics: Iterable[metric_pb2.Metric],
+    readings: Sequence[Checked],
+    metrics: Sequence[metric_pb2.Metric],
     rules: RuleBook | Mapping[str, Rule],
     detect_time: timestamp_pb2.Timestamp,
     resets: dict[str, int],
 ) -> None:
     """Appends the counter script's quintuple for each reading and rule that looks at it (see
-    Counters.apply).
+    Counters.apply). `readings`: the metrics as checked (runtime/records.py), in the same order;
+    only a reading that raises an event is read from its metric again.
 
     A run of readings that do not meet one rule's condition, with no warning of it between them,
     becomes one reset at the run's latest time (`resets`: counter -> index of the pending reset's
@@ -148,26 +152,25 @@ def script_args(
     a rule with alarms: each such reading counts towards clearing its alarm.
     """
     book = RuleBook.of(rules)
-    for metric in metrics:
-        for rule in book.matching(metric.sensor_id, metric.metric_type):
-            counter = field_of(metric.sensor_id, rule.field)
-            time_us = metric.reading_time.ToMicroseconds()
-            if rule.is_warning(metric.value):
+    for i, (sensor_id, metric_type, time_us, value, _, _) in enumerate(readings):
+        for rule in book.matching(sensor_id, metric_type):
+            counter = field_of(sensor_id, rule.field)
+            if rule.is_warning(value):
                 args += (
-                    metric.sensor_id,
+                    sensor_id,
                     rule.field,
-                    f"{rule.warning_arg}{metric.value!r}" if rule.clear_count else rule.warning_arg,
+                    f"{rule.warning_arg}{value!r}" if rule.clear_count else rule.warning_arg,
                     time_us,
-                    raised_event(metric, rule, detect_time),
+                    raised_event(metrics[i], rule, detect_time),
                 )
                 resets.pop(counter, None)
             elif rule.clear_count:
-                args += (metric.sensor_id, rule.field, f"{rule.reset_arg}{metric.value!r}", time_us, b"")
+                args += (sensor_id, rule.field, f"{rule.reset_arg}{value!r}", time_us, b"")
             elif (pending := resets.get(counter)) is not None:
                 args[pending] = max(args[pending], time_us)
             else:
                 resets[counter] = len(args) + 3
-                args += (metric.sensor_id, rule.field, rule.reset_arg, time_us, b"")
+                args += (sensor_id, rule.field, rule.reset_arg, time_us, b"")
 
 
 def raised_event(metric: metric_pb2.Metric, rule: Rule, detect_time: timestamp_pb2.Timestamp) -> bytes:

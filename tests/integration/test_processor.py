@@ -28,6 +28,7 @@ from processor.stream.redis_nodes import RedisNodes
 from processor.stream.rounds import script_args
 from runtime import kafka
 from runtime.kafka import client_options
+from runtime.records import checked
 from stack import credentials
 from testkit.rules_model import apply, apply_as_arrived
 from tests.helpers import past_us, read_topic, wait_consumed
@@ -76,7 +77,7 @@ async def applied(
     produced: dict[bytes, None] = {}
     for start, end, confirmed in rounds:
         args: list[object] = []
-        script_args(args, metrics[start:end], rules, detect, {})
+        script_args(args, checked(metrics[start:end]), metrics[start:end], rules, detect, {})
         entries = await counters.apply(0, dict.fromkeys(m.sensor_id for m in metrics[start:end]), args)  # type: ignore[arg-type]
         produced.update(dict.fromkeys(e for _, sensor_entries in entries for e in sensor_entries))
         if confirmed:

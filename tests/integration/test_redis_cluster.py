@@ -24,6 +24,7 @@ from processor.stream.counters import (
 )
 from processor.stream.redis_nodes import RedisNodes
 from processor.stream.rounds import script_args
+from runtime.records import checked
 from stack.redis_cluster import Node
 from testkit.rules_model import apply
 from tests.helpers import past_us
@@ -59,7 +60,7 @@ def readings(sensors: list[str], values: list[float], start: int = 0) -> list[me
 
 async def a_round(counters: Counters, metrics: list[metric_pb2.Metric], confirm: bool = True) -> list[bytes]:
     args: list[object] = []
-    script_args(args, metrics, RULES, timestamp_pb2.Timestamp(), {})
+    script_args(args, checked(metrics), metrics, RULES, timestamp_pb2.Timestamp(), {})
     entries = await counters.apply(0, dict.fromkeys(m.sensor_id for m in metrics), args)  # type: ignore[arg-type]
     if confirm:
         await counters.confirm(entries)
@@ -88,7 +89,8 @@ async def test_a_clear_by_hand_on_a_cluster(cluster_redis: RedisNodes, cluster_a
     rule = Rule("temperature", 95, 1, rule_id="r-clear", clear_count=3)
     detect = timestamp_pb2.Timestamp()
     args: list[object] = []
-    script_args(args, readings([sensor], [99.0]), [rule], detect, {})
+    raising = readings([sensor], [99.0])
+    script_args(args, checked(raising), raising, [rule], detect, {})
     [(_, [raised])] = await counters.apply(0, [sensor], args)  # type: ignore[arg-type]
     await counters.confirm([(sensor, [raised])])
     state = await cluster_admin.client.hget(alarms_key(sensor), rule.field)
@@ -96,7 +98,8 @@ async def test_a_clear_by_hand_on_a_cluster(cluster_redis: RedisNodes, cluster_a
     assert await counters.clear_by_hand(member, rule.field, state, b"cleared-event")
     assert await cluster_admin.client.sismember(CLEARED_BY_HAND, member)
     args = []
-    script_args(args, readings([sensor], [10.0], start=10), [rule], detect, {})
+    clearing = readings([sensor], [10.0], start=10)
+    script_args(args, checked(clearing), clearing, [rule], detect, {})
     assert await counters.apply(0, [sensor], args) == [(sensor, [b"cleared-event"])]  # type: ignore[arg-type]
     assert await cluster_redis.client.srem(CLEARED_BY_HAND, member) == 1
 
