@@ -139,6 +139,7 @@ COPY processor/ processor/
 COPY saver/ saver/
 COPY assessor/ assessor/
 COPY notifier/ notifier/
+COPY registry/ registry/
 COPY bridge/ bridge/
 COPY deadletters/ deadletters/
 # Compiled now: the code is read-only to the user the services run as. The MQTT bridge keeps its
@@ -147,7 +148,7 @@ RUN python -m compileall -q /app \
     && mkdir -p /var/lib/metrics/bridge && chown 10001:10001 /var/lib/metrics/bridge
 USER 10001:10001
 # docker-compose.yml sets the command of each container; this one only says which to give.
-CMD ["python", "-c", "raise SystemExit('run one service: python -m receiver|processor|saver|assessor|notifier|bridge')"]
+CMD ["python", "-c", "raise SystemExit('run one service: python -m receiver|processor|saver|assessor|notifier|bridge|registry')"]
 
 # --- the envoy configuration, checked by the Envoy of the image with throwaway files ---
 FROM ${ENVOY_IMAGE} AS envoy-check

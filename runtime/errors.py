@@ -117,6 +117,12 @@ class NotFound(ServiceError):
     code = grpc.StatusCode.NOT_FOUND
 
 
+class AlreadyExists(ServiceError):
+    """The request would make something that exists already (a device id that is taken)."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
 class Aborted(ServiceError):
     """A concurrent change got there first (a version that is no longer current): read, then retry."""
 

@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_g
 from metrics.v1 import (
     alarms_service_pb2,
     assessor_service_pb2,
+    devices_service_pb2,
     notifier_service_pb2,
     receiver_service_pb2,
     rules_service_pb2,
@@ -39,6 +40,7 @@ PUBLIC_API = (
     rules_service_pb2.DESCRIPTOR.services_by_name["RulesService"].full_name,
     alarms_service_pb2.DESCRIPTOR.services_by_name["AlarmsService"].full_name,
     notifier_service_pb2.DESCRIPTOR.services_by_name["SubscriptionsService"].full_name,
+    devices_service_pb2.DESCRIPTOR.services_by_name["DevicesService"].full_name,
 )
 # Envoy sends this header, with this value, on the reflection requests that name no service
 # (envoy/envoy.yaml): they ask what the front door serves, not what one service does.

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 
-from metrics.v1 import event_pb2, metric_pb2, rule_pb2
+from metrics.v1 import event_pb2, metric_pb2
 from runtime.settings import SettingsError, secret
 
 log = logging.getLogger(__name__)
@@ -20,7 +20,6 @@ MESSAGE_TYPE_HEADER = "message-type"
 MAX_RECORD_READINGS = 100_000
 METRIC_BATCH_TYPE = metric_pb2.MetricBatch.DESCRIPTOR.full_name
 EVENT_TYPE = event_pb2.Event.DESCRIPTOR.full_name
-RULE_TYPE = rule_pb2.Rule.DESCRIPTOR.full_name
 # Headers of dead-lettered records: why, where the record came from, which consumer gave up on it.
 DEAD_LETTER_REASON_HEADER = "dead-letter-reason"
 DEAD_LETTER_SOURCE_HEADER = "dead-letter-source"
@@ -37,6 +36,8 @@ class KafkaSettings:
     metrics_topic: str = "metrics"
     # The events' topic: the processor writes it; the saver, the assessor's watchers and the notifier read it.
     events_topic: str = "events"
+    # The devices' compacted topic: the registry writes it (registry/store.py).
+    devices_topic: str = "devices"
     # Where a consumer puts a record it cannot use, with headers saying why (python -m deadletters).
     dead_letter_topic: str = "metrics.dlq"
     # How the client talks to Kafka and says who it is: SASL with SCRAM, one principal per service (its

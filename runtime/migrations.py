@@ -1,9 +1,9 @@
 """Versioned schema migrations, one set per owner.
 
 Each service that keeps tables in PostgreSQL owns them: their migrations are in its own folder
-(saver/migrations, processor/control/migrations, notifier/migrations), and it applies them with
-this runner when it starts, as the database's schema owner, before it uses them. A set is
-NNNN_name.sql files, applied in order, each once, each in its own transaction, and recorded in
+(saver/migrations, processor/control/migrations, notifier/migrations, registry/migrations), and it
+applies them with this runner when it starts, as the database's schema owner, before it uses them. A
+set is NNNN_name.sql files, applied in order, each once, each in its own transaction, and recorded in
 schema_migrations as (owner, version). An advisory lock lets every service start at once. A
 migration changed after it was applied is an error, and so is a database holding migrations of the
 owner that this code does not know (an older version of the service).
@@ -47,6 +47,7 @@ OWNERS = {
     "saver": ROOT / "saver" / "migrations",
     "processor": ROOT / "processor" / "control" / "migrations",
     "notifier": ROOT / "notifier" / "migrations",
+    "registry": ROOT / "registry" / "migrations",
 }
 
 

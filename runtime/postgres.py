@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Generic, TypeVar
 
 import asyncpg
@@ -23,6 +25,18 @@ async def setup_connection(conn: asyncpg.Connection) -> None:
         decoder=lambda t: t[0] + PG_EPOCH_US,
         format="tuple",
     )
+
+
+def now_us() -> int:
+    """Now, as the tables keep times: microseconds since 1970."""
+    return time.time_ns() // 1000
+
+
+@asynccontextmanager
+async def transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of the pool in a transaction, committed when the block ends (rolled back if it raises)."""
+    async with pool.acquire() as conn, conn.transaction():
+        yield conn
 
 
 def prefix_upper_bound(prefix: str) -> str:

@@ -124,7 +124,7 @@ def _quick_check(
         if not -MAX_ABS_VALUE <= value <= MAX_ABS_VALUE:  # also NaN and the infinities
             return None, []
         unit, labels = m.unit, m.labels
-        if (unit and (len(unit) > MAX_UNIT or NUL in unit)) or (labels and _check_labels(labels)):
+        if (unit and (len(unit) > MAX_UNIT or NUL in unit)) or (labels and label_problems(labels)):
             return None, []
         t = m.reading_time  # an empty one when absent: asked only then (each costs 0.2 µs)
         seconds, nanos = t.seconds, t.nanos
@@ -169,7 +169,7 @@ def check_metric(metric: metric_pb2.Metric, limits: Limits, latest_nanos: int) -
     problems: list[tuple[str, str]] = []
     sensor_id = metric.sensor_id
     if SENSOR_ID.fullmatch(sensor_id) is None:
-        problems.append(("sensor_id", _describe_id(sensor_id, 128, "A-Z a-z 0-9 . _ : -")))
+        problems.append(("sensor_id", describe_id(sensor_id, 128, "A-Z a-z 0-9 . _ : -")))
     metric_type = metric.metric_type
     if METRIC_TYPE.fullmatch(metric_type) is None:
         problems.append(("metric_type", _describe_type(metric_type)))
@@ -191,11 +191,12 @@ def check_metric(metric: metric_pb2.Metric, limits: Limits, latest_nanos: int) -
     elif NUL in metric.unit:
         problems.append(("unit", NUL_PROBLEM))
     if metric.labels:
-        problems.extend(_check_labels(metric.labels))
+        problems.extend(label_problems(metric.labels))
     return problems
 
 
-def _describe_id(value: str, limit: int, allowed: str) -> str:
+def describe_id(value: str, limit: int, allowed: str) -> str:
+    """What is wrong with an id that does not match its pattern."""
     if not value:
         return "is required"
     if len(value) > limit:
@@ -223,7 +224,8 @@ def _check_time(seconds: int, nanos: int, latest_nanos: int) -> str | None:
     return None
 
 
-def _check_labels(labels: Mapping[str, str]) -> list[tuple[str, str]]:
+def label_problems(labels: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The problems of labels (a reading's, a device's) as (field, description) pairs."""
     problems: list[tuple[str, str]] = []
     if len(labels) > MAX_LABELS:
         problems.append(("labels", f"has {len(labels)} entries, more than {MAX_LABELS}"))

@@ -16,10 +16,11 @@ from stack.settings import StackSettings
 from stack.system import SetupError, say
 
 # The owner of the schema (every service's migrations), and the services' roles: the saver's writer,
-# the assessor's reader, the processor's, the notifier's. What each may do in the database, the
-# migrations of the tables' owners grant (runtime/migrations.py).
+# the assessor's reader, the processor's, the notifier's, the registry's. What each may do in the
+# database, the migrations of the tables' owners grant (runtime/migrations.py).
 OWNER, WRITER, READER = credentials.POSTGRES_OWNER, credentials.POSTGRES_WRITER, credentials.POSTGRES_READER
 PROCESSOR, NOTIFIER = credentials.POSTGRES_PROCESSOR, credentials.POSTGRES_NOTIFIER
+REGISTRY = credentials.POSTGRES_REGISTRY
 MONITOR = credentials.POSTGRES_MONITOR
 
 
@@ -29,7 +30,7 @@ async def database(settings: StackSettings) -> None:
     conn = await access.postgres_superuser(settings)
     try:
         roles = {r["rolname"] for r in await conn.fetch("SELECT rolname FROM pg_roles")}
-        for account in (OWNER, WRITER, READER, PROCESSOR, NOTIFIER, MONITOR):
+        for account in (OWNER, WRITER, READER, PROCESSOR, NOTIFIER, REGISTRY, MONITOR):
             if account.user not in roles:
                 await conn.execute(f"CREATE ROLE {account.user} LOGIN")
             # A utility statement takes no parameters: format() quotes the password as a literal.
@@ -86,6 +87,9 @@ KAFKA_ACLS: tuple[tuple[Account, str, str, str], ...] = (
     (credentials.KAFKA_NOTIFIER, "TOPIC", "metrics.dlq", "WRITE"),
     # The live watch: every assessor reads every partition from its end (no group, no offsets).
     (credentials.KAFKA_ASSESSOR, "TOPIC", "events", "READ"),
+    # The devices: the registry publishes the changes it stores, and reads the topic whole at start.
+    (credentials.KAFKA_REGISTRY, "TOPIC", "devices", "READ"),
+    (credentials.KAFKA_REGISTRY, "TOPIC", "devices", "WRITE"),
 )
 
 
@@ -154,11 +158,12 @@ def topic_partitions(settings: StackSettings) -> dict[str, int]:
         "events": settings.events_partitions,
         "metrics.dlq": 1,
         "rules": 1,
+        "devices": 1,
     }
 
 
-# Only the latest record of each rule is kept (processor/control/rule_feed.py).
-TOPIC_CONFIGS = {"rules": {"cleanup.policy": "compact"}}
+# Only the latest record of each rule and device is kept (runtime/compacted.py).
+TOPIC_CONFIGS = {"rules": {"cleanup.policy": "compact"}, "devices": {"cleanup.policy": "compact"}}
 
 
 async def topics(settings: StackSettings) -> None:

@@ -21,6 +21,7 @@ from bridge.settings import BridgeSettings
 from notifier.settings import NotifierSettings
 from processor.settings import ProcessorSettings
 from receiver.settings import ReceiverSettings
+from registry.settings import RegistrySettings
 from saver.settings import SaverSettings
 from stack import bootstrap, compose_secrets, credentials, mosquitto, prepare
 from stack.commented_yaml import Anchor, Note, comment, dump, unwrapped, variant
@@ -62,6 +63,7 @@ SETTINGS_CLASSES: Mapping[str, type] = {
     "assessor": AssessorSettings,
     "notifier": NotifierSettings,
     "bridge": BridgeSettings,
+    "registry": RegistrySettings,
 }
 
 # --- The topology variables and deploy/compose/cluster.env ---
@@ -175,7 +177,7 @@ def _header() -> str:
         f"{KAFKA_BROKERS} Kafka brokers (one KRaft quorum, topics with {replicas} replicas, {in_sync} in "
         f"sync), a Redis Cluster of {masters} masters with {REPLICAS_PER_MASTER} replica each, a PostgreSQL "
         "streaming replica for the assessors, and more instances of the services behind Envoy (but the "
-        "notifier): the topology of `make run-cluster` (stack/settings.py).",
+        "notifier and the registry): the topology of `make run-cluster` (stack/settings.py).",
         "Why a profile plus variables rather than a profile alone: a profile can only add services, but the "
         "cluster also changes some that every deployment has (the Kafka node joins a quorum, the Redis node "
         "becomes a cluster node, the processor and the assessor get settings). Those read the "
@@ -283,7 +285,8 @@ def _cluster_profile(definition: dict[str, object], number: int) -> dict[str, ob
 # The roles deploy/compose/postgres-init.sh makes, as stack/bootstrap.py does (the exporters' is the
 # local stack's only).
 POSTGRES_ROLES = (credentials.POSTGRES_OWNER, credentials.POSTGRES_WRITER, credentials.POSTGRES_READER,
-                  credentials.POSTGRES_PROCESSOR, credentials.POSTGRES_NOTIFIER)  # fmt: skip
+                  credentials.POSTGRES_PROCESSOR, credentials.POSTGRES_NOTIFIER,
+                  credentials.POSTGRES_REGISTRY)  # fmt: skip
 # Over TCP: the image's first-start server (running the init script) listens on no TCP address.
 POSTGRES_READY = ["CMD", "pg_isready", "-h", "127.0.0.1", "-U", credentials.POSTGRES_SUPERUSER.user,
                   "-d", "metrics"]  # fmt: skip
@@ -804,6 +807,7 @@ DEPENDS_ON: Mapping[str, Mapping[str, str]] = {
     },
     "notifier": {"postgres": ""},
     "bridge": {"mosquitto": ""},
+    "registry": {"postgres": ""},
 }
 ENV_NOTES = {
     "METRICS_PROCESSOR_REDIS_CLUSTER": "The cluster profile: a Redis Cluster (the URL names a seed node), "

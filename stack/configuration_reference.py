@@ -26,6 +26,7 @@ from assessor.settings import AssessorSettings
 from notifier.settings import NotifierSettings
 from processor.settings import ProcessorSettings
 from receiver.settings import ReceiverSettings
+from registry.settings import RegistrySettings
 from runtime.kafka import KafkaSettings
 from runtime.migrations import MigrationSettings
 from runtime.settings import PREFIX
@@ -78,9 +79,15 @@ SECTIONS = (
         "retries and dead-lettering.",
     ),
     Section(
+        "Registry", "registry", RegistrySettings,
+        "Keeps the fleet's devices (DevicesService) in PostgreSQL and publishes their changes on the "
+        "compacted devices topic.",
+    ),
+    Section(
         "Migrations", "migrations", MigrationSettings,
         "`python -m runtime.migrations`: applies every owner's migrations (the saver's, the "
-        "processor's, the notifier's) at once, as each service does with its own when it starts. "
+        "processor's, the notifier's, the registry's) at once, as each service does with its own when it "
+        "starts. "
         "The services read the same variables: `METRICS_MIGRATIONS_DSN` serves them all.",
     ),
     Section(

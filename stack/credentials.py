@@ -29,7 +29,8 @@ class Account:
 
 # PostgreSQL: the owner of the schema (every service's migrations run as it), and one role per service
 # that uses the database, which may use only its own tables and what other owners grant it
-# (runtime/migrations.py): the saver's writer, the assessor's reader, the processor's, the notifier's.
+# (runtime/migrations.py): the saver's writer, the assessor's reader, the processor's, the notifier's,
+# the registry's.
 # The superuser's is for docker-compose.yml's image (the local stack's superuser logs in by peer only).
 POSTGRES_SUPERUSER = Account("postgres", "postgres")
 POSTGRES_OWNER = Account("postgres", "metrics")
@@ -37,6 +38,7 @@ POSTGRES_WRITER = Account("postgres", "metrics_writer")
 POSTGRES_READER = Account("postgres", "metrics_reader")
 POSTGRES_PROCESSOR = Account("postgres", "metrics_processor")
 POSTGRES_NOTIFIER = Account("postgres", "metrics_notifier")
+POSTGRES_REGISTRY = Account("postgres", "metrics_registry")
 # The exporters' (Prometheus): statistics only (pg_monitor; Redis INFO and the like).
 POSTGRES_MONITOR = Account("postgres", "metrics_monitor")
 # docker-compose.yml's cluster profile: its streaming replica's login (replication only).
@@ -53,8 +55,10 @@ KAFKA_SAVER = Account("kafka", "saver")
 KAFKA_NOTIFIER = Account("kafka", "notifier")
 KAFKA_ASSESSOR = Account("kafka", "assessor")
 KAFKA_BRIDGE = Account("kafka", "bridge")
+KAFKA_REGISTRY = Account("kafka", "registry")
 KAFKA_ACCOUNTS = (
     KAFKA_ADMIN, KAFKA_RECEIVER, KAFKA_PROCESSOR, KAFKA_SAVER, KAFKA_NOTIFIER, KAFKA_ASSESSOR, KAFKA_BRIDGE,
+    KAFKA_REGISTRY,
 )  # fmt: skip
 # MQTT (Mosquitto): the dynamic-security plugin's admin (devices' accounts are made with it: make
 # device-credentials), and the bridges' (the services' listener).
@@ -63,7 +67,7 @@ MQTT_BRIDGE = Account("mqtt", "bridge")
 MQTT_ACCOUNTS = (MQTT_ADMIN, MQTT_BRIDGE)
 POSTGRES_ACCOUNTS = (
     POSTGRES_SUPERUSER, POSTGRES_OWNER, POSTGRES_WRITER, POSTGRES_READER, POSTGRES_PROCESSOR,
-    POSTGRES_NOTIFIER, POSTGRES_MONITOR, POSTGRES_REPLICATOR,
+    POSTGRES_NOTIFIER, POSTGRES_REGISTRY, POSTGRES_MONITOR, POSTGRES_REPLICATOR,
 )  # fmt: skip
 REDIS_ACCOUNTS = (REDIS_ADMIN, REDIS_PROCESSOR, REDIS_MONITOR)
 ACCOUNTS = (*POSTGRES_ACCOUNTS, *REDIS_ACCOUNTS, *KAFKA_ACCOUNTS, *MQTT_ACCOUNTS)

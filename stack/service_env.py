@@ -108,6 +108,11 @@ def service_env(name: str, deployment: Deployment, instance: Instance) -> dict[s
             **postgres(credentials.POSTGRES_OWNER, "MIGRATIONS"),
             "METRICS_NOTIFIER_ALLOWED_NETWORKS": ",".join(deployment.webhook_networks),
         },
+        "registry": {
+            **kafka(credentials.KAFKA_REGISTRY),
+            **postgres(credentials.POSTGRES_REGISTRY),
+            **postgres(credentials.POSTGRES_OWNER, "MIGRATIONS"),
+        },
         "bridge": {
             **kafka(credentials.KAFKA_BRIDGE),
             "METRICS_BRIDGE_BROKERS": deployment.mqtt,

@@ -9,13 +9,16 @@ from pathlib import Path
 from runtime import settings
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICES = ("receiver", "processor", "saver", "assessor", "notifier", "bridge")
+SERVICES = ("receiver", "processor", "saver", "assessor", "notifier", "bridge", "registry")
 # `make run` is one node of each server; `make run-cluster` (topology "cluster") runs 3 Kafka
 # brokers, a Redis Cluster of 3 masters with a replica each, a PostgreSQL primary with a streaming
 # replica, 2 MQTT brokers (Mosquitto has no clustering: devices are given both, every bridge
-# subscribes to both), and two instances of the services but the notifier, behind the same front door.
+# subscribes to both), and two instances of the services but the notifier and the registry, behind
+# the same front door.
 TOPOLOGIES = ("single", "cluster")
-CLUSTER_INSTANCES = {"receiver": 2, "processor": 2, "saver": 2, "assessor": 2, "notifier": 1, "bridge": 2}
+CLUSTER_INSTANCES = {
+    "receiver": 2, "processor": 2, "saver": 2, "assessor": 2, "notifier": 1, "bridge": 2, "registry": 1,
+}  # fmt: skip
 KAFKA_BROKERS, REDIS_NODES, MQTT_BROKERS = 3, 6, 2
 # In the cluster topology, the n-th Kafka broker's ports are the first's + (n - 1) * KAFKA_STEP
 # (59092 and 59093, 59094 and 59095, ...), the n-th Redis node's the first's + (n - 1), a second
@@ -25,7 +28,7 @@ KAFKA_STEP, INSTANCE_STEP = 2, 10
 # pass 65,535 for the stack's ports).
 REDIS_BUS_OFFSET = 10_000
 # Those Envoy routes to (the processor for its RulesService); the saver's health stays inside.
-PUBLIC_SERVICES = ("receiver", "processor", "assessor", "notifier")
+PUBLIC_SERVICES = ("receiver", "processor", "assessor", "notifier", "registry")
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,8 @@ class StackSettings:
     notifier_grpc_port: int = 50055
     # The MQTT bridge's gRPC port (its health only; its second instance's: + 10).
     bridge_grpc_port: int = 50056
+    # The registry's gRPC port (DevicesService).
+    registry_grpc_port: int = 50057
     # The receiver's Prometheus metrics (/metrics), handed to it as METRICS_RECEIVER_METRICS_PORT (each
     # service's likewise); in the cluster topology a second instance's is this + 10.
     receiver_metrics_port: int = 51051
@@ -92,6 +97,8 @@ class StackSettings:
     # The MQTT bridge's Prometheus metrics, and the broker's $SYS figures it reads (its second
     # instance's: + 10).
     bridge_metrics_port: int = 51056
+    # The registry's Prometheus metrics.
+    registry_metrics_port: int = 51057
     # Prometheus (Debian's package), scraping the services, Envoy and the exporters; Envoy routes
     # /prometheus/api/v1/ to its API (the console's health page).
     prometheus_port: int = 9090

@@ -111,6 +111,7 @@ class Target:
             "saver": {"POSTGRES": credentials.POSTGRES_WRITER, "MIGRATIONS": owner},
             "assessor": {"POSTGRES": credentials.POSTGRES_READER},
             "notifier": {"POSTGRES": credentials.POSTGRES_NOTIFIER, "MIGRATIONS": owner},
+            "registry": {"POSTGRES": credentials.POSTGRES_REGISTRY, "MIGRATIONS": owner},
         }
         for setting, account in roles.get(service, {}).items():
             env[f"METRICS_{setting}_DSN"] = self.postgres_dsn_of(account)

@@ -7,10 +7,11 @@
 #   metrics_reader     the assessor: read-only
 #   metrics_processor  the processor: its tables (the rules, the acts on alarms), reads the alarms
 #   metrics_notifier   the notifier: the schema notifier only
+#   metrics_registry   the registry: the schema registry only
 # What each may do with the tables, their owners' migrations grant (runtime/migrations.py).
 set -euo pipefail
 # psql would set an empty password (no login) if it could not read one: stop instead.
-for role in metrics metrics_writer metrics_reader metrics_processor metrics_notifier; do
+for role in metrics metrics_writer metrics_reader metrics_processor metrics_notifier metrics_registry; do
   [ -r "/run/secrets/postgres-$role" ] && [ -s "/run/secrets/postgres-$role" ] \
     || { echo "cannot read a password in /run/secrets/postgres-$role" >&2; exit 1; }
 done
@@ -20,11 +21,13 @@ psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres <<'SQL'
 \set reader `cat /run/secrets/postgres-metrics_reader`
 \set processor `cat /run/secrets/postgres-metrics_processor`
 \set notifier `cat /run/secrets/postgres-metrics_notifier`
+\set registry `cat /run/secrets/postgres-metrics_registry`
 CREATE ROLE metrics LOGIN PASSWORD :'owner';
 CREATE ROLE metrics_writer LOGIN PASSWORD :'writer';
 CREATE ROLE metrics_reader LOGIN PASSWORD :'reader';
 CREATE ROLE metrics_processor LOGIN PASSWORD :'processor';
 CREATE ROLE metrics_notifier LOGIN PASSWORD :'notifier';
+CREATE ROLE metrics_registry LOGIN PASSWORD :'registry';
 ALTER ROLE metrics_reader SET default_transaction_read_only = on;
 CREATE DATABASE metrics OWNER metrics;
 

@@ -14,7 +14,6 @@ produces what the pending lists of the sensors it names hold when it starts.
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
 import asyncpg
@@ -25,7 +24,7 @@ from metrics.v1 import alarms_service_pb2, alarms_service_pb2_grpc, event_pb2
 from processor.stream import alarms, pending
 from processor.stream.counters import CLEARED_BY_HAND, Counters, alarms_key, pending_key
 from processor.stream.redis_nodes import RedisNodes
-from runtime import paging
+from runtime import paging, postgres
 from runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Violation, grpc_errors
 from runtime.failpoints import Failpoints
 from runtime.identity import Identity, caller
@@ -132,7 +131,7 @@ class AlarmsApi(alarms_service_pb2_grpc.AlarmsServiceServicer):
             (alarm,) = await self._live([alarm])
             if alarm.acknowledged:
                 return alarm
-            now = _now_us()
+            now = postgres.now_us()
             alarm.acknowledged = True
             alarm.acknowledged_by = _name(who)
             alarm.acknowledge_time.FromMicroseconds(now)
@@ -159,7 +158,7 @@ class AlarmsApi(alarms_service_pb2_grpc.AlarmsServiceServicer):
                 raise FailedPrecondition(
                     f"alarm {alarm.alarm_id} was just cleared by its rule; read it again in a moment"
                 )
-            now = _now_us()
+            now = postgres.now_us()
             event = alarms.cleared(active, _name(who), active.last_value, now, now)
             if alarm.acknowledged:  # known here, not in Redis
                 event.alarm.acknowledged = True
@@ -281,7 +280,3 @@ def as_alarm(row: asyncpg.Record) -> event_pb2.Alarm:
 
 def _name(who: Identity | None) -> str:
     return who.subject if who is not None else LOCAL_CALLER
-
-
-def _now_us() -> int:
-    return time.time_ns() // 1000

@@ -17,19 +17,17 @@ from metrics.v1 import rule_pb2
 from processor.control import rule_checks
 from processor.rules import Rule, RuleBook
 from processor.stream import instruments
-from runtime import kafka
+from runtime import compacted, kafka
 from runtime.errors import Violation
 from runtime.kafka import KafkaSettings
 
 log = logging.getLogger(__name__)
 
-HEADERS = kafka.headers(kafka.RULE_TYPE)
-
 
 class RuleFeed:
     def __init__(self, settings: KafkaSettings, topic: str, producer: AIOKafkaProducer) -> None:
         self._topic = topic
-        self._producer = producer
+        self._out = compacted.Topic(settings, topic, rule_pb2.Rule, producer)
         self._consumer = AIOKafkaConsumer(
             **kafka.client_options(settings), group_id=None, enable_auto_commit=False, fetch_max_wait_ms=100
         )
@@ -69,20 +67,13 @@ class RuleFeed:
 
     async def publish(self, rule_id: str, rule: rule_pb2.Rule | None) -> None:
         """Writes a rule (None: its deletion) and waits for Kafka's acknowledgement."""
-        value = rule.SerializeToString() if rule is not None else None
-        await self._producer.send_and_wait(self._topic, value, key=rule_id.encode(), headers=HEADERS)
+        await self._out.publish(rule_id, rule)
 
     async def reconcile(self, stored: dict[str, rule_pb2.Rule | None]) -> int:
         """Makes the topic hold what PostgreSQL does (`stored`, RuleStore.everything): publishes what
         it lacks, and deletes what PostgreSQL never committed (a processor that died between a
         change's publication and its commit)."""
-        published = 0
-        for rule_id in sorted({*stored, *self.rules}):
-            rule, held = stored.get(rule_id), self.rules.get(rule_id)
-            if (rule is None and held is not None) or (rule is not None and held != rule):
-                await self.publish(rule_id, rule)
-                published += 1
-        return published
+        return await compacted.reconcile(self.publish, stored, self.rules)
 
     def _take(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         changed = False

@@ -5,14 +5,13 @@ commits (RuleStore.change), so what is stored is what the processors apply."""
 from __future__ import annotations
 
 import secrets
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import asyncpg
 
 from metrics.v1 import rule_pb2
+from runtime import postgres
 from runtime.errors import Aborted, NotFound
 from runtime.failpoints import Failpoints
 
@@ -66,7 +65,7 @@ class RuleStore:
 
     async def seed(self, rules: Iterable[rule_pb2.Rule]) -> bool:
         """Stores `rules` (the environment's) if no rules were ever seeded; True if it did."""
-        async with self._transaction() as conn:
+        async with postgres.transaction(self._pool) as conn:
             if await conn.fetchval(
                 "INSERT INTO rules_seeded DEFAULT VALUES ON CONFLICT DO NOTHING RETURNING 1"
             ):
@@ -79,7 +78,7 @@ class RuleStore:
         stored = rule_pb2.Rule()
         stored.CopyFrom(rule)
         stored.rule_id = new_rule_id()
-        async with self._transaction() as conn:
+        async with postgres.transaction(self._pool) as conn:
             created = await self._insert(conn, stored)
             self._failpoint("rules.before_commit")  # published, not committed: what reconcile repairs
             return created
@@ -116,24 +115,24 @@ class RuleStore:
         """Sets `changes` (fields of MUTABLE); `expected_version` 0 takes any version."""
         names = [COLUMN.get(name, name) for name in changes]
         sets = "".join(f"{name} = ${i}, " for i, name in enumerate(names, start=2))
-        async with self._transaction() as conn:
+        async with postgres.transaction(self._pool) as conn:
             await self._lock(conn, rule_id, expected_version)
             row = await conn.fetchrow(
                 f"UPDATE rules SET {sets}version = version + 1, update_time = ${len(names) + 2} "  # noqa: S608 - ours
                 f"WHERE rule_id = $1 RETURNING {COLUMNS}",
-                rule_id, *changes.values(), _now_us(),
+                rule_id, *changes.values(), postgres.now_us(),
             )  # fmt: skip
             rule = as_rule(row)
             await self._publish(rule.rule_id, rule)
             return rule
 
     async def delete(self, rule_id: str) -> None:
-        async with self._transaction() as conn:
+        async with postgres.transaction(self._pool) as conn:
             await self._lock(conn, rule_id, 0)
             await conn.execute(
                 "UPDATE rules SET delete_time = $2, version = version + 1 WHERE rule_id = $1",
                 rule_id,
-                _now_us(),
+                postgres.now_us(),
             )
             await self._publish(rule_id, None)
 
@@ -156,7 +155,7 @@ class RuleStore:
             )
 
     async def _insert(self, conn: asyncpg.Connection, rule: rule_pb2.Rule) -> rule_pb2.Rule:
-        now = _now_us()
+        now = postgres.now_us()
         row = await conn.fetchrow(
             f"INSERT INTO rules ({COLUMNS}) "  # noqa: S608 - ours
             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $9, NULL, $10, $11) "
@@ -168,12 +167,3 @@ class RuleStore:
         stored = as_rule(row)
         await self._publish(stored.rule_id, stored)
         return stored
-
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        async with self._pool.acquire() as conn, conn.transaction():
-            yield conn
-
-
-def _now_us() -> int:
-    return time.time_ns() // 1000

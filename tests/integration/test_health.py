@@ -10,9 +10,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tests import front_door
 from tests.target import Target
 
-SERVICES = ("receiver", "processor", "saver", "assessor", "notifier")
+SERVICES = ("receiver", "processor", "saver", "assessor", "notifier", "registry")
 # Routed by Envoy; the others stay inside.
-PUBLIC = ("receiver", "processor", "assessor", "notifier")  # the processor for its RulesService
+PUBLIC = ("receiver", "processor", "assessor", "notifier", "registry")  # the processor for its RulesService
 
 
 async def check(address: str, service: str = "", header: str | None = None) -> int:
@@ -58,6 +58,7 @@ async def test_internal_services_are_not_routed_by_envoy(target: Target, name: s
         ("processor", "metrics.v1.RulesService"),
         ("assessor", "metrics.v1.AssessorService"),
         ("notifier", "metrics.v1.SubscriptionsService"),
+        ("registry", "metrics.v1.DevicesService"),
     ],
 )
 async def test_serving_by_grpc_service_name(target: Target, name: str, service: str) -> None:
@@ -76,6 +77,7 @@ async def test_unknown_health_service_is_not_found(target: Target) -> None:
         ("receiver", "metrics.v1.ReceiverService"),
         ("assessor", "metrics.v1.AssessorService"),
         ("notifier", "metrics.v1.SubscriptionsService"),
+        ("registry", "metrics.v1.DevicesService"),
     ],
 )
 async def test_reflection_lists_the_service_through_envoy(target: Target, name: str, service: str) -> None:

@@ -48,13 +48,14 @@ SERIES = {
         "metrics_notifier_delivery_seconds_bucket", "metrics_notifier_retries_total",
         "metrics_notifier_pending_deliveries", "metrics_notifier_attempts_in_flight", "metrics_consumer_lag",
     },
+    "registry": {"grpc_server_started_total", "grpc_server_handled_total"},
     "bridge": {
         "grpc_server_handled_total", "metrics_bridge_messages_in_flight", "metrics_bridge_writes_retried_total",
         "metrics_bridge_readings_total", "metrics_bridge_acknowledged_total", "metrics_bridge_ack_seconds_bucket",
         "metrics_mqtt_broker",
     },
 }  # fmt: skip
-JOBS = {"receiver", "processor", "saver", "assessor", "notifier", "bridge", "envoy", "kafka", "postgres",
+JOBS = {"receiver", "processor", "saver", "assessor", "notifier", "bridge", "registry", "envoy", "kafka", "postgres",
         "redis", "prometheus"}  # fmt: skip
 ALERTS = {
     "MetricsTargetDown",

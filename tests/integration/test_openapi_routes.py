@@ -75,6 +75,7 @@ class Request:
         rule_id: str = "x",
         subscription_id: str = "x",
         alarm_id: str = "0" * 32,
+        device_id: str = "x",
     ) -> None:
         self.operation = DOCUMENT["paths"][path][verb]
         self.verb = verb.upper()
@@ -83,6 +84,7 @@ class Request:
         self.rule_id = rule_id
         self.subscription_id = subscription_id
         self.alarm_id = alarm_id
+        self.device_id = device_id
         self.values: dict[str, str] = {}
         query = {}
         for parameter in self.operation.get("parameters", []):
@@ -105,7 +107,7 @@ class Request:
             "metricType": "temperature", "kind": "EVENT_KIND_THRESHOLD_EXCEEDED", "pageSize": "50",
             "startTime": _rfc3339(self.now - timedelta(hours=1)), "endTime": _rfc3339(self.now + timedelta(minutes=5)),
             "bucketWidth": "600s", "ruleId": self.rule_id, "subscriptionId": self.subscription_id,
-            "alarmId": self.alarm_id,
+            "alarmId": self.alarm_id, "deviceId": self.device_id, "deviceIdPrefix": self.sensor_id,
         }  # fmt: skip
         return known.get(name)
 
@@ -129,6 +131,8 @@ class Request:
             "sensorId": self.sensor_id, "metricType": "temperature", "value": 21.5, "temperature": 21.5,
             # A webhook on the discard port of this machine (the local stack allows loopback).
             "url": DISCARD_WEBHOOK, "secret": "s" * 32,
+            # A device of a batch: of the test's sensor, and not the one the routes name.
+            "deviceId": f"{self.sensor_id}-batch",
         }  # fmt: skip
         if name in named:
             return named[name]
@@ -256,14 +260,30 @@ async def alarm_id(target: Target, sensor_id: str, rule_id: str, request: pytest
     return await only_alarm(target.envoy_url, sensor_id)
 
 
+@pytest.fixture
+async def device_id(target: Target, sensor_id: str, request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """A device named after the test's sensor: made beforehand for the routes that name or list
+    one, not for the one that creates it; every device of the sensor is deleted afterwards."""
+    made = f"{sensor_id}-device"
+    params = request.node.callspec.params
+    if (params["path"], params["verb"]) != ("/v1/devices", "post"):
+        status, body = await http("POST", f"{target.envoy_url}/v1/devices?deviceId={made}", {})
+        assert status == 200, body
+    yield made
+    status, listed = await http("GET", f"{target.envoy_url}/v1/devices?deviceIdPrefix={sensor_id}")
+    for device in listed["devices"]:
+        await http("DELETE", f"{target.envoy_url}/v1/devices/{device['deviceId']}")
+
+
 @pytest.mark.parametrize(("path", "verb"), OPERATIONS, ids=[f"{v.upper()} {p}" for p, v in OPERATIONS])
 async def test_the_route_answers_as_documented(
-    target: Target, sensor_id: str, rule_id: str, subscription_id: str, alarm_id: str, path: str, verb: str
-) -> None:
+    target: Target, sensor_id: str, rule_id: str, subscription_id: str, alarm_id: str, device_id: str,
+    path: str, verb: str,
+) -> None:  # fmt: skip
     now = datetime.now(UTC)
     await seed(target, sensor_id, now, SEEDED)
     await events_stored(target, sensor_id, 1, now)
-    request = Request(path, verb, sensor_id, now, rule_id, subscription_id, alarm_id)
+    request = Request(path, verb, sensor_id, now, rule_id, subscription_id, alarm_id, device_id)
     answer = request.operation["responses"]["200"]["content"]
     if "text/event-stream" in answer:
         events = await read_events(target, request, sensor_id, now)
@@ -280,9 +300,10 @@ async def test_the_route_answers_as_documented(
 
 @pytest.mark.parametrize(("path", "verb"), OPERATIONS, ids=[f"{v.upper()} {p}" for p, v in OPERATIONS])
 async def test_a_malformed_request_gets_the_documented_error(
-    target: Target, sensor_id: str, rule_id: str, subscription_id: str, alarm_id: str, path: str, verb: str
-) -> None:
-    request = Request(path, verb, sensor_id, datetime.now(UTC), rule_id, subscription_id, alarm_id)
+    target: Target, sensor_id: str, rule_id: str, subscription_id: str, alarm_id: str, device_id: str,
+    path: str, verb: str,
+) -> None:  # fmt: skip
+    request = Request(path, verb, sensor_id, datetime.now(UTC), rule_id, subscription_id, alarm_id, device_id)
     url_path, raw = request.malformed()
     status, headers, body = await http_full(request.verb, target.envoy_url + url_path, raw=raw)
     assert status == 400, (url_path, raw, body)

@@ -25,6 +25,7 @@ FRONT_DOOR = {
     "metrics.v1.RulesService",
     "metrics.v1.AlarmsService",
     "metrics.v1.SubscriptionsService",
+    "metrics.v1.DevicesService",
     REFLECTION,
 }
 
@@ -94,6 +95,7 @@ def test_the_tls_port_lists_nothing_without_a_token(target: Target) -> None:
         ("processor", {"metrics.v1.RulesService", "metrics.v1.AlarmsService"}),
         ("assessor", {"metrics.v1.AssessorService"}),
         ("notifier", {"metrics.v1.SubscriptionsService"}),
+        ("registry", {"metrics.v1.DevicesService"}),
     ],
 )
 def test_a_service_named_by_the_header_lists_itself_with_health(

@@ -318,3 +318,35 @@ async def test_only_the_notifier_reaches_the_subscriptions_and_it_nothing_else(t
                 await notifier.execute(statement)
     finally:
         await notifier.close()
+
+
+async def test_only_the_registry_reaches_the_devices_and_it_nothing_else(target: Target) -> None:
+    for account in (credentials.POSTGRES_READER, credentials.POSTGRES_WRITER, credentials.POSTGRES_NOTIFIER):
+        conn = await asyncpg.connect(target.postgres_dsn_of(account), password=target.password(account))
+        try:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.fetchval("SELECT count(*) FROM registry.devices")
+        finally:
+            await conn.close()
+    account = credentials.POSTGRES_REGISTRY
+    registry = await asyncpg.connect(target.postgres_dsn_of(account), password=target.password(account))
+    try:
+        await registry.fetchval("SELECT count(*) FROM registry.devices")  # what it is for
+        for statement in ("SELECT count(*) FROM readings", "SELECT count(*) FROM notifier.subscriptions",
+                          "CREATE TABLE registry.not_allowed (x int)", "DELETE FROM registry.devices"):  # fmt: skip
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await registry.execute(statement)
+    finally:
+        await registry.close()
+
+
+async def test_the_registry_may_write_the_devices_topic_and_no_other(target: Target) -> None:
+    registry = client_options(target.kafka(credentials.KAFKA_REGISTRY))
+    producer = AIOKafkaProducer(**registry)
+    await producer.start()
+    try:
+        for topic in (target.metrics_topic, target.events_topic, "rules"):
+            with pytest.raises(TopicAuthorizationFailedError):
+                await producer.send_and_wait(topic, b"not allowed")
+    finally:
+        await producer.stop()

@@ -1,6 +1,6 @@
 """Who may import what: the tree's boundaries, checked so that they stay.
 
-- A service (receiver, processor, saver, assessor, notifier) imports no other service and no tool.
+- A service (receiver, processor, saver, assessor, notifier, registry) imports no other service and no tool.
 - Tools (the stack, the benchmark, the simulator, the dead-letter command, testkit) reach a service
   only through its public surface: its `admin` module, its settings (its configuration, which the
   configuration reference documents), and `processor.rules` (what a rule is, which the model of the
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ("receiver", "processor", "saver", "assessor", "notifier")
+SERVICES = ("receiver", "processor", "saver", "assessor", "notifier", "registry")
 TOOLS = ("stack", "bench", "simulator", "deadletters", "testkit", "openapi", "aiplint")
 # Besides each service's admin module, what tools may import of a service.
 PUBLIC = {"processor.rules"}

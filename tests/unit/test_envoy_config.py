@@ -28,6 +28,7 @@ PUBLIC = {
     "processor": [("processor", 2)],
     "assessor": [("10.0.0.4", 4)],
     "notifier": [("notifier", 5)],
+    "registry": [("registry", 7)],
 }
 
 
@@ -82,7 +83,7 @@ def test_rendered_config_is_valid_and_points_where_asked(tmp_path: Path, files: 
     loaded = yaml.safe_load(text)
     clusters = {c["name"]: c for c in loaded["static_resources"]["clusters"]}
     # Only the public services (the processor for RulesService and AlarmsService): the saver stays inside.
-    assert set(clusters) == {"receiver", "receiver-calls", "processor", "assessor", "notifier"}
+    assert set(clusters) == {"receiver", "receiver-calls", "processor", "assessor", "notifier", "registry"}
     assert clusters["receiver"]["type"] == "STRICT_DNS"
     # The receiver's second cluster (single calls, a limit of their own) goes to the receiver too.
     endpoints = {name: c["load_assignment"]["endpoints"] for name, c in clusters.items()}

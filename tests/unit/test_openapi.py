@@ -20,6 +20,7 @@ from openapi_spec_validator import validate
 from metrics.v1 import (
     alarms_service_pb2,
     assessor_service_pb2,
+    devices_service_pb2,
     event_pb2,
     notifier_service_pb2,
     receiver_service_pb2,
@@ -68,6 +69,7 @@ def test_every_http_route_of_the_protos_is_in_the_document_and_nothing_else(docu
     routes = set()
     for module in (
         receiver_service_pb2, assessor_service_pb2, rules_service_pb2, alarms_service_pb2, notifier_service_pb2,
+        devices_service_pb2,
     ):  # fmt: skip
         for service in module.DESCRIPTOR.services_by_name.values():
             for method in service.methods:
@@ -83,7 +85,7 @@ def test_every_http_route_of_the_protos_is_in_the_document_and_nothing_else(docu
     }
     # Paths name their variables by JSON name: {sensor_id} is {sensorId}.
     assert {(v, p.replace("_id}", "Id}").replace("_uuid}", "Uuid}"), o) for v, p, o in routes} == documented
-    assert len(documented) == 24  # every method but the bidirectional SyncMetrics
+    assert len(documented) == 32  # every method but the bidirectional SyncMetrics
 
 
 def test_field_behavior_is_required_and_read_only(document: dict[str, Any]) -> None:

@@ -38,7 +38,7 @@ def test_the_cluster_runs_three_brokers_six_redis_nodes_a_replica_and_two_of_eac
     kinds = Counter(p.what for p in parts(CLUSTER))
     assert (kinds["kafka"], kinds["redis"], kinds["postgres"], kinds["mosquitto"]) == (3, 6, 2, 2)
     assert {s: kinds[s] for s in SERVICES} == {
-        "receiver": 2, "processor": 2, "saver": 2, "assessor": 2, "notifier": 1, "bridge": 2,
+        "receiver": 2, "processor": 2, "saver": 2, "assessor": 2, "notifier": 1, "bridge": 2, "registry": 1,
     }  # fmt: skip
     assert Counter(p.what for p in parts(SINGLE)) == dict.fromkeys(
         ["postgres", "redis", "kafka", "mosquitto", *SERVICES, "envoy", "prometheus", "pg-exporter",

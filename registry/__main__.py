@@ -1,0 +1,4 @@
+from registry.service import main
+from runtime.lifecycle import run
+
+run(main)

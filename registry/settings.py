@@ -1,0 +1,22 @@
+"""The registry's settings (see runtime/settings.py for how they are read)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from runtime.kafka import KafkaSettings
+from runtime.migrations import MigrationSettings
+from runtime.settings import ServiceSettings, secret
+
+
+@dataclass(frozen=True)
+class RegistrySettings(MigrationSettings, KafkaSettings, ServiceSettings):
+    grpc_port: int = 50057
+    metrics_port: int = 51057
+    kafka_username: str = "registry"
+    # A role that may use the registry's tables and nothing else (the local stack's metrics_registry).
+    postgres_dsn: str = secret("postgresql://metrics_registry@127.0.0.1:55432/metrics")
+    # postgres_dsn's role's password (as a file: METRICS_REGISTRY_POSTGRES_PASSWORD_FILE); empty: the DSN's.
+    postgres_password: str = secret("")
+    # Most PostgreSQL connections open at once.
+    postgres_pool_size: int = 4

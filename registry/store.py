@@ -1,0 +1,189 @@
+"""The devices in PostgreSQL (registry.devices, registry/migrations): each change is made in a
+transaction that publishes it on the devices topic before it commits, so what is stored is what the
+topic's readers learn."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import asyncpg
+
+from metrics.v1 import device_pb2
+from runtime import postgres
+from runtime.compacted import Topic
+from runtime.errors import Aborted, AlreadyExists, NotFound
+
+SCHEMA = "registry"
+COLUMNS = (
+    "device_id, sensor_id_prefix, display_name, labels::text AS labels, tier, state, version, create_time, "
+    "update_time, delete_time"
+)
+# What UpdateDevice may change.
+MUTABLE = ("sensor_id_prefix", "display_name", "labels", "tier")
+# At most this many ids of taken ones in an ALREADY_EXISTS message.
+NAMED = 5
+
+# A deleted device's id may be taken again: its row is made anew (its version goes on).
+INSERT = f"""
+INSERT INTO devices AS d (device_id, sensor_id_prefix, display_name, labels, tier, state, version,
+                          create_time, update_time)
+SELECT i.device_id, i.sensor_id_prefix, i.display_name, i.labels::jsonb, i.tier,
+       {device_pb2.DEVICE_STATE_ENABLED}, 1, $6, $6
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::smallint[])
+     AS i (device_id, sensor_id_prefix, display_name, labels, tier)
+ON CONFLICT (device_id) DO UPDATE SET
+    sensor_id_prefix = excluded.sensor_id_prefix, display_name = excluded.display_name,
+    labels = excluded.labels, tier = excluded.tier, state = excluded.state, version = d.version + 1,
+    create_time = excluded.create_time, update_time = excluded.update_time, delete_time = NULL
+WHERE d.delete_time IS NOT NULL
+RETURNING {COLUMNS}
+"""  # noqa: S608 - ours
+
+
+def as_device(row: asyncpg.Record) -> device_pb2.Device:
+    device = device_pb2.Device(
+        device_id=row["device_id"], sensor_id_prefix=row["sensor_id_prefix"],
+        display_name=row["display_name"], labels=json.loads(row["labels"]), tier=row["tier"],
+        state=row["state"], version=row["version"],
+    )  # fmt: skip
+    device.create_time.FromMicroseconds(row["create_time"])
+    device.update_time.FromMicroseconds(row["update_time"])
+    return device
+
+
+class DeviceStore:
+    """Devices in PostgreSQL; every change is published on `topic` before it commits."""
+
+    def __init__(self, pool: asyncpg.Pool, topic: Topic[device_pb2.Device]) -> None:
+        self._pool = pool
+        self._topic = topic
+
+    async def create(self, devices: Sequence[device_pb2.Device]) -> list[device_pb2.Device]:
+        """Creates the devices (ids of their own, checked): all, or none (AlreadyExists)."""
+        columns = zip(
+            *(
+                (d.device_id, d.sensor_id_prefix, d.display_name, json.dumps(dict(d.labels)), d.tier)
+                for d in devices
+            ),
+            strict=True,
+        )
+        async with postgres.transaction(self._pool) as conn:
+            rows = await conn.fetch(INSERT, *map(list, columns), postgres.now_us())
+            if len(rows) < len(devices):
+                made = {row["device_id"] for row in rows}
+                taken = [d.device_id for d in devices if d.device_id not in made]
+                shown = ", ".join(repr(t) for t in taken[:NAMED]) + (" ..." if len(taken) > NAMED else "")
+                raise AlreadyExists(f"{len(taken)} device id(s) already taken: {shown}; nothing was created")
+            created = {row["device_id"]: as_device(row) for row in rows}
+            await self._publish(created.values())
+            return [created[d.device_id] for d in devices]
+
+    async def get(self, device_id: str) -> device_pb2.Device:
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {COLUMNS} FROM devices WHERE device_id = $1 AND delete_time IS NULL",  # noqa: S608 - ours
+                device_id,
+            )
+        if row is None:
+            raise NotFound(f"no device {device_id!r}")
+        return as_device(row)
+
+    async def page(
+        self, prefix: str, labels: Mapping[str, str], state: int, after: str | None, size: int
+    ) -> list[device_pb2.Device]:
+        """Up to `size` devices by id, after the id `after`."""
+        conditions: list[str] = ["delete_time IS NULL"]
+        args: list[object] = []
+        if prefix:
+            # A range of the primary key; starts_with makes it exact in any collation.
+            args += [prefix, postgres.prefix_upper_bound(prefix)]
+            conditions.append(f"device_id >= ${len(args) - 1} AND device_id < ${len(args)}")
+            conditions.append(f"starts_with(device_id, ${len(args) - 1})")
+        if labels:
+            args.append(json.dumps(dict(labels)))
+            conditions.append(f"labels @> ${len(args)}::jsonb")
+        if state:
+            args.append(state)
+            conditions.append(f"state = ${len(args)}")
+        if after is not None:
+            args.append(after)
+            conditions.append(f"device_id > ${len(args)}")
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"SELECT {COLUMNS} FROM devices WHERE {' AND '.join(conditions)} "  # noqa: S608 - ours
+                f"ORDER BY device_id LIMIT {size}",
+                *args,
+            )
+        return [as_device(row) for row in rows]
+
+    async def update(
+        self, device_id: str, changes: dict[str, Any], expected_version: int
+    ) -> device_pb2.Device:
+        """Sets `changes` (fields of MUTABLE); `expected_version` 0 takes any version."""
+        values = {name: json.dumps(value) if name == "labels" else value for name, value in changes.items()}
+        sets = "".join(
+            f"{name} = ${i}{'::jsonb' if name == 'labels' else ''}, "
+            for i, name in enumerate(values, start=2)
+        )
+        async with postgres.transaction(self._pool) as conn:
+            await self._lock(conn, device_id, expected_version)
+            row = await conn.fetchrow(
+                f"UPDATE devices SET {sets}version = version + 1, update_time = ${len(values) + 2} "  # noqa: S608 - ours
+                f"WHERE device_id = $1 RETURNING {COLUMNS}",
+                device_id, *values.values(), postgres.now_us(),
+            )  # fmt: skip
+            device = as_device(row)
+            await self._publish([device])
+            return device
+
+    async def set_state(self, device_id: str, state: int) -> device_pb2.Device:
+        """Enables or disables a device; one already in that state is left as it is."""
+        async with postgres.transaction(self._pool) as conn:
+            await self._lock(conn, device_id, 0)
+            row = await conn.fetchrow(
+                f"UPDATE devices SET state = $2, version = version + 1, update_time = $3 "  # noqa: S608 - ours
+                f"WHERE device_id = $1 AND state <> $2 RETURNING {COLUMNS}",
+                device_id, state, postgres.now_us(),
+            )  # fmt: skip
+            if row is None:
+                row = await conn.fetchrow(f"SELECT {COLUMNS} FROM devices WHERE device_id = $1", device_id)  # noqa: S608 - ours
+                return as_device(row)
+            device = as_device(row)
+            await self._publish([device])
+            return device
+
+    async def delete(self, device_id: str) -> None:
+        async with postgres.transaction(self._pool) as conn:
+            await self._lock(conn, device_id, 0)
+            await conn.execute(
+                "UPDATE devices SET delete_time = $2, version = version + 1 WHERE device_id = $1",
+                device_id, postgres.now_us(),
+            )  # fmt: skip
+            await self._topic.publish(device_id, None)
+
+    async def everything(self) -> dict[str, device_pb2.Device | None]:
+        """Every device ever stored, by id: None for a deleted one (what the devices topic should hold)."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(f"SELECT {COLUMNS} FROM devices")  # noqa: S608 - ours
+        return {row["device_id"]: None if row["delete_time"] is not None else as_device(row) for row in rows}
+
+    async def _publish(self, devices: Iterable[device_pb2.Device]) -> None:
+        """Publishes the devices, all at once, and waits until Kafka has every one."""
+        sent = [await self._topic.send(device.device_id, device) for device in devices]
+        await asyncio.gather(*sent)
+
+    async def _lock(self, conn: asyncpg.Connection, device_id: str, expected_version: int) -> None:
+        """Locks the device's row until the transaction ends (NotFound, or Aborted at another version)."""
+        version = await conn.fetchval(
+            "SELECT version FROM devices WHERE device_id = $1 AND delete_time IS NULL FOR UPDATE", device_id
+        )
+        if version is None:
+            raise NotFound(f"no device {device_id!r}")
+        if expected_version and expected_version != version:
+            raise Aborted(
+                f"device {device_id} is at version {version}, not {expected_version}: "
+                "read it again, then retry"
+            )

@@ -1,0 +1,333 @@
+"""The registry (DevicesService through Envoy): devices created one by one or 10,000 at once (all or
+none), found by id prefix, labels and state, changed under optimistic concurrency, disabled and
+enabled, deleted; each change on the compacted devices topic; bad requests refused naming the field;
+the admin scope to change a device on the TLS port."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from google.protobuf import field_mask_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from metrics.v1 import device_pb2, devices_service_pb2
+from metrics.v1.devices_service_pb2_grpc import DevicesServiceStub
+from runtime import kafka
+from testkit.http import http
+from tests import front_door
+from tests.target import Target
+
+pb = devices_service_pb2
+ENABLED, DISABLED = device_pb2.DEVICE_STATE_ENABLED, device_pb2.DEVICE_STATE_DISABLED
+
+
+@pytest.fixture
+async def devices(envoy_channel: grpc.aio.Channel) -> DevicesServiceStub:
+    return DevicesServiceStub(envoy_channel)
+
+
+@pytest.fixture
+def fleet() -> str:
+    """A device id prefix no other test uses."""
+    return f"dev-{uuid.uuid4().hex[:12]}-"
+
+
+@pytest.fixture
+async def cleanup(devices: DevicesServiceStub, fleet: str) -> AsyncIterator[None]:
+    """Deletes the test's devices afterwards, many at once."""
+    yield
+    ids: list[str] = []
+    token = ""
+    while True:
+        page = await devices.ListDevices(
+            pb.ListDevicesRequest(device_id_prefix=fleet, page_size=1000, page_token=token)
+        )
+        ids += [device.device_id for device in page.devices]
+        if not (token := page.next_page_token):
+            break
+    for first in range(0, len(ids), 100):
+        await asyncio.gather(
+            *(devices.DeleteDevice(pb.DeleteDeviceRequest(device_id=i)) for i in ids[first : first + 100])
+        )
+
+
+def new(device_id: str, **fields: Any) -> pb.CreateDeviceRequest:
+    return pb.CreateDeviceRequest(device_id=device_id, device=device_pb2.Device(**fields))
+
+
+def violations(error: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
+    """The field violations of an INVALID_ARGUMENT status."""
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error
+    details = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin")
+    assert isinstance(details, bytes), error
+    found = []
+    for detail in status_pb2.Status.FromString(details).details:
+        request = error_details_pb2.BadRequest()
+        if detail.Unpack(request):
+            found += [(v.field, v.description) for v in request.field_violations]
+    return found
+
+
+async def topic_records(target: Target) -> list[tuple[str, bytes | None, list[tuple[str, bytes]]]]:
+    """Every record of the devices topic, as a reader of it sees them: key, value, headers."""
+    consumer = AIOKafkaConsumer(
+        **kafka.client_options(target.kafka()), group_id=None, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        partition = TopicPartition("devices", 0)
+        consumer.assign([partition])
+        await consumer.seek_to_beginning(partition)
+        end = (await consumer.end_offsets([partition]))[partition]
+        records = []
+        while await consumer.position(partition) < end:
+            for batch in (await consumer.getmany(partition, timeout_ms=1000)).values():
+                records += [(r.key.decode(), r.value, list(r.headers)) for r in batch if r.key is not None]
+        return records
+    finally:
+        await consumer.stop()
+
+
+def latest(
+    records: list[tuple[str, bytes | None, list[tuple[str, bytes]]]], key: str
+) -> device_pb2.Device | None:
+    """The device the topic holds for `key` now (None: deleted, or never there)."""
+    values = [value for k, value, _ in records if k == key]
+    assert values, f"no record of {key} on the devices topic"
+    return None if values[-1] is None else device_pb2.Device.FromString(values[-1])
+
+
+@pytest.mark.usefixtures("cleanup")
+async def test_a_device_is_created_found_changed_disabled_and_deleted_and_the_topic_follows(
+    target: Target, devices: DevicesServiceStub, fleet: str
+) -> None:
+    device_id = f"{fleet}boiler-1"
+    created = await devices.CreateDevice(
+        new(
+            device_id,
+            display_name="Boiler 1",
+            sensor_id_prefix=f"{fleet}boiler-1-",
+            labels={"site": "plant-7"},
+        )
+    )
+    assert (created.device_id, created.state, created.tier, created.version) == (
+        device_id, ENABLED, device_pb2.DEVICE_TIER_DEVICE, 1,
+    )  # fmt: skip
+    assert created.create_time == created.update_time and created.create_time.seconds > time.time() - 60
+    assert await devices.GetDevice(pb.GetDeviceRequest(device_id=device_id)) == created
+
+    # Only the fields of the mask change; a version that is no longer current is refused.
+    changed = await devices.UpdateDevice(pb.UpdateDeviceRequest(
+        device_id=device_id, device=device_pb2.Device(labels={"site": "plant-8"}, display_name="ignored", version=1),
+        update_mask=field_mask_pb2.FieldMask(paths=["labels"]),
+    ))  # fmt: skip
+    assert (dict(changed.labels), changed.display_name, changed.version) == (
+        {"site": "plant-8"},
+        "Boiler 1",
+        2,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as stale:
+        await devices.UpdateDevice(pb.UpdateDeviceRequest(
+            device_id=device_id, device=device_pb2.Device(display_name="Boiler one", version=1)
+        ))  # fmt: skip
+    assert stale.value.code() == grpc.StatusCode.ABORTED
+    assert "version 2, not 1" in (stale.value.details() or "")
+
+    disabled = await devices.DisableDevice(pb.DisableDeviceRequest(device_id=device_id))
+    assert (disabled.state, disabled.version) == (DISABLED, 3)
+    again = await devices.DisableDevice(pb.DisableDeviceRequest(device_id=device_id))
+    assert again == disabled, "disabling a disabled device changes nothing"
+    enabled = await devices.EnableDevice(pb.EnableDeviceRequest(device_id=device_id))
+    assert (enabled.state, enabled.version) == (ENABLED, 4)
+
+    records = await topic_records(target)
+    assert latest(records, device_id) == enabled
+    assert [value for key, value, _ in records if key == device_id] == [
+        d.SerializeToString() for d in (created, changed, disabled, enabled)
+    ], "each change once, in order"
+    assert all(
+        headers == [("message-type", b"metrics.v1.Device")] for key, _, headers in records if key == device_id
+    )
+
+    await devices.DeleteDevice(pb.DeleteDeviceRequest(device_id=device_id))
+    with pytest.raises(grpc.aio.AioRpcError) as gone:
+        await devices.GetDevice(pb.GetDeviceRequest(device_id=device_id))
+    assert gone.value.code() == grpc.StatusCode.NOT_FOUND
+    assert latest(await topic_records(target), device_id) is None, "a deletion is a record without a value"
+    # Its id may be given to a new device.
+    reborn = await devices.CreateDevice(new(device_id))
+    assert (reborn.state, reborn.display_name, dict(reborn.labels)) == (ENABLED, "", {})
+    assert latest(await topic_records(target), device_id) == reborn
+
+
+@pytest.mark.usefixtures("cleanup")
+async def test_devices_are_listed_by_id_prefix_labels_and_state_in_pages(
+    devices: DevicesServiceStub, fleet: str
+) -> None:
+    made = await devices.BatchCreateDevices(pb.BatchCreateDevicesRequest(requests=[
+        new(f"{fleet}{i:02d}", labels={"site": f"plant-{i % 2}", "kind": "boiler" if i % 3 == 0 else "pump"})
+        for i in range(10)
+    ]))  # fmt: skip
+    assert [d.device_id for d in made.devices] == [f"{fleet}{i:02d}" for i in range(10)]
+    for i in (1, 4):
+        await devices.DisableDevice(pb.DisableDeviceRequest(device_id=f"{fleet}{i:02d}"))
+
+    async def listed(**filters: Any) -> list[str]:
+        ids, token = [], ""
+        while True:
+            page = await devices.ListDevices(
+                pb.ListDevicesRequest(device_id_prefix=fleet, page_size=3, page_token=token, **filters)
+            )
+            assert len(page.devices) <= 3
+            ids += [d.device_id for d in page.devices]
+            if not (token := page.next_page_token):
+                return ids
+
+    assert await listed() == [f"{fleet}{i:02d}" for i in range(10)]
+    assert await listed(labels=["site=plant-0"]) == [f"{fleet}{i:02d}" for i in (0, 2, 4, 6, 8)]
+    assert await listed(labels=["site=plant-0", "kind=boiler"]) == [f"{fleet}{i:02d}" for i in (0, 6)]
+    assert await listed(state=DISABLED) == [f"{fleet}01", f"{fleet}04"]
+    assert await listed(labels=["site=plant-1"], state=ENABLED) == [f"{fleet}{i:02d}" for i in (3, 5, 7, 9)]
+    # A token of other filters is refused rather than giving a wrong page.
+    first = await devices.ListDevices(pb.ListDevicesRequest(device_id_prefix=fleet, page_size=3))
+    with pytest.raises(grpc.aio.AioRpcError) as other:
+        await devices.ListDevices(pb.ListDevicesRequest(device_id_prefix=fleet, state=DISABLED,
+                                                        page_token=first.next_page_token))  # fmt: skip
+    assert violations(other.value)[0][0] == "page_token"
+
+
+@pytest.mark.usefixtures("cleanup")
+async def test_a_batch_is_created_whole_or_not_at_all(
+    target: Target, devices: DevicesServiceStub, fleet: str
+) -> None:
+    await devices.CreateDevice(new(f"{fleet}taken"))
+    with pytest.raises(grpc.aio.AioRpcError) as taken:
+        await devices.CreateDevice(new(f"{fleet}taken"))
+    assert taken.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+    with pytest.raises(grpc.aio.AioRpcError) as batch:
+        await devices.BatchCreateDevices(pb.BatchCreateDevicesRequest(
+            requests=[new(f"{fleet}a"), new(f"{fleet}taken"), new(f"{fleet}b")]
+        ))  # fmt: skip
+    assert batch.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert f"'{fleet}taken'" in (batch.value.details() or "") and "nothing was created" in (
+        batch.value.details() or ""
+    )
+    listed = await devices.ListDevices(pb.ListDevicesRequest(device_id_prefix=fleet))
+    assert [d.device_id for d in listed.devices] == [f"{fleet}taken"]
+    records = await topic_records(target)
+    assert not [k for k, _, _ in records if k in (f"{fleet}a", f"{fleet}b")], (
+        "nothing of a refused batch published"
+    )
+
+    # 10,000 at once.
+    began = time.perf_counter()
+    many = await devices.BatchCreateDevices(
+        pb.BatchCreateDevicesRequest(
+            requests=[new(f"{fleet}m{i:05d}", labels={"batch": "1"}) for i in range(10_000)]
+        ),
+        timeout=120,
+    )
+    print(f"\n10,000 devices created in {time.perf_counter() - began:.2f} s")
+    assert len(many.devices) == 10_000 and {d.version for d in many.devices} == {1}
+    records = await topic_records(target)
+    assert len({k for k, v, _ in records if k.startswith(f"{fleet}m") and v is not None}) == 10_000
+
+
+async def test_bad_requests_are_refused_naming_the_field(devices: DevicesServiceStub, fleet: str) -> None:
+    cases = [
+        (new(""), "device_id", "is required"),
+        (new("no spaces"), "device_id", "has characters other than"),
+        (new("x" * 129), "device_id", "more than 128"),
+        (
+            new(f"{fleet}1", sensor_id_prefix="bad prefix"),
+            "device.sensor_id_prefix",
+            "has characters other than",
+        ),
+        (new(f"{fleet}1", display_name="n" * 201), "device.display_name", "more than 200"),
+        (new(f"{fleet}1", labels={"a=b": "c"}), "device.labels['a=b']", 'must not contain "="'),
+        (new(f"{fleet}1", labels={f"k{i}": "v" for i in range(17)}), "device.labels", "more than 16"),
+        (new(f"{fleet}1", tier=7), "device.tier", "not a DeviceTier"),  # type: ignore[arg-type]
+    ]
+    for request, field, words in cases:
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await devices.CreateDevice(request)
+        found = violations(error.value)
+        assert any(f == field and words in d for f, d in found), (field, found)
+    with pytest.raises(grpc.aio.AioRpcError) as twice:
+        await devices.BatchCreateDevices(
+            pb.BatchCreateDevicesRequest(requests=[new(f"{fleet}1"), new(f"{fleet}1")])
+        )
+    assert violations(twice.value) == [("requests[1].device_id", f"'{fleet}1' is requests[0]'s too")]
+    with pytest.raises(grpc.aio.AioRpcError) as empty:
+        await devices.BatchCreateDevices(pb.BatchCreateDevicesRequest())
+    assert violations(empty.value)[0][0] == "requests"
+    with pytest.raises(grpc.aio.AioRpcError) as label:
+        await devices.ListDevices(pb.ListDevicesRequest(labels=["site"]))
+    assert violations(label.value) == [("labels[0]", "'site' is not key=value, e.g. site=plant-7")]
+    with pytest.raises(grpc.aio.AioRpcError) as mask:
+        await devices.UpdateDevice(pb.UpdateDeviceRequest(
+            device_id=f"{fleet}1", device=device_pb2.Device(), update_mask=field_mask_pb2.FieldMask(paths=["state"])
+        ))  # fmt: skip
+    assert violations(mask.value)[0][0] == "update_mask"
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await devices.DisableDevice(pb.DisableDeviceRequest(device_id=f"{fleet}none"))
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.usefixtures("cleanup")
+async def test_http_json_routes_through_envoy(target: Target, fleet: str) -> None:
+    url = f"{target.envoy_url}/v1/devices"
+    status, body = await http("POST", f"{url}?deviceId={fleet}http-1", {
+        "displayName": "Pump", "labels": {"site": "plant-7"}, "tier": "DEVICE_TIER_GATEWAY",
+    })  # fmt: skip
+    assert status == 200, body
+    assert (body["deviceId"], body["state"], body["tier"], body["version"]) == (
+        f"{fleet}http-1", "DEVICE_STATE_ENABLED", "DEVICE_TIER_GATEWAY", "1",
+    )  # fmt: skip
+    status, body = await http("POST", f"{url}:batchCreate", {"requests": [
+        {"deviceId": f"{fleet}http-2", "device": {"labels": {"site": "plant-7"}}},
+        {"deviceId": f"{fleet}http-3", "device": {"labels": {"site": "plant-9"}}},
+    ]})  # fmt: skip
+    assert status == 200, body
+    status, body = await http("GET", f"{url}?deviceIdPrefix={fleet}&labels=site%3Dplant-7")
+    assert status == 200, body
+    assert [d["deviceId"] for d in body["devices"]] == [f"{fleet}http-1", f"{fleet}http-2"]
+    status, body = await http("POST", f"{url}/{fleet}http-2:disable", {})
+    assert (status, body["state"]) == (200, "DEVICE_STATE_DISABLED"), body
+    status, body = await http("PATCH", f"{url}/{fleet}http-2?updateMask=displayName", {"displayName": "Two"})
+    assert (status, body["displayName"], body["version"]) == (200, "Two", "3"), body
+    status, body = await http("POST", f"{url}?deviceId={fleet}http-1", {})
+    assert status == 409, body
+    status, body = await http("POST", f"{url}?deviceId=bad%20id", {})
+    assert status == 400, body
+    assert any(v["field"] == "device_id" for d in body["details"] for v in d.get("fieldViolations", [])), body
+    status, body = await http("DELETE", f"{url}/{fleet}http-3")
+    assert status == 200, body
+    status, body = await http("GET", f"{url}/{fleet}http-3")
+    assert status == 404, body
+
+
+@pytest.mark.usefixtures("cleanup")
+async def test_changing_a_device_takes_the_admin_scope_on_the_tls_port(target: Target, fleet: str) -> None:
+    reader = front_door.bearer(front_door.token(target, scopes=("read",)))
+    admin = front_door.bearer(front_door.token(target, scopes=("admin", "read")))
+    async with front_door.channel(target) as channel:
+        stub = DevicesServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as denied:
+            await stub.CreateDevice(new(f"{fleet}tls"), metadata=reader)
+        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        created = await stub.CreateDevice(new(f"{fleet}tls"), metadata=admin)
+        assert (
+            await stub.GetDevice(pb.GetDeviceRequest(device_id=created.device_id), metadata=reader) == created
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as unknown:
+            await stub.ListDevices(pb.ListDevicesRequest())
+        assert unknown.value.code() == grpc.StatusCode.UNAUTHENTICATED
