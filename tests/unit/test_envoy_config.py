@@ -108,6 +108,7 @@ def test_the_tls_listener_verifies_tokens_and_passes_their_claims_as_the_service
     listeners = {x["name"]: x for x in yaml.safe_load(rendered(files))["static_resources"]["listeners"]}
     filters = http_filters(listeners["tls"])
     assert list(filters) == [
+        "buffer",
         "grpc_web",
         "jwt_authn",
         "rbac",
