@@ -33,7 +33,7 @@ CONTENT_TYPES = {
 # Envoy answers these routes itself, before any filter but the router: no transcoding, and no token
 # on the TLS port (the files hold no data; what they fetch from the API still needs one).
 STATIC_FILTERS_OFF = (
-
+    "envoy.filters.http.buffer",
     "envoy.filters.http.grpc_web",
     "envoy.filters.http.jwt_authn",
     "envoy.filters.http.rbac",
