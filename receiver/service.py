@@ -16,6 +16,7 @@ from receiver.admission import Admission
 from receiver.budgets import StreamBudgets
 from receiver.settings import ReceiverSettings
 from runtime import kafka, settings, workers
+from runtime.devices import Devices
 from runtime.errors import (
     InvalidArgument,
     ServiceError,
@@ -46,12 +47,18 @@ BatchRequest = (
 
 class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
     def __init__(
-        self, writer: MetricsWriter, admission: Admission, limits: Limits, clock: ArrivalClock
+        self,
+        writer: MetricsWriter,
+        admission: Admission,
+        limits: Limits,
+        clock: ArrivalClock,
+        devices: Devices,
     ) -> None:
         self._writer = writer
         self._admission = admission
         self._limits = limits
         self._clock = clock
+        self._devices = devices
         self._budgets = StreamBudgets()
 
     async def _accept(
@@ -101,6 +108,8 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
             sensors = check_batch(request.metrics, self._limits, self._clock, field=field)
             if caller is not None:
                 caller.require_sensors(sensors, field)
+                if caller.device:  # each batch: a stream is cut within 100 ms of its device's disabling
+                    self._devices.check(caller.device, sensors, field)
             written = self._writer.submit(request.metrics, sensors, _as_batch(request, sensors))
         except BaseException:
             self._admission.release(n)
@@ -268,10 +277,12 @@ async def main(stop: asyncio.Event) -> None:
         producer, config.metrics_topic, watch, config.kafka_ack_timeout_s, instruments.PRODUCE_SECONDS,
         linger_s=config.linger_ms / 1000,
     )  # fmt: skip
+    devices = Devices(config)
+    receiver = Receiver(writer, admission, limits, clock, devices)
     server = GrpcServer(
         config.grpc_address,
         [SERVICE.full_name],
-        [lambda s: add_servicer(s, SERVICE, Receiver(writer, admission, limits, clock), shed=admission.full)],
+        [lambda s: add_servicer(s, SERVICE, receiver, shed=admission.full)],
         max_message_bytes=config.max_message_bytes,
         reuse_port=index is not None,
         metrics_port=config.metrics_port,
@@ -279,6 +290,8 @@ async def main(stop: asyncio.Event) -> None:
     await server.start()
     try:
         await retry_until_stopped("Kafka", producer.start, stop)
+        await retry_until_stopped("Kafka (the devices topic)", devices.follower.start, stop)
+        following = asyncio.create_task(devices.follower.follow())
         # Not serving (for health checks and load balancers) while Kafka does not answer.
         watch.on_change(server.set_serving)
         watching = asyncio.create_task(watch.run())
@@ -288,8 +301,9 @@ async def main(stop: asyncio.Event) -> None:
         await stop.wait()
         watching.cancel()
         sampling.cancel()
+        following.cancel()
     except Stopped:
         pass
     finally:
         # Stop intake, let running calls finish (they wait for Kafka), then flush and close.
-        await shut_down(server, config.shutdown_grace_s, producer.stop)
+        await shut_down(server, config.shutdown_grace_s, producer.stop, devices.follower.stop)

@@ -60,26 +60,55 @@ class Topic(Generic[M]):
     async def read(self) -> dict[str, M]:
         """What the topic holds now: each key's latest message (deleted keys, and keys whose latest
         record is not a message of the type, left out)."""
-        consumer = AIOKafkaConsumer(
-            **kafka.client_options(self._settings), group_id=None, enable_auto_commit=False
+        follower = Follower(self._settings, self.name, self._type)
+        await follower.start()
+        await follower.stop()
+        return follower.held
+
+
+class Follower(Generic[M]):
+    """What a compacted topic holds, kept up to date: read to its end by `start`, then followed by
+    `follow` (a change is taken within a fetch, 100 ms, of Kafka having it)."""
+
+    def __init__(self, settings: KafkaSettings, topic: str, message_type: type[M]) -> None:
+        self._partition = TopicPartition(topic, 0)
+        self._type = message_type
+        self._consumer = AIOKafkaConsumer(
+            **kafka.client_options(settings), group_id=None, enable_auto_commit=False, fetch_max_wait_ms=100
         )
-        await consumer.start()
-        try:
-            partition = TopicPartition(self.name, 0)
-            consumer.assign([partition])
-            await consumer.seek_to_beginning(partition)
-            end = (await consumer.end_offsets([partition]))[partition]
-            held: dict[str, M] = {}
-            while await consumer.position(partition) < end:
-                for records in (await consumer.getmany(partition, timeout_ms=500)).values():
-                    for record in records:
-                        if record.key is None:
-                            continue
-                        key = record.key.decode(errors="replace")
-                        held.pop(key, None)
-                        if record.value is not None:
-                            with contextlib.suppress(DecodeError):
-                                held[key] = self._type.FromString(record.value)
-            return held
-        finally:
-            await consumer.stop()
+        self._started = False
+        # Each key's latest message (deleted keys, and undecodable records' keys, left out).
+        self.held: dict[str, M] = {}
+        # True once the topic has been read to the end it had at `start`.
+        self.ready = False
+
+    async def start(self) -> None:
+        """Reads the topic to its end. (Called again after a failure: the consumer starts once.)"""
+        if not self._started:
+            await self._consumer.start()
+            self._started = True
+        self._consumer.assign([self._partition])
+        await self._consumer.seek_to_beginning(self._partition)
+        end = (await self._consumer.end_offsets([self._partition]))[self._partition]
+        while await self._consumer.position(self._partition) < end:
+            await self._take(500)
+        self.ready = True
+
+    async def follow(self) -> None:
+        """Takes changes as they come, until cancelled."""
+        while True:
+            await self._take(1000)
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def _take(self, timeout_ms: int) -> None:
+        for records in (await self._consumer.getmany(self._partition, timeout_ms=timeout_ms)).values():
+            for record in records:
+                if record.key is None:
+                    continue
+                key = record.key.decode(errors="replace")
+                self.held.pop(key, None)
+                if record.value is not None:
+                    with contextlib.suppress(DecodeError):
+                        self.held[key] = self._type.FromString(record.value)

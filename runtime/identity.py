@@ -14,6 +14,8 @@ The claims this product reads (stack/tokens.py mints tokens with them):
   tier     the rate-limit class, a key of TIERS
   jti      the token's id: one rate-limit bucket per token
   sub      who holds it (for logs)
+  device   optional: the registered device the token was given to; the receiver refuses it while
+           that device is disabled or not registered (DevicesService)
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ class Identity:
     scopes: frozenset[str]
     sensor_prefixes: tuple[str, ...]
     tier: Tier
+    # The registered device the token is bound to; "" for none (an operator's token, a certificate).
+    device: str = ""
 
     def require(self, scope: str) -> None:
         """Raises PermissionDenied unless the token has `scope` (or admin)."""
@@ -139,6 +143,7 @@ def parse(header: str) -> Identity:
         scopes=frozenset(_text(claims, "scope").split()),
         sensor_prefixes=_prefixes(claims),
         tier=_tier(claims),
+        device=_text(claims, "device") if "device" in claims else "",
     )
 
 

@@ -68,6 +68,8 @@ async def database(settings: StackSettings) -> None:
 # READ and WRITE imply DESCRIBE; WRITE on a topic also lets an idempotent producer get its id.
 KAFKA_ACLS: tuple[tuple[Account, str, str, str], ...] = (
     (credentials.KAFKA_RECEIVER, "TOPIC", "metrics", "WRITE"),
+    # Every receiver reads the whole devices topic (no group): the devices whose tokens it refuses.
+    (credentials.KAFKA_RECEIVER, "TOPIC", "devices", "READ"),
     # The MQTT bridge writes readings as the receiver does, and dead-letters the payloads it cannot use.
     (credentials.KAFKA_BRIDGE, "TOPIC", "metrics", "WRITE"),
     (credentials.KAFKA_BRIDGE, "TOPIC", "metrics.dlq", "WRITE"),

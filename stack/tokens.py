@@ -106,6 +106,7 @@ def mint(
     subject: str = "",
     audience: str = AUDIENCE,
     not_before: float | None = None,
+    device: str = "",
 ) -> str:
     """A signed token with the product's claims (runtime/identity.py)."""
     now = int(time.time())
@@ -122,6 +123,8 @@ def mint(
         "sensors": sensors,
         "tier": tier,
     }
+    if device:
+        claims["device"] = device
     return jwt.encode(claims, load_key(key_file), algorithm=ALGORITHM, headers={"kid": kid})
 
 
@@ -148,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     tiers = ", ".join(f"{n}: {t.rate}/s, bursts of {t.burst}" for n, t in TIERS.items())
     add("--tier", choices=list(TIERS), default="device", help=tiers)
     add("--subject", default="", help="who holds the token (the sub claim)")
+    add("--device", default="", help="bind the token to this registered device: refused while it is disabled")
     add("--audience", default=AUDIENCE, help=argparse.SUPPRESS)
     add("--key", type=Path, help="sign with this PEM key file (a deployment's)")
     add("--kid", help="the key id of --key, as the JWKS names it")
@@ -174,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         key, kid = (args.key, args.kid) if args.key else signing_key(settings)
         scopes = args.scope or ["ingest"]
         token = mint(key, kid, scopes=scopes, sensors=args.sensors, ttl_s=args.ttl, tier=args.tier,
-                     subject=args.subject, audience=args.audience)  # fmt: skip
+                     subject=args.subject, audience=args.audience, device=args.device)  # fmt: skip
     except SetupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -17,15 +17,19 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from metrics.v1 import device_pb2, devices_service_pb2
+from metrics.v1 import device_pb2, devices_service_pb2, metric_pb2, receiver_service_pb2
 from metrics.v1.devices_service_pb2_grpc import DevicesServiceStub
+from metrics.v1.receiver_service_pb2_grpc import ReceiverServiceStub
 from runtime import kafka
 from testkit.http import http
 from tests import front_door
+from tests.helpers import eventually
 from tests.target import Target
 
 pb = devices_service_pb2
 ENABLED, DISABLED = device_pb2.DEVICE_STATE_ENABLED, device_pb2.DEVICE_STATE_DISABLED
+# A device's disabling reaches every receiver within this long of its acknowledgement (docs/devices.md).
+REFUSED_WITHIN_S = 1.0
 
 
 @pytest.fixture
@@ -331,3 +335,86 @@ async def test_changing_a_device_takes_the_admin_scope_on_the_tls_port(target: T
         with pytest.raises(grpc.aio.AioRpcError) as unknown:
             await stub.ListDevices(pb.ListDevicesRequest())
         assert unknown.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.usefixtures("cleanup")
+async def test_a_disabled_device_is_refused_within_a_second_on_every_path_and_nothing_is_stored(
+    target: Target, devices: DevicesServiceStub, fleet: str, db: Any
+) -> None:
+    device_id, sensor = f"{fleet}meter", f"{fleet}meter-1"
+    await devices.CreateDevice(new(device_id, sensor_id_prefix=f"{fleet}meter-"))
+    # The token covers every sensor of the fleet; the device, its own only.
+    bound = front_door.token(target, scopes=("ingest",), sensors=(fleet,), tier="device", device=device_id)
+    metadata = front_door.bearer(bound)
+
+    def reading(value: float, sensor_id: str = sensor) -> metric_pb2.Metric:
+        return metric_pb2.Metric(sensor_id=sensor_id, metric_type="temperature", value=value)
+
+    async def http_push(value: float) -> tuple[int, Any]:
+        body = {"metrics": [{"sensorId": sensor, "metricType": "temperature", "value": value}]}
+        return await http("POST", f"{target.envoy_tls_url}/v1/metrics:push", body,
+                          headers=front_door.auth(bound), tls=front_door.tls_context(target))  # fmt: skip
+
+    async def when_applied(acknowledged: float) -> None:
+        """The documented bound of a change: waited out, then what it promises is checked."""
+        await asyncio.sleep(max(0.0, acknowledged + REFUSED_WITHIN_S - time.monotonic()))
+
+    async with front_door.channel(target) as channel:
+        receiver = ReceiverServiceStub(channel)
+
+        async def push(value: float, sensor_id: str = sensor) -> int:
+            request = receiver_service_pb2.PushMetricsRequest(metrics=[reading(value, sensor_id)])
+            return (await receiver.PushMetrics(request, metadata=metadata, timeout=10)).accepted_count
+
+        assert await push(1.0) == 1
+        assert await http_push(1.1) == (200, {"acceptedCount": 1})
+        with pytest.raises(grpc.aio.AioRpcError) as foreign:
+            await push(9.0, f"{fleet}other-1")
+        assert foreign.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert f"device '{device_id}' may not write sensor '{fleet}other-1'" in (
+            foreign.value.details() or ""
+        )
+        stream = receiver.SyncMetrics(metadata=metadata, timeout=30)
+        await stream.write(receiver_service_pb2.SyncMetricsRequest(sequence=1, metrics=[reading(1.2)]))
+        assert (await stream.read()).accepted_count == 1
+
+        await devices.DisableDevice(pb.DisableDeviceRequest(device_id=device_id))
+        await when_applied(time.monotonic())
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await push(3.0)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert refused.value.details() == f"device '{device_id}' is disabled: its credentials are refused"
+        status, body = await http_push(3.1)
+        assert (status, body["message"]) == (
+            401,
+            f"device '{device_id}' is disabled: its credentials are refused",
+        )
+        # The stream opened before: its next batch is refused, the stream stays open.
+        await stream.write(receiver_service_pb2.SyncMetricsRequest(sequence=2, metrics=[reading(3.2)]))
+        answer = await stream.read()
+        assert (answer.sequence, answer.accepted_count, answer.status.code) == (
+            2,
+            0,
+            grpc.StatusCode.UNAUTHENTICATED.value[0],
+        )
+
+        await devices.EnableDevice(pb.EnableDeviceRequest(device_id=device_id))
+        await when_applied(time.monotonic())
+        assert await push(2.0) == 1
+        await stream.write(receiver_service_pb2.SyncMetricsRequest(sequence=3, metrics=[reading(2.1)]))
+        assert (await stream.read()).accepted_count == 1
+        await stream.done_writing()
+
+        # Deleted: refused as not registered.
+        await devices.DeleteDevice(pb.DeleteDeviceRequest(device_id=device_id))
+        await when_applied(time.monotonic())
+        with pytest.raises(grpc.aio.AioRpcError) as deleted:
+            await push(4.0)
+        assert deleted.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "is not registered" in (deleted.value.details() or "")
+
+    async def stored() -> None:
+        values = await db.fetch("SELECT value FROM readings WHERE sensor_id = $1 ORDER BY value", sensor)
+        assert [r["value"] for r in values] == [1.0, 1.1, 1.2, 2.0, 2.1]
+
+    await eventually(stored, what="the accepted readings, and none of the refused")
