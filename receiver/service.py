@@ -109,7 +109,7 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
             if caller is not None:
                 caller.require_sensors(sensors, field)
                 if caller.device:  # each batch: a stream is cut within 100 ms of its device's disabling
-                    self._devices.check(caller.device, sensors, field)
+                    self._devices.check(caller.device, caller.token_id, sensors, field)
             written = self._writer.submit(request.metrics, sensors, _as_batch(request, sensors))
         except BaseException:
             self._admission.release(n)

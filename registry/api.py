@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -10,8 +11,8 @@ from google.protobuf import empty_pb2
 from metrics.v1 import device_pb2, devices_service_pb2, devices_service_pb2_grpc
 from registry import checks
 from registry.store import MUTABLE, DeviceStore
-from runtime import paging
-from runtime.errors import InvalidArgument, Violation, grpc_errors
+from runtime import paging, tokens
+from runtime.errors import FailedPrecondition, InvalidArgument, Violation, grpc_errors
 from runtime.identity import caller
 from runtime.validation import MAX_VIOLATIONS
 
@@ -19,11 +20,17 @@ SERVICE = devices_service_pb2.DESCRIPTOR.services_by_name["DevicesService"]
 Context = grpc.aio.ServicerContext[Any, Any]
 MAX_BATCH = 10_000
 STATES = (device_pb2.DEVICE_STATE_ENABLED, device_pb2.DEVICE_STATE_DISABLED)
+# A device's tier as a token names it (runtime/identity.py's TIERS).
+TIER_NAMES = {device_pb2.DEVICE_TIER_DEVICE: "device", device_pb2.DEVICE_TIER_GATEWAY: "gateway"}
+MIN_TTL_S, DEFAULT_TTL_S, MAX_TTL_S = 60, 3600, 366 * 86_400
 
 
 class DevicesApi(devices_service_pb2_grpc.DevicesServiceServicer):
-    def __init__(self, store: DeviceStore) -> None:
+    """`token_keys`: the folder of the keys that sign tokens (registry/settings.py); None: none."""
+
+    def __init__(self, store: DeviceStore, token_keys: Path | None) -> None:
         self._store = store
+        self._token_keys = token_keys
 
     @grpc_errors
     async def CreateDevice(
@@ -137,6 +144,55 @@ class DevicesApi(devices_service_pb2_grpc.DevicesServiceServicer):
     ) -> device_pb2.Device:
         _admin(context)
         return await self._store.set_state(_device_id(request.device_id), device_pb2.DEVICE_STATE_ENABLED)
+
+    @grpc_errors
+    async def IssueToken(
+        self, request: devices_service_pb2.IssueTokenRequest, context: Context
+    ) -> devices_service_pb2.IssueTokenResponse:
+        _admin(context)
+        device_id = _device_id(request.device_id)
+        ttl_s = _ttl_s(request)
+        key, kid = self._signing_key()
+        device, credential_id = await self._store.issue(
+            device_id, device_pb2.CREDENTIAL_KIND_TOKEN, ttl_s * 1_000_000
+        )
+        [credential] = [c for c in device.credentials if c.credential_id == credential_id]
+        token = tokens.mint(
+            key, kid, scopes=["ingest"], sensors=[device.sensor_id_prefix or device_id], ttl_s=ttl_s,
+            tier=TIER_NAMES[device.tier], subject=f"device:{device_id}", device=device_id,
+            token_id=credential_id,
+        )  # fmt: skip
+        return devices_service_pb2.IssueTokenResponse(token=token, credential=credential)
+
+    @grpc_errors
+    async def DeleteCredential(
+        self, request: devices_service_pb2.DeleteCredentialRequest, context: Context
+    ) -> empty_pb2.Empty:
+        _admin(context)
+        if not request.credential_id:
+            raise InvalidArgument([Violation("credential_id", "is required, e.g. c-0123456789abcdef")])
+        await self._store.revoke(_device_id(request.device_id), request.credential_id)
+        return empty_pb2.Empty()
+
+    def _signing_key(self) -> tuple[Path, str]:
+        """The newest key of the folder, and its id."""
+        keys = sorted(self._token_keys.glob("*.pem")) if self._token_keys is not None else []
+        if not keys:
+            raise FailedPrecondition(
+                "this registry has no key to sign tokens with (METRICS_REGISTRY_TOKEN_KEYS_DIR)"
+            )
+        return keys[-1], keys[-1].stem
+
+
+def _ttl_s(request: devices_service_pb2.IssueTokenRequest) -> int:
+    if not request.HasField("ttl"):
+        return DEFAULT_TTL_S
+    ttl = request.ttl
+    if ttl.nanos or not MIN_TTL_S <= ttl.seconds <= MAX_TTL_S:
+        raise InvalidArgument(
+            [Violation("ttl", f"must be whole seconds from {MIN_TTL_S}s to {MAX_TTL_S}s (366 days)")]
+        )
+    return int(ttl.seconds)
 
 
 def _admin(context: Context) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 import asyncpg
 
@@ -48,12 +49,13 @@ async def main(stop: asyncio.Event) -> None:
         )
         pool = await retry_until_stopped("PostgreSQL (the registry's tables)", connect, stop)
         devices = store.DeviceStore(pool, topic)
+        keys = Path(config.token_keys_dir) if config.token_keys_dir else None
         await retry_until_stopped("Kafka (producer)", producer.start, stop)
         await retry_until_stopped("Kafka (the devices topic)", lambda: _reconcile(devices, topic), stop)
         server = GrpcServer(
             config.grpc_address,
             [api.SERVICE.full_name],
-            [lambda s: add_servicer(s, api.SERVICE, api.DevicesApi(devices))],
+            [lambda s: add_servicer(s, api.SERVICE, api.DevicesApi(devices, keys))],
             metrics_port=config.metrics_port,
         )
         await server.start()

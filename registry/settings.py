@@ -20,3 +20,7 @@ class RegistrySettings(MigrationSettings, KafkaSettings, ServiceSettings):
     postgres_password: str = secret("")
     # Most PostgreSQL connections open at once.
     postgres_pool_size: int = 4
+    # The folder of the keys that sign tokens, one PEM file per key id, the newest signing (the local
+    # stack's <state>/jwt/keys, whose public halves Envoy checks tokens with); empty: IssueToken is
+    # refused (FAILED_PRECONDITION).
+    token_keys_dir: str = ""

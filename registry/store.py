@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -19,10 +20,11 @@ from runtime.errors import Aborted, AlreadyExists, NotFound
 SCHEMA = "registry"
 COLUMNS = (
     "device_id, sensor_id_prefix, display_name, labels::text AS labels, tier, state, version, create_time, "
-    "update_time, delete_time"
+    "update_time, delete_time, live_credentials(device_id) AS credentials"
 )
 # What UpdateDevice may change.
 MUTABLE = ("sensor_id_prefix", "display_name", "labels", "tier")
+REVOKE_ALL = "UPDATE credentials SET revoke_time = $2 WHERE device_id = $1 AND revoke_time IS NULL"
 # At most this many ids of taken ones in an ALREADY_EXISTS message.
 NAMED = 5
 
@@ -51,6 +53,10 @@ def as_device(row: asyncpg.Record) -> device_pb2.Device:
     )  # fmt: skip
     device.create_time.FromMicroseconds(row["create_time"])
     device.update_time.FromMicroseconds(row["update_time"])
+    for credential_id, kind, created_us, expires_us in json.loads(row["credentials"]):
+        credential = device.credentials.add(credential_id=credential_id, kind=kind)
+        credential.create_time.FromMicroseconds(created_us)
+        credential.expire_time.FromMicroseconds(expires_us)
     return device
 
 
@@ -158,11 +164,52 @@ class DeviceStore:
     async def delete(self, device_id: str) -> None:
         async with postgres.transaction(self._pool) as conn:
             await self._lock(conn, device_id, 0)
+            now = postgres.now_us()
             await conn.execute(
                 "UPDATE devices SET delete_time = $2, version = version + 1 WHERE device_id = $1",
-                device_id, postgres.now_us(),
-            )  # fmt: skip
+                device_id,
+                now,
+            )
+            await conn.execute(REVOKE_ALL, device_id, now)
             await self._topic.publish(device_id, None)
+
+    async def issue(self, device_id: str, kind: int, ttl_us: int) -> tuple[device_pb2.Device, str]:
+        """Records a new credential of the device; returns the device (listing it) and its id."""
+        credential_id = "c-" + secrets.token_hex(8)
+        async with postgres.transaction(self._pool) as conn:
+            await self._lock(conn, device_id, 0)
+            now = postgres.now_us()
+            await conn.execute(
+                "INSERT INTO credentials (credential_id, device_id, kind, create_time, expire_time) "
+                "VALUES ($1, $2, $3, $4, $5)",
+                credential_id, device_id, kind, now, now + ttl_us,
+            )  # fmt: skip
+            return await self._changed(conn, device_id, now), credential_id
+
+    async def revoke(self, device_id: str, credential_id: str) -> device_pb2.Device:
+        """Revokes a live credential of the device (NotFound if it has none of that id)."""
+        async with postgres.transaction(self._pool) as conn:
+            await self._lock(conn, device_id, 0)
+            now = postgres.now_us()
+            revoked = await conn.fetchval(
+                "UPDATE credentials SET revoke_time = $3 WHERE credential_id = $1 AND device_id = $2 "
+                "AND revoke_time IS NULL AND expire_time > $3 RETURNING 1",
+                credential_id, device_id, now,
+            )  # fmt: skip
+            if revoked is None:
+                raise NotFound(f"device {device_id!r} has no live credential {credential_id!r}")
+            return await self._changed(conn, device_id, now)
+
+    async def _changed(self, conn: asyncpg.Connection, device_id: str, now: int) -> device_pb2.Device:
+        """A new version of the device (its credentials changed), published."""
+        row = await conn.fetchrow(
+            f"UPDATE devices SET version = version + 1, update_time = $2 "  # noqa: S608 - ours
+            f"WHERE device_id = $1 RETURNING {COLUMNS}",
+            device_id, now,
+        )  # fmt: skip
+        device = as_device(row)
+        await self._publish([device])
+        return device
 
     async def everything(self) -> dict[str, device_pb2.Device | None]:
         """Every device ever stored, by id: None for a deleted one (what the devices topic should hold)."""

@@ -14,8 +14,9 @@ The claims this product reads (stack/tokens.py mints tokens with them):
   tier     the rate-limit class, a key of TIERS
   jti      the token's id: one rate-limit bucket per token
   sub      who holds it (for logs)
-  device   optional: the registered device the token was given to; the receiver refuses it while
-           that device is disabled or not registered (DevicesService)
+  device   optional: the registered device the registry issued the token to (DevicesService.IssueToken,
+           its jti the credential's id); the receiver refuses it while that device is disabled or
+           not registered, or once the credential is revoked
 """
 
 from __future__ import annotations

@@ -31,6 +31,9 @@ class Deployment:
     # The cluster topology's: the assessors' streaming replica and a Redis Cluster.
     postgres_replica: str | None = None
     redis_cluster: bool = False
+    # The folder of the keys that sign tokens, which the registry issues devices' tokens with; None:
+    # the registry issues none.
+    token_keys: PurePath | None = None
 
 
 LOCAL = "127.0.0.1"
@@ -49,6 +52,7 @@ def local(settings: StackSettings) -> Deployment:
         bridges=len(settings.instances("bridge")),
         postgres_replica=f"{LOCAL}:{settings.postgres_replica_port}" if settings.cluster else None,
         redis_cluster=settings.cluster,
+        token_keys=settings.state_dir / "jwt" / "keys",
     )
 
 
@@ -112,6 +116,8 @@ def service_env(name: str, deployment: Deployment, instance: Instance) -> dict[s
             **kafka(credentials.KAFKA_REGISTRY),
             **postgres(credentials.POSTGRES_REGISTRY),
             **postgres(credentials.POSTGRES_OWNER, "MIGRATIONS"),
+            # The keys that sign tokens, to issue devices theirs (IssueToken).
+            **({"METRICS_REGISTRY_TOKEN_KEYS_DIR": str(keys)} if (keys := deployment.token_keys) else {}),
         },
         "bridge": {
             **kafka(credentials.KAFKA_BRIDGE),

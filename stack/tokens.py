@@ -18,24 +18,23 @@ import json
 import os
 import sys
 import time
-import uuid
 from pathlib import Path
 
-import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
 from runtime import cli
+from runtime import tokens as runtime_tokens
 from runtime.identity import SCOPES, TIERS
+from runtime.tokens import ALGORITHM, AUDIENCE, ISSUER, mint
 from stack import certs
 from stack.settings import StackSettings
 from stack.supervisor import in_use
 from stack.system import SetupError, say
 
-ISSUER = "metrics"
-AUDIENCE = "metrics"
-ALGORITHM = "ES256"
+# Minting is runtime's (the registry mints too); tools and tests take it from here.
+__all__ = ["ALGORITHM", "AUDIENCE", "ISSUER", "load_key", "mint", "signing_key"]
 
 
 def keys_dir(settings: StackSettings) -> Path:
@@ -95,49 +94,16 @@ def signing_key(settings: StackSettings) -> tuple[Path, str]:
     return keys[-1], keys[-1].stem
 
 
-def mint(
-    key_file: Path,
-    kid: str,
-    *,
-    scopes: list[str],
-    sensors: list[str],
-    ttl_s: float,
-    tier: str = "device",
-    subject: str = "",
-    audience: str = AUDIENCE,
-    not_before: float | None = None,
-    device: str = "",
-) -> str:
-    """A signed token with the product's claims (runtime/identity.py)."""
-    now = int(time.time())
-    token_id = str(uuid.uuid4())
-    claims = {
-        "iss": ISSUER,
-        "aud": audience,
-        "sub": subject or f"token-{token_id[:8]}",
-        "jti": token_id,
-        "iat": now,
-        "nbf": int(not_before if not_before is not None else now),
-        "exp": int(now + ttl_s),
-        "scope": " ".join(scopes),
-        "sensors": sensors,
-        "tier": tier,
-    }
-    if device:
-        claims["device"] = device
-    return jwt.encode(claims, load_key(key_file), algorithm=ALGORITHM, headers={"kid": kid})
-
-
 def _keys(settings: StackSettings) -> list[Path]:
     folder = keys_dir(settings)
     return sorted(folder.glob("*.pem")) if folder.exists() else []
 
 
 def load_key(path: Path) -> ec.EllipticCurvePrivateKey:
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise SetupError(f"{path}: not an EC private key (ES256 needs a P-256 key)")
-    return key
+    try:
+        return runtime_tokens.load_key(path)
+    except TypeError as exc:
+        raise SetupError(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,7 +117,6 @@ def main(argv: list[str] | None = None) -> int:
     tiers = ", ".join(f"{n}: {t.rate}/s, bursts of {t.burst}" for n, t in TIERS.items())
     add("--tier", choices=list(TIERS), default="device", help=tiers)
     add("--subject", default="", help="who holds the token (the sub claim)")
-    add("--device", default="", help="bind the token to this registered device: refused while it is disabled")
     add("--audience", default=AUDIENCE, help=argparse.SUPPRESS)
     add("--key", type=Path, help="sign with this PEM key file (a deployment's)")
     add("--kid", help="the key id of --key, as the JWKS names it")
@@ -178,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         key, kid = (args.key, args.kid) if args.key else signing_key(settings)
         scopes = args.scope or ["ingest"]
         token = mint(key, kid, scopes=scopes, sensors=args.sensors, ttl_s=args.ttl, tier=args.tier,
-                     subject=args.subject, audience=args.audience, device=args.device)  # fmt: skip
+                     subject=args.subject, audience=args.audience)  # fmt: skip
     except SetupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

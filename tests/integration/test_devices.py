@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from google.protobuf import field_mask_pb2
+from google.protobuf import duration_pb2, field_mask_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from metrics.v1 import device_pb2, devices_service_pb2, metric_pb2, receiver_service_pb2
@@ -338,14 +338,25 @@ async def test_changing_a_device_takes_the_admin_scope_on_the_tls_port(target: T
 
 
 @pytest.mark.usefixtures("cleanup")
-async def test_a_disabled_device_is_refused_within_a_second_on_every_path_and_nothing_is_stored(
+async def test_a_device_s_token_is_refused_within_a_second_of_its_disabling_or_revocation(
     target: Target, devices: DevicesServiceStub, fleet: str, db: Any
 ) -> None:
     device_id, sensor = f"{fleet}meter", f"{fleet}meter-1"
     await devices.CreateDevice(new(device_id, sensor_id_prefix=f"{fleet}meter-"))
-    # The token covers every sensor of the fleet; the device, its own only.
-    bound = front_door.token(target, scopes=("ingest",), sensors=(fleet,), tier="device", device=device_id)
-    metadata = front_door.bearer(bound)
+    issued = await devices.IssueToken(
+        pb.IssueTokenRequest(device_id=device_id, ttl=duration_pb2.Duration(seconds=600))
+    )
+    spare = await devices.IssueToken(pb.IssueTokenRequest(device_id=device_id))
+    listed = await devices.GetDevice(pb.GetDeviceRequest(device_id=device_id))
+    assert [c.credential_id for c in listed.credentials] == [
+        issued.credential.credential_id,
+        spare.credential.credential_id,
+    ]
+    assert issued.credential.kind == device_pb2.CREDENTIAL_KIND_TOKEN
+    assert issued.credential.expire_time.seconds - issued.credential.create_time.seconds == 600
+    assert spare.credential.expire_time.seconds - spare.credential.create_time.seconds == 3600
+    assert issued.token.encode() not in listed.SerializeToString(), "a token is shown once, never listed"
+    metadata, spare_metadata = front_door.bearer(issued.token), front_door.bearer(spare.token)
 
     def reading(value: float, sensor_id: str = sensor) -> metric_pb2.Metric:
         return metric_pb2.Metric(sensor_id=sensor_id, metric_type="temperature", value=value)
@@ -353,7 +364,7 @@ async def test_a_disabled_device_is_refused_within_a_second_on_every_path_and_no
     async def http_push(value: float) -> tuple[int, Any]:
         body = {"metrics": [{"sensorId": sensor, "metricType": "temperature", "value": value}]}
         return await http("POST", f"{target.envoy_tls_url}/v1/metrics:push", body,
-                          headers=front_door.auth(bound), tls=front_door.tls_context(target))  # fmt: skip
+                          headers=front_door.auth(issued.token), tls=front_door.tls_context(target))  # fmt: skip
 
     async def when_applied(acknowledged: float) -> None:
         """The documented bound of a change: waited out, then what it promises is checked."""
@@ -362,59 +373,91 @@ async def test_a_disabled_device_is_refused_within_a_second_on_every_path_and_no
     async with front_door.channel(target) as channel:
         receiver = ReceiverServiceStub(channel)
 
-        async def push(value: float, sensor_id: str = sensor) -> int:
+        async def push(value: float, sensor_id: str = sensor, token: Any = metadata) -> int:
             request = receiver_service_pb2.PushMetricsRequest(metrics=[reading(value, sensor_id)])
-            return (await receiver.PushMetrics(request, metadata=metadata, timeout=10)).accepted_count
+            return (await receiver.PushMetrics(request, metadata=token, timeout=10)).accepted_count
 
         assert await push(1.0) == 1
         assert await http_push(1.1) == (200, {"acceptedCount": 1})
-        with pytest.raises(grpc.aio.AioRpcError) as foreign:
-            await push(9.0, f"{fleet}other-1")
-        assert foreign.value.code() == grpc.StatusCode.PERMISSION_DENIED
-        assert f"device '{device_id}' may not write sensor '{fleet}other-1'" in (
-            foreign.value.details() or ""
-        )
         stream = receiver.SyncMetrics(metadata=metadata, timeout=30)
         await stream.write(receiver_service_pb2.SyncMetricsRequest(sequence=1, metrics=[reading(1.2)]))
         assert (await stream.read()).accepted_count == 1
+        # The device's sensors are the registry's to say, whatever its token names.
+        await devices.UpdateDevice(pb.UpdateDeviceRequest(
+            device_id=device_id, device=device_pb2.Device(sensor_id_prefix=sensor)
+        ))  # fmt: skip
+        await when_applied(time.monotonic())
+        with pytest.raises(grpc.aio.AioRpcError) as foreign:
+            await push(9.0, f"{fleet}meter-2")
+        assert foreign.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert f"device '{device_id}' may not write sensor '{fleet}meter-2'" in (
+            foreign.value.details() or ""
+        )
 
         await devices.DisableDevice(pb.DisableDeviceRequest(device_id=device_id))
         await when_applied(time.monotonic())
+        disabled = f"device '{device_id}' is disabled: its credentials are refused"
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await push(3.0)
-        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        assert refused.value.details() == f"device '{device_id}' is disabled: its credentials are refused"
+        assert (refused.value.code(), refused.value.details()) == (grpc.StatusCode.UNAUTHENTICATED, disabled)
         status, body = await http_push(3.1)
-        assert (status, body["message"]) == (
-            401,
-            f"device '{device_id}' is disabled: its credentials are refused",
-        )
+        assert (status, body["message"]) == (401, disabled)
         # The stream opened before: its next batch is refused, the stream stays open.
         await stream.write(receiver_service_pb2.SyncMetricsRequest(sequence=2, metrics=[reading(3.2)]))
         answer = await stream.read()
-        assert (answer.sequence, answer.accepted_count, answer.status.code) == (
-            2,
-            0,
-            grpc.StatusCode.UNAUTHENTICATED.value[0],
-        )
+        assert (answer.sequence, answer.accepted_count, answer.status.message) == (2, 0, disabled)
 
         await devices.EnableDevice(pb.EnableDeviceRequest(device_id=device_id))
         await when_applied(time.monotonic())
         assert await push(2.0) == 1
         await stream.write(receiver_service_pb2.SyncMetricsRequest(sequence=3, metrics=[reading(2.1)]))
         assert (await stream.read()).accepted_count == 1
-        await stream.done_writing()
 
-        # Deleted: refused as not registered.
+        # One credential revoked: it is refused, the device's other one is not.
+        await devices.DeleteCredential(pb.DeleteCredentialRequest(
+            device_id=device_id, credential_id=issued.credential.credential_id
+        ))  # fmt: skip
+        await when_applied(time.monotonic())
+        revoked = (
+            f"credential '{issued.credential.credential_id}' of device '{device_id}' is revoked or expired"
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as gone:
+            await push(4.0)
+        assert (gone.value.code(), gone.value.details()) == (grpc.StatusCode.UNAUTHENTICATED, revoked)
+        await stream.write(receiver_service_pb2.SyncMetricsRequest(sequence=4, metrics=[reading(4.1)]))
+        assert (await stream.read()).status.message == revoked
+        await stream.done_writing()
+        assert await push(2.2, token=spare_metadata) == 1
+        with pytest.raises(grpc.aio.AioRpcError) as twice:
+            await devices.DeleteCredential(pb.DeleteCredentialRequest(
+                device_id=device_id, credential_id=issued.credential.credential_id
+            ))  # fmt: skip
+        assert twice.value.code() == grpc.StatusCode.NOT_FOUND
+
+        # Deleted: every credential of the device refused.
         await devices.DeleteDevice(pb.DeleteDeviceRequest(device_id=device_id))
         await when_applied(time.monotonic())
         with pytest.raises(grpc.aio.AioRpcError) as deleted:
-            await push(4.0)
+            await push(5.0, token=spare_metadata)
         assert deleted.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert "is not registered" in (deleted.value.details() or "")
 
     async def stored() -> None:
         values = await db.fetch("SELECT value FROM readings WHERE sensor_id = $1 ORDER BY value", sensor)
-        assert [r["value"] for r in values] == [1.0, 1.1, 1.2, 2.0, 2.1]
+        assert [r["value"] for r in values] == [1.0, 1.1, 1.2, 2.0, 2.1, 2.2]
 
     await eventually(stored, what="the accepted readings, and none of the refused")
+
+
+async def test_a_token_is_issued_only_for_a_device_and_a_ttl_in_range(
+    devices: DevicesServiceStub, fleet: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await devices.IssueToken(pb.IssueTokenRequest(device_id=f"{fleet}none"))
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    for seconds in (59, 366 * 86_400 + 1):
+        with pytest.raises(grpc.aio.AioRpcError) as bad:
+            await devices.IssueToken(
+                pb.IssueTokenRequest(device_id=f"{fleet}none", ttl=duration_pb2.Duration(seconds=seconds))
+            )
+        assert violations(bad.value)[0][0] == "ttl"

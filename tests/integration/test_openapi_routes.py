@@ -76,6 +76,7 @@ class Request:
         subscription_id: str = "x",
         alarm_id: str = "0" * 32,
         device_id: str = "x",
+        credential_id: str = "x",
     ) -> None:
         self.operation = DOCUMENT["paths"][path][verb]
         self.verb = verb.upper()
@@ -85,6 +86,7 @@ class Request:
         self.subscription_id = subscription_id
         self.alarm_id = alarm_id
         self.device_id = device_id
+        self.credential_id = credential_id
         self.values: dict[str, str] = {}
         query = {}
         for parameter in self.operation.get("parameters", []):
@@ -108,6 +110,7 @@ class Request:
             "startTime": _rfc3339(self.now - timedelta(hours=1)), "endTime": _rfc3339(self.now + timedelta(minutes=5)),
             "bucketWidth": "600s", "ruleId": self.rule_id, "subscriptionId": self.subscription_id,
             "alarmId": self.alarm_id, "deviceId": self.device_id, "deviceIdPrefix": self.sensor_id,
+            "credentialId": self.credential_id,
         }  # fmt: skip
         return known.get(name)
 
@@ -275,15 +278,27 @@ async def device_id(target: Target, sensor_id: str, request: pytest.FixtureReque
         await http("DELETE", f"{target.envoy_url}/v1/devices/{device['deviceId']}")
 
 
+@pytest.fixture
+async def credential_id(target: Target, device_id: str, request: pytest.FixtureRequest) -> str:
+    """A token's credential of the test's device, for the route that revokes one."""
+    if "{credentialId}" not in request.node.callspec.params["path"]:
+        return "x"
+    status, body = await http("POST", f"{target.envoy_url}/v1/devices/{device_id}:issueToken", {})
+    assert status == 200, body
+    return str(body["credential"]["credentialId"])
+
+
 @pytest.mark.parametrize(("path", "verb"), OPERATIONS, ids=[f"{v.upper()} {p}" for p, v in OPERATIONS])
 async def test_the_route_answers_as_documented(
     target: Target, sensor_id: str, rule_id: str, subscription_id: str, alarm_id: str, device_id: str,
-    path: str, verb: str,
+    credential_id: str, path: str, verb: str,
 ) -> None:  # fmt: skip
     now = datetime.now(UTC)
     await seed(target, sensor_id, now, SEEDED)
     await events_stored(target, sensor_id, 1, now)
-    request = Request(path, verb, sensor_id, now, rule_id, subscription_id, alarm_id, device_id)
+    request = Request(
+        path, verb, sensor_id, now, rule_id, subscription_id, alarm_id, device_id, credential_id
+    )
     answer = request.operation["responses"]["200"]["content"]
     if "text/event-stream" in answer:
         events = await read_events(target, request, sensor_id, now)
@@ -301,9 +316,11 @@ async def test_the_route_answers_as_documented(
 @pytest.mark.parametrize(("path", "verb"), OPERATIONS, ids=[f"{v.upper()} {p}" for p, v in OPERATIONS])
 async def test_a_malformed_request_gets_the_documented_error(
     target: Target, sensor_id: str, rule_id: str, subscription_id: str, alarm_id: str, device_id: str,
-    path: str, verb: str,
+    credential_id: str, path: str, verb: str,
 ) -> None:  # fmt: skip
-    request = Request(path, verb, sensor_id, datetime.now(UTC), rule_id, subscription_id, alarm_id, device_id)
+    request = Request(
+        path, verb, sensor_id, datetime.now(UTC), rule_id, subscription_id, alarm_id, device_id, credential_id
+    )
     url_path, raw = request.malformed()
     status, headers, body = await http_full(request.verb, target.envoy_url + url_path, raw=raw)
     assert status == 400, (url_path, raw, body)
