@@ -686,7 +686,7 @@ async def test_grpc_stream_stops_at_the_bad_batch(
     batches=st.lists(
         st.one_of(st.just("good"), bad_batch_or_empty(GRPC_PROBLEMS)), min_size=1, max_size=6
     ).filter(lambda b: any(x != "good" for x in b)),
-    first_sequence=st.integers(0, 2**64 - 7),
+    first_sequence=st.integers(0, 2**63 - 7),  # SyncMetricsRequest.sequence is an int64
 )
 async def test_grpc_sync_acknowledges_each_bad_batch_with_its_violations(
     receiver: ReceiverServiceStub, batches: list[Any], first_sequence: int
