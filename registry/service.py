@@ -18,6 +18,7 @@ from metrics.v1 import device_pb2
 from registry import api, store
 from registry.settings import RegistrySettings
 from runtime import compacted, kafka, migrations, postgres, settings
+from runtime.failpoints import Failpoints
 from runtime.grpc_server import GrpcServer, add_servicer
 from runtime.lifecycle import Stopped, retry_until_stopped, shut_down
 from runtime.logging import setup_logging
@@ -48,7 +49,7 @@ async def main(stop: asyncio.Event) -> None:
             "PostgreSQL (migrations)", lambda: migrations.apply(config, "registry"), stop
         )
         pool = await retry_until_stopped("PostgreSQL (the registry's tables)", connect, stop)
-        devices = store.DeviceStore(pool, topic)
+        devices = store.DeviceStore(pool, topic, Failpoints(config.failpoints))
         keys = Path(config.token_keys_dir) if config.token_keys_dir else None
         await retry_until_stopped("Kafka (producer)", producer.start, stop)
         await retry_until_stopped("Kafka (the devices topic)", lambda: _reconcile(devices, topic), stop)

@@ -16,6 +16,7 @@ from metrics.v1 import device_pb2
 from runtime import postgres
 from runtime.compacted import Topic
 from runtime.errors import Aborted, AlreadyExists, NotFound
+from runtime.failpoints import Failpoints
 
 SCHEMA = "registry"
 COLUMNS = (
@@ -63,9 +64,12 @@ def as_device(row: asyncpg.Record) -> device_pb2.Device:
 class DeviceStore:
     """Devices in PostgreSQL; every change is published on `topic` before it commits."""
 
-    def __init__(self, pool: asyncpg.Pool, topic: Topic[device_pb2.Device]) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, topic: Topic[device_pb2.Device], failpoint: Failpoints | None = None
+    ) -> None:
         self._pool = pool
         self._topic = topic
+        self._failpoint = failpoint or Failpoints()
 
     async def create(self, devices: Sequence[device_pb2.Device]) -> list[device_pb2.Device]:
         """Creates the devices (ids of their own, checked): all, or none (AlreadyExists)."""
@@ -85,6 +89,7 @@ class DeviceStore:
                 raise AlreadyExists(f"{len(taken)} device id(s) already taken: {shown}; nothing was created")
             created = {row["device_id"]: as_device(row) for row in rows}
             await self._publish(created.values())
+            self._failpoint("registry.before_commit")  # published, not committed: what reconcile repairs
             return [created[d.device_id] for d in devices]
 
     async def get(self, device_id: str) -> device_pb2.Device:

@@ -19,8 +19,17 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from metrics.v1 import alarms_service_pb2, event_pb2, metric_pb2, rule_pb2, rules_service_pb2
+from metrics.v1 import (
+    alarms_service_pb2,
+    device_pb2,
+    devices_service_pb2,
+    event_pb2,
+    metric_pb2,
+    rule_pb2,
+    rules_service_pb2,
+)
 from metrics.v1.alarms_service_pb2_grpc import AlarmsServiceStub
+from metrics.v1.devices_service_pb2_grpc import DevicesServiceStub
 from metrics.v1.rules_service_pb2_grpc import RulesServiceStub
 from processor.stream import alarms, counters
 from processor.stream.counters import CLEARED_BY_HAND, alarms_key, legacy_pending_key, pending_key
@@ -324,6 +333,50 @@ async def test_a_rule_change_published_but_not_committed_is_taken_back(
             if r.key == made[0].encode()
         ][-1]
         assert last.value is None, "the topic's last word on the rule is its deletion"
+
+
+async def test_a_device_published_but_not_committed_is_taken_back(target: Target, tmp_path: Path) -> None:
+    # A registry dies between publishing a new device on its devices topic and committing it to
+    # PostgreSQL; the next one to start makes the topic hold what PostgreSQL does: no such device.
+    topic, device_id = f"test-devices-{uuid.uuid4().hex[:10]}", f"crash-{uuid.uuid4().hex[:12]}"
+    admin = AIOKafkaAdminClient(**client_options(target.kafka()))
+    await admin.start()
+    await admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"cleanup.policy": "compact"})])
+    log, port = tmp_path / "registry.log", free_port()
+    own = {"METRICS_REGISTRY_DEVICES_TOPIC": topic, "METRICS_REGISTRY_GRPC_PORT": str(port)}
+    try:
+        armed_env = service_env(
+            target, None, "registry", {**own, "METRICS_REGISTRY_FAILPOINTS": "registry.before_commit"}
+        )
+        crashing = await start_service("registry", armed_env, log)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await serving(channel)
+            with pytest.raises(grpc.aio.AioRpcError):
+                await DevicesServiceStub(channel).CreateDevice(
+                    devices_service_pb2.CreateDeviceRequest(device_id=device_id, device=device_pb2.Device())
+                )
+        assert await asyncio.wait_for(crashing.wait(), 60) == -9, log.read_text()
+        published = await read_topic(target.kafka_bootstrap_servers, topic, {}, device_id.encode())
+        assert [r.value is not None for r in published] == [True], "the device was published before the crash"
+        # The devices are the registry's: only its role reads them.
+        role = credentials.POSTGRES_REGISTRY
+        async with asyncpg.create_pool(target.postgres_dsn_of(role), password=target.password(role)) as db:
+            assert (
+                await db.fetchval("SELECT count(*) FROM registry.devices WHERE device_id = $1", device_id)
+                == 0
+            )
+
+        healthy = await start_service("registry", service_env(target, None, "registry", own), log)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                await serving(channel)  # it serves once its devices topic holds what PostgreSQL does
+        finally:
+            assert await stop_service(healthy) == 0
+        last = (await read_topic(target.kafka_bootstrap_servers, topic, {}, device_id.encode()))[-1]
+        assert last.value is None, "the topic's last word on the device is its deletion"
+    finally:
+        await admin.delete_topics([topic])
+        await admin.close()
 
 
 def processor_of(rules_topic: str) -> tuple[dict[str, str], int]:
