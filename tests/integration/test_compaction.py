@@ -190,7 +190,9 @@ async def test_a_pass_stopped_midway_leaves_every_reading_once(
     passing = asyncio.create_task(compaction.compact(conn, 0, NOW_US))
     await eventually(some_packed, timeout=30, what="a pass stopped in its third chunk")
     passing.cancel()
-    with pytest.raises(asyncio.CancelledError):
+    # Cancelled in the middle of a COPY, asyncpg may fail the rollback instead of passing the
+    # cancellation on ("cannot switch to state 15"): the pass ended unfinished either way.
+    with pytest.raises((asyncio.CancelledError, asyncpg.InternalClientError)):
         await passing
     await conn.close()  # a cancelled query leaves the connection unusable: as after kill -9
 
