@@ -31,6 +31,7 @@ from bridge.stamps import Stamps
 from metrics.v1 import metric_pb2
 from runtime import kafka, settings
 from runtime.dead_letters import DeadLetters
+from runtime.devices import Devices
 from runtime.errors import InvalidArgument, ServiceError
 from runtime.grpc_server import GrpcServer
 from runtime.lifecycle import Stopped, retry_until_stopped, shut_down
@@ -81,8 +82,11 @@ class Bridge:
         clock: ArrivalClock,
         max_payload_bytes: int,
         stop: asyncio.Event,
+        devices: Devices | None = None,
     ) -> None:
         self._writer = writer
+        # Strict mode: the registered devices, whose coverage each message's sensors need.
+        self._devices = devices
         self._max_payload_bytes = max_payload_bytes
         self._dead_letters = dead_letters
         self._limits = limits
@@ -190,9 +194,14 @@ class Bridge:
             for i, metric in enumerate(unstamped):
                 metric.reading_time.FromMicroseconds(first + i * step)
         try:
-            check_batch(metrics, self._limits, self._clock)
+            sensors = check_batch(metrics, self._limits, self._clock)
         except InvalidArgument as exc:
             raise Unusable("; ".join(f"{v.field}: {v.description}" for v in exc.violations)) from None
+        if self._devices is not None:
+            try:
+                self._devices.require_covered(sensors)
+            except ServiceError as exc:
+                raise Unusable(str(exc), "unregistered") from None
         return metrics
 
     async def _write_again(self, broker: str, unit: list[Message]) -> None:
@@ -362,17 +371,22 @@ async def main(stop: asyncio.Event) -> None:
     limits = Limits(config.max_batch_readings, config.max_future_skew_s, frozenset(config.metric_types))
     dead_letters = DeadLetters(dead_letter_producer, config, "bridge")
     clock = ArrivalClock(config.arrival_slot, config.arrival_slots)
-    bridge = Bridge(writer, dead_letters, limits, clock, config.max_payload_bytes, stop)
+    devices = Devices(config) if config.require_registered_devices else None
+    bridge = Bridge(writer, dead_letters, limits, clock, config.max_payload_bytes, stop, devices)
     watch.on_change(bridge.kafka_changed)
     instruments.IN_FLIGHT.set_function(lambda: bridge.in_flight)
     sessions = [BrokerSession(address, bridge, config) for address in config.brokers]
     server = GrpcServer(config.grpc_address, [], metrics_port=config.metrics_port)
     await server.start()
     watching: asyncio.Task[None] | None = None
+    following: asyncio.Task[None] | None = None
     try:
         await retry_until_stopped("Kafka", producers.start, stop)
         await retry_until_stopped("Kafka (dead letters)", dead_letter_producer.start, stop)
         watching = asyncio.create_task(watch.run())
+        if devices is not None:
+            await retry_until_stopped("Kafka (the devices topic)", devices.follower.start, stop)
+            following = asyncio.create_task(devices.follower.follow())
         for session in sessions:
             await retry_until_stopped(f"MQTT broker {session.address}", session.connect, stop)
         await server.set_serving()
@@ -381,10 +395,13 @@ async def main(stop: asyncio.Event) -> None:
     except Stopped:
         pass
     finally:
-        if watching is not None:
-            watching.cancel()
+        for task in (watching, following):
+            if task is not None:
+                task.cancel()
         grace = config.shutdown_grace_s
         closers = [*(lambda s=s: s.close(grace) for s in sessions), producers.stop, dead_letter_producer.stop]
+        if devices is not None:
+            closers.append(devices.follower.stop)
         await shut_down(server, grace, *closers)
         for session in sessions:
             session.stamps.close()

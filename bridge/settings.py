@@ -47,6 +47,9 @@ class BridgeSettings(KafkaSettings, ServiceSettings):
     max_future_skew_s: float = 300.0
     # When not empty, the only metric types accepted, e.g. "temperature,humidity".
     metric_types: tuple[str, ...] = ()
+    # Strict mode: readings of sensors that no enabled registered device covers are dead-lettered
+    # (runtime/devices.py). Off for the local stack; on in the compose file's production settings.
+    require_registered_devices: bool = False
     # How long Kafka gets to acknowledge a record before the bridge writes it again (a message is
     # acknowledged to the broker only once Kafka has its readings).
     kafka_ack_timeout_s: float = 5.0

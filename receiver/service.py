@@ -53,12 +53,14 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
         limits: Limits,
         clock: ArrivalClock,
         devices: Devices,
+        strict: bool = False,
     ) -> None:
         self._writer = writer
         self._admission = admission
         self._limits = limits
         self._clock = clock
         self._devices = devices
+        self._strict = strict  # every sensor must be covered by an enabled registered device
         self._budgets = StreamBudgets()
 
     async def _accept(
@@ -110,6 +112,8 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
                 caller.require_sensors(sensors, field)
                 if caller.device:  # each batch: a stream is cut within 100 ms of its device's disabling
                     self._devices.check(caller.device, caller.token_id, sensors, field)
+            if self._strict:
+                self._devices.require_covered(sensors, field)
             written = self._writer.submit(request.metrics, sensors, _as_batch(request, sensors))
         except BaseException:
             self._admission.release(n)
@@ -278,7 +282,7 @@ async def main(stop: asyncio.Event) -> None:
         linger_s=config.linger_ms / 1000,
     )  # fmt: skip
     devices = Devices(config)
-    receiver = Receiver(writer, admission, limits, clock, devices)
+    receiver = Receiver(writer, admission, limits, clock, devices, config.require_registered_devices)
     server = GrpcServer(
         config.grpc_address,
         [SERVICE.full_name],

@@ -24,6 +24,9 @@ class ReceiverSettings(KafkaSettings, ServiceSettings):
     max_future_skew_s: float = 300.0
     # When not empty, the only metric types accepted, e.g. "temperature,humidity".
     metric_types: tuple[str, ...] = ()
+    # Strict mode: readings of sensors that no enabled registered device covers are refused
+    # (runtime/devices.py). Off for the local stack; on in the compose file's production settings.
+    require_registered_devices: bool = False
     # Readings accepted but not yet acknowledged by Kafka, over all clients (as many more may wait
     # up to admission_wait_s for room).
     max_in_flight_readings: int = 100_000

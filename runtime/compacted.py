@@ -70,8 +70,16 @@ class Follower(Generic[M]):
     """What a compacted topic holds, kept up to date: read to its end by `start`, then followed by
     `follow` (a change is taken within a fetch, 100 ms, of Kafka having it)."""
 
-    def __init__(self, settings: KafkaSettings, topic: str, message_type: type[M]) -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        topic: str,
+        message_type: type[M],
+        changed: Callable[[str, M | None, M | None], None] | None = None,
+    ) -> None:
         self._partition = TopicPartition(topic, 0)
+        # Told of each key's change as it is taken: (key, before, after), None for absent.
+        self._changed = changed
         self._type = message_type
         self._consumer = AIOKafkaConsumer(
             **kafka.client_options(settings), group_id=None, enable_auto_commit=False, fetch_max_wait_ms=100
@@ -108,7 +116,9 @@ class Follower(Generic[M]):
                 if record.key is None:
                     continue
                 key = record.key.decode(errors="replace")
-                self.held.pop(key, None)
+                before = self.held.pop(key, None)
                 if record.value is not None:
                     with contextlib.suppress(DecodeError):
                         self.held[key] = self._type.FromString(record.value)
+                if self._changed is not None:
+                    self._changed(key, before, self.held.get(key))

@@ -2,10 +2,14 @@
 "devices" (registry/), followed. A token the registry issued to a device (its `device` claim, its
 `jti` the credential's id) is refused while the device is disabled or not registered, or once the
 credential is revoked, within a fetch (100 ms) of the registry's change, and may write only the
-device's sensors. A dictionary lookup a call: no network hop."""
+device's sensors. A dictionary lookup a call: no network hop.
+
+With METRICS_REQUIRE_REGISTERED_DEVICES on, every reading's sensor must be covered by an enabled
+device (its sensorIdPrefix, or its id when it has none), whoever sends it (`require_covered`)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 
 from metrics.v1 import device_pb2
@@ -13,10 +17,68 @@ from runtime.compacted import Follower
 from runtime.errors import PermissionDenied, Unauthenticated, Unavailable
 from runtime.kafka import KafkaSettings
 
+# Sensors whose coverage is remembered between changes of the devices (a fleet's sensors, bounded).
+MAX_VERDICTS = 1_000_000
+
+
+class Coverage:
+    """Which sensors the enabled devices cover, kept up to date change by change: a set lookup per
+    distinct prefix length, and each sensor's verdict remembered until the devices change."""
+
+    def __init__(self) -> None:
+        # Exact sensor ids (devices without a prefix) and prefixes, each with how many enabled
+        # devices give it, and how many prefixes have each length.
+        self._exact: Counter[str] = Counter()
+        self._prefixes: Counter[str] = Counter()
+        self._lengths: Counter[int] = Counter()
+        self._verdicts: dict[str, bool] = {}
+
+    def covers(self, sensor_id: str) -> bool:
+        covered = self._verdicts.get(sensor_id)
+        if covered is None:
+            if len(self._verdicts) >= MAX_VERDICTS:
+                self._verdicts.clear()
+            covered = self._verdicts[sensor_id] = sensor_id in self._exact or any(
+                n <= len(sensor_id) and sensor_id[:n] in self._prefixes for n in self._lengths
+            )
+        return covered
+
+    def changed(self, key: str, before: device_pb2.Device | None, after: device_pb2.Device | None) -> None:
+        """A device's record replaced (None: absent)."""
+        self._count(before, -1)
+        self._count(after, +1)
+        self._verdicts.clear()
+
+    def _count(self, device: device_pb2.Device | None, step: int) -> None:
+        if device is None or device.state != device_pb2.DEVICE_STATE_ENABLED:
+            return
+        prefix = device.sensor_id_prefix
+        counts = self._prefixes if prefix else self._exact
+        key = prefix or device.device_id
+        counts[key] += step
+        if not counts[key]:
+            del counts[key]
+        if prefix:
+            self._lengths[len(prefix)] += step
+            if not self._lengths[len(prefix)]:
+                del self._lengths[len(prefix)]
+
 
 class Devices:
     def __init__(self, settings: KafkaSettings) -> None:
-        self.follower = Follower(settings, settings.devices_topic, device_pb2.Device)
+        self.coverage = Coverage()
+        self.follower = Follower(settings, settings.devices_topic, device_pb2.Device, self.coverage.changed)
+
+    def require_covered(self, sensor_ids: Iterable[str], field: str = "sensor_id") -> None:
+        """Raises unless an enabled registered device covers each sensor (strict mode)."""
+        if not self.follower.ready:
+            raise Unavailable("the registered devices are not read yet: retry in a moment")
+        for sensor_id in sensor_ids:
+            if not self.coverage.covers(sensor_id):
+                raise PermissionDenied(
+                    f"{field}: sensor {sensor_id!r} is not covered by an enabled registered device "
+                    "(registered devices are required here: register one whose sensorIdPrefix covers it)"
+                )
 
     def check(
         self, device_id: str, credential_id: str, sensor_ids: Iterable[str], field: str = "sensor_id"

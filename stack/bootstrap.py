@@ -73,6 +73,8 @@ KAFKA_ACLS: tuple[tuple[Account, str, str, str], ...] = (
     # The MQTT bridge writes readings as the receiver does, and dead-letters the payloads it cannot use.
     (credentials.KAFKA_BRIDGE, "TOPIC", "metrics", "WRITE"),
     (credentials.KAFKA_BRIDGE, "TOPIC", "metrics.dlq", "WRITE"),
+    # In strict mode (METRICS_REQUIRE_REGISTERED_DEVICES) it reads the devices topic whole, as receivers do.
+    (credentials.KAFKA_BRIDGE, "TOPIC", "devices", "READ"),
     (credentials.KAFKA_PROCESSOR, "TOPIC", "metrics", "READ"),
     (credentials.KAFKA_PROCESSOR, "GROUP", "processor", "READ"),
     (credentials.KAFKA_PROCESSOR, "TOPIC", "events", "WRITE"),

@@ -809,6 +809,8 @@ DEPENDS_ON: Mapping[str, Mapping[str, str]] = {
     "bridge": {"mosquitto": ""},
     "registry": {"postgres": ""},
 }
+# The services that take readings: in production (this file) they require registered devices.
+STRICT_SERVICES = ("receiver", "bridge")
 ENV_NOTES = {
     "METRICS_PROCESSOR_REDIS_CLUSTER": "The cluster profile: a Redis Cluster (the URL names a seed node), "
     "and a round waits for the replica of each master it wrote to before its offsets are committed.",
@@ -894,6 +896,12 @@ def _service_env(name: str, number: int, variables: Variables) -> dict[str, obje
         "Every address of the container: Envoy and the other containers reach it on the Compose network.",
         "0.0.0.0",  # noqa: S104
     )
+    if name in STRICT_SERVICES:
+        env["METRICS_REQUIRE_REGISTERED_DEVICES"] = Note(
+            "Production: only sensors of enabled registered devices are taken (docs/devices.md). "
+            "Register devices first (POST /v1/devices or :batchCreate), or set false to take any sensor.",
+            "true",
+        )
     return env
 
 
