@@ -154,6 +154,10 @@ status: ## Show each part of the local stack: state, PID, port, health
 token: venv ## Mint a bearer token for the TLS port (ARGS="--scope ingest --sensors plant-7- --ttl 3600")
 	@$(PY) -m stack.tokens $(ARGS)
 
+.PHONY: devices
+devices: venv ## Register a fleet from a CSV file, a token each (ARGS="import fleet.csv --tokens fleet-tokens --ttl 30d")
+	@$(PY) -m stack.devices $(ARGS)
+
 .PHONY: device-cert
 device-cert: venv ## Make a device's client certificate for the TLS port (ARGS="--sensors plant-7- --out plant-7")
 	@$(PY) -m stack.certs $(ARGS)
