@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 from typing import Any
 
 import grpc
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from google.protobuf import empty_pb2
 
 from metrics.v1 import device_pb2, devices_service_pb2, devices_service_pb2_grpc
 from registry import checks
 from registry.store import MUTABLE, DeviceStore
 from runtime import paging, tokens
+from runtime.certificates import CertificateAuthority
 from runtime.errors import FailedPrecondition, InvalidArgument, Violation, grpc_errors
-from runtime.identity import caller
+from runtime.identity import REGISTERED_DEVICE_URI_PREFIX, caller
 from runtime.validation import MAX_VIOLATIONS
 
 SERVICE = devices_service_pb2.DESCRIPTOR.services_by_name["DevicesService"]
@@ -23,14 +27,19 @@ STATES = (device_pb2.DEVICE_STATE_ENABLED, device_pb2.DEVICE_STATE_DISABLED)
 # A device's tier as a token names it (runtime/identity.py's TIERS).
 TIER_NAMES = {device_pb2.DEVICE_TIER_DEVICE: "device", device_pb2.DEVICE_TIER_GATEWAY: "gateway"}
 MIN_TTL_S, DEFAULT_TTL_S, MAX_TTL_S = 60, 3600, 366 * 86_400
+DEFAULT_CERTIFICATE_TTL_S = MAX_TTL_S  # a device's certificate is installed once, not fetched hourly
 
 
 class DevicesApi(devices_service_pb2_grpc.DevicesServiceServicer):
-    """`token_keys`: the folder of the keys that sign tokens (registry/settings.py); None: none."""
+    """`token_keys`: the folder of the keys that sign tokens, `ca` the CA that signs certificates
+    (registry/settings.py); None: none."""
 
-    def __init__(self, store: DeviceStore, token_keys: Path | None) -> None:
+    def __init__(
+        self, store: DeviceStore, token_keys: Path | None, ca: CertificateAuthority | None = None
+    ) -> None:
         self._store = store
         self._token_keys = token_keys
+        self._ca = ca
 
     @grpc_errors
     async def CreateDevice(
@@ -165,6 +174,32 @@ class DevicesApi(devices_service_pb2_grpc.DevicesServiceServicer):
         return devices_service_pb2.IssueTokenResponse(token=token, credential=credential)
 
     @grpc_errors
+    async def IssueCertificate(
+        self, request: devices_service_pb2.IssueCertificateRequest, context: Context
+    ) -> devices_service_pb2.IssueCertificateResponse:
+        _admin(context)
+        device_id = _device_id(request.device_id)
+        ttl_s = _ttl_s(request, DEFAULT_CERTIFICATE_TTL_S)
+        if self._ca is None:
+            raise FailedPrecondition(
+                "this registry has no CA to sign certificates with (METRICS_REGISTRY_CA_CERTIFICATE_FILE "
+                "and METRICS_REGISTRY_CA_PRIVATE_KEY_FILE)"
+            )
+        device, credential_id = await self._store.issue(
+            device_id, device_pb2.CREDENTIAL_KIND_CERTIFICATE, ttl_s * 1_000_000
+        )
+        [credential] = [c for c in device.credentials if c.credential_id == credential_id]
+        # The URI names the device and the credential (runtime/identity.py reads it through Envoy).
+        uri = x509.UniformResourceIdentifier(f"{REGISTERED_DEVICE_URI_PREFIX}{device_id}/{credential_id}")
+        certificate, key = self._ca.issue(
+            f"device {device_id}", [uri], ExtendedKeyUsageOID.CLIENT_AUTH, datetime.timedelta(seconds=ttl_s)
+        )
+        return devices_service_pb2.IssueCertificateResponse(
+            certificate=certificate.decode(), private_key=key.decode(),
+            ca_certificate=self._ca.certificate_pem.decode(), credential=credential,
+        )  # fmt: skip
+
+    @grpc_errors
     async def DeleteCredential(
         self, request: devices_service_pb2.DeleteCredentialRequest, context: Context
     ) -> empty_pb2.Empty:
@@ -184,9 +219,12 @@ class DevicesApi(devices_service_pb2_grpc.DevicesServiceServicer):
         return keys[-1], keys[-1].stem
 
 
-def _ttl_s(request: devices_service_pb2.IssueTokenRequest) -> int:
+def _ttl_s(
+    request: devices_service_pb2.IssueTokenRequest | devices_service_pb2.IssueCertificateRequest,
+    default: int = DEFAULT_TTL_S,
+) -> int:
     if not request.HasField("ttl"):
-        return DEFAULT_TTL_S
+        return default
     ttl = request.ttl
     if ttl.nanos or not MIN_TTL_S <= ttl.seconds <= MAX_TTL_S:
         raise InvalidArgument(

@@ -18,6 +18,7 @@ from metrics.v1 import device_pb2
 from registry import api, store
 from registry.settings import RegistrySettings
 from runtime import compacted, kafka, migrations, postgres, settings
+from runtime.certificates import CertificateAuthority
 from runtime.failpoints import Failpoints
 from runtime.grpc_server import GrpcServer, add_servicer
 from runtime.lifecycle import Stopped, retry_until_stopped, shut_down
@@ -51,12 +52,17 @@ async def main(stop: asyncio.Event) -> None:
         pool = await retry_until_stopped("PostgreSQL (the registry's tables)", connect, stop)
         devices = store.DeviceStore(pool, topic, Failpoints(config.failpoints))
         keys = Path(config.token_keys_dir) if config.token_keys_dir else None
+        ca = (
+            CertificateAuthority(config.ca_certificate.encode(), config.ca_private_key.encode())
+            if config.ca_certificate and config.ca_private_key
+            else None
+        )
         await retry_until_stopped("Kafka (producer)", producer.start, stop)
         await retry_until_stopped("Kafka (the devices topic)", lambda: _reconcile(devices, topic), stop)
         server = GrpcServer(
             config.grpc_address,
             [api.SERVICE.full_name],
-            [lambda s: add_servicer(s, api.SERVICE, api.DevicesApi(devices, keys))],
+            [lambda s: add_servicer(s, api.SERVICE, api.DevicesApi(devices, keys, ca))],
             metrics_port=config.metrics_port,
         )
         await server.start()

@@ -24,3 +24,9 @@ class RegistrySettings(MigrationSettings, KafkaSettings, ServiceSettings):
     # stack's <state>/jwt/keys, whose public halves Envoy checks tokens with); empty: IssueToken is
     # refused (FAILED_PRECONDITION).
     token_keys_dir: str = ""
+    # The certificate (PEM) of the CA that signs devices' client certificates (IssueCertificate), the
+    # CA Envoy's TLS port trusts; as a file: METRICS_REGISTRY_CA_CERTIFICATE_FILE (the local stack's
+    # <state>/tls/ca.pem). Empty: IssueCertificate is refused (FAILED_PRECONDITION).
+    ca_certificate: str = ""
+    # That CA's private key (PEM), as a file: METRICS_REGISTRY_CA_PRIVATE_KEY_FILE (<state>/tls/ca-key.pem).
+    ca_private_key: str = secret("")

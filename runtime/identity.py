@@ -3,10 +3,13 @@
 Envoy's jwt_authn checks the token (signature, expiry, audience) on the TLS port and writes its
 payload, base64url-encoded JSON, into IDENTITY_HEADER. A device may instead present a client
 certificate of the CA Envoy trusts, whose URI SAN urn:metrics:sensors:<prefix> names the sensors it
-writes; Envoy passes it in CLIENT_CERT_HEADER (x-forwarded-client-cert), and such a device may only
-ingest, at the device tier. A client can set neither header (Envoy drops or replaces both). A call
-with neither came through the local plaintext port, or straight to a service's loopback port: the
-trusted inside, allowed everything.
+writes (`make device-cert`), or urn:metrics:device:<device id>/<credential id> the registered device
+it was issued to (DevicesService.IssueCertificate: the device's record says its sensors, and the
+receivers refuse it as a token of the device once it is revoked); Envoy passes it in
+CLIENT_CERT_HEADER (x-forwarded-client-cert), and such a device may only ingest, at the device
+tier. A client can set neither header (Envoy drops or replaces both). A call with neither came
+through the local plaintext port, or straight to a service's loopback port: the trusted inside,
+allowed everything.
 
 The claims this product reads (stack/tokens.py mints tokens with them):
   scope    space-separated: "ingest" (write readings), "read" (queries), "admin" (both)
@@ -34,6 +37,7 @@ from runtime.errors import PermissionDenied, Unauthenticated
 IDENTITY_HEADER = "x-metrics-identity"
 CLIENT_CERT_HEADER = "x-forwarded-client-cert"
 DEVICE_URI_PREFIX = "urn:metrics:sensors:"
+REGISTERED_DEVICE_URI_PREFIX = "urn:metrics:device:"
 SCOPES = ("ingest", "read", "admin")
 
 
@@ -57,7 +61,8 @@ class Identity:
     scopes: frozenset[str]
     sensor_prefixes: tuple[str, ...]
     tier: Tier
-    # The registered device the token is bound to; "" for none (an operator's token, a certificate).
+    # The registered device the token or certificate is bound to; "" for none (an operator's token,
+    # a certificate of `make device-cert`).
     device: str = ""
 
     def require(self, scope: str) -> None:
@@ -115,6 +120,21 @@ def parse_certificate(header: str) -> Identity:
         key, _, value = part.partition("=")
         fields[key.strip()] = value.strip().strip('"')
     uri = fields.get("URI", "")
+    if uri.startswith(REGISTERED_DEVICE_URI_PREFIX):
+        device, slash, credential = uri.removeprefix(REGISTERED_DEVICE_URI_PREFIX).partition("/")
+        if not device or not slash or not credential:
+            raise Unauthenticated(
+                f"the client certificate's URI {uri!r} is not "
+                f"{REGISTERED_DEVICE_URI_PREFIX}<device>/<credential>"
+            )
+        return Identity(
+            subject=uri,
+            token_id=credential,
+            scopes=frozenset({"ingest"}),
+            sensor_prefixes=("",),  # the device's record says which (runtime/devices.py)
+            tier=TIERS["device"],
+            device=device,
+        )
     if not uri.startswith(DEVICE_URI_PREFIX):
         raise Unauthenticated(
             f"the client certificate names no sensors: its URI is {uri!r}, not {DEVICE_URI_PREFIX}<prefix>"

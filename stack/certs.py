@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from runtime import cli
+from runtime.certificates import CertificateAuthority, builder_for, pem_key, sign
 from runtime.identity import DEVICE_URI_PREFIX
 from stack.settings import StackSettings
 from stack.supervisor import in_use
@@ -62,7 +62,7 @@ def ensure(settings: StackSettings) -> Tls:
             if not path.is_file():
                 raise SetupError(f"TLS file {path} does not exist")
         return tls
-    if not (tls.ca.exists() and _ca_key_file(tls.ca).exists()):
+    if not (tls.ca.exists() and ca_key_file(tls.ca).exists()):
         say(f"Creating the local certificate authority ({tls.ca})")
         tls.ca.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(tls.ca.parent, 0o700)
@@ -73,14 +73,14 @@ def ensure(settings: StackSettings) -> Tls:
             key_encipherment=False, data_encipherment=False, key_agreement=False,
             encipher_only=False, decipher_only=False,
         )  # fmt: skip
-        ca = _sign(
+        ca = sign(
             _builder(name, name, key, CA_VALID_DAYS)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(usage, critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False),
             key,
         )
-        write_private(_ca_key_file(tls.ca), _pem_key(key))
+        write_private(ca_key_file(tls.ca), pem_key(key))
         tls.ca.write_bytes(ca)
     if _needs_renewal(tls.certificate):
         say(f"Creating the server certificate for {', '.join(SERVER_NAMES)} ({tls.certificate})")
@@ -121,49 +121,17 @@ def _issue(
     ca_file: Path, common_name: str, names: list[x509.GeneralName], usage: x509.ObjectIdentifier, days: int
 ) -> tuple[bytes, bytes]:
     """A certificate (PEM) for a new key, signed by the CA, and the key (PEM)."""
-    ca_key = serialization.load_pem_private_key(_ca_key_file(ca_file).read_bytes(), password=None)
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-    ca = x509.load_pem_x509_certificate(ca_file.read_bytes())
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    builder = (
-        _builder(subject, ca.subject, key, days)
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-    )
-    return _sign(builder, ca_key), _pem_key(key)
+    ca = CertificateAuthority(ca_file.read_bytes(), ca_key_file(ca_file).read_bytes())
+    return ca.issue(common_name, names, usage, datetime.timedelta(days=days))
 
 
 def _builder(
     subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey, days: int
 ) -> x509.CertificateBuilder:
-    now = datetime.datetime.now(datetime.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))  # clocks differ a little
-        .not_valid_after(now + datetime.timedelta(days=days))
-    )
+    return builder_for(subject, issuer, key, datetime.timedelta(days=days))
 
 
-def _sign(builder: x509.CertificateBuilder, key: ec.EllipticCurvePrivateKey) -> bytes:
-    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
-
-
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def _ca_key_file(ca_file: Path) -> Path:
+def ca_key_file(ca_file: Path) -> Path:
     return ca_file.with_name("ca-key.pem")
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import PurePath
 
-from stack import credentials
+from stack import certs, credentials
 from stack.credentials import Account
 from stack.redis_cluster import REPLICAS_PER_MASTER
 from stack.settings import Instance, StackSettings, postgres_dsn, redis_url
@@ -34,6 +34,9 @@ class Deployment:
     # The folder of the keys that sign tokens, which the registry issues devices' tokens with; None:
     # the registry issues none.
     token_keys: PurePath | None = None
+    # The CA's certificate and key (PEM files) that sign devices' client certificates, which the
+    # registry issues (IssueCertificate); None: the registry issues none.
+    device_ca: tuple[PurePath, PurePath] | None = None
 
 
 LOCAL = "127.0.0.1"
@@ -53,7 +56,16 @@ def local(settings: StackSettings) -> Deployment:
         postgres_replica=f"{LOCAL}:{settings.postgres_replica_port}" if settings.cluster else None,
         redis_cluster=settings.cluster,
         token_keys=settings.state_dir / "jwt" / "keys",
+        # The local CA, which Envoy trusts for devices' certificates; none with a certificate of one's own.
+        device_ca=(ca, certs.ca_key_file(ca)) if (ca := certs.paths(settings).ca) is not None else None,
     )
+
+
+def device_ca(certificate: PurePath, key: PurePath) -> dict[str, str]:
+    return {
+        "METRICS_REGISTRY_CA_CERTIFICATE_FILE": str(certificate),
+        "METRICS_REGISTRY_CA_PRIVATE_KEY_FILE": str(key),
+    }
 
 
 def service_env(name: str, deployment: Deployment, instance: Instance) -> dict[str, str]:
@@ -118,6 +130,8 @@ def service_env(name: str, deployment: Deployment, instance: Instance) -> dict[s
             **postgres(credentials.POSTGRES_OWNER, "MIGRATIONS"),
             # The keys that sign tokens, to issue devices theirs (IssueToken).
             **({"METRICS_REGISTRY_TOKEN_KEYS_DIR": str(keys)} if (keys := deployment.token_keys) else {}),
+            # The CA that signs devices' certificates (IssueCertificate).
+            **(device_ca(*ca) if (ca := deployment.device_ca) else {}),
         },
         "bridge": {
             **kafka(credentials.KAFKA_BRIDGE),

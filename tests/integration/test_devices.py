@@ -6,14 +6,17 @@ the admin scope to change a device on the TLS port."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from cryptography import x509
 from google.protobuf import duration_pb2, field_mask_pb2
 from google.rpc import error_details_pb2, status_pb2
 
@@ -461,3 +464,75 @@ async def test_a_token_is_issued_only_for_a_device_and_a_ttl_in_range(
                 pb.IssueTokenRequest(device_id=f"{fleet}none", ttl=duration_pb2.Duration(seconds=seconds))
             )
         assert violations(bad.value)[0][0] == "ttl"
+
+
+async def test_a_device_s_certificate_writes_its_sensors_until_it_is_revoked(
+    target: Target, devices: DevicesServiceStub, fleet: str, tmp_path: Path
+) -> None:
+    device_id, sensor = f"{fleet}valve", f"{fleet}valve-1"
+    await devices.CreateDevice(new(device_id, sensor_id_prefix=f"{fleet}valve-"))
+    issued = await devices.IssueCertificate(
+        pb.IssueCertificateRequest(device_id=device_id, ttl=duration_pb2.Duration(seconds=86_400))
+    )
+    certificate = x509.load_pem_x509_certificate(issued.certificate.encode())
+    [uri] = certificate.extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    ).value.get_values_for_type(x509.UniformResourceIdentifier)
+    assert uri == f"urn:metrics:device:{device_id}/{issued.credential.credential_id}"
+    assert issued.credential.kind == device_pb2.CREDENTIAL_KIND_CERTIFICATE
+    assert issued.credential.expire_time.seconds - issued.credential.create_time.seconds == 86_400
+    assert issued.ca_certificate.encode() == front_door.ca_file(target).read_bytes()
+    listed = await devices.GetDevice(pb.GetDeviceRequest(device_id=device_id))
+    assert [c.credential_id for c in listed.credentials] == [issued.credential.credential_id]
+    assert issued.private_key.encode() not in listed.SerializeToString(), "a key is shown once, never listed"
+    cert, key = tmp_path / "valve.pem", tmp_path / "valve-key.pem"
+    cert.write_text(issued.certificate)
+    key.write_text(issued.private_key)
+
+    def batch(sensor_id: str) -> receiver_service_pb2.PushMetricsRequest:
+        return receiver_service_pb2.PushMetricsRequest(
+            metrics=[metric_pb2.Metric(sensor_id=sensor_id, metric_type="temperature", value=1.0)]
+        )
+
+    async with front_door.device_channel(target, cert, key) as channel:
+        receiver = ReceiverServiceStub(channel)
+        assert (await receiver.PushMetrics(batch(sensor), timeout=10)).accepted_count == 1
+        with pytest.raises(grpc.aio.AioRpcError) as foreign:
+            await receiver.PushMetrics(batch(f"{fleet}pump-1"), timeout=10)
+        assert foreign.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+        await devices.DeleteCredential(
+            pb.DeleteCredentialRequest(device_id=device_id, credential_id=issued.credential.credential_id)
+        )
+        revoked = time.monotonic()
+        await asyncio.sleep(max(0.0, revoked + REFUSED_WITHIN_S - time.monotonic()))
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await receiver.PushMetrics(batch(sensor), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert f"credential '{issued.credential.credential_id}' of device '{device_id}' is revoked" in (
+            refused.value.details() or ""
+        )
+    # Over HTTP/JSON too, with curl's own TLS.
+    curl = await asyncio.create_subprocess_exec(
+        "curl", "-s", "--cacert", str(front_door.ca_file(target)), "--cert", str(cert), "--key", str(key),
+        f"{target.envoy_tls_url}/v1/metrics:push", "-d",
+        json.dumps({"metrics": [{"sensorId": sensor, "metricType": "temperature", "value": 2}]}),
+        "-w", "\n%{http_code}", stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(curl.communicate(), 30)
+    body, status = out.decode().rsplit("\n", 1)
+    assert status == "401", out
+    assert "is revoked or expired" in json.loads(body)["message"]
+
+
+async def test_a_certificate_is_issued_only_for_a_device_and_a_ttl_in_range(
+    devices: DevicesServiceStub, fleet: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await devices.IssueCertificate(pb.IssueCertificateRequest(device_id=f"{fleet}none"))
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await devices.IssueCertificate(
+            pb.IssueCertificateRequest(device_id=f"{fleet}none", ttl=duration_pb2.Duration(seconds=59))
+        )
+    assert violations(bad.value)[0][0] == "ttl"

@@ -15,7 +15,13 @@ import pytest
 import yaml
 
 from runtime.grpc_server import FRONT_DOOR_HEADER
-from runtime.identity import CLIENT_CERT_HEADER, DEVICE_URI_PREFIX, IDENTITY_HEADER, TIERS
+from runtime.identity import (
+    CLIENT_CERT_HEADER,
+    DEVICE_URI_PREFIX,
+    IDENTITY_HEADER,
+    REGISTERED_DEVICE_URI_PREFIX,
+    TIERS,
+)
 from stack import certs, tokens
 from stack.envoy_config import API_DOCS, CONSOLE, StaticSite, render
 from stack.settings import StackSettings
@@ -125,6 +131,7 @@ def test_the_tls_listener_verifies_tokens_and_passes_their_claims_as_the_service
     principals = policy["principals"]
     assert {"header": {"name": IDENTITY_HEADER, "present_match": True}} in principals
     assert {"authenticated": {"principal_name": {"prefix": DEVICE_URI_PREFIX}}} in principals
+    assert {"authenticated": {"principal_name": {"prefix": REGISTERED_DEVICE_URI_PREFIX}}} in principals
     assert http_manager(listeners["tls"])["forward_client_cert_details"] == "SANITIZE_SET"
     socket = listeners["tls"]["filter_chains"][0]["transport_socket"]["typed_config"]
     trusted = socket["common_tls_context"]["validation_context"]["trusted_ca"]
