@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import re
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ from google.protobuf import empty_pb2
 
 from metrics.v1 import device_pb2, devices_service_pb2, devices_service_pb2_grpc
 from registry import checks
+from registry.mqtt_accounts import MqttAccounts, has_password
 from registry.store import MUTABLE, DeviceStore
 from runtime import paging, tokens
 from runtime.certificates import CertificateAuthority
@@ -28,6 +31,7 @@ STATES = (device_pb2.DEVICE_STATE_ENABLED, device_pb2.DEVICE_STATE_DISABLED)
 TIER_NAMES = {device_pb2.DEVICE_TIER_DEVICE: "device", device_pb2.DEVICE_TIER_GATEWAY: "gateway"}
 MIN_TTL_S, DEFAULT_TTL_S, MAX_TTL_S = 60, 3600, 366 * 86_400
 DEFAULT_CERTIFICATE_TTL_S = MAX_TTL_S  # a device's certificate is installed once, not fetched hourly
+MQTT_PASSWORD = re.compile(r"[!-~]{16,128}")
 
 
 class DevicesApi(devices_service_pb2_grpc.DevicesServiceServicer):
@@ -35,11 +39,16 @@ class DevicesApi(devices_service_pb2_grpc.DevicesServiceServicer):
     (registry/settings.py); None: none."""
 
     def __init__(
-        self, store: DeviceStore, token_keys: Path | None, ca: CertificateAuthority | None = None
+        self,
+        store: DeviceStore,
+        token_keys: Path | None,
+        ca: CertificateAuthority | None = None,
+        mqtt: MqttAccounts | None = None,
     ) -> None:
         self._store = store
         self._token_keys = token_keys
         self._ca = ca
+        self._mqtt = mqtt or MqttAccounts([])
 
     @grpc_errors
     async def CreateDevice(
@@ -130,14 +139,19 @@ class DevicesApi(devices_service_pb2_grpc.DevicesServiceServicer):
         }
         if "tier" in changes:
             changes["tier"] = changes["tier"] or device_pb2.DEVICE_TIER_DEVICE
-        return await self._store.update(device_id, changes, device.version)
+        updated = await self._store.update(device_id, changes, device.version)
+        if "sensor_id_prefix" in changes and has_password(updated):
+            await self._mqtt.follow(device_id, updated, roles=True)
+        return updated
 
     @grpc_errors
     async def DeleteDevice(
         self, request: devices_service_pb2.DeleteDeviceRequest, context: Context
     ) -> empty_pb2.Empty:
         _admin(context)
-        await self._store.delete(_device_id(request.device_id))
+        device_id = _device_id(request.device_id)
+        if device_pb2.CREDENTIAL_KIND_MQTT_PASSWORD in await self._store.delete(device_id):
+            await self._mqtt.follow(device_id, None)  # the account deleted: disconnected
         return empty_pb2.Empty()
 
     @grpc_errors
@@ -145,14 +159,20 @@ class DevicesApi(devices_service_pb2_grpc.DevicesServiceServicer):
         self, request: devices_service_pb2.DisableDeviceRequest, context: Context
     ) -> device_pb2.Device:
         _admin(context)
-        return await self._store.set_state(_device_id(request.device_id), device_pb2.DEVICE_STATE_DISABLED)
+        device = await self._store.set_state(_device_id(request.device_id), device_pb2.DEVICE_STATE_DISABLED)
+        if has_password(device):
+            await self._mqtt.follow(device.device_id, device)  # disconnected at once
+        return device
 
     @grpc_errors
     async def EnableDevice(
         self, request: devices_service_pb2.EnableDeviceRequest, context: Context
     ) -> device_pb2.Device:
         _admin(context)
-        return await self._store.set_state(_device_id(request.device_id), device_pb2.DEVICE_STATE_ENABLED)
+        device = await self._store.set_state(_device_id(request.device_id), device_pb2.DEVICE_STATE_ENABLED)
+        if has_password(device):
+            await self._mqtt.follow(device.device_id, device)
+        return device
 
     @grpc_errors
     async def IssueToken(
@@ -206,8 +226,35 @@ class DevicesApi(devices_service_pb2_grpc.DevicesServiceServicer):
         _admin(context)
         if not request.credential_id:
             raise InvalidArgument([Violation("credential_id", "is required, e.g. c-0123456789abcdef")])
-        await self._store.revoke(_device_id(request.device_id), request.credential_id)
+        device, kind = await self._store.revoke(_device_id(request.device_id), request.credential_id)
+        if kind == device_pb2.CREDENTIAL_KIND_MQTT_PASSWORD:
+            await self._mqtt.follow(device.device_id, device)  # the account deleted: disconnected
         return empty_pb2.Empty()
+
+    @grpc_errors
+    async def SetMqttPassword(
+        self, request: devices_service_pb2.SetMqttPasswordRequest, context: Context
+    ) -> devices_service_pb2.SetMqttPasswordResponse:
+        _admin(context)
+        device_id = _device_id(request.device_id)
+        password = request.password or secrets.token_urlsafe(24)
+        if not MQTT_PASSWORD.fullmatch(password):
+            raise InvalidArgument(
+                [Violation("password", "must be 16 to 128 printable ASCII characters without spaces")]
+            )
+        if not self._mqtt.configured:
+            raise FailedPrecondition("this registry knows no MQTT broker (METRICS_REGISTRY_MQTT_BROKERS)")
+        device = await self._store.get(device_id)
+        # The brokers first: a password the registry lists works. (Should storing it fail after, the
+        # account without a live password is deleted at the next start.)
+        await self._mqtt.set_password(device, password)
+        device, credential_id = await self._store.issue(
+            device_id, device_pb2.CREDENTIAL_KIND_MQTT_PASSWORD, None, replace=True
+        )
+        [credential] = [c for c in device.credentials if c.credential_id == credential_id]
+        return devices_service_pb2.SetMqttPasswordResponse(
+            username=device_id, password=password, credential=credential
+        )
 
     def _signing_key(self) -> tuple[Path, str]:
         """The newest key of the folder, and its id."""

@@ -15,7 +15,8 @@ from pathlib import Path
 import asyncpg
 
 from metrics.v1 import device_pb2
-from registry import api, store
+from registry import api, mqtt_accounts, store
+from registry.mqtt_accounts import MqttAccounts
 from registry.settings import RegistrySettings
 from runtime import compacted, kafka, migrations, postgres, settings
 from runtime.certificates import CertificateAuthority
@@ -57,18 +58,23 @@ async def main(stop: asyncio.Event) -> None:
             if config.ca_certificate and config.ca_private_key
             else None
         )
+        accounts = MqttAccounts(mqtt_accounts.brokers(config))
         await retry_until_stopped("Kafka (producer)", producer.start, stop)
         await retry_until_stopped("Kafka (the devices topic)", lambda: _reconcile(devices, topic), stop)
         server = GrpcServer(
             config.grpc_address,
             [api.SERVICE.full_name],
-            [lambda s: add_servicer(s, api.SERVICE, api.DevicesApi(devices, keys, ca))],
+            [lambda s: add_servicer(s, api.SERVICE, api.DevicesApi(devices, keys, ca, accounts))],
             metrics_port=config.metrics_port,
         )
         await server.start()
         await server.set_serving()
         log.info("serving")
+        # The brokers told every account's state (what a crash left), then what they miss, retried.
+        await accounts.reconcile(await devices.accounts(device_pb2.CREDENTIAL_KIND_MQTT_PASSWORD))
+        retrying = asyncio.create_task(accounts.retry(devices.find))
         await stop.wait()
+        retrying.cancel()
     except Stopped:
         pass
     finally:

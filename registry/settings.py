@@ -30,3 +30,11 @@ class RegistrySettings(MigrationSettings, KafkaSettings, ServiceSettings):
     ca_certificate: str = ""
     # That CA's private key (PEM), as a file: METRICS_REGISTRY_CA_PRIVATE_KEY_FILE (<state>/tls/ca-key.pem).
     ca_private_key: str = secret("")
+    # The MQTT brokers' TLS listeners (host:port, commas), whose dynamic-security plugin keeps the
+    # devices' MQTT accounts (SetMqttPassword; disabling disconnects). Their certificates are checked
+    # against ca_certificate. Empty: SetMqttPassword is refused (FAILED_PRECONDITION).
+    mqtt_brokers: tuple[str, ...] = ()
+    # The plugin's admin account at the brokers.
+    mqtt_username: str = "admin"
+    # Its password (as a file: METRICS_REGISTRY_MQTT_PASSWORD_FILE).
+    mqtt_password: str = secret("")

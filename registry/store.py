@@ -25,7 +25,13 @@ COLUMNS = (
 )
 # What UpdateDevice may change.
 MUTABLE = ("sensor_id_prefix", "display_name", "labels", "tier")
-REVOKE_ALL = "UPDATE credentials SET revoke_time = $2 WHERE device_id = $1 AND revoke_time IS NULL"
+REVOKE_ALL = (
+    "UPDATE credentials SET revoke_time = $2 WHERE device_id = $1 AND revoke_time IS NULL "
+    "AND expire_time > $2 RETURNING kind"
+)
+# A credential that does not expire (an MQTT password) expires at the end of what a protobuf
+# Timestamp holds: 9999-12-31T23:59:59Z.
+NEVER_US = 253_402_300_799 * 1_000_000
 # At most this many ids of taken ones in an ALREADY_EXISTS message.
 NAMED = 5
 
@@ -166,7 +172,8 @@ class DeviceStore:
             await self._publish([device])
             return device
 
-    async def delete(self, device_id: str) -> None:
+    async def delete(self, device_id: str) -> set[int]:
+        """Deletes the device and revokes its credentials; returns the kinds of those it had."""
         async with postgres.transaction(self._pool) as conn:
             await self._lock(conn, device_id, 0)
             now = postgres.now_us()
@@ -175,15 +182,27 @@ class DeviceStore:
                 device_id,
                 now,
             )
-            await conn.execute(REVOKE_ALL, device_id, now)
+            revoked = {row["kind"] for row in await conn.fetch(REVOKE_ALL, device_id, now)}
             await self._topic.publish(device_id, None)
+            return revoked
 
-    async def issue(self, device_id: str, kind: int, ttl_us: int) -> tuple[device_pb2.Device, str]:
-        """Records a new credential of the device; returns the device (listing it) and its id."""
+    async def issue(
+        self, device_id: str, kind: int, ttl_us: int | None, replace: bool = False
+    ) -> tuple[device_pb2.Device, str]:
+        """Records a new credential of the device (`ttl_us` None: it does not expire), revoking its
+        other live ones of the kind if `replace`; returns the device (listing it) and its id."""
         credential_id = "c-" + secrets.token_hex(8)
         async with postgres.transaction(self._pool) as conn:
             await self._lock(conn, device_id, 0)
             now = postgres.now_us()
+            if ttl_us is None:
+                ttl_us = NEVER_US - now
+            if replace:
+                await conn.execute(
+                    "UPDATE credentials SET revoke_time = $3 WHERE device_id = $1 AND kind = $2 "
+                    "AND revoke_time IS NULL",
+                    device_id, kind, now,
+                )  # fmt: skip
             await conn.execute(
                 "INSERT INTO credentials (credential_id, device_id, kind, create_time, expire_time) "
                 "VALUES ($1, $2, $3, $4, $5)",
@@ -191,19 +210,41 @@ class DeviceStore:
             )  # fmt: skip
             return await self._changed(conn, device_id, now), credential_id
 
-    async def revoke(self, device_id: str, credential_id: str) -> device_pb2.Device:
-        """Revokes a live credential of the device (NotFound if it has none of that id)."""
+    async def revoke(self, device_id: str, credential_id: str) -> tuple[device_pb2.Device, int]:
+        """Revokes a live credential of the device (NotFound if it has none of that id); returns the
+        device and the credential's kind."""
         async with postgres.transaction(self._pool) as conn:
             await self._lock(conn, device_id, 0)
             now = postgres.now_us()
-            revoked = await conn.fetchval(
+            kind = await conn.fetchval(
                 "UPDATE credentials SET revoke_time = $3 WHERE credential_id = $1 AND device_id = $2 "
-                "AND revoke_time IS NULL AND expire_time > $3 RETURNING 1",
+                "AND revoke_time IS NULL AND expire_time > $3 RETURNING kind",
                 credential_id, device_id, now,
             )  # fmt: skip
-            if revoked is None:
+            if kind is None:
                 raise NotFound(f"device {device_id!r} has no live credential {credential_id!r}")
-            return await self._changed(conn, device_id, now)
+            return await self._changed(conn, device_id, now), kind
+
+    async def accounts(self, kind: int) -> list[tuple[str, bool, bool]]:
+        """Every device that ever had a credential of `kind`: its id, whether it has a live one (and
+        is not deleted), and whether it is enabled."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT c.device_id, bool_or(d.delete_time IS NULL AND c.revoke_time IS NULL "
+                "AND c.expire_time > now()) AS live, bool_and(d.state = $2) AS enabled "
+                "FROM credentials c JOIN devices d USING (device_id) WHERE c.kind = $1 GROUP BY 1 ORDER BY 1",
+                kind, device_pb2.DEVICE_STATE_ENABLED,
+            )  # fmt: skip
+        return [(r["device_id"], r["live"], r["enabled"]) for r in rows]
+
+    async def find(self, device_id: str) -> device_pb2.Device | None:
+        """The device, or None if there is none (deleted)."""
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {COLUMNS} FROM devices WHERE device_id = $1 AND delete_time IS NULL",  # noqa: S608 - ours
+                device_id,
+            )
+        return None if row is None else as_device(row)
 
     async def _changed(self, conn: asyncpg.Connection, device_id: str, now: int) -> device_pb2.Device:
         """A new version of the device (its credentials changed), published."""

@@ -37,6 +37,9 @@ class Deployment:
     # The CA's certificate and key (PEM files) that sign devices' client certificates, which the
     # registry issues (IssueCertificate); None: the registry issues none.
     device_ca: tuple[PurePath, PurePath] | None = None
+    # The MQTT brokers' TLS listeners (host:port,...), where the registry keeps the devices' accounts
+    # (their certificates checked against device_ca's); "": the registry keeps none.
+    mqtt_tls: str = ""
 
 
 LOCAL = "127.0.0.1"
@@ -58,6 +61,7 @@ def local(settings: StackSettings) -> Deployment:
         token_keys=settings.state_dir / "jwt" / "keys",
         # The local CA, which Envoy trusts for devices' certificates; none with a certificate of one's own.
         device_ca=(ca, certs.ca_key_file(ca)) if (ca := certs.paths(settings).ca) is not None else None,
+        mqtt_tls=",".join(f"{LOCAL}:{b.tls_port}" for b in settings.mqtt_brokers),
     )
 
 
@@ -132,6 +136,11 @@ def service_env(name: str, deployment: Deployment, instance: Instance) -> dict[s
             **({"METRICS_REGISTRY_TOKEN_KEYS_DIR": str(keys)} if (keys := deployment.token_keys) else {}),
             # The CA that signs devices' certificates (IssueCertificate).
             **(device_ca(*ca) if (ca := deployment.device_ca) else {}),
+            # The brokers' admin, to keep the devices' MQTT accounts (SetMqttPassword, disabling).
+            **({"METRICS_REGISTRY_MQTT_BROKERS": deployment.mqtt_tls,
+                "METRICS_REGISTRY_MQTT_USERNAME": credentials.MQTT_ADMIN.user,
+                "METRICS_REGISTRY_MQTT_PASSWORD_FILE": password_file(credentials.MQTT_ADMIN)}
+               if deployment.mqtt_tls else {}),
         },
         "bridge": {
             **kafka(credentials.KAFKA_BRIDGE),

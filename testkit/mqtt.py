@@ -53,9 +53,12 @@ class Device:
         self._refusal: str | None = None
         # How often the broker let it in: paho connects again by itself when the connection breaks.
         self.connections = 0
+        # Set when the connection ends (the broker's reason in `disconnect_reason`).
+        self.disconnected = threading.Event()
+        self.disconnect_reason: str | None = None
         self._client.on_connect = self._on_connect
         self._client.on_publish = self._on_publish
-        self._client.on_disconnect = self._next_broker
+        self._client.on_disconnect = self._on_disconnect
         self._client.on_connect_fail = self._next_broker
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
@@ -79,6 +82,11 @@ class Device:
         if self._refusal is not None:
             self._client.loop_stop()
             raise Refused(self._refusal)
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
+        self.disconnect_reason = str(reason)
+        self.disconnected.set()
+        self._next_broker()
 
     def _next_broker(self, *_: Any) -> None:
         """paho connects again by itself, to the port it has: with several, it is given the next."""

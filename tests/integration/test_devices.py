@@ -25,6 +25,7 @@ from metrics.v1.devices_service_pb2_grpc import DevicesServiceStub
 from metrics.v1.receiver_service_pb2_grpc import ReceiverServiceStub
 from runtime import kafka
 from testkit.http import http
+from testkit.mqtt import SUCCESS, Device, Refused
 from tests import front_door
 from tests.helpers import eventually
 from tests.target import Target
@@ -536,3 +537,63 @@ async def test_a_certificate_is_issued_only_for_a_device_and_a_ttl_in_range(
             pb.IssueCertificateRequest(device_id=f"{fleet}none", ttl=duration_pb2.Duration(seconds=59))
         )
     assert violations(bad.value)[0][0] == "ttl"
+
+
+async def test_a_device_s_mqtt_account_is_cut_off_within_a_second_of_its_disabling_or_revocation(
+    target: Target, devices: DevicesServiceStub, fleet: str
+) -> None:
+    device_id = f"{fleet}meter"  # no prefix: it publishes its own sensor, metrics/v1/<its id>
+    await devices.CreateDevice(new(device_id))
+    ca = front_door.ca_file(target)
+    made = await devices.SetMqttPassword(pb.SetMqttPasswordRequest(device_id=device_id))
+    assert (made.username, len(made.password)) == (device_id, 32)
+    assert made.credential.kind == device_pb2.CREDENTIAL_KIND_MQTT_PASSWORD
+    listed = await devices.GetDevice(pb.GetDeviceRequest(device_id=device_id))
+    assert [c.credential_id for c in listed.credentials] == [made.credential.credential_id]
+    assert made.password.encode() not in listed.SerializeToString(), "a password is shown once, never listed"
+
+    async def connected(password: str) -> Device:
+        device = Device(target.mqtt_tls_port, device_id, password, ca)
+        await device.connect()
+        return device
+
+    async def cut_off(device: Device, acknowledged: float) -> None:
+        """The connection ends within the documented bound of the acknowledgement."""
+        assert await asyncio.to_thread(device.disconnected.wait, REFUSED_WITHIN_S), "still connected"
+        print(f"disconnected {time.monotonic() - acknowledged:.3f} s after the acknowledgement")
+        await device.close()
+
+    async def refused(password: str) -> None:
+        with pytest.raises(Refused, match=r"^Not authorized$"):
+            await (await connected(password)).close()
+
+    meter = await connected(made.password)
+    assert await meter.publish(f"metrics/v1/{device_id}", '{"temperature": 1}') == SUCCESS
+    await devices.DisableDevice(pb.DisableDeviceRequest(device_id=device_id))
+    await cut_off(meter, time.monotonic())
+    await refused(made.password)
+
+    await devices.EnableDevice(pb.EnableDeviceRequest(device_id=device_id))
+    meter = await connected(made.password)
+    assert await meter.publish(f"metrics/v1/{device_id}", '{"temperature": 2}') == SUCCESS
+    await meter.close()
+
+    # A new password replaces the old one: one MQTT credential at a time.
+    chosen = "correct-horse-battery-staple-7"
+    renewed = await devices.SetMqttPassword(pb.SetMqttPasswordRequest(device_id=device_id, password=chosen))
+    assert renewed.password == chosen
+    listed = await devices.GetDevice(pb.GetDeviceRequest(device_id=device_id))
+    assert [c.credential_id for c in listed.credentials] == [renewed.credential.credential_id]
+    await refused(made.password)
+    meter = await connected(chosen)
+    await devices.DeleteCredential(
+        pb.DeleteCredentialRequest(device_id=device_id, credential_id=renewed.credential.credential_id)
+    )
+    await cut_off(meter, time.monotonic())
+    await refused(chosen)
+
+    with pytest.raises(grpc.aio.AioRpcError) as short:
+        await devices.SetMqttPassword(pb.SetMqttPasswordRequest(device_id=device_id, password="too short"))
+    assert violations(short.value) == [
+        ("password", "must be 16 to 128 printable ASCII characters without spaces")
+    ]

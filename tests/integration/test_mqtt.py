@@ -8,6 +8,7 @@ import json
 import os
 import secrets
 import signal
+import ssl
 import subprocess
 import time
 import uuid
@@ -18,8 +19,8 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from runtime import dynsec
 from stack import credentials as stack_credentials
-from stack.mqtt_devices import Broker, issue
 from testkit.mqtt import NOT_AUTHORIZED, SUCCESS, Device, Refused
 from testkit.reported import scrape
 from tests.faults import healthy, pid_of
@@ -44,7 +45,11 @@ def credentials_for(target: Target, ca: Path) -> Issue:
     async def make(prefix: str) -> tuple[str, str]:
         password = secrets.token_urlsafe(18)
         admin = target.password(stack_credentials.MQTT_ADMIN)
-        await issue(Broker(target.mqtt_tls_port, ca, admin), prefix, prefix, password)
+        tls = ssl.create_default_context(cafile=str(ca))
+        broker = dynsec.Broker(
+            "127.0.0.1", target.mqtt_tls_port, tls, stack_credentials.MQTT_ADMIN.user, admin
+        )
+        await dynsec.set_password(broker, prefix, prefix, password)
         return prefix, password
 
     return make
