@@ -7,6 +7,7 @@ makes the topic hold what PostgreSQL does (`reconcile`): whatever a crash left b
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Generic, TypeVar
@@ -21,16 +22,24 @@ M = TypeVar("M", bound=Message)
 Publish = Callable[[str, M | None], Awaitable[None]]
 
 
+# Records published at once by reconcile (each waits for its acknowledgement; together, they batch).
+RECONCILE_AT_ONCE = 1_000
+
+
 async def reconcile(publish: Publish[M], stored: Mapping[str, M | None], held: Mapping[str, M]) -> int:
     """Publishes what makes a topic that holds `held` hold `stored` (None: deleted): what it lacks,
     and deletions of what PostgreSQL never committed. Returns how many records it published."""
-    published = 0
-    for key in sorted({*stored, *held}):
-        wanted, now = stored.get(key), held.get(key)
-        if (wanted is None and now is not None) or (wanted is not None and now != wanted):
-            await publish(key, wanted)
-            published += 1
-    return published
+    changes = [
+        (key, wanted)
+        for key in sorted({*stored, *held})
+        if ((wanted := stored.get(key)) is None and held.get(key) is not None)
+        or (wanted is not None and held.get(key) != wanted)
+    ]
+    for first in range(0, len(changes), RECONCILE_AT_ONCE):
+        await asyncio.gather(
+            *(publish(key, wanted) for key, wanted in changes[first : first + RECONCILE_AT_ONCE])
+        )
+    return len(changes)
 
 
 class Topic(Generic[M]):
