@@ -71,7 +71,13 @@ class StaticSite:
 CONSOLE = StaticSite(
     directory=ROOT / "console" / "site",
     prefix="/console/",
-    pages={"/": "index.html", "/events": "index.html", "/health": "index.html", "/sensors/*": "index.html"},
+    pages={
+        "/": "index.html",
+        "/devices": "index.html",
+        "/events": "index.html",
+        "/health": "index.html",
+        "/sensors/*": "index.html",
+    },
     # Its own scripts, styles and images only, and only its own origin's API: no CDN, no inline code.
     headers={
         "content-security-policy": "default-src 'self'; object-src 'none'; base-uri 'none'; "

@@ -103,6 +103,7 @@ def test_envoy_serves_the_console_s_files_with_their_types(target: Target) -> No
         ("/", "text/html"),
         ("/sensors/any-id", "text/html"),
         ("/events", "text/html"),
+        ("/devices", "text/html"),
         ("/console/js/app.js", "text/javascript"),
         ("/console/style.css", "text/css"),
         ("/console/vendor/uPlot.js", "text/javascript"),  # from npm, by `make run`
@@ -287,6 +288,47 @@ async def test_an_unknown_sensor_shows_an_empty_state(tab: Tab) -> None:
     assert tab.problems == []
 
 
+# --- devices --------------------------------------------------------------------------------------
+
+
+async def test_the_devices_page_lists_a_device_with_its_credentials_and_disables_and_enables_it(
+    tab: Tab, target: Target
+) -> None:
+    device_id = f"console-{uuid.uuid4().hex[:10]}"
+    status, body = await http("POST", f"{target.envoy_url}/v1/devices?deviceId={device_id}",
+                              {"sensorIdPrefix": f"{device_id}-", "labels": {"site": "plant-7"}})  # fmt: skip
+    assert status == 200, body
+    status, issued = await http("POST", f"{target.envoy_url}/v1/devices/{device_id}:issueToken", {})
+    assert status == 200, issued
+    try:
+        page = tab.page
+        await page.goto("/")
+        await page.get_by_role("link", name="Devices").click()
+        await page.get_by_label("Device id starts with").fill(device_id)
+        await page.get_by_label("Device id starts with").press("Enter")
+        await expect(page).to_have_url(re.compile(rf"/devices\?prefix={device_id}$"))
+        row = page.get_by_role("row").filter(has=page.get_by_role("rowheader", name=device_id))
+        await expect(row).to_contain_text(f"{device_id}-…")
+        await expect(row).to_contain_text("site=plant-7")
+        await expect(row).to_contain_text(f"token {issued['credential']['credentialId']}")
+        await expect(row).to_contain_text("Enabled")
+        assert issued["token"] not in await page.content(), "a token is never shown again"
+
+        await row.get_by_role("button", name=f"Disable {device_id}").click()
+        await expect(row).to_contain_text("Disabled")
+        await expect(page.get_by_role("status")).to_have_text(f"{device_id} disabled.")
+        status, stored = await http("GET", f"{target.envoy_url}/v1/devices/{device_id}")
+        assert (status, stored["state"]) == (200, "DEVICE_STATE_DISABLED"), stored
+
+        await row.get_by_role("button", name=f"Enable {device_id}").click()
+        await expect(row).to_contain_text("Enabled")
+        status, stored = await http("GET", f"{target.envoy_url}/v1/devices/{device_id}")
+        assert (status, stored["state"]) == (200, "DEVICE_STATE_ENABLED"), stored
+        assert tab.problems == []
+    finally:
+        await http("DELETE", f"{target.envoy_url}/v1/devices/{device_id}")
+
+
 # --- live events ----------------------------------------------------------------------------------
 
 
@@ -398,11 +440,11 @@ async def test_the_console_is_usable_with_the_keyboard_alone(
     await page.goto(f"/?prefix={sensor_id}")
     await expect(page.get_by_role("link", name=sensor_id)).to_be_visible()
     order = []
-    for _ in range(9):
+    for _ in range(10):
         await page.keyboard.press("Tab")
         order.append(await focused(page))
     assert order == [
-        "a Skip to content", "a Metrics", "a Fleet", "a Live events", "a Pipeline health", "a HTTP API",
+        "a Skip to content", "a Metrics", "a Fleet", "a Devices", "a Live events", "a Pipeline health", "a HTTP API",
         "input prefix", "button Search", f"a {sensor_id}",
     ]  # fmt: skip
     # The focus shows.

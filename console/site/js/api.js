@@ -46,6 +46,22 @@ export async function get(path, params = {}, { signal } = {}) {
   return body;
 }
 
+/** POST `body` (JSON) to `path`: the JSON answer, or an ApiError. */
+export async function post(path, body = {}, { signal } = {}) {
+  let response;
+  try {
+    response = await fetch(url(path, {}), {
+      method: "POST", headers: { ...headers(), "content-type": "application/json" }, body: JSON.stringify(body), signal,
+    });
+  } catch (error) {
+    if (signal?.aborted) throw error;
+    throw new ApiError(0, "no answer from the server");
+  }
+  const answer = await response.json().catch(() => null);
+  if (!response.ok) throw new ApiError(response.status, answer?.message ?? response.statusText);
+  return answer;
+}
+
 /** Times in the API's form (RFC 3339, UTC). */
 export const rfc3339 = (ms) => new Date(ms).toISOString();
 

@@ -1,6 +1,7 @@
 // The console's router: every page is index.html (Envoy serves it for each of these paths); the
 // path picks what to draw. Links stay links: the router only takes over plain clicks on them.
 import { h } from "./dom.js";
+import { devicesPage } from "./devices.js";
 import { fleetPage } from "./fleet.js";
 import { healthPage } from "./health.js";
 import { livePage } from "./live.js";
@@ -9,6 +10,7 @@ import { sensorPage } from "./sensor.js";
 
 const PAGES = [
   { path: /^\/$/, title: "Fleet", draw: fleetPage },
+  { path: /^\/devices$/, title: "Devices", draw: devicesPage },
   { path: /^\/events$/, title: "Live events", draw: livePage },
   { path: /^\/health$/, title: "Pipeline health", draw: healthPage },
   { path: /^\/sensors\/([^/]+)$/, title: "Sensor", draw: sensorPage },

@@ -3,24 +3,13 @@
 import { get } from "./api.js";
 import { empty, h, heading, time } from "./dom.js";
 import { ago, reading } from "./format.js";
-import { problem } from "./problem.js";
+import { pager, prefixSearch } from "./listing.js";
 
 const PAGE_SIZE = 50;
 
 export async function fleetPage(main, { signal, query, navigate }) {
   const prefix = query.get("prefix") ?? "";
-  const input = h("input", {
-    id: "prefix", name: "prefix", type: "search", value: prefix, autocomplete: "off", spellcheck: "false",
-    placeholder: "e.g. plant-7-",
-  });
-  const search = h("form", {
-    role: "search", action: "/", method: "get",
-    onsubmit: (event) => {
-      event.preventDefault();
-      const wanted = input.value.trim();
-      navigate(wanted ? `/?prefix=${encodeURIComponent(wanted)}` : "/");
-    },
-  }, h("label", { for: "prefix" }, "Sensor id starts with"), input, h("button", { type: "submit" }, "Search"));
+  const search = prefixSearch({ label: "Sensor id starts with", path: "/", prefix, navigate });
   const results = h("div", { class: "results" });
   main.append(heading("Fleet"), search, results);
 
@@ -31,7 +20,8 @@ export async function fleetPage(main, { signal, query, navigate }) {
     const answer = await get("/v1/sensors", { sensorIdPrefix: prefix, pageSize: PAGE_SIZE, pageToken: tokens[to] }, { signal });
     index = to;
     tokens[index + 1] = answer.nextPageToken;
-    results.replaceChildren(...table(answer.sensors, prefix, index), pager(index, answer, load, results, signal));
+    results.replaceChildren(...table(answer.sensors, prefix, index),
+      pager({ label: "Pages of sensors", index, answer, load, results, signal }));
     if (focus) results.querySelector(`[data-pager="${focus}"]:not([disabled])`)?.focus() ?? results.querySelector("table")?.focus();
   };
   await load(0);
@@ -53,15 +43,4 @@ function table(sensors, prefix, index) {
       h("td", {}, time(sensor.lastSeenTime, ago(sensor.lastSeenTime, now))),
       h("td", {}, h("ul", { class: "values" }, sensor.lastMetrics.map((metric) =>
         h("li", {}, h("span", { class: "type" }, metric.metricType), " ", h("span", { class: "value" }, reading(metric))))))))))];
-}
-
-function pager(index, answer, load, results, signal) {
-  // Each button keeps the focus where it was after its page loads, unless it is disabled then.
-  const button = (label, to, disabled) => h("button", {
-    type: "button", "data-pager": label, disabled,
-    onclick: () => load(to, label).catch((error) => signal.aborted || results.append(problem(error, () => load(to, label)))),
-  }, label);
-  return h("nav", { class: "pager", "aria-label": "Pages of sensors" },
-    button("Previous", index - 1, index === 0),
-    button("Next", index + 1, !answer.nextPageToken));
 }
