@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import devices, measure, mqtt, processes, topology
+from bench import devices, measure, mqtt, processes, registry, topology
 from bench.measure import Env, median, percentile
 from runtime import cli
 from simulator.__main__ import progress as print_progress
@@ -55,6 +55,8 @@ TARGETS = {
     "mqtt_puback_p99_ms": ("<=", 50),
     "mqtt_broker_bridge_rss_mb": ("<=", 150),
     "mqtt_cpu_us_per_reading": ("<=", 100),
+    "revocation_check_us_per_call": ("<=", 5),
+    "device_silence_alarm_p99_ms": ("<=", 2_000),
 }
 
 
@@ -185,6 +187,15 @@ async def suite(env: Env, short: bool) -> dict[str, Any]:
         results[f"alarm_{name}_latency_p50_ms"] = median(values) if values else None
         results[f"alarm_{name}_latency_p99_ms"] = percentile(values, 0.99) if values else None
     results["alarm_probes"] = len(alarm["event"])
+
+    say("the revocation check of a device's credential, among 10,000 registered devices")
+    results["revocation_check_us_per_call"] = await registry.revocation_check_us()
+    silent = 1_000 if short else 10_000
+    say(f"silence alarms of {silent:,} devices silent for {registry.SILENCE_S} s")
+    silence = await registry.silence_alarm_latency(env, silent)
+    results["device_silence_alarm_p50_ms"] = median(silence) if silence else None
+    results["device_silence_alarm_p99_ms"] = percentile(silence, 0.99) if silence else None
+    results["device_silence_alarms"] = len(silence)
 
     say("HTTP/JSON ingest through Envoy")
     http = await measure.receiver_ingest(env, env.fleet(1000), 100, seconds, path="http")

@@ -55,6 +55,11 @@ class Rule:
     # Readings in a row that no longer meet the condition that clear the rule's alarm for a sensor;
     # 0 for a rule without alarms (the original configuration's: events only, as they always were).
     clear_count: int = 0
+    # A silence rule (no metric type, no threshold): how long (µs) a device it watches may send no
+    # reading, and which registered devices it watches (processor/stream/silence.py).
+    silence_us: int = 0
+    device_id_prefix: str = ""
+    device_labels: tuple[tuple[str, str], ...] = ()
     # Worked out once, not per reading (the processor asks them of every reading a rule looks at):
     # the name of its counter and latest-reading time in the sensor's Redis hashes, and what the
     # counter script is told for a warning and for a reset (processor/stream/counters.lua: N, or "N/D"; for a
@@ -83,7 +88,16 @@ class Rule:
     def applies_to(self, sensor_id: str) -> bool:
         return sensor_id.startswith(self.sensor_id_prefix)
 
+    def watches(self, device_id: str, labels: Mapping[str, str]) -> bool:
+        """A silence rule's choice of devices."""
+        return device_id.startswith(self.device_id_prefix) and all(
+            labels.get(key) == value for key, value in self.device_labels
+        )
+
     def describe(self) -> str:
+        if self.silence_us:
+            labels = "".join(f" {k}={v}" for k, v in self.device_labels)
+            return f"silent {self.silence_us / 1e6:g} s: devices {self.device_id_prefix}*{labels}"
         where = f" on {self.sensor_id_prefix}*" if self.sensor_id_prefix else ""
         held = f" for {self.duration_us / 1e6:g} s" if self.duration_us else ""
         clears = f", alarm cleared after {self.clear_count}" if self.clear_count else ""
@@ -94,6 +108,13 @@ class Rule:
     def of(cls, rule: rule_pb2.Rule) -> Rule:
         """The rule a processor applies for a stored rule (its id is the metric type for a rule of
         the original configuration, which raises no alarms)."""
+        if rule.HasField("silence"):
+            return cls(
+                "", 0.0, 1, rule_id=rule.rule_id, severity=rule.severity,
+                silence_us=rule.silence.after.ToMicroseconds(),
+                device_id_prefix=rule.silence.device_id_prefix,
+                device_labels=tuple(sorted(rule.silence.device_labels.items())),
+            )  # fmt: skip
         configured = rule.rule_id == rule.metric_type
         return cls(
             rule.metric_type,
@@ -113,9 +134,15 @@ class RuleBook:
 
     def __init__(self, rules: Iterable[Rule]) -> None:
         by_type: dict[str, list[Rule]] = {}
+        silence: list[Rule] = []
         for rule in rules:
-            by_type.setdefault(rule.metric_type, []).append(rule)
+            if rule.silence_us:
+                silence.append(rule)
+            else:
+                by_type.setdefault(rule.metric_type, []).append(rule)
         self._by_type = {t: tuple(sorted(rs, key=lambda r: r.field)) for t, rs in by_type.items()}
+        # The silence rules, which look at devices, not readings' values.
+        self.silence = tuple(sorted(silence, key=lambda r: r.rule_id))
 
     @classmethod
     def of(cls, rules: RuleBook | Mapping[str, Rule] | Iterable[Rule]) -> RuleBook:
@@ -131,7 +158,8 @@ class RuleBook:
         return [rule for rule in rules if rule.applies_to(sensor_id)]
 
     def __iter__(self) -> Iterator[Rule]:
-        return (rule for rules in self._by_type.values() for rule in rules)
+        yield from (rule for rules in self._by_type.values() for rule in rules)
+        yield from self.silence
 
 
 def parse_rules(specs: Iterable[str]) -> dict[str, Rule]:

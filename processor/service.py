@@ -13,8 +13,10 @@ from processor.settings import ProcessorSettings
 from processor.stream.counters import Counters
 from processor.stream.redis_nodes import RedisNodes
 from processor.stream.rounds import Processor, drain_legacy
+from processor.stream.silence import TICK_S, Silence
 from runtime import consumer_lag, kafka, settings
 from runtime.dead_letters import DeadLetters
+from runtime.devices import Devices
 from runtime.failpoints import Failpoints
 from runtime.grpc_server import GrpcServer, add_servicer
 from runtime.lifecycle import Stopped, retry_until_stopped, shut_down
@@ -39,6 +41,8 @@ async def main(stop: asyncio.Event) -> None:
     producer = kafka.make_producer(config, "processor")
     consumer = kafka.make_consumer(config, "processor")
     rules = RuleSource(config, producer)
+    devices = Devices(config)
+    silence = Silence(redis, producer, config.events_topic, Failpoints(config.failpoints))
     await rules.open()
     alarm_api = alarms_api.AlarmsApi(
         rules.pool, redis, producer, config.events_topic, Failpoints(config.failpoints)
@@ -64,6 +68,8 @@ async def main(stop: asyncio.Event) -> None:
             lambda: drain_legacy(redis, producer, config),
             stop,
         )
+        await retry_until_stopped("Kafka (the devices topic)", devices.follower.start, stop)
+        following = asyncio.create_task(devices.follower.follow())
         processor = Processor(
             consumer,
             producer,
@@ -72,18 +78,34 @@ async def main(stop: asyncio.Event) -> None:
             rules.book,
             config,
             server.set_serving,
+            silence,
+            devices.coverage,
         )
         consumer.subscribe([config.metrics_topic], listener=kafka.LogAssignment())
         await server.set_serving()
         log.info("serving; rules: %s", "; ".join(r.describe() for r in rules.book()) or "none")
         lag = asyncio.create_task(consumer_lag.watch(consumer, config.consumer_group, stop))
+        ticking = asyncio.create_task(_tick(silence, rules, devices))
         try:
             await processor.run(stop)
         finally:
-            lag.cancel()
+            for task in (lag, ticking, following):
+                task.cancel()
     except Stopped:
         pass
     finally:
         # The round in progress is finished (run() returns between rounds); then in reverse order.
-        closers = (rules.close, consumer.stop, producer.stop, redis.aclose)
+        closers = (rules.close, devices.follower.stop, consumer.stop, producer.stop, redis.aclose)
         await shut_down(server, config.shutdown_grace_s, *closers)
+
+
+async def _tick(silence: Silence, rules: RuleSource, devices: Devices) -> None:
+    """The silence rules' clock (processor/stream/silence.py), once the devices are read."""
+    while True:
+        await asyncio.sleep(TICK_S)
+        if not devices.follower.ready:
+            continue
+        try:
+            await silence.tick(rules.book(), devices.follower.held, devices.coverage.version)
+        except Exception:
+            log.exception("silence rules: a tick failed; the next one tries again")

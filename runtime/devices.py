@@ -17,49 +17,62 @@ from runtime.compacted import Follower
 from runtime.errors import PermissionDenied, Unauthenticated, Unavailable
 from runtime.kafka import KafkaSettings
 
-# Sensors whose coverage is remembered between changes of the devices (a fleet's sensors, bounded).
+# Sensors whose devices are remembered between changes of the devices (a fleet's sensors, bounded).
 MAX_VERDICTS = 1_000_000
 
 
 class Coverage:
-    """Which sensors the enabled devices cover, kept up to date change by change: a set lookup per
-    distinct prefix length, and each sensor's verdict remembered until the devices change."""
+    """Which enabled devices cover each sensor, kept up to date change by change: a dictionary
+    lookup per distinct prefix length, and each sensor's answer remembered until the devices change."""
 
     def __init__(self) -> None:
-        # Exact sensor ids (devices without a prefix) and prefixes, each with how many enabled
-        # devices give it, and how many prefixes have each length.
-        self._exact: Counter[str] = Counter()
-        self._prefixes: Counter[str] = Counter()
+        # The enabled devices by the exact sensor id they cover (devices without a prefix) and by
+        # prefix, and how many prefixes have each length.
+        self._exact: dict[str, set[str]] = {}
+        self._prefixes: dict[str, set[str]] = {}
         self._lengths: Counter[int] = Counter()
-        self._verdicts: dict[str, bool] = {}
+        self._found: dict[str, frozenset[str]] = {}
+        # Goes up with every change: what was worked out from the devices is stale once it has moved.
+        self.version = 0
 
     def covers(self, sensor_id: str) -> bool:
-        covered = self._verdicts.get(sensor_id)
-        if covered is None:
-            if len(self._verdicts) >= MAX_VERDICTS:
-                self._verdicts.clear()
-            covered = self._verdicts[sensor_id] = sensor_id in self._exact or any(
-                n <= len(sensor_id) and sensor_id[:n] in self._prefixes for n in self._lengths
-            )
-        return covered
+        return bool(self.devices_of(sensor_id))
+
+    def devices_of(self, sensor_id: str) -> frozenset[str]:
+        """The ids of the enabled devices that cover the sensor."""
+        found = self._found.get(sensor_id)
+        if found is None:
+            if len(self._found) >= MAX_VERDICTS:
+                self._found.clear()
+            ids = set(self._exact.get(sensor_id, ()))
+            for n in self._lengths:
+                if n <= len(sensor_id):
+                    ids.update(self._prefixes.get(sensor_id[:n], ()))
+            found = self._found[sensor_id] = frozenset(ids)
+        return found
 
     def changed(self, key: str, before: device_pb2.Device | None, after: device_pb2.Device | None) -> None:
         """A device's record replaced (None: absent)."""
-        self._count(before, -1)
-        self._count(after, +1)
-        self._verdicts.clear()
+        self._count(before, remove=True)
+        self._count(after, remove=False)
+        self._found.clear()
+        self.version += 1
 
-    def _count(self, device: device_pb2.Device | None, step: int) -> None:
+    def _count(self, device: device_pb2.Device | None, remove: bool) -> None:
         if device is None or device.state != device_pb2.DEVICE_STATE_ENABLED:
             return
         prefix = device.sensor_id_prefix
-        counts = self._prefixes if prefix else self._exact
+        index = self._prefixes if prefix else self._exact
         key = prefix or device.device_id
-        counts[key] += step
-        if not counts[key]:
-            del counts[key]
+        ids = index.setdefault(key, set())
+        if remove:
+            ids.discard(device.device_id)
+            if not ids:
+                del index[key]
+        else:
+            ids.add(device.device_id)
         if prefix:
-            self._lengths[len(prefix)] += step
+            self._lengths[len(prefix)] += -1 if remove else 1
             if not self._lengths[len(prefix)]:
                 del self._lengths[len(prefix)]
 

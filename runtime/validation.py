@@ -275,8 +275,16 @@ def check_stored(
     return set(), violations[:MAX_VIOLATIONS]
 
 
+# The events of an alarm's changes after its raise.
+ALARM_CHANGES = (event_pb2.EVENT_KIND_ALARM_CLEARED, event_pb2.EVENT_KIND_ALARM_ACKNOWLEDGED)
+
+
 def event_violations(event: event_pb2.Event, max_future_skew_s: float = FUTURE_SKEW_S) -> list[Violation]:
-    """The problems of an event read from Kafka: what PostgreSQL or a reader could not take."""
+    """The problems of an event read from Kafka: what PostgreSQL or a reader could not take. An
+    event of a silent device's alarm (raised, cleared, acknowledged) has no metric type."""
+    silence = event.kind == event_pb2.EVENT_KIND_DEVICE_SILENT or (
+        event.kind in ALARM_CHANGES and event.alarm_id and not event.metric_type
+    )
     violations = [
         Violation(f"event.{name}", text)
         for name, text in check_metric(
@@ -289,6 +297,7 @@ def event_violations(event: event_pb2.Event, max_future_skew_s: float = FUTURE_S
             Limits(1, max_future_skew_s),
             time.time_ns() + int(max_future_skew_s * NANOS),
         )
+        if not (silence and name == "metric_type" and not event.metric_type)
     ]
     try:
         uuid.UUID(event.event_id)

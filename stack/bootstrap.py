@@ -82,6 +82,8 @@ KAFKA_ACLS: tuple[tuple[Account, str, str, str], ...] = (
     # The rules: every processor reads the whole topic (no group) and publishes the changes it stores.
     (credentials.KAFKA_PROCESSOR, "TOPIC", "rules", "READ"),
     (credentials.KAFKA_PROCESSOR, "TOPIC", "rules", "WRITE"),
+    # The devices (no group), whose silence its silence rules watch.
+    (credentials.KAFKA_PROCESSOR, "TOPIC", "devices", "READ"),
     (credentials.KAFKA_SAVER, "TOPIC", "metrics", "READ"),
     (credentials.KAFKA_SAVER, "TOPIC", "events", "READ"),
     (credentials.KAFKA_SAVER, "GROUP", "saver", "READ"),

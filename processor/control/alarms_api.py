@@ -150,6 +150,11 @@ class AlarmsApi(alarms_service_pb2_grpc.AlarmsServiceServicer):
             alarm = await _stored(conn, request.alarm_id, who, lock=True)
             if alarm.state == event_pb2.ALARM_STATE_CLEARED:
                 return alarm
+            if not alarm.metric_type:  # a silence rule's (processor/stream/silence.py)
+                raise FailedPrecondition(
+                    f"alarm {alarm.alarm_id} is a silent device's: it clears when device "
+                    f"{alarm.sensor_id!r} sends a reading again, or when it or its rule is removed"
+                )
             key = alarms_key(alarm.sensor_id)
             state = await self._redis.hget(key, alarm.rule_id)
             active = alarms.Active.parse(state) if isinstance(state, bytes) else None

@@ -17,7 +17,7 @@ from runtime.failpoints import Failpoints
 
 COLUMNS = (
     "rule_id, metric_type, sensor_id_prefix, threshold, comparison, count, severity, enabled, version, "
-    "create_time, update_time, delete_time, duration_us, clear_count"
+    "create_time, update_time, delete_time, duration_us, clear_count, silence"
 )
 # What a client may change (UpdateRule's update_mask names these).
 MUTABLE = (
@@ -30,6 +30,7 @@ MUTABLE = (
     "enabled",
     "duration",
     "clear_count",
+    "silence",
 )
 # A field whose column has another name.
 COLUMN = {"duration": "duration_us"}
@@ -52,6 +53,8 @@ def as_rule(row: asyncpg.Record) -> rule_pb2.Rule:
     rule.update_time.FromMicroseconds(row["update_time"])
     if row["duration_us"]:
         rule.duration.FromMicroseconds(row["duration_us"])
+    if row["silence"] is not None:
+        rule.silence.ParseFromString(row["silence"])
     return rule
 
 
@@ -158,11 +161,12 @@ class RuleStore:
         now = postgres.now_us()
         row = await conn.fetchrow(
             f"INSERT INTO rules ({COLUMNS}) "  # noqa: S608 - ours
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $9, NULL, $10, $11) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $9, NULL, $10, $11, $12) "
             f"RETURNING {COLUMNS}",
             rule.rule_id, rule.metric_type, rule.sensor_id_prefix, rule.threshold, rule.comparison,
             rule.count, rule.severity, rule.enabled if rule.HasField("enabled") else True, now,
             rule.duration.ToMicroseconds(), rule.clear_count,
+            rule.silence.SerializeToString(deterministic=True) if rule.HasField("silence") else None,
         )  # fmt: skip
         stored = as_rule(row)
         await self._publish(stored.rule_id, stored)

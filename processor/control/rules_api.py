@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import grpc
@@ -15,6 +16,8 @@ from runtime.errors import FailedPrecondition, InvalidArgument, Violation, grpc_
 from runtime.identity import caller
 
 SERVICE = rules_service_pb2.DESCRIPTOR.services_by_name["RulesService"]
+# What UpdateRule may change of a silence rule.
+SILENCE_MUTABLE = ("silence", "severity", "enabled")
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -32,7 +35,8 @@ class RulesApi(rules_service_pb2_grpc.RulesServiceServicer):
         _check(request.rule)
         rule = rule_pb2.Rule()
         rule.CopyFrom(request.rule)
-        rule.clear_count = rule.clear_count or 1
+        if not rule.HasField("silence"):  # a silence rule's alarm clears at the device's next reading
+            rule.clear_count = rule.clear_count or 1
         return await store.create(rule)
 
     @grpc_errors
@@ -63,18 +67,26 @@ class RulesApi(rules_service_pb2_grpc.RulesServiceServicer):
         rule = request.rule
         rule_id = _rule_id(request.rule_id, "rule_id")
         paths = list(request.update_mask.paths) or _set_fields(rule)
-        unknown = [p for p in paths if p not in MUTABLE]
+        # A rule's kind stays what it was made: a silence rule changes its silence, a threshold rule
+        # the rest (severity and enabled both).
+        silence = (await store.get(rule_id)).HasField("silence")
+        mutable = SILENCE_MUTABLE if silence else tuple(m for m in MUTABLE if m != "silence")
+        unknown = [p for p in paths if p not in mutable]
         if unknown:
+            kind = "a silence rule's" if silence else "a threshold rule's"
             raise InvalidArgument(
                 [
-                    Violation("update_mask", f"{p!r} cannot be changed; these can: {', '.join(MUTABLE)}")
+                    Violation("update_mask", f"{p!r} cannot be changed; {kind} can: {', '.join(mutable)}")
                     for p in unknown
                 ]
             )
         if not paths:
             raise InvalidArgument([Violation("rule", "changes nothing: set the fields to change")])
+        checked = rule if silence else _completed(rule)
         problems = [
-            v for v in rule_checks.violations(_completed(rule)) if v.field.removeprefix("rule.") in paths
+            v
+            for v in rule_checks.violations(checked)
+            if re.split(r"[.\[]", v.field.removeprefix("rule."))[0] in paths
         ]
         if problems:
             raise InvalidArgument(problems)
@@ -138,4 +150,6 @@ def _value(rule: rule_pb2.Rule, path: str) -> Any:
         return rule.duration.ToMicroseconds()
     if path == "clear_count":
         return rule.clear_count or 1
+    if path == "silence":
+        return rule.silence.SerializeToString(deterministic=True)
     return getattr(rule, path)

@@ -17,9 +17,13 @@ EVENT_HEADERS = kafka.headers(kafka.EVENT_TYPE)
 async def produce(producer: AIOKafkaProducer, topic: str, entries: Iterable[bytes]) -> None:
     """Produces pending entries as the events they are, keyed by sensor; returns once Kafka has
     them all."""
+    await produce_events(producer, topic, (alarms.produced(entry) for entry in entries))
+
+
+async def produce_events(producer: AIOKafkaProducer, topic: str, events: Iterable[bytes]) -> None:
+    """Produces serialized events, keyed by sensor; returns once Kafka has them all."""
     acks = []
-    for entry in entries:
-        value = alarms.produced(entry)
+    for value in events:
         key = event_pb2.Event.FromString(value).sensor_id.encode()
         acks.append(await producer.send(topic, value, key=key, headers=EVENT_HEADERS))
     await asyncio.gather(*acks)

@@ -30,7 +30,9 @@ from processor.settings import ProcessorSettings
 from processor.stream import alarms, counters, instruments, pending
 from processor.stream.counters import Counters, field_of, legacy_pending_key
 from processor.stream.redis_nodes import RedisNodes
+from processor.stream.silence import Silence
 from runtime.dead_letters import DeadLetters
+from runtime.devices import Coverage
 from runtime.failpoints import Failpoints
 from runtime.partitions import FailingPartitions
 from runtime.records import Unusable, read_metric_batch
@@ -53,8 +55,13 @@ class Processor:
         rules: Callable[[], RuleBook],
         config: ProcessorSettings,
         serving: Callable[[bool], Awaitable[None]],
+        silence: Silence | None = None,
+        coverage: Coverage | None = None,
     ) -> None:
         self._consumer = consumer
+        # Silence rules: the devices heard from in a round (`coverage` says whose sensors they are).
+        self._silence = silence
+        self._coverage = coverage
         self._producer = producer
         self._counters = counters
         self._dead_letters = dead_letters
@@ -116,6 +123,10 @@ class Processor:
             await self._dead_letters.send(dead)
         if not sensors:
             return
+        if book.silence and self._silence is not None and self._coverage is not None:
+            # Before the offsets are committed: a round redelivered after a crash is heard again.
+            heard = set().union(*(self._coverage.devices_of(sensor) for sensor in sensors))
+            await self._silence.seen(detect_time.ToMicroseconds(), heard, book.silence)
         entries = await self._counters.apply(detect_time.ToMicroseconds(), sensors, args)
         if entries:
             self._failpoint("processor.after_apply")

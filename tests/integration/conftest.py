@@ -12,11 +12,14 @@ from typing import Any
 
 import asyncpg
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from processor.stream.redis_nodes import RedisNodes
+from runtime.kafka import client_options
 from stack import access, credentials, prepare
 from stack import settings as stack_settings
 from stack.redis_cluster import LocalCluster
+from tests.target import Target
 
 Connect = Callable[..., Awaitable[asyncpg.Connection]]
 
@@ -133,3 +136,17 @@ async def cluster_admin(redis_cluster: ClusterUnderTest) -> AsyncIterator[RedisN
         yield nodes
     finally:
         await nodes.aclose()
+
+
+@pytest.fixture
+async def rules_topic(target: Target) -> AsyncIterator[str]:
+    """A private rules topic: a processor started with it takes every rule PostgreSQL holds."""
+    topic = f"test-rules-{uuid.uuid4().hex[:10]}"
+    admin = AIOKafkaAdminClient(**client_options(target.kafka()))
+    await admin.start()
+    await admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"cleanup.policy": "compact"})])
+    try:
+        yield topic
+    finally:
+        await admin.delete_topics([topic])
+        await admin.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -128,20 +128,6 @@ async def test_processor_killed_at(
 # For a rule with alarms (temperature >= 95 twice, cleared by two readings below): raised at 97,
 # cleared at 5, raised again at 107 and updated by 99.
 ALARM_SCENARIO = (10.0, 100.0, 97.0, 10.0, 5.0, 100.0, 107.0, 10.0, 99.0)
-
-
-@pytest.fixture
-async def rules_topic(target: Target) -> AsyncIterator[str]:
-    """A private rules topic: a processor started with it takes every rule PostgreSQL holds."""
-    topic = f"test-rules-{uuid.uuid4().hex[:10]}"
-    admin = AIOKafkaAdminClient(**client_options(target.kafka()))
-    await admin.start()
-    await admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"cleanup.policy": "compact"})])
-    try:
-        yield topic
-    finally:
-        await admin.delete_topics([topic])
-        await admin.close()
 
 
 @pytest.mark.parametrize(

@@ -127,6 +127,8 @@ class Request:
                 "sensorIdPrefix" in schema["properties"]
             ):  # a rule or a subscription: of the test's sensor only
                 example["sensorIdPrefix"] = self.sensor_id
+            if "silence" in schema["properties"]:  # a threshold rule (a silence rule has no type)
+                example["metricType"] = "temperature"
             return example
         if kind == "array":
             return [self.example(schema["items"], name)]

@@ -1,4 +1,4 @@
-"""Strict mode's coverage (runtime/devices.py): which sensors the enabled registered devices cover,
+"""Which enabled registered devices cover each sensor (runtime/devices.py: strict mode, silence rules),
 kept up to date as the devices topic changes, against a model that asks every device."""
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ def followed(*changes: tuple[str, device_pb2.Device | None]) -> tuple[Coverage, 
     return coverage, held
 
 
-def model_covers(held: dict[str, device_pb2.Device], sensor_id: str) -> bool:
-    return any(
-        d.state == ENABLED
-        and (sensor_id.startswith(d.sensor_id_prefix) if d.sensor_id_prefix else sensor_id == d.device_id)
+def model_devices(held: dict[str, device_pb2.Device], sensor_id: str) -> frozenset[str]:
+    return frozenset(
+        d.device_id
         for d in held.values()
+        if d.state == ENABLED
+        and (sensor_id.startswith(d.sensor_id_prefix) if d.sensor_id_prefix else sensor_id == d.device_id)
     )
 
 
@@ -64,4 +65,5 @@ def test_coverage_follows_every_change_as_a_model_would(changes: list) -> None:
             held[key] = device
         coverage.changed(key, before, device)
         for sensor in ("a", "a-", "a-b-1", "ab", "b", "d1", "d2", "ab-x", "c"):
-            assert coverage.covers(sensor) == model_covers(held, sensor), (sensor, held)
+            assert coverage.devices_of(sensor) == model_devices(held, sensor), (sensor, held)
+            assert coverage.covers(sensor) == bool(model_devices(held, sensor))

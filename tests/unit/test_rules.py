@@ -7,7 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from metrics.v1 import event_pb2, rule_pb2
+from processor.control import rule_checks
 from processor.rules import Rule, RuleBook, event_id, parse_rules
+from runtime.validation import event_violations
 from testkit.rules_model import apply, apply_as_arrived
 
 TEMPERATURE = {"temperature": Rule("temperature", 95.0, 3)}
@@ -163,3 +165,58 @@ def test_an_alarm_is_raised_once_updated_while_active_and_cleared_by_readings_in
     assert rule.describe() == "t >= 50 x2, alarm cleared after 2"
     # Without alarms (clear_count 0), the same readings raise once per run, as the original rules do.
     assert apply_as_arrived({}, {}, [Rule("t", 50.0, 2)], timed) == [1, 5, 9]
+
+
+def test_a_silence_rule_watches_devices_by_id_prefix_and_labels_and_no_metric_type() -> None:
+    stored = rule_pb2.Rule(rule_id="r-1", severity=event_pb2.SEVERITY_MAJOR, enabled=True)
+    stored.silence.after.FromSeconds(900)
+    stored.silence.device_id_prefix = "plant-7-"
+    stored.silence.device_labels["site"] = "plant-7"
+    rule = Rule.of(stored)
+    assert (rule.silence_us, rule.device_labels, rule.metric_type) == (
+        900_000_000,
+        (("site", "plant-7"),),
+        "",
+    )
+    assert rule.watches("plant-7-boiler", {"site": "plant-7", "kind": "boiler"})
+    assert not rule.watches("plant-7-boiler", {"site": "plant-8"})
+    assert not rule.watches("plant-8-boiler", {"site": "plant-7"})
+    threshold = Rule("temperature", 95.0, 3, rule_id="r-2")
+    book = RuleBook([rule, threshold])
+    assert book.silence == (rule,)
+    assert book.matching("plant-7-boiler", "") == []  # it looks at no reading's value
+    assert set(book) == {rule, threshold}
+
+
+def test_a_silence_rule_takes_none_of_a_threshold_rule_s_fields() -> None:
+    good = rule_pb2.Rule(severity=event_pb2.SEVERITY_MINOR)
+    good.silence.after.FromSeconds(10)
+    assert rule_checks.violations(good) == []
+    bad = rule_pb2.Rule(metric_type="temperature", threshold=3, count=2)
+    bad.silence.after.FromSeconds(9)
+    bad.silence.device_labels["a=b"] = "c"
+    assert [v.field for v in rule_checks.violations(bad)] == [
+        "rule.silence.after", "rule.silence.device_labels['a=b']", "rule.metric_type", "rule.threshold",
+        "rule.count",
+    ]  # fmt: skip
+    bare = rule_pb2.Rule()
+    bare.silence.SetInParent()
+    assert [v.field for v in rule_checks.violations(bare)] == ["rule.silence.after"]
+
+
+def test_a_silent_device_s_events_need_no_metric_type_but_others_do() -> None:
+    raised = event_pb2.Event(
+        event_id="0" * 32, kind=event_pb2.EVENT_KIND_DEVICE_SILENT, sensor_id="plant-7-boiler",
+        alarm_id="0" * 32, threshold=900,
+    )  # fmt: skip
+    raised.reading_time.GetCurrentTime()
+    raised.detect_time.GetCurrentTime()
+    assert event_violations(raised) == []
+    cleared = event_pb2.Event()
+    cleared.CopyFrom(raised)
+    cleared.kind = event_pb2.EVENT_KIND_ALARM_CLEARED
+    assert event_violations(cleared) == []
+    exceeded = event_pb2.Event()
+    exceeded.CopyFrom(raised)
+    exceeded.kind = event_pb2.EVENT_KIND_THRESHOLD_EXCEEDED
+    assert [v.field for v in event_violations(exceeded)] == ["event.metric_type"]
