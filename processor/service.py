@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
+
 from processor.control import alarms_api, rules_api
 from processor.control.rule_source import RuleSource
 from processor.settings import ProcessorSettings
@@ -100,12 +103,25 @@ async def main(stop: asyncio.Event) -> None:
 
 
 async def _tick(silence: Silence, rules: RuleSource, devices: Devices) -> None:
-    """The silence rules' clock (processor/stream/silence.py), once the devices are read."""
+    """The silence rules' clock (processor/stream/silence.py), once the devices are read. While Redis
+    or Kafka does not answer, it says so once, and again when they do."""
+    failing = False
     while True:
         await asyncio.sleep(TICK_S)
         if not devices.follower.ready:
             continue
         try:
-            await silence.tick(rules.book(), devices.follower.held, devices.coverage.version)
+            worked = await silence.tick(rules.book(), devices.follower.held, devices.coverage.version)
+        except (RedisError, KafkaError, OSError) as exc:
+            if not failing:
+                log.warning(
+                    "silence rules: waiting for Redis and Kafka to answer (%s: %s)", type(exc).__name__, exc
+                )
+            failing = True
+            continue
         except Exception:
             log.exception("silence rules: a tick failed; the next one tries again")
+            continue
+        if failing and worked:
+            log.info("silence rules: ticking again")
+            failing = False

@@ -191,8 +191,8 @@ REDIS_MONITOR_RULES = (
 REDIS_PROCESSOR_RULES = (
     "resetchannels ~warnings:{* ~last-reading:{* ~warning-since:{* ~alarms:{* ~processor:pending:* "
     "~processor:cleared-by-hand ~silence:{* -@all +ping +evalsha +script|load +hget +hset +hdel +hincrby "
-    "+hexists +hkeys +rpush +rpop +lrange +lrem +llen +sadd +srem +smembers +zadd +zrem +zscore +zrange +zrangebyscore "
-    "+wait +cluster|slots +command"
+    "+hexists +hkeys +rpush +rpop +lrange +lrem +llen +sadd +srem +smembers +zadd +zrem +zscore +zrange "
+    "+zrangebyscore +wait +cluster|slots +command"
 )
 
 

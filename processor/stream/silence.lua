@@ -18,8 +18,8 @@
 -- raise    triples (field, due µs as read, raising event): the alarm is raised if the field is
 --          still due then, and that is now or earlier.
 -- confirm  entries produced to Kafka: taken off the pending list.
--- due      returns the fields due now or earlier, with their times (at most ARGV[3] of them), and
---          the pending list's length.
+-- due      returns the fields due now or earlier, with their times (ARGV[4] of them at most, from
+--          the ARGV[3]th on), and the pending list's length.
 -- fields   returns every field due and every field alarmed.
 -- pending  returns the pending list.
 local verb, now = ARGV[1], tonumber(ARGV[2])
@@ -64,7 +64,7 @@ elseif verb == 'confirm' then
   end
 elseif verb == 'due' then
   return {
-    redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'WITHSCORES', 'LIMIT', 0, ARGV[3]),
+    redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'WITHSCORES', 'LIMIT', ARGV[3], ARGV[4]),
     redis.call('LLEN', KEYS[3]),
   }
 elseif verb == 'fields' then

@@ -45,6 +45,10 @@ SILENT = event_pb2.EVENT_KIND_DEVICE_SILENT
 CLEARED_ENTRY = b"cleared|"
 # How often a processor looks for silent devices: an alarm is raised within this of its time.
 TICK_S = 0.5
+# Without silence rules, the ticks that look for what a crash left pending: one in this many.
+IDLE_EVERY = 20
+# Chunks of due alarms one tick raises at most (the next tick goes on).
+MAX_CHUNKS = 50
 # Devices in one script call.
 CHUNK = 2_000
 
@@ -107,6 +111,7 @@ class Silence:
         self._watched_from: tuple[object, int] | None = None
         self._watched: dict[str, frozenset[str]] = {}
         self._watching = -1
+        self._ticks = 0
 
     async def _run(self, verb: str, now_us: int, args: Iterable[object] = ()) -> Any:
         return await self._nodes.script(SCRIPT, self._keys, [verb, now_us, *args])
@@ -127,24 +132,28 @@ class Silence:
         if waiting:
             await self.flush()
 
-    async def tick(self, book: RuleBook, devices: Mapping[str, device_pb2.Device], version: int) -> None:
+    async def tick(self, book: RuleBook, devices: Mapping[str, device_pb2.Device], version: int) -> bool:
         """Raises the alarms of what is due, and produces what is pending (first, after a change of
         the rules or the devices, works out again what each rule watches). `devices`: the
-        registry's, at `version` (Coverage.version)."""
+        registry's, at `version` (Coverage.version). False for a tick with nothing to do."""
         now_us = time.time_ns() // 1000
+        self._ticks += 1
+        if not book.silence and not self._watched and self._ticks % IDLE_EVERY:
+            return False  # no silence rule here: only what a crash may have left pending, now and then
         if self._watched_from != (book, version):
             await self._rewatch(book.silence, devices, now_us)
             self._watched_from = (book, version)
         rules = {rule.rule_id: rule for rule in book.silence}
-        raised = 0
-        while True:  # a chunk at a time, until nothing more is due
-            found, waiting = await self._run("due", now_us, [CHUNK])
+        raised = skipped = 0
+        for _ in range(MAX_CHUNKS):  # a chunk at a time, until nothing more is due
+            found, waiting = await self._run("due", now_us, [skipped, CHUNK])
             raising: list[object] = []
             for field, due in zip(found[::2], found[1::2], strict=True):
                 name = _text(field)
                 rule = rules.get(name.partition("|")[0])
                 if rule is None:
-                    continue  # a rule not (yet) known here: another processor's
+                    skipped += 1  # a rule not (yet) known here: another processor's; it stays due
+                    continue
                 due_us = int(float(due))
                 event = raised_event(rule, name.partition("|")[2], due_us - rule.silence_us, now_us)
                 raising += (name, due_us, event.SerializeToString())
@@ -154,11 +163,12 @@ class Silence:
                 raised += len(raising) // 3
             if waiting:
                 await self.flush()
-            if len(found) < 2 * CHUNK or not raising:
+            if len(found) < 2 * CHUNK:
                 break
         if raised:
             took_ms = (time.time_ns() // 1000 - now_us) // 1000
             log.info("%d device(s) found silent, alarms raised and produced in %d ms", raised, took_ms)
+        return True
 
     async def _rewatch(
         self, rules: tuple[Rule, ...], devices: Mapping[str, device_pb2.Device], now_us: int
