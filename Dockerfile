@@ -78,7 +78,7 @@ COPY runtime/ runtime/
 COPY openapi/ openapi/
 RUN python -m openapi gen/metrics.binpb --package metrics.v1 --out gen/openapi.yaml
 COPY stack/ stack/
-COPY envoy/envoy.yaml envoy/envoy.yaml
+COPY envoy/envoy.yaml envoy/jwt_authn.yaml envoy/
 COPY console/site/ console/site/
 COPY --from=console /console/vendor/ console/site/vendor/
 COPY apidocs/site/ apidocs/site/
@@ -87,8 +87,9 @@ RUN cp gen/openapi.yaml apidocs/site/openapi.yaml
 # Envoy's TLS port listens on all addresses of its container and finds the services by their Compose
 # names; the ports are the local stack's defaults (stack/settings.py), which docker-compose.yml also
 # uses. No plaintext listener: inside the Compose network it would let anyone in without a token.
-# The admin interface stays on the container's loopback. Certificates and the JWKS are mounted at
-# /etc/metrics at run time (docker-compose.yml); the check below uses throwaway ones. The console's
+# The admin interface stays on the container's loopback. Certificates and the jwt_authn filter's
+# configuration (the key set inline) are mounted at /etc/metrics at run time (docker-compose.yml);
+# the check below uses throwaway ones. The console's
 # files are in the image, at /etc/envoy/console, and the API page's at /etc/envoy/apidocs.
 RUN python - <<'EOF'
 import dataclasses
@@ -112,12 +113,13 @@ options = dict(
 )
 Path("gen/envoy.yaml").write_text(render(
     **options, certificate="/etc/metrics/tls/server.pem", private_key="/etc/metrics/tls/server-key.pem",
-    jwks="/etc/metrics/jwt/jwks.json", client_ca="/etc/metrics/tls/client-ca.pem",
+    jwt_authn="/etc/metrics/jwt/jwt_authn.yaml", client_ca="/etc/metrics/tls/client-ca.pem",
 ))
 throwaway = dataclasses.replace(defaults, state_dir=Path("/tmp/check"))
 tls = certs.ensure(throwaway)
 Path("gen/envoy-check.yaml").write_text(render(
-    **options, certificate=tls.certificate, private_key=tls.private_key, jwks=tokens.ensure_keys(throwaway),
+    **options, certificate=tls.certificate, private_key=tls.private_key,
+    jwt_authn=tokens.ensure_jwt_authn(throwaway),
     client_ca=tls.ca,
 ))
 EOF

@@ -1,9 +1,9 @@
 """Secrets of docker-compose.yml, made once in deploy/compose/secrets: the passwords of every
 account (stack/credentials.py), the front door's certificate (and the CA that signs it), and the
-keys that sign tokens, with their JWKS for Envoy.
+keys that sign tokens, with their key set inline in Envoy's jwt_authn configuration.
 
 The folder is its owner's alone (0700). The files the containers mount (the passwords, Envoy's
-certificate, key and JWKS) are readable by all (0644):
+certificate, key and jwt_authn configuration) are readable by all (0644):
 the containers' users (Envoy's, the services') are not their owner on the host, and Compose
 bind-mounts files with the host's ownership and mode. The signing keys stay 0600.
 
@@ -29,7 +29,7 @@ MOUNTED = {
     "tls/server.pem": "/etc/metrics/tls/server.pem",
     "tls/server-key.pem": "/etc/metrics/tls/server-key.pem",
     "tls/ca.pem": "/etc/metrics/tls/client-ca.pem",
-    "jwt/jwks.json": "/etc/metrics/jwt/jwks.json",
+    "jwt/jwt_authn.yaml": "/etc/metrics/jwt/jwt_authn.yaml",
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,8 @@ from runtime.identity import TIERS
 from stack.settings import ROOT
 
 TEMPLATE = ROOT / "envoy" / "envoy.yaml"
+# The jwt_authn filter's configuration, a file of its own that Envoy watches (ECDS).
+JWT_AUTHN_TEMPLATE = ROOT / "envoy" / "jwt_authn.yaml"
 # Upstreams a deployment may not have: without an address, their routes are left out.
 OPTIONAL_UPSTREAMS = {"prometheus"}
 # Envoy's token buckets refill this often (its minimum is 50 ms): small steps, not a jump a second.
@@ -111,7 +114,7 @@ def render(
     descriptor: Path | str,
     certificate: Path | str,
     private_key: Path | str,
-    jwks: Path | str,
+    jwt_authn: Path | str,
     client_ca: Path | str | None,
     sites: Sequence[StaticSite] = (),
     template: Path = TEMPLATE,
@@ -145,12 +148,14 @@ def render(
         tls_context["validation_context"]["trusted_ca"] = {"filename": str(client_ca)}
     for listener in listeners.values():
         for http_filter in listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]:
-            typed = http_filter["typed_config"]
+            typed = http_filter.get("typed_config", {})
             if http_filter["name"] == "envoy.filters.http.grpc_json_transcoder":
                 typed["proto_descriptor"] = str(descriptor)
             elif http_filter["name"] == "envoy.filters.http.jwt_authn":
-                for provider in typed["providers"].values():
-                    provider["local_jwks"] = {"filename": str(jwks)}
+                # Its configuration is the file jwt_authn_resource renders; Envoy watches its folder.
+                source = http_filter["config_discovery"]["config_source"]["path_config_source"]
+                source["path"] = str(jwt_authn)
+                source["watched_directory"] = {"path": str(Path(jwt_authn).parent)}
             elif http_filter["name"] == "envoy.filters.http.local_ratelimit":
                 typed["descriptors"] = _tier_descriptors()
     _add_static_routes(listeners, sites)
@@ -163,6 +168,26 @@ def render(
     for cluster in clusters:
         _point(cluster, upstreams[cluster["name"].partition("-")[0]])
     return yaml.dump(config, Dumper=_NoAliases, sort_keys=False)
+
+
+def jwt_authn_resource(jwks: str) -> str:
+    """The jwt_authn filter's configuration (envoy/jwt_authn.yaml) with this key set (JWKS JSON)."""
+    resource: dict[str, Any] = yaml.safe_load(JWT_AUTHN_TEMPLATE.read_text())
+    for provider in resource["resources"][0]["typed_config"]["providers"].values():
+        provider["local_jwks"] = {"inline_string": jwks}
+    return yaml.dump(resource, Dumper=_NoAliases, sort_keys=False)
+
+
+def write_jwt_authn(path: Path, jwks: str) -> None:
+    """Writes the filter's configuration for `jwks` where Envoy watches it: a new file moved into
+    place (Envoy reads a file only once it is whole), and only when it changes."""
+    text = jwt_authn_resource(jwks)
+    if path.exists() and path.read_text() == text:
+        return
+    new = path.with_name(path.name + ".new")
+    new.write_text(text)
+    os.chmod(new, 0o644)
+    new.replace(path)
 
 
 def _point(cluster: dict[str, Any], instances: Sequence[tuple[str, int]]) -> None:

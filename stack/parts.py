@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stack import certs, credentials, envoy_config, mosquitto, prepare, prometheus_config, service_env, tokens
+from stack import certs, credentials, envoy_config, mosquitto, prepare, prometheus_config, service_env
 from stack.settings import ROOT, SERVICES, Instance, KafkaBroker, MqttBroker, RedisNode, StackSettings
 
 # How long a part may take to stop once signalled (the services drain for up to shutdown_grace_s,
@@ -215,7 +215,8 @@ def _observers(settings: StackSettings, paths: prepare.Paths) -> list[Part]:
 def _envoy_files(settings: StackSettings) -> list[Path]:
     tls = certs.paths(settings)  # made by prepare.everything; listing the parts makes nothing
     ca = certs.client_ca(settings)
-    return [tls.certificate, tls.private_key, tokens.jwks_path(settings), *([ca] if ca else []),
+    # Not the key set: Envoy follows <state>/jwt/jwt_authn.yaml by itself (a rotation restarts nothing).
+    return [tls.certificate, tls.private_key, *([ca] if ca else []),
             envoy_config.CONSOLE.directory, envoy_config.API_DOCS.directory]  # fmt: skip
 
 

@@ -367,7 +367,7 @@ def envoy_file(path: Path, settings: StackSettings) -> None:
             descriptor=ROOT / "gen" / "metrics.binpb",
             certificate=tls.certificate,
             private_key=tls.private_key,
-            jwks=tokens.ensure_keys(settings),
+            jwt_authn=tokens.ensure_jwt_authn(settings),
             client_ca=certs.client_ca(settings),
             sites=[envoy_config.CONSOLE, envoy_config.API_DOCS],
         )

@@ -3,7 +3,8 @@
   make token ARGS="--scope ingest --sensors plant-7- --ttl 3600"   mint; the token is the last line
   make token ARGS="--rotate-key"    a new signing key; the old one stays valid (both in the JWKS)
   make token ARGS="--retire-keys"   only the newest key stays valid
-After a key change, `make run` gives Envoy the new JWKS (it restarts Envoy).
+After a key change Envoy takes the new key set within a second, without a restart: its jwt_authn
+filter reads <state>/jwt/jwt_authn.yaml (ECDS), which holds the JWKS inline and is rewritten here.
 
 The local stack's keys live in <state>/jwt/keys (one PEM file per key id, the newest signs);
 Envoy checks tokens against <state>/jwt/jwks.json, their public halves. A deployment names its own
@@ -28,7 +29,7 @@ from runtime import cli
 from runtime import tokens as runtime_tokens
 from runtime.identity import SCOPES, TIERS
 from runtime.tokens import ALGORITHM, AUDIENCE, ISSUER, mint
-from stack import certs
+from stack import certs, envoy_config
 from stack.settings import StackSettings
 from stack.supervisor import in_use
 from stack.system import SetupError, say
@@ -45,11 +46,22 @@ def jwks_path(settings: StackSettings) -> Path:
     return settings.state_dir / "jwt" / "jwks.json"
 
 
+def jwt_authn_path(settings: StackSettings) -> Path:
+    """Envoy's jwt_authn configuration with the key set inline, which Envoy watches."""
+    return settings.state_dir / "jwt" / "jwt_authn.yaml"
+
+
 def ensure_keys(settings: StackSettings) -> Path:
     """A signing key (made if there is none) and the JWKS of every key; returns the JWKS file."""
     if not _keys(settings):
         new_key(settings)
     return write_jwks(settings)
+
+
+def ensure_jwt_authn(settings: StackSettings) -> Path:
+    """Envoy's jwt_authn configuration of the stack's key set (made with a key if there is none)."""
+    ensure_keys(settings)
+    return jwt_authn_path(settings)
 
 
 def new_key(settings: StackSettings) -> str:
@@ -82,7 +94,10 @@ def write_jwks(settings: StackSettings) -> Path:
         keys.append({**jwk, "kid": path.stem, "alg": ALGORITHM, "use": "sig"})
     target = jwks_path(settings)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps({"keys": keys}, indent=2) + "\n")
+    text = json.dumps({"keys": keys}, indent=2) + "\n"
+    target.write_text(text)
+    # Envoy takes the new key set from this file within a second, without a restart.
+    envoy_config.write_jwt_authn(jwt_authn_path(settings), text)
     return target
 
 
@@ -128,11 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.rotate_key:
             kid = new_key(settings)
             say(f"New signing key {kid}; tokens of the older keys stay valid until --retire-keys")
-            say("`make run` gives Envoy the new key set")
+            say("Envoy takes the new key set within a second (no restart; connections stay)")
             return 0
         if args.retire_keys:
             retired = retire_keys(settings)
-            say(f"Retired {', '.join(retired) or 'no keys'}; `make run` gives Envoy the new key set")
+            say(f"Retired {', '.join(retired) or 'no keys'}; Envoy refuses their tokens within a second")
             return 0
         if args.sensors is None:
             parser.error("--sensors is required: the sensor-id prefixes the token covers ('' for all)")

@@ -66,7 +66,7 @@ async def front_door(
         envoy_config.render(
             tls=(local, tls), plaintext=(local, plaintext), admin=(local, admin), upstreams=upstreams,
             descriptor=ROOT / "gen" / "metrics.binpb", certificate=tls_files.certificate,
-            private_key=tls_files.private_key, jwks=tokens.ensure_keys(settings), client_ca=None,
+            private_key=tls_files.private_key, jwt_authn=tokens.ensure_jwt_authn(settings), client_ca=None,
         )
     )  # fmt: skip
     with (tmp_path / "envoy.log").open("ab") as log:

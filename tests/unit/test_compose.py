@@ -452,7 +452,7 @@ def test_envoy_reaches_every_instance_of_each_public_service(cluster: dict[str, 
     )
     rendered = yaml.safe_load(
         render(tls=("0.0.0.0", 8443), plaintext=None, admin=("127.0.0.1", 9901), upstreams=upstreams,
-               descriptor="d", certificate="c", private_key="k", jwks="j", client_ca=None)
+               descriptor="d", certificate="c", private_key="k", jwt_authn="j/jwt_authn.yaml", client_ca=None)
     )  # fmt: skip
     services = cluster["services"]
     for c in rendered["static_resources"]["clusters"]:

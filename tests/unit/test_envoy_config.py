@@ -4,6 +4,7 @@ what the services and the token tool assume about it."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import shutil
 import subprocess
@@ -48,14 +49,14 @@ def validate(config: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A certificate, its key and a JWKS, as `make run` makes them."""
+    """A certificate, its key and the jwt_authn configuration with a key set, as `make run` makes them."""
     settings = dataclasses.replace(StackSettings(), state_dir=tmp_path_factory.mktemp("state"))
     tls = certs.ensure(settings)
     assert tls.ca is not None
     return {
         "certificate": tls.certificate,
         "private_key": tls.private_key,
-        "jwks": tokens.ensure_keys(settings),
+        "jwt_authn": tokens.ensure_jwt_authn(settings),
         "client_ca": tls.ca,
     }
 
@@ -122,10 +123,27 @@ def test_the_tls_listener_verifies_tokens_and_passes_their_claims_as_the_service
         "grpc_json_transcoder",
         "router",
     ]
-    (provider,) = filters["jwt_authn"]["providers"].values()
+    # jwt_authn's configuration is the file Envoy watches (ECDS): the key set inline.
+    (jwt_filter,) = [
+        f for f in http_manager(listeners["tls"])["http_filters"] if f["name"].endswith("jwt_authn")
+    ]
+    source = jwt_filter["config_discovery"]["config_source"]["path_config_source"]
+    assert source == {
+        "path": str(files["jwt_authn"]),
+        "watched_directory": {"path": str(files["jwt_authn"].parent)},
+    }
+    (resource,) = yaml.safe_load(files["jwt_authn"].read_text())["resources"]
+    assert resource["name"] == jwt_filter["name"]
+    (provider,) = resource["typed_config"]["providers"].values()
     assert provider["issuer"] == tokens.ISSUER and provider["audiences"] == [tokens.AUDIENCE]
     assert provider["forward_payload_header"] == IDENTITY_HEADER
-    assert provider["local_jwks"] == {"filename": str(files["jwks"])}
+    jwks = json.loads(provider["local_jwks"]["inline_string"])
+    assert jwks == json.loads(
+        tokens.jwks_path(
+            dataclasses.replace(StackSettings(), state_dir=files["jwt_authn"].parent.parent)
+        ).read_text()
+    )
+    assert [k["kid"] for k in jwks["keys"]], "the stack's key"
     # Past jwt_authn and rbac: a verified token's claims, or a device certificate's sensors.
     (policy,) = filters["rbac"]["rules"]["policies"].values()
     principals = policy["principals"]
@@ -207,8 +225,8 @@ def test_prometheus_is_routed_for_get_only_and_for_an_admin_token_on_the_tls_por
         (policy,) = per_filter["envoy.filters.http.rbac"]["rbac"]["rules"]["policies"].values()
         (principal,) = policy["principals"]
         assert [step["key"] for step in principal["metadata"]["path"]] == ["jwt_payload", "scope"]
-    listeners = {x["name"]: x for x in yaml.safe_load(text)["static_resources"]["listeners"]}
-    (provider,) = http_filters(listeners["tls"])["jwt_authn"]["providers"].values()
+    (resource,) = yaml.safe_load(files["jwt_authn"].read_text())["resources"]
+    (provider,) = resource["typed_config"]["providers"].values()
     assert provider["payload_in_metadata"] == "jwt_payload"
 
 
