@@ -329,6 +329,33 @@ async def test_the_devices_page_lists_a_device_with_its_credentials_and_disables
         await http("DELETE", f"{target.envoy_url}/v1/devices/{device_id}")
 
 
+async def test_a_silent_device_is_marked_on_the_devices_page_and_counted_on_the_fleet_page(
+    tab: Tab, target: Target, rules: Callable[..., Any]
+) -> None:
+    device_id = f"console-quiet-{uuid.uuid4().hex[:10]}"
+    status, body = await http("POST", f"{target.envoy_url}/v1/devices?deviceId={device_id}", {})
+    assert status == 200, body
+    try:
+        await rules(silence={"after": "10s", "deviceIdPrefix": device_id})
+
+        async def silent() -> None:
+            status, listed = await http("GET", f"{target.envoy_url}/v1/alarms?sensorId={device_id}")
+            assert status == 200 and [a["state"] for a in listed["alarms"]] == ["ALARM_STATE_ACTIVE"], listed
+
+        await eventually(silent, timeout=40, what="the device's silence alarm")
+        page = tab.page
+        await page.goto("/")
+        await expect(page.get_by_role("status").first).to_contain_text(
+            re.compile(r"\d+ registered devices? (is|are) silent")
+        )
+        await page.goto(f"/devices?prefix={device_id}")
+        row = page.get_by_role("row").filter(has=page.get_by_role("rowheader", name=device_id))
+        await expect(row).to_contain_text("silent since")
+        assert tab.problems == []
+    finally:
+        await http("DELETE", f"{target.envoy_url}/v1/devices/{device_id}")
+
+
 # --- live events ----------------------------------------------------------------------------------
 
 

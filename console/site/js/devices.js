@@ -4,7 +4,9 @@
 // refused within a second.
 import { ApiError, get, post } from "./api.js";
 import { empty, h, heading, time } from "./dom.js";
+import { when } from "./format.js";
 import { pager, prefixSearch } from "./listing.js";
+import { silentDevices } from "./silent.js";
 
 const PAGE_SIZE = 50;
 const KINDS = {
@@ -24,19 +26,21 @@ export async function devicesPage(main, { signal, query, navigate }) {
 
   const tokens = [""];
   let index = 0;
+  // Silent devices are marked; the page is whole without (AlarmsService answers on the processor).
+  const silent = await silentDevices({ signal }).catch(() => new Map());
   const load = async (to, focus) => {
     const answer = await get("/v1/devices", { deviceIdPrefix: prefix, pageSize: PAGE_SIZE, pageToken: tokens[to] }, { signal });
     index = to;
     tokens[index + 1] = answer.nextPageToken;
     const rows = answer.devices ?? [];
-    results.replaceChildren(...table(rows, prefix, index, said, signal),
+    results.replaceChildren(...table(rows, prefix, index, said, signal, silent),
       pager({ label: "Pages of devices", index, answer, load, results, signal }));
     if (focus) results.querySelector(`[data-pager="${focus}"]:not([disabled])`)?.focus();
   };
   await load(0);
 }
 
-function table(devices, prefix, index, said, signal) {
+function table(devices, prefix, index, said, signal, silent) {
   if (!devices.length && index === 0) {
     return [empty(prefix ? `No device id starts with “${prefix}”.` : "No devices registered yet.",
       "Register devices with POST /v1/devices, or a fleet from a CSV file with make devices.")];
@@ -46,15 +50,16 @@ function table(devices, prefix, index, said, signal) {
     h("caption", {}, `Devices ${first}–${first + devices.length - 1}`, prefix ? ` starting with “${prefix}”` : ""),
     h("thead", {}, h("tr", {}, ...["Device", "Sensors", "Labels", "State", "Credentials", ""].map((name) =>
       h("th", { scope: "col" }, name)))),
-    h("tbody", {}, devices.map((device) => row(device, said, signal))))];
+    h("tbody", {}, devices.map((device) => row(device, said, signal, silent.get(device.deviceId)))))];
 }
 
-function row(device, said, signal) {
+function row(device, said, signal, silentSince) {
   const state = h("td", { class: "state" });
+  const silence = silentSince ? h("span", { class: "silent" }, " · silent since ", time(silentSince, when(silentSince))) : null;
   const action = h("button", { type: "button" });
   const show = (current) => {
     const enabled = current.state === ENABLED;
-    state.replaceChildren(enabled ? "Enabled" : "Disabled");
+    state.replaceChildren(enabled ? "Enabled" : "Disabled", silence ?? "");
     state.dataset.state = enabled ? "enabled" : "disabled";
     action.textContent = enabled ? "Disable" : "Enable";
     action.setAttribute("aria-label", `${enabled ? "Disable" : "Enable"} ${current.deviceId}`);

@@ -4,6 +4,7 @@ import { get } from "./api.js";
 import { empty, h, heading, time } from "./dom.js";
 import { ago, reading } from "./format.js";
 import { pager, prefixSearch } from "./listing.js";
+import { silentDevices } from "./silent.js";
 
 const PAGE_SIZE = 50;
 
@@ -11,7 +12,16 @@ export async function fleetPage(main, { signal, query, navigate }) {
   const prefix = query.get("prefix") ?? "";
   const search = prefixSearch({ label: "Sensor id starts with", path: "/", prefix, navigate });
   const results = h("div", { class: "results" });
-  main.append(heading("Fleet"), search, results);
+  // Registered devices that went silent (silence rules), said above the sensors.
+  const silence = h("div", { class: "silence", role: "status" });
+  main.append(heading("Fleet"), silence, search, results);
+  silentDevices({ signal }).then((silent) => {
+    if (silent.size) {
+      // Text, not a link: the Devices page (in the navigation) marks which.
+      silence.append(h("p", {}, `${silent.size} registered device${silent.size === 1 ? " is" : "s are"} silent `
+        + "(no reading for their silence rule's time): the Devices page marks them."));
+    }
+  }).catch(() => {}); // the page is whole without it (AlarmsService answers on the processor)
 
   // The token of each page seen so far: "Previous" goes back through them.
   const tokens = [""];
