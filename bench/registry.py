@@ -3,9 +3,7 @@ device's alarm is raised."""
 
 from __future__ import annotations
 
-import asyncio
 import time
-from typing import Any
 
 import grpc
 from aiokafka import AIOKafkaConsumer
@@ -19,6 +17,7 @@ from runtime import kafka
 from runtime.devices import Devices
 from runtime.kafka import KafkaSettings
 from stack import access, consumers
+from testkit.devices import delete_devices
 from testkit.http import http
 
 SILENT = event_pb2.EVENT_KIND_DEVICE_SILENT
@@ -72,7 +71,7 @@ async def silence_alarm_latency(env: Env, count: int) -> list[float]:
                 ]))  # fmt: skip
             return await _alarms_of_silence(env, channel, prefix, ids)
         finally:
-            await _delete(registry, prefix)
+            await delete_devices(registry, prefix)
 
 
 async def _alarms_of_silence(env: Env, channel: grpc.aio.Channel, prefix: str, ids: list[str]) -> list[float]:
@@ -92,20 +91,6 @@ async def _alarms_of_silence(env: Env, channel: grpc.aio.Channel, prefix: str, i
     finally:
         await consumer.stop()
         await http("DELETE", f"http://{env.envoy}/v1/rules/{rule['ruleId']}")
-
-
-async def _delete(registry: Any, prefix: str) -> None:
-    """Deletes the devices whose ids start with `prefix`."""
-    while True:
-        page = await registry.ListDevices(
-            devices_service_pb2.ListDevicesRequest(device_id_prefix=prefix, page_size=1_000)
-        )
-        if not page.devices:
-            return
-        await asyncio.gather(*(
-            registry.DeleteDevice(devices_service_pb2.DeleteDeviceRequest(device_id=d.device_id))
-            for d in page.devices
-        ))  # fmt: skip
 
 
 async def _events_from_end(env: Env) -> AIOKafkaConsumer:

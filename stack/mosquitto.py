@@ -12,29 +12,20 @@ Three listeners, each with its own rules (per_listener_settings):
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import hashlib
 import json
 import secrets
 import shutil
-import ssl
-import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
-import gmqtt
-from gmqtt.mqtt.constants import MQTTv50
-
+from runtime.dynsec import TOPIC_ROOT
 from stack import certs, credentials
 from stack.settings import MqttBroker, StackSettings
 from stack.system import say
 
 DYNSEC_PLUGIN = PurePath("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
-# Devices publish here: metrics/v1/<sensor id>, and /pb or /json after it (bridge/payloads.py).
-TOPIC_ROOT = "metrics/v1"
 # The bridges' shared subscription: each message goes to one of them.
 BRIDGE_GROUP = "bridges"
 BRIDGE_FILTER = f"$share/{BRIDGE_GROUP}/{TOPIC_ROOT}/#"
@@ -135,27 +126,6 @@ topic read {TOPIC_ROOT}/#
 topic read $SYS/#
 """
 PLAINTEXT_ACL = f"topic write {TOPIC_ROOT}/#\n"
-
-
-@contextlib.asynccontextmanager
-async def connected(
-    username: str, password: str, port: int, tls: ssl.SSLContext | None = None, within_s: float = 10
-) -> AsyncIterator[gmqtt.Client]:
-    """A short MQTT 5 session of the stack's tools (the probe, make device-credentials): connected
-    within `within_s`, and closed after, or if it fails, with nothing left open."""
-    client = gmqtt.Client(f"stack-{uuid.uuid4().hex[:12]}", session_expiry_interval=0)
-    client.set_config({"reconnect_retries": 0})  # a tool says it failed; it does not try again
-    client.set_auth_credentials(username, password)
-    try:
-        async with asyncio.timeout(within_s):
-            await client.connect("127.0.0.1", port, ssl=tls or False, version=MQTTv50)
-        yield client
-        await client.disconnect()
-    finally:
-        connection = client._connection
-        if connection is not None and not connection.is_closing():
-            with contextlib.suppress(Exception):
-                await connection.close()
 
 
 def prepare(settings: StackSettings, broker: MqttBroker, user: str | None) -> None:

@@ -7,9 +7,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from metrics.v1 import event_pb2
 from runtime.kafka import client_options
 from testkit import reported
 from testkit.http import http
@@ -148,3 +149,12 @@ async def rules_in_force(target: Target) -> None:
     """Waits until every processor of the target applies the rules as the rules topic holds them now."""
     await reported.rules_in_force(kafka_options(target.kafka_bootstrap_servers), target.rules_topic,
                                   target.processor_metrics)  # fmt: skip
+
+
+def distinct_events(records: list[ConsumerRecord[bytes, bytes]]) -> list[event_pb2.Event]:
+    """The events on the topic, each once: an event produced again must be the same bytes."""
+    first: dict[str, bytes] = {}
+    for record in records:
+        event = event_pb2.Event.FromString(record.value)
+        assert first.setdefault(event.event_id, record.value) == record.value, "a repeat is the same event"
+    return [event_pb2.Event.FromString(value) for value in first.values()]

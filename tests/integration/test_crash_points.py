@@ -16,7 +16,7 @@ import asyncpg
 import grpc
 import pytest
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from metrics.v1 import (
@@ -36,7 +36,15 @@ from processor.stream.counters import CLEARED_BY_HAND, alarms_key, legacy_pendin
 from runtime import kafka
 from runtime.kafka import client_options
 from stack import credentials
-from tests.helpers import only_alarm, past_us, read_topic, rules_in_force, send, wait_consumed
+from tests.helpers import (
+    distinct_events,
+    only_alarm,
+    past_us,
+    read_topic,
+    rules_in_force,
+    send,
+    wait_consumed,
+)
 from tests.services import (
     Topics,
     free_port,
@@ -375,12 +383,3 @@ def processor_of(rules_topic: str) -> tuple[dict[str, str], int]:
 def armed(target: Target, topics: Topics, own: dict[str, str], failpoint: str) -> dict[str, str]:
     """The environment of that processor with `failpoint` armed."""
     return service_env(target, topics, "processor", {**own, "METRICS_PROCESSOR_FAILPOINTS": failpoint})
-
-
-def distinct_events(records: list[ConsumerRecord[bytes, bytes]]) -> list[event_pb2.Event]:
-    """The events on the topic, each once: an event produced again must be the same bytes."""
-    first: dict[str, bytes] = {}
-    for record in records:
-        event = event_pb2.Event.FromString(record.value)
-        assert first.setdefault(event.event_id, record.value) == record.value, "a repeat is the same event"
-    return [event_pb2.Event.FromString(value) for value in first.values()]

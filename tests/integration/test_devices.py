@@ -24,6 +24,7 @@ from metrics.v1 import device_pb2, devices_service_pb2, metric_pb2, receiver_ser
 from metrics.v1.devices_service_pb2_grpc import DevicesServiceStub
 from metrics.v1.receiver_service_pb2_grpc import ReceiverServiceStub
 from runtime import kafka
+from testkit.devices import delete_devices
 from testkit.http import http
 from testkit.mqtt import SUCCESS, Device, Refused
 from tests import front_door
@@ -51,19 +52,7 @@ def fleet() -> str:
 async def cleanup(devices: DevicesServiceStub, fleet: str) -> AsyncIterator[None]:
     """Deletes the test's devices afterwards, many at once."""
     yield
-    ids: list[str] = []
-    token = ""
-    while True:
-        page = await devices.ListDevices(
-            pb.ListDevicesRequest(device_id_prefix=fleet, page_size=1000, page_token=token)
-        )
-        ids += [device.device_id for device in page.devices]
-        if not (token := page.next_page_token):
-            break
-    for first in range(0, len(ids), 100):
-        await asyncio.gather(
-            *(devices.DeleteDevice(pb.DeleteDeviceRequest(device_id=i)) for i in ids[first : first + 100])
-        )
+    await delete_devices(devices, fleet)
 
 
 def new(device_id: str, **fields: Any) -> pb.CreateDeviceRequest:

@@ -4,7 +4,6 @@ nothing twice; a bad file is refused naming its line and field, with nothing of 
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import pytest
 from metrics.v1 import device_pb2, devices_service_pb2, metric_pb2, receiver_service_pb2
 from metrics.v1.devices_service_pb2_grpc import DevicesServiceStub
 from metrics.v1.receiver_service_pb2_grpc import ReceiverServiceStub
+from testkit.devices import delete_devices, listed
 from tests import front_door
 from tests.services import ROOT
 from tests.target import Target
@@ -35,18 +35,7 @@ def fleet() -> str:
 async def devices(envoy_channel: grpc.aio.Channel, fleet: str) -> AsyncIterator[DevicesServiceStub]:
     stub = DevicesServiceStub(envoy_channel)
     yield stub
-    ids, token = [], ""
-    while True:
-        page = await stub.ListDevices(
-            pb.ListDevicesRequest(device_id_prefix=fleet, page_size=1000, page_token=token)
-        )
-        ids += [d.device_id for d in page.devices]
-        if not (token := page.next_page_token):
-            break
-    for first in range(0, len(ids), 100):
-        await asyncio.gather(
-            *(stub.DeleteDevice(pb.DeleteDeviceRequest(device_id=i)) for i in ids[first : first + 100])
-        )
+    await delete_devices(stub, fleet)
 
 
 def run_import(*args: str) -> subprocess.CompletedProcess[str]:
@@ -54,17 +43,6 @@ def run_import(*args: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "stack.devices", "import", *args],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
-
-
-async def listed(devices: DevicesServiceStub, prefix: str) -> list[device_pb2.Device]:
-    found, token = [], ""
-    while True:
-        page = await devices.ListDevices(
-            pb.ListDevicesRequest(device_id_prefix=prefix, page_size=1000, page_token=token)
-        )
-        found += page.devices
-        if not (token := page.next_page_token):
-            return found
 
 
 async def test_a_fleet_is_registered_from_a_csv_file_once_however_often_it_is_imported(

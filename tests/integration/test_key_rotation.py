@@ -5,6 +5,7 @@ across both changes goes on, on the same Envoy."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -20,11 +21,12 @@ from testkit.http import http
 from tests import front_door
 from tests.conftest import ROOT
 from tests.faults import pid_of
-from tests.helpers import eventually
 from tests.target import Target
 
 # Rewrites the local stack's keys.
 pytestmark = pytest.mark.local_stack
+# Envoy takes a new key set within this long (docs/security.md).
+TAKEN_WITHIN_S = 1.0
 
 
 async def status_with(target: Target, token: str) -> int:
@@ -36,15 +38,10 @@ async def status_with(target: Target, token: str) -> int:
 
 
 async def becomes(target: Target, token: str, wanted: int, since: float) -> None:
-    """The token's status is `wanted` within a second of `since` (Envoy took the new key set)."""
-
-    async def check() -> None:
-        assert await status_with(target, token) == wanted
-
-    await eventually(check, timeout=10, what=f"status {wanted}")
-    took = time.monotonic() - since
-    print(f"Envoy took the key set in {took:.2f} s")
-    assert took < 1.0 + 0.5, "the key set took effect only after a second"  # 0.5 s: the request itself
+    """The token's status is `wanted` a second after `since`: the documented bound of a key set's
+    change, waited out, then checked."""
+    await asyncio.sleep(max(0.0, since + TAKEN_WITHIN_S - time.monotonic()))
+    assert await status_with(target, token) == wanted
 
 
 async def test_a_rotated_key_keeps_old_tokens_until_it_is_retired_and_nothing_restarts(

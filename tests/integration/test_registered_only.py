@@ -5,6 +5,7 @@ them again once the device is disabled. A private receiver on private topics, th
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -29,6 +30,8 @@ from tests.services import (
 from tests.target import Target
 
 pb = devices_service_pb2
+# A change of the devices reaches every receiver within this long of its acknowledgement.
+REFUSED_WITHIN_S = 1.0
 
 
 @pytest.fixture
@@ -100,18 +103,11 @@ async def test_only_sensors_of_enabled_registered_devices_are_taken(
         )
 
         await devices.DisableDevice(pb.DisableDeviceRequest(device_id=f"{fleet}boiler"))
-        disabled = time.monotonic()
-
-        async def refused_again() -> None:
-            try:
-                await strict_receiver.PushMetrics(push([registered], 4.0))
-            except grpc.aio.AioRpcError as error:
-                assert error.code() == grpc.StatusCode.PERMISSION_DENIED, error
-                return
-            raise AssertionError("taken while its device is disabled")
-
-        await eventually(refused_again, timeout=10, what="the disabled device's sensor refused")
-        assert time.monotonic() - disabled < 1.0, "refused only after a second"
+        # The documented bound of a change (docs/devices.md): waited out, then what it promises checked.
+        await asyncio.sleep(REFUSED_WITHIN_S)
+        with pytest.raises(grpc.aio.AioRpcError) as refused_again:
+            await strict_receiver.PushMetrics(push([registered], 4.0))
+        assert refused_again.value.code() == grpc.StatusCode.PERMISSION_DENIED
     finally:
         await devices.DeleteDevice(pb.DeleteDeviceRequest(device_id=f"{fleet}boiler"))
 

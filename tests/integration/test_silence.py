@@ -22,7 +22,7 @@ from metrics.v1.devices_service_pb2_grpc import DevicesServiceStub
 from runtime import kafka
 from runtime.kafka import client_options
 from testkit.http import http
-from tests.helpers import end_offsets, eventually, read_topic, rules_in_force, send
+from tests.helpers import distinct_events, end_offsets, eventually, read_topic, rules_in_force, send
 from tests.services import Topics, private_topics, service_env, start_service, stop_service
 from tests.target import Target
 
@@ -47,15 +47,6 @@ async def device(envoy_channel: grpc.aio.Channel) -> AsyncIterator[str]:
     await stub.DeleteDevice(pb.DeleteDeviceRequest(device_id=device_id))
 
 
-def distinct(records: list[Any]) -> list[event_pb2.Event]:
-    """The events, each once: an event produced again must be the same bytes."""
-    first: dict[str, bytes] = {}
-    for record in records:
-        event = event_pb2.Event.FromString(record.value)
-        assert first.setdefault(event.event_id, record.value) == record.value, "a repeat is the same event"
-    return [event_pb2.Event.FromString(value) for value in first.values()]
-
-
 async def events_of(target: Target, topic: str, start: dict[Any, int], device_id: str) -> list[Any]:
     return await read_topic(target.kafka_bootstrap_servers, topic, start, device_id.encode())
 
@@ -73,7 +64,7 @@ async def test_a_silent_device_raises_an_alarm_once_and_its_next_reading_clears_
     await send(target.envoy_url, f"{device}-temperature", "temperature", 21.0)
 
     async def raised() -> event_pb2.Event:
-        events = distinct(await events_of(target, target.events_topic, start, device))
+        events = distinct_events(await events_of(target, target.events_topic, start, device))
         assert [e.kind for e in events] == [SILENT], events
         return events[0]
 
@@ -90,7 +81,7 @@ async def test_a_silent_device_raises_an_alarm_once_and_its_next_reading_clears_
     await send(target.envoy_url, f"{device}-temperature", "temperature", 22.0)
 
     async def cleared() -> list[event_pb2.Event]:
-        events = distinct(await events_of(target, target.events_topic, start, device))
+        events = distinct_events(await events_of(target, target.events_topic, start, device))
         assert [e.kind for e in events] == [SILENT, CLEARED], events
         return events
 
@@ -116,7 +107,7 @@ async def test_a_device_never_heard_from_is_silent_from_when_it_is_first_watched
     await rules(silence={"after": f"{AFTER_S}s", "deviceIdPrefix": device})
 
     async def raised() -> event_pb2.Event:
-        events = distinct(await events_of(target, target.events_topic, start, device))
+        events = distinct_events(await events_of(target, target.events_topic, start, device))
         assert [e.kind for e in events] == [SILENT], events
         return events[0]
 
@@ -180,14 +171,14 @@ async def test_a_processor_killed_between_a_silence_alarm_and_its_event_loses_an
         try:
 
             async def raised() -> None:
-                events = distinct(await events_of(target, topics.events, {}, device))
+                events = distinct_events(await events_of(target, topics.events, {}, device))
                 assert [e.kind for e in events] == [SILENT], events
 
             await eventually(raised, timeout=30, what="the alarm's event produced by the next processor")
             await produce_reading(target, topics, f"{device}-temperature")
 
             async def cleared() -> None:
-                events = distinct(await events_of(target, topics.events, {}, device))
+                events = distinct_events(await events_of(target, topics.events, {}, device))
                 assert [e.kind for e in events] == [SILENT, CLEARED], events
 
             await eventually(cleared, timeout=30, what="the alarm cleared by the device's reading")
