@@ -99,13 +99,18 @@ class DevicesApi(devices_service_pb2_grpc.DevicesServiceServicer):
         if request.state and request.state not in STATES:
             raise InvalidArgument([Violation("state", f"{request.state} is not a DeviceState")])
         size = paging.page_size(request.page_size, 100, 1_000)
-        digest = paging.filters_digest(
-            "devices", request.device_id_prefix, sorted(labels.items()), request.state
+        silent_since = (
+            request.silent_since_time.ToMicroseconds() if request.HasField("silent_since_time") else None
         )
+        digest = paging.filters_digest(
+            "devices", request.device_id_prefix, sorted(labels.items()), request.state,
+            *(() if silent_since is None else (silent_since,)),
+        )  # fmt: skip
         position = paging.decode(request.page_token, digest, 1)
         devices = await self._store.page(
-            request.device_id_prefix, labels, request.state, position[0] if position else None, size + 1
-        )
+            request.device_id_prefix, labels, request.state, position[0] if position else None, size + 1,
+            silent_since,
+        )  # fmt: skip
         response = devices_service_pb2.ListDevicesResponse(devices=devices[:size])
         if len(devices) > size:
             response.next_page_token = paging.encode(digest, devices[size - 1].device_id)

@@ -2,7 +2,8 @@
 topic.
 
 Start: PostgreSQL (the registry's migrations, then its pool), Kafka (its producer; the topic made to
-hold what PostgreSQL does), then serving. Stop (SIGTERM), in reverse: no new calls, the calls under
+hold what PostgreSQL does), then serving, and following the MQTT brokers' connection logs
+(registry/presence.py). Stop (SIGTERM), in reverse: no new calls, the calls under
 way finish within the shutdown grace, then the clients close.
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 import asyncpg
 
 from metrics.v1 import device_pb2
-from registry import api, mqtt_accounts, store
+from registry import api, mqtt_accounts, presence, store
 from registry.mqtt_accounts import MqttAccounts
 from registry.settings import RegistrySettings
 from runtime import compacted, kafka, migrations, postgres, settings
@@ -59,6 +60,7 @@ async def main(stop: asyncio.Event) -> None:
             else None
         )
         accounts = MqttAccounts(mqtt_accounts.brokers(config))
+        brokers = [presence.BrokerLog(b, pool, stop) for b in mqtt_accounts.brokers(config)]
         await retry_until_stopped("Kafka (producer)", producer.start, stop)
         await retry_until_stopped("Kafka (the devices topic)", lambda: _reconcile(devices, topic), stop)
         server = GrpcServer(
@@ -73,8 +75,13 @@ async def main(stop: asyncio.Event) -> None:
         # The brokers told every account's state (what a crash left), then what they miss, retried.
         await accounts.reconcile(await devices.accounts(device_pb2.CREDENTIAL_KIND_MQTT_PASSWORD))
         retrying = asyncio.create_task(accounts.retry(devices.find))
+        following = [asyncio.create_task(b.run()) for b in brokers]
         await stop.wait()
         retrying.cancel()
+        for task in following:
+            task.cancel()
+        for broker_log in brokers:
+            await broker_log.close()
     except Stopped:
         pass
     finally:

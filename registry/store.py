@@ -21,7 +21,9 @@ from runtime.failpoints import Failpoints
 SCHEMA = "registry"
 COLUMNS = (
     "device_id, sensor_id_prefix, display_name, labels::text AS labels, tier, state, version, create_time, "
-    "update_time, delete_time, live_credentials(device_id) AS credentials"
+    "update_time, delete_time, live_credentials(device_id) AS credentials, "
+    "last_seen(device_id, sensor_id_prefix) AS last_seen_time, "
+    "mqtt_connect_time(device_id) AS mqtt_connect_time"
 )
 # What UpdateDevice may change.
 MUTABLE = ("sensor_id_prefix", "display_name", "labels", "tier")
@@ -64,7 +66,23 @@ def as_device(row: asyncpg.Record) -> device_pb2.Device:
         credential = device.credentials.add(credential_id=credential_id, kind=kind)
         credential.create_time.FromMicroseconds(created_us)
         credential.expire_time.FromMicroseconds(expires_us)
+    if row["last_seen_time"] is not None:
+        device.last_seen_time.FromMicroseconds(row["last_seen_time"])
+    if row["mqtt_connect_time"] is not None:
+        device.mqtt_connected = True
+        device.mqtt_connect_time.FromMicroseconds(row["mqtt_connect_time"])
     return device
+
+
+def as_record(device: device_pb2.Device) -> device_pb2.Device:
+    """The device as the devices topic holds it: without what only answers have (when it was last
+    heard from, whether it is connected), which changes all the time."""
+    record = device_pb2.Device()
+    record.CopyFrom(device)
+    record.ClearField("last_seen_time")
+    record.ClearField("mqtt_connected")
+    record.ClearField("mqtt_connect_time")
+    return record
 
 
 class DeviceStore:
@@ -109,9 +127,16 @@ class DeviceStore:
         return as_device(row)
 
     async def page(
-        self, prefix: str, labels: Mapping[str, str], state: int, after: str | None, size: int
+        self,
+        prefix: str,
+        labels: Mapping[str, str],
+        state: int,
+        after: str | None,
+        size: int,
+        silent_since_us: int | None = None,
     ) -> list[device_pb2.Device]:
-        """Up to `size` devices by id, after the id `after`."""
+        """Up to `size` devices by id, after the id `after` (and, with `silent_since_us`, without a
+        reading stored since then)."""
         conditions: list[str] = ["delete_time IS NULL"]
         args: list[object] = []
         if prefix:
@@ -125,6 +150,9 @@ class DeviceStore:
         if state:
             args.append(state)
             conditions.append(f"state = ${len(args)}")
+        if silent_since_us is not None:
+            args.append(silent_since_us)
+            conditions.append(f"(last_seen(device_id, sensor_id_prefix) < ${len(args)}) IS NOT FALSE")
         if after is not None:
             args.append(after)
             conditions.append(f"device_id > ${len(args)}")
@@ -261,11 +289,14 @@ class DeviceStore:
         """Every device ever stored, by id: None for a deleted one (what the devices topic should hold)."""
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(f"SELECT {COLUMNS} FROM devices")  # noqa: S608 - ours
-        return {row["device_id"]: None if row["delete_time"] is not None else as_device(row) for row in rows}
+        return {
+            row["device_id"]: None if row["delete_time"] is not None else as_record(as_device(row))
+            for row in rows
+        }
 
     async def _publish(self, devices: Iterable[device_pb2.Device]) -> None:
         """Publishes the devices, all at once, and waits until Kafka has every one."""
-        sent = [await self._topic.send(device.device_id, device) for device in devices]
+        sent = [await self._topic.send(device.device_id, as_record(device)) for device in devices]
         await asyncio.gather(*sent)
 
     async def _lock(self, conn: asyncpg.Connection, device_id: str, expected_version: int) -> None:

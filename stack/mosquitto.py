@@ -81,11 +81,13 @@ def render(broker: MqttBroker, plaintext: bool, where: Files, host: str = "127.0
         f"persistence_location {where.state}/",
         "autosave_interval 1",
         "log_dest stderr",  # unbuffered: the stack's log has it at once
+        # Also on $SYS/broker/log/<level>: the registry follows the notices of clients connecting and
+        # going (Device.mqtt_connected, registry/presence.py); a line per connection in the log too.
+        "log_dest topic",
         "log_type error",
         "log_type warning",
         "log_type notice",
-        # Ten thousand devices connecting would fill the log.
-        "connection_messages false",
+        "connection_messages true",
         "log_timestamp_format %Y-%m-%dT%H:%M:%S",
         # $SYS figures (clients, messages a second) every 5 s: the bridges export them to Prometheus.
         "sys_interval 5",

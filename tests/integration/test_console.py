@@ -300,6 +300,16 @@ async def test_the_devices_page_lists_a_device_with_its_credentials_and_disables
     assert status == 200, body
     status, issued = await http("POST", f"{target.envoy_url}/v1/devices/{device_id}:issueToken", {})
     assert status == 200, issued
+    heard = "2026-01-02T03:04:05Z"
+    reading = {"sensorId": f"{device_id}-1", "metricType": "temperature", "value": 1, "readingTime": heard}
+    status, pushed = await http("POST", f"{target.envoy_url}/v1/metrics:push", {"metrics": [reading]})
+    assert status == 200, pushed
+
+    async def stored_reading() -> None:
+        status, stored = await http("GET", f"{target.envoy_url}/v1/devices/{device_id}")
+        assert (status, stored.get("lastSeenTime")) == (200, heard), stored
+
+    await eventually(stored_reading, what="the device's last reading in the registry")
     try:
         page = tab.page
         await page.goto("/")
@@ -312,6 +322,8 @@ async def test_the_devices_page_lists_a_device_with_its_credentials_and_disables
         await expect(row).to_contain_text("site=plant-7")
         await expect(row).to_contain_text(f"token {issued['credential']['credentialId']}")
         await expect(row).to_contain_text("Enabled")
+        await expect(row.locator(f'td.last-seen time[datetime="{heard}"]')).to_have_count(1)
+        await expect(row.locator("td.mqtt")).to_have_text("not connected")
         assert issued["token"] not in await page.content(), "a token is never shown again"
 
         await row.get_by_role("button", name=f"Disable {device_id}").click()

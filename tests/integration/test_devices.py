@@ -586,3 +586,77 @@ async def test_a_device_s_mqtt_account_is_cut_off_within_a_second_of_its_disabli
     assert violations(short.value) == [
         ("password", "must be 16 to 128 printable ASCII characters without spaces")
     ]
+
+
+@pytest.mark.usefixtures("cleanup")
+async def test_a_device_s_last_reading_and_mqtt_connection_are_on_it_and_silent_ones_are_found(
+    target: Target, devices: DevicesServiceStub, envoy_channel: grpc.aio.Channel, fleet: str
+) -> None:
+    meter, gateway = f"{fleet}meter", f"{fleet}gw"
+    await devices.CreateDevice(new(meter))
+    await devices.CreateDevice(new(gateway, sensor_id_prefix=f"{fleet}gw-"))
+    found = await devices.GetDevice(pb.GetDeviceRequest(device_id=meter))
+    assert not found.HasField("last_seen_time") and not found.mqtt_connected
+
+    async def silent_since(seconds: float) -> list[str]:
+        request = pb.ListDevicesRequest(device_id_prefix=fleet)
+        request.silent_since_time.FromMicroseconds(int(seconds * 1_000_000))
+        return [d.device_id for d in (await devices.ListDevices(request)).devices]
+
+    began = time.time()
+    assert await silent_since(began) == [gateway, meter], "never heard: silent since any time"
+
+    # The gateway's sensors report an hour ago: its last reading's time, whichever sensor sent it.
+    hour_ago_us = int((began - 3600) * 1_000_000)
+    push = receiver_service_pb2.PushMetricsRequest()
+    for n, sensor in enumerate((f"{fleet}gw-1", f"{fleet}gw-2")):
+        metric = push.metrics.add(sensor_id=sensor, metric_type="temperature", value=n)
+        metric.reading_time.FromMicroseconds(hour_ago_us + n * 1_000_000)
+    assert (await ReceiverServiceStub(envoy_channel).PushMetrics(push, timeout=10)).accepted_count == 2
+
+    async def gateway_heard() -> None:
+        heard = await devices.GetDevice(pb.GetDeviceRequest(device_id=gateway))
+        assert heard.last_seen_time.ToMicroseconds() == hour_ago_us + 1_000_000
+
+    await eventually(gateway_heard, what="the gateway's last reading on it")
+
+    # The meter connects over MQTT and reports now.
+    made = await devices.SetMqttPassword(pb.SetMqttPasswordRequest(device_id=meter))
+    device = Device(target.mqtt_tls_port, meter, made.password, front_door.ca_file(target))
+    await device.connect()
+
+    async def meter_connected() -> device_pb2.Device:
+        found = await devices.GetDevice(pb.GetDeviceRequest(device_id=meter))
+        assert found.mqtt_connected and found.mqtt_connect_time.ToMicroseconds() >= int(began * 1_000_000)
+        return found
+
+    await eventually(meter_connected, what="the meter's MQTT connection on it")
+    listed = await devices.ListDevices(pb.ListDevicesRequest(device_id_prefix=fleet))
+    assert [(d.device_id, d.mqtt_connected) for d in listed.devices] == [(gateway, False), (meter, True)]
+    assert await device.publish(f"metrics/v1/{meter}", '{"temperature": 21.5}') == SUCCESS
+
+    async def meter_heard() -> None:
+        heard = await devices.GetDevice(pb.GetDeviceRequest(device_id=meter))
+        assert heard.last_seen_time.ToMicroseconds() >= int(began * 1_000_000)
+
+    await eventually(meter_heard, what="the meter's MQTT reading on it")
+    assert await silent_since(began) == [gateway]
+    assert await silent_since(began - 1800) == [gateway]
+    assert await silent_since(began - 7200) == []
+    # A device's record on the devices topic has none of it: it changes with every reading.
+    assert not latest(await topic_records(target), meter).HasField("last_seen_time")
+
+    # Gone however it goes: closed by the device, or cut off by the broker when it is disabled.
+    await device.close()
+
+    async def meter_gone() -> None:
+        assert not (await devices.GetDevice(pb.GetDeviceRequest(device_id=meter))).mqtt_connected
+
+    await eventually(meter_gone, what="the meter's closed connection off it")
+    device = Device(target.mqtt_tls_port, meter, made.password, front_door.ca_file(target))
+    await device.connect()
+    await eventually(meter_connected, what="the meter's new MQTT connection on it")
+    await devices.DisableDevice(pb.DisableDeviceRequest(device_id=meter))
+    assert await asyncio.to_thread(device.disconnected.wait, 10), "the broker did not cut the meter off"
+    await device.close()
+    await eventually(meter_gone, what="the cut-off connection off it")

@@ -1,5 +1,6 @@
 // The registered devices (DevicesService): found by the start of their id, a page at a time, each
-// with its state, sensors, labels and credentials (never a secret); disabled and enabled from here
+// with its state, when it was last heard, whether it is connected over MQTT, its sensors, labels and
+// credentials (never a secret); disabled and enabled from here
 // (an admin token on the TLS port). A disabled device's tokens, certificates and MQTT account are
 // refused within a second.
 import { ApiError, get, post } from "./api.js";
@@ -48,7 +49,7 @@ function table(devices, prefix, index, said, signal, silent) {
   const first = index * PAGE_SIZE + 1;
   return [h("table", { class: "devices", tabindex: "-1" },
     h("caption", {}, `Devices ${first}–${first + devices.length - 1}`, prefix ? ` starting with “${prefix}”` : ""),
-    h("thead", {}, h("tr", {}, ...["Device", "Sensors", "Labels", "State", "Credentials", ""].map((name) =>
+    h("thead", {}, h("tr", {}, ...["Device", "Sensors", "Labels", "State", "Last reading", "MQTT", "Credentials", ""].map((name) =>
       h("th", { scope: "col" }, name)))),
     h("tbody", {}, devices.map((device) => row(device, said, signal, silent.get(device.deviceId)))))];
 }
@@ -87,6 +88,9 @@ function row(device, said, signal, silentSince) {
     h("td", {}, device.sensorIdPrefix ? `${device.sensorIdPrefix}…` : device.deviceId),
     h("td", {}, labels.length ? h("ul", { class: "labels" }, labels.map(([k, v]) => h("li", {}, `${k}=${v}`))) : "—"),
     state,
+    h("td", { class: "last-seen" }, device.lastSeenTime ? time(device.lastSeenTime, when(device.lastSeenTime)) : "never"),
+    h("td", { class: "mqtt" }, device.mqttConnected
+      ? ["connected since ", time(device.mqttConnectTime, when(device.mqttConnectTime))] : "not connected"),
     h("td", {}, credentials.length
       ? h("ul", { class: "credentials" }, credentials.map((c) => h("li", {},
         `${KINDS[c.kind] ?? c.kind} ${c.credentialId}`,
