@@ -52,8 +52,9 @@ def client_ca(settings: StackSettings) -> Path | None:
     return settings.tls_client_ca_file or paths(settings).ca
 
 
-def ensure(settings: StackSettings) -> Tls:
-    """The configured certificate files, or the local ones, made (or renewed) when missing."""
+def ensure(settings: StackSettings, names: tuple[str, ...] = SERVER_NAMES) -> Tls:
+    """The configured certificate files, or the local ones, made (or renewed) when missing, expiring
+    or not naming every one of `names` (the first is its subject's)."""
     if (settings.tls_certificate_file is None) != (settings.tls_private_key_file is None):
         raise SetupError("set both METRICS_TLS_CERTIFICATE_FILE and METRICS_TLS_PRIVATE_KEY_FILE, or neither")
     tls = paths(settings)
@@ -82,15 +83,15 @@ def ensure(settings: StackSettings) -> Tls:
         )
         write_private(ca_key_file(tls.ca), pem_key(key))
         tls.ca.write_bytes(ca)
-    if _needs_renewal(tls.certificate):
-        say(f"Creating the server certificate for {', '.join(SERVER_NAMES)} ({tls.certificate})")
-        names: list[x509.GeneralName] = []
-        for name_text in SERVER_NAMES:
-            try:
-                names.append(x509.IPAddress(ipaddress.ip_address(name_text)))
-            except ValueError:
-                names.append(x509.DNSName(name_text))
-        cert, key_pem = _issue(tls.ca, SERVER_NAMES[0], names, ExtendedKeyUsageOID.SERVER_AUTH, VALID_DAYS)
+    general_names: list[x509.GeneralName] = []
+    for name_text in names:
+        try:
+            general_names.append(x509.IPAddress(ipaddress.ip_address(name_text)))
+        except ValueError:
+            general_names.append(x509.DNSName(name_text))
+    if _needs_renewal(tls.certificate, general_names):
+        say(f"Creating the server certificate for {', '.join(names)} ({tls.certificate})")
+        cert, key_pem = _issue(tls.ca, names[0], general_names, ExtendedKeyUsageOID.SERVER_AUTH, VALID_DAYS)
         write_private(tls.private_key, key_pem)
         tls.certificate.write_bytes(cert)
     return tls
@@ -135,12 +136,16 @@ def ca_key_file(ca_file: Path) -> Path:
     return ca_file.with_name("ca-key.pem")
 
 
-def _needs_renewal(path: Path) -> bool:
+def _needs_renewal(path: Path, names: list[x509.GeneralName]) -> bool:
     if not path.exists():
         return True
     cert = x509.load_pem_x509_certificate(path.read_bytes())
     left = cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC)
-    return left < datetime.timedelta(days=RENEW_DAYS)
+    try:
+        has = set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+    except x509.ExtensionNotFound:
+        has = set()
+    return left < datetime.timedelta(days=RENEW_DAYS) or not set(names) <= has
 
 
 def main(argv: list[str] | None = None) -> int:

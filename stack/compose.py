@@ -25,6 +25,7 @@ from registry.settings import RegistrySettings
 from saver.settings import SaverSettings
 from stack import bootstrap, compose_secrets, credentials, mosquitto, prepare
 from stack.commented_yaml import Anchor, Note, comment, dump, unwrapped, variant
+from stack.compose_secrets import REGISTRY_MOUNTED
 from stack.credentials import Account
 from stack.parts import POSTGRES_OPTIONS, SERVER_STOP_WAIT_S, STOP_WAIT_S
 from stack.redis_cluster import REPLICAS_PER_MASTER
@@ -86,6 +87,8 @@ VARIABLES = {
     "each bridge subscribed to both; {bridges} bridges share the subscription, each its share of arrival "
     "microseconds.",
     "BRIDGES": "",
+    "REGISTRY_MQTT_BROKERS": "The registry keeps the devices' MQTT accounts at every broker (their TLS "
+    "listeners).",
 }
 # The services' settings that differ between the topologies, and the variable each reads.
 SETTING_VARIABLES = {
@@ -95,6 +98,7 @@ SETTING_VARIABLES = {
     "METRICS_ASSESSOR_REPLICA_DSN": "ASSESSOR_REPLICA_DSN",
     "METRICS_BRIDGE_BROKERS": "MQTT_BROKERS",
     "METRICS_BRIDGE_ARRIVAL_SLOTS": "BRIDGES",
+    "METRICS_REGISTRY_MQTT_BROKERS": "REGISTRY_MQTT_BROKERS",
 }
 
 
@@ -807,7 +811,7 @@ DEPENDS_ON: Mapping[str, Mapping[str, str]] = {
     },
     "notifier": {"postgres": ""},
     "bridge": {"mosquitto": ""},
-    "registry": {"postgres": ""},
+    "registry": {"postgres": "", "mosquitto": "It keeps the devices' MQTT accounts at the brokers."},
 }
 # The services that take readings: in production (this file) they require registered devices.
 STRICT_SERVICES = ("receiver", "bridge")
@@ -830,13 +834,17 @@ def _deployment(settings: StackSettings) -> Deployment:
         postgres=f"postgres:{POSTGRES_PORT}",
         secrets=SECRETS,
         webhook_networks=(),
-        mqtt=",".join(
-            f"{_numbered('mosquitto', b.number)}:{SINGLE.mqtt_internal_port}" for b in settings.mqtt_brokers
-        ),
+        mqtt=",".join(f"{b.name}:{SINGLE.mqtt_internal_port}" for b in settings.mqtt_brokers),
         bridge_state=PurePosixPath("/var/lib/metrics/bridge"),
         bridges=len(settings.instances("bridge")),
         postgres_replica=f"{REPLICA}:{POSTGRES_PORT}" if settings.cluster else None,
         redis_cluster=settings.cluster,
+        token_keys=PurePosixPath(REGISTRY_MOUNTED["jwt/keys"]),
+        device_ca=(
+            PurePosixPath(REGISTRY_MOUNTED["tls/ca.pem"]),
+            PurePosixPath(REGISTRY_MOUNTED["tls/ca-key.pem"]),
+        ),
+        mqtt_tls=",".join(f"{b.name}:{SINGLE.mqtt_tls_port}" for b in settings.mqtt_brokers),
     )
 
 
@@ -871,6 +879,10 @@ def _service(name: str, number: int, variables: Variables) -> dict[str, object]:
         definition["networks"] = {"default": {"aliases": [name]}}
     if name == "bridge":  # its arrival stamps outlive the container (bridge/stamps.py)
         definition["volumes"] = [f"bridge-{number}-state:{_deployment(SINGLE).bridge_state}"]
+    if name == "registry":  # what devices' credentials are made with
+        definition["volumes"] = [
+            f"{SECRETS_FOLDER}/{source}:{target}:ro" for source, target in REGISTRY_MOUNTED.items()
+        ]
     return _cluster_profile(definition, number)
 
 
@@ -948,7 +960,7 @@ def _mosquittos() -> dict[str, object]:
 
 
 def _mosquitto(broker: MqttBroker) -> dict[str, object]:
-    name = _numbered("mosquitto", broker.number)
+    name = broker.name
     host_port = "METRICS_MQTT_TLS_PORT" if broker.number == 1 else f"METRICS_MQTT_{broker.number}_TLS_PORT"
     where, bridge, admin = MOSQUITTO_FILES, credentials.MQTT_BRIDGE, credentials.MQTT_ADMIN
     acl = mosquitto.SERVICES_ACL.replace("$", "$$").replace("\n", "\\n")

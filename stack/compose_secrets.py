@@ -2,10 +2,12 @@
 account (stack/credentials.py), the front door's certificate (and the CA that signs it), and the
 keys that sign tokens, with their key set inline in Envoy's jwt_authn configuration.
 
-The folder is its owner's alone (0700). The files the containers mount (the passwords, Envoy's
-certificate, key and jwt_authn configuration) are readable by all (0644):
-the containers' users (Envoy's, the services') are not their owner on the host, and Compose
-bind-mounts files with the host's ownership and mode. The signing keys stay 0600.
+The folder is its owner's alone (0700): it is what keeps its files from other users of the host.
+The files the containers mount are readable by all (0644): the containers' users (Envoy's, the
+services') are not their owner on the host, and Compose bind-mounts files with the host's ownership
+and mode. Those are the passwords; Envoy's certificate, key and jwt_authn configuration; and the
+registry's: the CA and its key, with which it signs devices' certificates, and the keys that sign
+tokens, with which it issues devices theirs.
 
 `make compose-secrets`; `make token ARGS="--key deploy/compose/secrets/jwt/keys/<kid>.pem --kid <kid>"`
 mints a token for the Compose deployment.
@@ -31,6 +33,16 @@ MOUNTED = {
     "tls/ca.pem": "/etc/metrics/tls/client-ca.pem",
     "jwt/jwt_authn.yaml": "/etc/metrics/jwt/jwt_authn.yaml",
 }
+# What the registry's container mounts, and where: the CA of devices' certificates and its key, the
+# folder of the keys that sign tokens.
+REGISTRY_MOUNTED = {
+    "tls/ca.pem": "/etc/metrics/tls/ca.pem",
+    "tls/ca-key.pem": "/etc/metrics/tls/ca-key.pem",
+    "jwt/keys": "/etc/metrics/jwt/keys",
+}
+# The server certificate's names: the local ones, and the brokers' on the Compose network, where the
+# registry reaches their TLS listeners (the devices' MQTT accounts) and checks whom it reached.
+SERVER_NAMES = (*certs.SERVER_NAMES, *(b.name for b in StackSettings(topology="cluster").mqtt_brokers))
 
 
 def make(folder: Path = FOLDER) -> None:
@@ -38,10 +50,14 @@ def make(folder: Path = FOLDER) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
     credentials.ensure(folder, file_mode=0o644)
-    certs.ensure(settings)
+    certs.ensure(settings, SERVER_NAMES)
     tokens.ensure_keys(settings)
-    for mounted in MOUNTED:
-        os.chmod(folder / mounted, 0o644)
+    for mounted in (*MOUNTED, *REGISTRY_MOUNTED):
+        path = folder / mounted
+        if path.is_dir():  # the keys' folder, and every key in it
+            os.chmod(path, 0o755)  # noqa: S103 - inside the 0700 folder: see above
+        for file in path.glob("*.pem") if path.is_dir() else [path]:
+            os.chmod(file, 0o644)
     say(f"Secrets of docker-compose.yml in {folder}")
 
 

@@ -58,7 +58,7 @@ class Files:
 def files(settings: StackSettings, broker: MqttBroker) -> Files:
     """The local stack's: all in <state_dir>/mosquitto (the second broker's: mosquitto-2), owned by
     the broker's account."""
-    base = settings.state_dir / ("mosquitto" if broker.number == 1 else f"mosquitto-{broker.number}")
+    base = settings.state_dir / broker.name
     return Files(
         state=base,
         certificate=base / "server.pem",

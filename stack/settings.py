@@ -261,6 +261,11 @@ class MqttBroker:
     def ports(self, plaintext: bool) -> list[int]:
         return [self.tls_port, self.internal_port, *([self.port] if plaintext else [])]
 
+    @property
+    def name(self) -> str:
+        """The broker's name: its state folder's and its container's (mosquitto, mosquitto-2, ...)."""
+        return "mosquitto" if self.number == 1 else f"mosquitto-{self.number}"
+
 
 @dataclass(frozen=True)
 class RedisNode:

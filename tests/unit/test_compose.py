@@ -357,6 +357,34 @@ def test_envoy_mounts_what_make_compose_secrets_makes_where_the_image_reads_it(
         )
 
 
+def test_the_registry_mounts_what_it_makes_devices_credentials_with(each: dict[str, Any]) -> None:
+    registry = each["services"]["registry"]
+    mounts = {target: source.removeprefix("./deploy/compose/secrets/")
+              for source, target, _ in (volume.split(":") for volume in registry["volumes"])}  # fmt: skip
+    assert mounts == {target: source for source, target in compose_secrets.REGISTRY_MOUNTED.items()}
+    env = env_of(registry)
+    for variable in ("TOKEN_KEYS_DIR", "CA_CERTIFICATE_FILE", "CA_PRIVATE_KEY_FILE"):
+        assert env[f"METRICS_REGISTRY_{variable}"] in mounts, variable
+    # Every broker's TLS listener, by a name the server certificate has.
+    brokers = [b for b in each["services"] if re.fullmatch(r"mosquitto(-\d+)?", b)]
+    listeners = env["METRICS_REGISTRY_MQTT_BROKERS"].split(",")
+    assert sorted(listeners) == sorted(f"{b}:8883" for b in brokers)
+    assert set(brokers) <= set(compose_secrets.SERVER_NAMES)
+
+
+def test_make_compose_secrets_leaves_the_registry_s_files_readable_in_its_folder_alone(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "secrets"
+    compose_secrets.make(folder)
+    assert folder.stat().st_mode & 0o777 == 0o700
+    keys = folder / "jwt" / "keys"
+    files = [folder / "tls" / "ca.pem", folder / "tls" / "ca-key.pem", *keys.glob("*.pem")]
+    assert len(files) == 3, files
+    assert {f.stat().st_mode & 0o777 for f in files} == {0o644}
+    assert keys.stat().st_mode & 0o777 == 0o755
+
+
 # --- The cluster deployment (deploy/compose/cluster.env) ---
 
 
