@@ -76,8 +76,11 @@ CONSOLE = StaticSite(
     prefix="/console/",
     pages={
         "/": "index.html",
+        "/alarms": "index.html",
         "/devices": "index.html",
         "/events": "index.html",
+        "/rules": "index.html",
+        "/rules/*": "index.html",
         "/health": "index.html",
         "/sensors/*": "index.html",
     },

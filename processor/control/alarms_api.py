@@ -111,6 +111,18 @@ class AlarmsApi(alarms_service_pb2_grpc.AlarmsServiceServicer):
         if len(rows) > size:
             last = rows[size - 1]
             response.next_page_token = paging.encode(digest, last["raise_time"], last["alarm_id"])
+        if request.count_by_severity and not request.page_token:
+            conditions, args = _where(request, who, by_severity=False)
+            counted = await pool.fetch(
+                f"SELECT severity, count(*) AS count FROM {ALARMS} WHERE {' AND '.join(conditions)} "  # noqa: S608 - ours
+                "GROUP BY severity ORDER BY severity",
+                *args,
+            )
+            # Highest first: CRITICAL (1) ... WARNING (4), then those of rules without one (0).
+            counted = sorted(counted, key=lambda r: r["severity"] or len(event_pb2.Severity.values()))
+            response.severity_counts.extend(
+                pb.SeverityCount(severity=r["severity"], count=r["count"]) for r in counted
+            )
         return response
 
     @grpc_errors
@@ -212,18 +224,19 @@ class AlarmsApi(alarms_service_pb2_grpc.AlarmsServiceServicer):
         return self._pool
 
 
-def _where(request: pb.ListAlarmsRequest, who: Identity | None) -> tuple[list[str], list[Any]]:
-    """The SQL conditions of the request's filters, and their arguments."""
+def _where(
+    request: pb.ListAlarmsRequest, who: Identity | None, by_severity: bool = True
+) -> tuple[list[str], list[Any]]:
+    """The SQL conditions of the request's filters (that of severity only if `by_severity`), and
+    their arguments."""
     if request.state not in event_pb2.AlarmState.values():
         raise InvalidArgument([Violation("state", f"{request.state} is not an alarm state")])
     if request.severity not in event_pb2.Severity.values():
         raise InvalidArgument([Violation("severity", f"{request.severity} is not a severity")])
-    filters: list[tuple[str, Any]] = []
-    if request.sensor_id:
-        filters.append(("sensor_id = $?", request.sensor_id))
-    elif who is not None and not who.all_sensors:
-        filters.append(("sensor_id ^@ ANY($?::text[])", list(who.sensor_prefixes)))
-    if request.severity:
+    filters = _sensor_filters(request, who)
+    if request.rule_id:
+        filters.append(("rule_id = $?", request.rule_id))
+    if request.severity and by_severity:
         filters.append(("severity = $?", request.severity))
     if request.HasField("start_time"):
         filters.append(("raise_time >= $?", request.start_time.ToMicroseconds()))
@@ -241,6 +254,18 @@ def _where(request: pb.ListAlarmsRequest, who: Identity | None) -> tuple[list[st
     if request.HasField("acknowledged"):
         conditions.append(f"acknowledge_time IS {'NOT ' if request.acknowledged else ''}NULL")
     return conditions, args
+
+
+def _sensor_filters(request: pb.ListAlarmsRequest, who: Identity | None) -> list[tuple[str, Any]]:
+    """Which sensors: the one asked for, or those of the prefix asked for that the caller may see."""
+    if request.sensor_id:
+        return [("sensor_id = $?", request.sensor_id)]
+    filters: list[tuple[str, Any]] = []
+    if who is not None and not who.all_sensors:
+        filters.append(("sensor_id ^@ ANY($?::text[])", list(who.sensor_prefixes)))
+    if request.sensor_id_prefix:
+        filters.append(("sensor_id ^@ $?", request.sensor_id_prefix))
+    return filters
 
 
 async def _stored(

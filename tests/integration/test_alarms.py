@@ -232,6 +232,41 @@ async def test_alarms_are_paged_and_filtered_by_raise_time(
     assert status == 400 and "page_token" in body["message"], body
 
 
+async def test_alarms_are_filtered_by_rule_and_sensor_prefix_and_counted_by_severity(
+    target: Target, rules: Rules, sensor_id: str
+) -> None:
+    hot = await alarm_rule(rules, sensor_id, severity="SEVERITY_CRITICAL")
+    wet = await alarm_rule(rules, sensor_id, metricType="humidity", severity="SEVERITY_MINOR")
+    # Two sensors under the test's prefix raise the critical rule's alarm, one the minor rule's.
+    for sensor, metric_type in ((f"{sensor_id}-a", "temperature"), (f"{sensor_id}-b", "temperature"),
+                                (f"{sensor_id}-b", "humidity")):  # fmt: skip
+        await send(target.envoy_url, sensor, metric_type, 60, 61)
+
+    async def all_listed() -> dict[str, Any]:
+        body = await alarms_of(target, f"sensorIdPrefix={sensor_id}-&countBySeverity=true")
+        assert len(body["alarms"]) == 3, body
+        return body
+
+    every = await eventually(all_listed, timeout=10, what="3 alarms listed")
+    assert every["severityCounts"] == [
+        {"severity": "SEVERITY_CRITICAL", "count": "2"},
+        {"severity": "SEVERITY_MINOR", "count": "1"},
+    ]
+    by_rule = await alarms_of(target, f"sensorIdPrefix={sensor_id}-&ruleId={wet['ruleId']}")
+    assert [(a["sensorId"], a["ruleId"]) for a in by_rule["alarms"]] == [(f"{sensor_id}-b", wet["ruleId"])]
+    assert "severityCounts" not in by_rule or by_rule["severityCounts"] == []
+    # The counts ignore the severity filter (the page's tabs), not the others.
+    critical = await alarms_of(
+        target, f"sensorIdPrefix={sensor_id}-a&severity=SEVERITY_CRITICAL&countBySeverity=true"
+    )
+    assert [(a["sensorId"], a["ruleId"]) for a in critical["alarms"]] == [(f"{sensor_id}-a", hot["ruleId"])]
+    assert critical["severityCounts"] == [{"severity": "SEVERITY_CRITICAL", "count": "1"}]
+    minor_only = await alarms_of(
+        target, f"sensorIdPrefix={sensor_id}-a&severity=SEVERITY_MINOR&countBySeverity=true"
+    )
+    assert minor_only["alarms"] == [] and minor_only["severityCounts"] == critical["severityCounts"]
+
+
 @pytest.mark.parametrize(
     ("path", "status", "named"),
     [

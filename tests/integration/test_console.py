@@ -288,6 +288,180 @@ async def test_an_unknown_sensor_shows_an_empty_state(tab: Tab) -> None:
     assert tab.problems == []
 
 
+# --- alarms ---------------------------------------------------------------------------------------
+
+
+async def delete_rules_of(target: Target, sensor_id: str) -> None:
+    status, body = await http("GET", f"{target.envoy_url}/v1/rules?pageSize=1000")
+    assert status == 200, body
+    for rule in body["rules"]:
+        if rule.get("sensorIdPrefix") == sensor_id:
+            await http("DELETE", f"{target.envoy_url}/v1/rules/{rule['ruleId']}")
+
+
+@pytest.fixture
+async def form_rules(target: Target, sensor_id: str) -> AsyncIterator[None]:
+    """Deletes the rules a test made in the console's form for its sensor."""
+    yield
+    await delete_rules_of(target, sensor_id)
+
+
+async def make_rule_in_the_form(page: Page, sensor_id: str, count: str) -> str:
+    """Fills the New rule form (temperature ≥ 50 for the sensor, severity Major); returns its id."""
+    await page.goto("/")
+    await page.get_by_role("link", name="Rules").click()
+    await page.get_by_role("link", name="New rule").click()
+    await expect(page.get_by_role("heading", name="New rule")).to_be_visible()
+    await page.get_by_label("Metric type").fill("temperature")
+    await page.get_by_label("Sensor id starts with").fill(sensor_id)
+    await page.get_by_label("Threshold", exact=True).fill("50")
+    await page.get_by_label("Readings in a row that raise it").fill(count)
+    await page.get_by_label("Severity").select_option("SEVERITY_MAJOR")
+    await page.get_by_role("button", name="Create rule").click()
+    await expect(page).to_have_url(re.compile(r"/rules\?done="))
+    status = page.get_by_role("status")
+    await expect(status).to_have_text(re.compile(r"^r-[0-9a-f]{16} created\.$"))
+    return (await status.inner_text()).split()[0]
+
+
+@pytest.mark.usefixtures("form_rules")
+async def test_a_rule_made_in_the_form_raises_an_alarm_shown_live_then_acknowledged_and_cleared(
+    tab: Tab, target: Target, sensor_id: str
+) -> None:
+    page = tab.page
+    rule_id = await make_rule_in_the_form(page, sensor_id, "2")
+    status, rule = await http("GET", f"{target.envoy_url}/v1/rules/{rule_id}")
+    assert (status, rule["threshold"], rule["count"], rule["severity"]) == (200, 50, 2, "SEVERITY_MAJOR"), (
+        rule
+    )
+    row = page.get_by_role("row").filter(has=page.get_by_role("link", name="temperature ≥ 50"))
+    await expect(row.filter(has_text=rule_id)).to_contain_text(f"{sensor_id}*")
+    rule = {"ruleId": rule_id}
+    await page.get_by_role("link", name="Alarms").click()
+    await page.get_by_label("Sensor id starts with").fill(sensor_id)
+    await page.get_by_role("button", name="Show").click()
+    await expect(page).to_have_url(re.compile(rf"/alarms\?prefix={sensor_id}$"))
+    await expect(page.get_by_text("No active alarm matches.")).to_be_visible()
+    await expect(page.locator(".stream-state")).to_have_attribute("data-state", "open")
+
+    # Readings that meet the rule twice raise its alarm: the page shows it without a reload.
+    await rules_in_force(target)
+    now = datetime.now(UTC)
+    await send(
+        target, [(sensor_id, 60.0, now - timedelta(seconds=2)), (sensor_id, 61.0, now - timedelta(seconds=1))]
+    )
+    row = page.get_by_role("row").filter(has=page.get_by_role("rowheader", name=sensor_id))
+    await expect(row).to_contain_text("Major", timeout=10_000)
+    await expect(row).to_contain_text(rule["ruleId"])
+    await expect(row).to_contain_text("Active")
+    await expect(page.get_by_role("navigation", name="Severities")).to_contain_text("Major 1")
+    link = row.get_by_role("link", name=sensor_id)
+    assert re.search(rf"/sensors/{sensor_id}\?type=temperature&from=", await link.get_attribute("href") or "")
+
+    await row.get_by_role("button", name=re.compile("^Acknowledge the alarm")).click()
+    await expect(page.get_by_role("status").last).to_have_text("1 alarm(s) acknowledged.")
+    await expect(row).to_contain_text("local")
+    await row.get_by_role("checkbox").check()
+    await page.get_by_role("button", name="Clear selected").click()
+    await expect(page.get_by_role("status").last).to_have_text("1 alarm(s) cleared.")
+    await expect(page.get_by_text("No active alarm matches.")).to_be_visible()
+
+    status, body = await http("GET", f"{target.envoy_url}/v1/alarms?sensorId={sensor_id}")
+    assert status == 200, body
+    (alarm,) = body["alarms"]
+    assert (alarm["state"], alarm["clearedBy"], alarm["acknowledgedBy"]) == (
+        "ALARM_STATE_CLEARED",
+        "local",
+        "local",
+    )
+    await page.get_by_label("State").select_option("cleared")
+    await page.get_by_role("button", name="Show").click()
+    await expect(row).to_contain_text("Cleared")
+    assert tab.problems == []
+
+
+@pytest.mark.usefixtures("form_rules")
+async def test_a_bad_rule_shows_the_server_s_objection_next_to_its_field(tab: Tab, sensor_id: str) -> None:
+    # The browser's own line for the refusal the test provokes.
+    tab.expected = lambda m: m.location.get("url", "").endswith("/v1/rules") and "status of 400" in m.text
+    page = tab.page
+    await page.goto("/rules/new")
+    await page.get_by_label("Metric type").fill("temperature")
+    await page.get_by_label("Sensor id starts with").fill(sensor_id)
+    await page.get_by_label("Threshold", exact=True).fill("fifty")
+    await page.get_by_role("button", name="Create rule").click()
+    threshold = page.get_by_label("Threshold", exact=True)
+    await expect(threshold).to_have_attribute("aria-invalid", "true")
+    await expect(page.locator("[data-field='rule.threshold'] .field-error")).to_have_text("must be a number")
+    await expect(threshold).to_be_focused()
+    # What only the server knows: it names the field, and the form puts its words there.
+    await threshold.fill("50")
+    await page.get_by_label("Readings in a row that raise it").fill("5000")
+    await page.get_by_role("button", name="Create rule").click()
+    count = page.get_by_label("Readings in a row that raise it")
+    await expect(count).to_have_attribute("aria-invalid", "true")
+    await expect(page.locator("[data-field='rule.count'] .field-error")).to_contain_text("1,000")
+    await expect(threshold).not_to_have_attribute("aria-invalid", "true")
+    await expect(page.get_by_role("status")).to_have_text("Not saved: 1 field(s) to correct.")
+    await expect(page).to_have_url(re.compile(r"/rules/new$"))
+    assert tab.problems == []
+
+
+@pytest.mark.usefixtures("form_rules")
+async def test_a_rule_is_disabled_enabled_and_deleted_from_the_list(
+    tab: Tab, target: Target, sensor_id: str
+) -> None:
+    page = tab.page
+    rule_id = await make_rule_in_the_form(page, sensor_id, "3")
+    await page.get_by_role("button", name=f"Disable rule {rule_id}").click()
+    await expect(page.get_by_role("status")).to_have_text(f"{rule_id} disabled.")
+    status, rule = await http("GET", f"{target.envoy_url}/v1/rules/{rule_id}")
+    assert (status, rule["enabled"]) == (200, False), rule
+    await page.get_by_role("button", name=f"Enable rule {rule_id}").click()
+    await expect(page.get_by_role("status")).to_have_text(f"{rule_id} enabled.")
+    await page.get_by_role("button", name=f"Delete rule {rule_id}").click()
+    await page.get_by_role("button", name=f"Confirm: delete rule {rule_id}").click()
+    await expect(page.get_by_role("status")).to_have_text(f"{rule_id} deleted.")
+    status, _ = await http("GET", f"{target.envoy_url}/v1/rules/{rule_id}")
+    assert status == 404
+    assert tab.problems == []
+
+
+@pytest.mark.usefixtures("form_rules")
+async def test_the_preview_marks_where_the_rule_raised_its_alarms(
+    tab: Tab, target: Target, sensor_id: str
+) -> None:
+    # The rule (≥ 50 twice in a row, cleared by one reading below) over readings the processor takes:
+    # it raises twice; the preview of the same rule over the stored readings says where.
+    page = tab.page
+    rule_id = await make_rule_in_the_form(page, sensor_id, "2")
+    await rules_in_force(target)
+    start = datetime.now(UTC) - timedelta(minutes=10)
+    values = [60.0, 10.0, 60.0, 61.0, 62.0, 10.0, 55.0, 56.0, 10.0]
+    await send(target, [(sensor_id, v, start + timedelta(seconds=i)) for i, v in enumerate(values)])
+
+    async def both_raised() -> list[str]:
+        status, body = await http(
+            "GET", f"{target.envoy_url}/v1/alarms?sensorId={sensor_id}&state=ALARM_STATE_CLEARED"
+        )
+        assert status == 200 and len(body["alarms"]) == 2, body
+        return sorted(a["raiseTime"] for a in body["alarms"])
+
+    raised = await eventually(both_raised, what="the rule's two alarms raised and cleared")
+    await page.goto(f"/rules/{rule_id}")
+    await page.get_by_label("Sensor", exact=True).fill(sensor_id)
+    await page.get_by_role("button", name="Preview").click()
+    await expect(page.locator(".preview-summary")).to_contain_text(
+        "would have raised 2 alarm(s) and cleared 2"
+    )
+    shown = await page.locator(".preview-changes li[data-change=raised] time").evaluate_all(
+        "times => times.map(t => t.dateTime)"
+    )
+    assert [datetime.fromisoformat(t) for t in shown] == [datetime.fromisoformat(t) for t in raised]
+    await expect(page.locator(".preview .plot")).to_have_attribute("data-points", str(len(values)))
+    assert tab.problems == []
+
+
 # --- devices --------------------------------------------------------------------------------------
 
 
@@ -479,11 +653,12 @@ async def test_the_console_is_usable_with_the_keyboard_alone(
     await page.goto(f"/?prefix={sensor_id}")
     await expect(page.get_by_role("link", name=sensor_id)).to_be_visible()
     order = []
-    for _ in range(10):
+    for _ in range(12):
         await page.keyboard.press("Tab")
         order.append(await focused(page))
     assert order == [
-        "a Skip to content", "a Metrics", "a Fleet", "a Devices", "a Live events", "a Pipeline health", "a HTTP API",
+        "a Skip to content", "a Metrics", "a Fleet", "a Alarms", "a Rules", "a Devices", "a Live events",
+        "a Pipeline health", "a HTTP API",
         "input prefix", "button Search", f"a {sensor_id}",
     ]  # fmt: skip
     # The focus shows.

@@ -224,10 +224,13 @@ async def test_envoy_serves_the_document_and_its_page(target: Target) -> None:
 
 
 @pytest.fixture
-async def rule_id(target: Target, sensor_id: str) -> AsyncIterator[str]:
+async def rule_id(target: Target, sensor_id: str, request: pytest.FixtureRequest) -> AsyncIterator[str]:
     """A rule for the test's sensor alone (a higher threshold than its readings reach), for the
-    routes that name one; every rule of the sensor is deleted afterwards."""
+    routes that name one; for the alarms' routes, the rule of their alarm (a "pressure" rule that its
+    first reading raises). Every rule of the sensor is deleted afterwards."""
     rule = {"metricType": "temperature", "threshold": 1000, "sensorIdPrefix": sensor_id}
+    if request.node.callspec.params["path"].startswith("/v1/alarms"):
+        rule = {"metricType": "pressure", "threshold": 0, "sensorIdPrefix": sensor_id}
     status, body = await http("POST", f"{target.envoy_url}/v1/rules", rule)
     assert status == 200, body
     yield body["ruleId"]
@@ -253,13 +256,10 @@ async def subscription_id(target: Target, sensor_id: str) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def alarm_id(target: Target, sensor_id: str, rule_id: str, request: pytest.FixtureRequest) -> str:
-    """An alarm of the test's sensor, for the alarms' routes (a "pressure" rule that its first reading
-    raises, deleted with the other rules of the sensor); a well-formed id of none elsewhere."""
+    """An alarm of the test's sensor, for the alarms' routes (raised by the rule_id rule); a
+    well-formed id of none elsewhere."""
     if not request.node.callspec.params["path"].startswith("/v1/alarms"):
         return "0" * 32
-    rule = {"metricType": "pressure", "threshold": 0, "sensorIdPrefix": sensor_id}
-    status, body = await http("POST", f"{target.envoy_url}/v1/rules", rule)
-    assert status == 200, body
     await rules_in_force(target)
     await send(target.envoy_url, sensor_id, "pressure", 1.0)
     return await only_alarm(target.envoy_url, sensor_id)

@@ -9,12 +9,36 @@ export const token = {
   set: (value) => (value ? sessionStorage.setItem(TOKEN_KEY, value) : sessionStorage.removeItem(TOKEN_KEY)),
 };
 
+/** Whether the calls of `scope` ("read", "admin", ...) are the caller's: any without a token (the
+ * plaintext door); else those the token's scope claim names. The server decides: this only spares a
+ * user buttons that would be refused. */
+export function allows(scope) {
+  const bearer = token.get();
+  if (!bearer) return true;
+  try {
+    const claims = JSON.parse(atob(bearer.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")));
+    return String(claims.scope ?? "").split(" ").includes(scope);
+  } catch {
+    return true; // not a JWT we can read: let the server answer
+  }
+}
+
 /** An answer other than 2xx, or no answer (status 0). */
 export class ApiError extends Error {
-  constructor(status, message) {
+  constructor(status, message, details = []) {
     super(message);
     this.name = "ApiError";
     this.status = status;
+    this.details = details;
+  }
+
+  /** The fields a 400 names (google.rpc.BadRequest): field path → what is wrong with it. */
+  get violations() {
+    const found = new Map();
+    for (const detail of this.details ?? []) {
+      for (const v of detail.fieldViolations ?? []) found.set(v.field, [found.get(v.field), v.description].filter(Boolean).join("; "));
+    }
+    return found;
   }
 }
 
@@ -46,21 +70,24 @@ export async function get(path, params = {}, { signal } = {}) {
   return body;
 }
 
-/** POST `body` (JSON) to `path`: the JSON answer, or an ApiError. */
-export async function post(path, body = {}, { signal } = {}) {
+/** `method` ("POST", "PATCH", "DELETE") with `body` (JSON; none when undefined) to `path`: the JSON
+ * answer, or an ApiError (with the fields a 400 names). */
+export async function send(method, path, body, { signal } = {}) {
   let response;
+  const json = body === undefined ? {} : { headers: { ...headers(), "content-type": "application/json" }, body: JSON.stringify(body) };
   try {
-    response = await fetch(url(path, {}), {
-      method: "POST", headers: { ...headers(), "content-type": "application/json" }, body: JSON.stringify(body), signal,
-    });
+    response = await fetch(url(path, {}), { method, headers: headers(), ...json, signal });
   } catch (error) {
     if (signal?.aborted) throw error;
     throw new ApiError(0, "no answer from the server");
   }
   const answer = await response.json().catch(() => null);
-  if (!response.ok) throw new ApiError(response.status, answer?.message ?? response.statusText);
+  if (!response.ok) throw new ApiError(response.status, answer?.message ?? response.statusText, answer?.details);
   return answer;
 }
+
+/** POST `body` (JSON) to `path`: the JSON answer, or an ApiError. */
+export const post = (path, body = {}, options = {}) => send("POST", path, body, options);
 
 /** Times in the API's form (RFC 3339, UTC). */
 export const rfc3339 = (ms) => new Date(ms).toISOString();

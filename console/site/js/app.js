@@ -1,15 +1,20 @@
 // The console's router: every page is index.html (Envoy serves it for each of these paths); the
 // path picks what to draw. Links stay links: the router only takes over plain clicks on them.
+import { alarmsPage } from "./alarms.js";
 import { h } from "./dom.js";
 import { devicesPage } from "./devices.js";
 import { fleetPage } from "./fleet.js";
 import { healthPage } from "./health.js";
 import { livePage } from "./live.js";
 import { problem } from "./problem.js";
+import { rulePage, rulesPage } from "./rules.js";
 import { sensorPage } from "./sensor.js";
 
 const PAGES = [
   { path: /^\/$/, title: "Fleet", draw: fleetPage },
+  { path: /^\/alarms$/, title: "Alarms", draw: alarmsPage },
+  { path: /^\/rules$/, title: "Rules", draw: rulesPage },
+  { path: /^\/rules\/([^/]+)$/, title: "Rule", draw: rulePage },
   { path: /^\/devices$/, title: "Devices", draw: devicesPage },
   { path: /^\/events$/, title: "Live events", draw: livePage },
   { path: /^\/health$/, title: "Pipeline health", draw: healthPage },
@@ -45,8 +50,9 @@ function show({ focus }) {
   const main = document.getElementById("main");
   main.replaceChildren();
   const current = page(location.pathname);
-  // A sensor's page belongs to the fleet's.
-  const section = location.pathname.startsWith("/sensors/") ? "/" : location.pathname;
+  // A sensor's page belongs to the fleet's, a rule's to the rules'.
+  const section = location.pathname.startsWith("/sensors/") ? "/"
+    : location.pathname.startsWith("/rules/") ? "/rules" : location.pathname;
   for (const link of document.querySelectorAll("header nav a")) {
     if (link.pathname === section) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
