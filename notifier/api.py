@@ -7,8 +7,8 @@ from typing import Any
 import asyncpg
 import grpc
 
+from metrics.v1 import event_pb2, notifier_service_pb2_grpc, subscription_pb2
 from metrics.v1 import notifier_service_pb2 as pb
-from metrics.v1 import notifier_service_pb2_grpc, subscription_pb2
 from notifier import checks, store
 from notifier.destinations import Destinations, Refused
 from runtime import paging
@@ -82,6 +82,28 @@ class Subscriptions(notifier_service_pb2_grpc.SubscriptionsServiceServicer):
             subscription=subscription(_found(found, request.subscription_id))
         )
 
+    @grpc_errors
+    async def ListDeliveries(
+        self, request: pb.ListDeliveriesRequest, context: Context
+    ) -> pb.ListDeliveriesResponse:
+        _admin(context)
+        subscription_id = checks.subscription_id(request.subscription_id)
+        if request.outcome not in subscription_pb2.DeliveryOutcome.values():
+            raise InvalidArgument([Violation("outcome", f"{request.outcome} is not a delivery outcome")])
+        _found(await store.get(self._pool, subscription_id), request.subscription_id)
+        size = paging.page_size(request.page_size, 50, 1_000)
+        digest = paging.filters_digest("deliveries", subscription_id, request.outcome)
+        position = paging.decode(request.page_token, digest, 1)
+        if position is not None and not isinstance(position[0], int):
+            raise InvalidArgument([Violation("page_token", "is not a page token of this API")])
+        rows = await store.deliveries(
+            self._pool, subscription_id, request.outcome, position[0] if position else None, size + 1
+        )
+        response = pb.ListDeliveriesResponse(deliveries=[delivery(r) for r in rows[:size]])
+        if len(rows) > size:
+            response.next_page_token = paging.encode(digest, rows[size - 1]["seq"])
+        return response
+
 
 def _admin(context: Context) -> None:
     """Subscriptions see every sensor's events and reach out of the stack: the admin scope only.
@@ -115,4 +137,17 @@ def subscription(row: asyncpg.Record) -> subscription_pb2.Subscription:
     for name in ("last_failure_time", "last_success_time", "dead_letter_time"):
         if row[name] is not None:
             getattr(delivery, name).FromMicroseconds(row[name])
+    return out
+
+
+def delivery(row: asyncpg.Record) -> subscription_pb2.Delivery:
+    """A stored delivery as the API shows it."""
+    out = subscription_pb2.Delivery(
+        event=event_pb2.Event.FromString(row["event"]), outcome=row["state"], attempts=row["attempts"],
+        last_error=row["last_error"],
+    )  # fmt: skip
+    if row["state"] == subscription_pb2.DELIVERY_OUTCOME_PENDING:
+        out.next_attempt_time.FromMicroseconds(row["next_attempt_time"])
+    if row["done_time"] is not None and row["state"] == subscription_pb2.DELIVERY_OUTCOME_DELIVERED:
+        out.deliver_time.FromMicroseconds(row["done_time"])
     return out

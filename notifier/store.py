@@ -254,6 +254,20 @@ async def delete(pool: asyncpg.Pool, subscription_id: str) -> bool:
     return bool(status != "DELETE 0")
 
 
+async def deliveries(
+    pool: asyncpg.Pool, subscription_id: str, state: int, before: int | None, size: int
+) -> list[asyncpg.Record]:
+    """Up to `size` of the subscription's deliveries (in `state`, unless 0), the most recently read
+    first, before `seq` `before`."""
+    rows: list[asyncpg.Record] = await pool.fetch(
+        "SELECT seq, event, state, attempts, last_error, next_attempt_time, done_time FROM deliveries"
+        " WHERE subscription_id = $1 AND ($2 = 0 OR state = $2) AND ($3::bigint IS NULL OR seq < $3)"
+        " ORDER BY seq DESC LIMIT $4",
+        subscription_id, state, before, size,
+    )  # fmt: skip
+    return rows
+
+
 async def resume(pool: asyncpg.Pool, subscription_id: str) -> asyncpg.Record | None:
     """A dead-lettered subscription healthy again, its dead-lettered deliveries pending (in their
     order); any other is left as it is. None if there is no such subscription."""

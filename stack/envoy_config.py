@@ -83,6 +83,7 @@ CONSOLE = StaticSite(
         "/rules/*": "index.html",
         "/health": "index.html",
         "/sensors/*": "index.html",
+        "/subscriptions": "index.html",
     },
     # Its own scripts, styles and images only, and only its own origin's API: no CDN, no inline code.
     headers={

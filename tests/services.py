@@ -116,3 +116,32 @@ async def serving(channel: grpc.aio.Channel) -> None:
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
     await eventually(check, timeout=60, what="the service serving")
+
+
+@asynccontextmanager
+async def in_place_of_the_stack_s(
+    target: Target, service: str, extra: Mapping[str, str], log: Path, port: int | None = None
+) -> AsyncIterator[grpc.aio.Channel]:
+    """The stack's `service` stopped and a private instance with the `extra` settings serving in its
+    place: on the stack's port (what Envoy reaches), or on `port`; yields a channel to it. Afterwards
+    the private one stops (cleanly, or the test fails with its log) and the stack's serves again."""
+    from stack import settings as stack_settings  # noqa: PLC0415 - the local stack's, not a deployment's
+    from stack.supervisor import Supervisor  # noqa: PLC0415
+
+    address = target.services[service]
+    own_port = port if port is not None else int(address.rpartition(":")[2])
+    env = service_env(target, None, service, {f"METRICS_{service.upper()}_GRPC_PORT": str(own_port), **extra})
+    with Supervisor(stack_settings.load()) as supervisor:
+        supervisor.stop_process(service)
+    process = await start_service(service, env, log)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{own_port}") as channel:
+            await serving(channel)
+            yield channel
+    finally:
+        code = await stop_service(process)
+        with Supervisor(stack_settings.load()) as supervisor:
+            supervisor.start_process(service)
+        async with grpc.aio.insecure_channel(address) as channel:
+            await serving(channel)
+        assert code == 0, (await asyncio.to_thread(log.read_text))[-3000:]

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,8 +21,10 @@ from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 
 from stack import system
 from testkit.http import http, http_bytes
+from testkit.webhooks import Webhook, webhook
 from tests import front_door
 from tests.helpers import eventually, only_alarm, rules_in_force
+from tests.services import in_place_of_the_stack_s
 from tests.target import Target
 
 # The default rule: temperature at or above 95, three times in a row, raises an event.
@@ -462,6 +465,73 @@ async def test_the_preview_marks_where_the_rule_raised_its_alarms(
     assert tab.problems == []
 
 
+# --- notifications --------------------------------------------------------------------------------
+
+
+async def test_a_failing_webhook_shows_as_dead_lettered_and_resume_delivers_it(
+    tab: Tab, target: Target, sensor_id: str, tmp_path: Path
+) -> None:
+    # The stack's notifier gives way (on its port, behind Envoy) to one that gives up after 3 quick
+    # failures; the webhook answers 500 until the test fixes it.
+    quick = {
+        "METRICS_NOTIFIER_ALLOWED_NETWORKS": "127.0.0.0/8", "METRICS_NOTIFIER_RETRY_BASE_S": "0.05",
+        "METRICS_NOTIFIER_RETRY_MAX_S": "0.2", "METRICS_NOTIFIER_DEAD_LETTER_AFTER": "3",
+        "METRICS_NOTIFIER_CONSUMER_GROUP": target.notifier_group,
+    }  # fmt: skip
+    async with (
+        webhook() as hook,
+        in_place_of_the_stack_s(target, "notifier", quick, tmp_path / "notifier.log"),
+    ):
+        hook.always["/down"] = 500
+        url = hook.url("/down")
+        status, made = await http("POST", f"{target.envoy_url}/v1/subscriptions",
+                                  {"url": url, "secret": "s" * 32, "sensorIdPrefix": sensor_id})  # fmt: skip
+        assert status == 200, made
+        subscription_id = made["subscription"]["subscriptionId"]
+        try:
+            now = datetime.now(UTC)
+            await send(target, [(sensor_id, v, now - timedelta(seconds=3 - i)) for i, v in enumerate(WARM)])
+
+            async def dead_lettered() -> None:
+                _, body = await http("GET", f"{target.envoy_url}/v1/subscriptions/{subscription_id}")
+                assert body["subscription"]["delivery"]["state"] == "DELIVERY_STATE_DEAD_LETTERED", body
+
+            await eventually(dead_lettered, what="the subscription dead-lettered")
+            page = tab.page
+            await page.goto("/")
+            await page.get_by_role("link", name="Notifications").click()
+            card = page.get_by_role("region", name=url)
+            await expect(card).to_contain_text("Dead-lettered")
+            await expect(card).to_contain_text("HTTP 500")
+            await card.get_by_text("Latest deliveries").click()
+            delivery = card.locator("table.deliveries tbody tr")
+            await expect(delivery).to_have_count(1)
+            await expect(delivery).to_contain_text(sensor_id)
+            await expect(delivery).to_contain_text("dead-lettered")
+            await expect(delivery).to_contain_text("HTTP 500")
+
+            hook.always["/down"] = 200
+            await card.get_by_role("button", name=f"Resume the subscription to {url}").click()
+            await expect(page.get_by_role("status")).to_have_text(
+                f"Resumed: 1 dead-lettered event(s) go to {url} again."
+            )
+            await received_once(hook, "/down")
+            await page.reload()
+            await expect(card).to_contain_text("Healthy")
+            await card.get_by_text("Latest deliveries").click()
+            await expect(delivery).to_contain_text("delivered")
+            assert tab.problems == []
+        finally:
+            await http("DELETE", f"{target.envoy_url}/v1/subscriptions/{subscription_id}")
+
+
+async def received_once(hook: Webhook, path: str) -> None:
+    async def delivered() -> None:
+        assert len(hook.on(path, 200)) == 1, hook.on(path, None)
+
+    await eventually(delivered, what="the event delivered once the webhook answers")
+
+
 # --- devices --------------------------------------------------------------------------------------
 
 
@@ -653,12 +723,12 @@ async def test_the_console_is_usable_with_the_keyboard_alone(
     await page.goto(f"/?prefix={sensor_id}")
     await expect(page.get_by_role("link", name=sensor_id)).to_be_visible()
     order = []
-    for _ in range(12):
+    for _ in range(13):
         await page.keyboard.press("Tab")
         order.append(await focused(page))
     assert order == [
-        "a Skip to content", "a Metrics", "a Fleet", "a Alarms", "a Rules", "a Devices", "a Live events",
-        "a Pipeline health", "a HTTP API",
+        "a Skip to content", "a Metrics", "a Fleet", "a Alarms", "a Rules", "a Devices", "a Notifications",
+        "a Live events", "a Pipeline health", "a HTTP API",
         "input prefix", "button Search", f"a {sensor_id}",
     ]  # fmt: skip
     # The focus shows.

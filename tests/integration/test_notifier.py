@@ -31,7 +31,7 @@ from testkit.http import http
 from testkit.webhooks import Received, Webhook, webhook
 from tests import front_door
 from tests.helpers import eventually
-from tests.services import free_port, service_env, start_service, stop_service
+from tests.services import free_port, in_place_of_the_stack_s
 from tests.target import Target
 
 SECRET = "a-secret-of-the-test-0123456789"
@@ -401,23 +401,29 @@ async def test_a_failing_subscription_is_dead_lettered_while_another_keeps_recei
     target: Target, db: asyncpg.Pool, hook: Webhook, readings: Readings, run: str, tmp_path: Path
 ) -> None:
     # The stack's notifier gives way to one that gives up after 4 failures within a second.
-    port = free_port()
-    env = service_env(target, None, "notifier", {
-        "METRICS_NOTIFIER_GRPC_PORT": str(port), "METRICS_NOTIFIER_ALLOWED_NETWORKS": "127.0.0.0/8",
-        "METRICS_NOTIFIER_RETRY_BASE_S": "0.05", "METRICS_NOTIFIER_RETRY_MAX_S": "0.2",
-        "METRICS_NOTIFIER_DEAD_LETTER_AFTER": "4", "METRICS_NOTIFIER_CONSUMER_GROUP": target.notifier_group,
-    })  # fmt: skip
     log = tmp_path / "notifier.log"
-    with Supervisor(stack_settings.load()) as supervisor:
-        supervisor.stop_process("notifier")
-    notifier = await start_service("notifier", env, log)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    quick = {**GIVES_UP_AFTER_4, "METRICS_NOTIFIER_CONSUMER_GROUP": target.notifier_group}
+    async with in_place_of_the_stack_s(target, "notifier", quick, log, port=free_port()) as channel:
+        await dead_letters_and_resumes(channel, db, hook, readings, run, log)
+
+
+# A notifier that tries again within a fraction of a second and gives up after 4 failures in a row.
+GIVES_UP_AFTER_4 = {
+    "METRICS_NOTIFIER_ALLOWED_NETWORKS": "127.0.0.0/8", "METRICS_NOTIFIER_RETRY_BASE_S": "0.05",
+    "METRICS_NOTIFIER_RETRY_MAX_S": "0.2", "METRICS_NOTIFIER_DEAD_LETTER_AFTER": "4",
+}  # fmt: skip
+
+
+async def dead_letters_and_resumes(
+    channel: grpc.aio.Channel, db: asyncpg.Pool, hook: Webhook, readings: Readings, run: str, log: Path
+) -> None:
     stub = notifier_service_pb2_grpc.SubscriptionsServiceStub(channel)
     made: list[str] = []
     try:
 
         async def assigned() -> None:
-            assert "partitions assigned: events[" in log.read_text(), log.read_text()[-2000:]
+            text = await asyncio.to_thread(log.read_text)
+            assert "partitions assigned: events[" in text, text[-2000:]
 
         await eventually(assigned, timeout=60)
 
@@ -450,6 +456,22 @@ async def test_a_failing_subscription_is_dead_lettered_while_another_keeps_recei
         )  # fmt: skip
         assert found.HasField("dead_letter_time")
         assert len(hook.on("/down", 500)) == 4  # its head only: the other events waited behind it
+
+        async def deliveries(subscription_id: str, outcome: int = 0, size: int = 0, token: str = "") -> Any:
+            request = notifier_service_pb2.ListDeliveriesRequest(
+                subscription_id=subscription_id, outcome=outcome, page_size=size, page_token=token
+            )
+            return await stub.ListDeliveries(request, timeout=10)
+
+        given_up = (await deliveries(failing)).deliveries
+        assert [d.event.event_id for d in given_up] == first[::-1], "the most recently read first"
+        assert {d.outcome for d in given_up} == {subscription_pb2.DELIVERY_OUTCOME_DEAD_LETTERED}
+        assert [(d.attempts, d.last_error) for d in given_up] == [(0, ""), (0, ""), (4, "HTTP 500")]
+        page = await deliveries(failing, size=2)
+        rest = await deliveries(failing, size=2, token=page.next_page_token)
+        assert [d.event.event_id for d in [*page.deliveries, *rest.deliveries]] == first[::-1]
+        assert rest.next_page_token == ""
+        assert (await deliveries(failing, subscription_pb2.DELIVERY_OUTCOME_DELIVERED)).deliveries == []
         # Events from now on: the healthy one receives them, the dead-lettered one takes none.
         await readings.raise_events(sensor, 2)
         later = (await stored_events(db, sensor, 5))[3:]
@@ -472,17 +494,15 @@ async def test_a_failing_subscription_is_dead_lettered_while_another_keeps_recei
             assert (found.delivered_count, found.dead_lettered_count, found.pending_count) == (3, 0, 0), found
 
         await eventually(all_delivered, timeout=10)
+        delivered = (await deliveries(failing, subscription_pb2.DELIVERY_OUTCOME_DELIVERED)).deliveries
+        assert [d.event.event_id for d in delivered] == first[::-1]
+        assert all(d.HasField("deliver_time") and not d.HasField("next_attempt_time") for d in delivered)
+        assert [d.event.event_id for d in (await deliveries(healthy)).deliveries] == (first + later)[::-1]
     finally:
         for subscription_id in made:
             await stub.DeleteSubscription(
                 notifier_service_pb2.DeleteSubscriptionRequest(subscription_id=subscription_id), timeout=10
             )
-        await channel.close()
-        code = await stop_service(notifier)
-        with Supervisor(stack_settings.load()) as supervisor:
-            supervisor.start_process("notifier")
-        await eventually(lambda: notifier_serving(target), timeout=60)
-        assert code == 0, log.read_text()[-3000:]
 
 
 async def test_notification_latency(

@@ -9,12 +9,14 @@ import { livePage } from "./live.js";
 import { problem } from "./problem.js";
 import { rulePage, rulesPage } from "./rules.js";
 import { sensorPage } from "./sensor.js";
+import { subscriptionsPage } from "./subscriptions.js";
 
 const PAGES = [
   { path: /^\/$/, title: "Fleet", draw: fleetPage },
   { path: /^\/alarms$/, title: "Alarms", draw: alarmsPage },
   { path: /^\/rules$/, title: "Rules", draw: rulesPage },
   { path: /^\/rules\/([^/]+)$/, title: "Rule", draw: rulePage },
+  { path: /^\/subscriptions$/, title: "Notifications", draw: subscriptionsPage },
   { path: /^\/devices$/, title: "Devices", draw: devicesPage },
   { path: /^\/events$/, title: "Live events", draw: livePage },
   { path: /^\/health$/, title: "Pipeline health", draw: healthPage },
