@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import grpc
 
-from assessor import horizons, readings, requests
+from assessor import groups, horizons, readings, requests
 from assessor.aggregates import HOUR_US, MINUTE_US, range_aggregate
 from assessor.database import Database
 from assessor.settings import AssessorSettings
@@ -35,6 +35,8 @@ SERVICE = pb.DESCRIPTOR.services_by_name["AssessorService"]
 LEGACY_EVENT_TYPE = "TEMPERATURE_EXCEEDED"
 DAY_US = 24 * HOUR_US
 MAX_BUCKETS = 1_000
+# At most this many sensors of the highest mean in AggregateSensors.
+MAX_TOP = 100
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -164,6 +166,70 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
         if len(sensors) > size:
             response.next_page_token = paging.encode(digest, sensors[size - 1].sensor_id)
         return response
+
+    @grpc_errors
+    async def AggregateSensors(
+        self, request: pb.AggregateSensorsRequest, context: Context
+    ) -> pb.AggregateSensorsResponse:
+        caller = _reader(context)
+        requests.required(metric_type=request.metric_type)
+        requests.text(metric_type=request.metric_type)
+        if ID_PREFIX.fullmatch(request.sensor_id_prefix) is None:
+            raise InvalidArgument(
+                [Violation("sensor_id_prefix", "must be the start of a sensor id: A-Z a-z 0-9 . _ : -")]
+            )
+        start, end = requests.time_range(
+            request.HasField("start_time"), request.start_time, request.HasField("end_time"), request.end_time
+        )
+        width = request.bucket_width.ToMicroseconds() if request.HasField("bucket_width") else HOUR_US
+        if width <= 0 or width % MINUTE_US:
+            raise InvalidArgument([Violation("bucket_width", "must be a whole, positive number of minutes")])
+        start, end = groups.widened(start, end, width)
+        if width % HOUR_US and end - start > groups.MINUTE_RANGE_US:
+            raise InvalidArgument([Violation(
+                "bucket_width", "under an hour (or not whole hours) only for ranges of at most 6 hours: "
+                "choose whole hours, or a shorter range",
+            )])  # fmt: skip
+        if (end - start) // width > MAX_BUCKETS:
+            raise InvalidArgument(
+                [
+                    Violation(
+                        "bucket_width", f"gives {(end - start) // width} buckets, more than {MAX_BUCKETS}"
+                    )
+                ]
+            )
+        if not 0 <= request.top_count <= MAX_TOP:
+            raise InvalidArgument([Violation("top_count", f"must be 0 (10) to {MAX_TOP}")])
+        stats = stats_pb2.GroupStats(
+            sensor_id_prefix=request.sensor_id_prefix, metric_type=request.metric_type
+        )
+        stats.start_time.FromMicroseconds(start)
+        stats.end_time.FromMicroseconds(end)
+        prefix = visible_prefix(request.sensor_id_prefix, caller)
+        if prefix is None:
+            return pb.AggregateSensorsResponse(stats=stats)  # no sensor the caller may read is in it
+        low, high = (prefix, postgres.prefix_upper_bound(prefix)) if prefix else ("", ID_CEILING)
+        several = None if caller is None or caller.all_sensors else list(caller.sensor_prefixes)
+        found = await self._db.query(lambda pool: groups.aggregate(
+            pool, low, high, request.metric_type, several, start, end, width, request.top_count or 10,
+        ))  # fmt: skip
+        stats.sensor_count = found.sensors
+        total = sum(b.sum for b in found.buckets if b.count)
+        for bucket in found.buckets:
+            out = stats.buckets.add(sensor_count=bucket.sensors, count=bucket.count)
+            out.start_time.FromMicroseconds(bucket.start_us)
+            if bucket.count:
+                _set_present(out, min=bucket.min, max=bucket.max, mean=bucket.sum / bucket.count)
+                stats.count += bucket.count
+        if stats.count:
+            stats.min = min(b.min for b in found.buckets if b.min is not None)
+            stats.max = max(b.max for b in found.buckets if b.max is not None)
+            stats.mean = total / stats.count
+        stats.top_sensors.extend(
+            stats_pb2.SensorSummary(sensor_id=t.sensor_id, count=t.count, mean=t.mean, min=t.min, max=t.max)
+            for t in found.top
+        )
+        return pb.AggregateSensorsResponse(stats=stats)
 
     @grpc_errors
     async def GetSensorStats(

@@ -557,3 +557,50 @@ async def stats_queries(env: Env, days: int, repeats: int) -> dict[str, list[flo
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else 0.0
+
+
+async def group_queries(env: Env, sensors: int, repeats: int) -> list[float]:
+    """Milliseconds per AggregateSensors call through Envoy (native gRPC): a group of `sensors`
+    sensors, each with a reading an hour over the last 24 hours (written through the saver's write
+    path), aggregated over the day in hourly buckets with its top 10."""
+    prefix = f"{env.prefix}group-"
+    end_us = time.time_ns() // 1000 // 3_600_000_000 * 3_600_000_000
+    start_us = end_us - 24 * 3_600_000_000
+    conn = await access.postgres(
+        env.stack, credentials.POSTGRES_WRITER, server_settings=postgres.SERVER_SETTINGS
+    )
+    try:
+        await postgres.setup_connection(conn)  # times as µs
+        env.say(f"storing a group of {sensors:,} sensors, a reading an hour for a day")
+        for hour in range(24):
+            at = start_us + hour * 3_600_000_000
+            rows: list[saver_admin.ReadingRow] = [
+                (
+                    f"{prefix}{s:05d}",
+                    "temperature",
+                    at + s * 1000,
+                    20 + (s % 97) / 7 + hour / 10,
+                    "celsius",
+                    None,
+                )
+                for s in range(sensors)
+            ]
+            await saver_admin.write_readings(conn, rows)
+    finally:
+        await conn.close()
+    request = assessor_service_pb2.AggregateSensorsRequest(
+        sensor_id_prefix=prefix, metric_type="temperature", bucket_width=duration_pb2.Duration(seconds=3600)
+    )
+    request.start_time.FromMicroseconds(start_us)
+    request.end_time.FromMicroseconds(end_us)
+    times: list[float] = []
+    async with grpc.aio.insecure_channel(env.envoy) as channel:
+        stub = assessor_service_pb2_grpc.AssessorServiceStub(channel)
+        stats = (await stub.AggregateSensors(request, timeout=30)).stats
+        if (stats.sensor_count, stats.count) != (sensors, sensors * 24):
+            env.say(f"warning: the group has {stats.sensor_count} sensors, {stats.count} readings")
+        for _ in range(repeats):
+            started = time.perf_counter()
+            await stub.AggregateSensors(request, timeout=30)
+            times.append((time.perf_counter() - started) * 1000)
+    return times

@@ -79,6 +79,7 @@ CONSOLE = StaticSite(
         "/alarms": "index.html",
         "/devices": "index.html",
         "/events": "index.html",
+        "/groups": "index.html",
         "/rules": "index.html",
         "/rules/*": "index.html",
         "/health": "index.html",

@@ -169,6 +169,86 @@ async def test_buckets_are_aligned_and_exact(
     assert sum(b.count for b in stats.buckets) == stats.count
 
 
+# --- groups -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def group(receiver: ReceiverServiceStub, target: Target) -> tuple[str, list[tuple[str, int, float]]]:
+    """Five sensors under a prefix, and one beside it, with readings over the three hours before T0:
+    (sensor, time µs, value) of the five."""
+    prefix = f"group-{uuid.uuid4().hex[:10]}-"
+    rng = random.Random(7)
+    readings = [
+        (f"{prefix}{n}", T0 - rng.randrange(3 * HOUR_US), rng.uniform(-5, 40 + n))
+        for n in range(5)
+        for _ in range(400)
+    ]
+    beside = [(prefix[:-1] + "x", T0 - HOUR_US, 1000.0)]
+    await ingest(receiver, target, [(s, "temperature", at, v) for s, at, v in readings + beside])
+    return prefix, readings
+
+
+def group_request(
+    prefix: str, start: int, end: int, width_s: int, top: int = 0
+) -> pb.AggregateSensorsRequest:
+    return pb.AggregateSensorsRequest(sensor_id_prefix=prefix, metric_type="temperature", start_time=ts(start),
+                                      end_time=ts(end), bucket_width=duration_pb2.Duration(seconds=width_s),
+                                      top_count=top)  # fmt: skip
+
+
+@pytest.mark.parametrize("width_s", [3600, 900, 7200])
+async def test_a_group_is_aggregated_per_bucket_and_its_top_sensors_ranked(
+    width_s: int, assessor: AssessorServiceStub, group: tuple[str, list[tuple[str, int, float]]]
+) -> None:
+    prefix, readings = group
+    width = width_s * 1_000_000
+    # A range inside whole buckets is widened to them.
+    start, end = T0 - 3 * HOUR_US + 5 * 60_000_000, T0 - 10 * 60_000_000
+    stats = (
+        await assessor.AggregateSensors(group_request(prefix, start, end, width_s, top=3), timeout=10)
+    ).stats
+    first, last = start - start % width, -(-end // width) * width
+    assert (stats.start_time.ToMicroseconds(), stats.end_time.ToMicroseconds()) == (first, last)
+    expected: dict[int, list[tuple[str, float]]] = {}
+    for sensor, at, value in readings:
+        if first <= at < last:
+            expected.setdefault(at // width * width, []).append((sensor, value))
+    assert [b.start_time.ToMicroseconds() for b in stats.buckets] == list(range(first, last, width))
+    for bucket in stats.buckets:
+        got = expected.get(bucket.start_time.ToMicroseconds(), [])
+        values = [v for _, v in got]
+        assert (bucket.count, bucket.sensor_count) == (len(values), len({s for s, _ in got}))
+        assert (bucket.min, bucket.max) == (min(values), max(values))
+        assert close(bucket.mean, sum(values) / len(values))
+    inside = [(s, v) for s, at, v in readings if first <= at < last]
+    assert (stats.count, stats.sensor_count) == (len(inside), 5)
+    assert close(stats.mean, sum(v for _, v in inside) / len(inside))
+    means = {s: [v for t, v in inside if t == s] for s in {s for s, _ in inside}}
+    ranked = sorted(means, key=lambda s: -sum(means[s]) / len(means[s]))[:3]
+    assert [t.sensor_id for t in stats.top_sensors] == ranked
+    for top in stats.top_sensors:
+        values = means[top.sensor_id]
+        assert (top.count, top.min, top.max) == (len(values), min(values), max(values))
+        assert close(top.mean, sum(values) / len(values))
+
+
+@pytest.mark.parametrize(
+    ("width_s", "span_h", "top", "field"),
+    [(900, 7, 0, "bucket_width"), (90, 1, 0, "bucket_width"), (3600, 1, 101, "top_count"), (60, 6, 0, None)],
+)
+async def test_a_group_request_out_of_bounds_is_refused_naming_the_field(
+    width_s: int, span_h: int, top: int, field: str | None, assessor: AssessorServiceStub
+) -> None:
+    request = group_request("plant-", T0 - span_h * HOUR_US, T0, width_s, top)
+    if field is None:  # the widest minute range
+        assert len((await assessor.AggregateSensors(request, timeout=10)).stats.buckets) == 360
+        return
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await assessor.AggregateSensors(request, timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (refused.value.details() or "").startswith(f"{field}:"), refused.value.details()
+
+
 async def test_percentiles_from_histograms_are_within_one_percent(
     receiver: ReceiverServiceStub, assessor: AssessorServiceStub, target: Target
 ) -> None:

@@ -291,6 +291,43 @@ async def test_an_unknown_sensor_shows_an_empty_state(tab: Tab) -> None:
     assert tab.problems == []
 
 
+# --- groups ---------------------------------------------------------------------------------------
+
+
+async def test_a_group_s_dashboard_shows_the_api_s_numbers(tab: Tab, target: Target, sensor_id: str) -> None:
+    prefix = f"{sensor_id}-"
+    now = datetime.now(UTC)
+    readings = [
+        (f"{prefix}{n}", 20.0 + n * 3 + k % 4, now - timedelta(minutes=5 + 37 * k))
+        for n in range(3)
+        for k in range(30)
+    ]
+    await send(target, readings)
+    await listed(target, prefix, 3)
+    page = tab.page
+    await page.goto(f"/?prefix={prefix}")
+    await page.get_by_role("link", name=f"Chart {prefix}* as a group").click()
+    await expect(page).to_have_url(re.compile(rf"/groups\?prefix={prefix}$"))
+    await expect(page.get_by_label("Metric")).to_have_value("temperature")
+    summary = page.get_by_label("The group over the range")
+    await expect(summary).to_contain_text("Sensors3")
+    end = datetime.now(UTC)
+    query = (f"sensorIdPrefix={prefix}&metricType=temperature&bucketWidth=3600s&topCount=10"
+             f"&startTime={iso(end - timedelta(hours=24))}&endTime={iso(end)}")  # fmt: skip
+    status, body = await http("GET", f"{target.envoy_url}/v1/sensors:aggregate?{query}")
+    assert status == 200, body
+    stats = body["stats"]
+    assert (stats["sensorCount"], stats["count"]) == (3, str(len(readings)))
+    await expect(summary).to_contain_text(f"Readings{len(readings)}")
+    ranked = page.locator("table.top-sensors tbody th")
+    await expect(ranked).to_have_text([t["sensorId"] for t in stats["topSensors"]])
+    assert [t["sensorId"] for t in stats["topSensors"]] == [f"{prefix}2", f"{prefix}1", f"{prefix}0"]
+    filled = [b for b in stats["buckets"] if b["count"] != "0"]
+    await expect(page.locator("table.buckets tbody tr")).to_have_count(len(filled))
+    await expect(page.locator(".plot")).to_have_attribute("data-points", str(len(filled)))
+    assert tab.problems == []
+
+
 # --- alarms ---------------------------------------------------------------------------------------
 
 
@@ -721,15 +758,15 @@ async def test_the_console_is_usable_with_the_keyboard_alone(
     await listed(target, sensor_id, 1)
     page = tab.page
     await page.goto(f"/?prefix={sensor_id}")
-    await expect(page.get_by_role("link", name=sensor_id)).to_be_visible()
+    await expect(page.get_by_role("link", name=sensor_id, exact=True)).to_be_visible()
     order = []
-    for _ in range(13):
+    for _ in range(15):
         await page.keyboard.press("Tab")
         order.append(await focused(page))
     assert order == [
-        "a Skip to content", "a Metrics", "a Fleet", "a Alarms", "a Rules", "a Devices", "a Notifications",
-        "a Live events", "a Pipeline health", "a HTTP API",
-        "input prefix", "button Search", f"a {sensor_id}",
+        "a Skip to content", "a Metrics", "a Fleet", "a Groups", "a Alarms", "a Rules", "a Devices",
+        "a Notifications", "a Live events", "a Pipeline health", "a HTTP API",
+        "input prefix", "button Search", f"a Chart {sensor_id}* as a group", f"a {sensor_id}",
     ]  # fmt: skip
     # The focus shows.
     outline = await page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
@@ -754,7 +791,7 @@ async def test_the_console_is_usable_with_the_keyboard_alone(
     # Back in the history: the fleet's page and its search again.
     await page.go_back()
     await expect(page).to_have_url(re.compile(rf"/\?prefix={sensor_id}$"))
-    await expect(page.get_by_role("link", name=sensor_id)).to_be_visible()
+    await expect(page.get_by_role("link", name=sensor_id, exact=True)).to_be_visible()
     assert tab.problems == []
 
 

@@ -2,6 +2,7 @@
 // path picks what to draw. Links stay links: the router only takes over plain clicks on them.
 import { alarmsPage } from "./alarms.js";
 import { h } from "./dom.js";
+import { groupsPage } from "./groups.js";
 import { devicesPage } from "./devices.js";
 import { fleetPage } from "./fleet.js";
 import { healthPage } from "./health.js";
@@ -19,6 +20,7 @@ const PAGES = [
   { path: /^\/subscriptions$/, title: "Notifications", draw: subscriptionsPage },
   { path: /^\/devices$/, title: "Devices", draw: devicesPage },
   { path: /^\/events$/, title: "Live events", draw: livePage },
+  { path: /^\/groups$/, title: "Groups", draw: groupsPage },
   { path: /^\/health$/, title: "Pipeline health", draw: healthPage },
   { path: /^\/sensors\/([^/]+)$/, title: "Sensor", draw: sensorPage },
 ];

@@ -14,7 +14,9 @@ export async function fleetPage(main, { signal, query, navigate }) {
   const results = h("div", { class: "results" });
   // Registered devices that went silent (silence rules), said above the sensors.
   const silence = h("div", { class: "silence", role: "status" });
-  main.append(heading("Fleet"), silence, search, results);
+  // A searched prefix is a group: its sensors charted together on the Groups page.
+  const group = prefix ? h("p", {}, h("a", { href: `/groups?${new URLSearchParams({ prefix })}` }, `Chart ${prefix}* as a group`)) : null;
+  main.append(heading("Fleet"), silence, search, group ?? "", results);
   silentDevices({ signal }).then((silent) => {
     if (silent.size) {
       // Text, not a link: the Devices page (in the navigation) marks which.
