@@ -691,9 +691,26 @@ async def test_pipeline_health_shows_prometheus_s_figures(tab: Tab) -> None:
         sample("metrics:mqtt_clients:sum", 10002),
     ]
     body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}})
+    # The last hour of two of them (every 30 s), and one alert firing.
+    now = time.time()
+    history = [
+        {"metric": {"__name__": "metrics:readings_accepted:rate1m"},
+         "values": [[now - 3600 + 30 * i, str(1000 + i)] for i in range(121)]},
+        {"metric": {"__name__": "metrics:consumer_lag:sum", "group": "saver"}, "values": [[now - 60, "40"], [now, "42"]]},
+        {"metric": {"__name__": "metrics:consumer_lag:sum", "group": "processor"}, "values": [[now - 60, "1"], [now, "7"]]},
+    ]  # fmt: skip
+    ranges = json.dumps({"status": "success", "data": {"resultType": "matrix", "result": history}})
+    alert = {"labels": {"alertname": "MetricsConsumerLagging", "severity": "warning"}, "state": "firing",
+             "annotations": {"summary": "the saver is 42 records behind"}, "activeAt": "2026-12-05T09:00:00Z"}  # fmt: skip
+    alerts = json.dumps({"status": "success", "data": {"alerts": [alert, {**alert, "state": "inactive"}]}})
     page = tab.page
-    await page.route("**/prometheus/api/v1/query?*", lambda route: route.fulfill(
-        status=200, content_type="application/json", body=body))  # fmt: skip
+
+    def answer(text: str) -> Callable[[Any], Any]:
+        return lambda route: route.fulfill(status=200, content_type="application/json", body=text)
+
+    await page.route("**/prometheus/api/v1/query?*", answer(body))
+    await page.route("**/prometheus/api/v1/query_range?*", answer(ranges))
+    await page.route("**/prometheus/api/v1/alerts*", answer(alerts))
     await page.goto("/health")
     await expect(page.get_by_role("status")).to_have_attribute("data-state", "reachable")
     accepted = page.get_by_role("region", name="Readings accepted")
@@ -703,6 +720,17 @@ async def test_pipeline_health_shows_prometheus_s_figures(tab: Tab) -> None:
     await expect(lag).to_contain_text(re.compile("saver\\s*42"))
     await expect(page.get_by_role("region", name="Events raised")).to_contain_text("no data")
     await expect(page.get_by_role("region", name="MQTT clients")).to_contain_text("10,002")
+    await expect(
+        accepted.get_by_role("img", name="The last hour: from 1,000.0 to 1,120.0")
+    ).to_have_attribute("data-points", "121")
+    await expect(lag.get_by_role("img")).to_have_attribute("aria-label", "The last hour: from 41 to 49")
+    await expect(page.get_by_role("region", name="MQTT clients")).to_contain_text(
+        "no history in the last hour yet"
+    )
+    firing = page.get_by_role("region", name="Alerts").get_by_role("listitem")
+    await expect(firing).to_have_count(1)
+    await expect(firing).to_contain_text("MetricsConsumerLagging firing (warning)")
+    await expect(firing).to_contain_text("the saver is 42 records behind")
     assert tab.problems == []
 
 
@@ -728,6 +756,13 @@ async def test_pipeline_health_through_envoy_shows_prometheus_s_figures(tab: Tab
     state = "reachable" if target.prometheus else "unreachable"
     await expect(tab.page.get_by_role("status")).to_have_attribute("data-state", state)
     await expect(tab.page.get_by_role("alert")).to_have_count(0)
+    if target.prometheus:
+        # The last hour: once the stack's Prometheus has two points of the rule (it records every
+        # 15 s); the page reads the last hour again every 30 s.
+        accepted = tab.page.get_by_role("region", name="Readings accepted")
+        line = accepted.get_by_role("img", name=re.compile("^The last hour: from"))
+        await expect(line).to_be_visible(timeout=90_000)
+        await expect(tab.page.get_by_role("region", name="Alerts")).to_be_visible()
     assert tab.problems == []
 
 
@@ -812,6 +847,32 @@ async def test_on_the_tls_port_the_page_loads_without_a_token_and_asks_for_one(
         await expect(page.get_by_role("table").or_(page.get_by_text("No sensors yet"))).to_be_visible()
         await page.get_by_role("link", name="Live events").click()
         await expect(page.get_by_role("status")).to_have_attribute("data-state", "open")
+    finally:
+        await context.close()
+
+
+async def test_with_a_read_token_actions_say_why_they_cannot_and_a_refusal_is_shown(
+    browser: Browser, target: Target
+) -> None:
+    context = await browser.new_context(base_url=target.envoy_tls_url, ignore_https_errors=True)
+    try:
+        page = await context.new_page()
+        await page.goto("/rules")
+        await page.get_by_label(re.compile("Token")).fill(front_door.token(target, scopes=("read",)))
+        await page.get_by_role("button", name="Use token").click()
+        # Listing takes the read scope; changing, the admin one: the page says so rather than offer it.
+        await expect(page.get_by_text("Creating rules needs a token with the admin scope.")).to_be_visible()
+        await expect(page.get_by_role("button", name=re.compile("^Disable rule")).first).to_be_disabled()
+        # Subscriptions take the admin scope even to list: the API's 403 is shown, with a way to
+        # give another token.
+        await page.get_by_role("link", name="Notifications").click()
+        refused = page.get_by_role("alert")
+        await expect(refused).to_contain_text("This token may not do this")
+        await expect(refused).to_contain_text("HTTP 403")
+        await page.get_by_label(re.compile("Token")).fill(front_door.token(target, scopes=("read", "admin")))
+        await page.get_by_role("button", name="Use token").click()
+        await expect(page.get_by_role("heading", name="Notifications")).to_be_visible()
+        await expect(page.get_by_role("alert")).to_have_count(0)
     finally:
         await context.close()
 
