@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from assessor import hour_blocks
 from assessor.aggregates import HOUR_US, MINUTE_US
 
 # Widths under an hour read minute rollups: only over ranges this long.
@@ -105,3 +106,14 @@ async def aggregate(
         start_us, end_us, ranked[0]["sensors"] if ranked else 0, buckets,
         [SensorSummary(r["sensor_id"], r["count"], r["mean"], r["min"], r["max"]) for r in ranked],
     )  # fmt: skip
+
+
+def from_totals(start_us: int, end_us: int, width_us: int, totals: hour_blocks.Totals) -> Group:
+    """A group as the hourly blocks sum it (assessor/hour_blocks.py)."""
+    buckets = [
+        GroupBucket(bucket_start, sensors, count, total, low, high)
+        for bucket_start, (sensors, count, total, low, high) in zip(
+            range(start_us, end_us, width_us), totals.buckets, strict=True
+        )
+    ]
+    return Group(start_us, end_us, totals.sensors, buckets, [SensorSummary(*t) for t in totals.top])

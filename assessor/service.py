@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import grpc
 
-from assessor import groups, horizons, readings, requests
+from assessor import groups, horizons, hour_blocks, readings, requests
 from assessor.aggregates import HOUR_US, MINUTE_US, range_aggregate
 from assessor.database import Database
 from assessor.settings import AssessorSettings
@@ -81,8 +81,9 @@ Row = tuple[int, str, float, str | None, str | None]
 
 
 class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
-    def __init__(self, db: Database, hub: EventHub) -> None:
+    def __init__(self, db: Database, hub: EventHub, group_refresh_s: float) -> None:
         self._db = db
+        self._blocks = hour_blocks.HourBlocks(group_refresh_s)
         self._hub = hub
 
     @grpc_errors
@@ -210,9 +211,22 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
             return pb.AggregateSensorsResponse(stats=stats)  # no sensor the caller may read is in it
         low, high = (prefix, postgres.prefix_upper_bound(prefix)) if prefix else ("", ID_CEILING)
         several = None if caller is None or caller.all_sensors else list(caller.sensor_prefixes)
-        found = await self._db.query(lambda pool: groups.aggregate(
-            pool, low, high, request.metric_type, several, start, end, width, request.top_count or 10,
-        ))  # fmt: skip
+        top = request.top_count or 10
+        if width % HOUR_US == 0 and (several is None or len(several) == 1):
+            # Whole hours of one range of ids: the kept hourly blocks (assessor/hour_blocks.py).
+            hours = range(start, end, HOUR_US)
+            blocks = await self._blocks.blocks(
+                self._db.query, request.metric_type, hours, time.time_ns() // 1000
+            )
+            found = groups.from_totals(
+                start, end, width, hour_blocks.aggregate(
+                    blocks, self._blocks.names(request.metric_type), low, high, width // HOUR_US, top
+                ),
+            )  # fmt: skip
+        else:
+            found = await self._db.query(lambda pool: groups.aggregate(
+                pool, low, high, request.metric_type, several, start, end, width, top,
+            ))  # fmt: skip
         stats.sensor_count = found.sensors
         total = sum(b.sum for b in found.buckets if b.count)
         for bucket in found.buckets:
@@ -471,7 +485,7 @@ async def main(stop: asyncio.Event) -> None:
         db = Database(pool, replica, config.replica_max_lag_s)
         following = asyncio.create_task(db.follow(stop))
         hub.start()
-        assessor = Assessor(db, hub)
+        assessor = Assessor(db, hub, config.group_refresh_s)
         server = GrpcServer(
             config.grpc_address,
             [SERVICE.full_name],

@@ -30,3 +30,7 @@ class AssessorSettings(KafkaSettings, ServiceSettings):
     query_timeout_s: float = 10.0
     # Events a WatchEvents client may fall behind by before it is cut off.
     watch_queue_size: int = 1_000
+    # A group's statistics over whole hours (AggregateSensors) read each hour's rollups once and keep
+    # them; a kept hour is read again (in the background) once it was read this many seconds ago: how
+    # late a reading of an hour that ended may show there.
+    group_refresh_s: float = 60.0

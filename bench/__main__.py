@@ -96,10 +96,12 @@ async def suite(env: Env, short: bool) -> dict[str, Any]:
     results["stats_query_p50_ms"] = median(dashboard)
     results["stats_query_p99_ms"] = percentile(dashboard, 0.99)
     results["stats_query_plain_p99_ms"] = percentile(times["whole range"], 0.99)
-    group = await measure.group_queries(env, 10_000, 20 if short else 100)
+    first, group = await measure.group_queries(env, 10_000, 20 if short else 100)
     say(
-        f"a group of 10,000 sensors over a day: p50 {median(group):.1f} ms, p99 {percentile(group, 0.99):.1f} ms"
+        f"a group of 10,000 sensors over a day: {first:.0f} ms the first time, then p50 {median(group):.1f} ms, "
+        f"p99 {percentile(group, 0.99):.1f} ms"
     )
+    results["group_aggregate_first_ms"] = first
     results["group_aggregate_p50_ms"] = median(group)
     results["group_aggregate_p99_ms"] = percentile(group, 0.99)
     sample = 1_000 if short else 10_000

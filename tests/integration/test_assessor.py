@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import grpc
@@ -172,6 +173,11 @@ async def test_buckets_are_aligned_and_exact(
 # --- groups -------------------------------------------------------------------------------------
 
 
+# A group's hours are read once and kept a while (assessor/hour_blocks.py): the groups' readings are
+# of a metric type of their own, which no other test's query has made the assessor keep before.
+GROUP_TYPE = f"group_{uuid.uuid4().hex[:8]}"
+
+
 @pytest.fixture(scope="module")
 async def group(receiver: ReceiverServiceStub, target: Target) -> tuple[str, list[tuple[str, int, float]]]:
     """Five sensors under a prefix, and one beside it, with readings over the three hours before T0:
@@ -184,14 +190,14 @@ async def group(receiver: ReceiverServiceStub, target: Target) -> tuple[str, lis
         for _ in range(400)
     ]
     beside = [(prefix[:-1] + "x", T0 - HOUR_US, 1000.0)]
-    await ingest(receiver, target, [(s, "temperature", at, v) for s, at, v in readings + beside])
+    await ingest(receiver, target, [(s, GROUP_TYPE, at, v) for s, at, v in readings + beside])
     return prefix, readings
 
 
 def group_request(
-    prefix: str, start: int, end: int, width_s: int, top: int = 0
+    prefix: str, start: int, end: int, width_s: int, top: int = 0, metric_type: str = GROUP_TYPE
 ) -> pb.AggregateSensorsRequest:
-    return pb.AggregateSensorsRequest(sensor_id_prefix=prefix, metric_type="temperature", start_time=ts(start),
+    return pb.AggregateSensorsRequest(sensor_id_prefix=prefix, metric_type=metric_type, start_time=ts(start),
                                       end_time=ts(end), bucket_width=duration_pb2.Duration(seconds=width_s),
                                       top_count=top)  # fmt: skip
 
@@ -579,6 +585,48 @@ async def test_the_watch_is_unavailable_while_the_feed_is_not_live(
                     pass
         assert error.value.code() == grpc.StatusCode.UNAVAILABLE, error.value.details()
         assert "live event feed" in (error.value.details() or "")
+    finally:
+        assert await stop_service(process) == 0, log.read_text()[-2000:]
+
+
+async def test_a_late_reading_of_a_kept_hour_shows_within_the_refresh(
+    receiver: ReceiverServiceStub, target: Target, sensor_id: str, tmp_path: Path
+) -> None:
+    # A private assessor that reads a kept hour again after a second: an hour's statistics are
+    # served as kept, then with the late readings within about that long, exactly.
+    metric_type = f"late_{uuid.uuid4().hex[:8]}"
+    prefix = f"{sensor_id}-"
+    hour = T0 - 5 * HOUR_US
+    await ingest(
+        receiver, target, [(f"{prefix}{n}", metric_type, hour + n * 1_000_000, 10.0 + n) for n in range(3)]
+    )
+    port = free_port()
+    env = service_env(target, None, "assessor", {
+        "METRICS_ASSESSOR_GRPC_PORT": str(port), "METRICS_ASSESSOR_GROUP_REFRESH_S": "1",
+    })  # fmt: skip
+    log = tmp_path / "assessor.log"
+    process = await start_service("assessor", env, log)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await asyncio.wait_for(channel.channel_ready(), 30)
+            stub = AssessorServiceStub(channel)
+            request = group_request(prefix, hour, hour + HOUR_US, 3600, metric_type=metric_type)
+            kept = (await stub.AggregateSensors(request, timeout=10)).stats
+            assert (kept.count, kept.sensor_count, kept.max) == (3, 3, 12.0)
+            # Late: a fourth sensor's reading of that hour, and a higher one of the first.
+            await ingest(receiver, target, [(f"{prefix}3", metric_type, hour + 60_000_000, 50.0),
+                                            (f"{prefix}0", metric_type, hour + 61_000_000, 70.0)])  # fmt: skip
+
+            async def refreshed() -> Any:
+                found = (await stub.AggregateSensors(request, timeout=10)).stats
+                assert (found.count, found.sensor_count, found.max) == (5, 4, 70.0), found
+                return found
+
+            began = time.monotonic()
+            found = await eventually(refreshed, timeout=10, what="the late readings in the group")
+            print(f"shown {time.monotonic() - began:.2f} s after they were stored")
+            ranked = [t.sensor_id for t in found.top_sensors]
+            assert ranked == [f"{prefix}3", f"{prefix}0", f"{prefix}2", f"{prefix}1"]
     finally:
         assert await stop_service(process) == 0, log.read_text()[-2000:]
 

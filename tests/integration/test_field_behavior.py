@@ -73,6 +73,7 @@ def valid_requests(
         "GetSubscription": npb.GetSubscriptionRequest(subscription_id=subscription_id),
         "ResumeSubscription": npb.ResumeSubscriptionRequest(subscription_id=subscription_id),
         "DeleteSubscription": npb.DeleteSubscriptionRequest(subscription_id=subscription_id),
+        "ListDeliveries": npb.ListDeliveriesRequest(subscription_id=subscription_id),
         "PushMetrics": rpb.PushMetricsRequest(metrics=[reading]),
         "RecordLegacyMeasurement": rpb.RecordLegacyMeasurementRequest(
             sensor_uuid=sensor_id, temperature=20.5
@@ -81,6 +82,9 @@ def valid_requests(
         "ListSensors": apb.ListSensorsRequest(sensor_id_prefix=sensor_id),
         "GetSensorStats": apb.GetSensorStatsRequest(sensor_id=sensor_id, metric_type="temperature", **window),
         "ListReadings": apb.ListReadingsRequest(sensor_id=sensor_id, **window),
+        "AggregateSensors": apb.AggregateSensorsRequest(
+            sensor_id_prefix=sensor_id, metric_type="temperature", **window
+        ),
         "GetLegacyEvents": apb.GetLegacyEventsRequest(sensor_uuid=sensor_id),
         "GetLegacyMeasurements": apb.GetLegacyMeasurementsRequest(sensor_uuid=sensor_id),
     }

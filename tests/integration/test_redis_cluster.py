@@ -168,9 +168,15 @@ async def test_a_master_killed_during_rounds_loses_nothing(
     committed = 0
     failures = 0
 
+    # The loop waits after 5 rounds until the master is dead: the rest of its rounds meet the
+    # failover (on their own they could all be done before the kill).
+    killed = asyncio.Event()
+
     async def processor() -> None:
         nonlocal committed, failures
         while committed < len(values):
+            if committed == 5:
+                await killed.wait()
             try:
                 produced.update(
                     dict.fromkeys(
@@ -191,6 +197,7 @@ async def test_a_master_killed_during_rounds_loses_nothing(
         )
         replica = redis_cluster.cluster.replica_of(victim)
         redis_cluster.cluster.kill(victim)
+        killed.set()
         await asyncio.to_thread(redis_cluster.cluster.wait_master, replica)
         redis_cluster.cluster.start_node(victim)
         await wait_replica(redis_cluster, replica)
