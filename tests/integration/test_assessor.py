@@ -9,6 +9,7 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -571,22 +572,30 @@ async def test_the_watch_is_unavailable_while_the_feed_is_not_live(
     target: Target, sensor_id: str, tmp_path: Path
 ) -> None:
     # A topic that does not exist: the feed never becomes live, and says so to each watcher.
+    topic = {"METRICS_EVENTS_TOPIC": f"no-such-topic-{sensor_id}"}
+    async with assessor_of_its_own(target, tmp_path, topic) as stub:
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            async for _ in stub.WatchEvents(pb.WatchEventsRequest(), timeout=10):
+                pass
+    assert error.value.code() == grpc.StatusCode.UNAVAILABLE, error.value.details()
+    assert "live event feed" in (error.value.details() or "")
+
+
+@asynccontextmanager
+async def assessor_of_its_own(
+    target: Target, tmp_path: Path, settings: dict[str, str]
+) -> AsyncIterator[AssessorServiceStub]:
+    """An assessor of the test's own with these settings, running while the block runs."""
     port = free_port()
-    env = service_env(target, None, "assessor", {
-        "METRICS_ASSESSOR_GRPC_PORT": str(port), "METRICS_EVENTS_TOPIC": f"no-such-topic-{sensor_id}",
-    })  # fmt: skip
+    env = service_env(target, None, "assessor", {"METRICS_ASSESSOR_GRPC_PORT": str(port), **settings})
     log = tmp_path / "assessor.log"
     process = await start_service("assessor", env, log)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             await asyncio.wait_for(channel.channel_ready(), 30)
-            with pytest.raises(grpc.aio.AioRpcError) as error:
-                async for _ in AssessorServiceStub(channel).WatchEvents(pb.WatchEventsRequest(), timeout=10):
-                    pass
-        assert error.value.code() == grpc.StatusCode.UNAVAILABLE, error.value.details()
-        assert "live event feed" in (error.value.details() or "")
+            yield AssessorServiceStub(channel)
     finally:
-        assert await stop_service(process) == 0, log.read_text()[-2000:]
+        assert await stop_service(process) == 0, (await asyncio.to_thread(log.read_text))[-2000:]
 
 
 async def test_a_late_reading_of_a_kept_hour_shows_within_the_refresh(
@@ -600,35 +609,24 @@ async def test_a_late_reading_of_a_kept_hour_shows_within_the_refresh(
     await ingest(
         receiver, target, [(f"{prefix}{n}", metric_type, hour + n * 1_000_000, 10.0 + n) for n in range(3)]
     )
-    port = free_port()
-    env = service_env(target, None, "assessor", {
-        "METRICS_ASSESSOR_GRPC_PORT": str(port), "METRICS_ASSESSOR_GROUP_REFRESH_S": "1",
-    })  # fmt: skip
-    log = tmp_path / "assessor.log"
-    process = await start_service("assessor", env, log)
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            await asyncio.wait_for(channel.channel_ready(), 30)
-            stub = AssessorServiceStub(channel)
-            request = group_request(prefix, hour, hour + HOUR_US, 3600, metric_type=metric_type)
-            kept = (await stub.AggregateSensors(request, timeout=10)).stats
-            assert (kept.count, kept.sensor_count, kept.max) == (3, 3, 12.0)
-            # Late: a fourth sensor's reading of that hour, and a higher one of the first.
-            await ingest(receiver, target, [(f"{prefix}3", metric_type, hour + 60_000_000, 50.0),
-                                            (f"{prefix}0", metric_type, hour + 61_000_000, 70.0)])  # fmt: skip
+    async with assessor_of_its_own(target, tmp_path, {"METRICS_ASSESSOR_GROUP_REFRESH_S": "1"}) as stub:
+        request = group_request(prefix, hour, hour + HOUR_US, 3600, metric_type=metric_type)
+        kept = (await stub.AggregateSensors(request, timeout=10)).stats
+        assert (kept.count, kept.sensor_count, kept.max) == (3, 3, 12.0)
+        # Late: a fourth sensor's reading of that hour, and a higher one of the first.
+        await ingest(receiver, target, [(f"{prefix}3", metric_type, hour + 60_000_000, 50.0),
+                                        (f"{prefix}0", metric_type, hour + 61_000_000, 70.0)])  # fmt: skip
 
-            async def refreshed() -> Any:
-                found = (await stub.AggregateSensors(request, timeout=10)).stats
-                assert (found.count, found.sensor_count, found.max) == (5, 4, 70.0), found
-                return found
+        async def refreshed() -> Any:
+            found = (await stub.AggregateSensors(request, timeout=10)).stats
+            assert (found.count, found.sensor_count, found.max) == (5, 4, 70.0), found
+            return found
 
-            began = time.monotonic()
-            found = await eventually(refreshed, timeout=10, what="the late readings in the group")
-            print(f"shown {time.monotonic() - began:.2f} s after they were stored")
-            ranked = [t.sensor_id for t in found.top_sensors]
-            assert ranked == [f"{prefix}3", f"{prefix}0", f"{prefix}2", f"{prefix}1"]
-    finally:
-        assert await stop_service(process) == 0, log.read_text()[-2000:]
+        began = time.monotonic()
+        found = await eventually(refreshed, timeout=10, what="the late readings in the group")
+        print(f"shown {time.monotonic() - began:.2f} s after they were stored")
+        ranked = [t.sensor_id for t in found.top_sensors]
+        assert ranked == [f"{prefix}3", f"{prefix}0", f"{prefix}2", f"{prefix}1"]
 
 
 # --- the original system's routes ---------------------------------------------------------------
