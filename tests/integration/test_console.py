@@ -830,6 +830,41 @@ async def test_the_console_is_usable_with_the_keyboard_alone(
     assert tab.problems == []
 
 
+@pytest.mark.usefixtures("form_rules")
+async def test_a_rule_is_made_and_its_alarm_acknowledged_with_the_keyboard_alone(
+    tab: Tab, target: Target, sensor_id: str
+) -> None:
+    page = tab.page
+    await page.goto("/rules/new")
+    await expect(page.get_by_role("heading", name="New rule")).to_be_visible()
+    await tab_to(page, "select rule-kind", limit=30)
+    await tab_to(page, "input rule-rule-metric_type")
+    await page.keyboard.type("temperature")
+    await page.keyboard.press("Tab")
+    await page.keyboard.type(sensor_id)
+    await tab_to(page, "input rule-rule-threshold")
+    await page.keyboard.type("50")
+    await tab_to(page, "button Create rule")
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("status")).to_have_text(re.compile(r"^r-[0-9a-f]{16} created\.$"))
+    await rules_in_force(target)
+    now = datetime.now(UTC)
+    await send(target, [(sensor_id, 60.0, now - timedelta(seconds=1))])
+    await page.goto(f"/alarms?prefix={sensor_id}")
+    await expect(page.get_by_role("rowheader", name=sensor_id)).to_be_visible()
+    await tab_to(
+        page, f"button Acknowledge the alarm of {sensor_id} raised {await raised_text(page)}", limit=40
+    )
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("status").last).to_have_text("1 alarm(s) acknowledged.")
+    assert tab.problems == []
+
+
+async def raised_text(page: Page) -> str:
+    """How the alarms page shows the raise time of its one alarm."""
+    return await page.locator("table.alarms tbody tr td time").first.inner_text()
+
+
 # --- the TLS port ---------------------------------------------------------------------------------
 
 
