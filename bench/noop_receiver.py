@@ -40,6 +40,11 @@ class NoopReceiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
     ) -> receiver_service_pb2.RecordLegacyMeasurementResponse:
         return receiver_service_pb2.RecordLegacyMeasurementResponse(result=True, response="OK")
 
+    async def WriteLineProtocol(
+        self, request: receiver_service_pb2.WriteLineProtocolRequest, context: Context
+    ) -> receiver_service_pb2.WriteLineProtocolResponse:
+        return receiver_service_pb2.WriteLineProtocolResponse()
+
     async def SyncMetrics(
         self, request_iterator: AsyncIterator[receiver_service_pb2.SyncMetricsRequest], context: Context
     ) -> AsyncIterator[receiver_service_pb2.SyncMetricsResponse]:

@@ -73,7 +73,8 @@ def operations(
             body = generator.ref(method.input_type, bound_names)
         elif rule.body:
             (field,) = [f for f in request.proto.field if f.name == rule.body]
-            body = generator.field_schema(field)
+            # A google.api.HttpBody field is the raw body, passed on as it comes.
+            body = RAW_BODY if field.type_name == HTTP_BODY else generator.field_schema(field)
             bound_names |= {field.name}
         else:
             body = None
@@ -92,6 +93,10 @@ def operations(
         yield openapi_path, verb, operation
 
 
+HTTP_BODY = ".google.api.HttpBody"
+RAW_BODY: dict[str, Any] = {"type": "string"}
+
+
 def _request_body(
     generator: Generator, method: descriptor_pb2.MethodDescriptorProto, body: dict[str, Any]
 ) -> dict[str, Any]:
@@ -103,6 +108,8 @@ def _request_body(
             "stream, sent on as it arrives. A single object is refused (400).",
             "content": {"application/json": {"schema": {"type": "array", "items": body}}},
         }
+    if body is RAW_BODY:
+        return {"required": True, "content": {"text/plain": {"schema": {"type": "string"}}}}
     return {"required": True, "content": {"application/json": {"schema": body}}}
 
 

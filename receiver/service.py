@@ -15,7 +15,7 @@ from receiver import instruments
 from receiver.admission import Admission
 from receiver.budgets import StreamBudgets
 from receiver.settings import ReceiverSettings
-from runtime import kafka, settings, workers
+from runtime import kafka, line_protocol, settings, workers
 from runtime.devices import Devices
 from runtime.errors import (
     InvalidArgument,
@@ -54,6 +54,7 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
         clock: ArrivalClock,
         devices: Devices,
         strict: bool = False,
+        line_sensor_tags: tuple[str, ...] = ("sensor", "host"),
     ) -> None:
         self._writer = writer
         self._admission = admission
@@ -62,6 +63,8 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
         self._devices = devices
         self._strict = strict  # every sensor must be covered by an enabled registered device
         self._budgets = StreamBudgets()
+        # Line protocol: the tags that name a line's sensor, the first the line has.
+        self._line_sensor_tags = line_sensor_tags
 
     async def _accept(
         self, request: BatchRequest, caller: Identity | None, field: str = "metrics", streamed: bool = False
@@ -184,6 +187,45 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
             raise InvalidArgument([_legacy_violation(v) for v in exc.violations]) from None
         return receiver_service_pb2.RecordLegacyMeasurementResponse(result=True, response="OK")
 
+    @grpc_errors
+    async def WriteLineProtocol(
+        self, request: receiver_service_pb2.WriteLineProtocolRequest, context: Context
+    ) -> receiver_service_pb2.WriteLineProtocolResponse:
+        caller = _ingest_caller(context)
+        precision = request.precision or "ns"
+        if precision not in line_protocol.PRECISIONS:
+            raise InvalidArgument([Violation("precision", f"{precision!r} is not one of ns, us, ms, s")])
+        try:
+            text = request.lines.data.decode()
+        except UnicodeDecodeError:
+            raise InvalidArgument([Violation("lines", "are not UTF-8")]) from None
+        good: list[metric_pb2.Metric] = []
+        refused: list[Violation] = []
+        taken = 0
+        for number, line in line_protocol.lines(text):
+            try:
+                if isinstance(line, line_protocol.LineError):
+                    raise line
+                metrics = line_protocol.readings(line, self._line_sensor_tags, precision)
+                check_batch(metrics, self._limits, self._clock, field="fields")
+            except (line_protocol.LineError, InvalidArgument) as why:
+                refused.append(Violation(f"line {number}", str(why)))
+                continue
+            good += metrics
+            taken += 1
+        if not good and not refused:
+            raise InvalidArgument([Violation("lines", "hold no line of line protocol")])
+        # The good lines' readings, in batches the receiver takes (a line's readings in one batch).
+        step = self._limits.max_batch_readings
+        batches = [good[i : i + step] for i in range(0, len(good), step)]
+        await asyncio.gather(
+            *(self._accept(receiver_service_pb2.PushMetricsRequest(metrics=b), caller) for b in batches)
+        )
+        if refused:
+            lines = len(refused) + taken
+            raise InvalidArgument(refused, f"partial write: {len(refused)} of {lines} lines not written")
+        return receiver_service_pb2.WriteLineProtocolResponse(accepted_count=len(good), line_count=taken)
+
     def _take_budget(self, caller: Identity | None) -> None:
         if caller is not None:
             self._budgets.take(caller)
@@ -282,7 +324,15 @@ async def main(stop: asyncio.Event) -> None:
         linger_s=config.linger_ms / 1000,
     )  # fmt: skip
     devices = Devices(config)
-    receiver = Receiver(writer, admission, limits, clock, devices, config.require_registered_devices)
+    receiver = Receiver(
+        writer,
+        admission,
+        limits,
+        clock,
+        devices,
+        config.require_registered_devices,
+        config.line_protocol_sensor_tags,
+    )
     server = GrpcServer(
         config.grpc_address,
         [SERVICE.full_name],

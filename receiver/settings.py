@@ -37,3 +37,6 @@ class ReceiverSettings(KafkaSettings, ServiceSettings):
     linger_ms: float = 5.0
     # How long Kafka gets to acknowledge a batch before the client is told UNAVAILABLE.
     kafka_ack_timeout_s: float = 5.0
+    # Line protocol (WriteLineProtocol): the tags that name a line's sensor, the first the line has
+    # (commas); its other tags are the readings' labels.
+    line_protocol_sensor_tags: tuple[str, ...] = ("sensor", "host")

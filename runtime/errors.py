@@ -45,11 +45,12 @@ class InvalidArgument(ServiceError):
 
     code = grpc.StatusCode.INVALID_ARGUMENT
 
-    def __init__(self, violations: Sequence[Violation]) -> None:
+    def __init__(self, violations: Sequence[Violation], summary: str = "") -> None:
+        """`summary`, if given, goes before the first violation in the message."""
         self.violations = tuple(violations)
         first = self.violations[0]
         more = f" (and {len(self.violations) - 1} more)" if len(self.violations) > 1 else ""
-        super().__init__(f"{first.field}: {first.description}{more}")
+        super().__init__(f"{summary + ': ' if summary else ''}{first.field}: {first.description}{more}")
 
     def status(self) -> status_pb2.Status:
         details = error_details_pb2.BadRequest(

@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 import pytest
-from google.api import field_behavior_pb2
+from google.api import field_behavior_pb2, httpbody_pb2
 from google.protobuf import descriptor, message, timestamp_pb2
 
 from metrics.v1 import alarms_service_pb2 as alpb
@@ -75,6 +75,9 @@ def valid_requests(
         "DeleteSubscription": npb.DeleteSubscriptionRequest(subscription_id=subscription_id),
         "ListDeliveries": npb.ListDeliveriesRequest(subscription_id=subscription_id),
         "PushMetrics": rpb.PushMetricsRequest(metrics=[reading]),
+        "WriteLineProtocol": rpb.WriteLineProtocolRequest(
+            lines=httpbody_pb2.HttpBody(data=f"m,sensor={sensor_id} value=20.5".encode())
+        ),
         "RecordLegacyMeasurement": rpb.RecordLegacyMeasurementRequest(
             sensor_uuid=sensor_id, temperature=20.5
         ),

@@ -75,9 +75,11 @@ def test_every_http_route_of_the_protos_is_in_the_document_and_nothing_else(docu
             for method in service.methods:
                 options = method.GetOptions()
                 if options.HasExtension(annotations_pb2.http):
-                    rule = options.Extensions[annotations_pb2.http]
-                    verb = rule.WhichOneof("pattern")
-                    routes.add((verb, getattr(rule, verb), f"{service.name}_{method.name}"))
+                    first = options.Extensions[annotations_pb2.http]
+                    for n, rule in enumerate([first, *first.additional_bindings]):
+                        verb = rule.WhichOneof("pattern")
+                        suffix = f"_{n + 1}" if n else ""
+                        routes.add((verb, getattr(rule, verb), f"{service.name}_{method.name}{suffix}"))
     documented = {
         (verb, path, operation["operationId"])
         for path, item in document["paths"].items()
@@ -85,7 +87,7 @@ def test_every_http_route_of_the_protos_is_in_the_document_and_nothing_else(docu
     }
     # Paths name their variables by JSON name: {sensor_id} is {sensorId}.
     assert {(v, p.replace("_id}", "Id}").replace("_uuid}", "Uuid}"), o) for v, p, o in routes} == documented
-    assert len(documented) == 38  # every method but the bidirectional SyncMetrics
+    assert len(documented) == 40  # every method but the bidirectional SyncMetrics, and /api/v2/write
 
 
 def test_field_behavior_is_required_and_read_only(document: dict[str, Any]) -> None:

@@ -1,0 +1,110 @@
+"""InfluxDB line protocol through Envoy (ReceiverService.WriteLineProtocol, docs/line-protocol.md):
+written as to InfluxDB 1.x with curl and 2.x with InfluxDB's own Python client, stored as readings;
+bad lines named by number while the good ones are stored."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from typing import Any
+
+from google.protobuf import timestamp_pb2
+from influxdb_client import InfluxDBClient, Point, WritePrecision
+from influxdb_client.client.write_api import SYNCHRONOUS
+
+from testkit.http import http
+from tests.helpers import eventually, rfc3339
+from tests.target import Target
+
+
+def curl(url: str, body: str) -> tuple[int, Any]:
+    """POSTs `body` as curl does (`--data-binary`): the status and the JSON answer."""
+    done = subprocess.run(
+        ["curl", "-s", "-w", "\n%{http_code}", "--data-binary", "@-", url],
+        input=body.encode(), capture_output=True, check=True, timeout=30,
+    )  # fmt: skip
+    text, _, status = done.stdout.decode().rpartition("\n")
+    return int(status), json.loads(text) if text else None
+
+
+async def stored(target: Target, sensor_id: str, count: int) -> list[tuple[str, float, int, dict[str, str]]]:
+    """The sensor's readings once there are `count`: (type, value, time µs, labels), in time order."""
+    now = time.time()
+    window = f"startTime={rfc3339(now - 3600)}&endTime={rfc3339(now + 60)}"
+
+    async def found() -> list[tuple[str, float, int, dict[str, str]]]:
+        status, body = await http("GET", f"{target.envoy_url}/v1/sensors/{sensor_id}/readings?{window}")
+        assert status == 200, body
+        got = [(m["metricType"], m["value"], m["readingTime"], m.get("labels", {})) for m in body["metrics"]]
+        assert len(got) == count, got
+        return sorted((t, v, _micros(at), labels) for t, v, at, labels in got)
+
+    return await eventually(found, what=f"{count} readings stored")
+
+
+def _micros(rfc: str) -> int:
+    at = timestamp_pb2.Timestamp()
+    at.FromJsonString(rfc)
+    return at.ToMicroseconds()
+
+
+async def test_curl_writes_lines_as_to_influxdb_1_and_they_are_stored(target: Target, sensor_id: str) -> None:
+    at = int(time.time()) - 600
+    body = (
+        f"boiler,sensor={sensor_id},site=plant-7 value=81.5,pressure=2i {at}\n"
+        "# a comment, and a blank line\n\n"
+        f"boiler,sensor={sensor_id} value=82,on=t {at + 60}\n"
+    )
+    status, answer = await asyncio.to_thread(curl, f"{target.envoy_url}/write?db=plant&precision=s", body)
+    assert (status, answer) == (200, {"acceptedCount": 4, "lineCount": 2})
+    assert await stored(target, sensor_id, 4) == [
+        ("boiler", 81.5, at * 1_000_000, {"site": "plant-7"}),
+        ("boiler", 82.0, (at + 60) * 1_000_000, {}),
+        ("boiler_on", 1.0, (at + 60) * 1_000_000, {}),
+        ("boiler_pressure", 2.0, at * 1_000_000, {"site": "plant-7"}),
+    ]
+
+
+async def test_bad_lines_are_named_and_the_good_ones_stored(target: Target, sensor_id: str) -> None:
+    at = (int(time.time()) - 300) * 1000
+    body = "\n".join([
+        f"boiler,sensor={sensor_id} value=1 {at}",
+        f"boiler,site=plant-7 value=2 {at}",
+        f"boiler,sensor={sensor_id} value=hot {at}",
+        f'boiler,sensor={sensor_id} value=3,note="door open" {at}',
+        f"boiler,sensor={sensor_id} value=4 {at + 1}",
+    ])  # fmt: skip
+    status, answer = await asyncio.to_thread(curl, f"{target.envoy_url}/write?precision=ms", body)
+    assert status == 400, answer
+    assert answer["message"].startswith("partial write: 3 of 5 lines not written: line 2: no sensor")
+    (details,) = answer["details"]
+    assert [v["field"] for v in details["fieldViolations"]] == ["line 2", "line 3", "line 4"]
+    assert "is a string" in details["fieldViolations"][2]["description"]
+    assert await stored(target, sensor_id, 2) == [
+        ("boiler", 1.0, at * 1000, {}),
+        ("boiler", 4.0, (at + 1) * 1000, {}),
+    ]
+    status, answer = await asyncio.to_thread(curl, f"{target.envoy_url}/write?precision=hours", body)
+    assert status == 400 and answer["message"].startswith("precision:"), answer
+
+
+async def test_influxdb_s_python_client_writes_as_to_influxdb_2(target: Target, sensor_id: str) -> None:
+    at = (time.time_ns() // 1_000_000 - 120_000) * 1_000_000  # whole milliseconds, in ns
+
+    def write() -> None:
+        with InfluxDBClient(url=target.envoy_url, token="unused-on-8080", org="acme") as client:
+            points = [
+                Point("line").tag("sensor", sensor_id).tag("site", "plant-7").field("value", 7.25).time(at),
+                Point("line").tag("sensor", sensor_id).field("speed", 1200).time(at + 1_000_000),
+            ]
+            client.write_api(write_options=SYNCHRONOUS).write(
+                "plant", record=points, write_precision=WritePrecision.NS
+            )
+
+    await asyncio.to_thread(write)
+    assert await stored(target, sensor_id, 2) == [
+        ("line", 7.25, at // 1000, {"site": "plant-7"}),
+        ("line_speed", 1200.0, at // 1000 + 1000, {}),
+    ]
