@@ -77,6 +77,7 @@ PROTO_FILES := $(sort $(patsubst protos/%,%,$(PROTOS)))
 GO_MODULE := $(shell sed -n 's/^module //p' $(GO_CLIENT)/go.mod)
 # protoc-gen-es also needs the non-well-known imports generated.
 TS_PROTO_IMPORTS := google/api/annotations.proto google/api/field_behavior.proto google/api/http.proto \
+	google/api/httpbody.proto \
 	google/rpc/status.proto
 
 .PHONY: clients-toolchains

@@ -850,6 +850,7 @@ async def test_a_rule_is_made_and_its_alarm_acknowledged_with_the_keyboard_alone
     await rules_in_force(target)
     now = datetime.now(UTC)
     await send(target, [(sensor_id, 60.0, now - timedelta(seconds=1))])
+    await only_alarm(target.envoy_url, sensor_id)  # stored: the page lists it when it loads
     await page.goto(f"/alarms?prefix={sensor_id}")
     await expect(page.get_by_role("rowheader", name=sensor_id)).to_be_visible()
     await tab_to(

@@ -22,6 +22,9 @@ const ACKNOWLEDGED = { any: undefined, no: "false", yes: "true" };
 const ALARM_KINDS = new Set(["EVENT_KIND_THRESHOLD_EXCEEDED", "EVENT_KIND_ALARM_CLEARED", "EVENT_KIND_ALARM_ACKNOWLEDGED",
   "EVENT_KIND_DEVICE_SILENT"]);
 const RELOAD_MS = 300;
+// The list is what the saver stored, which follows the stream by its latency: each change is read
+// again this much later too, so that a slow store still shows.
+const AGAIN_MS = 2000;
 // Acts on many alarms go this many at a time.
 const AT_ONCE = 8;
 // A sensor's chart around an alarm: from this long before it was raised to this long after it ended.
@@ -102,21 +105,27 @@ export async function alarmsPage(main, { signal, query, navigate }) {
   follow({ signal, live, reload: () => load(index).catch((error) => signal.aborted || results.append(problem(error, () => load(index)))) });
 }
 
-/** Reloads the page (once for a burst) whenever an event changes an alarm. */
+/** Reloads the page (once for a burst, and once more a little later) whenever an event changes an
+ * alarm, and when the stream (re)opens. */
 function follow({ signal, live, reload }) {
   let timer = null;
-  signal.addEventListener("abort", () => clearTimeout(timer));
+  let again = null;
+  signal.addEventListener("abort", () => { clearTimeout(timer); clearTimeout(again); });
+  const changed = (delay) => {
+    clearTimeout(again);
+    again = setTimeout(reload, delay + AGAIN_MS);
+    if (!timer) timer = setTimeout(() => { timer = null; reload(); }, delay);
+  };
   watch("/v1/events:watch", {}, {
     signal,
     onMessage: ({ event }) => {
-      if (!ALARM_KINDS.has(event.kind) || timer) return;
-      timer = setTimeout(() => { timer = null; reload(); }, RELOAD_MS);
+      if (ALARM_KINDS.has(event.kind)) changed(RELOAD_MS);
     },
     onState: (name, error) => {
       live.dataset.state = name;
       if (name === "open") {
         live.textContent = "Live: alarms raised, acknowledged or cleared show here as they happen.";
-        reload(); // what changed while the stream was away
+        changed(0); // what changed while the stream was away
       } else if (name === "retrying") {
         live.textContent = "The events stream broke; reconnecting…";
       } else {
