@@ -89,10 +89,11 @@ async def main(stop: asyncio.Event) -> None:
         log.info("serving; rules: %s", "; ".join(r.describe() for r in rules.book()) or "none")
         lag = asyncio.create_task(consumer_lag.watch(consumer, config.consumer_group, stop))
         ticking = asyncio.create_task(_tick(silence, rules, devices))
+        watching = asyncio.create_task(processor.watch(stop))
         try:
             await processor.run(stop)
         finally:
-            for task in (lag, ticking, following):
+            for task in (lag, ticking, following, watching):
                 task.cancel()
     except Stopped:
         pass

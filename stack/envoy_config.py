@@ -41,6 +41,7 @@ STATIC_FILTERS_OFF = (
     "envoy.filters.http.jwt_authn",
     "envoy.filters.http.rbac",
     "envoy.filters.http.local_ratelimit",
+    "envoy.filters.http.decompressor",
     "envoy.filters.http.grpc_json_transcoder",
 )
 # Envoy has no conditional answers for its direct responses (no ETag, no 304): a browser asks again

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -43,6 +44,13 @@ log = logging.getLogger(__name__)
 THRESHOLD_EXCEEDED = event_pb2.EVENT_KIND_THRESHOLD_EXCEEDED
 # After a partition's round failed, the wait before it is read again from its committed offset.
 RETRY_DELAY_S = 1.0
+# A turn of the loop (a poll and its round) that has not ended after this long is stuck: rounds end
+# within seconds, failed or not (Kafka's requests time out after 10 s). Seen once in a test, after the
+# broker was killed and back: the processor no longer polled, nothing logged. It then exits (as a
+# kill -9 would, which it survives: Kafka redelivers, Redis skips what was counted) and is started
+# again.
+STUCK_S = 45.0
+EXIT_STUCK = 75
 
 
 class Processor:
@@ -70,9 +78,11 @@ class Processor:
         self._config = config
         self._failpoint = Failpoints(config.failpoints)
         self._failing = FailingPartitions(consumer, RETRY_DELAY_S, config.stall_after_s, serving)
+        self._turned = time.monotonic()  # when the current turn of run() began
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            self._turned = time.monotonic()
             await self._failing.tick()
             rounds = await self._consumer.getmany(
                 timeout_ms=200, max_records=self._config.max_records_per_round
@@ -97,6 +107,18 @@ class Processor:
                 self._failpoint("processor.before_commit")
                 await self._commit(done)
             instruments.ROUND_SECONDS.observe(time.perf_counter() - began)
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        """Exits the process when a turn of run() has not ended for STUCK_S."""
+        while not stop.is_set():
+            await asyncio.sleep(STUCK_S / 9)
+            stuck_s = time.monotonic() - self._turned
+            if stuck_s > STUCK_S and not stop.is_set():
+                log.error(
+                    "no round ended for %.0f s: the consumer is stuck; exiting to be started again", stuck_s
+                )
+                logging.shutdown()
+                os._exit(EXIT_STUCK)
 
     async def _process(
         self, tp: TopicPartition, records: Sequence[ConsumerRecord[bytes, bytes]], book: RuleBook

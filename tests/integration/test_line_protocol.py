@@ -5,6 +5,7 @@ bad lines named by number while the good ones are stored."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import subprocess
 import time
@@ -14,7 +15,8 @@ from google.protobuf import timestamp_pb2
 from influxdb_client import InfluxDBClient, Point, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
 
-from testkit.http import http
+from testkit.http import http, http_full
+from tests import front_door
 from tests.helpers import eventually, rfc3339
 from tests.target import Target
 
@@ -108,3 +110,41 @@ async def test_influxdb_s_python_client_writes_as_to_influxdb_2(target: Target, 
         ("line", 7.25, at // 1000, {"site": "plant-7"}),
         ("line_speed", 1200.0, at // 1000 + 1000, {}),
     ]
+
+
+async def test_a_gzip_body_is_taken(target: Target, sensor_id: str) -> None:
+    at = int(time.time()) - 200
+    body = gzip.compress(
+        f"boiler,sensor={sensor_id} value=5 {at}\nboiler,sensor={sensor_id} value=6 {at + 1}".encode()
+    )
+    status, _, answer = await http_full(
+        "POST", f"{target.envoy_url}/write?precision=s", raw=body, headers={"Content-Encoding": "gzip"}
+    )
+    assert (status, answer) == (200, {"acceptedCount": 2, "lineCount": 2})
+    assert [v for _, v, _, _ in await stored(target, sensor_id, 2)] == [5.0, 6.0]
+
+
+async def test_on_the_tls_port_a_token_comes_as_influxdb_clients_send_it(
+    target: Target, sensor_id: str
+) -> None:
+    token = front_door.token(target, scopes=("ingest",), sensors=(sensor_id,))
+    tls = front_door.tls_context(target)
+    at = int(time.time()) - 100
+    ways = {
+        "Bearer": ("/write", {"Authorization": f"Bearer {token}"}),
+        "InfluxDB 2.x's Token": ("/api/v2/write", {"Authorization": f"Token {token}"}),
+        "InfluxDB 1.x's password": (f"/write?u=plant&p={token}", {}),
+    }
+    for n, (path, headers) in enumerate(ways.values()):
+        query = "&" if "?" in path else "?"
+        status, _, answer = await http_full(
+            "POST", f"{target.envoy_tls_url}{path}{query}precision=s", raw=f"m,sensor={sensor_id} value={n} {at + n}".encode(),
+            headers=headers, tls=tls,
+        )  # fmt: skip
+        assert (status, answer) == (200, {"acceptedCount": 1, "lineCount": 1}), list(ways)[n]
+    status, _, answer = await http_full(
+        "POST", f"{target.envoy_tls_url}/write?precision=s", raw=f"m,sensor={sensor_id} value=9 {at}".encode(),
+        headers={"Authorization": "Token not-a-token"}, tls=tls,
+    )  # fmt: skip
+    assert status == 401, answer
+    assert [v for _, v, _, _ in await stored(target, sensor_id, 3)] == [0.0, 1.0, 2.0]

@@ -120,6 +120,7 @@ def test_the_tls_listener_verifies_tokens_and_passes_their_claims_as_the_service
         "jwt_authn",
         "rbac",
         "local_ratelimit",
+        "decompressor",
         "grpc_json_transcoder",
         "router",
     ]
