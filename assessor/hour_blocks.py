@@ -42,7 +42,8 @@ SELECT coalesce(array_agg(sensor_id), '{}') AS sensors, coalesce(array_agg(count
 FROM rollups_hour WHERE metric_type = $1 AND hour = $2
 """
 
-Pool = Callable[[Callable[[asyncpg.Pool], Awaitable[list[asyncpg.Record]]]], Awaitable[list[asyncpg.Record]]]
+# How a block is read: the assessor's Database.query (the replica or the primary).
+Query = Callable[[Callable[[asyncpg.Pool], Awaitable[list[asyncpg.Record]]]], Awaitable[list[asyncpg.Record]]]
 
 
 @dataclass(frozen=True)
@@ -73,23 +74,25 @@ class HourBlocks:
         self._names: dict[str, list[str]] = {}  # per metric type, the ids by number
         self._reading: dict[tuple[str, int], asyncio.Task[Block]] = {}
 
-    async def blocks(self, query: Pool, metric_type: str, hours: Sequence[int], now_us: int) -> list[Block]:
+    async def blocks(self, query: Query, metric_type: str, hours: Sequence[int], now_us: int) -> list[Block]:
         """The blocks of `hours` (µs), read where not kept or too recent to keep."""
-        wanted = []
+        found: list[Block | None] = []
+        reads = {}
         for hour in hours:
             key = (metric_type, hour)
             kept = self._blocks.get(key)
             if kept is None or hour + HOUR_US + SETTLE_US > now_us:
-                wanted.append((hour, self._read(query, key)))
+                reads[len(found)] = self._read(query, key)
             else:
                 self._blocks.move_to_end(key)
                 if time.monotonic() - kept.read_at > self._refresh_s and key not in self._reading:
                     self._refresh(query, key)
-                wanted.append((hour, _ready(kept)))
-        found = await asyncio.gather(*(read for _, read in wanted))
-        return list(found)
+            found.append(kept)
+        for at, block in zip(reads, await asyncio.gather(*reads.values()), strict=True):
+            found[at] = block
+        return [block for block in found if block is not None]
 
-    def _refresh(self, query: Pool, key: tuple[str, int]) -> None:
+    def _refresh(self, query: Query, key: tuple[str, int]) -> None:
         """Reads a kept block again in the background (one read at a time per block)."""
         task = asyncio.create_task(self._read(query, key))
         self._reading[key] = task
@@ -101,7 +104,7 @@ class HourBlocks:
 
         task.add_done_callback(done)
 
-    async def _read(self, query: Pool, key: tuple[str, int]) -> Block:
+    async def _read(self, query: Query, key: tuple[str, int]) -> Block:
         metric_type, hour = key
         (row,) = await query(lambda pool: pool.fetch(BLOCK, metric_type, hour))
         numbers = self._numbers.setdefault(metric_type, {})
@@ -127,10 +130,6 @@ class HourBlocks:
     def names(self, metric_type: str) -> list[str]:
         """The sensor ids of the metric type's numbering, by number."""
         return self._names.get(metric_type, [])
-
-
-async def _ready(block: Block) -> Block:
-    return block
 
 
 @dataclass(frozen=True)

@@ -199,36 +199,76 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
             text = request.lines.data.decode()
         except UnicodeDecodeError:
             raise InvalidArgument([Violation("lines", "are not UTF-8")]) from None
-        good: list[metric_pb2.Metric] = []
+        parsed: list[tuple[int, list[metric_pb2.Metric]]] = []
         refused: list[Violation] = []
-        taken = 0
         for number, line in line_protocol.lines(text):
             try:
                 if isinstance(line, line_protocol.LineError):
                     raise line
-                metrics = line_protocol.readings(line, self._line_sensor_tags, precision)
-                check_batch(metrics, self._limits, self._clock, field="fields")
-            except (line_protocol.LineError, InvalidArgument) as why:
+                parsed.append((number, line_protocol.readings(line, self._line_sensor_tags, precision)))
+            except line_protocol.LineError as why:
                 refused.append(Violation(f"line {number}", str(why)))
-                continue
-            good += metrics
-            taken += 1
-        if not good and not refused:
+        if not parsed and not refused:
             raise InvalidArgument([Violation("lines", "hold no line of line protocol")])
-        # The good lines' readings, in batches the receiver takes (a line's readings in one batch).
-        step = self._limits.max_batch_readings
-        batches = [good[i : i + step] for i in range(0, len(good), step)]
-        await asyncio.gather(
-            *(self._accept(receiver_service_pb2.PushMetricsRequest(metrics=b), caller) for b in batches)
+        written = await asyncio.gather(
+            *(self._write_lines(chunk, caller, refused) for chunk in self._chunks(parsed))
         )
+        taken = sum(lines for lines, _ in written)
         if refused:
+            refused.sort(key=lambda v: int(v.field.removeprefix("line ")))
             lines = len(refused) + taken
             raise InvalidArgument(refused, f"partial write: {len(refused)} of {lines} lines not written")
-        return receiver_service_pb2.WriteLineProtocolResponse(accepted_count=len(good), line_count=taken)
+        return receiver_service_pb2.WriteLineProtocolResponse(
+            accepted_count=sum(readings for _, readings in written), line_count=taken
+        )
+
+    def _chunks(
+        self, parsed: list[tuple[int, list[metric_pb2.Metric]]]
+    ) -> list[list[tuple[int, list[metric_pb2.Metric]]]]:
+        """The lines in batches the receiver takes, a line's readings never split."""
+        chunks: list[list[tuple[int, list[metric_pb2.Metric]]]] = [[]]
+        size = 0
+        for line in parsed:
+            if chunks[-1] and size + len(line[1]) > self._limits.max_batch_readings:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(line)
+            size += len(line[1])
+        return [c for c in chunks if c]
+
+    async def _write_lines(
+        self,
+        chunk: list[tuple[int, list[metric_pb2.Metric]]],
+        caller: Identity | None,
+        refused: list[Violation],
+    ) -> tuple[int, int]:
+        """Writes a batch of lines (checked once, as any batch); if the check refuses it, each line is
+        checked on its own, the bad ones added to `refused` and the rest written. Returns (lines,
+        readings) written."""
+        try:
+            readings = await self._accept(_batch_of(chunk), caller)
+            return len(chunk), readings
+        except InvalidArgument as refusal:
+            good = []
+            for number, metrics in chunk:
+                try:
+                    check_batch(metrics, self._limits, self._clock, field="fields")
+                    good.append((number, metrics))
+                except InvalidArgument as why:
+                    refused.append(Violation(f"line {number}", str(why)))
+            if len(good) == len(chunk):
+                raise refusal from None  # refused for something else than its readings
+            if not good:
+                return 0, 0
+            return len(good), await self._accept(_batch_of(good), caller)
 
     def _take_budget(self, caller: Identity | None) -> None:
         if caller is not None:
             self._budgets.take(caller)
+
+
+def _batch_of(lines: list[tuple[int, list[metric_pb2.Metric]]]) -> receiver_service_pb2.PushMetricsRequest:
+    return receiver_service_pb2.PushMetricsRequest(metrics=[m for _, metrics in lines for m in metrics])
 
 
 def _legacy_metric(

@@ -19,10 +19,14 @@ from runtime.errors import Aborted, AlreadyExists, NotFound
 from runtime.failpoints import Failpoints
 
 SCHEMA = "registry"
-COLUMNS = (
+# A device as the devices topic holds it.
+RECORD_COLUMNS = (
     "device_id, sensor_id_prefix, display_name, labels::text AS labels, tier, state, version, create_time, "
-    "update_time, delete_time, live_credentials(device_id) AS credentials, "
-    "last_seen(device_id, sensor_id_prefix) AS last_seen_time, "
+    "update_time, delete_time, live_credentials(device_id) AS credentials"
+)
+# A device as the API answers it: also when it was last heard from and whether it is connected.
+COLUMNS = (
+    f"{RECORD_COLUMNS}, last_seen(device_id, sensor_id_prefix) AS last_seen_time, "
     "mqtt_connect_time(device_id) AS mqtt_connect_time"
 )
 # What UpdateDevice may change.
@@ -66,9 +70,9 @@ def as_device(row: asyncpg.Record) -> device_pb2.Device:
         credential = device.credentials.add(credential_id=credential_id, kind=kind)
         credential.create_time.FromMicroseconds(created_us)
         credential.expire_time.FromMicroseconds(expires_us)
-    if row["last_seen_time"] is not None:
+    if row.get("last_seen_time") is not None:
         device.last_seen_time.FromMicroseconds(row["last_seen_time"])
-    if row["mqtt_connect_time"] is not None:
+    if row.get("mqtt_connect_time") is not None:
         device.mqtt_connected = True
         device.mqtt_connect_time.FromMicroseconds(row["mqtt_connect_time"])
     return device
@@ -266,10 +270,10 @@ class DeviceStore:
         return [(r["device_id"], r["live"], r["enabled"]) for r in rows]
 
     async def find(self, device_id: str) -> device_pb2.Device | None:
-        """The device, or None if there is none (deleted)."""
+        """The device as its record holds it, or None if there is none (deleted)."""
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(
-                f"SELECT {COLUMNS} FROM devices WHERE device_id = $1 AND delete_time IS NULL",  # noqa: S608 - ours
+                f"SELECT {RECORD_COLUMNS} FROM devices WHERE device_id = $1 AND delete_time IS NULL",  # noqa: S608 - ours
                 device_id,
             )
         return None if row is None else as_device(row)
@@ -288,11 +292,8 @@ class DeviceStore:
     async def everything(self) -> dict[str, device_pb2.Device | None]:
         """Every device ever stored, by id: None for a deleted one (what the devices topic should hold)."""
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(f"SELECT {COLUMNS} FROM devices")  # noqa: S608 - ours
-        return {
-            row["device_id"]: None if row["delete_time"] is not None else as_record(as_device(row))
-            for row in rows
-        }
+            rows = await conn.fetch(f"SELECT {RECORD_COLUMNS} FROM devices")  # noqa: S608 - ours
+        return {row["device_id"]: None if row["delete_time"] is not None else as_device(row) for row in rows}
 
     async def _publish(self, devices: Iterable[device_pb2.Device]) -> None:
         """Publishes the devices, all at once, and waits until Kafka has every one."""

@@ -17,6 +17,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from runtime.kafka import client_options
+from stack import settings as stack_settings
+from stack.supervisor import Supervisor
 from tests.helpers import eventually
 from tests.target import Target
 
@@ -125,9 +127,6 @@ async def in_place_of_the_stack_s(
     """The stack's `service` stopped and a private instance with the `extra` settings serving in its
     place: on the stack's port (what Envoy reaches), or on `port`; yields a channel to it. Afterwards
     the private one stops (cleanly, or the test fails with its log) and the stack's serves again."""
-    from stack import settings as stack_settings  # noqa: PLC0415 - the local stack's, not a deployment's
-    from stack.supervisor import Supervisor  # noqa: PLC0415
-
     address = target.services[service]
     own_port = port if port is not None else int(address.rpartition(":")[2])
     env = service_env(target, None, service, {f"METRICS_{service.upper()}_GRPC_PORT": str(own_port), **extra})

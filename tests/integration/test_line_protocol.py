@@ -77,13 +77,20 @@ async def test_bad_lines_are_named_and_the_good_ones_stored(target: Target, sens
         f"boiler,sensor={sensor_id} value=hot {at}",
         f'boiler,sensor={sensor_id} value=3,note="door open" {at}',
         f"boiler,sensor={sensor_id} value=4 {at + 1}",
+        # Good line protocol, refused by the receiver's checks of any reading: a sensor id it does not
+        # take, a time too far ahead.
+        f"boiler,sensor={sensor_id}/x value=5 {at}",
+        f"boiler,sensor={sensor_id} value=6 {at + 86_400_000}",
     ])  # fmt: skip
     status, answer = await asyncio.to_thread(curl, f"{target.envoy_url}/write?precision=ms", body)
     assert status == 400, answer
-    assert answer["message"].startswith("partial write: 3 of 5 lines not written: line 2: no sensor")
+    assert answer["message"].startswith("partial write: 5 of 7 lines not written: line 2: no sensor")
     (details,) = answer["details"]
-    assert [v["field"] for v in details["fieldViolations"]] == ["line 2", "line 3", "line 4"]
-    assert "is a string" in details["fieldViolations"][2]["description"]
+    violations = {v["field"]: v["description"] for v in details["fieldViolations"]}
+    assert list(violations) == ["line 2", "line 3", "line 4", "line 6", "line 7"]
+    assert "is a string" in violations["line 4"]
+    assert violations["line 6"].startswith("fields[0].sensor_id:"), violations
+    assert violations["line 7"].startswith("fields[0].reading_time:"), violations
     assert await stored(target, sensor_id, 2) == [
         ("boiler", 1.0, at * 1000, {}),
         ("boiler", 4.0, (at + 1) * 1000, {}),

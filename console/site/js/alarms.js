@@ -2,20 +2,13 @@
 // the start of the sensor id, all kept in the page's URL; counts by severity above them; acknowledged
 // and cleared one at a time or all those selected; each linked to its sensor's chart at its time.
 // The page follows the events stream: an alarm raised, acknowledged or cleared anywhere shows at once.
-import { ApiError, allows, get, post, watch } from "./api.js";
+import { ADMIN_NEEDED, ApiError, allows, get, post, watch } from "./api.js";
 import { empty, h, heading, time } from "./dom.js";
-import { number, when } from "./format.js";
+import { SEVERITIES, condition, number, when } from "./format.js";
 import { pager } from "./listing.js";
 import { problem } from "./problem.js";
 
 const PAGE_SIZE = 50;
-const SEVERITIES = {
-  SEVERITY_CRITICAL: "Critical",
-  SEVERITY_MAJOR: "Major",
-  SEVERITY_MINOR: "Minor",
-  SEVERITY_WARNING: "Warning",
-  SEVERITY_UNSPECIFIED: "None",
-};
 const STATES = { active: "ALARM_STATE_ACTIVE", cleared: "ALARM_STATE_CLEARED", any: "" };
 const ACKNOWLEDGED = { any: undefined, no: "false", yes: "true" };
 // The events that change an alarm: the page reloads (once for a burst) when one comes.
@@ -29,7 +22,6 @@ const AGAIN_MS = 2000;
 const AT_ONCE = 8;
 // A sensor's chart around an alarm: from this long before it was raised to this long after it ended.
 const AROUND_MS = 30 * 60_000;
-const ADMIN_NEEDED = "needs a token with the admin scope";
 
 /** The filters of the page's URL, each with its default. */
 function filters(query) {
@@ -162,16 +154,6 @@ function form(wanted, rules, navigate) {
   h("label", { for: "alarms-prefix" }, "Sensor id starts with"), prefix,
   h("button", { type: "submit" }, "Show"));
   return fields;
-}
-
-const COMPARISONS = {
-  COMPARISON_GREATER: ">", COMPARISON_LESS_OR_EQUAL: "≤", COMPARISON_LESS: "<", COMPARISON_GREATER_OR_EQUAL: "≥",
-};
-
-/** What a rule watches, in a few words. */
-function condition(rule) {
-  if (rule.silence) return `no reading for ${rule.silence.after}`;
-  return `${rule.metricType} ${COMPARISONS[rule.comparison] ?? "≥"} ${number(rule.threshold)}`;
 }
 
 function ruleName(rule) {

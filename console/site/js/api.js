@@ -9,6 +9,9 @@ export const token = {
   set: (value) => (value ? sessionStorage.setItem(TOKEN_KEY, value) : sessionStorage.removeItem(TOKEN_KEY)),
 };
 
+/** Why an action is not offered to a token without the admin scope. */
+export const ADMIN_NEEDED = "needs a token with the admin scope";
+
 /** Whether the calls of `scope` ("read", "admin", ...) are the caller's: any without a token (the
  * plaintext door); else those the token's scope claim names. The server decides: this only spares a
  * user buttons that would be refused. */

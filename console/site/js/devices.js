@@ -3,7 +3,7 @@
 // credentials (never a secret); disabled and enabled from here
 // (an admin token on the TLS port). A disabled device's tokens, certificates and MQTT account are
 // refused within a second.
-import { ApiError, allows, get, post } from "./api.js";
+import { ADMIN_NEEDED, ApiError, allows, get, post } from "./api.js";
 import { empty, h, heading, time } from "./dom.js";
 import { when } from "./format.js";
 import { pager, prefixSearch } from "./listing.js";
@@ -59,7 +59,7 @@ function row(device, said, signal, silentSince) {
   const silence = silentSince ? h("span", { class: "silent" }, " · silent since ", time(silentSince, when(silentSince))) : null;
   // Disabling and enabling take the admin scope: without it the button says why it cannot.
   const admin = allows("admin");
-  const action = h("button", { type: "button", disabled: !admin, title: admin ? null : "needs a token with the admin scope" });
+  const action = h("button", { type: "button", disabled: !admin, title: admin ? null : ADMIN_NEEDED });
   const show = (current) => {
     const enabled = current.state === ENABLED;
     state.replaceChildren(enabled ? "Enabled" : "Disabled", silence ?? "");

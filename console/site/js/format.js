@@ -42,3 +42,23 @@ export function ago(iso, now = Date.now()) {
 
 /** A reading's value with its unit, if it has one. */
 export const reading = (metric) => [number(metric.value), metric.unit].filter(Boolean).join(" ");
+
+/** Severities, most severe first, with their names for people. */
+export const SEVERITIES = {
+  SEVERITY_CRITICAL: "Critical",
+  SEVERITY_MAJOR: "Major",
+  SEVERITY_MINOR: "Minor",
+  SEVERITY_WARNING: "Warning",
+  SEVERITY_UNSPECIFIED: "None",
+};
+
+/** A rule's comparisons, as symbols. */
+export const COMPARISONS = {
+  COMPARISON_GREATER_OR_EQUAL: "≥", COMPARISON_GREATER: ">", COMPARISON_LESS_OR_EQUAL: "≤", COMPARISON_LESS: "<",
+};
+
+/** What a rule watches, in a few words. */
+export function condition(rule) {
+  if (rule.silence) return `no reading for ${rule.silence.after}`;
+  return `${rule.metricType} ${COMPARISONS[rule.comparison] ?? "≥"} ${number(rule.threshold)}`;
+}

@@ -2,32 +2,16 @@
 // the server's objections next to the fields they name; enabled, disabled and deleted from the list.
 // A threshold rule's form previews, over a sensor's last day, where the rule would have raised and
 // cleared its alarm (rule-preview.js, from the readings the API returns).
-import { ApiError, allows, get, send } from "./api.js";
+import { ADMIN_NEEDED, ApiError, allows, get, send } from "./api.js";
 import { drawChart } from "./chart.js";
 import { empty, h, heading, time } from "./dom.js";
-import { number, when } from "./format.js";
+import { COMPARISONS, SEVERITIES, condition, number, when } from "./format.js";
 import { problem } from "./problem.js";
 import { preview } from "./rule-preview.js";
 
-const SEVERITIES = [
-  ["SEVERITY_CRITICAL", "Critical"], ["SEVERITY_MAJOR", "Major"], ["SEVERITY_MINOR", "Minor"],
-  ["SEVERITY_WARNING", "Warning"], ["SEVERITY_UNSPECIFIED", "None"],
-];
-const COMPARISONS = [
-  ["COMPARISON_GREATER_OR_EQUAL", "≥"], ["COMPARISON_GREATER", ">"], ["COMPARISON_LESS_OR_EQUAL", "≤"],
-  ["COMPARISON_LESS", "<"],
-];
-const ADMIN_NEEDED = "needs a token with the admin scope";
 const DAY_MS = 86_400_000;
 // The preview reads at most this many readings (pages of 10,000).
 const PREVIEW_READINGS = 50_000;
-
-/** What a rule watches, in a few words. */
-export function condition(rule) {
-  if (rule.silence) return `no reading for ${rule.silence.after}`;
-  const symbol = COMPARISONS.find(([name]) => name === rule.comparison)?.[1] ?? "≥";
-  return `${rule.metricType} ${symbol} ${number(rule.threshold)}`;
-}
 
 // --- the list ---------------------------------------------------------------------------------------
 
@@ -106,7 +90,7 @@ function row(rule, { admin, said, signal, reload }) {
   return h("tr", { "data-rule-id": rule.ruleId, "data-state": enabled ? "enabled" : "disabled" },
     h("th", { scope: "row" }, h("a", { href: `/rules/${rule.ruleId}` }, condition(rule)), h("span", { class: "rule-id" }, ` ${rule.ruleId}`)),
     h("td", {}, sensors),
-    h("td", {}, SEVERITIES.find(([name]) => name === (rule.severity || "SEVERITY_UNSPECIFIED"))?.[1]),
+    h("td", {}, SEVERITIES[rule.severity || "SEVERITY_UNSPECIFIED"]),
     h("td", {}, raises),
     // The configuration's rules (clear count 0) raise events, no alarms.
     h("td", {}, rule.silence ? "at the next reading" : rule.clearCount ? `${rule.clearCount} in a row` : "raises no alarm"),
@@ -183,7 +167,7 @@ function ruleFields(rule) {
   const threshold = h("fieldset", { class: "threshold" }, h("legend", {}, "Threshold"),
     field("rule.metric_type", "Metric type", text(rule.metricType, { placeholder: "temperature" })),
     field("rule.sensor_id_prefix", "Sensor id starts with", text(rule.sensorIdPrefix, { placeholder: "every sensor" })),
-    field("rule.comparison", "Comparison", select(COMPARISONS.map(([n, s]) => [n, `value ${s} threshold`]), rule.comparison ?? "COMPARISON_GREATER_OR_EQUAL")),
+    field("rule.comparison", "Comparison", select(Object.entries(COMPARISONS).map(([n, s]) => [n, `value ${s} threshold`]), rule.comparison ?? "COMPARISON_GREATER_OR_EQUAL")),
     field("rule.threshold", "Threshold", text(rule.threshold === undefined ? "" : String(rule.threshold), { inputmode: "decimal" })),
     field("rule.count", "Readings in a row that raise it", text(String(rule.count || 1), { inputmode: "numeric" }), "1 to 1,000"),
     field("rule.duration", "For at least (seconds)", text(seconds(rule.duration), { inputmode: "decimal" }), "optional, up to 7 days"),
@@ -194,7 +178,7 @@ function ruleFields(rule) {
     field("rule.silence.device_labels", "Device labels", h("textarea", { rows: 2, placeholder: "site=plant-7" },
       Object.entries(rule.silence?.deviceLabels ?? {}).map(([k, v]) => `${k}=${v}`).join("\n")), "one key=value a line"));
   const common = h("fieldset", {}, h("legend", {}, "Alarm"),
-    field("rule.severity", "Severity", select(SEVERITIES, rule.severity || "SEVERITY_UNSPECIFIED")),
+    field("rule.severity", "Severity", select(Object.entries(SEVERITIES), rule.severity || "SEVERITY_UNSPECIFIED")),
     field("rule.enabled", "Enabled", h("input", { type: "checkbox", checked: rule.enabled !== false })));
   const showKind = () => {
     threshold.hidden = kind.value !== "threshold";

@@ -4,7 +4,7 @@
 // page takes the admin scope on the TLS port.
 import { ApiError, get, post } from "./api.js";
 import { empty, h, heading, time } from "./dom.js";
-import { number, when } from "./format.js";
+import { SEVERITIES, number, when } from "./format.js";
 import { problem } from "./problem.js";
 
 const STATES = {
@@ -23,7 +23,6 @@ const KINDS = {
   EVENT_KIND_ALARM_ACKNOWLEDGED: "acknowledged",
   EVENT_KIND_DEVICE_SILENT: "device silent",
 };
-const SEVERITIES = { SEVERITY_CRITICAL: "critical", SEVERITY_MAJOR: "major", SEVERITY_MINOR: "minor", SEVERITY_WARNING: "warning" };
 // Deliveries shown when a subscription's are opened.
 const LATEST = 10;
 
@@ -56,7 +55,7 @@ function filters(subscription) {
   const parts = [subscription.sensorIdPrefix ? `sensors ${subscription.sensorIdPrefix}*` : "every sensor"];
   parts.push(subscription.kinds?.length ? subscription.kinds.map((k) => KINDS[k] ?? k).join(", ") : "every kind");
   if (subscription.minimumSeverity && subscription.minimumSeverity !== "SEVERITY_UNSPECIFIED") {
-    parts.push(`${SEVERITIES[subscription.minimumSeverity] ?? subscription.minimumSeverity} or worse`);
+    parts.push(`${(SEVERITIES[subscription.minimumSeverity] ?? subscription.minimumSeverity).toLowerCase()} or worse`);
   }
   return parts.join(" · ");
 }
