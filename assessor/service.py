@@ -11,8 +11,9 @@ from typing import Any
 
 import asyncpg
 import grpc
+from google.api import httpbody_pb2
 
-from assessor import groups, horizons, hour_blocks, readings, requests
+from assessor import groups, horizons, hour_blocks, readings, remote_read, requests
 from assessor.aggregates import HOUR_US, MINUTE_US, range_aggregate
 from assessor.database import Database
 from assessor.settings import AssessorSettings
@@ -81,8 +82,11 @@ Row = tuple[int, str, float, str | None, str | None]
 
 
 class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
-    def __init__(self, db: Database, hub: EventHub, group_refresh_s: float) -> None:
+    def __init__(
+        self, db: Database, hub: EventHub, group_refresh_s: float, read_limits: remote_read.Limits
+    ) -> None:
         self._db = db
+        self._read_limits = read_limits
         self._blocks = hour_blocks.HourBlocks(group_refresh_s)
         self._hub = hub
 
@@ -386,6 +390,15 @@ class Assessor(assessor_service_pb2_grpc.AssessorServiceServicer):
             response.max_last_30_days = month.max
         return response
 
+    @grpc_errors
+    async def ReadPrometheus(
+        self, request: pb.ReadPrometheusRequest, context: Context
+    ) -> httpbody_pb2.HttpBody:
+        caller = _reader(context)
+        read = remote_read.request_of(request.body.data)
+        answer = await self._db.query(lambda pool: remote_read.answer(pool, read, caller, self._read_limits))
+        return httpbody_pb2.HttpBody(content_type="application/x-protobuf", data=answer)
+
 
 def _reader(context: Context, sensor_id: str | None = None, field: str = "sensor_id") -> Identity | None:
     """The caller, who must hold the read scope and cover `sensor_id` if given; None inside."""
@@ -485,7 +498,10 @@ async def main(stop: asyncio.Event) -> None:
         db = Database(pool, replica, config.replica_max_lag_s)
         following = asyncio.create_task(db.follow(stop))
         hub.start()
-        assessor = Assessor(db, hub, config.group_refresh_s)
+        assessor = Assessor(
+        db, hub, config.group_refresh_s,
+        remote_read.Limits(config.remote_read_max_series, config.remote_read_max_samples),
+    )  # fmt: skip
         server = GrpcServer(
             config.grpc_address,
             [SERVICE.full_name],

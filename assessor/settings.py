@@ -34,3 +34,7 @@ class AssessorSettings(KafkaSettings, ServiceSettings):
     # them; a kept hour is read again (in the background) once it was read this many seconds ago: how
     # late a reading of an hour that ended may show there.
     group_refresh_s: float = 60.0
+    # Prometheus remote read (ReadPrometheus): the most stored series one query may match.
+    remote_read_max_series: int = 10_000
+    # The most samples one remote read answer may hold (Envoy passes an answer of up to 16 MB).
+    remote_read_max_samples: int = 1_000_000

@@ -45,6 +45,11 @@ class NoopReceiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
     ) -> receiver_service_pb2.WriteLineProtocolResponse:
         return receiver_service_pb2.WriteLineProtocolResponse()
 
+    async def WritePrometheus(
+        self, request: receiver_service_pb2.WritePrometheusRequest, context: Context
+    ) -> receiver_service_pb2.WritePrometheusResponse:
+        return receiver_service_pb2.WritePrometheusResponse()
+
     async def SyncMetrics(
         self, request_iterator: AsyncIterator[receiver_service_pb2.SyncMetricsRequest], context: Context
     ) -> AsyncIterator[receiver_service_pb2.SyncMetricsResponse]:

@@ -95,6 +95,9 @@ def operations(
 
 HTTP_BODY = ".google.api.HttpBody"
 RAW_BODY: dict[str, Any] = {"type": "string"}
+# The raw bodies that are not text: Prometheus's messages, snappy-compressed (docs/prometheus.md).
+PROTOBUF_BODIES = frozenset({".metrics.v1.WritePrometheusRequest", ".metrics.v1.ReadPrometheusRequest"})
+PROTOBUF = {"application/x-protobuf": {"schema": {"type": "string", "format": "binary"}}}
 
 
 def _request_body(
@@ -108,6 +111,8 @@ def _request_body(
             "stream, sent on as it arrives. A single object is refused (400).",
             "content": {"application/json": {"schema": {"type": "array", "items": body}}},
         }
+    if body is RAW_BODY and method.input_type in PROTOBUF_BODIES:
+        return {"required": True, "content": PROTOBUF}
     if body is RAW_BODY:
         return {"required": True, "content": {"text/plain": {"schema": {"type": "string"}}}}
     return {"required": True, "content": {"application/json": {"schema": body}}}
@@ -117,6 +122,8 @@ def _answer(
     generator: Generator, method: descriptor_pb2.MethodDescriptorProto, rule: http_pb2.HttpRule
 ) -> dict[str, Any]:
     output = generator.index.messages[method.output_type]
+    if method.output_type == HTTP_BODY:  # the raw answer, as the method's comment describes it
+        return {"description": "OK", "content": PROTOBUF}
     if rule.response_body:
         (field,) = [f for f in output.proto.field if f.name == rule.response_body]
         schema = generator.field_schema(field)

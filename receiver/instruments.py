@@ -23,6 +23,10 @@ REFUSED = Counter(
     "counts in grpc_server_handled_total by its code only).",
     ("reason",),
 )
+STALE_MARKERS = Counter(
+    "metrics_receiver_stale_markers_total",
+    "Prometheus stale markers dropped by remote write: a series ended, not a value.",
+)
 ACK_SECONDS = Histogram(
     "metrics_receiver_ack_seconds",
     "From a batch's arrival to its acknowledgement (Kafka has it) or its refusal.",

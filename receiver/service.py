@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 
 from metrics.v1 import metric_pb2, receiver_service_pb2, receiver_service_pb2_grpc
-from receiver import instruments
+from receiver import instruments, remote_write
 from receiver.admission import Admission
 from receiver.budgets import StreamBudgets
 from receiver.settings import ReceiverSettings
@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 SERVICE = receiver_service_pb2.DESCRIPTOR.services_by_name["ReceiverService"]
 
 Context = grpc.aio.ServicerContext[Any, Any]
+# Part of a request written whole or not at all (a line, a series): its place in the request, its
+# readings.
+Part = tuple[int, list[metric_pb2.Metric]]
 BatchRequest = (
     receiver_service_pb2.PushMetricsRequest
     | receiver_service_pb2.StreamMetricsRequest
@@ -55,6 +58,8 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
         devices: Devices,
         strict: bool = False,
         line_sensor_tags: tuple[str, ...] = ("sensor", "host"),
+        prometheus_sensor_labels: tuple[str, ...] = ("sensor", "instance"),
+        remote_write_max_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         self._writer = writer
         self._admission = admission
@@ -65,6 +70,10 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
         self._budgets = StreamBudgets()
         # Line protocol: the tags that name a line's sensor, the first the line has.
         self._line_sensor_tags = line_sensor_tags
+        # Remote write: the labels that name a series' sensor, the first it has; the most a body may
+        # decompress to.
+        self._prometheus_sensor_labels = prometheus_sensor_labels
+        self._remote_write_max_bytes = remote_write_max_bytes
 
     async def _accept(
         self, request: BatchRequest, caller: Identity | None, field: str = "metrics", streamed: bool = False
@@ -199,63 +208,85 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
             text = request.lines.data.decode()
         except UnicodeDecodeError:
             raise InvalidArgument([Violation("lines", "are not UTF-8")]) from None
-        parsed: list[tuple[int, list[metric_pb2.Metric]]] = []
-        refused: list[Violation] = []
+        parts: list[Part] = []
+        refused: list[tuple[int, Violation]] = []
         for number, line in line_protocol.lines(text):
             try:
                 if isinstance(line, line_protocol.LineError):
                     raise line
-                parsed.append((number, line_protocol.readings(line, self._line_sensor_tags, precision)))
+                parts.append((number, line_protocol.readings(line, self._line_sensor_tags, precision)))
             except line_protocol.LineError as why:
-                refused.append(Violation(f"line {number}", str(why)))
-        if not parsed and not refused:
+                refused.append((number, Violation(f"line {number}", str(why))))
+        if not parts and not refused:
             raise InvalidArgument([Violation("lines", "hold no line of line protocol")])
-        written = await asyncio.gather(
-            *(self._write_lines(chunk, caller, refused) for chunk in self._chunks(parsed))
-        )
-        taken = sum(lines for lines, _ in written)
-        if refused:
-            refused.sort(key=lambda v: int(v.field.removeprefix("line ")))
-            lines = len(refused) + taken
-            raise InvalidArgument(refused, f"partial write: {len(refused)} of {lines} lines not written")
-        return receiver_service_pb2.WriteLineProtocolResponse(
-            accepted_count=sum(readings for _, readings in written), line_count=taken
-        )
+        lines, readings = await self._write_parts(parts, refused, caller, lambda n: f"line {n}")
+        _refuse_partly(refused, lines, "lines")
+        return receiver_service_pb2.WriteLineProtocolResponse(accepted_count=readings, line_count=lines)
 
-    def _chunks(
-        self, parsed: list[tuple[int, list[metric_pb2.Metric]]]
-    ) -> list[list[tuple[int, list[metric_pb2.Metric]]]]:
-        """The lines in batches the receiver takes, a line's readings never split."""
-        chunks: list[list[tuple[int, list[metric_pb2.Metric]]]] = [[]]
+    @grpc_errors
+    async def WritePrometheus(
+        self, request: receiver_service_pb2.WritePrometheusRequest, context: Context
+    ) -> receiver_service_pb2.WritePrometheusResponse:
+        caller = _ingest_caller(context)
+        try:
+            write = remote_write.decode(request.body.data, self._remote_write_max_bytes)
+        except ValueError as why:
+            raise InvalidArgument([Violation("body", str(why))]) from None
+        found = remote_write.readings(write, self._prometheus_sensor_labels)
+        instruments.STALE_MARKERS.inc(found.stale)
+        refused = [(i, Violation(f"timeseries[{i}]", why)) for i, why in found.refused]
+        series, readings = await self._write_parts(
+            found.readings, refused, caller, lambda i: f"timeseries[{i}]"
+        )
+        _refuse_partly(refused, series, "series")
+        return receiver_service_pb2.WritePrometheusResponse(accepted_count=readings, stale_count=found.stale)
+
+    async def _write_parts(
+        self,
+        parts: list[Part],
+        refused: list[tuple[int, Violation]],
+        caller: Identity | None,
+        named: Callable[[int], str],
+    ) -> tuple[int, int]:
+        """Writes the readings of parts of a request (lines, series), in batches the receiver takes, a
+        part's readings always in the same one. A part whose readings the checks refuse is added to
+        `refused` (as `named` names it) and the others written. Returns (parts, readings) written."""
+        written = await asyncio.gather(
+            *(self._write_chunk(chunk, refused, caller, named) for chunk in self._chunks(parts))
+        )
+        return sum(n for n, _ in written), sum(readings for _, readings in written)
+
+    def _chunks(self, parts: list[Part]) -> list[list[Part]]:
+        chunks: list[list[Part]] = [[]]
         size = 0
-        for line in parsed:
-            if chunks[-1] and size + len(line[1]) > self._limits.max_batch_readings:
+        for part in parts:
+            if chunks[-1] and size + len(part[1]) > self._limits.max_batch_readings:
                 chunks.append([])
                 size = 0
-            chunks[-1].append(line)
-            size += len(line[1])
+            chunks[-1].append(part)
+            size += len(part[1])
         return [c for c in chunks if c]
 
-    async def _write_lines(
+    async def _write_chunk(
         self,
-        chunk: list[tuple[int, list[metric_pb2.Metric]]],
+        chunk: list[Part],
+        refused: list[tuple[int, Violation]],
         caller: Identity | None,
-        refused: list[Violation],
+        named: Callable[[int], str],
     ) -> tuple[int, int]:
-        """Writes a batch of lines (checked once, as any batch); if the check refuses it, each line is
-        checked on its own, the bad ones added to `refused` and the rest written. Returns (lines,
-        readings) written."""
+        """A batch of parts, checked once as any batch; if the check refuses it, each part is checked
+        on its own, the bad ones refused and the rest written."""
         try:
             readings = await self._accept(_batch_of(chunk), caller)
             return len(chunk), readings
         except InvalidArgument as refusal:
             good = []
-            for number, metrics in chunk:
+            for order, metrics in chunk:
                 try:
-                    check_batch(metrics, self._limits, self._clock, field="fields")
-                    good.append((number, metrics))
+                    check_batch(metrics, self._limits, self._clock, field="readings")
+                    good.append((order, metrics))
                 except InvalidArgument as why:
-                    refused.append(Violation(f"line {number}", str(why)))
+                    refused.append((order, Violation(named(order), str(why))))
             if len(good) == len(chunk):
                 raise refusal from None  # refused for something else than its readings
             if not good:
@@ -267,8 +298,18 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
             self._budgets.take(caller)
 
 
-def _batch_of(lines: list[tuple[int, list[metric_pb2.Metric]]]) -> receiver_service_pb2.PushMetricsRequest:
-    return receiver_service_pb2.PushMetricsRequest(metrics=[m for _, metrics in lines for m in metrics])
+def _batch_of(parts: list[Part]) -> receiver_service_pb2.PushMetricsRequest:
+    return receiver_service_pb2.PushMetricsRequest(metrics=[m for _, metrics in parts for m in metrics])
+
+
+def _refuse_partly(refused: list[tuple[int, Violation]], written: int, what: str) -> None:
+    """As InfluxDB and Prometheus answer a partial write: the parts not written, in request order
+    (the others are)."""
+    if refused:
+        refused.sort(key=lambda r: r[0])
+        total = len(refused) + written
+        message = f"partial write: {len(refused)} of {total} {what} not written"
+        raise InvalidArgument([v for _, v in refused], message)
 
 
 def _legacy_metric(
@@ -372,6 +413,8 @@ async def main(stop: asyncio.Event) -> None:
         devices,
         config.require_registered_devices,
         config.line_protocol_sensor_tags,
+        config.prometheus_sensor_labels,
+        config.remote_write_max_bytes,
     )
     server = GrpcServer(
         config.grpc_address,

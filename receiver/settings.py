@@ -40,3 +40,9 @@ class ReceiverSettings(KafkaSettings, ServiceSettings):
     # Line protocol (WriteLineProtocol): the tags that name a line's sensor, the first the line has
     # (commas); its other tags are the readings' labels.
     line_protocol_sensor_tags: tuple[str, ...] = ("sensor", "host")
+    # Prometheus remote write (WritePrometheus): the labels that name a series' sensor, the first the
+    # series has (commas); its other labels (but __name__, the metric type) are the readings' labels.
+    prometheus_sensor_labels: tuple[str, ...] = ("sensor", "instance")
+    # The most bytes a remote write body may decompress to (Prometheus sends 2,000 samples a request,
+    # ~0.2 MB; vmagent up to 10,000 series).
+    remote_write_max_bytes: int = 32 * 1024 * 1024

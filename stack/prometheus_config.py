@@ -50,6 +50,16 @@ def render(settings: StackSettings, rules: Path = RULES) -> str:
         "rule_files": [str(rules)],
         "scrape_configs": scrapes,
     }
+    if settings.envoy_plaintext:
+        # PromQL over the stored readings (docs/prometheus.md): the assessor answers remote read
+        # through the front door. read_recent: also for the last hours, which this Prometheus holds
+        # of its own scrapes, not of the fleet's readings.
+        config["remote_read"] = [{
+            "name": "metrics",
+            "url": f"http://{local}:{settings.envoy_port}/api/v1/read",
+            "read_recent": True,
+            "remote_timeout": "30s",
+        }]  # fmt: skip
     return "# Written by `make run` (stack/prometheus_config.py): edits here are lost.\n" + yaml.safe_dump(
         config, sort_keys=False
     )

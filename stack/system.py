@@ -64,6 +64,16 @@ def ensure_browser() -> Path:
     return CHROMIUM
 
 
+def ensure_vmagent() -> Path:
+    """VictoriaMetrics's agent (Debian's victoria-metrics), installed when missing (as root): only the
+    remote write tests need it."""
+    install_missing({"victoria-metrics": shutil.which("vmagent") is not None})
+    found = shutil.which("vmagent")
+    if found is None:
+        raise SetupError("vmagent is not on PATH after installing victoria-metrics")
+    return Path(found)
+
+
 def install_missing(present: dict[str, bool]) -> None:
     """apt-get installs the packages whose value is False (as root), or says how to."""
     missing = [package for package, there in present.items() if not there]

@@ -24,6 +24,7 @@ from metrics.v1.assessor_service_pb2_grpc import AssessorServiceStub
 from metrics.v1.notifier_service_pb2_grpc import SubscriptionsServiceStub
 from metrics.v1.receiver_service_pb2_grpc import ReceiverServiceStub
 from metrics.v1.rules_service_pb2_grpc import RulesServiceStub
+from testkit import prometheus
 from tests.helpers import only_alarm, past_us, rules_in_force, send
 from tests.target import Target
 
@@ -78,6 +79,13 @@ def valid_requests(
         "WriteLineProtocol": rpb.WriteLineProtocolRequest(
             lines=httpbody_pb2.HttpBody(data=f"m,sensor={sensor_id} value=20.5".encode())
         ),
+        "WritePrometheus": rpb.WritePrometheusRequest(
+            body=httpbody_pb2.HttpBody(
+                data=prometheus.write_body(
+                    [({"__name__": "temperature", "sensor": sensor_id}, [(20.5, T0 * 1000)])]
+                )
+            )
+        ),
         "RecordLegacyMeasurement": rpb.RecordLegacyMeasurementRequest(
             sensor_uuid=sensor_id, temperature=20.5
         ),
@@ -90,6 +98,11 @@ def valid_requests(
         ),
         "GetLegacyEvents": apb.GetLegacyEventsRequest(sensor_uuid=sensor_id),
         "GetLegacyMeasurements": apb.GetLegacyMeasurementsRequest(sensor_uuid=sensor_id),
+        "ReadPrometheus": apb.ReadPrometheusRequest(
+            body=httpbody_pb2.HttpBody(
+                data=prometheus.read_body(T0 * 1000, T0 * 1000 + 1, ("sensor", "=", sensor_id))
+            )
+        ),
     }
 
 

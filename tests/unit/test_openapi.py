@@ -87,7 +87,7 @@ def test_every_http_route_of_the_protos_is_in_the_document_and_nothing_else(docu
     }
     # Paths name their variables by JSON name: {sensor_id} is {sensorId}.
     assert {(v, p.replace("_id}", "Id}").replace("_uuid}", "Uuid}"), o) for v, p, o in routes} == documented
-    assert len(documented) == 40  # every method but the bidirectional SyncMetrics, and /api/v2/write
+    assert len(documented) == 42  # every method but the bidirectional SyncMetrics, and /api/v2/write
 
 
 def test_field_behavior_is_required_and_read_only(document: dict[str, Any]) -> None:
