@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import devices, measure, mqtt, processes, registry, topology
+from bench import devices, ecosystem, measure, mqtt, processes, registry, topology
 from bench.measure import Env, median, percentile
 from runtime import cli
 from simulator.__main__ import progress as print_progress
@@ -58,6 +58,9 @@ TARGETS = {
     "revocation_check_us_per_call": ("<=", 5),
     "device_silence_alarm_p99_ms": ("<=", 2_000),
     "group_aggregate_p99_ms": ("<=", 100),
+    "line_protocol_readings_per_s": (">=", 100_000),
+    "remote_write_samples_per_s": (">=", 100_000),
+    "promql_range_query_p99_ms": ("<=", 200),
 }
 
 
@@ -104,6 +107,11 @@ async def suite(env: Env, short: bool) -> dict[str, Any]:
     results["group_aggregate_first_ms"] = first
     results["group_aggregate_p50_ms"] = median(group)
     results["group_aggregate_p99_ms"] = percentile(group, 0.99)
+    promql = await ecosystem.promql_range_queries(env, 20 if short else 100)
+    results["promql_range_query_p50_ms"] = median(promql)
+    results["promql_range_query_p99_ms"] = percentile(promql, 0.99)
+    say(f"PromQL through Prometheus's remote read, a day at 1 Hz in 5-minute steps: p50 {median(promql):.0f} ms, "
+        f"p99 {results['promql_range_query_p99_ms']:.0f} ms")  # fmt: skip
     sample = 1_000 if short else 10_000
     results["storage_bytes_per_reading_hot"] = await measure.fleet_storage(env, sample, 360, fresh=True)
     say(
@@ -209,6 +217,14 @@ async def suite(env: Env, short: bool) -> dict[str, Any]:
     say("HTTP/JSON ingest through Envoy")
     http = await measure.receiver_ingest(env, env.fleet(1000), 100, seconds, path="http")
     results["http_json_readings_per_s"] = http.acked / http.elapsed_s
+    sample_rss()
+    await measure.wait_drained(env)
+    say("InfluxDB line protocol through Envoy, batches of 5,000 lines, until stored")
+    results["line_protocol_readings_per_s"] = await ecosystem.line_protocol(env, seconds)
+    say(f"  {results['line_protocol_readings_per_s']:,.0f} readings/s")
+    say("Prometheus remote write through Envoy, requests of 2,000 samples, until stored")
+    results["remote_write_samples_per_s"] = await ecosystem.remote_write(env, seconds)
+    say(f"  {results['remote_write_samples_per_s']:,.0f} samples/s")
     sample_rss()
 
     # Last, and not in max_service_rss_mb: thousands of device streams leave the receivers larger
