@@ -184,8 +184,9 @@ test test-cluster test-faults bench bench-short: export METRICS_MIN_FREE_MB ?= 6
 
 .PHONY: test
 test: run ## Run all tests against the local stack (starts it if needed): two phases, tests/__main__.py
-	@# The web console's tests drive Debian's Chromium: installed here, not within a test's time limit.
-	@$(PY) -m stack browser
+	@# Real clients the tests drive (Chromium, vmagent, Telegraf): installed here, not within a test's
+	@# time limit.
+	@$(PY) -m stack test-clients
 	@$(PY) -m tests $(PYTEST_ARGS)
 
 # The same ports as `make run`: stop the single-node stack first (make stop).

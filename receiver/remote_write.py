@@ -13,18 +13,22 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from metrics.v1 import metric_pb2, prometheus_pb2
+from metrics.v1 import prometheus_pb2
+from receiver.encoded import CACHED_SERIES, Encoder, ReadingProblem, Readings, Series
 from runtime import snappy
 
 STALE_MARKER = struct.pack("<Q", 0x7FF0000000000002)
 NAME = "__name__"
 
+Labels = tuple[tuple[str, str], ...]
+
 
 @dataclass
-class Series:
-    """The readings of a request, a list per series, and what could not be taken."""
+class Found:
+    """The readings of a request's series, and what could not be taken."""
 
-    readings: list[tuple[int, list[metric_pb2.Metric]]] = field(default_factory=list)
+    readings: Readings = field(default_factory=Readings)
+    series: int = 0  # series taken
     # (index of the series, why it cannot be readings)
     refused: list[tuple[int, str]] = field(default_factory=list)
     stale: int = 0
@@ -42,40 +46,79 @@ def decode(body: bytes, max_bytes: int) -> prometheus_pb2.PrometheusWriteRequest
     return request
 
 
-def readings(request: prometheus_pb2.PrometheusWriteRequest, sensor_labels: Sequence[str]) -> Series:
-    found = Series()
-    for index, series in enumerate(request.timeseries):
-        labels = {label.name: label.value for label in series.labels}
-        name = labels.pop(NAME, "")
-        sensor_label = next((s for s in sensor_labels if labels.get(s)), None)
-        problem = (
-            "has no metric name (the label __name__)" if not name
-            else f"has none of the sensor labels {', '.join(sensor_labels)}" if sensor_label is None
-            else "holds native histograms, which are not stored" if len(series.histograms)
-            else None
-        )  # fmt: skip
-        if problem is not None:
-            found.refused.append((index, f"{_described(name, labels)} {problem}"))
-            continue
-        sensor_id = labels.pop(sensor_label)  # type: ignore[arg-type]
-        metrics = []
-        for sample in series.samples:
-            value = sample.value
-            if math.isnan(value) and struct.pack("<d", value) == STALE_MARKER:
-                found.stale += 1
+class SeriesReader:
+    """Reads requests into encoded readings, remembering each series by its labels (an agent sends
+    the same ones every interval)."""
+
+    def __init__(self, encoder: Encoder, sensor_labels: Sequence[str]) -> None:
+        self._encoder = encoder
+        self._sensor_labels = tuple(sensor_labels)
+        self._known: dict[Labels, Series | str] = {}
+
+    def read(self, request: prometheus_pb2.PrometheusWriteRequest) -> Found:
+        found = Found()
+        latest_us = self._encoder.latest_us()
+        for index, series in enumerate(request.timeseries):
+            labels = tuple([(label.name, label.value) for label in series.labels])
+            known = self._known.get(labels) or self._learn(labels)
+            samples, stale = [], 0
+            for sample in series.samples:
+                value = sample.value
+                if math.isnan(value) and struct.pack("<d", value) == STALE_MARKER:
+                    stale += 1
+                else:
+                    samples.append((value, sample.timestamp * 1000))
+            try:
+                sensor_id, encoded = self._encoded(known, labels, samples, len(series.histograms), latest_us)
+            except ReadingProblem as why:
+                found.refused.append((index, str(why)))
                 continue
-            metric = metric_pb2.Metric(sensor_id=sensor_id, metric_type=name, value=value, labels=labels)
-            seconds, millis = divmod(sample.timestamp, 1000)
-            metric.reading_time.seconds = seconds
-            metric.reading_time.nanos = millis * 1_000_000
-            metrics.append(metric)
-        if metrics:
-            found.readings.append((index, metrics))
-    return found
+            found.readings.add(sensor_id, encoded)
+            found.series += 1
+            found.stale += stale
+        return found
+
+    def _encoded(
+        self,
+        known: Series | str,
+        labels: Labels,
+        samples: list[tuple[float, int]],
+        histograms: int,
+        latest_us: int,
+    ) -> tuple[str, list[bytes]]:
+        """A series' sensor and encoded readings, or ReadingProblem."""
+        if isinstance(known, str):
+            raise ReadingProblem(known)
+        if histograms:
+            raise ReadingProblem(f"{_described(labels)} holds native histograms, which are not stored")
+        return known.sensor_id, self._encoder.readings(known, samples, latest_us)
+
+    def _learn(self, labels: Labels) -> Series | str:
+        """The series of these labels, or why they are none (either remembered)."""
+        others = dict(labels)
+        name = others.pop(NAME, "")
+        sensor_label = next((s for s in self._sensor_labels if others.get(s)), None)
+        known: Series | str
+        if not name:
+            known = f"{_described(labels)} has no metric name (the label __name__)"
+        elif sensor_label is None:
+            known = f"{_described(labels)} has none of the sensor labels {', '.join(self._sensor_labels)}"
+        else:
+            sensor_id = others.pop(sensor_label)
+            try:
+                known = self._encoder.series(sensor_id, name, others)
+            except ReadingProblem as why:
+                known = f"{_described(labels)}: {why}"
+        if len(self._known) >= CACHED_SERIES:
+            self._known.clear()
+        self._known[labels] = known
+        return known
 
 
-def _described(name: str, labels: dict[str, str], most: int = 3) -> str:
+def _described(labels: Labels, most: int = 3) -> str:
     """A series as PromQL writes it, its first labels only: what an operator finds it by."""
-    shown = ", ".join(f'{k}="{v}"' for k, v in list(labels.items())[:most])
-    more = ", ..." if len(labels) > most else ""
-    return f"{name or ''}{{{shown}{more}}}"
+    name = dict(labels).get(NAME, "")
+    others = [(k, v) for k, v in labels if k != NAME]
+    shown = ", ".join(f'{k}="{v}"' for k, v in others[:most])
+    more = ", ..." if len(others) > most else ""
+    return f"{name}{{{shown}{more}}}"

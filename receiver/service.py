@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -14,6 +14,7 @@ from metrics.v1 import metric_pb2, receiver_service_pb2, receiver_service_pb2_gr
 from receiver import instruments, remote_write
 from receiver.admission import Admission
 from receiver.budgets import StreamBudgets
+from receiver.encoded import Encoder, ReadingProblem, Readings
 from receiver.settings import ReceiverSettings
 from runtime import kafka, line_protocol, settings, workers
 from runtime.devices import Devices
@@ -38,9 +39,6 @@ log = logging.getLogger(__name__)
 SERVICE = receiver_service_pb2.DESCRIPTOR.services_by_name["ReceiverService"]
 
 Context = grpc.aio.ServicerContext[Any, Any]
-# Part of a request written whole or not at all (a line, a series): its place in the request, its
-# readings.
-Part = tuple[int, list[metric_pb2.Metric]]
 BatchRequest = (
     receiver_service_pb2.PushMetricsRequest
     | receiver_service_pb2.StreamMetricsRequest
@@ -70,10 +68,11 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
         self._budgets = StreamBudgets()
         # Line protocol: the tags that name a line's sensor, the first the line has.
         self._line_sensor_tags = line_sensor_tags
-        # Remote write: the labels that name a series' sensor, the first it has; the most a body may
-        # decompress to.
-        self._prometheus_sensor_labels = prometheus_sensor_labels
+        # Remote write: the most a body may decompress to.
         self._remote_write_max_bytes = remote_write_max_bytes
+        # The bulk doors (line protocol, remote write) check and encode readings themselves.
+        self._encoder = Encoder(limits, clock)
+        self._series_reader = remote_write.SeriesReader(self._encoder, prometheus_sensor_labels)
 
     async def _accept(
         self, request: BatchRequest, caller: Identity | None, field: str = "metrics", streamed: bool = False
@@ -120,12 +119,7 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
         Kafka has them, or when the batch fails (also if it raises here)."""
         try:
             sensors = check_batch(request.metrics, self._limits, self._clock, field=field)
-            if caller is not None:
-                caller.require_sensors(sensors, field)
-                if caller.device:  # each batch: a stream is cut within 100 ms of its device's disabling
-                    self._devices.check(caller.device, caller.token_id, sensors, field)
-            if self._strict:
-                self._devices.require_covered(sensors, field)
+            self._authorize(sensors, caller, field)
             written = self._writer.submit(request.metrics, sensors, _as_batch(request, sensors))
         except BaseException:
             self._admission.release(n)
@@ -208,20 +202,29 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
             text = request.lines.data.decode()
         except UnicodeDecodeError:
             raise InvalidArgument([Violation("lines", "are not UTF-8")]) from None
-        parts: list[Part] = []
-        refused: list[tuple[int, Violation]] = []
+        encoder, readings = self._encoder, Readings()
+        latest_us = encoder.latest_us()
+        refused: list[Violation] = []
+        taken = 0
         for number, line in line_protocol.lines(text):
             try:
                 if isinstance(line, line_protocol.LineError):
                     raise line
-                parts.append((number, line_protocol.readings(line, self._line_sensor_tags, precision)))
-            except line_protocol.LineError as why:
-                refused.append((number, Violation(f"line {number}", str(why))))
-        if not parts and not refused:
+                found = line_protocol.readings(line, self._line_sensor_tags, precision)
+                encoded: list[bytes] = []
+                for metric_type, value in found.values:
+                    series = encoder.series(found.sensor_id, metric_type, found.labels)
+                    encoded += encoder.readings(series, ((value, found.time_us),), latest_us)
+            except (line_protocol.LineError, ReadingProblem) as why:
+                refused.append(Violation(f"line {number}", str(why)))
+                continue
+            readings.add(found.sensor_id, encoded)
+            taken += 1
+        if not taken and not refused:
             raise InvalidArgument([Violation("lines", "hold no line of line protocol")])
-        lines, readings = await self._write_parts(parts, refused, caller, lambda n: f"line {n}")
-        _refuse_partly(refused, lines, "lines")
-        return receiver_service_pb2.WriteLineProtocolResponse(accepted_count=readings, line_count=lines)
+        await self._write_encoded(readings, caller, "lines")
+        _refuse_partly(refused, taken, "lines")
+        return receiver_service_pb2.WriteLineProtocolResponse(accepted_count=readings.count, line_count=taken)
 
     @grpc_errors
     async def WritePrometheus(
@@ -232,84 +235,58 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
             write = remote_write.decode(request.body.data, self._remote_write_max_bytes)
         except ValueError as why:
             raise InvalidArgument([Violation("body", str(why))]) from None
-        found = remote_write.readings(write, self._prometheus_sensor_labels)
+        found = self._series_reader.read(write)
+        await self._write_encoded(found.readings, caller, "timeseries")
         instruments.STALE_MARKERS.inc(found.stale)
-        refused = [(i, Violation(f"timeseries[{i}]", why)) for i, why in found.refused]
-        series, readings = await self._write_parts(
-            found.readings, refused, caller, lambda i: f"timeseries[{i}]"
+        _refuse_partly(
+            [Violation(f"timeseries[{i}]", why) for i, why in found.refused], found.series, "series"
         )
-        _refuse_partly(refused, series, "series")
-        return receiver_service_pb2.WritePrometheusResponse(accepted_count=readings, stale_count=found.stale)
-
-    async def _write_parts(
-        self,
-        parts: list[Part],
-        refused: list[tuple[int, Violation]],
-        caller: Identity | None,
-        named: Callable[[int], str],
-    ) -> tuple[int, int]:
-        """Writes the readings of parts of a request (lines, series), in batches the receiver takes, a
-        part's readings always in the same one. A part whose readings the checks refuse is added to
-        `refused` (as `named` names it) and the others written. Returns (parts, readings) written."""
-        written = await asyncio.gather(
-            *(self._write_chunk(chunk, refused, caller, named) for chunk in self._chunks(parts))
+        return receiver_service_pb2.WritePrometheusResponse(
+            accepted_count=found.readings.count, stale_count=found.stale
         )
-        return sum(n for n, _ in written), sum(readings for _, readings in written)
 
-    def _chunks(self, parts: list[Part]) -> list[list[Part]]:
-        chunks: list[list[Part]] = [[]]
-        size = 0
-        for part in parts:
-            if chunks[-1] and size + len(part[1]) > self._limits.max_batch_readings:
-                chunks.append([])
-                size = 0
-            chunks[-1].append(part)
-            size += len(part[1])
-        return [c for c in chunks if c]
-
-    async def _write_chunk(
-        self,
-        chunk: list[Part],
-        refused: list[tuple[int, Violation]],
-        caller: Identity | None,
-        named: Callable[[int], str],
-    ) -> tuple[int, int]:
-        """A batch of parts, checked once as any batch; if the check refuses it, each part is checked
-        on its own, the bad ones refused and the rest written."""
+    async def _write_encoded(self, readings: Readings, caller: Identity | None, field: str) -> None:
+        """Writes readings the bulk doors checked and encoded (receiver/encoded.py); returns once Kafka
+        has them all. The caller must cover every sensor of them, or none is written."""
+        n = readings.count
+        if not n:
+            return
+        began = time.perf_counter()
         try:
-            readings = await self._accept(_batch_of(chunk), caller)
-            return len(chunk), readings
-        except InvalidArgument as refusal:
-            good = []
-            for order, metrics in chunk:
-                try:
-                    check_batch(metrics, self._limits, self._clock, field="readings")
-                    good.append((order, metrics))
-                except InvalidArgument as why:
-                    refused.append((order, Violation(named(order), str(why))))
-            if len(good) == len(chunk):
-                raise refusal from None  # refused for something else than its readings
-            if not good:
-                return 0, 0
-            return len(good), await self._accept(_batch_of(good), caller)
+            await self._admission.acquire(n)
+            try:
+                sensors = set(readings.by_sensor)
+                self._authorize(sensors, caller, field)
+                written = self._writer.submit_batches(readings.batches(self._limits.max_batch_readings))
+            except BaseException:
+                self._admission.release(n)
+                raise
+            written.add_done_callback(lambda _: self._admission.release(n))
+            await written
+        except Exception as exc:
+            _counted(began, n, exc)
+            raise
+        _counted(began, n)
+
+    def _authorize(self, sensors: set[str], caller: Identity | None, field: str) -> None:
+        """Refuses readings of sensors the caller may not write, or (strict) that no device covers."""
+        if caller is not None:
+            caller.require_sensors(sensors, field)
+            if caller.device:  # each batch: a stream is cut within 100 ms of its device's disabling
+                self._devices.check(caller.device, caller.token_id, sensors, field)
+        if self._strict:
+            self._devices.require_covered(sensors, field)
 
     def _take_budget(self, caller: Identity | None) -> None:
         if caller is not None:
             self._budgets.take(caller)
 
 
-def _batch_of(parts: list[Part]) -> receiver_service_pb2.PushMetricsRequest:
-    return receiver_service_pb2.PushMetricsRequest(metrics=[m for _, metrics in parts for m in metrics])
-
-
-def _refuse_partly(refused: list[tuple[int, Violation]], written: int, what: str) -> None:
-    """As InfluxDB and Prometheus answer a partial write: the parts not written, in request order
-    (the others are)."""
+def _refuse_partly(refused: list[Violation], written: int, what: str) -> None:
+    """As InfluxDB and Prometheus answer a partial write: the parts not written (the others are)."""
     if refused:
-        refused.sort(key=lambda r: r[0])
-        total = len(refused) + written
-        message = f"partial write: {len(refused)} of {total} {what} not written"
-        raise InvalidArgument([v for _, v in refused], message)
+        message = f"partial write: {len(refused)} of {len(refused) + written} {what} not written"
+        raise InvalidArgument(refused, message)
 
 
 def _legacy_metric(

@@ -21,8 +21,6 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from metrics.v1 import metric_pb2
-
 # Microseconds per unit of each precision (nanoseconds: divided).
 PRECISIONS = {"ns": None, "n": None, "us": 1, "u": 1, "ms": 1_000, "s": 1_000_000}
 # What a backslash escapes outside strings.
@@ -177,23 +175,27 @@ def to_micros(timestamp: int, precision: str) -> int:
     return timestamp // 1000 if per is None else timestamp * per
 
 
-def readings(line: Line, sensor_tags: Sequence[str], precision: str) -> list[metric_pb2.Metric]:
-    """The line's readings (a field each; without a time when the line has none: the receiver stamps
-    their arrival), or LineError: none of them."""
+@dataclass(frozen=True)
+class Readings:
+    """A line's readings: its sensor and labels, (metric type, value) a field each, and its time (µs;
+    None: the time of arrival)."""
+
+    sensor_id: str
+    labels: dict[str, str]
+    values: list[tuple[str, float]]
+    time_us: int | None
+
+
+def readings(line: Line, sensor_tags: Sequence[str], precision: str) -> Readings:
+    """The line's readings, or LineError: none of them."""
     sensor_tag = next((t for t in sensor_tags if t in line.tags), None)
     if sensor_tag is None:
         raise LineError(f"no sensor: the line has none of the tags {', '.join(sensor_tags)}")
-    sensor_id = line.tags[sensor_tag]
     labels = {k: v for k, v in line.tags.items() if k != sensor_tag}
-    found = []
+    values = []
     for key, value in line.fields.items():
         if isinstance(value, str):
             raise LineError(f"field {key!r} is a string: readings are numbers")
-        metric_type = line.measurement if key == "value" else f"{line.measurement}_{key}"
-        metric = metric_pb2.Metric(
-            sensor_id=sensor_id, metric_type=metric_type, value=float(value), labels=labels
-        )
-        if line.timestamp is not None:
-            metric.reading_time.FromMicroseconds(to_micros(line.timestamp, precision))
-        found.append(metric)
-    return found
+        values.append((line.measurement if key == "value" else f"{line.measurement}_{key}", float(value)))
+    time_us = None if line.timestamp is None else to_micros(line.timestamp, precision)
+    return Readings(line.tags[sensor_tag], labels, values, time_us)

@@ -164,25 +164,29 @@ class MetricsWriter:
         """
         if self._watch.down:
             raise Unavailable("Kafka does not answer; nothing is acknowledged, send again later")
+        return self.submit_batches(sensor_batches(metrics, sensors, encoded))
+
+    def submit_batches(self, batches: list[tuple[str, bytes, int]]) -> asyncio.Future[Any]:
+        """As submit, for readings already encoded: (sensor id, MetricBatch bytes, readings) each."""
+        if self._watch.down:
+            raise Unavailable("Kafka does not answer; nothing is acknowledged, send again later")
         partitions = self._producer.current.client.cluster.partitions_for_topic(self._topic)
         if not partitions:  # a new producer learns the topic's partitions first
-            return asyncio.ensure_future(self._submit_when_partitioned(metrics, sensors, encoded))
+            return asyncio.ensure_future(self._submit_when_partitioned(batches))
         count = len(partitions)
         acks = [
             self._lane(self._hash(sensor) % count).add(sensor, value, readings)
-            for sensor, value, readings in sensor_batches(metrics, sensors, encoded)
+            for sensor, value, readings in batches
         ]
-        return acks[0] if len(acks) == 1 else asyncio.gather(*acks)
+        return acks[0] if len(acks) == 1 else asyncio.gather(*acks)  # none: done at once
 
-    async def _submit_when_partitioned(
-        self, metrics: Sequence[metric_pb2.Metric], sensors: set[str], encoded: bytes | None
-    ) -> None:
+    async def _submit_when_partitioned(self, batches: list[tuple[str, bytes, int]]) -> None:
         try:
             async with asyncio.timeout(self._ack_timeout_s):
                 await self._producer.current.partitions_for(self._topic)
         except (TimeoutError, KafkaError) as exc:
             raise Unavailable(f"Kafka did not say how {self._topic} is partitioned; send again") from exc
-        await self.submit(metrics, sensors, encoded)
+        await self.submit_batches(batches)
 
     def _hash(self, sensor: str) -> int:
         """murmur2 of the id as Kafka's default partitioner takes it (pure Python: kept per id)."""

@@ -36,6 +36,8 @@ from stack.system import (
     check_disk,
     ensure_browser,
     ensure_packages,
+    ensure_telegraf,
+    ensure_vmagent,
     free_disk_mb,
     reserve_ports,
     say,
@@ -48,7 +50,7 @@ SERVICE_DEADLINE_S = 90
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__)
-    commands = ("up", "down", "status", "logs", "shell-env", "packages", "browser")
+    commands = ("up", "down", "status", "logs", "shell-env", "packages", "test-clients")
     parser.add_argument("command", choices=commands)
     args = parser.parse_args()
     # Probes fail until a part is up; their clients' own complaints would only be noise.
@@ -64,8 +66,10 @@ def main() -> int:
         if args.command == "packages":
             ensure_packages(settings)
             return 0
-        if args.command == "browser":
+        if args.command == "test-clients":
             ensure_browser()
+            ensure_vmagent()
+            ensure_telegraf()
             return 0
         # Of the topology that runs, whichever was asked for.
         settings = next(iter(running()), settings)

@@ -9,13 +9,15 @@ import gzip
 import json
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 from google.protobuf import timestamp_pb2
 from influxdb_client import InfluxDBClient, Point, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
 
-from testkit.http import http, http_full
+from stack.system import ensure_telegraf
+from testkit.http import http, http_bytes, http_full
 from tests import front_door
 from tests.helpers import eventually, rfc3339
 from tests.target import Target
@@ -89,8 +91,8 @@ async def test_bad_lines_are_named_and_the_good_ones_stored(target: Target, sens
     violations = {v["field"]: v["description"] for v in details["fieldViolations"]}
     assert list(violations) == ["line 2", "line 3", "line 4", "line 6", "line 7"]
     assert "is a string" in violations["line 4"]
-    assert violations["line 6"].startswith("fields[0].sensor_id:"), violations
-    assert violations["line 7"].startswith("fields[0].reading_time:"), violations
+    assert violations["line 6"].startswith("sensor_id:"), violations
+    assert violations["line 7"].startswith("reading_time:"), violations
     assert await stored(target, sensor_id, 2) == [
         ("boiler", 1.0, at * 1000, {}),
         ("boiler", 4.0, (at + 1) * 1000, {}),
@@ -155,3 +157,86 @@ async def test_on_the_tls_port_a_token_comes_as_influxdb_clients_send_it(
     )  # fmt: skip
     assert status == 401, answer
     assert [v for _, v, _, _ in await stored(target, sensor_id, 3)] == [0.0, 1.0, 2.0]
+
+
+async def test_a_body_over_the_front_doors_limit_is_413_and_nothing_of_it_is_stored(
+    target: Target, sensor_id: str
+) -> None:
+    line = f"boiler,sensor={sensor_id} value=1\n".encode()
+    body = line * (65 * 1024 * 1024 // len(line) + 1)
+    status, _, _ = await asyncio.to_thread(http_bytes, "POST", f"{target.envoy_url}/write", raw=body)
+    assert status == 413
+    status, answer = await asyncio.to_thread(
+        curl, f"{target.envoy_url}/write", f"boiler,sensor={sensor_id} value=2"
+    )
+    assert (status, answer) == (200, {"acceptedCount": 1, "lineCount": 1})
+    assert [v for _, v, _, _ in await stored(target, sensor_id, 1)] == [2.0]
+
+
+async def test_telegraf_writes_as_to_influxdb_1_and_2(target: Target, sensor_id: str, tmp_path: Path) -> None:
+    """Telegraf's own outputs: influxdb (1.x, /write, plaintext) with its memory input, and
+    influxdb_v2 (2.x, /api/v2/write, gzip) on the TLS port with a token, with a file of lines."""
+    telegraf = await asyncio.to_thread(ensure_telegraf)
+    token = front_door.token(target, scopes=("ingest",), sensors=(sensor_id,))
+    (tmp_path / "boiler.lp").write_text(
+        f"boiler,sensor={sensor_id}.file,site=plant-7 value=81.5,pressure=2i\n"
+    )
+    (tmp_path / "telegraf.conf").write_text(f"""
+[agent]
+  interval = "1s"
+  flush_interval = "1s"
+  hostname = "{sensor_id}"
+
+[[inputs.mem]]
+
+[[inputs.file]]
+  files = ["{tmp_path / "boiler.lp"}"]
+  data_format = "influx"
+
+[[outputs.influxdb]]
+  urls = ["{target.envoy_url}"]
+  database = "plant"
+  skip_database_creation = true
+  namepass = ["mem"]
+
+[[outputs.influxdb_v2]]
+  urls = ["{target.envoy_tls_url}"]
+  token = "{token}"
+  organization = "acme"
+  bucket = "plant"
+  tls_ca = "{front_door.ca_file(target)}"
+  content_encoding = "gzip"
+  namepass = ["boiler"]
+""")
+    command = [str(telegraf), "--config", str(tmp_path / "telegraf.conf")]
+    with (tmp_path / "telegraf.log").open("wb") as log:
+        process = await asyncio.create_subprocess_exec(*command, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            memory = await eventually(
+                lambda: types_of(target, sensor_id, "mem_"), what="Telegraf's mem readings"
+            )
+            boiler = await eventually(
+                lambda: types_of(target, f"{sensor_id}.file", ""), what="Telegraf's file"
+            )
+        finally:
+            process.terminate()
+            await asyncio.wait_for(process.wait(), 30)
+    # Telegraf's memory input, a field each: mem_used_percent, mem_available, ...; the host is the sensor.
+    assert {"mem_used_percent", "mem_available", "mem_total"} <= memory.keys(), memory
+    assert 0 < memory["mem_used_percent"][0] < 100 and memory["mem_used_percent"][1] == {}
+    # The file's line, with the host Telegraf adds as a label (the sensor tag names the sensor).
+    assert boiler["boiler"] == (81.5, {"site": "plant-7", "host": sensor_id})
+    assert boiler["boiler_pressure"] == (2.0, {"site": "plant-7", "host": sensor_id})
+
+
+async def types_of(target: Target, sensor_id: str, prefix: str) -> dict[str, tuple[float, dict[str, str]]]:
+    """The sensor's latest reading of each metric type starting with `prefix` (value, labels); at
+    least one."""
+    now = time.time()
+    window = f"startTime={rfc3339(now - 600)}&endTime={rfc3339(now + 60)}"
+    status, body = await http("GET", f"{target.envoy_url}/v1/sensors/{sensor_id}/readings?{window}")
+    assert status == 200, body
+    found = {m["metricType"]: (m["value"], m.get("labels", {})) for m in body["metrics"]
+             if m["metricType"].startswith(prefix)}  # fmt: skip
+    assert found, body
+    return found

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.line_protocol import Line, LineError, lines, parse, readings, to_micros
+from runtime.line_protocol import Line, LineError, Readings, lines, parse, readings, to_micros
 
 
 @pytest.mark.parametrize(
@@ -54,18 +54,17 @@ def test_blank_lines_and_comments_are_skipped_and_lines_numbered() -> None:
 
 def test_a_line_s_fields_are_readings_of_its_sensor() -> None:
     line = parse("cpu,host=gw-1,site=plant-7 value=0.5,usage_idle=97i,up=t 1700000000123456789")
-    got = readings(line, ("sensor", "host"), "ns")
-    assert [(m.sensor_id, m.metric_type, m.value, dict(m.labels)) for m in got] == [
-        ("gw-1", "cpu", 0.5, {"site": "plant-7"}),
-        ("gw-1", "cpu_usage_idle", 97.0, {"site": "plant-7"}),
-        ("gw-1", "cpu_up", 1.0, {"site": "plant-7"}),
-    ]
-    assert {m.reading_time.ToMicroseconds() for m in got} == {1700000000123456}
+    assert readings(line, ("sensor", "host"), "ns") == Readings(
+        "gw-1",
+        {"site": "plant-7"},
+        [("cpu", 0.5), ("cpu_usage_idle", 97.0), ("cpu_up", 1.0)],
+        1700000000123456,
+    )
     # The first sensor tag the line has; other tags are labels, the host too then.
     both = readings(parse("m,host=h,sensor=s value=1"), ("sensor", "host"), "ns")
-    assert (both[0].sensor_id, dict(both[0].labels)) == ("s", {"host": "h"})
+    assert (both.sensor_id, both.labels) == ("s", {"host": "h"})
     # No timestamp: no time (the receiver stamps the arrival).
-    assert not readings(parse("m,sensor=s value=1"), ("sensor",), "s")[0].HasField("reading_time")
+    assert readings(parse("m,sensor=s value=1"), ("sensor",), "s").time_us is None
 
 
 def test_a_line_without_a_sensor_or_with_a_string_is_no_readings() -> None:
