@@ -93,19 +93,21 @@ class Encoder:
     ) -> list[bytes]:
         """The encodings of a series' readings, (value, time µs or None for the time of arrival), or
         ReadingProblem for the first that cannot be written."""
-        head = series.head
-        encoded = []
-        for value, at_us in values:
-            time_us = self._clock.next_nanos() // 1000 if at_us is None else at_us
-            if not -MAX_ABS_VALUE <= value <= MAX_ABS_VALUE or not _EARLIEST_US <= time_us <= latest_us:
-                raise ReadingProblem(_problem(series, value, time_us, self._limits))
-            seconds, micros = divmod(time_us, 1_000_000)
-            stamp = (b"\x08" + _varint(seconds) + b"\x10" + _varint(micros * 1000)) if micros else (
-                b"\x08" + _varint(seconds)
-            )  # fmt: skip
-            body = head + VALUE.pack(0x19, value) + b"\x22" + bytes((len(stamp),)) + stamp
-            encoded.append(b"\x0a" + _varint(len(body)) + body)
-        return encoded
+        return [self.reading(series, value, at_us, latest_us) for value, at_us in values]
+
+    def reading(self, series: Series, value: float, at_us: int | None, latest_us: int) -> bytes:
+        """The encoding of one reading (see readings)."""
+        time_us = self._clock.next_nanos() // 1000 if at_us is None else at_us
+        if not -MAX_ABS_VALUE <= value <= MAX_ABS_VALUE or not _EARLIEST_US <= time_us <= latest_us:
+            raise ReadingProblem(_problem(series, value, time_us, self._limits))
+        seconds, micros = divmod(time_us, 1_000_000)
+        stamp = (
+            b"\x08" + _varint(seconds) + b"\x10" + _varint(micros * 1000)
+            if micros
+            else b"\x08" + _varint(seconds)
+        )
+        body = series.head + VALUE.pack(0x19, value) + b"\x22" + bytes((len(stamp),)) + stamp
+        return b"\x0a" + _varint(len(body)) + body
 
 
 _EARLIEST_US = EARLIEST_SECONDS * 1_000_000

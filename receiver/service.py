@@ -14,7 +14,8 @@ from metrics.v1 import metric_pb2, receiver_service_pb2, receiver_service_pb2_gr
 from receiver import instruments, remote_write
 from receiver.admission import Admission
 from receiver.budgets import StreamBudgets
-from receiver.encoded import Encoder, ReadingProblem, Readings
+from receiver.encoded import Encoder, Readings
+from receiver.line_reader import LineReader
 from receiver.settings import ReceiverSettings
 from runtime import kafka, line_protocol, settings, workers
 from runtime.devices import Devices
@@ -66,13 +67,12 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
         self._devices = devices
         self._strict = strict  # every sensor must be covered by an enabled registered device
         self._budgets = StreamBudgets()
-        # Line protocol: the tags that name a line's sensor, the first the line has.
-        self._line_sensor_tags = line_sensor_tags
         # Remote write: the most a body may decompress to.
         self._remote_write_max_bytes = remote_write_max_bytes
         # The bulk doors (line protocol, remote write) check and encode readings themselves.
         self._encoder = Encoder(limits, clock)
         self._series_reader = remote_write.SeriesReader(self._encoder, prometheus_sensor_labels)
+        self._line_reader = LineReader(self._encoder, line_sensor_tags)
 
     async def _accept(
         self, request: BatchRequest, caller: Identity | None, field: str = "metrics", streamed: bool = False
@@ -202,29 +202,14 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
             text = request.lines.data.decode()
         except UnicodeDecodeError:
             raise InvalidArgument([Violation("lines", "are not UTF-8")]) from None
-        encoder, readings = self._encoder, Readings()
-        latest_us = encoder.latest_us()
-        refused: list[Violation] = []
-        taken = 0
-        for number, line in line_protocol.lines(text):
-            try:
-                if isinstance(line, line_protocol.LineError):
-                    raise line
-                found = line_protocol.readings(line, self._line_sensor_tags, precision)
-                encoded: list[bytes] = []
-                for metric_type, value in found.values:
-                    series = encoder.series(found.sensor_id, metric_type, found.labels)
-                    encoded += encoder.readings(series, ((value, found.time_us),), latest_us)
-            except (line_protocol.LineError, ReadingProblem) as why:
-                refused.append(Violation(f"line {number}", str(why)))
-                continue
-            readings.add(found.sensor_id, encoded)
-            taken += 1
-        if not taken and not refused:
+        found = self._line_reader.read(text, precision)
+        if not found.lines and not found.refused:
             raise InvalidArgument([Violation("lines", "hold no line of line protocol")])
-        await self._write_encoded(readings, caller, "lines")
-        _refuse_partly(refused, taken, "lines")
-        return receiver_service_pb2.WriteLineProtocolResponse(accepted_count=readings.count, line_count=taken)
+        await self._write_encoded(found.readings, caller, "lines")
+        _refuse_partly(found.refused, found.lines, "lines")
+        return receiver_service_pb2.WriteLineProtocolResponse(
+            accepted_count=found.readings.count, line_count=found.lines
+        )
 
     @grpc_errors
     async def WritePrometheus(

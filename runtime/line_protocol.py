@@ -42,17 +42,12 @@ class Line:
     timestamp: int | None
 
 
-def lines(text: str) -> Iterator[tuple[int, Line | LineError]]:
-    """Each line of `text` that is not blank or a comment: its number (from 1), and the line or why
-    it is not one."""
+def lines(text: str) -> Iterator[tuple[int, str]]:
+    """Each line of `text` that is not blank or a comment: its number (from 1) and its text."""
     for number, raw in enumerate(text.split("\n"), start=1):
         line = raw.rstrip("\r").strip(" \t")
-        if not line or line.startswith("#"):
-            continue
-        try:
-            yield number, parse(line)
-        except LineError as why:
-            yield number, why
+        if line and not line.startswith("#"):
+            yield number, line
 
 
 def parse(line: str) -> Line:
@@ -60,13 +55,26 @@ def parse(line: str) -> Line:
         parts = line.split(" ")
         if len(parts) not in (2, 3) or not all(parts):
             raise LineError(SHAPE)
-        head, fields_text = parts[0], parts[1]
         timestamp = _timestamp(parts[2]) if len(parts) == 3 else None
-        measurement, *tag_parts = head.split(",")
-        tags = dict(_pair(t, "tag") for t in tag_parts)
-        fields = {key: _value(key, text) for key, text in (_pair(f, "field") for f in fields_text.split(","))}
-        return _checked(measurement, tags, fields, timestamp)
+        measurement, tags = split_head(parts[0])
+        return _checked(measurement, tags, split_fields(parts[1]), timestamp)
     return _parse_escaped(line)
+
+
+def split_head(head: str) -> tuple[str, dict[str, str]]:
+    """The measurement and tags of a line's first part, without escapes."""
+    measurement, *tag_parts = head.split(",")
+    return measurement, dict(_pair(t, "tag") for t in tag_parts)
+
+
+def split_fields(text: str) -> dict[str, float | int | bool | str]:
+    """The fields of a line's second part, without escapes or strings."""
+    return {key: _value(key, value) for key, value in (_pair(f, "field") for f in text.split(","))}
+
+
+def parse_timestamp(text: str, precision: str) -> int:
+    """A line's timestamp, in microseconds."""
+    return to_micros(_timestamp(text), precision)
 
 
 def _pair(text: str, what: str) -> tuple[str, str]:
@@ -186,16 +194,27 @@ class Readings:
     time_us: int | None
 
 
-def readings(line: Line, sensor_tags: Sequence[str], precision: str) -> Readings:
-    """The line's readings, or LineError: none of them."""
-    sensor_tag = next((t for t in sensor_tags if t in line.tags), None)
+def sensor_of(tags: dict[str, str], sensor_tags: Sequence[str]) -> tuple[str, dict[str, str]]:
+    """The sensor id (the first of the sensor tags the line has) and the labels (the other tags)."""
+    sensor_tag = next((t for t in sensor_tags if t in tags), None)
     if sensor_tag is None:
         raise LineError(f"no sensor: the line has none of the tags {', '.join(sensor_tags)}")
-    labels = {k: v for k, v in line.tags.items() if k != sensor_tag}
-    values = []
-    for key, value in line.fields.items():
-        if isinstance(value, str):
-            raise LineError(f"field {key!r} is a string: readings are numbers")
-        values.append((line.measurement if key == "value" else f"{line.measurement}_{key}", float(value)))
+    return tags[sensor_tag], {k: v for k, v in tags.items() if k != sensor_tag}
+
+
+def metric_type(measurement: str, key: str) -> str:
+    return measurement if key == "value" else f"{measurement}_{key}"
+
+
+def number(key: str, value: float | int | bool | str) -> float:
+    if isinstance(value, str):
+        raise LineError(f"field {key!r} is a string: readings are numbers")
+    return float(value)
+
+
+def readings(line: Line, sensor_tags: Sequence[str], precision: str) -> Readings:
+    """The line's readings, or LineError: none of them."""
+    sensor_id, labels = sensor_of(line.tags, sensor_tags)
+    values = [(metric_type(line.measurement, key), number(key, value)) for key, value in line.fields.items()]
     time_us = None if line.timestamp is None else to_micros(line.timestamp, precision)
-    return Readings(line.tags[sensor_tag], labels, values, time_us)
+    return Readings(sensor_id, labels, values, time_us)
