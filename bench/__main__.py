@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import devices, ecosystem, measure, mqtt, processes, registry, topology
+from bench import devices, ecosystem, measure, mqtt, peers, processes, registry, topology
 from bench.measure import Env, median, percentile
 from runtime import cli
 from simulator.__main__ import progress as print_progress
@@ -222,6 +222,8 @@ async def suite(env: Env, short: bool) -> dict[str, Any]:
     say("InfluxDB line protocol through Envoy, batches of 5,000 lines, until stored")
     results["line_protocol_readings_per_s"] = await ecosystem.line_protocol(env, seconds)
     say(f"  {results['line_protocol_readings_per_s']:,.0f} readings/s")
+    say("the same batches to InfluxDB 1.6 on this machine (storage only: a peer's figure)")
+    results["influxdb_line_protocol_lines_per_s"] = await peers.influxdb_line_protocol(env, seconds)
     say("Prometheus remote write through Envoy, requests of 2,000 samples, until stored")
     results["remote_write_samples_per_s"] = await ecosystem.remote_write(env, seconds)
     say(f"  {results['remote_write_samples_per_s']:,.0f} samples/s")
