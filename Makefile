@@ -151,6 +151,14 @@ stop: ## Stop everything `make run` or `make run-cluster` started
 status: ## Show each part of the local stack: state, PID, port, health
 	@$(PY) -m stack status
 
+.PHONY: backup
+backup: venv ## Back up the local stack's PostgreSQL with pgBackRest (ARGS=--incremental); WAL is archived all the time
+	@$(PY) -m stack.backup backup $(ARGS)
+
+.PHONY: restore
+restore: venv ## Restore PostgreSQL to a point in time and replay Kafka from it (ARGS="--to '2026-12-04 17:00:00+00'")
+	@$(PY) -m stack.backup restore $(ARGS)
+
 .PHONY: token
 token: venv ## Mint a bearer token for the TLS port (ARGS="--scope ingest --sensors plant-7- --ttl 3600")
 	@$(PY) -m stack.tokens $(ARGS)

@@ -17,6 +17,7 @@ from runtime import cli
 from saver import admin as saver_admin
 from stack import (
     access,
+    backup,
     bootstrap,
     certs,
     consumers,
@@ -93,6 +94,7 @@ def up(settings: StackSettings) -> int:
     check_disk(settings)
     reserve_ports(settings)
     prepare.everything(settings)
+    backup.write_config(settings)
     all_parts = parts(settings)
     sup = Supervisor(settings)
     sup.conf.write_text(supervisord_conf(settings, all_parts))
@@ -149,6 +151,7 @@ def _start_stage(settings: StackSettings, sup: Supervisor, stage_parts: list[Par
         return False
     if stage == "server":
         asyncio.run(bootstrap.database(settings))
+        backup.ensure_stanza(settings)  # before the first WAL segment is to be archived
         bootstrap.kafka_acls(settings)
         asyncio.run(bootstrap.topics(settings))
         if settings.cluster:

@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stack import certs, credentials, envoy_config, mosquitto, prepare, prometheus_config, service_env
+from stack import backup, certs, credentials, envoy_config, mosquitto, prepare, prometheus_config, service_env
 from stack.settings import ROOT, SERVICES, Instance, KafkaBroker, MqttBroker, RedisNode, StackSettings
 
 # How long a part may take to stop once signalled (the services drain for up to shutdown_grace_s,
@@ -94,13 +94,15 @@ POSTGRES_OPTIONS = (
 
 
 def _postgres(settings: StackSettings, name: str, data: Path, port: int, stage: str) -> Part:
+    # The primary archives its WAL for point-in-time restores (stack/backup.py).
+    options = (*POSTGRES_OPTIONS, *(backup.server_options(settings) if name == "postgres" else ()))
     return Part(
         name,
         (str(settings.postgres_bin / "postgres"), "-D", str(data),
          "-c", "listen_addresses=127.0.0.1", "-c", f"port={port}",
          "-c", f"unix_socket_directories={settings.postgres_socket_dir}",
          "-c", "password_encryption=scram-sha-256",
-         *(arg for option in POSTGRES_OPTIONS for arg in ("-c", option))),
+         *(arg for option in options for arg in ("-c", option))),
         port, stage, user=prepare.run_as("postgres"),
         # SIGINT is PostgreSQL's "fast" shutdown: roll back open transactions, checkpoint, exit.
         stop_signal="INT", stop_wait_s=SERVER_STOP_WAIT_S, kind="postgres",

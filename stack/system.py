@@ -43,6 +43,8 @@ def ensure_packages(settings: StackSettings) -> None:
             # The MQTT broker, and its command-line clients (the documentation's walk-through).
             "mosquitto": shutil.which("mosquitto") is not None,
             "mosquitto-clients": shutil.which("mosquitto_pub") is not None,
+            # PostgreSQL's backups and WAL archive (stack/backup.py).
+            "pgbackrest": shutil.which("pgbackrest") is not None,
             # Redis's Lua (5.1): `make lint` parses the processor's scripts with its compiler.
             "lua5.1": shutil.which("luac5.1") is not None,
         }

@@ -19,6 +19,7 @@ import jsonschema
 import pytest
 import yaml
 
+from testkit import prometheus
 from testkit.http import http, http_bytes, http_full
 from tests.helpers import eventually, only_alarm, rules_in_force, send
 from tests.target import Target
@@ -102,11 +103,19 @@ class Request:
         content = self.operation.get("requestBody", {}).get("content", {})
         body = content.get("application/json")
         self.body = None if body is None else self.example(resolved(body["schema"], answer=False), "")
-        # A raw body (line protocol): a reading of the test's sensor.
-        at = int((self.now - timedelta(minutes=1)).timestamp()) * 1_000_000_000
-        self.raw = (
-            f"temperature,sensor={sensor_id} value=21.5 {at}".encode() if "text/plain" in content else None
-        )
+        # A raw body: line protocol, or Prometheus's remote write or read, of the test's sensor.
+        at_s = int((self.now - timedelta(minutes=1)).timestamp())
+        self.raw: bytes | None = None
+        if "text/plain" in content:
+            self.raw = f"temperature,sensor={sensor_id} value=21.5 {at_s * 1_000_000_000}".encode()
+        elif "application/x-protobuf" in content and path == "/api/v1/write":
+            self.raw = prometheus.write_body(
+                [({"__name__": "temperature", "sensor": sensor_id}, [(21.5, at_s * 1000)])]
+            )
+        elif "application/x-protobuf" in content:
+            self.raw = prometheus.read_body(
+                (at_s - 3600) * 1000, (at_s + 3600) * 1000, ("sensor", "=", sensor_id)
+            )
 
     def parameter_value(self, parameter: dict[str, Any]) -> str | None:
         name = parameter["name"]
@@ -170,7 +179,7 @@ class Request:
             raw = json.dumps(self.body).encode()
             return self.url_path, raw[:-2] if len(raw) > 2 else b"{"  # an empty body is a valid {}
         if self.raw is not None:
-            return self.url_path, b"not line protocol"
+            return self.url_path, b"not line protocol, not snappy"
         for parameter in self.operation.get("parameters", []):
             schema = resolved(parameter["schema"])
             if parameter["in"] == "query" and (
@@ -316,6 +325,12 @@ async def test_the_route_answers_as_documented(
         assert sensor_id in json.dumps(events[0])
         return
     url = target.envoy_url + request.url_path
+    if "application/x-protobuf" in answer:  # remote read: the seeded readings, as Prometheus reads them
+        status, headers, raw = await asyncio.to_thread(http_bytes, request.verb, url, raw=request.raw)
+        assert (status, headers["content-type"]) == (200, "application/x-protobuf"), raw[:300]
+        [series] = prometheus.read_answer(raw)
+        assert {labels["sensor"] for labels, _ in series} == {sensor_id}, series
+        return
     status, headers, body = await (
         http_full(request.verb, url, raw=request.raw)
         if request.raw
@@ -386,8 +401,10 @@ def test_examples_follow_the_document() -> None:
     for path, verb in OPERATIONS:
         request = Request(path, verb, "s-1", datetime.now(UTC))
         body = request.operation.get("requestBody")
-        if body is not None and "text/plain" in body["content"]:
-            assert request.raw, path  # the raw body: line protocol
+        if body is not None and (
+            "text/plain" in body["content"] or "application/x-protobuf" in body["content"]
+        ):
+            assert request.raw, path  # the raw body: line protocol, Prometheus's protobuf
         elif body is not None:
             schema = copy.deepcopy(body["content"]["application/json"]["schema"])
             check(schema, request.body, answer=False)
