@@ -188,7 +188,7 @@ logs: ## Follow the logs of the local stack
 	@$(PY) -m stack logs
 
 # The test suite and the benchmark write a few GB: ask `make run` (a prerequisite) for that much room.
-test test-cluster test-faults bench bench-short: export METRICS_MIN_FREE_MB ?= 6144
+test test-cluster test-faults bench bench-short soak: export METRICS_MIN_FREE_MB ?= 6144
 
 .PHONY: test
 test: run ## Run all tests against the local stack (starts it if needed): two phases, tests/__main__.py
@@ -223,6 +223,10 @@ test-live: proto ## Run the tests against the deployment in METRICS_TEST_TARGET 
 .PHONY: bench
 bench: run $(GO_CLIENT)/bin/.built ## Benchmark the local stack: a table, and bench/results/latest.json (BENCH_ARGS=--short)
 	@$(PY) -m bench $(BENCH_ARGS)
+
+.PHONY: soak
+soak: run $(GO_CLIENT)/bin/.built ## Mixed load at half the measured capacity for hours, and a verdict (ARGS="--hours 1")
+	@$(PY) -m bench.soak $(ARGS)
 
 .PHONY: bench-short
 bench-short: run $(GO_CLIENT)/bin/.built ## The benchmark's quick mode (about 3 minutes)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import shlex
 import subprocess
 import sys
@@ -130,22 +131,29 @@ def restore(settings: StackSettings, to: datetime | None, replay_margin_s: float
             supervisor.stop_process(name)
         supervisor.stop_process("postgres")
         try:
-            options = ["--delta", "--target-action=promote"]
-            if to is not None:
-                options += ["--type=time", f"--target={to.isoformat(sep=' ')}"]
-            say(f"Restoring PostgreSQL to {to.isoformat() if to else 'the end of the archive'}")
-            pgbackrest(settings, "restore", *options)
-        finally:  # restored or not, the server runs again
-            supervisor.start_process("postgres")
-        try:
+            try:
+                options = ["--delta", "--target-action=promote"]
+                if to is not None:
+                    options += ["--type=time", f"--target={to.isoformat(sep=' ')}"]
+                say(f"Restoring PostgreSQL to {to.isoformat() if to else 'the end of the archive'}")
+                pgbackrest(settings, "restore", *options)
+            finally:  # restored or not, the server runs again
+                supervisor.start_process("postgres")
             asyncio.run(_answers(settings))
             since = target - timedelta(seconds=replay_margin_s)
             rewound = asyncio.run(rewind(settings, SAVER_GROUP, consumers.GROUPS[SAVER_GROUP], since))
             say(f"The saver replays Kafka from {since.isoformat()}: {rewound:,} records behind")
-        finally:
+        finally:  # and so does what uses it
             for name in running:
                 supervisor.start_process(name)
     say(f"Restored in {time.monotonic() - began:.0f} s")
+
+
+def latest_backup_stop(settings: StackSettings) -> datetime | None:
+    """When the latest backup ended (pgBackRest keeps whole seconds): a restore reaches times after it."""
+    (stanza,) = json.loads(pgbackrest(settings, "info", "--output=json"))
+    backups = stanza.get("backup", [])
+    return datetime.fromtimestamp(backups[-1]["timestamp"]["stop"], UTC) if backups else None
 
 
 def _running(supervisor: Supervisor, name: str) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -78,6 +78,14 @@ async def test_a_point_in_time_restore_and_the_replay_leave_every_reading_and_ev
     await asyncio.to_thread(backup.backup, settings, False)
     await receiver.PushMetrics(readings(sensor_id, 100, 100), timeout=30)
     await until_stored(200)
+    # A restore reaches times after its backup's end, which pgBackRest keeps in whole seconds.
+    stop = await asyncio.to_thread(backup.latest_backup_stop, settings)
+    assert stop is not None
+
+    async def after_the_backup() -> None:
+        assert datetime.now(UTC) > stop + timedelta(seconds=1)
+
+    await eventually(after_the_backup, what="a time after the backup's end")
     restore_to = datetime.now(UTC)
     await asyncio.sleep(0.01)  # the next commits are after that time
     await receiver.PushMetrics(readings(sensor_id, 200, 100), timeout=30)

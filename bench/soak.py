@@ -1,0 +1,281 @@
+"""A day of load, or an hour: `make soak ARGS="--hours 1"`.
+
+Mixed load on the local stack at a share of its measured capacity (`--share`, of `--capacity`
+readings/s, by default `make bench`'s last e2e_readings_per_s): large batches over gRPC streams,
+devices on SyncMetrics streams (fleet-load), queries of statistics and readings, a rule changed every
+10 s and a webhook subscribed to its alarms. Every `--interval` seconds it samples each part's
+resident memory and open files, the consumer groups' lag and PostgreSQL's live and dead rows; the
+report compares the first sample after the warm-up with the last, and the verdict says whether
+anything grew beyond the warm-up or was lost (every acknowledged reading stored once). The soak's
+data is removed at the end, as the benchmark's is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import devices, measure
+from bench.measure import Env
+from simulator.load import Plan, run
+from stack import access, consumers, credentials, procfs
+from stack import settings as stack_settings
+from stack.supervisor import Supervisor
+from testkit.http import http
+from testkit.webhooks import webhook
+
+RESULTS = Path(__file__).parent / "results"  # as make bench's
+# Memory or open files that grew more than this share, and this much, past the warm-up: a leak.
+GROWTH_SHARE, GROWTH_MB, GROWTH_FILES = 0.2, 20.0, 20
+# Dead rows beyond this share of a table's rows at the end: autovacuum is behind.
+DEAD_SHARE = 0.2
+
+
+@dataclass
+class Sample:
+    at_s: float
+    rss_mb: dict[str, float]
+    open_files: dict[str, int]
+    lag: dict[str, int]
+    live_rows: int
+    dead_rows: int
+    database_mb: float
+
+
+@dataclass
+class Counts:
+    batches_acked: int = 0
+    devices_acked: int = 0
+    queries: int = 0
+    query_errors: int = 0
+    slowest_query_ms: float = 0.0
+    rule_changes: int = 0
+    webhooks: int = 0
+    samples: list[Sample] = field(default_factory=list)
+
+
+async def sample(env: Env, began: float) -> Sample:
+    with Supervisor(env.stack) as supervisor:
+        parts = {name: int(p["pid"]) for name, p in supervisor.processes().items() if p["pid"]}
+    rss = {name: round(procfs.tree_rss_mb(pid), 1) for name, pid in parts.items()}
+    files = {name: sum(_open_files(p) for p in procfs.tree(pid)) for name, pid in parts.items()}
+    lags = await consumers.lags(access.kafka(env.stack), consumers.GROUPS)
+    conn = await access.postgres(env.stack, credentials.POSTGRES_READER)
+    try:
+        live, dead = await conn.fetchrow(
+            "SELECT coalesce(sum(n_live_tup), 0)::bigint, coalesce(sum(n_dead_tup), 0)::bigint FROM pg_stat_user_tables"
+        )
+        size = await conn.fetchval("SELECT pg_database_size(current_database())")
+    finally:
+        await conn.close()
+    return Sample(
+        round(time.monotonic() - began, 1), rss, files, {f"{g}/{t}": n for (g, t), n in lags.items()},
+        live, dead, round(size / 2**20, 1),
+    )  # fmt: skip
+
+
+def _open_files(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
+
+
+async def soak(env: Env, seconds: float, rate: float, interval_s: float, warmup_s: float) -> dict[str, Any]:
+    """Runs the mixed load for `seconds` at `rate` readings/s in all; returns the report."""
+    counts = Counts()
+    base = f"http://{env.envoy}"
+    began = time.monotonic()
+    batch_rate, device_rate = rate * 0.9, rate * 0.1
+    batches = env.fleet(500, above=0.01, arrival_times=True)
+    device_fleet = devices.Fleet(env.envoy, env.prefix, env.say)
+    status, rule = await http("POST", f"{base}/v1/rules", {
+        "metricType": "temperature", "sensorIdPrefix": batches.prefix, "threshold": 100, "count": 3,
+        "severity": "SEVERITY_MINOR",
+    })  # fmt: skip
+    if status != 200:
+        raise RuntimeError(f"the soak's rule was refused: {rule}")
+    async with webhook() as hook:
+        status, made = await http("POST", f"{base}/v1/subscriptions", {
+            "url": hook.url("/soak"), "secret": "soak-" + "s" * 27, "sensorIdPrefix": batches.prefix,
+            "kinds": ["EVENT_KIND_THRESHOLD_EXCEEDED"],
+        })  # fmt: skip
+        if status != 200:
+            raise RuntimeError(f"the soak's subscription was refused: {made}")
+
+        async def load_batches() -> None:
+            plan = Plan(
+                batches, path="stream", rate=batch_rate, duration_s=seconds, batch=500, target=env.envoy
+            )
+            counts.batches_acked = (await run(plan)).acked
+
+        async def load_devices() -> None:
+            streams = 500
+            load = await device_fleet.run(
+                "devices", "sync", seconds, streams=streams, rate=device_rate, window=1, warmup="5s"
+            )
+            counts.devices_acked = load.acked
+
+        async def query() -> None:
+            while True:
+                now = time.time()
+                window = f"startTime={_rfc3339(now - 3600)}&endTime={_rfc3339(now)}"
+                for path in (f"/v1/sensors/{batches.ids[0]}/stats?metricType=temperature&{window}",
+                             f"/v1/sensors/{env.prefix}devices-0/readings?pageSize=100&{window}"):  # fmt: skip
+                    started = time.monotonic()
+                    with contextlib.suppress(OSError):
+                        status, _ = await http("GET", base + path)
+                        counts.query_errors += status != 200
+                    counts.queries += 1
+                    counts.slowest_query_ms = max(
+                        counts.slowest_query_ms, (time.monotonic() - started) * 1000
+                    )
+                await asyncio.sleep(0.5)
+
+        async def change_rule() -> None:
+            while True:
+                await asyncio.sleep(10)
+                threshold = 101 if counts.rule_changes % 2 == 0 else 100
+                await http("PATCH", f"{base}/v1/rules/{rule['ruleId']}", {"threshold": threshold})
+                counts.rule_changes += 1
+
+        async def watch() -> None:
+            while True:
+                counts.samples.append(await sample(env, began))
+                last = counts.samples[-1]
+                env.say(
+                    f"{last.at_s / 60:5.1f} min: RSS {sum(last.rss_mb.values()):,.0f} MB, open files "
+                    f"{sum(last.open_files.values()):,}, lag {sum(last.lag.values()):,}, dead rows "
+                    f"{last.dead_rows:,}, database {last.database_mb:,.0f} MB, queries {counts.queries:,} "
+                    f"({counts.query_errors} failed), webhooks {len(hook.on('/soak'))}"
+                )
+                await asyncio.sleep(interval_s)
+
+        side = [asyncio.create_task(t()) for t in (query, change_rule, watch)]
+        try:
+            await asyncio.gather(load_batches(), load_devices())
+        finally:
+            for task in side:
+                task.cancel()
+            await http("DELETE", f"{base}/v1/subscriptions/{made['subscription']['subscriptionId']}")
+            await http("DELETE", f"{base}/v1/rules/{rule['ruleId']}")
+        counts.webhooks = len(hook.on("/soak"))
+    await measure.wait_drained(env)
+    end = await sample(env, began)
+    stored = await measure.stored(env, env.prefix)
+    first = next((s for s in counts.samples if s.at_s >= warmup_s), counts.samples[-1])
+    return report(counts, first, end, stored, seconds, rate)
+
+
+def report(
+    counts: Counts, first: Sample, end: Sample, stored: int, seconds: float, rate: float
+) -> dict[str, Any]:
+    acked = counts.batches_acked + counts.devices_acked
+    grew = {
+        name: (first.rss_mb[name], mb)
+        for name, mb in end.rss_mb.items()
+        if name in first.rss_mb and mb > first.rss_mb[name] * (1 + GROWTH_SHARE) + GROWTH_MB
+    }
+    files = {
+        name: (first.open_files[name], n)
+        for name, n in end.open_files.items()
+        if name in first.open_files and n > first.open_files[name] * (1 + GROWTH_SHARE) + GROWTH_FILES
+    }
+    dead_share = end.dead_rows / max(end.live_rows + end.dead_rows, 1)
+    problems = []
+    if stored != acked:
+        problems.append(f"{acked:,} readings acknowledged, {stored:,} stored")
+    problems += [f"{n} memory {a:.0f} → {b:.0f} MB" for n, (a, b) in grew.items()]
+    problems += [f"{n} open files {a} → {b}" for n, (a, b) in files.items()]
+    if dead_share > DEAD_SHARE:
+        problems.append(f"dead rows {dead_share:.0%} of the tables' rows at the end")
+    if counts.query_errors:
+        problems.append(f"{counts.query_errors} of {counts.queries} queries failed")
+    return {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seconds": seconds, "rate": rate, "acknowledged": acked, "stored": stored,
+        "queries": counts.queries, "query_errors": counts.query_errors,
+        "slowest_query_ms": round(counts.slowest_query_ms, 1), "rule_changes": counts.rule_changes,
+        "webhooks": counts.webhooks, "start": asdict(first), "end": asdict(end),
+        "verdict": "pass" if not problems else "fail", "problems": problems,
+    }  # fmt: skip
+
+
+def table(result: dict[str, Any]) -> str:
+    first, end = result["start"], result["end"]
+    lines = [f"{'part':<16} {'RSS MB start':>12} {'end':>8} {'open files start':>17} {'end':>6}"]
+    for name in sorted(end["rss_mb"]):
+        lines.append(
+            f"{name:<16} {first['rss_mb'].get(name, 0):>12.0f} {end['rss_mb'][name]:>8.0f} "
+            f"{first['open_files'].get(name, 0):>17} {end['open_files'][name]:>6}"
+        )
+    lines += [
+        f"lag (records) start {sum(first['lag'].values()):,}, end (drained) {sum(end['lag'].values()):,}",
+        f"PostgreSQL: live rows {first['live_rows']:,} → {end['live_rows']:,}, dead rows {first['dead_rows']:,} "
+        f"→ {end['dead_rows']:,}, database {first['database_mb']:,.0f} → {end['database_mb']:,.0f} MB",
+        f"readings acknowledged {result['acknowledged']:,}, stored {result['stored']:,}; queries "
+        f"{result['queries']:,} ({result['query_errors']} failed, slowest {result['slowest_query_ms']:.0f} ms); "
+        f"rule changes {result['rule_changes']}; webhooks {result['webhooks']:,}",
+        f"verdict: {result['verdict']}" + "".join(f"\n  - {p}" for p in result["problems"]),
+    ]  # fmt: skip
+    return "\n".join(lines)
+
+
+def _rfc3339(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _capacity() -> float:
+    """The last benchmark's end-to-end figure, or a conservative one for this machine class."""
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        results = json.loads((RESULTS / "latest.json").read_text())
+        return float(results.get("results", results)["e2e_readings_per_s"])
+    return 60_000.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--hours", type=float, default=1.0)
+    parser.add_argument("--share", type=float, default=0.5, help="of the capacity (default 0.5)")
+    parser.add_argument("--capacity", type=float, default=0.0, help="readings/s (default: the last bench's)")
+    parser.add_argument("--interval", type=float, default=60.0, help="seconds between samples")
+    args = parser.parse_args()
+    capacity = args.capacity or _capacity()
+    rate = capacity * args.share
+    seconds = args.hours * 3600
+    warmup = min(600.0, seconds / 10)
+    stack = stack_settings.load()
+    # Quiet load: the samples are the soak's progress.
+    env = Env(stack, f"127.0.0.1:{stack.envoy_port}", measure_say, lambda result, elapsed: None)
+    measure_say(f"soak: {rate:,.0f} readings/s ({args.share:.0%} of {capacity:,.0f}) for {args.hours:g} h; "
+                f"warm-up {warmup / 60:.0f} min")  # fmt: skip
+
+    async def whole() -> dict[str, Any]:
+        try:
+            return await soak(env, seconds, rate, args.interval, warmup)
+        finally:
+            await measure.wait_drained(env)
+            await measure.remove_data(env)
+
+    result = asyncio.run(whole())
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "soak-latest.json").write_text(json.dumps(result, indent=2))
+    print(table(result))
+    return 0 if result["verdict"] == "pass" else 1
+
+
+def measure_say(message: str) -> None:
+    print(f"==> {message}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
