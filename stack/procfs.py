@@ -23,6 +23,15 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def pss_mb(pid: int) -> float:
+    """Proportional set size: resident memory with each shared page divided among its sharers."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def tree(root: int) -> list[int]:
     """A process and its live descendants (PostgreSQL's backends, the receiver's workers)."""
     children: dict[int, list[int]] = {}
@@ -51,6 +60,12 @@ def tree_rss_mb(root: int) -> float:
     """Resident memory of a process and its live descendants, added up: a page they share (the
     interpreter, libraries, what a forked worker still shares with its parent) counts once each."""
     return sum(_or_zero(rss_mb, pid) for pid in tree(root))
+
+
+def tree_pss_mb(root: int) -> float:
+    """Memory of a process and its live descendants, each shared page counted once over them all
+    (PostgreSQL's shared buffers, which every backend maps)."""
+    return sum(_or_zero(pss_mb, pid) for pid in tree(root))
 
 
 def _or_zero(measure: Callable[[int], float], pid: int) -> float:
