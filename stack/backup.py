@@ -140,6 +140,7 @@ def restore(settings: StackSettings, to: datetime | None, replay_margin_s: float
             finally:  # restored or not, the server runs again
                 supervisor.start_process("postgres")
             asyncio.run(_answers(settings))
+            asyncio.run(_forget_recovery(settings))
             since = target - timedelta(seconds=replay_margin_s)
             rewound = asyncio.run(rewind(settings, SAVER_GROUP, consumers.GROUPS[SAVER_GROUP], since))
             say(f"The saver replays Kafka from {since.isoformat()}: {rewound:,} records behind")
@@ -154,6 +155,25 @@ def latest_backup_stop(settings: StackSettings) -> datetime | None:
     (stanza,) = json.loads(pgbackrest(settings, "info", "--output=json"))
     backups = stanza.get("backup", [])
     return datetime.fromtimestamp(backups[-1]["timestamp"]["stop"], UTC) if backups else None
+
+
+# What pgBackRest's restore writes into postgresql.auto.conf for the recovery. Left there, a replica
+# made from this server later (pg_basebackup copies the file) would recover to the same past time and
+# promote itself.
+RECOVERY_SETTINGS = (
+    "restore_command", "recovery_target_time", "recovery_target_action", "recovery_target_timeline",
+    "recovery_target_inclusive", "recovery_target",
+)  # fmt: skip
+
+
+async def _forget_recovery(settings: StackSettings) -> None:
+    conn = await access.postgres_superuser(settings)
+    try:
+        for name in RECOVERY_SETTINGS:
+            await conn.execute(f"ALTER SYSTEM RESET {name}")
+        await conn.execute("SELECT pg_reload_conf()")
+    finally:
+        await conn.close()
 
 
 def _running(supervisor: Supervisor, name: str) -> bool:

@@ -21,7 +21,7 @@ from metrics.v1 import metric_pb2, receiver_service_pb2
 from metrics.v1.receiver_service_pb2_grpc import ReceiverServiceStub
 from stack import prune
 from stack import settings as stack_settings
-from stack.procfs import tree, tree_rss_mb
+from stack.procfs import tree_pss_mb, tree_rss_mb
 from tests.helpers import wait_consumed
 from tests.target import Target
 
@@ -35,23 +35,6 @@ SECONDS = 8.0
 # page once (PSS): their RSS added up counts the pages the receiver's workers share several times
 # (57 MB more than PSS for an idle receiver of three processes).
 MEMORY_LIMIT_MB = 300
-
-
-def pss_mb(pid: int) -> float:
-    """Proportional set size: resident memory with each shared page split among its sharers."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:  # gone meanwhile
-        pass
-    return 0.0
-
-
-def tree_pss_mb(root: int) -> float:
-    """The memory a process and its live descendants hold, each page counted once."""
-    return sum(pss_mb(pid) for pid in tree(root))
 
 
 async def test_overload_sheds_stays_bounded_loses_nothing_and_recovers(
