@@ -36,6 +36,8 @@ from testkit.webhooks import webhook
 RESULTS = Path(__file__).parent / "results"  # as make bench's
 # Memory or open files that grew more than this share, and this much, past the warm-up: a leak.
 GROWTH_SHARE, GROWTH_MB, GROWTH_FILES = 0.2, 20.0, 20
+# Lag that grew past twice its size after the warm-up, and past this many records: falling behind.
+LAG_RECORDS = 1_000
 # Dead rows beyond this share of a table's rows at the end: autovacuum is behind.
 DEAD_SHARE = 0.2
 
@@ -179,12 +181,13 @@ async def soak(env: Env, seconds: float, rate: float, interval_s: float, warmup_
         f"devices: {counts.devices_acked:,} acknowledged, {await measure.stored(env, env.prefix + 'devices-'):,} stored"
     )
     first = next((s for s in counts.samples if s.at_s >= warmup_s), counts.samples[-1])
-    return report(counts, first, end, stored, seconds, rate)
+    return report(counts, first, counts.samples[-1], end, stored, seconds, rate)
 
 
 def report(
-    counts: Counts, first: Sample, end: Sample, stored: int, seconds: float, rate: float
+    counts: Counts, first: Sample, last: Sample, end: Sample, stored: int, seconds: float, rate: float
 ) -> dict[str, Any]:
+    """`first`: the first sample after the warm-up; `last`: the last under load; `end`: once drained."""
     acked = counts.batches_acked + counts.devices_acked
     grew = {
         name: (first.memory_mb[name], mb)
@@ -204,6 +207,9 @@ def report(
     problems += [f"{n} open files {a} → {b}" for n, (a, b) in files.items()]
     if dead_share > DEAD_SHARE:
         problems.append(f"dead rows {dead_share:.0%} of the tables' rows at the end")
+    lag_first, lag_last = sum(first.lag.values()), sum(last.lag.values())
+    if lag_last > max(2 * lag_first, LAG_RECORDS):
+        problems.append(f"fell behind: lag {lag_first:,} → {lag_last:,} records under load")
     if counts.batch_errors:
         problems.append(f"batches refused: {counts.batch_errors}")
     if counts.query_errors:
@@ -214,7 +220,12 @@ def report(
         "batch_errors": counts.batch_errors,
         "queries": counts.queries, "query_errors": counts.query_errors,
         "slowest_query_ms": round(counts.slowest_query_ms, 1), "rule_changes": counts.rule_changes,
-        "webhooks": counts.webhooks, "start": asdict(first), "end": asdict(end),
+        "webhooks": counts.webhooks, "start": asdict(first), "last_under_load": asdict(last), "end": asdict(end),
+        "timeline": [
+            {"at_s": x.at_s, "memory_mb": round(sum(x.memory_mb.values())), "open_files": sum(x.open_files.values()),
+             "lag": sum(x.lag.values()), "dead_rows": x.dead_rows, "database_mb": x.database_mb}
+            for x in counts.samples
+        ],
         "verdict": "pass" if not problems else "fail", "problems": problems,
     }  # fmt: skip
 
@@ -228,7 +239,8 @@ def table(result: dict[str, Any]) -> str:
             f"{first['open_files'].get(name, 0):>17} {end['open_files'][name]:>6}"
         )
     lines += [
-        f"lag (records) start {sum(first['lag'].values()):,}, end (drained) {sum(end['lag'].values()):,}",
+        f"lag (records) after the warm-up {sum(first['lag'].values()):,}, at the end of the load "
+        f"{sum(result['last_under_load']['lag'].values()):,}, drained {sum(end['lag'].values()):,}",
         f"PostgreSQL: live rows {first['live_rows']:,} → {end['live_rows']:,}, dead rows {first['dead_rows']:,} "
         f"→ {end['dead_rows']:,}, database {first['database_mb']:,.0f} → {end['database_mb']:,.0f} MB",
         f"readings acknowledged {result['acknowledged']:,}, stored {result['stored']:,}; queries "
