@@ -24,7 +24,7 @@ import numpy as np
 
 from assessor import readings
 from metrics.v1 import prometheus_pb2 as ppb
-from runtime import snappy
+from runtime import snappy, wire
 from runtime.errors import InvalidArgument, Violation
 from runtime.identity import Identity
 
@@ -93,7 +93,7 @@ async def answer(
     results = []
     for i, query in enumerate(request.queries):
         results.append(await _result(pool, query, f"queries[{i}]", caller, limits, budget))
-    return snappy.compress(b"".join(_field(1, r) for r in results))
+    return snappy.compress(b"".join(wire.field(1, r) for r in results))
 
 
 async def _result(
@@ -146,7 +146,7 @@ async def _result(
             if budget[0] < 0:
                 problem = f"selects more than {limits.max_samples:,} samples: ask for a shorter range"
                 raise InvalidArgument([Violation(field, problem + " or fewer series")])
-            encoded.append(_field(1, _series(labels, times_us[:kept] // 1000, values[:kept])))
+            encoded.append(wire.field(1, _series(labels, times_us[:kept] // 1000, values[:kept])))
     return b"".join(encoded)
 
 
@@ -216,17 +216,3 @@ def _series(labels: dict[str, str], times_ms: np.ndarray, values: np.ndarray) ->
     for i in range(6):
         out[:, 12 + i] = ((t >> np.uint64(7 * i)) & np.uint64(0x7F)) | np.uint64(0x80 if i < 5 else 0)
     return head + out.tobytes()
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited field: its tag, its length as a varint, the payload."""
-    return bytes([number << 3 | 2]) + _varint(len(payload)) + payload
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable, Mapping
 
 from metrics.v1 import metric_pb2
+from runtime import wire
 from runtime.validation import EARLIEST_SECONDS, MAX_ABS_VALUE, NANOS, ArrivalClock, Limits, check_metric
 
 VALUE = struct.Struct("<Bd")  # field 3 (value), a double
@@ -102,12 +103,12 @@ class Encoder:
             raise ReadingProblem(_problem(series, value, time_us, self._limits))
         seconds, micros = divmod(time_us, 1_000_000)
         stamp = (
-            b"\x08" + _varint(seconds) + b"\x10" + _varint(micros * 1000)
+            b"\x08" + wire.varint(seconds) + b"\x10" + wire.varint(micros * 1000)
             if micros
-            else b"\x08" + _varint(seconds)
+            else b"\x08" + wire.varint(seconds)
         )
         body = series.head + VALUE.pack(0x19, value) + b"\x22" + bytes((len(stamp),)) + stamp
-        return b"\x0a" + _varint(len(body)) + body
+        return b"\x0a" + wire.varint(len(body)) + body
 
 
 _EARLIEST_US = EARLIEST_SECONDS * 1_000_000
@@ -129,25 +130,3 @@ def _problem(series: Series, value: float, time_us: int, limits: Limits) -> str:
 
 def _described(problems: list[tuple[str, str]]) -> str:
     return "; ".join(f"{field}: {text}" for field, text in problems)
-
-
-def _varint(n: int) -> bytes:
-    """A non-negative integer as a varint; the lengths of times (seconds, nanoseconds) unrolled."""
-    if n < 0x80:
-        return bytes((n,))
-    if n < 0x4000:
-        return bytes((n & 0x7F | 0x80, n >> 7))
-    if n < 0x200000:
-        return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14))
-    if n < 0x10000000:
-        return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14 & 0x7F | 0x80, n >> 21))
-    if n < 0x800000000:
-        return bytes(
-            (n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14 & 0x7F | 0x80, n >> 21 & 0x7F | 0x80, n >> 28)
-        )
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)

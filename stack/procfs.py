@@ -16,18 +16,19 @@ def cpu_seconds(pid: int) -> float:
 
 
 def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    return _megabytes(f"/proc/{pid}/status", "VmRSS:")
 
 
 def pss_mb(pid: int) -> float:
     """Proportional set size: resident memory with each shared page divided among its sharers."""
-    with open(f"/proc/{pid}/smaps_rollup") as f:
+    return _megabytes(f"/proc/{pid}/smaps_rollup", "Pss:")
+
+
+def _megabytes(path: str, name: str) -> float:
+    """A line `name  <n> kB` of a /proc file, in MB (0 when absent)."""
+    with open(path) as f:
         for line in f:
-            if line.startswith("Pss:"):
+            if line.startswith(name):
                 return int(line.split()[1]) / 1024
     return 0.0
 
