@@ -147,6 +147,10 @@ run-cluster: proto ## Start the cluster topology: 3 Kafka brokers, a Redis Clust
 stop: ## Stop everything `make run` or `make run-cluster` started
 	@if [ -x $(PY) ]; then $(PY) -m stack down; else echo "nothing to stop (no $(VENV))"; fi
 
+.PHONY: upgrade
+upgrade: proto ## Restart the running stack's services one instance at a time on this checkout's code, each drained first (ARGS=--all: all)
+	@$(PY) -m stack upgrade $(ARGS)
+
 .PHONY: status
 status: ## Show each part of the local stack: state, PID, port, health
 	@$(PY) -m stack status

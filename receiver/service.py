@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
@@ -22,6 +22,7 @@ from runtime.devices import Devices
 from runtime.errors import (
     InvalidArgument,
     ServiceError,
+    Unavailable,
     Violation,
     grpc_errors,
     grpc_stream_errors,
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 SERVICE = receiver_service_pb2.DESCRIPTOR.services_by_name["ReceiverService"]
 
+T = TypeVar("T")
 Context = grpc.aio.ServicerContext[Any, Any]
 BatchRequest = (
     receiver_service_pb2.PushMetricsRequest
@@ -73,6 +75,33 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
         self._encoder = Encoder(limits, clock)
         self._series_reader = remote_write.SeriesReader(self._encoder, prometheus_sensor_labels)
         self._line_reader = LineReader(self._encoder, line_sensor_tags)
+        # Done when the receiver stops: its streams stop reading and end (see _batches).
+        self._leaving: asyncio.Future[None] | None = None
+
+    def leave(self) -> None:
+        """Ends every stream at its next batch boundary: what was read is acknowledged, the rest
+        is for the client to send again, to another receiver (called before the server stops)."""
+        self._leaving_future().set_result(None)
+
+    def _leaving_future(self) -> asyncio.Future[None]:
+        if self._leaving is None:
+            self._leaving = asyncio.get_running_loop().create_future()
+        return self._leaving
+
+    async def _batches(self, requests: AsyncIterator[T]) -> AsyncIterator[T]:
+        """A stream's batches until the client ends it; Leaving when the receiver stops first."""
+        leaving = self._leaving_future()
+        batches = aiter(requests)
+        while not leaving.done():
+            read = asyncio.ensure_future(anext(batches, None))
+            await asyncio.wait((read, leaving), return_when=asyncio.FIRST_COMPLETED)
+            if not read.done():
+                read.cancel()
+                break
+            if (request := read.result()) is None:
+                return
+            yield request
+        raise Leaving()
 
     async def _accept(
         self, request: BatchRequest, caller: Identity | None, field: str = "metrics", streamed: bool = False
@@ -142,9 +171,12 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
         # the stream with its error: the batches before it are written, it and later ones are not.
         caller = _ingest_caller(context)
         accepted = batches = 0
-        async for request in request_iterator:
-            accepted += await self._accept(request, caller, field=f"[{batches}].metrics", streamed=True)
-            batches += 1
+        try:
+            async for request in self._batches(request_iterator):
+                accepted += await self._accept(request, caller, field=f"[{batches}].metrics", streamed=True)
+                batches += 1
+        except Leaving as leaving:
+            raise Leaving(f"{batches} batches of this stream are written; send the rest again") from leaving
         return receiver_service_pb2.StreamMetricsResponse(accepted_count=accepted, batch_count=batches)
 
     @grpc_stream_errors
@@ -158,7 +190,7 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
 
         async def read() -> None:
             try:
-                async for request in request_iterator:
+                async for request in self._batches(request_iterator):
                     began = time.perf_counter()
                     written = self._start(request, caller)
                     await pending.put((request.sequence, len(request.metrics), began, written))
@@ -169,7 +201,7 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
         try:
             while (item := await pending.get()) is not None:
                 yield await _acknowledge(*item)
-            await reader
+            await reader  # raises Leaving after the acknowledgements of what was read
         finally:
             reader.cancel()
 
@@ -295,6 +327,13 @@ def _legacy_metric(
     return metric
 
 
+class Leaving(Unavailable):
+    """The receiver stops (a restart, an upgrade): the stream ends, another receiver takes it."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__("the receiver is stopping: reconnect" + (f"; {detail}" if detail else ""))
+
+
 def _ingest_caller(context: Context) -> Identity | None:
     """The caller, who must hold the ingest scope; None on the trusted inside."""
     return caller_of(context.invocation_metadata(), "ingest")
@@ -404,5 +443,7 @@ async def main(stop: asyncio.Event) -> None:
     except Stopped:
         pass
     finally:
-        # Stop intake, let running calls finish (they wait for Kafka), then flush and close.
+        # End the streams, stop intake, let running calls finish (they wait for Kafka), then flush
+        # and close.
+        receiver.leave()
         await shut_down(server, config.shutdown_grace_s, producer.stop, devices.follower.stop)

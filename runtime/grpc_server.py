@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
@@ -219,6 +221,9 @@ class GrpcServer:
     """A grpc.aio server on one address, reporting health for the services it serves.
 
     Health is NOT_SERVING until `set_serving()`; the empty service name "" stands for the process.
+    SIGUSR1 drains it: NOT_SERVING from then on, whatever the service's own state, so that load
+    balancers (Envoy's health checks) send it no new calls while it still answers those that come;
+    then SIGTERM stops it with nothing in flight (`make upgrade`, docs/operations/upgrades.md).
     """
 
     def __init__(
@@ -264,18 +269,31 @@ class GrpcServer:
             self._server,
         )
         self.port = self._server.add_insecure_port(address)
+        self.draining = False
+        self._tasks: set[asyncio.Task[None]] = set()  # a drain asked for by a signal, kept till the stop
 
     async def start(self) -> None:
         await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self._server.start()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGUSR1, lambda: self._tasks.add(loop.create_task(self.drain())))
         log.info("gRPC server listening on %s", self.address)
         telemetry.serve(self.address.rpartition(":")[0], self.metrics_port)
 
     async def set_serving(self, serving: bool = True) -> None:
+        if self.draining:
+            return
         status = (
             health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         await self._set_all(status)
+
+    async def drain(self) -> None:
+        """NOT_SERVING for good: the calls that still come are answered, new ones go elsewhere."""
+        if not self.draining:
+            log.info("draining: reporting NOT_SERVING until stopped")
+        self.draining = True
+        await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
 
     async def stop(self, grace: float) -> None:
         """Reports NOT_SERVING, refuses new calls and waits up to `grace` s for running ones."""

@@ -2,9 +2,9 @@
 
 The parent starts `count` copies of the service (`python -m <service>` with WORKER_ENV set) and
 supervises them; each binds the service's port with SO_REUSEPORT, and the kernel spreads incoming
-connections over them. The parent forwards SIGTERM/SIGINT and waits for its workers to drain;
-a worker that dies is started again. Workers die with the parent (PR_SET_PDEATHSIG), so a parent
-killed with -9 leaves no worker behind holding the port.
+connections over them. The parent forwards SIGTERM/SIGINT and SIGUSR1 (drain) and waits for its
+workers to drain; a worker that dies is started again. Workers die with the parent
+(PR_SET_PDEATHSIG), so a parent killed with -9 leaves no worker behind holding the port.
 """
 
 from __future__ import annotations
@@ -75,8 +75,14 @@ def _supervise(service: str, count: int, grace_s: float, forget: Callable[[int],
         env = {**os.environ, WORKER_ENV: str(index), COUNT_ENV: str(count), PARENT_ENV: str(os.getpid())}
         return subprocess.Popen([sys.executable, "-m", service], env=env)  # noqa: S603 - our own module
 
+    def drain(signum: int, _frame: object) -> None:
+        for proc in workers.values():
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGUSR1, drain)  # runtime.grpc_server: every worker drains
     workers = {index: start(index) for index in range(count)}
     log.info("started %d workers: PIDs %s", count, ", ".join(str(p.pid) for p in workers.values()))
     while not stopping:

@@ -1,4 +1,4 @@
-"""python -m stack up|down|status|logs|shell-env|packages|browser — see stack/__init__.py."""
+"""python -m stack up|down|upgrade|status|logs|shell-env|packages|test-clients — see stack/__init__.py."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from stack import (
     redis_cluster,
     roles,
     shell_env,
+    upgrade,
 )
 from stack.parts import Part, parts, supervisord_conf
 from stack.settings import PUBLIC_SERVICES, ROOT, StackSettings, load
@@ -51,8 +52,11 @@ SERVICE_DEADLINE_S = 90
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__)
-    commands = ("up", "down", "status", "logs", "shell-env", "packages", "test-clients")
+    commands = ("up", "down", "upgrade", "status", "logs", "shell-env", "packages", "test-clients")
     parser.add_argument("command", choices=commands)
+    parser.add_argument(
+        "--all", action="store_true", help="upgrade: restart every service instance, changed or not"
+    )
     args = parser.parse_args()
     # Probes fail until a part is up; their clients' own complaints would only be noise.
     logging.basicConfig(level=logging.CRITICAL)
@@ -62,6 +66,8 @@ def main() -> int:
             return up(settings)
         if args.command == "down":
             return down()
+        if args.command == "upgrade":
+            return upgrade.upgrade(everything=args.all)
         if args.command == "status":
             return status()
         if args.command == "packages":

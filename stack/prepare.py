@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stack import certs, credentials, envoy_config, mosquitto, prometheus_config, tokens
-from stack.settings import PUBLIC_SERVICES, ROOT, KafkaBroker, RedisNode, StackSettings
+from stack.settings import PUBLIC_SERVICES, ROOT, Instance, KafkaBroker, RedisNode, StackSettings
 from stack.system import SetupError, fetch_console_libs, fetch_docs_libs, fetch_kafka_libs, say
 
 KAFKA_DIR = ROOT / "stack" / "kafka"
@@ -360,7 +360,8 @@ def envoy_file(path: Path, settings: StackSettings) -> None:
             admin=(local, settings.envoy_admin_port),
             upstreams={
                 **{
-                    name: [(local, i.grpc_port) for i in settings.instances(name)] for name in PUBLIC_SERVICES
+                    name: [(local, i.grpc_port) for i in _instances_and_standby(settings, name)]
+                    for name in PUBLIC_SERVICES
                 },
                 "prometheus": [(local, settings.prometheus_port)],
             },
@@ -372,6 +373,11 @@ def envoy_file(path: Path, settings: StackSettings) -> None:
             sites=[envoy_config.CONSOLE, envoy_config.API_DOCS],
         )
     )
+
+
+def _instances_and_standby(settings: StackSettings, service: str) -> list[Instance]:
+    standby = settings.standby(service)
+    return settings.instances(service) + ([standby] if standby else [])
 
 
 def prometheus_files(where: Paths, settings: StackSettings) -> None:

@@ -143,6 +143,8 @@ class StackSettings:
             for name, value in vars(self).items()
             if name.endswith("_port") and (name not in ("envoy_port", "mqtt_port") or self.envoy_plaintext)
         ]
+        standbys = [i for s in SERVICES if (i := self.standby(s)) is not None]
+        single += [p for i in standbys for p in (i.grpc_port, i.metrics_port)]
         if not self.cluster:
             return single
         extra = [p for b in self.kafka_brokers[1:] for p in (b.port, b.controller_port, b.metrics_port)]
@@ -201,6 +203,15 @@ class StackSettings:
             Instance(n + 1, grpc_port + n * INSTANCE_STEP, metrics_port + n * INSTANCE_STEP)
             for n in range(count)
         ]
+
+    def standby(self, service: str) -> Instance | None:
+        """For a public service with one instance, where a second runs while `make upgrade` restarts
+        the first (stack/upgrade.py): Envoy lists it, nothing runs there otherwise. None for the
+        others (two instances: one serves while the other restarts)."""
+        if service not in PUBLIC_SERVICES or len(self.instances(service)) > 1:
+            return None
+        first = self.instances(service)[0]
+        return Instance(2, first.grpc_port + INSTANCE_STEP, first.metrics_port + INSTANCE_STEP)
 
     @property
     def envoy_threads(self) -> int:

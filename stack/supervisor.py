@@ -59,6 +59,19 @@ class Supervisor:
         for name in changed + added:
             self._rpc.supervisor.addProcessGroup(name)
 
+    def reload(self) -> tuple[list[str], list[str], list[str]]:
+        """Reads the configuration again, changing nothing that runs: the programs added, changed
+        and removed."""
+        added, changed, removed = self._rpc.supervisor.reloadConfig()[0]
+        return added, changed, removed
+
+    def replace(self, name: str) -> None:
+        """Stops a program (waiting until it has exited) and starts it with its new settings."""
+        self._rpc.supervisor.stopProcessGroup(name)
+        self._rpc.supervisor.removeProcessGroup(name)
+        self._rpc.supervisor.addProcessGroup(name)
+        self._rpc.supervisor.startProcess(name, False)
+
     def start_process(self, name: str) -> None:
         info = self._rpc.supervisor.getProcessInfo(name)
         if info["statename"] not in ("RUNNING", "STARTING"):

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -30,7 +33,7 @@ from processor.stream.counters import alarms_key
 from stack import probes
 from stack import settings as stack_settings
 from stack.parts import parts
-from stack.settings import PUBLIC_SERVICES
+from stack.settings import PUBLIC_SERVICES, ROOT
 from stack.supervisor import Supervisor
 from testkit.http import http
 from testkit.rules_model import apply, apply_as_arrived
@@ -55,10 +58,17 @@ class Load:
     batches: int = 40
     size: int = 10
     pause_s: float = 0.1
+    # When set, each sensor stops after the batch it is sending (at most `batches` in all).
+    until: asyncio.Event | None = None
     run: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     acked: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
     alarm_rule: Rule | None = None
+    # Batches acknowledged, per sensor.
+    sent: dict[str, int] = field(default_factory=dict)
+    # The longest call, and the longest wait for an acknowledgement (calls refused and sent again).
+    longest_call_s: float = 0.0
+    longest_ack_s: float = 0.0
 
     def __post_init__(self) -> None:
         rng = random.Random(self.run)
@@ -80,9 +90,13 @@ class Load:
     async def send(self, target: Target, progress: asyncio.Event) -> None:
         async def sensor_loop(stub: ReceiverServiceStub, sensor: str) -> None:
             for b in range(self.batches):
+                if self.until is not None and self.until.is_set():
+                    break
                 request = self.request(sensor, b)
                 delay = 0.1
+                first = time.monotonic()
                 while True:
+                    began = time.monotonic()
                     try:
                         await stub.PushMetrics(request, timeout=10)
                         break
@@ -93,8 +107,12 @@ class Load:
                             raise
                         await asyncio.sleep(delay)
                         delay = min(delay * 2, 2.0)
+                    finally:
+                        self.longest_call_s = max(self.longest_call_s, time.monotonic() - began)
+                self.longest_ack_s = max(self.longest_ack_s, time.monotonic() - first)
                 self.acked += 1
-                if self.acked >= self.sensors * self.batches // 3:
+                self.sent[sensor] = b + 1
+                if self.acked >= self.progress_at:
                     progress.set()
                 await asyncio.sleep(self.pause_s)
 
@@ -108,12 +126,19 @@ class Load:
             for channel in channels:
                 await channel.close()
 
+    @property
+    def progress_at(self) -> int:
+        """Acknowledged batches before the fault: a third of them, or a few seconds' worth."""
+        return min(self.sensors * self.batches // 3, self.sensors * 30)
+
     async def check(self, target: Target, db: asyncpg.Pool, redis_client: aioredis.Redis) -> None:
-        assert self.acked == self.sensors * self.batches
+        if self.until is None:
+            assert self.acked == self.sensors * self.batches
+        assert sum(self.sent.values()) == self.acked
         for group, topic in (("processor", "metrics"), ("saver", "metrics"), ("saver", "events")):
             await wait_consumed(target.kafka_bootstrap_servers, group, topic, timeout=120)
         for sensor in self.ids:
-            values = self.values[sensor]
+            values = self.values[sensor][: self.sent.get(sensor, 0) * self.size]
             rows = await db.fetch(
                 "SELECT reading_time, value FROM readings WHERE sensor_id = $1 ORDER BY 1", sensor
             )
@@ -212,3 +237,43 @@ async def during_load(
 def pid_of(name: str) -> int:
     with Supervisor(stack_settings.load()) as supervisor:
         return int(supervisor.processes()[name]["pid"])
+
+
+async def upgrade_under_load(target: Target, db: asyncpg.Pool, redis_client: aioredis.Redis) -> Load:
+    """`make upgrade ARGS=--all` under the load, which goes on until the upgrade is done; checked
+    as after any fault, and no call was refused or waited long."""
+    finished = asyncio.Event()
+    load = Load(batches=5_000, until=finished)
+    acked: dict[str, int] = {}
+
+    async def upgrade() -> None:
+        acked["before"] = load.acked
+        began = time.monotonic()
+        try:
+            result = await asyncio.to_thread(
+                subprocess.run, [sys.executable, "-m", "stack", "upgrade", "--all"],
+                cwd=ROOT, capture_output=True, text=True, check=False,
+            )  # fmt: skip
+        finally:
+            finished.set()
+        assert result.returncode == 0, result.stdout + result.stderr
+        acked["during"] = load.acked - acked["before"]
+        print(result.stdout)
+        print(
+            f"upgraded in {time.monotonic() - began:.1f} s; batches acknowledged meanwhile: {acked['during']}"
+        )
+
+    await during_load(target, db, redis_client, upgrade, load)
+    print(
+        f"refused calls: {load.statuses or 'none'}; longest call {load.longest_call_s:.2f} s, "
+        f"longest wait for an acknowledgement {load.longest_ack_s:.2f} s; {load.acked} batches in all"
+    )
+    assert acked["during"] > 0, "no batch was acknowledged during the upgrade"
+    # Each instance was drained before it stopped: the calls went to another (or to a standby).
+    assert not load.statuses, f"calls refused during the upgrade: {load.statuses}"
+    assert load.longest_ack_s < MAX_ACK_WAIT_S, f"a batch waited {load.longest_ack_s:.1f} s"
+    return load
+
+
+# What a client may wait for an acknowledgement during an upgrade (docs/operations/upgrades.md).
+MAX_ACK_WAIT_S = 2.0

@@ -19,6 +19,7 @@ from runtime.kafka import client_options
 from stack import access, credentials, prepare
 from stack import settings as stack_settings
 from stack.redis_cluster import LocalCluster
+from tests.services import Topics, private_topics
 from tests.target import Target
 
 Connect = Callable[..., Awaitable[asyncpg.Connection]]
@@ -150,3 +151,10 @@ async def rules_topic(target: Target) -> AsyncIterator[str]:
     finally:
         await admin.delete_topics([topic])
         await admin.close()
+
+
+@pytest.fixture
+async def topics(target: Target) -> AsyncIterator[Topics]:
+    """Private metrics, events and dead-letter topics and a consumer group (tests/services.py)."""
+    async with private_topics(target) as made:
+        yield made

@@ -1,7 +1,7 @@
 """Faults in the cluster topology (make run-cluster; make test-cluster runs these) under a steady load
 (tests/faults.py): a Kafka broker, a Redis master, the PostgreSQL replica, a processor and a saver
-killed. Afterwards every acknowledged reading is stored exactly once, and the events, alarms and
-Redis counters are the rules model's. Under devices' load over MQTT (tests/mqtt_fleet.py): a bridge
+killed, and every service restarted in turn (make upgrade). Afterwards every acknowledged reading is
+stored exactly once, and the events, alarms and Redis counters are the rules model's. Under devices' load over MQTT (tests/mqtt_fleet.py): a bridge
 and an MQTT broker killed."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from stack.parts import parts
 from stack.settings import ROOT
 from testkit.http import http
 from testkit.reported import scrape
-from tests.faults import Load, during_load, healthy, pid_of
+from tests.faults import Load, during_load, healthy, pid_of, upgrade_under_load
 from tests.helpers import eventually
 from tests.mqtt_fleet import Fleet, after_a_last_reading, each_stored_once
 from tests.target import Target
@@ -101,6 +101,14 @@ async def test_kill_9_of_a_kafka_broker_ingest_goes_on(
 
     await during_load(target, db, redis_client, kill, load)
     assert acked["when back"] > acked["at kill"], f"ingest stopped while {victim} was down: {acked}"
+
+
+async def test_make_upgrade_under_load_refuses_nothing_and_loses_nothing(
+    target: Target, db: asyncpg.Pool, redis_client: aioredis.Redis
+) -> None:
+    # Two of each service behind Envoy: each is drained (Envoy routes no new call to it) before
+    # it stops, and the calls go to the other.
+    await upgrade_under_load(target, db, redis_client)
 
 
 async def cluster_role(port: int) -> str:

@@ -1,5 +1,5 @@
 """Faults under a steady load (tests/faults.py): kill -9 of each part, a stalled process, consumer
-groups rebalancing, PostgreSQL down for a while."""
+groups rebalancing, PostgreSQL down for a while, a rolling upgrade (make upgrade)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from stack import settings as stack_settings
 from stack.settings import SERVICES
 from stack.supervisor import Supervisor
-from tests.faults import Load, during_load, healthy, pid_of
+from tests.faults import Load, during_load, healthy, pid_of, upgrade_under_load
 from tests.helpers import eventually
 from tests.services import Topics, service_env, start_service, stop_service
 from tests.target import Target
@@ -37,6 +37,16 @@ async def test_kill_9(victim: str, target: Target, db: asyncpg.Pool, redis_clien
 
     load = await during_load(target, db, redis_client, kill)
     print(f"{victim}: statuses the clients saw: {load.statuses or 'none'}")
+
+
+async def test_make_upgrade_under_load_refuses_nothing_and_loses_nothing(
+    target: Target, db: asyncpg.Pool, redis_client: aioredis.Redis
+) -> None:
+    # One instance of each service here: a public one's standby serves while it restarts.
+    before = {name: pid_of(name) for name in SERVICES}
+    await upgrade_under_load(target, db, redis_client)
+    after = {name: pid_of(name) for name in SERVICES}
+    assert not {name for name in SERVICES if after[name] == before[name]}, "a service was not restarted"
 
 
 async def test_postgres_down_for_10_s_under_load(

@@ -24,7 +24,6 @@ from tests.helpers import eventually, read_topic
 from tests.services import (
     Topics,
     free_port,
-    private_topics,
     service_env,
     serving,
     start_service,
@@ -35,12 +34,6 @@ from tests.target import Target
 pb = devices_service_pb2
 # A change of the devices reaches every receiver within this long of its acknowledgement.
 REFUSED_WITHIN_S = 1.0
-
-
-@pytest.fixture
-async def topics(target: Target) -> AsyncIterator[Topics]:
-    async with private_topics(target) as made:
-        yield made
 
 
 @pytest.fixture
