@@ -192,7 +192,7 @@ logs: ## Follow the logs of the local stack
 	@$(PY) -m stack logs
 
 # The test suite and the benchmark write a few GB: ask `make run` (a prerequisite) for that much room.
-test test-cluster test-faults bench bench-short soak: export METRICS_MIN_FREE_MB ?= 6144
+test test-cluster test-faults test-network bench bench-short soak: export METRICS_MIN_FREE_MB ?= 6144
 
 .PHONY: test
 test: run ## Run all tests against the local stack (starts it if needed): two phases, tests/__main__.py
@@ -213,6 +213,11 @@ test-faults: run ## Run the fault tests: kill -9 of every part, stalls, rebalanc
 	@$(PY) -m pytest tests/integration/test_faults.py tests/integration/test_outages.py \
 		tests/integration/test_crash_points.py tests/integration/test_kill_midstream.py \
 		tests/integration/test_poison.py tests/integration/test_query_errors.py $(PYTEST_ARGS)
+
+.PHONY: test-network
+test-network: run ## Run the sick-network tests: Toxiproxy's latency, resets and cuts between the services and Kafka, Redis, PostgreSQL
+	@$(PY) -m stack toxiproxy >/dev/null
+	@$(PY) -m pytest -m network tests/integration/test_network.py $(PYTEST_ARGS)
 
 .PHONY: test-unit
 test-unit: proto ## Run the tests that need no running servers (two processes)

@@ -15,12 +15,12 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import KafkaError
 
 from metrics.v1 import event_pb2
 from notifier import instruments, store
 from notifier.settings import NotifierSettings
-from runtime import postgres
+from runtime import kafka, postgres
 from runtime.dead_letters import DeadLetters
 from runtime.failpoints import Failpoints
 from runtime.partitions import FailingPartitions
@@ -85,10 +85,7 @@ class Intake:
             self._queued()
         self._failpoint("notifier.before_commit")
         offsets = {tp: records[-1].offset + 1 for tp, records in rounds.items()}
-        try:
-            await self._consumer.commit(offsets)
-        except CommitFailedError as exc:
-            log.warning("offsets not committed after a rebalance (queueing again is harmless): %s", exc)
+        await kafka.commit(self._consumer, offsets, "queueing an event again is harmless")
         for tp in offsets:
             await self._failing.succeeded(tp)
 

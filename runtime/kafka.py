@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError
 
 from metrics.v1 import event_pb2, metric_pb2
 from runtime.settings import SettingsError, secret
@@ -154,3 +155,18 @@ def describe(partitions: Sequence[TopicPartition]) -> str:
     for tp in partitions:
         by_topic.setdefault(tp.topic, []).append(tp.partition)
     return " ".join(f"{t}[{','.join(map(str, sorted(ps)))}]" for t, ps in sorted(by_topic.items()))
+
+
+async def commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int], why_harmless: str) -> None:
+    """Commits the offsets of the partitions this consumer still has. What a rebalance took away
+    meanwhile (the round ended after it) is read again by the partitions' new owner: `why_harmless`
+    says, in the log, why that does no harm."""
+    kept = {tp: offset for tp, offset in offsets.items() if tp in consumer.assignment()}
+    if gone := [tp for tp in offsets if tp not in kept]:
+        log.info("not committed: %s, no longer this consumer's (%s)", describe(gone), why_harmless)
+    if not kept:
+        return
+    try:
+        await consumer.commit(kept)
+    except CommitFailedError as exc:
+        log.warning("offsets not committed after a rebalance (%s): %s", why_harmless, exc)

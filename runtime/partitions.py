@@ -44,7 +44,7 @@ class FailingPartitions:
         if tp not in self._failing_since:
             self._failing_since[tp] = now
             log.error(
-                "%s[%d]: round failed, reading it again every %.0f s until it succeeds: %s: %s",
+                "%s[%d]: round failed, reading it again every %g s until it succeeds: %s: %s",
                 tp.topic, tp.partition, self._retry_delay_s, type(exc).__name__, exc,
             )  # fmt: skip
         self._retry_at[tp] = now + self._retry_delay_s

@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError
 
 from runtime import consumer_lag, kafka, migrations, postgres, settings
 from runtime.dead_letters import DeadLetters
@@ -239,13 +238,7 @@ class Saver:
             )  # fmt: skip
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
-        try:
-            await self._consumer.commit(offsets)
-        except CommitFailedError as exc:
-            log.warning(
-                "offsets not committed after a rebalance (the rows are stored; redelivery is harmless): %s",
-                exc,
-            )
+        await kafka.commit(self._consumer, offsets, "the rows are stored; storing them again changes nothing")
 
 
 async def main(stop: asyncio.Event) -> None:

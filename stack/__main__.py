@@ -1,4 +1,5 @@
-"""python -m stack up|down|upgrade|status|logs|shell-env|packages|test-clients — see stack/__init__.py."""
+"""python -m stack up|down|upgrade|status|logs|shell-env|packages|test-clients|toxiproxy: see
+stack/__init__.py."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from stack.system import (
     ensure_browser,
     ensure_packages,
     ensure_telegraf,
+    ensure_toxiproxy,
     ensure_vmagent,
     free_disk_mb,
     reserve_ports,
@@ -52,7 +54,17 @@ SERVICE_DEADLINE_S = 90
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__)
-    commands = ("up", "down", "upgrade", "status", "logs", "shell-env", "packages", "test-clients")
+    commands = (
+        "up",
+        "down",
+        "upgrade",
+        "status",
+        "logs",
+        "shell-env",
+        "packages",
+        "test-clients",
+        "toxiproxy",
+    )
     parser.add_argument("command", choices=commands)
     parser.add_argument(
         "--all", action="store_true", help="upgrade: restart every service instance, changed or not"
@@ -77,6 +89,9 @@ def main() -> int:
             ensure_browser()
             ensure_vmagent()
             ensure_telegraf()
+            return 0
+        if args.command == "toxiproxy":
+            print(ensure_toxiproxy())
             return 0
         # Of the topology that runs, whichever was asked for.
         settings = next(iter(running()), settings)

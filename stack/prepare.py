@@ -287,6 +287,7 @@ def kafka_config(libs: Path, settings: StackSettings) -> None:
             properties,
             template.format(
                 node_id=broker.node_id, voters=voters, port=broker.port,
+                proxied_port=broker.proxied_port, proxy_port=broker.proxy_port,
                 controller_port=broker.controller_port, data_dir=data, admin_password=admin_password,
                 replication_factor=replicas, min_insync_replicas=in_sync,
             ),

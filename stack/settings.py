@@ -24,6 +24,8 @@ KAFKA_BROKERS, REDIS_NODES, MQTT_BROKERS = 3, 6, 2
 # (59092 and 59093, 59094 and 59095, ...), the n-th Redis node's the first's + (n - 1), a second
 # instance's (and a second MQTT broker's) the first's + INSTANCE_STEP.
 KAFKA_STEP, INSTANCE_STEP = 2, 10
+# A broker's proxied listener and the port of the proxy in front of it (KafkaBroker.proxied_port).
+KAFKA_PROXIED_OFFSET, KAFKA_PROXY_OFFSET = 100, 200
 # A Redis node's cluster bus port is its port - REDIS_BUS_OFFSET (Redis's default, + 10,000, would
 # pass 65,535 for the stack's ports).
 REDIS_BUS_OFFSET = 10_000
@@ -145,6 +147,7 @@ class StackSettings:
         ]
         standbys = [i for s in SERVICES if (i := self.standby(s)) is not None]
         single += [p for i in standbys for p in (i.grpc_port, i.metrics_port)]
+        single += [p for b in self.kafka_brokers for p in (b.proxied_port, b.proxy_port)]
         if not self.cluster:
             return single
         extra = [p for b in self.kafka_brokers[1:] for p in (b.port, b.controller_port, b.metrics_port)]
@@ -260,6 +263,16 @@ class KafkaBroker:
     port: int
     controller_port: int
     metrics_port: int
+
+    @property
+    def proxied_port(self) -> int:
+        """A second client listener, which tells clients to reach it through `proxy_port`: where
+        `make test-network` puts Toxiproxy between the services and the broker (tests/network/)."""
+        return self.port + KAFKA_PROXIED_OFFSET
+
+    @property
+    def proxy_port(self) -> int:
+        return self.port + KAFKA_PROXY_OFFSET
 
 
 @dataclass(frozen=True)

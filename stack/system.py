@@ -78,20 +78,34 @@ def ensure_vmagent() -> Path:
 
 TELEGRAF_VERSION = "v1.37.2"
 TELEGRAF = Path.home() / ".cache" / "metrics" / f"telegraf-{TELEGRAF_VERSION}" / "telegraf"
+TOXIPROXY_VERSION = "v2.12.0"
+TOXIPROXY = Path.home() / ".cache" / "metrics" / f"toxiproxy-{TOXIPROXY_VERSION}" / "server"
 
 
 def ensure_telegraf() -> Path:
-    """Telegraf, which no Debian package ships: built from the Go module proxy into ~/.cache/metrics
-    when missing (~12 minutes of 2 cores, once). The line protocol tests write with it."""
-    if TELEGRAF.exists():
-        return TELEGRAF
+    """Telegraf: ~12 minutes of 2 cores, once. The line protocol tests write with it."""
+    return _go_install("Telegraf", f"github.com/influxdata/telegraf/cmd/telegraf@{TELEGRAF_VERSION}",
+                       TELEGRAF, "Go 1.24", "~12 min")  # fmt: skip
+
+
+def ensure_toxiproxy() -> Path:
+    """Toxiproxy's server: ~30 s, once. `make test-network` puts it between the services and the
+    servers."""
+    return _go_install("Toxiproxy", f"github.com/Shopify/toxiproxy/v2/cmd/server@{TOXIPROXY_VERSION}",
+                       TOXIPROXY, "Go 1.22", "~30 s")  # fmt: skip
+
+
+def _go_install(name: str, module: str, binary: Path, go: str, takes: str) -> Path:
+    """A tool no Debian package ships, built from the Go module proxy into its folder of
+    ~/.cache/metrics when missing."""
+    if binary.exists():
+        return binary
     if shutil.which("go") is None:
-        raise SetupError("Telegraf is built from source: install Go 1.24 or later")
-    say(f"Building Telegraf {TELEGRAF_VERSION} from the Go module proxy, once (~12 min): {TELEGRAF.parent}")
-    env = {**os.environ, "GOBIN": str(TELEGRAF.parent), "GOFLAGS": "-trimpath"}
-    module = f"github.com/influxdata/telegraf/cmd/telegraf@{TELEGRAF_VERSION}"
+        raise SetupError(f"{name} is built from source: install {go} or later")
+    say(f"Building {name} ({module}) from the Go module proxy, once ({takes}): {binary.parent}")
+    env = {**os.environ, "GOBIN": str(binary.parent), "GOFLAGS": "-trimpath"}
     subprocess.run(["go", "install", module], env=env, check=True)
-    return TELEGRAF
+    return binary
 
 
 def install_missing(present: dict[str, bool]) -> None:

@@ -101,10 +101,12 @@ async def _roll(settings: StackSettings, sup: Supervisor, part: Part, replace: b
 async def _restart(settings: StackSettings, sup: Supervisor, part: Part, replace: bool, others: bool) -> None:
     behind_envoy = part.what in PUBLIC_SERVICES
     began = time.monotonic()
-    pid = int(sup.processes()[part.name]["pid"] or 0)
     # Alone, it gets the calls whatever its health (Envoy's panic mode): nothing to drain to.
-    if pid and behind_envoy and others:
-        await _drain(settings, pid, part.port, part.name)
+    if behind_envoy and others:
+        # A process that is starting (supervisord restarting it after a crash) would die of the
+        # signal before it handles it: it must serve first.
+        await _wait(f"{part.name} answers", _probe(settings, part))
+        await _drain(settings, int(sup.processes()[part.name]["pid"]), part.port, part.name)
         print(f"    drained in {time.monotonic() - began:.1f} s")
     stopping = time.monotonic()
     if replace:

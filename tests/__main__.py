@@ -27,9 +27,16 @@ NO_TESTS = 5
 PHASES = (
     (
         "in two processes",
-        ["-m", "not cluster and not local_stack and not alone", "-n", "2", "--dist", "loadfile"],
+        [
+            "-m",
+            "not cluster and not network and not local_stack and not alone",
+            "-n",
+            "2",
+            "--dist",
+            "loadfile",
+        ],
     ),
-    ("alone", ["-m", "not cluster and (local_stack or alone)"]),
+    ("alone", ["-m", "not cluster and not network and (local_stack or alone)"]),
 )
 
 

@@ -22,7 +22,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError
 from google.protobuf import timestamp_pb2
 
 from metrics.v1 import event_pb2, metric_pb2
@@ -32,6 +31,7 @@ from processor.stream import alarms, counters, instruments, pending
 from processor.stream.counters import Counters, field_of, legacy_pending_key
 from processor.stream.redis_nodes import RedisNodes
 from processor.stream.silence import Silence
+from runtime import kafka
 from runtime.dead_letters import DeadLetters
 from runtime.devices import Coverage
 from runtime.failpoints import Failpoints
@@ -160,11 +160,7 @@ class Processor:
             log.info("produced %d event(s) of %s[%d]", produced, tp.topic, tp.partition)
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
-        try:
-            await self._consumer.commit(offsets)
-        except CommitFailedError as exc:
-            # The partitions moved to another processor, which skips what this one applied.
-            log.warning("offsets not committed after a rebalance: %s", exc)
+        await kafka.commit(self._consumer, offsets, "their new processor skips what this one applied")
 
 
 def script_args(

@@ -100,7 +100,7 @@ def test_every_bridge_subscribes_to_both_mqtt_brokers_each_with_its_own_listener
 def test_brokers_are_one_quorum_replicating_three_times(tmp_path: Path) -> None:
     text = (ROOT / "stack" / "kafka" / "server.properties.in").read_text()
     voters = ",".join(f"{b.node_id}@127.0.0.1:{b.controller_port}" for b in CLUSTER.kafka_brokers)
-    filled = text.format(node_id=2, voters=voters, port=1, controller_port=2, data_dir=tmp_path,
+    filled = text.format(node_id=2, voters=voters, port=1, proxied_port=3, proxy_port=4, controller_port=2, data_dir=tmp_path,
                          admin_password="x", replication_factor=3, min_insync_replicas=2)  # fmt: skip
     lines = dict(
         line.split("=", 1) for line in filled.splitlines() if "=" in line and not line.startswith("#")
