@@ -117,10 +117,14 @@ async def soak(env: Env, seconds: float, rate: float, interval_s: float, warmup_
             raise RuntimeError(f"the soak's subscription was refused: {made}")
 
         async def load_batches() -> None:
+            # SyncMetrics: each batch acknowledged on its own, so that what is stored can be
+            # compared with what was acknowledged (a client stream that fails says nothing of the
+            # batches it wrote before).
             plan = Plan(
-                batches, path="stream", rate=batch_rate, duration_s=seconds, batch=500, target=env.envoy
+                batches, path="sync", rate=batch_rate, duration_s=seconds, batch=500, target=env.envoy
             )
-            counts.batches_acked = (await run(plan)).acked
+            result = await run(plan)
+            counts.batches_acked, counts.batch_errors = result.acked, dict(result.errors)
 
         async def load_devices() -> None:
             streams = 500

@@ -403,5 +403,10 @@ def test_only_calls_that_change_nothing_when_made_twice_are_retried_after_they_w
         "/metrics.v1.RulesService/DeleteRule", "/metrics.v1.SubscriptionsService/CreateSubscription",
     ]  # fmt: skip
     assert [p for p in idempotent if "unavailable" not in retried_on(p)] == []
+    # Every call to a service, also when it cannot be made twice, is tried on another instance when
+    # the first refused the connection: one stopped, or the standby of make upgrade that is not running.
+    to_services = [r for r in routes if r.get("route", {}).get("cluster", "prometheus") != "prometheus"]
+    assert [r["match"] for r in to_services if "connect-failure" not in
+            r["route"].get("retry_policy", {}).get("retry_on", "")] == []  # fmt: skip
     # The others only when the call cannot have reached a service: no connection, or a stream refused.
     assert [p for p in not_idempotent if retried_on(p) - {"connect-failure", "refused-stream"}] == []
