@@ -65,7 +65,7 @@ def upgrade(everything: bool) -> int:
 
 
 async def _roll(settings: StackSettings, sup: Supervisor, part: Part, replace: bool) -> None:
-    """Restarts one instance; on the single node, a public service's standby serves meanwhile."""
+    """Restarts one instance; a public service's standby serves meanwhile when it has no other."""
     standby = settings.standby(part.what)
     if standby is None:
         await _restart(settings, sup, part, replace, others=len(settings.instances(part.what)) > 1)
