@@ -55,10 +55,9 @@ class Supervisor:
 
     def update(self) -> None:
         """Applies a changed configuration: restarts only the programs whose settings changed."""
-        added, changed, removed = self._rpc.supervisor.reloadConfig()[0]
+        added, changed, removed = self.reload()
         for name in changed + removed:
-            self._rpc.supervisor.stopProcessGroup(name)
-            self._rpc.supervisor.removeProcessGroup(name)
+            self._remove(name)
         for name in changed + added:
             self._rpc.supervisor.addProcessGroup(name)
 
@@ -70,10 +69,13 @@ class Supervisor:
 
     def replace(self, name: str) -> None:
         """Stops a program (waiting until it has exited) and starts it with its new settings."""
-        self._rpc.supervisor.stopProcessGroup(name)
-        self._rpc.supervisor.removeProcessGroup(name)
+        self._remove(name)
         self._rpc.supervisor.addProcessGroup(name)
         self._rpc.supervisor.startProcess(name, False)
+
+    def _remove(self, name: str) -> None:
+        self._rpc.supervisor.stopProcessGroup(name)
+        self._rpc.supervisor.removeProcessGroup(name)
 
     def start_process(self, name: str) -> None:
         info = self._rpc.supervisor.getProcessInfo(name)
