@@ -28,6 +28,7 @@ from stack.supervisor import Supervisor
 RESULTS = Path(__file__).parent / "results"
 TARGETS = {
     "e2e_readings_per_s": (">=", 100_000),
+    "e2e_longest_wait_s": ("<=", 5.0),
     "receiver_vs_raw_produce": (">=", 0.8),
     "saver_vs_raw_copy": (">=", 0.7),
     "alert_latency_p99_ms": ("<=", 50),
@@ -187,6 +188,8 @@ async def suite(env: Env, short: bool) -> dict[str, Any]:
     results["e2e_readings_per_s"] = e2e.readings_per_s
     results["e2e_acknowledged"] = e2e.acked
     results["e2e_stored"] = stored
+    results["e2e_longest_wait_s"] = e2e.longest_wait_s
+    say(f"  {e2e.readings_per_s:,.0f} readings/s, the longest wait for an answer {e2e.longest_wait_s:.1f} s")
     results["cpu_seconds_per_million"] = cpu / max(stored, 1) * 1e6
     per_million = {name: seconds / max(stored, 1) * 1e6 for name, seconds in cpu_parts.items()}
     results["cpu_seconds_per_million_by_part"] = per_million

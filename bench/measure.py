@@ -115,6 +115,9 @@ class EndToEnd:
     acked: int
     stored: int
     readings_per_s: float
+    # The longest a stream waited for its answer (sent for up to a second, then answered): under
+    # load past what the pipeline carries, a client still sees progress or a refusal within this.
+    longest_wait_s: float
 
 
 async def end_to_end(env: Env, seconds: float) -> EndToEnd:
@@ -127,7 +130,8 @@ async def end_to_end(env: Env, seconds: float) -> EndToEnd:
     count = await stored(env, fleet.prefix)
     if count != ingest.acked:
         env.say(f"warning: {ingest.acked} readings acknowledged but {count} stored")
-    return EndToEnd(ingest.acked, count, count / (drained - ingest.first_send))
+    longest = max(ingest.latencies_ms, default=0.0) / 1000
+    return EndToEnd(ingest.acked, count, count / (drained - ingest.first_send), longest)
 
 
 # --- receiver vs raw produce ---------------------------------------------------------------------

@@ -45,8 +45,11 @@ async def _measure(env: Env, single: dict[str, Any], seconds: float, e2e_seconds
     rf3 = await measure.raw_produce(env, env.fleet(500, above=0.01), measure.BATCH, seconds, replicas=3)
     rf1 = await measure.raw_produce(env, env.fleet(500, above=0.01), measure.BATCH, seconds, replicas=1)
     say(f"cluster: produce with acks=all to 3 replicas {rf3:,.0f} readings/s, to 1 replica {rf1:,.0f}")
-    e2e = (await measure.end_to_end(env, e2e_seconds)).readings_per_s
-    say(f"cluster: end to end {e2e:,.0f} readings/s")
+    end_to_end = await measure.end_to_end(env, e2e_seconds)
+    e2e = end_to_end.readings_per_s
+    say(
+        f"cluster: end to end {e2e:,.0f} readings/s, longest wait for an answer {end_to_end.longest_wait_s:.1f} s"
+    )
     devices_fleet = devices.Fleet(env.envoy, f"{env.prefix}fleet-", say)
     unary = await devices_fleet.run("cluster-unary", "unary", seconds, concurrency=64)
     found: dict[str, Any] = {
@@ -54,6 +57,7 @@ async def _measure(env: Env, single: dict[str, Any], seconds: float, e2e_seconds
         "cluster_produce_rf1_readings_per_s": rf1,
         "replication_rf3_vs_rf1": rf3 / rf1,
         "cluster_e2e_readings_per_s": e2e,
+        "cluster_e2e_longest_wait_s": end_to_end.longest_wait_s,
         "cluster_fleet_unary_calls_per_s": unary.result["calls_per_s"],
         "cluster_fleet_unary_p99_ms": unary.p99_ms,
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -42,6 +43,8 @@ SERVICE = receiver_service_pb2.DESCRIPTOR.services_by_name["ReceiverService"]
 
 T = TypeVar("T")
 Context = grpc.aio.ServicerContext[Any, Any]
+# The batches of one stream that may wait for Kafka at once (the admission bounds all streams).
+STREAM_WINDOW = 64
 BatchRequest = (
     receiver_service_pb2.PushMetricsRequest
     | receiver_service_pb2.StreamMetricsRequest
@@ -103,17 +106,12 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
             yield request
         raise Leaving()
 
-    async def _accept(
-        self, request: BatchRequest, caller: Identity | None, field: str = "metrics", streamed: bool = False
-    ) -> int:
-        """Validates and writes one batch; returns once Kafka has all of it. A stream's message
-        counts against the caller's rate (Envoy counted the stream's opening)."""
+    async def _accept(self, request: BatchRequest, caller: Identity | None) -> int:
+        """Validates and writes one batch; returns once Kafka has all of it."""
         began = time.perf_counter()
         n = len(request.metrics)
         try:
-            if streamed:
-                self._take_budget(caller)
-            await self._admit_and_write(request, n, caller, field)
+            await self._admit_and_write(request, n, caller)
         except Exception as exc:
             _counted(began, n, exc)
             raise
@@ -127,15 +125,18 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
         await self._admission.acquire(n)
         await self._write_admitted(request, n, caller, field)
 
-    def _start(self, request: BatchRequest, caller: Identity | None) -> asyncio.Future[Any]:
-        """Like _accept without waiting or counting (_acknowledge counts): the future is done once
-        Kafka has the batch, or failed. Only a batch that must wait for room costs a task."""
+    def _start(
+        self, request: BatchRequest, caller: Identity | None, field: str = "metrics"
+    ) -> asyncio.Future[Any]:
+        """A stream's batch, like _accept without waiting or counting: the future is done once
+        Kafka has the batch, or failed. Only a batch that must wait for room costs a task. The
+        batch counts against the caller's rate (Envoy counted the stream's opening)."""
         try:
             self._take_budget(caller)
             n = len(request.metrics)
             if not self._admission.try_acquire(n):
-                return asyncio.ensure_future(self._admit_and_write(request, n, caller))
-            return self._write_admitted(request, n, caller)
+                return asyncio.ensure_future(self._admit_and_write(request, n, caller, field))
+            return self._write_admitted(request, n, caller, field)
         except Exception as exc:  # noqa: BLE001 - told to the client in the batch's acknowledgement
             failed = asyncio.get_running_loop().create_future()
             failed.set_exception(exc)
@@ -167,15 +168,25 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
     async def StreamMetrics(
         self, request_iterator: AsyncIterator[receiver_service_pb2.StreamMetricsRequest], context: Context
     ) -> receiver_service_pb2.StreamMetricsResponse:
-        # Batches are written as they arrive; the answer waits for all of them. A failed batch ends
-        # the stream with its error: the batches before it are written, it and later ones are not.
+        # Batches are written as they arrive, up to STREAM_WINDOW of them waiting for Kafka at once
+        # (so a stream goes as fast as the receiver, not one Kafka round trip per batch); the answer
+        # waits for all of them. The first batch that fails, in order, ends the stream with its error.
         caller = _ingest_caller(context)
+        pending: collections.deque[tuple[int, asyncio.Future[Any]]] = collections.deque()
         accepted = batches = 0
         try:
             async for request in self._batches(request_iterator):
-                accepted += await self._accept(request, caller, field=f"[{batches}].metrics", streamed=True)
+                began = time.perf_counter()
+                written = self._start(request, caller, field=f"[{batches}].metrics")
+                _count_when_done(written, began, len(request.metrics))
+                pending.append((len(request.metrics), written))
+                if written.done() and written.exception():  # refused on reading: read no further
+                    break
                 batches += 1
+                accepted += await _settle(pending, keep=STREAM_WINDOW - 1)
+            accepted += await _settle(pending, keep=0)
         except Leaving as leaving:
+            accepted += await _settle(pending, keep=0)
             raise Leaving(f"{batches} batches of this stream are written; send the rest again") from leaving
         return receiver_service_pb2.StreamMetricsResponse(accepted_count=accepted, batch_count=batches)
 
@@ -186,7 +197,9 @@ class Receiver(receiver_service_pb2_grpc.ReceiverServiceServicer):
         # One acknowledgement per batch, in order. Writes are pipelined: the next batch is read and
         # sent to Kafka while earlier ones wait for their acknowledgement.
         caller = _ingest_caller(context)
-        pending: asyncio.Queue[tuple[int, int, float, asyncio.Future[Any]] | None] = asyncio.Queue(maxsize=64)
+        pending: asyncio.Queue[tuple[int, int, float, asyncio.Future[Any]] | None] = asyncio.Queue(
+            maxsize=STREAM_WINDOW
+        )
 
         async def read() -> None:
             try:
@@ -337,6 +350,26 @@ class Leaving(Unavailable):
 def _ingest_caller(context: Context) -> Identity | None:
     """The caller, who must hold the ingest scope; None on the trusted inside."""
     return caller_of(context.invocation_metadata(), "ingest")
+
+
+async def _settle(pending: collections.deque[tuple[int, asyncio.Future[Any]]], keep: int) -> int:
+    """Takes the stream's first batches off `pending` while Kafka has them, waiting for them while
+    more than `keep` are pending; returns their readings, or raises the first one's failure."""
+    written_readings = 0
+    while pending and (pending[0][1].done() or len(pending) > keep):
+        readings, written = pending[0]
+        await asyncio.wait((written,))  # not cancelled with the call: the batch goes on by itself
+        pending.popleft()
+        written.result()
+        written_readings += readings
+    return written_readings
+
+
+def _count_when_done(written: asyncio.Future[Any], began: float, readings: int) -> None:
+    def count(done: asyncio.Future[Any]) -> None:
+        _counted(began, readings, asyncio.CancelledError() if done.cancelled() else done.exception())
+
+    written.add_done_callback(count)
 
 
 async def _acknowledge(

@@ -15,6 +15,8 @@ from metrics.v1 import metric_pb2, receiver_service_pb2, receiver_service_pb2_gr
 from simulator.fleet import Fleet
 
 PATHS = ("stream", "sync", "unary", "http")
+# The most readings one client stream carries before it ends and waits for its answer.
+STREAM_READINGS = 16_000
 Batches = asyncio.Queue[list[metric_pb2.Metric] | None]
 
 
@@ -115,17 +117,22 @@ async def _unary(stub: receiver_service_pb2_grpc.ReceiverServiceAsyncStub, plan:
 
 async def _stream(stub: receiver_service_pb2_grpc.ReceiverServiceAsyncStub, plan: Plan,
                   batches: Batches, result: Result) -> None:  # fmt: skip
-    """Client streams of about a second each: the answer acknowledges the whole stream."""
+    """Client streams of up to a second or STREAM_READINGS readings each: the answer acknowledges
+    the whole stream, so a stream holds no more than a receiver writes in a fraction of a second.
+    (Bounded by time only, a stream grew to a million readings waiting in Envoy's buffers, and its
+    answer came 10-30 s later: the client saw no progress for that long.)"""
     done = False
 
     async def requests(since: float) -> AsyncIterator[receiver_service_pb2.StreamMetricsRequest]:
         nonlocal done
-        while time.monotonic() - since < 1.0:
+        readings = 0
+        while time.monotonic() - since < 1.0 and readings < STREAM_READINGS:
             batch = await batches.get()
             if batch is None:
                 done = True
                 return
             _sent(result, len(batch))
+            readings += len(batch)
             yield receiver_service_pb2.StreamMetricsRequest(metrics=batch)
 
     while not done:

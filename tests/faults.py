@@ -239,36 +239,53 @@ def pid_of(name: str) -> int:
         return int(supervisor.processes()[name]["pid"])
 
 
-async def upgrade_under_load(target: Target, db: asyncpg.Pool, redis_client: aioredis.Redis) -> Load:
-    """`make upgrade ARGS=--all` under the load, which goes on until the upgrade is done; checked
-    as after any fault, and no call was refused or waited long."""
+async def ingest_goes_on(
+    target: Target,
+    db: asyncpg.Pool,
+    redis_client: aioredis.Redis,
+    fault: Callable[[], Awaitable[None]],
+    what: str,
+    load: Load | None = None,
+) -> Load:
+    """during_load, with the load going on until the fault is over (its injection to the part back
+    in service): batches must have been acknowledged meanwhile, not only all stored after it."""
     finished = asyncio.Event()
-    load = Load(batches=5_000, until=finished)
+    load = load or Load(batches=5_000)
+    load.until = finished
     acked: dict[str, int] = {}
 
-    async def upgrade() -> None:
+    async def inject() -> None:
         acked["before"] = load.acked
         began = time.monotonic()
         try:
-            result = await asyncio.to_thread(
-                subprocess.run, [sys.executable, "-m", "stack", "upgrade", "--all"],
-                cwd=ROOT, capture_output=True, text=True, check=False,
-            )  # fmt: skip
+            await fault()
         finally:
             finished.set()
-        assert result.returncode == 0, result.stdout + result.stderr
         acked["during"] = load.acked - acked["before"]
-        print(result.stdout)
-        print(
-            f"upgraded in {time.monotonic() - began:.1f} s; batches acknowledged meanwhile: {acked['during']}"
-        )
+        print(f"{what}: {time.monotonic() - began:.1f} s; batches acknowledged meanwhile: {acked['during']}")
 
-    await during_load(target, db, redis_client, upgrade, load)
+    await during_load(target, db, redis_client, inject, load)
     print(
         f"refused calls: {load.statuses or 'none'}; longest call {load.longest_call_s:.2f} s, "
         f"longest wait for an acknowledgement {load.longest_ack_s:.2f} s; {load.acked} batches in all"
     )
-    assert acked["during"] > 0, "no batch was acknowledged during the upgrade"
+    assert acked["during"] > 0, f"no batch was acknowledged during {what}"
+    return load
+
+
+async def upgrade_under_load(target: Target, db: asyncpg.Pool, redis_client: aioredis.Redis) -> Load:
+    """`make upgrade ARGS=--all` under the load, which goes on until the upgrade is done; checked
+    as after any fault, and no call was refused or waited long."""
+
+    async def upgrade() -> None:
+        result = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "stack", "upgrade", "--all"],
+            cwd=ROOT, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        print(result.stdout)
+
+    load = await ingest_goes_on(target, db, redis_client, upgrade, "the upgrade")
     # Each instance was drained before it stopped: the calls went to another (or to a standby).
     assert not load.statuses, f"calls refused during the upgrade: {load.statuses}"
     assert load.longest_ack_s < MAX_ACK_WAIT_S, f"a batch waited {load.longest_ack_s:.1f} s"
