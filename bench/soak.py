@@ -45,7 +45,11 @@ DEAD_SHARE = 0.2
 @dataclass
 class Sample:
     at_s: float
-    memory_mb: dict[str, float]  # proportional set size of each part's processes
+    # Each part's processes: their own memory (proportional set size but shared memory segments),
+    # and those segments (PostgreSQL's shared buffers: a cache of a configured size, which fills
+    # as it is used, so not held to the growth bound).
+    memory_mb: dict[str, float]
+    shared_mb: dict[str, float]
     open_files: dict[str, int]
     lag: dict[str, int]
     live_rows: int
@@ -69,7 +73,8 @@ class Counts:
 async def sample(env: Env, began: float) -> Sample:
     with Supervisor(env.stack) as supervisor:
         parts = {name: int(p["pid"]) for name, p in supervisor.processes().items() if p["pid"]}
-    memory = {name: round(procfs.tree_pss_mb(pid), 1) for name, pid in parts.items()}
+    shared = {name: procfs.tree_shared_memory_mb(pid) for name, pid in parts.items()}
+    memory = {name: round(procfs.tree_pss_mb(pid) - shared[name], 1) for name, pid in parts.items()}
     files = {name: sum(_open_files(p) for p in procfs.tree(pid)) for name, pid in parts.items()}
     lags = await consumers.lags(access.kafka(env.stack), consumers.GROUPS)
     conn = await access.postgres(env.stack, credentials.POSTGRES_READER)
@@ -81,7 +86,7 @@ async def sample(env: Env, began: float) -> Sample:
     finally:
         await conn.close()
     return Sample(
-        round(time.monotonic() - began, 1), memory, files, {f"{g}/{t}": n for (g, t), n in lags.items()},
+        round(time.monotonic() - began, 1), memory, {n: round(mb, 1) for n, mb in shared.items() if mb >= 1}, files, {f"{g}/{t}": n for (g, t), n in lags.items()},
         live, dead, round(size / 2**20, 1),
     )  # fmt: skip
 
@@ -241,6 +246,11 @@ def table(result: dict[str, Any]) -> str:
         lines.append(
             f"{name:<16} {first['memory_mb'].get(name, 0):>15.0f} {end['memory_mb'][name]:>8.0f} "
             f"{first['open_files'].get(name, 0):>17} {end['open_files'][name]:>6}"
+        )
+    for name in sorted(end["shared_mb"]):
+        lines.append(
+            f"{name + ' shared':<16} {first['shared_mb'].get(name, 0):>15.0f} {end['shared_mb'][name]:>8.0f}"
+            "   (shared memory segments: not held to the growth bound)"
         )
     lines += [
         f"lag (records) after the warm-up {sum(first['lag'].values()):,}, at the end of the load "

@@ -24,6 +24,11 @@ def pss_mb(pid: int) -> float:
     return _megabytes(f"/proc/{pid}/smaps_rollup", "Pss:")
 
 
+def shared_memory_mb(pid: int) -> float:
+    """The part of pss_mb in shared memory segments (PostgreSQL's shared buffers)."""
+    return _megabytes(f"/proc/{pid}/smaps_rollup", "Pss_Shmem:")
+
+
 def _megabytes(path: str, name: str) -> float:
     """A line `name  <n> kB` of a /proc file, in MB (0 when absent)."""
     with open(path) as f:
@@ -67,6 +72,11 @@ def tree_pss_mb(root: int) -> float:
     """Memory of a process and its live descendants, each shared page counted once over them all
     (PostgreSQL's shared buffers, which every backend maps)."""
     return sum(_or_zero(pss_mb, pid) for pid in tree(root))
+
+
+def tree_shared_memory_mb(root: int) -> float:
+    """The part of tree_pss_mb in shared memory segments."""
+    return sum(_or_zero(shared_memory_mb, pid) for pid in tree(root))
 
 
 def _or_zero(measure: Callable[[int], float], pid: int) -> float:

@@ -11,10 +11,7 @@ device" extending a table there as on a full disk (the WAL stays on the stack's 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import pwd
-import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -28,6 +25,7 @@ from grpc_health.v1 import health_pb2
 from saver import partitions
 from stack import access, probes
 from stack import settings as stack_settings
+from tests.disks import fill, mount_tmpfs, unmount
 from tests.faults import BASE_US, Load, during_load
 from tests.helpers import eventually
 from tests.target import Target
@@ -52,7 +50,7 @@ async def partition_on_a_small_disk() -> AsyncIterator[Path]:
     conn = await access.postgres_superuser(SETTINGS, "metrics")
     try:
         size = await conn.fetchval("SELECT pg_relation_size($1::regclass)", partition)
-        await asyncio.to_thread(mount_tmpfs, folder, size // 2**20 + SPARE_MB)
+        await asyncio.to_thread(mount_tmpfs, folder, size // 2**20 + SPARE_MB, "postgres")
         try:
             await conn.execute(f"CREATE TABLESPACE {TABLESPACE} LOCATION '{folder}'")
             try:
@@ -67,29 +65,6 @@ async def partition_on_a_small_disk() -> AsyncIterator[Path]:
             await asyncio.to_thread(unmount, folder)
     finally:
         await conn.close()
-
-
-def mount_tmpfs(folder: Path, megabytes: int) -> None:
-    """A tmpfs of `megabytes` at `folder` (made), owned by PostgreSQL's account."""
-    folder.mkdir()
-    owner = pwd.getpwnam("postgres")
-    options = f"size={megabytes}m,uid={owner.pw_uid},gid={owner.pw_gid},mode=0700"
-    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], check=True)
-
-
-def unmount(folder: Path) -> None:
-    subprocess.run(["umount", str(folder)], check=True)
-    folder.rmdir()
-
-
-def fill(folder: Path) -> Path:
-    """Writes a file into `folder` until its disk is full; returns it."""
-    filler = folder / "filler"
-    with filler.open("wb") as out, contextlib.suppress(OSError):  # ENOSPC: full
-        while True:
-            out.write(b"\0" * 2**20)
-            out.flush()
-    return filler
 
 
 async def saver_health() -> str:
