@@ -251,13 +251,16 @@ async def _health(channel: grpc.aio.Channel, status: int) -> None:
 
 async def _readings_in_topic(broker: Broker) -> dict[str, set[int]]:
     """Each sensor's reading times (microseconds) in the private metrics topic."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False)
+    # From the beginning as the consumer's own reset (a seek right after assign() can be undone by
+    # the reset to the end that assign() started).
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=broker.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     await consumer.start()
     try:
         partitions = [TopicPartition("metrics", p) for p in range(PARTITIONS)]
         consumer.assign(partitions)
         end = await consumer.end_offsets(partitions)
-        await consumer.seek_to_beginning(*partitions)
         found: dict[str, set[int]] = {}
         remaining = {tp for tp in partitions if end[tp]}
         while remaining:
