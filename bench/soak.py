@@ -73,8 +73,9 @@ class Counts:
 async def sample(env: Env, began: float) -> Sample:
     with Supervisor(env.stack) as supervisor:
         parts = {name: int(p["pid"]) for name, p in supervisor.processes().items() if p["pid"]}
-    shared = {name: procfs.tree_shared_memory_mb(pid) for name, pid in parts.items()}
-    memory = {name: round(procfs.tree_pss_mb(pid) - shared[name], 1) for name, pid in parts.items()}
+    pss = {name: procfs.tree_pss_and_shared_mb(pid) for name, pid in parts.items()}
+    memory = {name: round(total - shared, 1) for name, (total, shared) in pss.items()}
+    shared_mb = {name: round(shared, 1) for name, (_, shared) in pss.items() if shared >= 1}
     files = {name: sum(_open_files(p) for p in procfs.tree(pid)) for name, pid in parts.items()}
     lags = await consumers.lags(access.kafka(env.stack), consumers.GROUPS)
     conn = await access.postgres(env.stack, credentials.POSTGRES_READER)
@@ -86,7 +87,7 @@ async def sample(env: Env, began: float) -> Sample:
     finally:
         await conn.close()
     return Sample(
-        round(time.monotonic() - began, 1), memory, {n: round(mb, 1) for n, mb in shared.items() if mb >= 1}, files, {f"{g}/{t}": n for (g, t), n in lags.items()},
+        round(time.monotonic() - began, 1), memory, shared_mb, files, {f"{g}/{t}": n for (g, t), n in lags.items()},
         live, dead, round(size / 2**20, 1),
     )  # fmt: skip
 

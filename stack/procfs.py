@@ -24,11 +24,6 @@ def pss_mb(pid: int) -> float:
     return _megabytes(f"/proc/{pid}/smaps_rollup", "Pss:")
 
 
-def shared_memory_mb(pid: int) -> float:
-    """The part of pss_mb in shared memory segments (PostgreSQL's shared buffers)."""
-    return _megabytes(f"/proc/{pid}/smaps_rollup", "Pss_Shmem:")
-
-
 def _megabytes(path: str, name: str) -> float:
     """A line `name  <n> kB` of a /proc file, in MB (0 when absent)."""
     with open(path) as f:
@@ -74,9 +69,21 @@ def tree_pss_mb(root: int) -> float:
     return sum(_or_zero(pss_mb, pid) for pid in tree(root))
 
 
-def tree_shared_memory_mb(root: int) -> float:
-    """The part of tree_pss_mb in shared memory segments."""
-    return sum(_or_zero(shared_memory_mb, pid) for pid in tree(root))
+def tree_pss_and_shared_mb(root: int) -> tuple[float, float]:
+    """tree_pss_mb, and the part of it in shared memory segments (PostgreSQL's shared buffers),
+    from one read of each process's smaps_rollup."""
+    total = shared = 0.0
+    for pid in tree(root):
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) / 1024
+                    elif line.startswith("Pss_Shmem:"):
+                        shared += int(line.split()[1]) / 1024
+        except OSError:  # gone meanwhile
+            continue
+    return total, shared
 
 
 def _or_zero(measure: Callable[[int], float], pid: int) -> float:

@@ -48,10 +48,10 @@ class Context:
         raise Aborted(code, details)
 
 
-def receiver(writer: Writer, in_flight: int = 1_000_000) -> Receiver:
+def receiver(writer: Writer, in_flight: int = 1_000_000, wait_s: float = 1.0) -> Receiver:
     return Receiver(
         cast(MetricsWriter, writer),
-        Admission(in_flight, wait_s=1.0),
+        Admission(in_flight, wait_s),
         Limits(max_batch_readings=100, max_future_skew_s=300.0),
         ArrivalClock(),
         cast(Devices, None),  # neither strict nor called by a device: never asked
@@ -148,8 +148,7 @@ async def test_a_batch_without_room_is_refused_after_the_admission_wait() -> Non
     # Kafka holds the first batch; the second waits for room, is refused when the admission's wait
     # is over, and the stream ends with RESOURCE_EXHAUSTED once the batch before it is written.
     writer = Writer()
-    service = receiver(writer, in_flight=1)
-    service._admission.wait_s = 0.05
+    service = receiver(writer, in_flight=1, wait_s=0.05)
     call = asyncio.create_task(service.StreamMetrics(stream([batch("s-0"), batch("s-1")]), Context()))
     await until(lambda: service._admission.waiting == 1)
     await until(lambda: service._admission.waiting == 0)  # gave up waiting
