@@ -145,8 +145,9 @@ async def test_a_redis_master_that_goes_away_is_replaced_by_its_replica(
             await eventually(promoted, timeout=60, what=f"the replica on {replica_port} promoted")
             took = time.monotonic() - started
         finally:
+            # SIGKILL ends a stopped process too; supervisord reaps it at once, so nothing
+            # may be sent to this pid after it.
             os.kill(pid, signal.SIGKILL)
-            os.kill(pid, signal.SIGCONT)
         await eventually(lambda: healthy(victim), timeout=120, what=f"{victim} back")
 
         async def rejoined() -> None:
