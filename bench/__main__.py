@@ -37,6 +37,7 @@ TARGETS = {
     "storage_bytes_per_reading_hot": ("<=", 80),
     "storage_bytes_per_reading_compressed": ("<=", 8),
     "compaction_cpu_us_per_reading": ("<=", 3),
+    "compaction_memory_mb": ("<=", 64),
     "list_readings_day_vs_raw": ("<=", 1.0),
     "http_json_readings_per_s": (">=", 20_000),
     "max_service_rss_mb": ("<=", 200),
@@ -121,7 +122,8 @@ async def suite(env: Env, short: bool) -> dict[str, Any]:
     day_us = await measure.store_list_day(env)
     listing = 5 if short else 20
     raw_list = await measure.list_day(env, day_us, listing)
-    packed_readings, results["compaction_cpu_us_per_reading"] = await measure.compact_stored(env)
+    packed_readings, cpu_us, memory_mb = await measure.compact_stored(env)
+    results["compaction_cpu_us_per_reading"], results["compaction_memory_mb"] = cpu_us, memory_mb
     results["storage_bytes_per_reading_compressed"] = await measure.fleet_storage(
         env, sample, 360, fresh=False
     )
@@ -134,7 +136,7 @@ async def suite(env: Env, short: bool) -> dict[str, Any]:
     )
     say(
         f"compaction: {packed_readings:,} readings at {results['compaction_cpu_us_per_reading']:.2f} µs of CPU "
-        f"each; {results['storage_bytes_per_reading_compressed']:.2f} bytes a reading packed (fleet-shaped), "
+        f"each, {results['compaction_memory_mb']:.0f} MB at most; {results['storage_bytes_per_reading_compressed']:.2f} bytes a reading packed (fleet-shaped), "
         f"{results['storage_bytes_per_reading_compressed_history']:.2f} (history); a day listed in "
         f"{results['list_readings_day_p99_ms']:.0f} ms p99 packed, {results['list_readings_day_raw_p99_ms']:.0f} raw"
     )

@@ -445,22 +445,24 @@ async def fleet_storage(env: Env, sensors: int, seconds: int, *, fresh: bool) ->
     return await _bytes_per_reading(env, day, day)
 
 
-async def compact_stored(env: Env) -> tuple[int, float]:
+async def compact_stored(env: Env) -> tuple[int, float, float]:
     """Packs every closed hour now (saver/compaction.py), as the saver would after its grace:
-    (readings packed, CPU µs a reading, of this process and PostgreSQL together)."""
+    (readings packed, CPU µs a reading, of this process and PostgreSQL together, and the most
+    memory the pass added to this process, MB)."""
     postgres_pid = processes.pids(("postgres",))["postgres"]
     conn = await access.postgres(
         env.stack, credentials.POSTGRES_WRITER, server_settings=postgres.SERVER_SETTINGS
     )
     try:
         before = procfs.tree_cpu_seconds(postgres_pid)
-        done = await saver_admin.compact(conn)
+        with procfs.peak_rss_growth_mb() as grown:
+            done = await saver_admin.compact(conn)
         used = procfs.tree_cpu_seconds(postgres_pid) - before + done.cpu_s
     finally:
         await conn.close()
     await _reclaim(env)  # what the saver's next history pass does
     env.say(f"compacted {done.readings:,} readings into {done.rows:,} rows in {done.seconds:.1f} s")
-    return done.readings, used / done.readings * 1e6 if done.readings else float("nan")
+    return done.readings, used / done.readings * 1e6 if done.readings else float("nan"), grown[0]
 
 
 LIST_SENSOR = "list-day"

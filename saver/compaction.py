@@ -7,11 +7,16 @@ A pass (the saver runs one every compaction_interval_s, on a connection of its o
 2. packs, hour after hour from compacted_before, the raw readings of closed hours, and moves
    compacted_before past each;
 3. packs again the (series, hour) that writes into closed hours queued grace_s ago or more.
-An hour is packed in chunks of series, a transaction each, holding the hour's lock: the chunk's raw
-rows are deleted (their copy out is the read), merged into the series' packed row of the hour if
-there is one (a reading already packed wins: it was stored first), and the packed rows written. A
-pass stopped anywhere, kill -9 included, leaves every reading raw or packed, never both, never
-neither; the next pass goes on from there.
+An hour is packed in chunks of at most CHUNK_READINGS readings, a transaction each, holding the
+hour's lock: the chunk's raw rows are deleted (their copy out is the read), merged into the series'
+packed row of the hour if there is one (a reading already packed wins: it was stored first), and the
+packed rows written. A chunk is whole series, or, for a series with more readings in the hour, a
+slice of its hour in time; the hour's lock is then held from its first slice to its last, so that
+no late write comes in between. What a pass holds in memory is so bounded by the chunk whatever the
+fleet's size (~25 MB); a series sliced adds ~100 bytes a reading of its hour while its packed row is
+merged and written again (~36 MB for an hour at 100 Hz). A pass stopped anywhere, kill -9
+included, leaves every reading raw or packed, never both, never neither; the next pass goes on from
+there.
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ from saver.closed_hours import HOUR_LOCK
 
 log = logging.getLogger(__name__)
 
-CHUNK_SERIES = 500  # series per transaction: an hour of 500 sensors at 1 Hz is 1.8 million readings
+# Readings per transaction: ~42 bytes each copied out, ~60 more while sorted and packed (~25 MB in all).
+CHUNK_READINGS = 250_000
 QUEUE_BATCH = 5_000
 
 STATE = "SELECT closed_before, compacted_before FROM compaction_state"
@@ -42,9 +48,14 @@ CLOSE = "UPDATE compaction_state SET closed_before = $1 WHERE closed_before < $1
 COMPACTED = "UPDATE compaction_state SET compacted_before = $1 WHERE compacted_before < $1"
 NEXT_RAW = "SELECT min(reading_time) FROM readings_raw WHERE reading_time >= $1 AND reading_time < $2"
 SERIES_OF_HOUR = """
-SELECT DISTINCT series_id FROM readings_raw WHERE reading_time >= $1 AND reading_time < $2
+SELECT series_id, count(*) FROM readings_raw WHERE reading_time >= $1 AND reading_time < $2
   AND ($3::int[] IS NULL OR series_id = ANY($3::int[]))
-ORDER BY 1
+GROUP BY 1 ORDER BY 1
+"""
+# Where a slice of a series' hour ends: the time of its reading after the slice's first $4.
+SLICE_END = """
+SELECT reading_time FROM readings_raw WHERE series_id = $1 AND reading_time >= $2 AND reading_time < $3
+ORDER BY reading_time OFFSET $4 LIMIT 1
 """
 HOURS_OF = """
 SELECT DISTINCT date_trunc('hour', reading_time, 'UTC') AS hour FROM readings_raw
@@ -56,6 +67,8 @@ WHERE queued_at <= now() - make_interval(secs => $1) AND ($2::int[] IS NULL OR s
 ORDER BY hour, series_id LIMIT $3
 """
 LOCK = "SELECT pg_advisory_xact_lock($1, $2)"
+LOCK_SESSION = "SELECT pg_advisory_lock($1, $2)"
+UNLOCK_SESSION = "SELECT pg_advisory_unlock($1, $2)"
 TAKE_RAW = """
 DELETE FROM readings_raw WHERE series_id = ANY($1::int[]) AND reading_time >= $2 AND reading_time < $3
 RETURNING series_id, attributes_id, reading_time, value
@@ -126,25 +139,77 @@ async def compact(
         for row in queued:
             by_hour.setdefault(row["hour"], []).append(row["series_id"])
         for hour, ids in by_hour.items():
-            await _pack(conn, hour, ids, done)
+            await _pack_series(conn, hour, ids, done)
     done.seconds, done.cpu_s = time.perf_counter() - began, time.process_time() - cpu
     return done
 
 
 async def _pack_hour(conn: asyncpg.Connection, hour: int, series: list[int] | None, done: Pass) -> None:
-    """Packs the raw readings of an hour (of `series`, or all), a chunk of series at a time."""
-    ids = [r[0] for r in await conn.fetch(SERIES_OF_HOUR, hour, hour + HOUR_US, series)]
-    for i in range(0, len(ids), CHUNK_SERIES):
-        await _pack(conn, hour, ids[i : i + CHUNK_SERIES], done)
+    """Packs the raw readings of an hour (of `series`, or all)."""
+    await _pack_series(conn, hour, series, done)
     done.hours += 1
 
 
-async def _pack(conn: asyncpg.Connection, hour: int, series: list[int], done: Pass) -> None:
-    """Packs the raw readings of `series` in `hour` into their packed rows, in one transaction."""
+async def _pack_series(conn: asyncpg.Connection, hour: int, series: list[int] | None, done: Pass) -> None:
+    """Packs the raw readings of `series` (or all) in `hour`, a chunk at a time. The series listed
+    that had none raw are looked at again under the hour's lock (a late write may have just stored
+    some) and taken off the queue."""
+    counts = [(r[0], r[1]) for r in await conn.fetch(SERIES_OF_HOUR, hour, hour + HOUR_US, series)]
+    for ids, readings in chunks(counts, CHUNK_READINGS):
+        if readings > CHUNK_READINGS:
+            await _pack_slices(conn, hour, ids[0], done)
+        else:
+            await _pack(conn, hour, ids, done)
+    if series is not None and (none_raw := sorted(set(series) - {s for s, _ in counts})):
+        await _pack(conn, hour, none_raw, done)
+
+
+def chunks(counts: Sequence[tuple[int, int]], most: int) -> list[tuple[list[int], int]]:
+    """(series, readings) grouped in order into chunks of at most `most` readings, each with its
+    readings; a series with more is a chunk of its own."""
+    found: list[tuple[list[int], int]] = []
+    ids: list[int] = []
+    readings = 0
+    for series_id, n in counts:
+        if ids and readings + n > most:
+            found.append((ids, readings))
+            ids, readings = [], 0
+        ids.append(series_id)
+        readings += n
+    if ids:
+        found.append((ids, readings))
+    return found
+
+
+async def _pack_slices(conn: asyncpg.Connection, hour: int, series_id: int, done: Pass) -> None:
+    """Packs a series' hour of more than CHUNK_READINGS readings in slices of time, a transaction
+    each, under the hour's lock held across them (a session's: it goes with the connection)."""
+    end = hour + HOUR_US
+    await conn.execute(LOCK_SESSION, HOUR_LOCK, hour // HOUR_US)
+    try:
+        since: int | None = hour
+        while since is not None:
+            until = await conn.fetchval(SLICE_END, series_id, since, end, CHUNK_READINGS)
+            await _pack(conn, hour, [series_id], done, since, until)
+            since = until
+    finally:
+        await conn.execute(UNLOCK_SESSION, HOUR_LOCK, hour // HOUR_US)
+
+
+async def _pack(
+    conn: asyncpg.Connection, hour: int, series: list[int], done: Pass, since: int | None = None,
+    until: int | None = None,
+) -> None:  # fmt: skip
+    """Packs the raw readings of `series` in `hour` (from `since`, to `until`: a slice of it) into
+    their packed rows, in one transaction; the slice that reaches the hour's end takes them off the
+    queue and counts their rows."""
+    whole_rest = until is None
     async with conn.transaction():
         await conn.execute(LOCK, HOUR_LOCK, hour // HOUR_US)
         out = io.BytesIO()
-        await conn.copy_from_query(TAKE_RAW, series, hour, hour + HOUR_US, output=out, format="binary")
+        await conn.copy_from_query(
+            TAKE_RAW, series, since or hour, until or hour + HOUR_US, output=out, format="binary"
+        )
         data = out.getbuffer()
         raw = np.frombuffer(data, _RAW_ROW, (len(data) - _COPY_HEADER - _COPY_TRAILER) // _RAW_ROW.itemsize,
                             _COPY_HEADER)  # fmt: skip
@@ -159,8 +224,9 @@ async def _pack(conn: asyncpg.Connection, hour: int, series: list[int], done: Pa
         if rows:
             await conn.copy_records_to_table("staging_packed", records=rows)
             await conn.execute(WRITE_PACKED)
-        await conn.execute(DEQUEUE, series, hour)
-    done.rows += len(rows)
+        if whole_rest:
+            await conn.execute(DEQUEUE, series, hour)
+    done.rows += len(rows) if whole_rest else 0
     done.readings += len(raw)
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -22,6 +24,29 @@ def rss_mb(pid: int) -> float:
 def pss_mb(pid: int) -> float:
     """Proportional set size: resident memory with each shared page divided among its sharers."""
     return _megabytes(f"/proc/{pid}/smaps_rollup", "Pss:")
+
+
+@contextmanager
+def peak_rss_growth_mb(every_s: float = 0.01) -> Iterator[list[float]]:
+    """This process's resident memory at its highest inside the block, less what it was before, as
+    the list's one item once the block is done (sampled by a thread every `every_s`)."""
+    before = rss_mb(os.getpid())
+    peak = [before]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(every_s):
+            peak[0] = max(peak[0], rss_mb(os.getpid()))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    growth = [0.0]
+    try:
+        yield growth
+    finally:
+        done.set()
+        watcher.join()
+        growth[0] = max(peak[0], rss_mb(os.getpid())) - before
 
 
 def _megabytes(path: str, name: str) -> float:

@@ -97,7 +97,16 @@ def slices(expected: list[tuple[int, int, str | None, str | None]]) -> Iterator[
         yield a, b + 1, rng.choice([None, 1, 7, 500])
 
 
-async def test_packed_hours_read_back_exactly_as_stored(scratch_connect: Connect) -> None:
+# Chunks of readings per transaction: as configured (every series of an hour in one), and so few
+# that each series' hour is packed in slices of time merged into its row.
+CHUNKS = pytest.mark.parametrize("chunk", [compaction.CHUNK_READINGS, 100], ids=["whole-hours", "slices"])
+
+
+@CHUNKS
+async def test_packed_hours_read_back_exactly_as_stored(
+    scratch_connect: Connect, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    monkeypatch.setattr(compaction, "CHUNK_READINGS", chunk)
     conn = await database(scratch_connect)
     owner = await scratch_connect()  # times as datetimes, as the history's upkeep has them
     day = datetime.fromtimestamp(START_US / 1e6, UTC).date()
@@ -174,21 +183,22 @@ async def test_a_resend_into_packed_hours_changes_nothing_and_late_readings_are_
     await conn.close()
 
 
+@pytest.mark.parametrize("chunk", [700, 100], ids=["two-series", "slices"])
 async def test_a_pass_stopped_midway_leaves_every_reading_once(
-    scratch_connect: Connect, monkeypatch: pytest.MonkeyPatch
+    scratch_connect: Connect, monkeypatch: pytest.MonkeyPatch, chunk: int
 ) -> None:
     conn = await database(scratch_connect)
     watcher = await scratch_connect()
-    rows = generate(3, sensors=20, hours=2)
+    rows = generate(3, sensors=20, hours=2)  # ~340 readings a series and hour
     expected = model(rows)
     await write(conn, rows)
-    monkeypatch.setattr(compaction, "CHUNK_SERIES", 2)  # a transaction per two series
+    monkeypatch.setattr(compaction, "CHUNK_READINGS", chunk)  # a transaction per two series, or less
 
     async def some_packed() -> None:
         assert await watcher.fetchval("SELECT count(*) FROM readings_packed") >= 4
 
     passing = asyncio.create_task(compaction.compact(conn, 0, NOW_US))
-    await eventually(some_packed, timeout=30, what="a pass stopped in its third chunk")
+    await eventually(some_packed, timeout=30, what="a pass stopped after a few chunks")
     passing.cancel()
     # Cancelled in the middle of a COPY, asyncpg may fail the rollback instead of passing the
     # cancellation on ("cannot switch to state 15"): the pass ended unfinished either way.
