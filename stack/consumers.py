@@ -31,13 +31,16 @@ async def lags(kafka: KafkaSettings, groups: dict[str, tuple[str, ...]]) -> dict
     try:
         topics = {t for ts in groups.values() for t in ts}
         partitions = {t: await topic_partitions(admin, t) for t in topics}
+        # The commits first: read after them, the ends are never behind them (read before, a commit
+        # made meanwhile could pass them and a lag come out below zero).
+        committed = {group: await admin.list_consumer_group_offsets(group) for group in groups}
         end = await consumer.end_offsets([tp for tps in partitions.values() for tp in tps])
         out: dict[tuple[str, str], int] = {}
         for group, group_topics in groups.items():
-            committed = await admin.list_consumer_group_offsets(group)
             for topic in group_topics:
                 out[(group, topic)] = sum(
-                    end[tp] - (committed[tp].offset if tp in committed else 0) for tp in partitions[topic]
+                    end[tp] - (committed[group][tp].offset if tp in committed[group] else 0)
+                    for tp in partitions[topic]
                 )
         return out
     finally:
