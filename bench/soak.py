@@ -57,7 +57,7 @@ class Sample:
     memory_mb: dict[str, float]
     shared_mb: dict[str, float]
     open_files: dict[str, int]
-    connections: int  # PostgreSQL's client backends
+    connections: int  # PostgreSQL's client sessions
     lag: dict[str, int]
     live_rows: int
     dead_rows: int
@@ -91,8 +91,10 @@ async def sample(env: Env, began: float) -> Sample:
             "SELECT coalesce(sum(n_live_tup), 0)::bigint, coalesce(sum(n_dead_tup), 0)::bigint FROM pg_stat_user_tables"
         )
         size = await conn.fetchval("SELECT pg_database_size(current_database())")
+        # Sessions of a user in a database: the clients' (a role without pg_read_all_stats sees
+        # other users' sessions, but not their backend_type).
         connections = await conn.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+            "SELECT count(*) FROM pg_stat_activity WHERE usename IS NOT NULL AND datname IS NOT NULL"
         )
     finally:
         await conn.close()
