@@ -192,8 +192,13 @@ async def _pack_slices(conn: asyncpg.Connection, hour: int, series_id: int, done
             until = await conn.fetchval(SLICE_END, series_id, since, end, CHUNK_READINGS)
             await _pack(conn, hour, [series_id], done, since, until)
             since = until
-    finally:
-        await conn.execute(UNLOCK_SESSION, HOUR_LOCK, hour // HOUR_US)
+    except BaseException:
+        # Cancelled or failed: released if the connection still answers (else its end releases
+        # it), and what stopped the pass is what the caller sees.
+        with contextlib.suppress(Exception):
+            await conn.execute(UNLOCK_SESSION, HOUR_LOCK, hour // HOUR_US)
+        raise
+    await conn.execute(UNLOCK_SESSION, HOUR_LOCK, hour // HOUR_US)
 
 
 async def _pack(
